@@ -334,13 +334,12 @@ def _tune_ray(todo: Sequence[TuneJob], settings: TuneSettings, name_or_path: str
     import ray
     from ray.util import ActorPool
 
-    started = False
-    if not ray.is_initialized():
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
-        started = True
+    from rospr.local_ray import ray_started
+
     actors: list = []
-    try:
+    with ray_started(None, num_cpus), contextlib.ExitStack() as cleanup:
+        # free their CPUs now, not when garbage collection gets to the handles
+        cleanup.callback(lambda: [ray.kill(actor) for actor in actors])
         slots = int(ray.available_resources().get("CPU", 1))
         n_workers = max(1, min(len(todo), slots // settings.threads or 1, num_cpus or slots))
         Actor = ray.remote(num_cpus=settings.threads)(_Worker)
@@ -353,8 +352,4 @@ def _tune_ray(todo: Sequence[TuneJob], settings: TuneSettings, name_or_path: str
             pool.submit(lambda actor, j: actor.tune.remote(j), job)
         while pool.has_next():
             save(*pool.get_next_unordered())  # each prompt is saved as soon as it is done
-    finally:
-        for actor in actors:
-            ray.kill(actor)  # free their CPUs now, not when garbage collection gets to the handles
-        if started:
-            ray.shutdown()
+

@@ -16,8 +16,9 @@
   server gone after its retries) is not retried: it ends the run with its own message, and every
   unit finished before it stays written.
 
-``ray_session`` starts a local Ray (``ray.init()``) or joins ``ray.address`` for the run, and
-shuts it down afterwards only if it started it.
+``ray_session`` starts a local Ray or joins ``ray.address`` for the run (``rospr.local_ray``: a
+local Ray listens on 127.0.0.1 only, without dashboard or usage statistics), and shuts it down
+afterwards only if it started it.
 """
 
 from __future__ import annotations
@@ -62,25 +63,10 @@ def ray_session(config: RunConfig) -> Iterator[bool]:
         log.warning("ray.enabled is true but Ray is not installed: running in one process")
         yield False
         return
-    import ray
+    from rospr.local_ray import ray_started
 
-    started = False
-    if not ray.is_initialized():
-        kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
-        if rc.address:
-            kwargs["address"] = rc.address
-        else:
-            kwargs["num_cpus"] = rc.num_cpus or os.cpu_count()
-            if rc.object_store_memory:
-                kwargs["object_store_memory"] = rc.object_store_memory
-        log.info("starting Ray (%s)", rc.address or "local")
-        ray.init(**kwargs)
-        started = True
-    try:
+    with ray_started(rc.address, rc.num_cpus, rc.object_store_memory):
         yield True
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def actor_config(config: RunConfig) -> dict:

@@ -1,0 +1,96 @@
+"""The one way this project starts Ray: a local Ray on loopback only, or the cluster the user names.
+
+``ray_started(address, num_cpus)`` is used by the runner (``harness/runner/ray_executor.py``) and by
+prompt tuning (``rospr/tuning.py``). A local Ray (no ``address``) starts with least privilege:
+
+- **Loopback only.** Every Ray server (GCS, raylet and its object manager, each worker's core-worker
+  gRPC server, the dashboard agent, the runtime-env agent, the autoscaler monitor's metrics port)
+  binds to the *node IP*. Ray 2.x resolves a node IP of ``127.0.0.1`` to the host's routable address
+  (``ray._private.services.resolve_ip_for_localhost``) unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``
+  is false, which Ray reads once at import into ``ray_constants.ENABLE_RAY_CLUSTER``. So the
+  variable is set for the processes Ray starts and that constant is switched off for the duration
+  of ``ray.init`` only (a later ``ray.init(address=...)`` of the same process joins clusters as
+  usual). Seen on Ray 2.60: without it, GCS, raylet and workers listen on ``::``, the dashboard
+  agent and runtime-env agent on the host address; with it, all of them on 127.0.0.1
+  (``tests/test_trust_loopback.py`` lists the sockets).
+- **No dashboard** (``include_dashboard=False``; Ray still runs its minimal head process, on loopback).
+- **No usage statistics** (``RAY_USAGE_STATS_ENABLED=0``, read by Ray when it starts and inherited
+  by its processes).
+
+With ``address`` (``auto``, ``host:port``, ``ray://...``) the cluster is the user's: nothing of the
+above is imposed on it. The session is shut down on exit only if this call started it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Any, Iterator
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+# The environment of a local Ray's processes (they inherit the driver's environment).
+LOCAL_RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def local_init_kwargs(num_cpus: int | None = None, object_store_memory: int | None = None) -> dict[str, Any]:
+    """The ``ray.init`` keyword arguments of a local, loopback-only Ray without the dashboard."""
+    kwargs: dict[str, Any] = dict(
+        _node_ip_address=LOOPBACK,
+        include_dashboard=False,
+        dashboard_host=LOOPBACK,
+        log_to_driver=False,
+        configure_logging=False,
+        num_cpus=num_cpus or os.cpu_count(),
+    )
+    if object_store_memory:
+        kwargs["object_store_memory"] = object_store_memory
+    return kwargs
+
+
+def _init_local(**kwargs: Any) -> None:
+    import ray
+    from ray._private import ray_constants
+
+    os.environ.update(LOCAL_RAY_ENV)
+    cluster_flag = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False  # keep 127.0.0.1 as the node IP (see the module docstring)
+    try:
+        ray.init(**kwargs)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = cluster_flag
+    node_ip = ray.util.get_node_ip_address()
+    if node_ip != LOOPBACK:  # a Ray that resolves the node IP elsewhere: do not run exposed
+        ray.shutdown()
+        raise RuntimeError(f"local Ray came up on {node_ip}, not {LOOPBACK}; this Ray version binds the node IP "
+                           "differently: start a cluster yourself and give its address (ray.address)")
+
+
+@contextlib.contextmanager
+def ray_started(address: str | None = None, num_cpus: int | None = None,
+                object_store_memory: int | None = None) -> Iterator[bool]:
+    """Make sure Ray is initialised for the ``with`` block; yields whether this call started it.
+
+    Takes the cluster ``address`` (None: a local Ray, see the module docstring; ``num_cpus`` and
+    ``object_store_memory`` apply to a local Ray only). A Ray already initialised in this process
+    is used as it is and left running. Refuses (``RuntimeError``) a local Ray whose node IP is not
+    loopback.
+    """
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        if address:
+            log.info("joining Ray at %s", address)
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        else:
+            log.info("starting a local Ray on %s (%s CPUs)", LOOPBACK, num_cpus or os.cpu_count())
+            _init_local(**local_init_kwargs(num_cpus, object_store_memory))
+        started = True
+    try:
+        yield started
+    finally:
+        if started:
+            ray.shutdown()

@@ -231,7 +231,9 @@ class Template:
             ) from e
         except jinja2.TemplateError as e:
             raise TaskError(f"{self._where()}: field {what!r} failed on {row_name}: {e}") from e
-        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
+        except TaskError:
+            raise
+        except Exception as e:  # noqa: BLE001 - whatever a template's code raises on a row becomes one clear error
             raise TaskError(
                 f"{self._where()}: field {what!r} failed on {row_name}: {type(e).__name__}: {e}; "
                 "check that the rows follow the dataset's schema"

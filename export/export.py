@@ -6,6 +6,12 @@ the maximum absolute difference to PyTorch is recorded in ``manifest.json`` and 
 tolerance raises ``ExportValidationError`` (the files are kept for inspection, the manifest is not
 written, so a cache never serves a graph that failed).
 
+Integrity. ``manifest.json`` lists the sha256 of every file of the export (``files``: each graph
+and its external data). ``verify_export`` checks them before a graph is used: in full (``rospr
+verify``), or through ``export.digests.FileDigests``, which re-reads a file only when its stat key
+(device, inode, size, mtime, ctime) changed since it was last read in full. The export's content
+hash (``graph_digest``) is part of the unit-cache key of every unit scored with it.
+
 Half precision (GPU only). T5 v1.1 / T0 overflow float16: activations of the feed-forward output
 projection exceed 65504 in the larger checkpoints. What the float16 export does about it: the model
 is loaded with Hugging Face's ``_keep_in_fp32_modules`` (T5's ``wo`` projections stay float32 and
@@ -30,6 +36,8 @@ from typing import Sequence
 
 import numpy as np
 
+from rospr.artifacts import ArtifactError, sha256_file
+
 log = logging.getLogger(__name__)
 
 # Bump when the graphs or their inputs change: it is part of the cache key of on-demand exports.
@@ -47,8 +55,15 @@ SCORER_CHECK_SHAPES = ((1, 1, 1, 1, 1), (2, 13, 0, 3, 4), (4, 7, 3, 2, 1), (3, 2
 RETRIEVER_CHECK_SHAPES = ((1, 1), (2, 9), (5, 23))
 
 
+DIGEST_MEMO = ".digests.json"  # remembered file digests (export.digests); not part of the export
+
+
 class ExportValidationError(RuntimeError):
     """An exported graph disagrees with PyTorch beyond the tolerance (the message gives both)."""
+
+
+class ExportIntegrityError(ArtifactError):
+    """An export whose files do not match their recorded sha256 (the message names the file)."""
 
 
 @dataclass
@@ -385,6 +400,8 @@ def export_models(model_name_or_path: str | Path, out_dir: str | Path, retriever
         manifest["graphs"]["retriever"] = {"file": "retriever.onnx", "dim": dim, "source": str(retriever),
                                            "identity": model_identity(encoder, str(retriever)).as_dict(),
                                            "weights": weights_digest(retriever, encoder), "validation": asdict(v)}
+    manifest["files"] = {f.name: sha256_file(f) for g in manifest["graphs"].values()
+                         for f in graph_files(out / g["file"])}
     tmp = out / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2, default=str))
     tmp.replace(out / "manifest.json")
@@ -392,6 +409,76 @@ def export_models(model_name_or_path: str | Path, out_dir: str | Path, retriever
 
 
 def read_manifest(out_dir: str | Path) -> dict | None:
-    """The manifest of a finished, validated export, or None when there is none."""
+    """The manifest of a finished, validated export, or None when there is none (or it is not a
+    readable JSON object: an export that cannot be used)."""
     p = Path(out_dir) / "manifest.json"
-    return json.loads(p.read_text()) if p.is_file() else None
+    if not p.is_file():
+        return None
+    try:
+        manifest = json.loads(p.read_text())
+    except (OSError, ValueError) as exc:
+        log.warning("%s: unreadable export manifest (%s)", p, exc)
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def graph_files(onnx_path: str | Path) -> list[Path]:
+    """A graph and its external data files, those present (Optimum writes one ``<name>_data`` file)."""
+    onnx_path = Path(onnx_path)
+    files = [onnx_path]
+    for extra in (onnx_path.with_name(onnx_path.name + "_data"), onnx_path.with_name(onnx_path.name + ".data")):
+        if extra.exists():
+            files.append(extra)
+    return files
+
+
+def graph_digest(manifest: dict, graph: str) -> str:
+    """The content hash of one graph of an export: its files' names and sha256 (from ``files``)."""
+    entry = manifest["graphs"][graph]
+    own = {entry["file"], entry["file"] + "_data", entry["file"] + ".data"}
+    names = sorted(n for n in manifest.get("files", {}) if n in own)
+    body = json.dumps({n: manifest["files"][n] for n in names}, sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def verify_export(folder: str | Path, full: bool = False) -> dict:
+    """The manifest of the export in ``folder`` once every file it lists has its recorded sha256.
+
+    ``full``: read every byte; otherwise a file whose stat key is unchanged since it was last read
+    in full is not read again (``export.digests``; what that guarantees is written there). Refuses
+    (``ExportIntegrityError``, naming the file and the fix) a folder without a manifest, a manifest
+    without ``files`` (an export made before they were recorded), a graph file it does not list,
+    and a missing or changed file.
+    """
+    from export.digests import FileDigests
+
+    folder = Path(folder)
+    mpath = folder / "manifest.json"
+    fix = "delete the folder to export again (an on-demand export is redone by the next run)"
+    manifest = read_manifest(folder)
+    if manifest is None:
+        raise ExportIntegrityError(f"{mpath}: missing or unreadable, so the export cannot be checked; {fix}")
+    files = manifest.get("files")
+    graphs = manifest.get("graphs")
+    if not isinstance(files, dict) or not files or not isinstance(graphs, dict):
+        raise ExportIntegrityError(f"{mpath}: field 'files' (the sha256 of each file) is missing: an export made "
+                                   f"before rospr recorded them; {fix}")
+    for g in graphs.values():
+        for f in graph_files(folder / str(g.get("file", ""))):
+            if f.name not in files:
+                raise ExportIntegrityError(f"{f}: a file of graph {g.get('file')!r} that {mpath} field 'files' "
+                                           f"does not list; {fix}")
+    digests = FileDigests(None if full else folder / DIGEST_MEMO)
+    try:
+        for name, expected in sorted(files.items()):
+            path = folder / str(name)
+            if Path(str(name)).name != name or not path.is_file() or path.is_symlink():
+                raise ExportIntegrityError(f"{path}: listed in {mpath} field 'files' but not a file of the export; "
+                                           f"{fix}")
+            got = digests.sha256(path, full=full)
+            if got != expected:
+                raise ExportIntegrityError(f"{path}: sha256 {got[:12]}… differs from {mpath} files.{name} "
+                                           f"{str(expected)[:12]}… (changed after the export); {fix}")
+    finally:
+        digests.save()
+    return manifest

@@ -21,6 +21,8 @@ import re
 import shutil
 from pathlib import Path
 
+from export.export import graph_files
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_REPO = REPO_ROOT / "model_repo"
 MODELS = ("t0_scorer", "retriever")
@@ -34,15 +36,6 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
-
-
-def _graph_files(onnx_path: Path) -> list[Path]:
-    """The graph and its external data files (Optimum writes one ``<name>_data`` file)."""
-    files = [onnx_path]
-    for extra in (onnx_path.with_name(onnx_path.name + "_data"), onnx_path.with_name(onnx_path.name + ".data")):
-        if extra.exists():
-            files.append(extra)
-    return files
 
 
 def _set_param(text: str, key: str, value: str) -> str:
@@ -74,13 +67,16 @@ def write_repository(export_dir: str | Path, out: str | Path, source: str | Path
     """Build ``out`` (see the module docstring) from a validated export in ``export_dir``.
 
     Returns ``out``. Refuses (``FileNotFoundError``) an export without ``manifest.json`` (unfinished or
-    failed validation) or a committed config that is missing.
+    failed validation) or a committed config that is missing, and (``ExportIntegrityError``) an
+    export whose files no longer have their recorded sha256 (read in full: what is served is checked).
     """
+    from export.export import verify_export
+
     export_dir, out, source = Path(export_dir), Path(out), Path(source)
     manifest_path = export_dir / "manifest.json"
     if not manifest_path.is_file():
         raise FileNotFoundError(f"{manifest_path}: no validated export here; run `rospr export` first")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = verify_export(export_dir, full=True)
     twin_model_py = source / "python_twin" / "model.py"
     for flavour in ("triton", "twin"):
         shutil.rmtree(out / flavour, ignore_errors=True)
@@ -94,7 +90,7 @@ def write_repository(export_dir: str | Path, out: str | Path, source: str | Path
             (target / "1").mkdir(parents=True, exist_ok=True)
             text = fill_config(cfg_path.read_text(), model, graph, manifest.get("model"))
             (target / "config.pbtxt").write_text(text)
-            for f in _graph_files(onnx_path):
+            for f in graph_files(onnx_path):
                 # The graph is always model.onnx; external data keeps the name the graph refers to.
                 _link_or_copy(f, target / "1" / ("model.onnx" if f == onnx_path else f.name))
             if flavour == "twin":

@@ -4,13 +4,18 @@ A unit's key (``unit_key``) is the sha256 of everything its records depend on: t
 identity (config, weights or export key, backend, precision), for RoSPr methods the retriever's
 identity and the prompt bank and library hashes and the method's settings (Q, N, N', VAR candidates,
 leave-one-out, seed), the task data and template hash (``UnitData.content_hash``: rows and template),
-the scoring convention, and ``CACHE_VERSION``. The batch size and the executor are not in the key:
-they do not change a prediction (scores agree to 1e-5).
+the scoring convention, and ``CACHE_VERSION``. For the onnxruntime backend the model's identity
+carries the sha256 of the graph files that computed the unit (``onnx_graph_sha256``), so units
+scored by another graph (a damaged one, a re-export that differs) never share a key. The batch size
+and the executor are not in the key: they do not change a prediction (scores agree to 1e-5).
 
 Layout: ``<dir>/<key[:2]>/<key>/records.jsonl`` (the records file as a run writes it) and
-``meta.json`` (format, version, key, the key's parts, the unit's fields, the records' sha256). An
-entry is checked on every read (meta readable, key, sha256 of the records); one that fails is
-logged and recomputed, never trusted, and the new result replaces it. Entries are written into a
+``meta.json`` (format, version, key, the key's parts, the unit's fields, the records' sha256,
+sealed by ``manifest_hash`` as ``rospr.artifacts`` seals manifests). An entry is checked on every
+read (meta readable and sealed, key, sha256 of the records); one that fails is logged and
+recomputed, never trusted, and the new result replaces it. A reused unit's ``n`` and ``accuracy``
+are recomputed from its records by the run directory (``harness.results.unit_figures``): the
+metadata's copies are for people, never the source of a number. Entries are written into a
 temporary folder and renamed into place, so a reader never sees half an entry and concurrent
 writers of the same key are harmless (the contents are equal).
 """
@@ -27,12 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rospr.artifacts import canonical, sha256_text
+from rospr.artifacts import canonical, seal, sha256_text
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = "rospr-unit-cache"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: sealed meta, graph sha256 in the model's identity
 DEFAULT_DIR = Path(".cache/rospr/units")
 # Where a model is served from is not what it is.
 _LOCATION_KEYS = ("triton_url",)
@@ -85,9 +90,18 @@ class UnitCache:
             log.warning("unit cache %s: unreadable (%s); recomputing the unit", entry, exc)
             return None
         digest = hashlib.sha256(records).hexdigest()
-        if meta.get("format") != CACHE_FORMAT or meta.get("version") != CACHE_VERSION or meta.get("key") != key:
+        if (not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT or meta.get("version") != CACHE_VERSION
+                or meta.get("key") != key):
             log.warning("unit cache %s: not an entry of key %s (format %s); recomputing the unit",
-                        entry, key[:12], meta.get("format"))
+                        entry, key[:12], meta.get("format") if isinstance(meta, dict) else None)
+            return None
+        try:
+            sealed = seal(meta)["manifest_hash"] == meta.get("manifest_hash")
+        except ValueError:  # not canonical JSON (NaN): not what put wrote
+            sealed = False
+        if not sealed:
+            log.warning("unit cache %s: meta.json does not match its manifest_hash (edited?); recomputing the unit",
+                        entry / "meta.json")
             return None
         if meta.get("sha256") != digest:
             log.warning("unit cache %s: records fail their checksum (sha256 %s, expected %s); recomputing the unit",
@@ -104,7 +118,8 @@ class UnitCache:
             (tmp / "records.jsonl").write_bytes(records)
             meta = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "key": key, "parts": parts,
                     "unit": fields, "sha256": hashlib.sha256(records).hexdigest()}
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+            (tmp / "meta.json").write_text(json.dumps(seal(meta), indent=1, ensure_ascii=False) + "\n",
+                                           encoding="utf-8")
             if target.exists():  # damaged (a good one would have been read): move it aside, then replace
                 old = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.old.", dir=target.parent))
                 try:

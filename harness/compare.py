@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from harness.results import read_records, read_results
+from harness.results import RecordsError, read_results, record_scores, verified_records
 
 
 @dataclass(frozen=True)
@@ -79,9 +79,17 @@ class RunScores:
 
 
 def load_run_scores(run_dir: str | Path, method: str | None = None) -> RunScores:
-    """Read a run directory's per-row scores for one method (the only one, or ``method``)."""
+    """Read a run directory's per-row scores for one method (the only one, or ``method``).
+
+    Every score comes from a records file checked against the sha256 results.json lists for it,
+    inside the run directory, each row's score recomputed from its prediction and gold
+    (``harness.results.verified_records``, ``record_scores``); the accuracies in results.json are
+    not read. Refuses (``ValueError`` naming the file and field) a missing or malformed results
+    file, a records path outside the run, a missing digest and records that fail their checksum.
+    """
     run_dir = Path(run_dir)
-    res = read_results(run_dir / "results.json")
+    path = run_dir / "results.json"
+    res = read_results(path)
     methods = list(dict.fromkeys(u.method for u in res.units))
     if method is None:
         if len(methods) != 1:
@@ -90,11 +98,16 @@ def load_run_scores(run_dir: str | Path, method: str | None = None) -> RunScores
     if method not in methods:
         raise ValueError(f"{run_dir}: no units for method {method!r}; it has {methods}")
     out = RunScores(run_dir, methods=methods)
-    for u in res.units:
+    for i, u in enumerate(res.units):
         if u.method != method:
             continue
-        recs = read_records(run_dir / u.records)
-        out.units[(u.task, u.prompt)] = {int(r["index"]): float(r["score"]) for r in recs}
+        where = f"{path}: units[{i}]"
+        _, recs = verified_records(run_dir, u, where)
+        scores = record_scores(recs, run_dir / u.records)
+        try:
+            out.units[(u.task, u.prompt)] = {int(r["index"]): s for r, s in zip(recs, scores)}
+        except (KeyError, TypeError, ValueError):
+            raise RecordsError(f"{run_dir / u.records}: a record without an integer 'index'; rerun the unit") from None
     return out
 
 

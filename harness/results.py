@@ -31,11 +31,21 @@ Each line of a records file is one example: ``index`` (row in the split), ``inpu
 ``scores`` (summed log-probability per choice), ``prediction``, ``gold`` (label index or null),
 ``target_scores`` (BIG-bench, or null) and ``score`` (the metric value of the prediction).
 ``rospr schema`` prints the JSON schema of this file.
+
+Where figures come from. A unit's ``n`` and ``accuracy`` (and so ``tasks`` and ``overall``) are
+always derived from its records file (``unit_figures``: each record's ``score`` recomputed from its
+``prediction``, ``gold`` and ``target_scores``), and only from a file whose sha256 is the one
+listed (``verified_records``). A number read back from results.json or from a cache entry's
+metadata is never used: an edited ``accuracy`` does not survive a resume, a cache reuse or a
+``rospr compare``. A unit's ``records`` path is a run's own data too: ``confined`` refuses one that
+leaves the run directory (absolute, ``..``, or through a symlink).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from pathlib import Path
 from statistics import mean, median
 from typing import Any
@@ -127,7 +137,112 @@ def write_records(path: Path, records: list[dict]) -> None:
 
 
 def read_records(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return parse_records(Path(path).read_bytes(), path)
+
+
+def parse_records(data: bytes, where: str | Path) -> list[dict]:
+    """The records of a records file's bytes. Refuses (``RecordsError``) a line that is not a JSON object."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecordsError(f"{where}: not UTF-8 text (byte {exc.start}); rerun the unit") from None
+    out = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise RecordsError(f"{where}: line {i} is not JSON ({exc.msg}); rerun the unit") from None
+        if not isinstance(rec, dict):
+            raise RecordsError(f"{where}: line {i} is not a JSON object; rerun the unit")
+        out.append(rec)
+    return out
+
+
+class RecordsError(ValueError):
+    """A records file that cannot be trusted or used (the message names the file, the field and the fix)."""
+
+
+class UnsafePath(ValueError):
+    """A path read from a run's own files that would leave the run directory."""
+
+
+def confined(run_dir: str | Path, rel: str, where: str) -> Path:
+    """``run_dir / rel`` when it stays inside ``run_dir``; ``where`` names the file and field it came from.
+
+    Refuses (``UnsafePath``) an empty, absolute or ``..`` path and one that resolves outside the run
+    directory through a symlink: nothing outside a run directory is read, written or removed because
+    a run's own file named it.
+    """
+    base = Path(run_dir)
+    p = Path(rel) if isinstance(rel, str) else None
+    if p is None or not rel or p.is_absolute() or ".." in p.parts:
+        raise UnsafePath(f"{where}: {rel!r} is not a path inside the run directory {base}; restore the file "
+                         "(a unit's records are records/<unit>.jsonl) or rerun into a new --out")
+    target = base / p
+    root = base.resolve()
+    resolved = target.resolve()
+    if resolved != root and root not in resolved.parents:
+        raise UnsafePath(f"{where}: {rel!r} leads outside the run directory {base} (to {resolved}, through a "
+                         "symlink); remove the link or rerun into a new --out")
+    return target
+
+
+def _metric(rec: dict, where: str) -> float:
+    """The metric value of a record's prediction, recomputed as ``rospr.data.Example.score_of`` does."""
+    from rospr.data import Example
+
+    try:
+        choices = tuple(str(c) for c in rec["choices"])
+        pred = rec["prediction"]
+        if isinstance(pred, bool) or not isinstance(pred, int) or not 0 <= pred < len(choices):
+            raise ValueError(f"prediction {pred!r} is not the index of one of {len(choices)} choices")
+        ts = rec.get("target_scores")
+        ex = Example("", "", int(rec.get("index", 0)), "", choices, label=rec.get("gold"),
+                     target_scores=tuple(float(x) for x in ts) if ts is not None else None)
+        value = ex.score_of(pred)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RecordsError(f"{where}: {exc}; rerun the unit") from None
+    stored = rec.get("score")
+    if not isinstance(stored, (int, float)) or not math.isclose(float(stored), value, rel_tol=0, abs_tol=1e-12):
+        raise RecordsError(f"{where}: field 'score' is {stored!r} but its prediction scores {value}; rerun the unit")
+    return value
+
+
+def record_scores(records: list[dict], where: str | Path) -> list[float]:
+    """Each record's metric value, recomputed from ``prediction``, ``gold`` and ``target_scores``;
+    refuses (``RecordsError``) a record whose stored ``score`` disagrees, or that has no gold."""
+    return [_metric(r, f"{where}: record {i}") for i, r in enumerate(records)]
+
+
+def unit_figures(records: list[dict], where: str | Path) -> tuple[int, float | None]:
+    """A unit's ``n`` and ``accuracy`` (mean metric; None when empty), from its records only."""
+    scores = record_scores(records, where)
+    return len(scores), (float(sum(scores) / len(scores)) if scores else None)
+
+
+def verified_records(run_dir: str | Path, unit: UnitResult, where: str) -> tuple[bytes, list[dict]]:
+    """The bytes and records of ``unit``'s records file, checked: inside ``run_dir``, sha256 as listed.
+
+    ``where`` names the results file and the unit's position (``results.json: units[3]``). Refuses
+    (``UnsafePath``, ``RecordsError``) a path outside the run, a missing file, a unit without a
+    digest (written before schema 1.2) and a file whose sha256 differs.
+    """
+    path = confined(run_dir, unit.records, f"{where}.records")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RecordsError(f"{path}: cannot read the records of {where} ({exc.strerror}); rerun the unit") from None
+    if not unit.sha256:
+        raise RecordsError(f"{where}.sha256: missing (a run written before schema 1.2), so {path} cannot be "
+                           "checked; rerun it with this rospr")
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != unit.sha256:
+        raise RecordsError(f"{path}: sha256 {digest[:12]}… differs from {where}.sha256 {unit.sha256[:12]}… (the "
+                           "records were changed after the run); rerun the unit (rospr run CONFIG --resume RUN_DIR) "
+                           "or restore the file")
+    return data, parse_records(data, path)
 
 
 def write_results(path: Path, results: ResultsFile) -> None:
@@ -135,9 +250,29 @@ def write_results(path: Path, results: ResultsFile) -> None:
 
 
 def read_results(path: Path) -> ResultsFile:
-    """Load and validate a results file; refuses another major schema version."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    """Load and validate a results file. Refuses (``ValueError`` naming the file) a missing or
+    malformed file, another major schema version and a file that does not follow the schema."""
+    from pydantic import ValidationError
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file; is {path.parent} a run directory?") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read it ({exc}); restore it or rerun") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+                         "restore it or rerun") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a results file (a JSON object is expected); restore it or rerun")
     version = str(data.get("schema_version", ""))
     if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
         raise ValueError(f"{path}: schema_version {version!r}; this rospr reads {SCHEMA_VERSION}")
-    return ResultsFile.model_validate(data)
+    try:
+        return ResultsFile.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(x) for x in first["loc"])
+        raise ValueError(f"{path}: field {field}: {first['msg']} ({exc.error_count()} error(s)); restore the "
+                         "file or rerun") from None

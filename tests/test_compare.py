@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
@@ -20,14 +21,17 @@ from harness.results import Provenance, ResultsFile, UnitResult, summarise, writ
 
 
 def make_run(path, units: dict[tuple[str, str], list[float]], method="t0"):
-    """A run directory with the given per-row scores (rows indexed 0..n-1)."""
+    """A run directory with the given per-row 0/1 scores (rows indexed 0..n-1): prediction 0, gold 0
+    where the score is 1 and 1 where it is 0; each records file listed with its sha256, as a run does."""
     done = []
     for i, ((task, prompt), scores) in enumerate(units.items()):
         rel = f"records/u{i}.jsonl"
-        write_records(path / rel, [{"index": j, "score": float(s), "prediction": 0, "scores": [0.0], "choices": ["a"]}
+        write_records(path / rel, [{"index": j, "score": float(s), "prediction": 0, "gold": 0 if s == 1.0 else 1,
+                                    "target_scores": None, "scores": [0.0, -1.0], "choices": ["a", "b"]}
                                    for j, s in enumerate(scores)])
+        digest = hashlib.sha256((path / rel).read_bytes()).hexdigest()
         done.append(UnitResult(task=task, prompt=prompt, method=method, n=len(scores),
-                               accuracy=float(np.mean(scores)), records=rel))
+                               accuracy=float(np.mean(scores)), records=rel, sha256=digest))
     tasks, overall = summarise(done)
     prov = Provenance(git_revision=None, git_dirty=None, package_versions={}, config_hash="x", model={},
                       backend="torch", seed=0, host={}, started_at="now", wall_s=0.0)

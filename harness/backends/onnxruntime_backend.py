@@ -6,6 +6,16 @@ The default backend of ``rospr run``. Graphs come from a content-addressed expor
 reuse them. The cache is ``onnxruntime.cache_dir``, else ``$ROSPR_ONNX_CACHE``, else
 ``.cache/rospr/onnx``.
 
+Integrity: no graph reaches a session unchecked. ``ensure_export`` verifies a cached export against
+the sha256 its manifest records (``export.export.verify_export``; a file is re-read when its stat
+key changed) and re-exports one that fails: the cache belongs to the run. A graph without external
+data is then read into memory, hashed in full and the session is built from those very bytes, so
+what is scored is what was checked, every time; a graph with external data (over 2 GB) is opened
+from its files just after the stat-keyed check (``rospr verify`` reads it all). A graph that fails
+the full check makes the whole export be checked in full and redone once; then the run stops,
+naming the file. The graph's content hash is in the backend's identity (``onnx_graph_sha256``), so
+the unit cache keys units by the graph that computed them.
+
 Session options, and why:
 
 - ``graph_optimization_level`` ALL by default: constant folding, node fusions (attention, GELU,
@@ -21,6 +31,7 @@ Session options, and why:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -44,18 +55,31 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
 
 
 def ensure_export(model: str | Path | None, retriever: str | Path | None = None, dtype: str = "float32",
-                  cache_dir: str | Path | None = None, prompt_dtype: str | None = None) -> Path:
-    """The folder of a validated export of ``model`` (and ``retriever``), exporting it if absent.
+                  cache_dir: str | Path | None = None, prompt_dtype: str | None = None, full: bool = False) -> Path:
+    """The folder of a validated export of ``model`` (and ``retriever``) whose files match their
+    recorded sha256, exporting it if absent and again if the check fails (``full``: read every byte).
 
     Concurrent callers (several actors) may export at once: each writes a private temporary folder
     and renames it into place; the first rename wins and the others discard theirs.
     """
-    from export.export import cache_key, export_models, read_manifest
+    from export.export import ExportIntegrityError, cache_key, export_models, read_manifest, verify_export
 
     root = cache_root(cache_dir)
     key = cache_key(model, retriever, dtype, prompt_dtype)
     target = root / key
-    if read_manifest(target) is not None:
+
+    def usable() -> bool:
+        if read_manifest(target) is None:
+            return False
+        try:
+            verify_export(target, full=full)
+            return True
+        except ExportIntegrityError as exc:
+            log.warning("onnx cache: %s; exporting again", exc)
+            _discard(target, root)
+            return False
+
+    if usable():
         log.debug("onnx cache hit: %s", target)
         return target
     root.mkdir(parents=True, exist_ok=True)
@@ -64,18 +88,64 @@ def ensure_export(model: str | Path | None, retriever: str | Path | None = None,
     try:
         export_models(model, tmp, retriever=retriever, dtype=dtype, prompt_dtype=prompt_dtype, scorer=model is not None)
         try:
-            if target.exists():  # an unfinished folder from a crashed export
-                if read_manifest(target) is not None:
+            if target.exists():  # an unfinished folder from a crashed export, or a concurrent caller's
+                if usable():
                     return target
-                shutil.rmtree(target, ignore_errors=True)
+                _discard(target, root)
             os.rename(tmp, target)
         except OSError:
-            if read_manifest(target) is None:
+            if not usable():
                 raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _discard(folder: Path, root: Path) -> None:
+    """Remove a cache folder that failed its check: renamed aside first (readers never see half of it)."""
+    aside = Path(tempfile.mkdtemp(prefix=f".{folder.name}.bad.", dir=root))
+    try:
+        os.rename(folder, aside / "export")
+    except OSError:  # already gone (a concurrent caller discarded it)
+        pass
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def open_graph(folder: Path, manifest: dict, graph: str, **session_options):
+    """An ``InferenceSession`` of ``graph`` of a verified export. A graph without external data is
+    built from bytes hashed here in full; refuses (``ExportIntegrityError``) bytes that differ."""
+    from export.export import ExportIntegrityError, graph_files
+
+    path = folder / manifest["graphs"][graph]["file"]
+    files = graph_files(path)
+    if len(files) > 1:  # external data: onnxruntime reads it from the folder (checked by verify_export)
+        return make_session(path, **session_options)
+    data = path.read_bytes()
+    expected = manifest["files"][path.name]
+    got = hashlib.sha256(data).hexdigest()
+    if got != expected:
+        raise ExportIntegrityError(f"{path}: sha256 {got[:12]}… differs from {folder / 'manifest.json'} "
+                                   f"files.{path.name} {expected[:12]}… (changed after the export); delete the "
+                                   "folder to export again")
+    return make_session(data, **session_options)
+
+
+def _verified_session(model, retriever, dtype: str, cache_dir, graph: str, **session_options):
+    """(folder, manifest, session) of an on-demand export: checked, re-exported once when a graph fails
+    its full check (the cache is the run's own), refused the second time."""
+    from export.export import ExportIntegrityError, read_manifest
+
+    for attempt in range(2):
+        folder = ensure_export(model, retriever, dtype, cache_dir, full=attempt > 0)
+        manifest = read_manifest(folder)
+        try:
+            return folder, manifest, open_graph(folder, manifest, graph, **session_options)
+        except ExportIntegrityError as exc:
+            if attempt:
+                raise
+            log.warning("onnx cache: %s; checking the whole export in full", exc)
+    raise AssertionError("unreachable")
 
 
 def default_providers(device: str = "cpu") -> list[str]:
@@ -87,9 +157,10 @@ def default_providers(device: str = "cpu") -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def make_session(path: str | Path, threads: int | None = None, graph_optimization: str = "all",
+def make_session(path: str | Path | bytes, threads: int | None = None, graph_optimization: str = "all",
                  providers: Sequence[str] | None = None, device: str = "cpu"):
-    """An ``InferenceSession`` with the options above. Refuses a provider that is not installed."""
+    """An ``InferenceSession`` of a graph file (or its bytes) with the options above. Refuses a
+    provider that is not installed."""
     import onnxruntime as ort
 
     if graph_optimization not in OPT_LEVELS:
@@ -110,7 +181,8 @@ def make_session(path: str | Path, threads: int | None = None, graph_optimizatio
     if missing:
         raise ValueError(f"onnxruntime.providers: {missing} not available here (have {ort.get_available_providers()}); "
                          "install onnxruntime-gpu for CUDAExecutionProvider")
-    return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    model = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(model, sess_options=opts, providers=providers)
 
 
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
@@ -177,14 +249,14 @@ def create_onnxruntime_backend(config):
     """The ``Backend`` of a ``RunConfig`` with ``backend: onnxruntime`` (exporting on first use)."""
     from transformers import AutoTokenizer
 
-    from export.export import read_manifest
+    from export.export import graph_digest
     from harness.backends import Backend
 
     ort_cfg = config.onnxruntime
-    folder = ensure_export(config.model.name_or_path, None, config.model.dtype, ort_cfg.cache_dir)
-    manifest = read_manifest(folder)
-    session = make_session(folder / "t0_scorer.onnx", ort_cfg.threads or config.scoring.threads,
-                           ort_cfg.graph_optimization, ort_cfg.providers, config.model.device)
+    folder, manifest, session = _verified_session(
+        config.model.name_or_path, None, config.model.dtype, ort_cfg.cache_dir, "t0_scorer",
+        threads=ort_cfg.threads or config.scoring.threads, graph_optimization=ort_cfg.graph_optimization,
+        providers=ort_cfg.providers, device=config.model.device)
     scorer = OnnxScorer(session, io_binding=ort_cfg.io_binding)
     tokenizer = AutoTokenizer.from_pretrained(config.model.name_or_path)
     # The export cache is content-addressed: the same weights exported from another path share the
@@ -192,13 +264,15 @@ def create_onnxruntime_backend(config):
     name = config.model.name_or_path
     identity = dict(manifest["model"], name=Path(name).name if Path(name).exists() else name,
                     onnx_cache_key=folder.name, onnx_dtype=manifest["dtype"],
-                    onnx_provider=session.get_providers()[0])
+                    onnx_provider=session.get_providers()[0], onnx_graph_sha256=graph_digest(manifest, "t0_scorer"))
     return Backend("onnxruntime", scorer, tokenizer, identity)
 
 
 def create_onnxruntime_embedder(config, retriever: str | Path) -> OnnxEmbedder:
     """The retriever graph of ``retriever`` (exported on first use into the same cache)."""
     ort_cfg = config.onnxruntime
-    folder = ensure_export(None, retriever, "float32", ort_cfg.cache_dir)
-    return OnnxEmbedder(make_session(folder / "retriever.onnx", ort_cfg.threads or config.scoring.threads,
-                                     ort_cfg.graph_optimization, ort_cfg.providers, config.model.device))
+    _, _, session = _verified_session(None, retriever, "float32", ort_cfg.cache_dir, "retriever",
+                                      threads=ort_cfg.threads or config.scoring.threads,
+                                      graph_optimization=ort_cfg.graph_optimization, providers=ort_cfg.providers,
+                                      device=config.model.device)
+    return OnnxEmbedder(session)

@@ -1,4 +1,4 @@
-"""The run directory as the driver keeps it: finished units, written one by one, resumable.
+"""The run directory as the driver keeps it: finished units, written one by one, resumable, never lost.
 
 A unit is written in two atomic steps: its records file (``records/<slug>.jsonl``), then
 ``results.json`` listing it with the file's sha256. A driver killed between the two leaves a records
@@ -6,9 +6,33 @@ file that no unit lists; a resumed run recomputes that unit and overwrites the f
 either listed with intact records, or redone: never lost, never counted twice (units are keyed by
 (task, prompt, method)).
 
-``--resume`` trusts a listed unit only when its records file still has the listed digest; it refuses
-a config that differs from the interrupted run's in anything but the execution settings (``ray``,
-``cache``), naming the keys that differ.
+**A rerun never loses the earlier run before it has started.** A run (without ``--resume``) into a
+directory that holds an earlier run (any of ``RUN_ENTRIES``) works in a staging folder inside it,
+``.rospr-new/``, until its first unit is written (so the backend loaded, the bank and library are
+ready and a unit scored or reused). Only then is the earlier run replaced (``_promote``):
+
+1. the earlier run's entries move into ``.rospr-old/`` (renames inside one directory);
+2. the new run's entries move from ``.rospr-new/`` into place;
+3. ``.rospr-new/`` is removed: this is the commit point; then ``.rospr-old/`` is removed;
+4. the run goes on writing in place.
+
+A failure before that point (a bad model path, an export that fails, Ctrl-C, SIGKILL) leaves every
+byte of the earlier run where it was: the staging folder is removed on the way out, or at the next
+start (``recover``, under the run lock). A driver killed in the middle of steps 1-3 is recovered at
+the next start: with ``.rospr-new/`` still present the swap had not committed and the earlier run
+is put back; without it the swap had committed and ``.rospr-old/`` is only removed.
+
+**Paths are confined.** A unit's ``records`` path read from results.json must be this unit's own
+records file (``records/<slug>.jsonl``) inside the run directory (``harness.results.confined``);
+nothing outside the run directory is read, written or removed because a run's own file named it.
+The earlier run is moved aside as whole entries, never file by file from the paths it lists.
+
+**Resume** (``--resume``) needs a run in the directory (``results.json``; refused otherwise). It
+trusts a listed unit only when its records file is the unit's own and still has the listed sha256,
+and takes the unit's ``n`` and ``accuracy`` from the records, not from results.json
+(``harness.results.unit_figures``); every other unit is recomputed. It refuses a config that differs
+from the interrupted run's in anything but the execution settings (``ray``, ``cache``), naming the
+keys that differ.
 """
 
 from __future__ import annotations
@@ -16,17 +40,35 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
 from harness.config import RunConfig
-from harness.results import ResultsFile, UnitResult, atomic_write_text, read_results, summarise, write_results
+from harness.results import (
+    RecordsError,
+    ResultsFile,
+    UnitResult,
+    UnsafePath,
+    atomic_write_text,
+    confined,
+    read_results,
+    summarise,
+    unit_figures,
+    verified_records,
+    write_results,
+)
 
 log = logging.getLogger(__name__)
 
 UnitId = tuple[str, str, str]  # (task, prompt, method)
 # Sections that say how a run executes, not what it computes: a resume may change them.
 EXECUTION_KEYS = ("ray", "cache")
+# What a run owns in its directory (the lock file stays: see harness.lock).
+RUN_ENTRIES = ("results.json", "records", "report.md", "report.html")
+STAGING = ".rospr-new"
+TRASH = ".rospr-old"
 
 
 class ResumeError(ValueError):
@@ -36,6 +78,13 @@ class ResumeError(ValueError):
 def records_text(records: list[dict]) -> str:
     """A records file's contents: one JSON object per line (``harness.results`` documents the fields)."""
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
+def records_path(task: str, prompt: str, method: str) -> str:
+    """A unit's records file, relative to the run directory."""
+    from harness.runner.plan import unit_slug
+
+    return f"records/{unit_slug(task, prompt, method)}.jsonl"
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -54,67 +103,127 @@ def config_differences(old: dict, new: dict) -> list[str]:
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
+def _remove(path: Path) -> None:
+    """Remove a run entry: a link itself (never what it points to), a folder, or a file."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
+def _own_folder(path: Path) -> Path:
+    """``path`` when it is a real folder of the run directory (or absent); refuses a link there."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise UnsafePath(f"{path}: expected rospr's own folder, found a link or a file; remove it and rerun")
+    return path
+
+
+def holds_run(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds (part of) a run: results.json, records/ or a report."""
+    return any(os.path.lexists(Path(run_dir) / name) for name in RUN_ENTRIES)
+
+
 class RunDirectory:
-    """The finished units of a run and the writing of ``results.json``; units kept in plan order."""
+    """The finished units of a run and the writing of ``results.json``; units kept in plan order.
+
+    ``root`` is where this run writes: the run directory, or its staging folder until the first
+    unit of a run that replaces an earlier one (see the module docstring).
+    """
 
     def __init__(self, out: Path, config: RunConfig, order: Callable[[UnitResult], tuple]) -> None:
         self.out = Path(out)
+        self.root = self.out
         self.config = config
         self.order = order
         self.units: dict[UnitId, UnitResult] = {}
+        self.staged = False
 
     @staticmethod
     def key(unit: UnitResult) -> UnitId:
         return (unit.task, unit.prompt, unit.method)
 
+    # -- starting ----------------------------------------------------------------------------------
+    def recover(self) -> None:
+        """Finish or undo a swap that a killed driver left half done; drop an unpromoted staging
+        folder. Call with the run lock held, before anything else."""
+        old = _own_folder(self.out / TRASH)
+        new = _own_folder(self.out / STAGING)
+        if old.is_dir():
+            if new.is_dir():  # the swap had not committed: the earlier run goes back in place
+                for name in RUN_ENTRIES:
+                    if os.path.lexists(old / name):
+                        if os.path.lexists(self.out / name):
+                            _remove(self.out / name)  # a part of the new run that was being moved in
+                        os.rename(old / name, self.out / name)
+                log.warning("%s: an interrupted replacement of the earlier run was undone", self.out)
+            shutil.rmtree(old)
+        if new.is_dir():
+            shutil.rmtree(new)
+
     def start_fresh(self) -> None:
-        """A new run: an earlier run's results.json and listed records in this directory are removed."""
-        path = self.out / "results.json"
-        if not path.exists():
+        """A new run. Into a directory that holds an earlier run, it is staged (module docstring)."""
+        if not holds_run(self.out):
             return
-        try:
-            old = read_results(path)
-            listed = [u.records for u in old.units]
-        except (ValueError, OSError):
-            listed = []
-        log.warning("%s holds an earlier run (%d units); starting over (rospr run --resume %s finishes a run instead)",
-                    self.out, len(listed), self.out)
-        for rel in listed:
-            (self.out / rel).unlink(missing_ok=True)
-        path.unlink()
+        log.warning("%s holds an earlier run; it is replaced once this run has written its first unit "
+                    "(rospr run --resume %s finishes a run instead)", self.out, self.out)
+        self.root = self.out / STAGING
+        self.root.mkdir()
+        self.staged = True
 
     def resume(self) -> int:
-        """Keep the intact units of an interrupted run. Returns how many; refuses another config."""
+        """Keep the intact units of an interrupted run. Returns how many.
+
+        Refuses (``ResumeError``) a directory without a run and another config. A unit whose records
+        path is not its own, or whose records fail their sha256 or cannot be read, is recomputed.
+        """
         path = self.out / "results.json"
-        if not path.exists():
-            log.info("%s: no results.json, nothing to resume; running every unit", self.out)
-            return 0
+        if not path.is_file():
+            raise ResumeError(f"{self.out}: holds no run to resume (no results.json); start one with "
+                              f"rospr run CONFIG --out {self.out}")
+        confined(self.out, "results.json", str(path))
         try:
             old = read_results(path)
         except ValueError as exc:
-            raise ResumeError(f"{path}: cannot resume ({exc}); run into a new --out directory") from None
+            raise ResumeError(f"cannot resume: {exc}; or run into a new --out directory") from None
         diff = config_differences(old.config, self.config.model_dump(mode="json"))
         if diff:
             shown = ", ".join(diff[:8]) + (f" and {len(diff) - 8} more" if len(diff) > 8 else "")
             raise ResumeError(f"{self.out} was run with another config (differs in: {shown}); resume it with "
                               "the same config, or run this config into another --out")
         kept = 0
-        for unit in old.units:
-            rec = self.out / unit.records
-            digest = hashlib.sha256(rec.read_bytes()).hexdigest() if rec.is_file() else None
-            if not unit.sha256 or digest != unit.sha256:
-                log.warning("%s / %s / %s: records %s %s; recomputing the unit", unit.task, unit.prompt, unit.method,
-                            rec, "missing" if digest is None else "do not match their sha256")
+        for i, unit in enumerate(old.units):
+            where = f"{path}: units[{i}]"
+            own = records_path(unit.task, unit.prompt, unit.method)
+            try:
+                if unit.records != own:
+                    raise UnsafePath(f"{where}.records: {unit.records!r} is not this unit's records file ({own})")
+                _, records = verified_records(self.out, unit, where)
+                n, acc = unit_figures(records, self.out / own)
+            except (UnsafePath, RecordsError) as exc:
+                log.warning("%s / %s / %s: %s; recomputing the unit", unit.task, unit.prompt, unit.method, exc)
                 continue
-            self.units[self.key(unit)] = unit
+            if (n, acc) != (unit.n, unit.accuracy):
+                log.warning("%s: n/accuracy %s/%s differ from its records' %s/%s; the records' are kept",
+                            where, unit.n, unit.accuracy, n, acc)
+            self.units[self.key(unit)] = unit.model_copy(update={"n": n, "accuracy": acc})
             kept += 1
         return kept
 
+    # -- writing -----------------------------------------------------------------------------------
     def add(self, unit: UnitResult, text: str) -> UnitResult:
-        """Write a finished unit's records, then list it in results.json (``write`` does that)."""
+        """Write a finished unit's records, then list it in results.json (``write`` does that).
+
+        ``n`` and ``accuracy`` are taken from ``text`` (the records), whatever ``unit`` says.
+        """
+        from harness.results import parse_records
+
         data = text.encode("utf-8")
-        unit = unit.model_copy(update={"sha256": hashlib.sha256(data).hexdigest()})
-        atomic_write_text(self.out / unit.records, text)
+        own = records_path(unit.task, unit.prompt, unit.method)
+        n, acc = unit_figures(parse_records(data, own), own)
+        unit = unit.model_copy(update={"sha256": hashlib.sha256(data).hexdigest(), "records": own, "n": n,
+                                       "accuracy": acc})
+        target = confined(self.root, own, f"unit {unit.task} / {unit.prompt} / {unit.method}")
+        atomic_write_text(target, text)
         self.units[self.key(unit)] = unit
         return unit
 
@@ -125,6 +234,56 @@ class RunDirectory:
                            tasks=tasks, overall=overall, execution=execution)
 
     def write(self, provenance, execution: dict[str, Any]) -> ResultsFile:
+        """Write results.json; a staged run with a unit written replaces the earlier run now."""
         res = self.results(provenance, execution)
-        write_results(self.out / "results.json", res)
+        write_results(self.root / "results.json", res)
+        if self.staged and self.units:
+            self._promote()
         return res
+
+    def finish(self) -> None:
+        """The run ended well: a staged run that wrote no unit (an empty plan) replaces the earlier one too."""
+        if self.staged:
+            self._promote()
+
+    def abandon(self) -> None:
+        """The run failed: a staged run that never started is dropped; the earlier run stays as it was."""
+        if self.staged:
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.root, self.staged = self.out, False
+            log.warning("%s: the earlier run was kept (this run failed before its first unit)", self.out)
+
+    def _promote(self) -> None:
+        old, new = self.out / TRASH, self.root
+        old.mkdir()
+        for name in RUN_ENTRIES:
+            if os.path.lexists(self.out / name):
+                os.rename(self.out / name, old / name)
+        for name in RUN_ENTRIES:
+            if os.path.lexists(new / name):
+                os.rename(new / name, self.out / name)
+        shutil.rmtree(new)  # the commit point (see ``recover``)
+        shutil.rmtree(old)
+        self.root, self.staged = self.out, False
+        log.info("%s: the earlier run was replaced by this one", self.out)
+
+
+def verify_run(run_dir: str | Path) -> list[str]:
+    """Check every unit of a finished run: path confined, records sha256 as listed, figures as the
+    records give them. Returns the problems found (empty: all good). Refuses a directory without a run."""
+    run_dir = Path(run_dir)
+    path = run_dir / "results.json"
+    res = read_results(path)
+    problems = []
+    for i, unit in enumerate(res.units):
+        where = f"{path}: units[{i}]"
+        try:
+            _, records = verified_records(run_dir, unit, where)
+            n, acc = unit_figures(records, run_dir / unit.records)
+        except (UnsafePath, RecordsError) as exc:
+            problems.append(str(exc))
+            continue
+        if (n, acc) != (unit.n, unit.accuracy):
+            problems.append(f"{where}: n/accuracy {unit.n}/{unit.accuracy} differ from its records' {n}/{acc} "
+                            "(results.json edited?); rerun with --resume, which takes them from the records")
+    return problems

@@ -134,6 +134,43 @@ def schema() -> None:
     typer.echo(json.dumps(ResultsFile.model_json_schema(), indent=2))
 
 @app.command()
+def verify(
+    paths: List[Path] = typer.Argument(..., help="run directories, ONNX export folders or an ONNX export cache"),
+) -> None:
+    """Check every byte: a run's records against their sha256 and figures, an export's files against
+    its manifest. Prints one line per problem; exit 1 when there is one."""
+    from export.export import ExportIntegrityError, verify_export
+    from harness.runner.rundir import verify_run
+
+    problems, checked = [], 0
+    for path in paths:
+        if (path / "results.json").is_file():
+            try:
+                problems += verify_run(path)
+            except ValueError as exc:
+                problems.append(str(exc))
+            checked += 1
+            continue
+        exports = [path] if (path / "manifest.json").is_file() else sorted(
+            d for d in path.iterdir() if (d / "manifest.json").is_file() and not d.name.startswith(".")
+        ) if path.is_dir() else []
+        if not exports:
+            _fail(ValueError(f"{path}: neither a run directory (results.json) nor an ONNX export (manifest.json) "
+                             "nor a folder of exports"))
+        for folder in exports:
+            try:
+                verify_export(folder, full=True)
+            except ExportIntegrityError as exc:
+                problems.append(str(exc))
+            checked += 1
+    for p in problems:
+        err.print(f"[bold red]failed:[/] {p}", markup=True, highlight=False)
+    if problems:
+        raise typer.Exit(1)
+    err.print(f"verified {checked} artifact(s): every file matches its sha256")
+
+
+@app.command()
 def compare(
     run_dir: Path = typer.Argument(..., help="the run to check"),
     baseline: Optional[str] = typer.Option(None, "--baseline", help="published baseline: t0_3b or t0_11b"),

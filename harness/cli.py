@@ -351,6 +351,34 @@ def library_build(
     err.print(f"library {out}: {len(lib)} keys of {len(lib.prompt_ids)} prompts")
 
 
+data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Task data: the default sources.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("fetch")
+def data_fetch(
+    what: List[str] = typer.Argument(..., help="templates (promptsource 0.2.3) and/or bigbench (bigbench 1.0.0)"),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="default $ROSPR_DATA_CACHE or ~/.cache/rospr/data"),
+    force: bool = typer.Option(False, "--force", help="download and unpack again even when cached"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Download the pinned sdists through pip, check their sha256, unpack their data into the cache;
+    prints where each went and its file count."""
+    _setup_logging(verbose)
+    from harness.tasks import fetch as fetching
+    from harness.tasks.base import TaskError
+
+    unknown = [w for w in what if w not in fetching.SOURCES]
+    if unknown:
+        _fail(TaskError(f"unknown data source(s) {unknown}: choose from {', '.join(fetching.SOURCES)}"))
+    for name in dict.fromkeys(what):
+        try:
+            folder = fetching.fetch(name, cache_dir, force=force)
+        except TaskError as exc:
+            _fail(exc)
+        typer.echo(f"{name}: {folder} ({fetching.SOURCES[name].files} files)")
+
+
 BENCHMARKS = ("throughput", "latency", "retrieval", "peers", "backends", "scaling")
 
 

@@ -1,10 +1,13 @@
 """BIG-bench JSON tasks, formatted like BIG-bench's ``JsonTask`` zero-shot multiple choice.
 
 Where the tasks come from: a folder of ``<task>/task.json`` (subtasks in sub-folders
-``<task>/<subtask>/task.json``), or a base URL with the same layout (read with ``urllib``; the
-default is BIG-bench's GitHub tree). A task whose ``task.json`` has no ``examples`` is the union of
-its subtasks: those its ``subtasks`` list names (folder names, or inline task objects), else (folder
-source only) every sub-folder holding a ``task.json``.
+``<task>/<subtask>/task.json``), or a base URL with the same layout (read with ``urllib``, e.g.
+:data:`DEFAULT_URL`, BIG-bench's GitHub tree). Without a ``bigbench`` setting the default is the
+``benchmark_tasks/`` folder of the pinned ``bigbench`` 1.0.0 sdist from the package registry
+(:mod:`harness.tasks.fetch`), fetched when a task is first read (358 MB download, 1.7 GB unpacked);
+listing tasks never fetches (uncached: the 14 T0 tasks, as for a URL). A task whose ``task.json``
+has no ``examples`` is the union of its subtasks: those its ``subtasks`` list names (folder names,
+or inline task objects), else (folder source only) every sub-folder holding a ``task.json``.
 
 Task names: ``bigbench/<task>`` (all subtasks together, in order; each example's ``meta`` records
 its ``subtask``) and ``bigbench/<task>/<subtask>``. Each task has one prompt, ``bigbench``: the task's
@@ -141,11 +144,27 @@ def parse_bool(value: Any, where: str, field: str) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
+def default_location(fetch_missing: bool = True) -> str:
+    """The ``bigbench`` location used when none is configured: the cached ``benchmark_tasks/``
+    folder of the bigbench 1.0.0 sdist; when it is not cached, it is fetched (``fetch_missing``) or
+    :data:`DEFAULT_URL` stands in (for listing). Refuses (``TaskError``) a failed fetch, with the fix."""
+    from harness.tasks import fetch as fetching
+
+    found = fetching.cached("bigbench")
+    if found is not None:
+        return str(found)
+    if not fetch_missing:
+        return DEFAULT_URL
+    log.info("no bigbench setting and no cached BIG-bench tasks: fetching bigbench 1.0.0 (358 MB) into %s",
+             fetching.data_cache_dir())
+    return str(fetching.fetch("bigbench"))
+
+
 class _Source:
     """A folder or a base URL laid out as ``<task>[/<subtask>]/task.json``."""
 
-    def __init__(self, location: str | None) -> None:
-        self.location = location or DEFAULT_URL
+    def __init__(self, location: str | None, *, fetch_missing: bool = True) -> None:
+        self.location = location or default_location(fetch_missing)
         self.is_url = bool(re.match(r"^[a-z][a-z0-9+.\-]*://", self.location))
         self.root = None if self.is_url else Path(self.location)
 
@@ -384,7 +403,8 @@ class BigBenchTask:
 
 
 def bigbench_task(name: str, settings: DataSettings) -> BigBenchTask:
-    """``bigbench/<task>[/<subtask>]`` from ``settings.bigbench`` (a folder or URL; default: GitHub)."""
+    """``bigbench/<task>[/<subtask>]`` from ``settings.bigbench`` (a folder or URL; default: the
+    fetched bigbench 1.0.0 sdist, see :func:`default_location`)."""
     parts = name.split("/")
     if parts[0] != "bigbench" or len(parts) not in (2, 3) or not all(parts[1:]):
         raise TaskError(f"bad BIG-bench task name {name!r}: use bigbench/<task> or bigbench/<task>/<subtask>")
@@ -392,6 +412,6 @@ def bigbench_task(name: str, settings: DataSettings) -> BigBenchTask:
 
 
 def list_bigbench(settings: DataSettings) -> list[str]:
-    """``bigbench/...`` names offered by ``settings.bigbench`` (a URL: the 14 T0 tasks and their
-    known subtasks)."""
-    return [f"bigbench/{t}" for t in _Source(settings.bigbench).tasks()]
+    """``bigbench/...`` names offered by ``settings.bigbench`` (a URL, or no setting and nothing
+    cached: the 14 T0 tasks and their known subtasks). Never downloads."""
+    return [f"bigbench/{t}" for t in _Source(settings.bigbench, fetch_missing=False).tasks()]

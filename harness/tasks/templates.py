@@ -28,7 +28,6 @@ Differences from promptsource, on purpose:
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import random
@@ -355,18 +354,31 @@ def _row_seed(template_id: str, row: Mapping[str, Any]) -> int:
 
 
 def default_templates_dir() -> Path:
-    """The ``templates/`` folder of an installed ``promptsource`` package.
+    """promptsource 0.2.3's ``templates/`` folder from the data cache, fetched on first use.
 
-    Refuses (``TaskError``) when promptsource is not installed: set ``DataSettings.templates_dir``
-    (or ``$ROSPR_DATA_DIR``) instead.
+    The folder comes from the pinned promptsource sdist on the package registry
+    (:mod:`harness.tasks.fetch`); the first call without a cached copy downloads it (about 230 kB).
+    Refuses (``TaskError``) when it is not cached and cannot be fetched, saying how to provide
+    templates instead.
     """
-    spec = importlib.util.find_spec("promptsource")
-    if spec is None or not spec.submodule_search_locations:
+    from harness.tasks import fetch as fetching
+
+    found = fetching.cached("templates")
+    if found is not None:
+        return found
+    log.info(
+        "no templates_dir configured and no cached promptsource templates: fetching promptsource "
+        "0.2.3 into %s", fetching.data_cache_dir()
+    )
+    try:
+        return fetching.fetch("templates")
+    except TaskError as e:
         raise TaskError(
-            "no promptsource templates folder: set DataSettings.templates_dir (or $ROSPR_DATA_DIR "
-            "with promptsource/templates/ inside) to a folder of <dataset>[/<subset>]/templates.yaml"
-        )
-    return Path(list(spec.submodule_search_locations)[0]) / "templates"
+            f"no promptsource templates folder: none configured, and fetching the default failed: {e}\n"
+            "fix: run `rospr data fetch templates` where the package registry is reachable, or set "
+            "data.templates_dir to a folder of <dataset>[/<subset>]/templates.yaml, or data.data_dir "
+            "(or $ROSPR_DATA_DIR) to a root with promptsource/templates/ inside"
+        ) from e
 
 
 def templates_path(templates_dir: str | Path, dataset: str, subset: str | None = None) -> Path:
@@ -434,7 +446,7 @@ def load_templates(
 ) -> list[Template]:
     """The templates of ``dataset`` (``subset``), in file order.
 
-    ``templates_dir`` is a promptsource ``templates/`` folder (``None``: the installed package's).
+    ``templates_dir`` is a promptsource ``templates/`` folder (``None``: :func:`default_templates_dir`).
     Refuses (``TaskError``) a missing file, naming the path it expected.
     """
     root = Path(templates_dir) if templates_dir is not None else default_templates_dir()

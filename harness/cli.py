@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
 
+import click
 import typer
+import typer.core
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Evaluate RoSPr (Retrieval of Soft Prompt) at scale.")
 err = Console(stderr=True)
 
 
@@ -31,8 +34,80 @@ def _setup_logging(verbose: bool) -> None:
 def _fail(exc: Exception) -> None:
     from rich.markup import escape
 
-    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True)
+    err.print(f"[bold red]error:[/] {escape(describe_error(exc))}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(2)
+
+
+_OS_FIXES = {
+    errno.ENOSPC: "no space left on the device; free some space there or write somewhere else (--out, or the "
+                  "cache directories: ROSPR_ONNX_CACHE, ROSPR_UNIT_CACHE)",
+    errno.EDQUOT: "disk quota exceeded; free some space or write somewhere else (--out)",
+    errno.EACCES: "permission denied; choose a folder you can write (--out) or fix its permissions",
+    errno.EPERM: "operation not permitted; choose a folder you can write (--out) or fix its permissions",
+    errno.EROFS: "read-only file system; choose a writable folder (--out)",
+    errno.ENOENT: "no such file or directory; check the path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; check the path",
+    errno.EISDIR: "is a folder where a file is expected; check the path",
+    errno.EEXIST: "already exists where a folder is needed; choose another path (--out)",
+    errno.EMFILE: "too many open files; raise the limit (ulimit -n)",
+}
+
+
+def describe_error(exc: BaseException) -> str:
+    """The message a user sees for ``exc``: its own message for the project's errors (they name the
+    file, field and fix), the file and a fix for an ``OSError`` (found in the exception's causes when
+    a library wrapped it), the type and message of anything else."""
+    chain, seen = [exc], {id(exc)}
+    while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
+        nxt = chain[-1].__cause__ or chain[-1].__context__
+        if id(nxt) in seen:
+            break
+        seen.add(id(nxt))
+        chain.append(nxt)
+    for e in chain:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            return f"{e.filename or '(a file being written)'}: {_OS_FIXES[e.errno]}"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        fix = _OS_FIXES.get(exc.errno, exc.strerror or str(exc))
+        where = exc.filename if exc.filename is not None else "(file not named by the system)"
+        return f"{where}: {fix}"
+    if isinstance(exc, MemoryError):
+        return "out of memory; lower scoring.batch_size or ray.scorers, or use a smaller model"
+    text = str(exc).strip()
+    if text and (_ours(type(exc).__module__) or (isinstance(exc, (ValueError, RuntimeError)) and _raised_by_us(exc))):
+        return text  # the project's own messages name the file, the field and the fix
+    return f"{type(exc).__name__}: {text or '(no message)'} (an unexpected error; set ROSPR_TRACEBACK=1 to see " \
+           "where it came from and report it)"
+
+
+def _ours(module: str) -> bool:
+    return module.split(".")[0] in ("harness", "rospr", "export", "benchmarks")
+
+
+def _raised_by_us(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised by the project's code (its innermost frame is ours)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and _ours(tb.tb_frame.f_globals.get("__name__", ""))
+
+
+class _OneLineErrors(typer.core.TyperGroup):
+    """Every command's failure is a message and exit code 2, never a traceback (ROSPR_TRACEBACK=1 shows it)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, click.exceptions.ClickException, click.exceptions.Exit, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if os.environ.get("ROSPR_TRACEBACK"):
+                raise
+            _fail(exc)
+
+
+app = typer.Typer(cls=_OneLineErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Evaluate RoSPr (Retrieval of Soft Prompt) at scale.")
 
 
 class _Bar:
@@ -341,7 +416,10 @@ def library_build(
     from harness.tasks.base import DataSettings, TaskError
     from rospr.artifacts import ArtifactError
 
+    from rospr.backbone import check_checkpoint
+
     try:
+        check_checkpoint(retriever, "--retriever")
         lib = build_library_from_bank(str(prompts), retriever, str(out), n, IndexConfig(type=index),
                                       data_settings=DataSettings.from_env(data_dir))
     except ValidationError as exc:

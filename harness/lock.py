@@ -30,21 +30,30 @@ class RunLock:
         self.fd: int | None = None
 
     def acquire(self) -> "RunLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        """Take the lock. Refuses (``RunLocked``) a directory another driver holds; an ``OSError``
+        (unwritable folder, disk full) names the lock file."""
+        fd = None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_holder(fd)
-            os.close(fd)
-            raise RunLocked(
-                f"{self.path.parent}: another rospr run is using this directory ({holder}); wait for it to "
-                "finish or stop it, or choose another --out") from None
-        os.ftruncate(fd, 0)
-        info = {"pid": os.getpid(), "host": socket.gethostname(),
-                "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
-        os.fsync(fd)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                os.close(fd)
+                fd = None
+                raise RunLocked(
+                    f"{self.path.parent}: another rospr run is using this directory ({holder}); wait for it to "
+                    "finish or stop it, or choose another --out") from None
+            os.ftruncate(fd, 0)
+            info = {"pid": os.getpid(), "host": socket.gethostname(),
+                    "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+            os.fsync(fd)
+        except OSError as exc:
+            if fd is not None:
+                os.close(fd)
+            raise OSError(exc.errno, exc.strerror or str(exc), exc.filename or str(self.path)) from exc
         self.fd = fd
         return self
 

@@ -25,7 +25,11 @@ class BackendUnavailable(RuntimeError):
 
 
 def create_backend(config) -> Backend:
-    """Build the backend a ``RunConfig`` names. Refuses an unknown backend."""
+    """Build the backend a ``RunConfig`` names. Refuses an unknown backend, and (``CheckpointError``,
+    before any loading or hub lookup) a missing path or damaged checkpoint in ``model.name_or_path``."""
+    from rospr.backbone import check_checkpoint
+
+    check_checkpoint(config.model.name_or_path, "model.name_or_path")
     if config.backend == "torch":
         import torch
 
@@ -53,6 +57,9 @@ def create_embedder(config, retriever: str):
     Returns ``(embedder, tokenizer)``."""
     from transformers import AutoTokenizer
 
+    from rospr.backbone import check_checkpoint
+
+    check_checkpoint(retriever, "rospr.retriever")
     if config.backend == "torch":
         from rospr.retriever import TorchEmbedder, load_encoder
 

@@ -1,0 +1,361 @@
+"""Issue 10, item 4: everyday failures end in one clear line (file or field, and a fix), exit code 2,
+no traceback; a finished run in the output directory stays byte for byte; a unit cache that cannot
+be written is a warning and the run goes on.
+
+Each case runs the real command (``harness.cli.app``) on the tiny model with the torch backend and
+one built-in task. Disk full and a read-only output folder use real tmpfs mounts when the test runs
+as root (skipped otherwise); disk full is also injected at the atomic write, which runs everywhere.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from harness.cli import app
+
+TASK = "builtin/animals"
+
+
+def write_config(tmp: Path, model: Path | str, **extra) -> Path:
+    tree = {"model": {"name_or_path": str(model)}, "backend": "torch",
+            "tasks": [{"name": TASK, "limit": 4}], "scoring": {"batch_size": 4}, **extra}
+    cfg = tmp / f"config-{uuid.uuid4().hex[:6]}.yaml"
+    cfg.write_text(yaml.safe_dump(tree))
+    return cfg
+
+
+def cli(*args: str):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def error_line(result, *needles: str) -> str:
+    """The one ``error:`` line of a failed command, after checking exit code 2 and no traceback."""
+    out = result.output
+    assert result.exit_code == 2, (result.exit_code, out, result.exception)
+    assert "Traceback" not in out
+    lines = [ln for ln in out.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, out
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+def snapshot(run_dir: Path) -> dict[str, str]:
+    """sha256 of every file of a run directory (the lock file aside: it says who holds the run)."""
+    return {str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(run_dir.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_model_dir, tmp_path_factory):
+    """A finished run (its directory) and its config."""
+    root = tmp_path_factory.mktemp("finished")
+    cfg = write_config(root, tiny_model_dir)
+    res = cli("run", cfg, "--out", root / "run")
+    assert res.exit_code == 0, res.output
+    return root / "run", cfg
+
+
+def copy_run(finished, tmp: Path) -> tuple[Path, dict]:
+    run_dir = tmp / "run"
+    shutil.copytree(finished[0], run_dir)
+    return run_dir, snapshot(run_dir)
+
+
+def damaged_model(tiny_model_dir: Path, tmp: Path) -> Path:
+    model = tmp / "model"
+    shutil.copytree(tiny_model_dir, model)
+    return model
+
+
+# -- the model ---------------------------------------------------------------------------------
+
+
+def test_truncated_safetensors_is_named_and_earlier_run_kept(tiny_model_dir, finished, tmp_path):
+    run_dir, before = copy_run(finished, tmp_path)
+    model = damaged_model(tiny_model_dir, tmp_path)
+    weights = model / "model.safetensors"
+    with open(weights, "r+b") as fh:  # a download cut in the middle
+        fh.truncate(weights.stat().st_size // 2)
+    res = cli("run", finished[1], "--out", run_dir, "--set", f"model.name_or_path={model}")
+    error_line(res, str(weights), "truncated")
+    assert snapshot(run_dir) == before
+
+
+def test_safetensors_with_garbage_header_is_named(tiny_model_dir, tmp_path):
+    model = damaged_model(tiny_model_dir, tmp_path)
+    (model / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    res = cli("run", write_config(tmp_path, model), "--out", tmp_path / "r")
+    error_line(res, str(model / "model.safetensors"), "header")
+
+
+@pytest.mark.parametrize("name", ["config.json", "tokenizer_config.json", "special_tokens_map.json"])
+def test_malformed_json_in_checkpoint_is_named(tiny_model_dir, tmp_path, name):
+    model = damaged_model(tiny_model_dir, tmp_path)
+    if not (model / name).exists():
+        pytest.skip(f"the tiny model has no {name}")
+    (model / name).write_text('{"d_model": 32,')
+    res = cli("run", write_config(tmp_path, model), "--out", tmp_path / "r")
+    error_line(res, str(model / name), "not valid JSON")
+
+
+def test_checkpoint_without_config_or_weights_is_named(tiny_model_dir, tmp_path):
+    model = damaged_model(tiny_model_dir, tmp_path)
+    (model / "config.json").unlink()
+    error_line(cli("run", write_config(tmp_path, model), "--out", tmp_path / "r"), str(model / "config.json"), "missing")
+    model2 = damaged_model(tiny_model_dir, tmp_path / "b")
+    (model2 / "model.safetensors").unlink()
+    error_line(cli("run", write_config(tmp_path, model2), "--out", tmp_path / "r"), str(model2), "no weight files")
+
+
+@pytest.mark.parametrize("name", ["build/tiny-t00", "./x", "/abs/x", "../nowhere/model"])
+def test_missing_path_like_model_is_refused_without_hub_lookup(tmp_path, monkeypatch, name):
+    import huggingface_hub
+    import transformers
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError(f"looked up on the hub: {args} {kwargs}")
+
+    monkeypatch.chdir(tmp_path)  # no build/ here: the name alone says it is a path
+    for target in (transformers.AutoConfig, transformers.AutoTokenizer, transformers.AutoModelForSeq2SeqLM):
+        monkeypatch.setattr(target, "from_pretrained", no_hub)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_hub)
+    res = cli("run", write_config(tmp_path, name), "--out", tmp_path / "r")
+    error_line(res, "model.name_or_path", repr(name), "no such directory")
+
+
+def test_model_path_that_is_a_file_is_named(tmp_path):
+    f = tmp_path / "weights.bin"
+    f.write_bytes(b"x")
+    error_line(cli("run", write_config(tmp_path, f), "--out", tmp_path / "r"), "model.name_or_path", "is a file")
+
+
+# -- the output directory and the disk -----------------------------------------------------------
+
+
+def test_output_path_under_a_file_is_named(tiny_model_dir, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    res = cli("run", write_config(tmp_path, tiny_model_dir), "--out", blocker / "run")
+    line = error_line(res, str(blocker))
+    assert "not a folder" in line or "a part of the path is a file" in line
+
+
+def test_output_is_an_existing_file(tiny_model_dir, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    error_line(cli("run", write_config(tmp_path, tiny_model_dir), "--out", blocker), str(blocker))
+    assert blocker.read_text() == "x"
+
+
+def test_disk_full_injected_at_the_atomic_write(finished, tmp_path, monkeypatch):
+    import rospr.artifacts
+
+    run_dir, before = copy_run(finished, tmp_path)
+
+    real_fsync = os.fsync
+
+    def full(fd):  # the disk fills up under the run's own writes, not under anything else's
+        if sys._getframe(1).f_code.co_name == "atomic_write_bytes":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(rospr.artifacts.os, "fsync", full)
+    res = cli("run", finished[1], "--out", run_dir, "--set", "tasks.0.limit=3")
+    line = error_line(res, "no space left", str(run_dir))
+    assert line.split(":")[1].strip().startswith(str(run_dir))  # error: <the file being written>: ...
+    assert snapshot(run_dir) == before
+    assert not [p for p in run_dir.rglob("*.tmp")]  # no half-written temporary file left
+
+
+def _mount(where: Path, *options: str) -> None:
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    where.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join(options), "tmpfs", str(where)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    mounts: list[Path] = []
+
+    def make(name: str, *options: str) -> Path:
+        where = tmp_path / name
+        _mount(where, *options)
+        mounts.append(where)
+        return where
+
+    yield make
+    for m in reversed(mounts):
+        subprocess.run(["umount", "-l", str(m)], check=False)
+
+
+def test_disk_full_on_a_real_small_filesystem(finished, tmpfs):
+    disk = tmpfs("small", "size=4m")
+    run_dir = disk / "run"
+    shutil.copytree(finished[0], run_dir)
+    before = snapshot(run_dir)
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+    try:  # take every free block
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    res = cli("run", finished[1], "--out", run_dir, "--set", "tasks.0.limit=3")
+    error_line(res, str(run_dir), "no space left")
+    assert snapshot(run_dir) == before
+
+
+def test_read_only_output_folder(finished, tiny_model_dir, tmpfs, tmp_path):
+    ro = tmpfs("ro", "size=4m", "ro")
+    res = cli("run", finished[1], "--out", ro / "run")
+    error_line(res, str(ro / "run"), "read-only")
+
+
+def test_unwritable_unit_cache_is_a_warning_and_the_run_goes_on(tiny_model_dir, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    cfg = write_config(tmp_path, tiny_model_dir, cache={"enabled": True, "dir": str(blocker / "cache")})
+    res = cli("run", cfg, "--out", tmp_path / "r")
+    assert res.exit_code == 0, res.output
+    assert "Traceback" not in res.output
+    assert "unit cache" in res.output and "cannot be written" in res.output
+    results = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert len(results["units"]) == 3  # builtin/animals has three prompts: all written
+
+
+# -- malformed files the CLI reads ----------------------------------------------------------------
+
+
+def test_malformed_yaml_config(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("model: {name_or_path: x\ntasks: [")
+    error_line(cli("run", cfg, "--out", tmp_path / "r"), str(cfg), "not valid YAML")
+
+
+def test_config_that_is_not_a_mapping(tmp_path):
+    cfg = tmp_path / "list.yaml"
+    cfg.write_text("- a\n- b\n")
+    error_line(cli("run", cfg, "--out", tmp_path / "r"), str(cfg), "mapping")
+
+
+def test_missing_config_file(tmp_path):
+    error_line(cli("run", tmp_path / "nope.yaml"), str(tmp_path / "nope.yaml"), "no such config file")
+
+
+def test_malformed_set_value(tiny_model_dir, tmp_path):
+    cfg = write_config(tmp_path, tiny_model_dir)
+    error_line(cli("run", cfg, "--set", "scoring.batch_size=[1"), "--set scoring.batch_size", "not valid YAML")
+    error_line(cli("run", cfg, "--set", "scoring.batch_size"), "--set", "key.path=value")
+
+
+def test_compare_malformed_results_json(finished, tmp_path):
+    run_dir, _ = copy_run(finished, tmp_path)
+    (run_dir / "results.json").write_text('{"schema_version": "1.2", "units": [')
+    error_line(cli("compare", run_dir, "--baseline", "t0_3b"), str(run_dir / "results.json"), "not valid JSON")
+
+
+def test_compare_results_json_not_an_object(finished, tmp_path):
+    run_dir, _ = copy_run(finished, tmp_path)
+    (run_dir / "results.json").write_text("[1, 2]")
+    error_line(cli("compare", run_dir, "--baseline", "t0_3b"), str(run_dir / "results.json"))
+
+
+def test_compare_malformed_records_file(finished, tmp_path):
+    run_dir, _ = copy_run(finished, tmp_path)
+    other, _ = copy_run(finished, tmp_path / "old")
+    records = sorted((run_dir / "records").glob("*.jsonl"))[0]
+    records.write_text("{not json\n")
+    res = cli("compare", run_dir, "--against", other)
+    error_line(res, records.name)
+
+
+def test_compare_missing_run_directory(tmp_path):
+    error_line(cli("compare", tmp_path / "absent", "--baseline", "t0_3b"), str(tmp_path / "absent"))
+
+
+def test_resume_with_malformed_results_json(finished, tmp_path):
+    run_dir, _ = copy_run(finished, tmp_path)
+    (run_dir / "results.json").write_text("{")
+    error_line(cli("run", finished[1], "--resume", run_dir), str(run_dir / "results.json"))
+
+
+def test_malformed_prompt_bank_manifest(tiny_model_dir, tmp_path):
+    bank = tmp_path / "bank"
+    bank.mkdir()
+    (bank / "manifest.json").write_text('{"format": "rospr-prompt-bank", ')
+    res = cli("library", "build", "--prompts", bank, "--retriever", tiny_model_dir, "--out", tmp_path / "lib")
+    error_line(res, str(bank / "manifest.json"))
+
+
+def test_library_build_with_missing_retriever_path(tmp_path):
+    bank = tmp_path / "bank"
+    bank.mkdir()
+    res = cli("library", "build", "--prompts", bank, "--retriever", "./no-such-retriever", "--out", tmp_path / "lib")
+    error_line(res, "no-such-retriever", "no such directory")
+
+
+def test_tune_with_missing_model_path(tmp_path):
+    res = cli("tune", "--model", "./no-such-model", "--sources", TASK, "--out", tmp_path / "bank")
+    error_line(res, "no-such-model", "no such directory")
+
+
+# -- templates and tasks ---------------------------------------------------------------------------
+
+
+def test_any_exception_while_a_template_renders_names_template_row_and_cause():
+    from harness.tasks.base import TaskError
+    from harness.tasks.templates import Template
+
+    # a division by zero in the template's own code: neither a Jinja error nor a schema problem
+    t = Template(id="t-1", name="ratio", jinja="{{ a / b }} ||| x", answer_choices="x ||| y", source="mine.yaml")
+    with pytest.raises(TaskError) as info:
+        t.render({"a": 1, "b": 0}, truncate=False, row_name="row 7 of mine/validation")
+    msg = str(info.value)
+    assert "'ratio'" in msg and "row 7 of mine/validation" in msg and "ZeroDivisionError" in msg and "mine.yaml" in msg
+
+
+def test_unknown_task_in_config_is_named(tiny_model_dir, tmp_path):
+    cfg = write_config(tmp_path, tiny_model_dir)
+    res = cli("run", cfg, "--out", tmp_path / "r", "--set", "tasks.0.name=builtin/no_such_task")
+    error_line(res, "builtin/no_such_task")
+
+
+def test_unexpected_error_is_one_line_too(tiny_model_dir, tmp_path, monkeypatch):
+    import harness.run
+
+    def boom(*args, **kwargs):
+        raise KeyError("something internal")
+
+    monkeypatch.setattr(harness.run, "run", boom)
+    res = cli("run", write_config(tmp_path, tiny_model_dir), "--out", tmp_path / "r")
+    error_line(res, "KeyError", "ROSPR_TRACEBACK=1")
+
+
+def test_console_entry_point_prints_one_line_without_traceback(tmp_path):
+    """The installed command (not the test runner's in-process call) behaves the same."""
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(write_config(tmp_path, "./nowhere")),
+                           "--out", str(tmp_path / "r")], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(repo)})
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "model.name_or_path='./nowhere'" in lines[0], proc.stderr

@@ -30,8 +30,8 @@ from harness.cache import UnitCache, model_identity, unit_key
 from harness.config import RunConfig
 from harness.results import UnitResult
 from harness.runner.executor import Executor, RetrievalRequest
-from harness.runner.plan import TargetSpec, unit_slug
-from harness.runner.rundir import RunDirectory, records_text
+from harness.runner.plan import TargetSpec
+from harness.runner.rundir import RunDirectory, records_path, records_text
 from rospr.data import Example, UnitData
 from rospr.retrieval import Hits
 from rospr.scoring import EncodedExample, encode_examples, plan_batches, rank_classify
@@ -178,10 +178,10 @@ class Target:
         d = self.d
         data = self.data
         records = build_records(data.examples, self.encoded, scores, d.conv)
-        acc = float(np.mean([r["score"] for r in records])) if records else None
+        # n and accuracy: set from the records text by RunDirectory.add (one derivation of every figure)
         unit = UnitResult(task=self.spec.task_name, prompt=self.spec.prompt, method=method, n=len(records),
-                          accuracy=acc, skipped=data.skipped, truncated=sum(e.truncated for e in self.encoded),
-                          records=f"records/{unit_slug(self.spec.task_name, self.spec.prompt, method)}.jsonl",
+                          accuracy=None, skipped=data.skipped, truncated=sum(e.truncated for e in self.encoded),
+                          records=records_path(self.spec.task_name, self.spec.prompt, method),
                           content_hash=data.content_hash, wall_s=time.time() - self.started, retrieval=retrieval)
         d.write_unit(self, unit, records_text(records))
 
@@ -305,6 +305,7 @@ class Driver:
         self.counts["cached" if cached else "computed"] += 1
         if self.cache is not None and not cached and target.data.content_hash:
             parts = self.key_parts(target, unit.method)
+            # n and accuracy are stored for people reading the entry; a reuse takes them from the records
             fields = unit.model_dump(include={"n", "accuracy", "skipped", "truncated", "content_hash", "wall_s",
                                               "retrieval"})
             try:
@@ -349,9 +350,10 @@ class Driver:
 
     def finish_cached(self, target: Target, method: str, hit) -> None:
         f = hit.fields
-        unit = UnitResult(task=target.spec.task_name, prompt=target.spec.prompt, method=method, n=f["n"],
-                          accuracy=f["accuracy"], skipped=f.get("skipped", 0), truncated=f.get("truncated", 0),
-                          records=f"records/{unit_slug(target.spec.task_name, target.spec.prompt, method)}.jsonl",
+        # n and accuracy from the verified records (RunDirectory.add), never from the entry's metadata
+        unit = UnitResult(task=target.spec.task_name, prompt=target.spec.prompt, method=method, n=0,
+                          accuracy=None, skipped=f.get("skipped", 0), truncated=f.get("truncated", 0),
+                          records=records_path(target.spec.task_name, target.spec.prompt, method),
                           content_hash=f.get("content_hash", ""), wall_s=0.0, retrieval=f.get("retrieval"),
                           cached=True)
         log.info("%s / %s: reused from the unit cache (%s)", target.name, method, hit.key[:12])

@@ -222,8 +222,9 @@ class RunDirectory:
         n, acc = unit_figures(parse_records(data, own), own)
         unit = unit.model_copy(update={"sha256": hashlib.sha256(data).hexdigest(), "records": own, "n": n,
                                        "accuracy": acc})
-        target = confined(self.root, own, f"unit {unit.task} / {unit.prompt} / {unit.method}")
-        atomic_write_text(target, text)
+        # The folder must stay inside; the file itself is replaced by a rename, which never follows a link.
+        confined(self.root, str(Path(own).parent), f"unit {unit.task} / {unit.prompt} / {unit.method}: records")
+        atomic_write_text(self.root / own, text)
         self.units[self.key(unit)] = unit
         return unit
 

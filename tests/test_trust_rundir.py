@@ -1,0 +1,228 @@
+"""Issue 10, item 1: a run never loses what it finished, and nothing outside its directory is touched.
+
+Each case: the CLI's exit code, its message (one line naming the file or field, no traceback) where
+it fails, and every file of the earlier run intact byte for byte (hashed before and after; the lock
+file, which only names its holder, is left out).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from harness.backends import Backend, create_backend
+from harness.cli import app
+from harness.config import load_config
+from harness.results import read_results
+from harness.run import run
+
+TASKS = [{"name": "builtin/animals", "limit": 10, "prompts": ["mentions_animal", "is_there_animal"]},
+         {"name": "builtin/fruit_choice", "limit": 8}]
+
+
+def tree_for(model_dir: Path, cache: Path) -> dict:
+    return {"model": {"name_or_path": str(model_dir)}, "tasks": TASKS, "scoring": {"batch_size": 4},
+            "onnxruntime": {"cache_dir": str(cache), "threads": 1}}
+
+
+def snapshot(run_dir: Path) -> dict[str, str]:
+    """sha256 of every file (and link target) under ``run_dir`` but the lock file."""
+    out = {}
+    for p in sorted(run_dir.rglob("*")):
+        rel = str(p.relative_to(run_dir))
+        if rel == ".lock":
+            continue
+        if p.is_symlink():
+            out[rel] = "link:" + os.readlink(p)
+        elif p.is_file():
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def one_line_error(result, *needles: str) -> None:
+    """A failed command: exit code 2, no traceback, an ``error:`` line that names each needle."""
+    text = result.output
+    assert result.exit_code == 2, text
+    assert "Traceback" not in text, text
+    lines = [ln for ln in text.splitlines() if ln.startswith("error:")]
+    assert lines, text
+    joined = " ".join(text.split())  # rich may wrap a long line
+    for n in needles:
+        assert n in joined, (n, text)
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_model_dir, tmp_path_factory):
+    """A finished run (config file, run directory) and its files' hashes."""
+    root = tmp_path_factory.mktemp("trust-rundir")
+    tree = tree_for(tiny_model_dir, root / "onnx")
+    config = root / "run.yaml"
+    config.write_text(json.dumps(tree))
+    res = run(load_config(config), root / "golden")
+    assert len(res.units) == 3 + 2  # 2 animals prompts + the fruit_choice prompts
+    return config, root / "golden", tree
+
+
+@pytest.fixture
+def used(finished, tmp_path):
+    """A copy of the finished run to rerun into; (config, run dir, its hashes before)."""
+    config, golden, _ = finished
+    out = tmp_path / "run"
+    shutil.copytree(golden, out, symlinks=True)
+    return config, out, snapshot(out)
+
+
+def test_rerun_with_an_empty_model_dir_keeps_the_earlier_run(used, tmp_path):
+    config, out, before = used
+    empty = tmp_path / "EMPTY_DIR"
+    empty.mkdir()
+    r = CliRunner().invoke(app, ["run", str(config), "--out", str(out), "--set", f"model.name_or_path={empty}"])
+    one_line_error(r, "EMPTY_DIR")
+    assert snapshot(out) == before
+    assert not (out / ".rospr-new").exists() and not (out / ".rospr-old").exists()
+
+
+class _Interrupted:
+    """A scorer that is interrupted (Ctrl-C) at its first batch, or fails after ``n`` batches."""
+
+    def __init__(self, scorer, n: int = 0, exc: BaseException = KeyboardInterrupt()) -> None:
+        self.scorer, self.n, self.exc, self.prompt_dim = scorer, n, exc, scorer.prompt_dim
+
+    def score(self, batch):
+        self.n -= 1
+        if self.n < 0:
+            raise self.exc
+        return self.scorer.score(batch)
+
+
+def test_ctrl_c_before_the_first_unit_keeps_the_earlier_run(used):
+    config, out, before = used
+    cfg = load_config(config)
+    real = create_backend(cfg)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, out, backend=Backend(real.name, _Interrupted(real.scorer), real.tokenizer, real.identity))
+    assert snapshot(out) == before
+
+
+def test_a_failure_after_the_first_unit_replaces_the_earlier_run_with_what_is_finished(used):
+    config, out, before = used
+    cfg = load_config(config, ["tasks.0.limit=6"])  # another run: 6 animals rows, not 10
+    real = create_backend(cfg)
+    failing = Backend(real.name, _Interrupted(real.scorer, 3, RuntimeError("server gone")), real.tokenizer,
+                      real.identity)
+    with pytest.raises(RuntimeError, match="server gone"):
+        run(cfg, out, backend=failing)
+    res = read_results(out / "results.json")
+    assert 1 <= len(res.units) < 5 and res.config["tasks"][0]["limit"] == 6
+    listed = {u.records for u in res.units}
+    assert {str(p.relative_to(out)) for p in (out / "records").iterdir()} == listed  # none of the old run's
+    assert not (out / "report.md").exists()  # the earlier run's report is gone with it
+    assert not (out / ".rospr-new").exists() and not (out / ".rospr-old").exists()
+
+
+def test_a_rerun_that_finishes_replaces_the_earlier_run(used):
+    config, out, before = used
+    r = CliRunner().invoke(app, ["run", str(config), "--out", str(out), "--set", "tasks.1.limit=5"])
+    assert r.exit_code == 0, r.output
+    res = read_results(out / "results.json")
+    assert res.config["tasks"][1]["limit"] == 5 and all(u.task != "builtin/fruit_choice" or u.n <= 5 for u in res.units)
+    assert sorted(str(p.relative_to(out)) for p in (out / "records").iterdir()) == sorted(u.records for u in res.units)
+    assert not (out / ".rospr-new").exists() and not (out / ".rospr-old").exists()
+
+
+def test_an_interrupted_swap_is_undone_at_the_next_start(used, tmp_path):
+    """A driver killed in the middle of the swap: the earlier run is put back by the next start."""
+    config, out, before = used
+    old, new = out / ".rospr-old", out / ".rospr-new"
+    old.mkdir()
+    new.mkdir()
+    for name in ("results.json", "records"):  # step 1 half done, step 2 started
+        os.rename(out / name, old / name)
+    (new / "records").mkdir()
+    (new / "records" / "x.jsonl").write_text("{}\n")
+    os.rename(new / "records", out / "records")
+    empty = tmp_path / "EMPTY_DIR"
+    empty.mkdir()
+    r = CliRunner().invoke(app, ["run", str(config), "--out", str(out), "--set", f"model.name_or_path={empty}"])
+    assert r.exit_code == 2, r.output
+    assert snapshot(out) == before and not old.exists() and not new.exists()
+
+
+@pytest.mark.parametrize("path_kind", ["absolute", "dotdot"])
+def test_a_records_path_outside_the_run_is_never_touched(used, tmp_path, path_kind):
+    config, out, _ = used
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not rospr's\n")
+    data = json.loads((out / "results.json").read_text())
+    data["units"][0]["records"] = str(victim) if path_kind == "absolute" else "../victim.txt"
+    (out / "results.json").write_text(json.dumps(data, indent=2))
+
+    # --resume: the unit is recomputed (its own records file), the named file is neither read nor removed
+    r = CliRunner().invoke(app, ["run", str(config), "--resume", str(out)])
+    assert r.exit_code == 0, r.output
+    res = read_results(out / "results.json")
+    assert res.execution["computed"] == 1 and res.execution["resumed"] == 4
+    assert res.units[0].records.startswith("records/")
+    assert victim.read_text() == "not rospr's\n"
+
+    # compare refuses such a run, naming the file and the field
+    data = json.loads((out / "results.json").read_text())
+    data["units"][0]["records"] = str(victim) if path_kind == "absolute" else "../victim.txt"
+    (out / "results.json").write_text(json.dumps(data, indent=2))
+    r = CliRunner().invoke(app, ["compare", str(out), "--against", str(out)])
+    one_line_error(r, "results.json", "units[0].records")
+
+    # a fresh rerun replaces the run; the named file survives
+    r = CliRunner().invoke(app, ["run", str(config), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert victim.read_text() == "not rospr's\n"
+
+
+def test_a_records_file_linked_outside_is_not_followed(used, tmp_path):
+    config, out, _ = used
+    res = read_results(out / "results.json")
+    rec = out / res.units[1].records
+    outside = tmp_path / "outside.jsonl"
+    outside.write_bytes(rec.read_bytes())  # the same bytes: the sha256 would match through the link
+    rec.unlink()
+    rec.symlink_to(outside)
+    before = outside.read_bytes()
+    r = CliRunner().invoke(app, ["run", str(config), "--resume", str(out)])
+    assert r.exit_code == 0, r.output
+    after = read_results(out / "results.json")
+    assert after.execution["computed"] == 1 and not rec.is_symlink()  # recomputed into its own file
+    assert outside.read_bytes() == before
+    rec.unlink()
+    rec.symlink_to(outside)
+    r = CliRunner().invoke(app, ["compare", str(out), "--against", str(out)])
+    one_line_error(r, "units[1].records", "outside the run directory")
+
+
+def test_resume_of_a_directory_without_a_run_is_refused(finished, tmp_path):
+    config, _, _ = finished
+    r = CliRunner().invoke(app, ["run", str(config), "--resume", str(tmp_path / "nothing")])
+    one_line_error(r, str(tmp_path / "nothing"), "no run to resume")
+    assert not (tmp_path / "nothing").exists()
+    (tmp_path / "empty").mkdir()
+    r = CliRunner().invoke(app, ["run", str(config), "--resume", str(tmp_path / "empty")])
+    one_line_error(r, "no results.json")
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
+def test_a_records_folder_linked_outside_is_refused(used, tmp_path):
+    """--resume into a run whose records/ is a link to another folder: refused; that folder untouched."""
+    config, out, _ = used
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(str(out / "records"), elsewhere)
+    (out / "records").symlink_to(elsewhere)
+    (elsewhere / next(elsewhere.iterdir()).name).write_text("edited\n")  # one unit must be recomputed
+    before = snapshot(elsewhere)
+    r = CliRunner().invoke(app, ["run", str(config), "--resume", str(out)])
+    one_line_error(r, "records", "outside the run directory")
+    assert snapshot(elsewhere) == before

@@ -221,6 +221,23 @@ class RunConfig(Strict):
             return [{"name": t} if isinstance(t, str) else t for t in v]
         return v
 
+    @field_validator("tasks")
+    @classmethod
+    def _each_task_once(cls, v: list[TaskConfig]) -> list[TaskConfig]:
+        # Units are keyed by (task, prompt, method): a task listed twice would have one entry's units
+        # silently replace the other's, so it is refused rather than guessed at (which limit? which split?).
+        first: dict[str, int] = {}
+        for i, tc in enumerate(v):
+            if tc.name in first:
+                raise ValueError(f"tasks.{i}: task {tc.name!r} is already listed at tasks.{first[tc.name]}; list each "
+                                 "task once (one entry with all the prompts wanted: prompts: [...])")
+            first[tc.name] = i
+            if tc.prompts is not None:
+                dup = sorted({p for p in tc.prompts if tc.prompts.count(p) > 1})
+                if dup:
+                    raise ValueError(f"tasks.{i}.prompts: {dup[0]!r} is listed twice; list each prompt once")
+        return v
+
     @field_validator("method", mode="before")
     @classmethod
     def _methods(cls, v: Any) -> Any:

@@ -30,6 +30,25 @@ Scoring: ``Example.target_scores`` holds every choice's score (several may be 1,
 ``novel_concepts``); ``Example.score_of`` gives BIG-bench's ``multiple_choice_grade``. Examples
 without ``target_scores`` (generative only) are skipped and counted. Duplicated examples are kept
 (``index`` is the example's position).
+
+``target_scores`` values must be JSON numbers: finite ints or floats. Refused (``TaskError`` naming
+the file and ``examples[i].target_scores[choice]``): booleans (``true`` is not 1 here), strings
+(``"1"``), ``null``, lists or objects, and ``NaN``/``Infinity`` (which Python's JSON reader accepts).
+
+The grading rule, BIG-bench's ``measure_multiple_choice_grade`` (``bigbench/api/metrics.py``),
+for every score a file may hold:
+
+- an example's grade is the target score of the *predicted* choice (the argmax of the model's
+  choice scores; a tie between model scores goes to the first choice in file order, where
+  BIG-bench draws one at random), and the task's ``multiple_choice_grade`` (our ``accuracy``) is the
+  mean grade over its examples;
+- several maxima (``{"a": 1, "b": 1, "c": 0}``): predicting any of them earns the maximum;
+  ``target_text`` (and ``Example.gold()``) name the first in file order;
+- all scores zero (or all equal): the example counts in the mean and earns that value whatever is
+  predicted;
+- fractional scores (``0.5``) earn their fraction; negative scores earn a negative grade, so a
+  task's mean may fall below 0, and scores above 1 may lift it above 1: no clipping, no
+  normalisation, exactly as BIG-bench computes it.
 """
 
 from __future__ import annotations

@@ -55,37 +55,39 @@ def _table_path() -> Path:
 # --------------------------------------------------------------------------------------------
 
 
-def _validate_feature(feature: Any, where: str) -> None:
-    """Refuse (``TaskError`` naming ``where``) a feature that is not in the table's notation."""
+def _validate_feature(feature: Any, key: str, source: str) -> None:
+    """Refuse (``TaskError`` naming ``source`` and ``key``) a feature outside the table's notation."""
     if isinstance(feature, str):
         if feature not in SCALARS:
             raise TaskError(
-                f"{where}: unknown type {feature!r}; use one of {sorted(SCALARS)}, "
+                f"{source}: key '{key}': unknown type {feature!r}; use one of {sorted(SCALARS)}, "
                 "{class_label: [...]}, {list: ...}, {sequence: {...}} or a mapping of fields"
             )
         return
     if not isinstance(feature, dict) or not feature:
-        raise TaskError(f"{where}: a feature is a type name or a non-empty mapping, got {feature!r}")
+        raise TaskError(f"{source}: key '{key}': a feature is a type name or a non-empty mapping, got {feature!r}")
     if len(feature) == 1 and next(iter(feature)) in _SPECIAL:
         kind, inner = next(iter(feature.items()))
         if kind == "class_label":
             if not (isinstance(inner, list) and inner and all(isinstance(n, str) for n in inner)):
-                raise TaskError(f"{where}.class_label: must be a non-empty list of class names (strings)")
+                raise TaskError(
+                    f"{source}: key '{key}.class_label': must be a non-empty list of class names (strings)"
+                )
         elif kind == "list":
-            _validate_feature(inner, f"{where}.list")
+            _validate_feature(inner, f"{key}.list", source)
         else:  # sequence: HF's Sequence of a dict, i.e. a dict of lists
             if not isinstance(inner, dict) or not inner or any(k in _SPECIAL for k in inner):
                 raise TaskError(
-                    f"{where}.sequence: must be a mapping of field -> feature (a Sequence of a dict); "
-                    "for a plain list write {list: <feature>}"
+                    f"{source}: key '{key}.sequence': must be a mapping of field -> feature (a Sequence "
+                    "of a dict); for a plain list write {list: <feature>}"
                 )
             for name, sub in inner.items():
-                _validate_feature(sub, f"{where}.sequence.{name}")
+                _validate_feature(sub, f"{key}.sequence.{name}", source)
         return
     for name, sub in feature.items():
         if not isinstance(name, str):
-            raise TaskError(f"{where}: field names must be strings, got {name!r}")
-        _validate_feature(sub, f"{where}.{name}")
+            raise TaskError(f"{source}: key '{key}': field names must be strings, got {name!r}")
+        _validate_feature(sub, f"{key}.{name}", source)
 
 
 def describe(feature: Any) -> str:
@@ -335,7 +337,7 @@ def parse_table(data: Any, source: str) -> Catalog:
         if not isinstance(features, dict) or not features:
             raise TaskError(f"{source}: key '{key}.features' must be a mapping of field -> feature")
         for name, feature in features.items():
-            _validate_feature(feature, f"{source}: key '{key}.features.{name}'")
+            _validate_feature(feature, f"{key}.features.{name}", source)
         specs[folder] = DatasetSpec(
             folder=folder,
             hub_id=entry["hub_id"],

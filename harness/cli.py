@@ -214,6 +214,8 @@ def verify(
 ) -> None:
     """Check every byte: a run's records against their sha256 and figures, an export's files against
     its manifest. Prints one line per problem; exit 1 when there is one."""
+    from rich.markup import escape
+
     from export.export import ExportIntegrityError, verify_export
     from harness.runner.rundir import verify_run
 
@@ -239,7 +241,7 @@ def verify(
                 problems.append(str(exc))
             checked += 1
     for p in problems:
-        err.print(f"[bold red]failed:[/] {p}", markup=True, highlight=False)
+        err.print(f"[bold red]failed:[/] {escape(p)}", markup=True, highlight=False, soft_wrap=True)
     if problems:
         raise typer.Exit(1)
     err.print(f"verified {checked} artifact(s): every file matches its sha256")

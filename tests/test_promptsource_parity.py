@@ -336,3 +336,42 @@ def test_synthesised_rows_render_as_promptsource(ps, templates_root):
                 for ours, theirs in pairs:
                     compare(ours, theirs, row, f"{folder} {split} synth row {i}", tally)
     report(tally, f"synthesised rows ({len(FOLDERS)} folders)")
+
+
+# Templates written here to reach what the 408 real ones may not: Jinja globals and filters, label -1
+# indexing, non-string values under truncation, "|||" inside list items (not protected by either).
+EDGE_TEMPLATES = [
+    ("zip", "{% for x, y in zip(a, b) %}{{ x }}={{ y }};{% endfor %} ||| {{ b[0] }}", None),
+    ("enumerate", "{% for i, x in enumerate(a) %}{{ i }}{% endfor %} ||| t", None),
+    ("most_frequent", "{{ a | most_frequent | join(',') }} ||| {{ (a | most_frequent)[0] }}", None),
+    ("most_frequent empty", "{{ e | most_frequent }} ||| x", None),
+    ("label -1", "{{ s }} ||| {{ answer_choices[label] }}", "yes ||| no ||| maybe"),
+    ("numbers", "{{ n }} and {{ f }} and {{ flag }} ||| {{ (n + 1) }}", None),
+    # truncation appends "| string | truncate(2048)" inside the braces, which binds to the last
+    # operand: n + "1" fails in promptsource, and must fail in ours
+    ("arithmetic", "{{ n }} ||| {{ n + 1 }}", None),
+    ("list with pipes", "{{ a | join(' ') }} ||| {{ s }}", "{{ a | join(' ||| ') }}"),
+    ("choice", "{{ a | choice }} {{ b | choice }} ||| {{ a | choice }}", "{{ b | join(' ||| ') }}"),
+    ("long in choices", "{{ s }} ||| {{ answer_choices[0] }}", "{{ s }} ||| short"),
+    ("three parts", "{{ s }} ||| {{ s }} ||| {{ s }}", None),
+    ("strip", "  \n{{ s }}\n  |||  {{ s }}  ", None),
+]
+
+EDGE_ROWS = [
+    {"a": ["x", "y", "x"], "b": ["1", "2", "3"], "e": [], "s": "plain", "label": -1, "n": 5, "f": 0.5, "flag": True},
+    {"a": ["p|||q", "r"], "b": [UNI, ""], "e": [], "s": PIPES, "label": 0, "n": -1, "f": 1e-9, "flag": False},
+    {"a": [LONG], "b": [LONG, LONG], "e": [], "s": LONG, "label": 2, "n": 10**20, "f": float("inf"), "flag": None},
+]
+
+
+def test_edge_templates_render_as_promptsource(ps):
+    from harness.tasks.templates import Template
+
+    tally = Tally()
+    for name, jinja, choices in EDGE_TEMPLATES:
+        ours = Template(id=f"edge-{name}", name=name, jinja=jinja, answer_choices=choices)
+        theirs = ps.Template(name, jinja, "", answer_choices=choices)
+        for i, row in enumerate(EDGE_ROWS):
+            compare(ours, theirs, row, f"edge row {i}", tally)
+    report(tally, f"edge templates ({len(EDGE_TEMPLATES)})")
+    assert tally.both_refused == 2 * len(EDGE_ROWS)  # "enumerate" (no such global) and "arithmetic"

@@ -22,7 +22,10 @@ Differences from promptsource, on purpose:
 - the ``choice`` filter (``random.choice`` in promptsource, used by e.g. HellaSwag's "Randomized
   prompts template") draws from a :class:`random.Random` seeded with the template id and the row's
   content, so a row always renders the same way; ``most_frequent`` behaves as in promptsource;
-  ``zip`` and ``enumerate`` are globals as in promptsource.
+  ``zip`` is a global as in promptsource (0.2.3 has no ``enumerate``; a template calling it is
+  refused by both); promptsource's ``highlight`` filter (for its UI) is not offered.
+
+tests/test_promptsource_parity.py checks all of this against promptsource 0.2.3's own code.
 """
 
 from __future__ import annotations
@@ -105,7 +108,7 @@ def _most_frequent(items: Any) -> list | None:
 
 def _make_env() -> SandboxedEnvironment:
     env = SandboxedEnvironment(loader=jinja2.BaseLoader(), undefined=jinja2.StrictUndefined)
-    env.globals.update(zip=zip, enumerate=enumerate)
+    env.globals.update(zip=zip)  # promptsource 0.2.3's only global
     env.filters["choice"] = _choice
     env.filters["most_frequent"] = _most_frequent
     return env

@@ -14,6 +14,16 @@ first on ``PATH``; the server listens on 127.0.0.1 (ports picked free unless giv
 for readiness and, when the server dies or never gets ready, raises ``ServerError`` with the reason
 and the end of the server log; ``stop`` asks the server to exit (SIGTERM: it unloads the models and
 its stubs exit), kills the whole process group if it does not, and removes the temporary folder.
+
+Owning what it reports (issue 10): ``start`` refuses ports already in use (``ServerError`` naming
+the port) before it launches anything; the server is started with a unique ``--id`` and is
+reported ready only when ``GET /v2`` on its port answers with that id while its process is alive,
+so another server on the same port is never taken for it. The server's life is tied to its
+parent's: on Linux the child asks for ``SIGTERM`` when its parent dies (``prctl(PR_SET_PDEATHSIG)``
+in ``preexec_fn``), so a ``rospr serve`` killed with ``SIGKILL`` leaves no server behind. As a second
+line, every started server is recorded in a pid file (``$ROSPR_SERVE_STATE`` or
+``<tmp>/rospr-serve-<uid>/``); the next ``start`` reaps a recorded server whose parent is gone and
+whose command line still carries its id (never anything else).
 """
 
 from __future__ import annotations
@@ -28,8 +38,10 @@ import sys
 import sysconfig
 import tempfile
 import time
+import json
 import urllib.error
 import urllib.request
+import uuid
 import weakref
 from pathlib import Path
 
@@ -48,6 +60,82 @@ def free_port(host: str = "127.0.0.1", avoid: tuple[int, ...] = ()) -> int:
             port = s.getsockname()[1]
         if port not in avoid:
             return port
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether a TCP ``port`` on ``host`` is taken (bound by someone, listening or not)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free for a server
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _die_with_parent(parent: int):
+    """A ``preexec_fn``: the child gets SIGTERM when its parent dies (Linux ``PR_SET_PDEATHSIG``; strictly,
+    when the thread that started it ends: start servers from a thread that outlives them)."""
+
+    def preexec() -> None:
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+def state_dir() -> Path:
+    """Where started servers are recorded: ``$ROSPR_SERVE_STATE`` or ``<tmp>/rospr-serve-<uid>``."""
+    return Path(os.environ.get("ROSPR_SERVE_STATE") or Path(tempfile.gettempdir()) / f"rospr-serve-{os.getuid()}")
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def reap_stale_servers(directory: Path | None = None) -> list[int]:
+    """End the servers a dead ``rospr serve`` (or a dead test) left behind; returns their pids.
+
+    A pid file is reaped when its recorded parent is no longer alive; the process is ended (its
+    group, SIGTERM then SIGKILL) only if its command line still carries the recorded ``--id``, so a
+    reused pid is never touched. Files of live parents are left alone; unreadable files are removed.
+    """
+    directory = directory or state_dir()
+    if not directory.is_dir():
+        return []
+    reaped = []
+    for f in directory.glob("*.json"):
+        try:
+            info = json.loads(f.read_text())
+            pid, parent, server_id = int(info["pid"]), int(info["parent"]), str(info["id"])
+        except (OSError, ValueError, KeyError, TypeError):
+            f.unlink(missing_ok=True)
+            continue
+        if _is_process_alive(parent):
+            continue
+        if f"--id={server_id}" in _cmdline(pid):
+            log.warning("ending tritonserver %d (%s) left by a process that is gone", pid, server_id)
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(pid, sig)
+                except ProcessLookupError:
+                    break
+                deadline = time.monotonic() + 10
+                while _process_group_members(pid) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                if not _process_group_members(pid):
+                    break
+            reaped.append(pid)
+        f.unlink(missing_ok=True)
+    return reaped
 
 
 def tritonserver_dist() -> Path:
@@ -123,6 +211,8 @@ class TritonServer:
         self.process: subprocess.Popen | None = None
         self._finalizer = None
         self._dist: Path | None = None
+        self.server_id = f"rospr-{uuid.uuid4().hex[:12]}"
+        self.pid_file: Path | None = None
 
     @property
     def http_url(self) -> str:
@@ -165,6 +255,7 @@ class TritonServer:
     def command(self, dist: Path, backends: Path) -> list[str]:
         return [
             str(dist / "bin" / "tritonserver"),
+            f"--id={self.server_id}",  # what _wait_ready checks: the server answering is this one
             f"--model-repository={self.repo}",
             f"--backend-directory={backends}",
             f"--http-address={self.host}", f"--http-port={self.http_port}",
@@ -183,6 +274,12 @@ class TritonServer:
         if self.process is not None:
             raise ServerError("this server is already started")
         dist = self._dist = tritonserver_dist()
+        reap_stale_servers()
+        for kind, port in (("http", self.http_port), ("grpc", self.grpc_port)):
+            if port_in_use(self.host, port):
+                flag = "--http-port" if kind == "http" else "--grpc-port"
+                raise ServerError(f"port {port} ({kind}) on {self.host} is already in use (another server?); "
+                                  f"stop that server, or choose another {flag} (0: a free one)")
         shm_before = frozenset(_stub_regions())
         self.workdir = Path(tempfile.mkdtemp(prefix="rospr-triton-"))
         try:
@@ -193,16 +290,40 @@ class TritonServer:
                     self.command(dist, backends), stdout=log_file, stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL, env=self._environment(), cwd=self.workdir,
                     start_new_session=True,  # its own process group: stop() can end it and its stubs
+                    preexec_fn=_die_with_parent(os.getpid()) if sys.platform.startswith("linux") else None,
                 )
             finally:
                 log_file.close()
-            self._finalizer = weakref.finalize(self, _cleanup, self.process, self.workdir, shm_before)
+            self.pid_file = self._record()
+            self._finalizer = weakref.finalize(self, _cleanup, self.process, self.workdir, shm_before, self.pid_file)
             self._wait_ready()
         except BaseException:
             self.stop()
             raise
         log.info("Triton server ready: grpc %s, http %s, repository %s", self.grpc_url, self.http_url, self.repo)
         return self
+
+    def _record(self) -> Path | None:
+        """Write this server's pid file (see ``reap_stale_servers``); a failure only loses that safety net."""
+        info = {"pid": self.process.pid, "parent": os.getpid(), "id": self.server_id, "repo": str(self.repo),
+                "http_port": self.http_port, "grpc_port": self.grpc_port}
+        try:
+            directory = state_dir()
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path = directory / f"{self.server_id}.json"
+            path.write_text(json.dumps(info))
+            return path
+        except OSError as exc:
+            log.warning("cannot record the server in %s (%s): a stale server will not be reaped", state_dir(), exc)
+            return None
+
+    def _answers_as_itself(self) -> bool:
+        """Whether the server on ``http_port`` is this one (``GET /v2`` names this server's ``--id``)."""
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2", timeout=1.0) as r:
+                return json.loads(r.read().decode()).get("name") == self.server_id
+        except (urllib.error.URLError, ConnectionError, OSError, ValueError):
+            return False
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
@@ -217,7 +338,11 @@ class TritonServer:
             try:
                 with urllib.request.urlopen(url, timeout=1.0) as r:
                     if r.status == 200:
-                        return
+                        if self._answers_as_itself() and self.process.poll() is None:
+                            return
+                        raise ServerError(self._diagnose(
+                            f"another server answers on port {self.http_port} (not this one, id {self.server_id}); "
+                            "stop it or choose other ports"))
             except (urllib.error.URLError, ConnectionError, OSError):
                 pass
             time.sleep(0.2)
@@ -299,8 +424,9 @@ def _mapped_regions() -> set[str]:
 
 
 def _cleanup(process: subprocess.Popen, workdir: Path, shm_before: frozenset = frozenset(),
-             timeout_s: float = 30.0) -> None:
-    """End ``process`` (and its process group) and remove ``workdir``: also run at interpreter exit."""
+             pid_file: Path | None = None, timeout_s: float = 30.0) -> None:
+    """End ``process`` (and its process group) and remove ``workdir`` and the pid file: also run at
+    interpreter exit."""
     pgid = process.pid
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -320,6 +446,8 @@ def _cleanup(process: subprocess.Popen, workdir: Path, shm_before: frozenset = f
     if process.poll() is None:
         process.wait(5)
     shutil.rmtree(workdir, ignore_errors=True)
+    if pid_file is not None:
+        pid_file.unlink(missing_ok=True)
     # A stub that was killed, or whose model failed to load, leaves its region in /dev/shm: remove
     # those that appeared while this server ran and that no live process (another server) maps.
     for name in _stub_regions() - shm_before - _mapped_regions():

@@ -186,19 +186,39 @@ def tiny(
 @app.command()
 def tasks(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="root laid out like shared/data"),
+    group: Optional[str] = typer.Option(None, "--group", help="list a group's tasks: t0_train, heldout, bigbench, builtin"),
     name: Optional[str] = typer.Argument(None, help="a task: list its prompts"),
 ) -> None:
-    """List the known tasks, or the prompts of one task."""
-    from harness.tasks import get_task, list_tasks
+    """List the known tasks, a group's tasks, or the prompts of one task.
+
+    A task's prompts are marked: ``original`` (original_task: true, T0's evaluation prompts) and
+    ``training only`` (a template without answer choices: tuned on, never scored)."""
+    from harness.tasks import PromptsourceTask, get_task, group as task_group, list_tasks
     from harness.tasks.base import DataSettings, TaskError
 
     settings = DataSettings.from_env(data_dir)
     try:
-        items = get_task(name, settings).prompts() if name else list_tasks(settings)
+        if group is not None:
+            if name is not None:
+                raise TaskError("give a task or --group, not both")
+            lines = task_group(group)
+        elif name is None:
+            lines = list_tasks(settings)
+        else:
+            task = get_task(name, settings)
+            if isinstance(task, PromptsourceTask):
+                lines = []
+                for t in task.templates():
+                    marks = ["original"] if t.original_task else []
+                    if t.answer_choices is None:
+                        marks.append("training only")
+                    lines.append(t.name + (f"\t[{', '.join(marks)}]" if marks else ""))
+            else:
+                lines = task.prompts()
     except TaskError as exc:
         _fail(exc)
-    for item in items:
-        typer.echo(item)
+    for line in lines:
+        typer.echo(line)
 
 
 @app.command()
@@ -366,7 +386,7 @@ def serve_cmd(
 @app.command()
 def tune(
     model: str = typer.Option("build/tiny-t0", "--model", help="backbone: hub name or checkpoint directory"),
-    sources: str = typer.Option("builtin", "--sources", help="named list (builtin, t0_train) or comma-separated task names"),
+    sources: str = typer.Option("builtin", "--sources", help="groups (t0_train, builtin, ...) and task names, comma-separated"),
     out: Path = typer.Option(Path("prompts"), "--out", help="prompt bank directory (created or extended)"),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="root laid out like shared/data"),
     set_: List[str] = typer.Option([], "--set", help="a tuning setting: key=value (keys of rospr.tune in a run config)"),
@@ -381,7 +401,7 @@ def tune(
     from harness.tasks.base import DataSettings, TaskError
     from rospr.artifacts import ArtifactError
 
-    names = sources if "," not in sources and "/" not in sources else [s.strip() for s in sources.split(",") if s.strip()]
+    names = [s.strip() for s in sources.split(",") if s.strip()]
     try:
         settings = TuneConfig.model_validate(apply_overrides({}, set_))
         done = []
@@ -393,6 +413,66 @@ def tune(
     except (ConfigError, TaskError, ArtifactError, ValueError, FileNotFoundError) as exc:
         _fail(exc)
     err.print(f"prompt bank {out}: {len(bank.prompts)} prompts ({done.count(False)} tuned now)")
+
+
+data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Task data: templates, BIG-bench, rows.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("status")
+def data_status_cmd(
+    names: List[str] = typer.Argument(..., help="tasks or groups (t0_train, heldout, bigbench, builtin)"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="root laid out like shared/data"),
+) -> None:
+    """Per task and split: hub id, config, revision, and where its rows come from now (or why not).
+    Reads and downloads nothing. Exits 1 when some rows cannot be had."""
+    from harness.tasks.base import DataSettings, TaskError
+    from harness.tasks.status import data_status
+
+    try:
+        rows = data_status(names, DataSettings.from_env(data_dir))
+    except TaskError as exc:
+        _fail(exc)
+    typer.echo("task\tsplit\thub id\tconfig\trevision\tsource\twhere")
+    for r in rows:
+        split = r.split if r.role == "eval" or r.split == "train" else f"{r.split} ({r.role})"
+        typer.echo("\t".join([r.task, split, r.hub_id or "-", r.config or "-", r.revision or "-", r.kind, r.where])
+                   + (f"\t{r.note}" if r.note else ""))
+    missing = [r for r in rows if not r.ok]
+    if missing:
+        err.print(f"{len(missing)} of {len(rows)} splits cannot be read now (see the notes)")
+        raise typer.Exit(1)
+
+
+@data_app.command("synth")
+def data_synth_cmd(
+    names: List[str] = typer.Argument(..., help="tasks or groups of promptsource datasets (t0_train, heldout, ...)"),
+    data_dir: Path = typer.Option(..., "--data-dir", help="rows go to DATA_DIR/rows/<dataset>[/<subset>]/<split>.jsonl"),
+    rows: int = typer.Option(8, "--rows", min=1, help="rows per split"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Write a few schema-true synthetic rows per dataset (train and evaluation splits), so that the
+    pipeline runs offline (`data.data_dir: DATA_DIR`)."""
+    from harness.tasks import PromptsourceTask, expand, get_task
+    from harness.tasks.base import DataSettings, TaskError
+    from harness.tasks.synth import write_rows
+
+    settings = DataSettings.from_env(data_dir)
+    try:
+        folders = []
+        for name in expand(names):
+            task = get_task(name, settings)
+            if not isinstance(task, PromptsourceTask):
+                raise TaskError(f"{name}: only promptsource datasets are synthesised (BIG-bench and builtin "
+                                "tasks have their own data)")
+            if task.folder not in folders:
+                folders.append(task.folder)
+        paths = write_rows(data_dir / "rows", folders, rows, seed)
+    except TaskError as exc:
+        _fail(exc)
+    except OSError as exc:
+        _fail(OSError(f"{data_dir / 'rows'}: cannot write rows: {exc}"))
+    err.print(f"wrote {len(paths)} row files for {len(folders)} datasets under {data_dir / 'rows'}")
 
 
 library_app = typer.Typer(add_completion=False, no_args_is_help=True, help="The Source Prompt Library.")
@@ -431,8 +511,6 @@ def library_build(
     err.print(f"library {out}: {len(lib)} keys of {len(lib.prompt_ids)} prompts")
 
 
-data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Task data: the default sources.")
-app.add_typer(data_app, name="data")
 
 
 @data_app.command("fetch")

@@ -37,13 +37,19 @@ class ModelConfig(Strict):
 
 
 class DataConfig(Strict):
-    """Where task content lives. ``data_dir`` is a root laid out like ``shared/data``
-    (``promptsource/templates``, ``bigbench``, ``heldout``); the specific keys override it."""
+    """Where task content lives (harness/tasks/base.py ``DataSettings``). ``data_dir`` is a root laid
+    out like ``shared/data`` (``promptsource/templates``, ``bigbench``, ``rows``, ``hub``, ``manual``,
+    each used when present); the specific keys override it. Unset: templates and BIG-bench from the
+    pinned package-registry sdists (``rospr data fetch``), rows from the hub."""
 
     data_dir: str | None = None
-    templates_dir: str | None = None
-    bigbench: str | None = None
-    heldout_dir: str | None = None
+    templates_dir: str | None = Field(None, description="a promptsource templates/ folder")
+    bigbench: str | None = Field(None, description="a folder of <task>/task.json, or a base URL")
+    rows_dir: str | None = Field(None, description="local rows <rows_dir>/<dataset>[/<subset>]/<split>.jsonl "
+                                                   "(default <data_dir>/rows)")
+    hub_dir: str | None = Field(None, description="snapshots of hub dataset repositories <hub_dir>/<owner>/<name>/")
+    manual_dir: str | None = Field(None, description="manual downloads <manual_dir>/<dataset>[/<subset>]/ "
+                                                     "(StoryCloze's CSVs; default <data_dir>/manual)")
 
 
 class TaskConfig(Strict):

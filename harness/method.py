@@ -22,9 +22,8 @@ import numpy as np
 
 from harness.backends import Backend
 from harness.config import IndexConfig, RosprConfig, RunConfig, TuneConfig
-from harness.tasks import get_task
+from harness.tasks import PromptsourceTask, dataset_of, expand, get_task
 from harness.tasks.base import DataSettings, TaskError
-from harness.tasks.builtin import list_builtin
 from rospr.artifacts import ArtifactError
 from rospr.data import Example
 from rospr.library import IndexSettings, Library, LibraryEntry, build_key, build_library, load_library, retriever_identity
@@ -35,26 +34,12 @@ from rospr.tuning import TuneJob, TuneSettings, tune_bank
 
 log = logging.getLogger(__name__)
 
-# The T0 training mixture (Sanh et al. 2021, Table 5): the datasets RoSPr trains source prompts on,
-# one prompt per (dataset, promptsource template). They resolve through the task registry.
-T0_TRAIN_MIXTURE = (
-    "commonsense_qa", "dream", "quail", "quartz", "social_i_qa", "wiqa", "cosmos_qa", "qasc", "quarel",
-    "sciq", "wiki_hop", "adversarial_qa", "quoref", "ropes", "duorc", "hotpot_qa", "wiki_qa",
-    "amazon_polarity", "app_reviews", "rotten_tomatoes", "imdb", "yelp_review_full", "ag_news", "dbpedia_14",
-    "trec", "common_gen", "wiki_bio", "cnn_dailymail", "gigaword", "multi_news", "samsum", "xsum",
-    "glue_mrpc", "paws", "glue_qqp",
-)
-NAMED_SOURCES = {"builtin": tuple(list_builtin()), "t0_train": T0_TRAIN_MIXTURE}
-
-
 def source_names(rc: RosprConfig) -> list[str]:
-    """The source task names: a named list (``builtin``, ``t0_train``) or the list given."""
-    if isinstance(rc.sources, str):
-        if rc.sources not in NAMED_SOURCES:
-            raise TaskError(f"rospr.sources: {rc.sources!r} is not a named list ({sorted(NAMED_SOURCES)}); "
-                            "give a named list or a list of task names")
-        return list(NAMED_SOURCES[rc.sources])
-    return list(rc.sources)
+    """The source task names: group names (``t0_train``, ``builtin``, ...) replaced by their members."""
+    try:
+        return expand(rc.sources)
+    except TaskError as exc:
+        raise TaskError(f"rospr.sources: {exc}") from None
 
 
 def tune_settings(rc: RosprConfig) -> TuneSettings:
@@ -79,8 +64,10 @@ def tuning_jobs(rc: RosprConfig, settings: DataSettings) -> list[TuneJob]:
             task = get_task(name, settings)
         except TaskError as exc:
             raise TaskError(f"rospr.sources: {exc}") from None
-        for prompt in task.prompts():
-            data = task.load(prompt, split=rc.tune.source_split, limit=rc.tune.source_rows)
+        # every template trains a prompt (generation ones too: the loss is the target text's)
+        prompts = task.training_prompts() if isinstance(task, PromptsourceTask) else task.prompts()
+        for prompt in prompts:
+            data = task.load(prompt, split=rc.tune.source_split, limit=rc.tune.source_rows, training=True)
             examples = tuple(ex for ex in data.examples if ex.labelled or ex.target_text)
             if not examples:
                 log.warning("source %s / %s: no labelled %s rows; no prompt trained", name, prompt, rc.tune.source_split)
@@ -100,7 +87,8 @@ def library_entries(bank: PromptBank, settings: DataSettings, n: int) -> list[Li
     for entry in bank.entries:
         origin = entry.get("origin") or {}
         task = get_task(entry["source"], settings)
-        data = task.load(entry["template"], split=origin.get("split", "train"), limit=origin.get("rows"))
+        data = task.load(entry["template"], split=origin.get("split", "train"), limit=origin.get("rows"),
+                         training=True)
         texts = [ex.input_text for ex in data.examples if ex.labelled or ex.target_text][:n]
         entries.append(LibraryEntry(entry["id"], entry["source"], tuple(texts)))
     return entries
@@ -165,7 +153,10 @@ def retrieval_queries(ctx: RosprContext, config: RunConfig, task: str, prompt: s
                       examples: list[Example]) -> tuple[list[Example], list[str]]:
     """The unit's Q unlabelled queries and the sources its retrieval must exclude (leave-one-out)."""
     queries = draw_queries(examples, ctx.rc.queries, config.seed, f"{task}/{prompt}")
-    return queries, [task] if ctx.rc.leave_one_out else []
+    if not ctx.rc.leave_one_out:
+        return queries, []
+    own = dataset_of(task)  # `rte` and a source `super_glue/rte` are one dataset
+    return queries, sorted({s for s in ctx.library.sources if dataset_of(s) == own})
 
 
 def var_candidates(ctx: RosprContext, table: list[Candidate]) -> list[Candidate]:

@@ -14,6 +14,8 @@ class Example:
     scores each). Exactly one of ``label`` (index of the single gold choice) or ``target_scores``
     (BIG-bench: a score per choice, several may be 1) is set for labelled data; both may be ``None``
     for unlabelled query data. ``index`` is the row's position in its source split, stable across runs.
+    A training instance of a generation template has no choices, only ``target_text``: it can be
+    tuned on, not scored.
     """
 
     task: str
@@ -27,8 +29,8 @@ class Example:
     meta: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        if not self.choices:
-            raise ValueError(f"example {self.task}/{self.prompt}#{self.index}: no answer choices")
+        if not self.choices and (not self.target_text or self.label is not None or self.target_scores is not None):
+            raise ValueError(f"example {self.task}/{self.prompt}#{self.index}: no answer choices (and no target text)")
         if self.label is not None and not 0 <= self.label < len(self.choices):
             raise ValueError(
                 f"example {self.task}/{self.prompt}#{self.index}: label {self.label} is outside "

@@ -38,6 +38,9 @@ LOCAL_RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUS
 def local_init_kwargs(num_cpus: int | None = None, object_store_memory: int | None = None) -> dict[str, Any]:
     """The ``ray.init`` keyword arguments of a local, loopback-only Ray without the dashboard."""
     kwargs: dict[str, Any] = dict(
+        # "local": always a new Ray of our own; plain ray.init() would join any cluster already running on
+        # this machine (RAY_ADDRESS, or /tmp/ray's current cluster), someone else's included
+        address="local",
         _node_ip_address=LOOPBACK,
         include_dashboard=False,
         dashboard_host=LOOPBACK,

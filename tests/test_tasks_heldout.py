@@ -1,4 +1,4 @@
-"""Held-out T0 datasets: evaluation prompt lists, rendering on hub-schema rows, local rows."""
+"""Held-out T0 settings: evaluation prompt lists, rendering on hub-schema rows, local rows, StoryCloze's CSV."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from harness.tasks import DataSettings, TaskError, get_task
-from harness.tasks.heldout import HELDOUT
+from harness.tasks.catalog import heldout_settings
+
+HELDOUT = heldout_settings()
 
 # The prompt counts of T0's evaluation (T0 paper / model card), checked against the files below.
 EXPECTED_PROMPTS = {
@@ -143,8 +145,8 @@ def heldout_root(tmp_path_factory) -> Path:
 def test_names_and_splits():
     assert sorted(HELDOUT) == sorted(EXPECTED_PROMPTS)
     assert [HELDOUT[f"anli_r{i}"].split for i in (1, 2, 3)] == ["dev_r1", "dev_r2", "dev_r3"]
-    assert (HELDOUT["wsc"].hub_id, HELDOUT["wsc"].subset) == ("super_glue", "wsc.fixed")
-    assert (HELDOUT["winogrande"].subset, HELDOUT["story_cloze"].subset) == ("winogrande_xl", "2016")
+    assert {name: HELDOUT[name].folder for name in TEMPLATE_FILES} == TEMPLATE_FILES
+    assert {name: HELDOUT[name].n_prompts for name in EXPECTED_PROMPTS} == EXPECTED_PROMPTS
 
 
 @pytest.mark.parametrize("task", sorted(EXPECTED_PROMPTS))
@@ -170,7 +172,7 @@ def test_prompt_lists_match_files(task, templates_dir):
 
 @pytest.mark.parametrize("task", sorted(EXPECTED_PROMPTS))
 def test_every_evaluation_template_renders(task, templates_dir, heldout_root):
-    settings = DataSettings(templates_dir=templates_dir, heldout_dir=heldout_root)
+    settings = DataSettings(templates_dir=templates_dir, rows_dir=heldout_root)
     t = get_task(task, settings)
     rows = ROWS[task]
     for prompt in t.prompts():
@@ -195,7 +197,7 @@ def test_every_evaluation_template_renders(task, templates_dir, heldout_root):
 
 def test_known_rendering_rte(templates_dir, heldout_root):
     """One prompt rendered by hand from the file's Jinja text."""
-    t = get_task("rte", DataSettings(templates_dir=templates_dir, heldout_dir=heldout_root))
+    t = get_task("rte", DataSettings(templates_dir=templates_dir, rows_dir=heldout_root))
     ex = t.load("GPT-3 style").examples[0]
     row = ROWS["rte"][0]
     assert ex.input_text == f"{row['premise']}\nQuestion: {row['hypothesis']} True or False?"
@@ -203,15 +205,15 @@ def test_known_rendering_rte(templates_dir, heldout_root):
 
 
 def test_copa_templates_for_one_question_type_skip_the_other(templates_dir, heldout_root):
-    t = get_task("copa", DataSettings(templates_dir=templates_dir, heldout_dir=heldout_root))
+    t = get_task("copa", DataSettings(templates_dir=templates_dir, rows_dir=heldout_root))
     unit = t.load("\u2026What could happen next, C1 or C2?")  # effect-only template
     assert unit.skipped == 1 and [ex.index for ex in unit.examples] == [1]
 
 
 def test_hellaswag_randomized_prompt_is_deterministic(templates_dir, heldout_root):
-    t = get_task("hellaswag", DataSettings(templates_dir=templates_dir, heldout_dir=heldout_root))
+    t = get_task("hellaswag", DataSettings(templates_dir=templates_dir, rows_dir=heldout_root))
     a = t.load("Randomized prompts template").examples[0].input_text
-    b = get_task("hellaswag", DataSettings(templates_dir=templates_dir, heldout_dir=heldout_root)).load(
+    b = get_task("hellaswag", DataSettings(templates_dir=templates_dir, rows_dir=heldout_root)).load(
         "Randomized prompts template").examples[0].input_text
     assert a == b
     openings = ["Can you pick the correct ending for the sentence: ",
@@ -223,7 +225,7 @@ def test_hellaswag_randomized_prompt_is_deterministic(templates_dir, heldout_roo
 def test_local_rows_jsonl_and_json(templates_dir, tmp_path):
     rows = [dict(ROWS["rte"][0], idx=i, label=i % 2) for i in range(5)]
     path = write_rows(tmp_path, "rte", rows)
-    settings = DataSettings(templates_dir=templates_dir, heldout_dir=tmp_path)
+    settings = DataSettings(templates_dir=templates_dir, rows_dir=tmp_path)
     unit = get_task("rte", settings).load("can we infer", limit=3)
     assert [ex.label for ex in unit.examples] == [0, 1, 0]
     assert [ex.index for ex in unit.examples] == [0, 1, 2]
@@ -240,12 +242,12 @@ def test_local_rows_jsonl_and_json(templates_dir, tmp_path):
     assert [ex.label for ex in unit.examples] == [0, 2]
 
 
-def test_local_rows_errors(templates_dir, tmp_path, monkeypatch):
-    settings = DataSettings(templates_dir=templates_dir, heldout_dir=tmp_path)
-    with pytest.raises(TaskError) as err:
+def test_local_rows_errors(templates_dir, tmp_path, offline_hub):
+    settings = DataSettings(templates_dir=templates_dir, rows_dir=tmp_path)
+    with pytest.raises(TaskError) as err:  # no local file: the hub is tried, and the way out named
         get_task("cb", settings).load("always/sometimes/never")
-    assert str(tmp_path / "super_glue" / "cb" / "validation.jsonl") in str(err.value)
-    assert "<heldout_dir>/super_glue/cb/<split>.jsonl" in str(err.value)
+    assert "'super_glue/cb'" in str(err.value) and "aps/super_glue" in str(err.value)
+    assert "<rows_dir>/super_glue/cb/validation.jsonl" in str(err.value)
 
     bad = dict(ROWS["cb"][0])
     del bad["hypothesis"]
@@ -265,20 +267,47 @@ def test_local_rows_errors(templates_dir, tmp_path, monkeypatch):
         get_task("winogrande", settings).load("Replace")
     assert str(path) in str(err.value) and "row 0" in str(err.value) and "'answer'" in str(err.value)
 
-    # a label outside the choices: the target is not among them
-    write_rows(tmp_path, "rte", [dict(ROWS["rte"][0], label=5)])
+    # a label outside the dataset's classes: refused by the hub schema before any rendering
+    path = write_rows(tmp_path, "rte", [dict(ROWS["rte"][0], label=5)])
     with pytest.raises(TaskError) as err:
         get_task("rte", settings).load("can we infer")
-    assert "super_glue/rte/templates.yaml" in str(err.value) and "can we infer" in str(err.value)
-    assert "row 0" in str(err.value)
+    assert str(path) in str(err.value) and "row 0" in str(err.value) and "'label' is int 5" in str(err.value)
 
 
-def test_story_cloze_hub_path_requires_data_dir(templates_dir, monkeypatch):
-    monkeypatch.delenv("ROSPR_STORY_CLOZE_DIR", raising=False)
-    t = get_task("story_cloze", DataSettings(templates_dir=templates_dir))
+def test_story_cloze_without_its_manual_download_says_how(templates_dir, tmp_path):
+    t = get_task("story_cloze", DataSettings(templates_dir=templates_dir, manual_dir=tmp_path))
     with pytest.raises(TaskError) as err:
         t.load(t.prompts()[0])
-    assert "manual download" in str(err.value) and "data_dir" in str(err.value)
+    assert "manual download" in str(err.value) and str(tmp_path / "story_cloze" / "2016") in str(err.value)
+    assert "<rows_dir>/story_cloze/2016/validation.jsonl" in str(err.value)
+
+
+STORY_CLOZE_CSV = (
+    "InputStoryid,InputSentence1,InputSentence2,InputSentence3,InputSentence4,"
+    "RandomFifthSentenceQuiz1,RandomFifthSentenceQuiz2,AnswerRightEnding\n"
+    "id-1,Rick grew up poor.,He worked hard.,He saved money.,He bought a farm.,He is happy now.,He hates farms.,1\n"
+    'id-2,Ann lost her keys.,"She looked, and looked.",She called her son.,He had them.,Ann was angry.,Ann was glad.,2\n'
+)
+
+
+def test_story_cloze_reads_the_official_csv(templates_dir, tmp_path):
+    """The manual download as its owners hand it out: CSV columns renamed to the hub schema."""
+    folder = tmp_path / "story_cloze" / "2016"
+    folder.mkdir(parents=True)
+    (folder / "cloze_test_val__spring2016 - cloze_test_ALL_val.csv").write_text(STORY_CLOZE_CSV, encoding="utf-8")
+    t = get_task("story_cloze", DataSettings(templates_dir=templates_dir, manual_dir=tmp_path))
+    rows, source = t.rows()
+    assert source.endswith("cloze_test_ALL_val.csv")
+    assert rows[1]["input_sentence_2"] == "She looked, and looked." and rows[1]["answer_right_ending"] == 2
+    for prompt in t.prompts():
+        unit = t.load(prompt)
+        assert [ex.label for ex in unit.examples] == [0, 1]
+        assert unit.examples[0].choices == ("He is happy now.", "He hates farms.")
+    (folder / "cloze_test_val__spring2016 - cloze_test_ALL_val.csv").write_text(
+        STORY_CLOZE_CSV.replace(",1\n", ",3\n"), encoding="utf-8")
+    with pytest.raises(TaskError) as err:
+        get_task("story_cloze", DataSettings(templates_dir=templates_dir, manual_dir=tmp_path)).rows()
+    assert "line 2" in str(err.value) and "AnswerRightEnding" in str(err.value)
 
 
 def test_missing_templates_file_names_the_path(tmp_path):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.config import DataConfig, RunConfig
-from harness.tasks import get_task
+from harness.tasks import expand, get_task, group_names
 from harness.tasks.base import DataSettings, Task, TaskError
 from rospr.data import UnitData
 
@@ -23,10 +23,16 @@ from rospr.data import UnitData
 def data_settings(cfg: DataConfig) -> DataSettings:
     """The task-content locations of a config: ``data_dir`` (or ``$ROSPR_DATA_DIR``), then overrides."""
     base = DataSettings.from_env(cfg.data_dir)
+
+    def path(value: str | None, default: Path | None) -> Path | None:
+        return Path(value) if value else default
+
     return DataSettings(
-        templates_dir=Path(cfg.templates_dir) if cfg.templates_dir else base.templates_dir,
+        templates_dir=path(cfg.templates_dir, base.templates_dir),
         bigbench=cfg.bigbench or base.bigbench,
-        heldout_dir=Path(cfg.heldout_dir) if cfg.heldout_dir else base.heldout_dir,
+        rows_dir=path(cfg.rows_dir, base.rows_dir),
+        hub_dir=path(cfg.hub_dir, base.hub_dir),
+        manual_dir=path(cfg.manual_dir, base.manual_dir),
     )
 
 
@@ -55,18 +61,26 @@ def plan_targets(config: RunConfig) -> list[TargetSpec]:
     """Resolve every task and prompt of ``config``. Refuses an unknown task or prompt (``TaskError``)."""
     settings = data_settings(config.data)
     specs: list[TargetSpec] = []
-    for tc in config.tasks:
-        task = get_task(tc.name, settings)
-        known = task.prompts()
-        prompts = tc.prompts if tc.prompts is not None else known
-        unknown = [p for p in prompts if p not in known]
-        if unknown:
-            raise TaskError(f"tasks: {tc.name} has no prompt {unknown[0]!r}; its prompts: {known}")
-        for i, prompt in enumerate(prompts):
-            spec = TargetSpec(len(specs), task, prompt, tc.split, tc.limit)
-            if i == 0:
-                spec._data = spec.load()
-            specs.append(spec)
+    seen: dict[str, int] = {}
+    for position, tc in enumerate(config.tasks):
+        if tc.name in group_names() and tc.prompts is not None:
+            raise TaskError(f"tasks.{position}: {tc.name!r} is a group of tasks; 'prompts' applies to one task")
+        for name in expand(tc.name):  # a group stands for its members, with this item's split and limit
+            if name in seen:
+                raise TaskError(f"tasks.{position}: task {name!r} is already listed by tasks.{seen[name]}; "
+                                "list each task once")
+            seen[name] = position
+            task = get_task(name, settings)
+            known = task.prompts()
+            prompts = tc.prompts if tc.prompts is not None else known
+            unknown = [p for p in prompts if p not in known]
+            if unknown:
+                raise TaskError(f"tasks.{position}: {name} has no prompt {unknown[0]!r}; its prompts: {known}")
+            for i, prompt in enumerate(prompts):
+                spec = TargetSpec(len(specs), task, prompt, tc.split, tc.limit)
+                if i == 0:
+                    spec._data = spec.load()
+                specs.append(spec)
     return specs
 
 

@@ -345,7 +345,8 @@ class BigBenchTask:
             )
         return [_part(name, *src.read(self.task, name)) for name in folders]
 
-    def load(self, prompt: str = PROMPT, split: str | None = None, limit: int | None = None) -> UnitData:
+    def load(self, prompt: str = PROMPT, split: str | None = None, limit: int | None = None, *,
+             training: bool = False) -> UnitData:
         """All examples (BIG-bench JSON tasks have one split: ``None`` or ``"all"``).
 
         ``limit`` keeps the first ``limit`` examples across subtasks (before skipping). Refuses

@@ -250,7 +250,8 @@ class BuiltinTask:
             self._rows[split] = generate_rows(self.spec, split, self.sizes[split], self.seed)
         return self._rows[split]
 
-    def load(self, prompt: str, split: str | None = None, limit: int | None = None) -> UnitData:
+    def load(self, prompt: str, split: str | None = None, limit: int | None = None, *,
+             training: bool = False) -> UnitData:
         """Render ``prompt`` on ``split`` (default ``validation``); see ``Task.load``."""
         template = find_template(self._templates, prompt, f"task {self.name!r}")
         split = split or "validation"

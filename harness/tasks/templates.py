@@ -260,14 +260,18 @@ class Template:
         return [_unprotect(part).strip() for part in text.split(SEPARATOR)]
 
     def render(
-        self, row: Mapping[str, Any], *, truncate: bool = True, row_name: str = "the row"
+        self, row: Mapping[str, Any], *, truncate: bool = True, row_name: str = "the row",
+        target_outside: str = "error",
     ) -> Rendered | None:
         """Render ``row``: input, target, choices and the target's index among the choices.
 
         Returns ``None`` when the input renders empty (the template does not apply to the row).
         Refuses (``TaskError``, naming the file, template and ``row_name``): Jinja syntax errors,
         fields the row lacks, more than one ``|||`` in the output, and a non-empty target that is
-        not one of the choices.
+        not one of the choices (with ``target_outside="keep"``: returned with ``label`` None; some
+        promptsource templates do this on real rows, e.g. wiqa's
+        'which_of_the_following_is_the_supposed_perturbation' lacks the choice its INPARA_EFFECT
+        rows target).
         """
         parts = self.apply(row, truncate=truncate, row_name=row_name)
         if len(parts) > 2:
@@ -283,6 +287,8 @@ class Template:
         choices = tuple(choices_list) if choices_list is not None else None
         label = None
         if target is not None and choices is not None:
+            if target not in choices and target_outside == "keep":  # the caller decides (label None)
+                return Rendered(input_text=input_text, target=target, choices=choices, label=None)
             if target not in choices:
                 raise TaskError(
                     f"{self._where()}: the target {target!r} of {row_name} is not among its answer "

@@ -15,6 +15,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
+	# promptsource 0.2.3's templates from its sdist on the package registry (sha256-pinned; ~/.cache/rospr/data)
+	$(ROSPR) data fetch templates
 	touch $@
 
 $(TINY)/config.json: $(VENV)/.installed

@@ -13,8 +13,15 @@
   with an actor error (retries spent, or the actor gone for good) is resubmitted by the driver to
   another actor, up to ``max_batch_attempts`` times. Results are the same whichever actor scores a
   batch, so a re-run batch changes no number. A backend error (``BackendUnavailable``: a Triton
-  server gone after its retries) is not retried: it ends the run with its own message, and every
-  unit finished before it stays written.
+  server gone after its client's retries) takes that server out of the run: every actor talking to
+  it gets no more work, and the batch goes to an actor of another server (``ray.triton_urls``).
+  Only when no server is left does the error end the run, with its own message; every unit
+  finished before it stays written. (The retrieval actor talks to ``triton.url`` alone.)
+- What did the work: ``stats()`` (merged into ``execution`` of results.json) counts the scoring
+  batches per Ray node (``nodes``: node id -> IP and batches) and per Triton server (``servers``),
+  names the servers taken out (``servers_lost``) and lists every resubmission (``retried``: batch
+  kind, from which actor and server, why; the first 100), besides ``resubmitted`` and the actors'
+  restarts.
 
 ``ray_session`` starts a local Ray or joins ``ray.address`` for the run (``rospr.local_ray``: a
 local Ray listens on 127.0.0.1 only, without dashboard or usage statistics), and shuts it down
@@ -102,6 +109,14 @@ class ScoringActor(ScoringWorker):
 
         return {"pid": os.getpid(), "restarted": ray.get_runtime_context().was_current_actor_reconstructed}
 
+    def score_where(self, rows, prompt) -> tuple[list[np.ndarray], dict]:
+        """``score`` and where it ran (node id and IP, pid): the run records what did its work."""
+        import ray
+
+        where = {"node": ray.get_runtime_context().get_node_id(), "ip": ray.util.get_node_ip_address(),
+                 "pid": os.getpid()}
+        return self.score(rows, prompt), where
+
 
 class RetrievalActor(RetrievalWorker):
     """A ``RetrievalWorker`` that loads the library and the retriever inside the actor."""
@@ -147,12 +162,13 @@ class RayExecutor:
         threads = max(1, int(cpus))
         tree = actor_config(config)
         urls = rc.triton_urls or [None]
+        self.urls = [urls[i % len(urls)] for i in range(rc.scorers)]
         self.run_id = uuid.uuid4().hex[:8]
         options = dict(max_restarts=rc.max_restarts, max_task_retries=rc.max_task_retries)
         Scorer = ray.remote(ScoringActor)
         self.scorers = [
             Scorer.options(name=f"{ACTOR_PREFIX}-{self.run_id}-{i}", num_cpus=cpus, num_gpus=rc.num_gpus_per_scorer,
-                           **options).remote(tree, pad_id, threads, urls[i % len(urls)])
+                           **options).remote(tree, pad_id, threads, self.urls[i])
             for i in range(rc.scorers)
         ]
         self.retriever = None
@@ -168,6 +184,11 @@ class RayExecutor:
         self.failures = [0] * rc.scorers
         self.inflight: dict[Any, dict] = {}  # ObjectRef -> what it was
         self.resubmitted = 0
+        self.down: set[int] = set()  # actors whose server is gone: no more work for them
+        self.lost_servers: dict[str, str] = {}  # url -> why
+        self.retried: list[dict] = []
+        self.nodes: dict[str, dict] = {}  # node id -> {"ip", "batches"}
+        self.server_batches: dict[str, int] = {}
 
     # -- submission -----------------------------------------------------------------------------
     def capacity(self) -> int:
@@ -191,11 +212,13 @@ class RayExecutor:
             work["actor"] = None
             ref = self.retriever.retrieve.remote(*work["args"])
         else:
-            # least loaded, preferring actors that have not just failed and not the one that failed this batch
-            i = min(range(len(self.scorers)), key=lambda k: (k == work["avoid"], self.failures[k] > 0, self.load[k], k))
+            # least loaded among actors whose server is up, preferring actors that have not just failed
+            # and not the one that failed this batch
+            live = [k for k in range(len(self.scorers)) if k not in self.down]
+            i = min(live, key=lambda k: (k == work["avoid"], self.failures[k] > 0, self.load[k], k))
             work["actor"] = i
             self.load[i] += 1
-            ref = self.scorers[i].score.remote(*work["args"])
+            ref = self.scorers[i].score_where.remote(*work["args"])
         self.inflight[ref] = work
 
     def pending(self) -> int:
@@ -223,12 +246,44 @@ class RayExecutor:
             except RayTaskError as exc:
                 cause = getattr(exc, "cause", None)
                 if isinstance(exc, BackendUnavailable) or isinstance(cause, BackendUnavailable):
-                    raise BackendUnavailable(str(cause or exc)) from None
+                    self._fail_over(work, BackendUnavailable(str(cause or exc)))
+                    continue
                 raise
             if i is not None:
                 self.failures[i] = 0
+                result, where = result
+                node = self.nodes.setdefault(where["node"], {"ip": where["ip"], "batches": 0})
+                node["batches"] += 1
+                if self.urls[i]:
+                    self.server_batches[self.urls[i]] = self.server_batches.get(self.urls[i], 0) + 1
             out.append((work["tag"], result))
         return out
+
+    def _note_retry(self, work: dict, why: str) -> None:
+        i = work["actor"]
+        self.resubmitted += 1
+        if len(self.retried) < 100:
+            self.retried.append({"kind": work["kind"], "actor": i, "server": None if i is None else self.urls[i],
+                                 "attempt": work["attempts"] + 1, "reason": why[:300]})
+
+    def _fail_over(self, work: dict, exc: BackendUnavailable) -> None:
+        """A backend gone (its client's retries spent): take its server out, resend the batch elsewhere."""
+        i = work["actor"]
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if i is None or self.urls[i] is None:  # the retrieval actor, or no Triton: nowhere else to go
+            raise exc
+        url = self.urls[i]
+        self.lost_servers.setdefault(url, reason)
+        self.down.update(k for k, u in enumerate(self.urls) if u == url)
+        if len(self.down) == len(self.scorers):
+            raise BackendUnavailable(f"every Triton server of ray.triton_urls is unavailable "
+                                     f"({'; '.join(f'{u}: {r}' for u, r in self.lost_servers.items())}); "
+                                     "start them again and resume the run (rospr run --resume)") from None
+        work["attempts"] += 1
+        work["avoid"] = i
+        self._note_retry(work, f"server {url} unavailable: {reason}")
+        log.warning("Triton server %s is unavailable (%s); its work goes to the other servers", url, reason)
+        self._send(work)
 
     def _retry(self, work: dict, exc: Exception) -> None:
         i = work["actor"]
@@ -242,7 +297,7 @@ class RayExecutor:
         if i is not None:
             self.failures[i] += 1
         work["avoid"] = i
-        self.resubmitted += 1
+        self._note_retry(work, f"{who} died: {type(exc).__name__}")
         log.warning("%s died with a %s batch in flight; resubmitting it (attempt %d)", who, work["kind"],
                     work["attempts"] + 1)
         time.sleep(min(0.1 * 2 ** work["attempts"], 2.0))
@@ -258,8 +313,12 @@ class RayExecutor:
             except Exception as exc:  # an actor gone for good: counted, not a reason to fail the run
                 log.debug("actor info: %s", exc)
                 gone += 1
-        return {"executor": self.name, "scorers": len(self.scorers), "resubmitted": self.resubmitted,
-                "actor_restarts": restarts, "actors_lost": gone}
+        out = {"executor": self.name, "scorers": len(self.scorers), "resubmitted": self.resubmitted,
+               "actor_restarts": restarts, "actors_lost": gone, "nodes": self.nodes, "retried": self.retried}
+        if any(self.urls):
+            out["servers"] = {u: self.server_batches.get(u, 0) for u in dict.fromkeys(u for u in self.urls if u)}
+            out["servers_lost"] = self.lost_servers
+        return out
 
     def close(self) -> None:
         import ray

@@ -357,14 +357,30 @@ def _client_kwargs(cfg) -> dict:
 
 
 def create_triton_backend(config):
-    """The ``Backend`` of a ``RunConfig`` with ``backend: triton``: a client of ``triton.url``; the
-    tokenizer is read from ``model.name_or_path`` (the weights stay on the server)."""
+    """The ``Backend`` of a ``RunConfig`` with ``backend: triton``: a client of ``triton.url``, or, for
+    a Ray run with ``ray.triton_urls``, of the first of those servers that answers (the driver only
+    needs one; the scoring actors each talk to their own). The tokenizer is read from
+    ``model.name_or_path`` (the weights stay on the server). Raises ``BackendUnavailable`` when no
+    server answers."""
     from transformers import AutoTokenizer
 
     from harness.backends import Backend
 
     cfg = config.triton
-    scorer = TritonScorer(cfg.url, cfg.protocol, cfg.model, cfg.wire_dtype, **_client_kwargs(cfg))
+    urls = list(config.ray.triton_urls) if config.ray.enabled and config.ray.triton_urls else [cfg.url]
+    errors = []
+    for url in urls:
+        try:
+            scorer = TritonScorer(url, cfg.protocol, cfg.model, cfg.wire_dtype, **_client_kwargs(cfg))
+            break
+        except BackendUnavailable as exc:
+            errors.append(exc)
+            log.warning("%s", str(exc).splitlines()[0])
+    else:
+        if len(errors) == 1:
+            raise errors[0]
+        raise BackendUnavailable(f"Triton: none of ray.triton_urls {urls} answers ({errors[-1]})")
+    cfg = cfg.model_copy(update={"url": url})
     tokenizer = AutoTokenizer.from_pretrained(config.model.name_or_path)
     identity = dict(scorer.identity, triton_url=f"{cfg.protocol}://{cfg.url}", wire_dtype=cfg.wire_dtype)
     return Backend("triton", scorer, tokenizer, identity)

@@ -100,8 +100,9 @@ class ScoringActor(ScoringWorker):
         tree = dict(tree)
         tree["onnxruntime"] = {**tree["onnxruntime"], "threads": tree["onnxruntime"]["threads"] or threads}
         tree["scoring"] = {**tree["scoring"], "threads": tree["scoring"]["threads"] or threads}
-        if triton_url:
+        if triton_url:  # this actor's own server, and only it (the driver fails batches over, not the actor)
             tree["triton"] = {**tree["triton"], "url": triton_url}
+            tree["ray"] = {**tree["ray"], "triton_urls": None}
         super().__init__(create_backend(RunConfig.model_validate(tree)).scorer, pad_id)
 
     def info(self) -> dict:

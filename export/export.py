@@ -41,7 +41,9 @@ from rospr.artifacts import ArtifactError, sha256_file
 log = logging.getLogger(__name__)
 
 # Bump when the graphs or their inputs change: it is part of the cache key of on-demand exports.
-EXPORT_VERSION = "2"  # 2: packed decoder and LM head (only real choices and tokens)
+# 2: packed decoder and LM head (only real choices and tokens); 3: cross-attention keys and values
+# projected once per input and shared by its choices (rospr.backbone.PromptedT5._decode).
+EXPORT_VERSION = "3"
 OPSET = 17
 SCORER_TOLERANCE = 1e-4
 RETRIEVER_TOLERANCE = 1e-5

@@ -2,7 +2,8 @@
 
 ``PromptedT5`` is the one definition of the scoring computation: the PyTorch backend runs it, the
 ONNX export traces it, prompt tuning trains through it. The encoder runs once per input; every
-choice is scored from that encoding; nothing vocabulary-sized is returned.
+choice is scored from that encoding, and each decoder layer's cross-attention keys and values are
+projected from it once per input too (export version 3); nothing vocabulary-sized is returned.
 """
 
 from __future__ import annotations
@@ -188,6 +189,25 @@ def model_identity(model, name: str) -> ModelIdentity:
     )
 
 
+def _is_t5_decoder(decoder) -> bool:
+    """Whether ``decoder`` is a T5-style stack (T5, T5 v1.1, T0, mT5): blocks of self-attention,
+    cross-attention, feed-forward, a relative position bias in the first block."""
+    blocks = getattr(decoder, "block", None)
+    if blocks is None or len(blocks) == 0 or not hasattr(decoder, "final_layer_norm"):
+        return False
+    first = blocks[0].layer
+    return (len(first) == 3 and hasattr(first[0], "SelfAttention") and hasattr(first[1], "EncDecAttention")
+            and getattr(first[0].SelfAttention, "has_relative_attention_bias", False))
+
+
+def _clamp_half(h):
+    """``T5Block``'s float16 clamp (keeps inf out of the residual stream); other dtypes pass through."""
+    if h.dtype != torch.float16:
+        return h
+    big = torch.where(torch.isinf(h).any(), torch.finfo(h.dtype).max - 1000, torch.finfo(h.dtype).max)
+    return torch.clamp(h, min=-big, max=big)
+
+
 class PromptedT5(nn.Module):
     """T5 encoder with a soft prompt prepended, decoder scoring of every answer choice.
 
@@ -219,27 +239,30 @@ class PromptedT5(nn.Module):
     def token_logprobs(self, hidden, enc_mask, choice_ids, choice_mask):
         """Log-probability of every choice token [B, C, T] (masked positions are 0).
 
+        Takes the encoding ``hidden`` [B, S', D] and ``enc_mask`` [B, S'] of ``encode`` and the
+        choices [B, C, T]; returns float32 (float16/bfloat16 models: their dtype) log-probabilities.
+
         Work is packed: only real choices (a padded choice slot has an all-zero mask) go through the
-        decoder, each with the encoding of its own input (gathered, never re-encoded), and the LM head
-        (d_model x vocab per token, the largest matmul) runs on real tokens only. Padding therefore
-        costs nothing there, whatever mix of choice counts and lengths a batch holds.
+        decoder's self-attention and feed-forward, and the LM head (d_model x vocab per token, the
+        largest matmul) runs on real tokens only. Cross-attention keys and values are projected from
+        the encoder output once per input and shared by all of its choices (``_decode``).
         """
         b, c, t = choice_ids.shape
         flat_ids = choice_ids.reshape(b * c, t)
         flat_mask = choice_mask.reshape(b * c, t)
-        rows = torch.nonzero(flat_mask.sum(-1) > 0).squeeze(-1)  # [N] real choices
+        rows = torch.nonzero(flat_mask.sum(-1) > 0).squeeze(-1)  # [N] real choices, in (input, choice) order
         ids = flat_ids.index_select(0, rows)
         mask = flat_mask.index_select(0, rows)
-        owner = torch.div(rows, c, rounding_mode="floor")  # the input each choice belongs to
         start = torch.full_like(ids[:, :1], self.decoder_start_token_id)
         dec_in = torch.cat([start, ids[:, :-1]], dim=1)
-        out = self.model.get_decoder()(
-            input_ids=dec_in,
-            attention_mask=mask,
-            encoder_hidden_states=hidden.index_select(0, owner),
-            encoder_attention_mask=enc_mask.index_select(0, owner),
-            use_cache=False,  # one teacher-forced pass: no cache, whatever the config says
-        ).last_hidden_state
+        if _is_t5_decoder(self.model.get_decoder()):
+            out = self._decode(dec_in, mask, hidden, enc_mask, rows, b * c)
+        else:  # another encoder-decoder: its own decoder, the encoding gathered per choice
+            owner = torch.div(rows, c, rounding_mode="floor")
+            out = self.model.get_decoder()(
+                input_ids=dec_in, attention_mask=mask, encoder_hidden_states=hidden.index_select(0, owner),
+                encoder_attention_mask=enc_mask.index_select(0, owner), use_cache=False,
+            ).last_hidden_state
         if self.rescale:
             out = out * (self.model_dim**-0.5)
         tokens = torch.nonzero(mask.reshape(-1) > 0).squeeze(-1)  # [K] real tokens of those choices
@@ -251,6 +274,54 @@ class PromptedT5(nn.Module):
         where = (rows.unsqueeze(1) * t + torch.arange(t, device=rows.device).unsqueeze(0)).reshape(-1)
         grid = torch.zeros(b * c * t, dtype=lp.dtype, device=lp.device).scatter(0, where.index_select(0, tokens), lp)
         return grid.reshape(b, c, t)
+
+    def _decode(self, dec_in, mask, hidden, enc_mask, rows, slots):
+        """The T5 decoder stack over the packed choices ``dec_in``/``mask`` [N, T]; ``rows`` [N] is each
+        choice's slot in the flat [B*C] grid (``slots`` = B*C). Returns the final hidden states [N, T, D].
+
+        The same computation as Hugging Face's ``T5Stack`` (its own sub-modules run the self-attention
+        and feed-forward, with the float16 clamps of ``T5Block``), except where the cross-attention gets
+        its keys and values: each layer projects ``hidden`` [B, S', D] once per input, and the queries
+        of an input's choices, laid side by side as one [C*T] query sequence, attend to them together.
+        Cross-attention has no position bias and no causal mask, so every query is independent of the
+        others: grouping them per input changes no number, and no [N, S', D] tensor is made.
+        """
+        dec = self.model.get_decoder()
+        n, t = dec_in.shape
+        b, s = enc_mask.shape
+        h = dec.dropout(dec.embed_tokens(dec_in))
+        neg = torch.finfo(h.dtype).min
+        # self-attention: causal and padding mask plus T5's relative position bias, shared by all layers
+        causal = torch.ones(t, t, dtype=torch.bool, device=h.device).tril()
+        allowed = causal.unsqueeze(0) & (mask > 0).unsqueeze(1)  # [N, T(query), T(key)]
+        sa0 = dec.block[0].layer[0].SelfAttention
+        self_bias = sa0.compute_bias(t, t, device=h.device).to(h.dtype) + \
+            torch.where(allowed, 0.0, neg).to(h.dtype).unsqueeze(1)
+        cross_bias = torch.where(enc_mask > 0, 0.0, neg).to(h.dtype)[:, None, None, :]  # [B, 1, 1, S']
+        for block in dec.block:
+            h = _clamp_half(block.layer[0](h, position_bias=self_bias)[0])
+            h = _clamp_half(self._cross_attention(block.layer[1], h, hidden, cross_bias, rows, slots, b))
+            h = _clamp_half(block.layer[-1](h))
+        return dec.dropout(dec.final_layer_norm(h))
+
+    @staticmethod
+    def _cross_attention(layer, h, hidden, bias, rows, slots, b):
+        """``T5LayerCrossAttention`` with keys/values per input: ``h`` [N, T, D] decoder states of the
+        packed choices, ``hidden`` [B, S', D] the encoding, ``bias`` [B, 1, 1, S'] its additive mask."""
+        att = layer.EncDecAttention
+        n, t, _ = h.shape
+        heads, dk = att.n_heads, att.key_value_proj_dim
+        q = att.q(layer.layer_norm(h))  # [N, T, H*dk]
+        # each choice's queries into its (input, choice) slot, then one query sequence per input
+        grid = torch.zeros(slots, t, q.shape[-1], dtype=q.dtype, device=q.device).index_copy(0, rows, q)
+        q = grid.reshape(b, -1, heads, dk).transpose(1, 2)  # [B, H, C*T, dk]
+        k = att.k(hidden).reshape(b, -1, heads, dk).transpose(1, 2)  # [B, H, S', dk]: once per input
+        v = att.v(hidden).reshape(b, -1, heads, dk).transpose(1, 2)
+        scores = torch.matmul(q, k.transpose(2, 3)) + bias  # T5 does not scale by dk**-0.5
+        w = nn.functional.softmax(scores.float(), dim=-1).type_as(scores)
+        w = nn.functional.dropout(w, p=att.dropout, training=att.training)
+        ctx = torch.matmul(w, v).transpose(1, 2).reshape(slots, t, heads * dk).index_select(0, rows)
+        return h + layer.dropout(att.o(ctx))
 
     def forward(self, input_ids, attention_mask, prompt_embeds, prompt_mask, choice_ids, choice_mask):
         hidden, enc_mask = self.encode(input_ids, attention_mask, prompt_embeds, prompt_mask)

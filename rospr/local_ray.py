@@ -71,6 +71,32 @@ def _init_local(**kwargs: Any) -> None:
                            "differently: start a cluster yourself and give its address (ray.address)")
 
 
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Refuse at once a ``host:port`` cluster address where nothing listens (``ray.init`` would retry
+    for minutes). ``auto`` and ``ray://`` addresses are left to Ray. The host is resolved as Ray
+    resolves it (a loopback name becomes the node's address)."""
+    import socket
+
+    if "://" in address or address == "auto" or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        from ray._private.services import resolve_ip_for_localhost
+
+        target = resolve_ip_for_localhost(host)
+    except (ImportError, ValueError):
+        target = host
+    try:
+        with socket.create_connection((target, int(port)), timeout=timeout_s):
+            return
+    except ValueError:
+        raise RuntimeError(f"ray.address={address!r}: the port is not a number; give host:port, auto or "
+                           "ray://host:10001") from None
+    except OSError as exc:
+        raise RuntimeError(f"ray.address={address!r}: no Ray cluster answers at {target}:{port} ({exc.strerror or exc}); "
+                           "start one (ray start --head) or fix ray.address (or leave it null for a local Ray)") from None
+
+
 @contextlib.contextmanager
 def ray_started(address: str | None = None, num_cpus: int | None = None,
                 object_store_memory: int | None = None) -> Iterator[bool]:
@@ -87,6 +113,7 @@ def ray_started(address: str | None = None, num_cpus: int | None = None,
     if not ray.is_initialized():
         if address:
             log.info("joining Ray at %s", address)
+            _check_reachable(address)
             ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
         else:
             log.info("starting a local Ray on %s (%s CPUs)", LOOPBACK, num_cpus or os.cpu_count())

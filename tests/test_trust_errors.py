@@ -359,3 +359,17 @@ def test_console_entry_point_prints_one_line_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr + proc.stdout
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "model.name_or_path='./nowhere'" in lines[0], proc.stderr
+
+
+def test_unreachable_ray_address_is_refused_at_once(tiny_model_dir, tmp_path):
+    pytest.importorskip("ray")
+    from harness.serve import free_port
+
+    port = free_port()  # nothing listens there
+    cfg = write_config(tmp_path, tiny_model_dir, ray={"enabled": True, "address": f"127.0.0.1:{port}"})
+    res = cli("run", cfg, "--out", tmp_path / "r")
+    error_line(res, f"ray.address='127.0.0.1:{port}'", "no Ray cluster answers")
+
+
+def test_serve_with_a_missing_repository(tmp_path):
+    error_line(cli("serve", "--repo", tmp_path / "no-repo"), str(tmp_path / "no-repo"), "not a model repository")

@@ -373,3 +373,16 @@ def test_unreachable_ray_address_is_refused_at_once(tiny_model_dir, tmp_path):
 
 def test_serve_with_a_missing_repository(tmp_path):
     error_line(cli("serve", "--repo", tmp_path / "no-repo"), str(tmp_path / "no-repo"), "not a model repository")
+
+
+def test_a_device_this_machine_lacks_is_named(tiny_model_dir, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        device = f"cuda:{torch.cuda.device_count()}"  # one past the last
+    else:
+        device = "cuda"
+    res = cli("run", write_config(tmp_path, tiny_model_dir), "--out", tmp_path / "r", "--set", f"model.device={device}")
+    error_line(res, f"model.device={device!r}")
+    error_line(cli("run", write_config(tmp_path, tiny_model_dir), "--out", tmp_path / "r",
+                   "--set", "model.device=gpu0"), "model.device='gpu0'", "not a device name")

@@ -13,9 +13,20 @@ class TorchScorer:
     """``Scorer`` over a Hugging Face T5/T0 model in eager PyTorch (CPU, or CUDA when asked)."""
 
     def __init__(self, model, device: str = "cpu", threads: int | None = None) -> None:
+        """Takes the model, ``device`` (``model.device``) and intra-op ``threads``. Refuses (``ValueError``)
+        a device this machine does not have."""
         if threads:
             torch.set_num_threads(threads)
-        self.device = torch.device(device)
+        try:
+            self.device = torch.device(device)
+        except RuntimeError as exc:
+            raise ValueError(f"model.device={device!r}: not a device name ({exc}); use cpu, cuda or cuda:N") from None
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"model.device={device!r}: no CUDA device here (torch {torch.__version__}); "
+                             "set model.device=cpu")
+        if self.device.type == "cuda" and (self.device.index or 0) >= torch.cuda.device_count():
+            raise ValueError(f"model.device={device!r}: this machine has {torch.cuda.device_count()} CUDA "
+                             "device(s); choose one of them")
         self.module = PromptedT5(model).to(self.device).eval()
         self.prompt_dim = int(model.config.d_model)
         self.dtype = next(model.parameters()).dtype

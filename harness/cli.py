@@ -169,7 +169,7 @@ def run(
 @app.command()
 def tiny(
     out: Path = typer.Option(..., "--out", help="checkpoint directory to write"),
-    size: str = typer.Option("tiny", "--size", help="tiny (tests) or small (t5-small sized, benchmarks)"),
+    size: str = typer.Option("tiny", "--size", help="tiny (tests), small (t5-small sized, benchmarks) or large (T5 v1.1-large shape, 3.1 GB: scale tests)"),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Build the offline T5 v1.1-style model and tokenizer (a Hugging Face checkpoint directory)."""

@@ -26,6 +26,9 @@ ALPHABET = [" ".join(string.ascii_letters + string.digits + string.punctuation)]
 SIZES = {
     "tiny": dict(d_model=128, d_ff=256, num_layers=2, num_heads=4, d_kv=32, pieces=2000, vocab_size=4096),
     "small": dict(d_model=512, d_ff=1024, num_layers=6, num_heads=8, d_kv=64, pieces=8000, vocab_size=32128),
+    # T5 v1.1-large's shape (google/t5-v1_1-large config): ~783M parameters, 3.1 GB of float32 weights,
+    # over protobuf's 2 GB limit, so its ONNX graph goes out with external data
+    "large": dict(d_model=1024, d_ff=2816, num_layers=24, num_heads=16, d_kv=64, pieces=8000, vocab_size=32128),
 }
 
 
@@ -64,7 +67,7 @@ def train_tokenizer(texts: Iterable[str], pieces: int, out_dir: Path, seed: int 
 
 
 def build_tiny(out: str | Path, size: str = "tiny", seed: int = 0, corpus: Iterable[str] | None = None) -> Path:
-    """Write a checkpoint directory for a ``size`` ("tiny" or "small") T5 v1.1-style model.
+    """Write a checkpoint directory for a ``size`` ("tiny", "small" or "large") T5 v1.1-style model.
 
     Returns the directory. Deterministic for a given ``seed`` and corpus. Refuses unknown sizes.
     """

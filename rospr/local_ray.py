@@ -8,8 +8,8 @@ prompt tuning (``rospr/tuning.py``). A local Ray (no ``address``) starts with le
   binds to the *node IP*. Ray 2.x resolves a node IP of ``127.0.0.1`` to the host's routable address
   (``ray._private.services.resolve_ip_for_localhost``) unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``
   is false, which Ray reads once at import into ``ray_constants.ENABLE_RAY_CLUSTER``. So the
-  variable is set for the processes Ray starts and that constant is switched off for the duration
-  of ``ray.init`` only (a later ``ray.init(address=...)`` of the same process joins clusters as
+  variable is set for the processes Ray starts and that constant is switched off, both for the
+  duration of ``ray.init`` only (a later ``ray.init(address=...)`` of the same process joins clusters as
   usual). Seen on Ray 2.60: without it, GCS, raylet and workers listen on ``::``, the dashboard
   agent and runtime-env agent on the host address; with it, all of them on 127.0.0.1
   (``tests/test_trust_loopback.py`` lists the sockets).
@@ -57,6 +57,10 @@ def _init_local(**kwargs: Any) -> None:
     import ray
     from ray._private import ray_constants
 
+    # Ray's processes are all started inside ray.init (the raylet starts the workers later, with the
+    # environment it got): the cluster flag is needed only for its duration, then restored, so that
+    # a later `ray start --address` from this process is not refused. Usage stats stay off.
+    saved = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
     os.environ.update(LOCAL_RAY_ENV)
     cluster_flag = ray_constants.ENABLE_RAY_CLUSTER
     ray_constants.ENABLE_RAY_CLUSTER = False  # keep 127.0.0.1 as the node IP (see the module docstring)
@@ -64,6 +68,11 @@ def _init_local(**kwargs: Any) -> None:
         ray.init(**kwargs)
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = cluster_flag
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     node_ip = ray.util.get_node_ip_address()
     if node_ip != LOOPBACK:  # a Ray that resolves the node IP elsewhere: do not run exposed
         ray.shutdown()

@@ -1,4 +1,8 @@
-"""The ``rospr`` command: a thin layer over library functions (each command is one call)."""
+"""The ``rospr`` command: a thin layer over library functions (each command is one call).
+
+A failure of any command is one ``error:`` line on stderr naming the file or config field and the fix
+(``describe_error``), exit code 2, no traceback; ``ROSPR_TRACEBACK=1`` shows the traceback instead.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The examples and models the benchmarks share: a held-out-like and BIG-bench-like mix of choice counts."""
+"""The examples and models the benchmarks share: a held-out-like and BIG-bench-like mix of choice
+counts (``examples``), and long BIG-bench inputs with many choices (``long_examples``)."""
 
 from __future__ import annotations
 
@@ -26,13 +27,18 @@ def model_dir(size: str) -> Path:
     return path
 
 
-def examples(n_per_task: int = 24) -> list[Example]:
-    """Built-in tasks (2-4 choices) plus BIG-bench tasks (2-7 choices) when the data folder is there."""
-    from harness.tasks import get_task
+def _settings():
     from harness.tasks.base import DataSettings
 
     data = os.environ.get("ROSPR_DATA_DIR") or str(REPO.parent / "shared" / "data")
-    settings = DataSettings.from_env(data if Path(data, "bigbench").is_dir() else None)
+    return DataSettings.from_env(data if Path(data, "bigbench").is_dir() else None)
+
+
+def examples(n_per_task: int = 24) -> list[Example]:
+    """Built-in tasks (2-4 choices) plus BIG-bench tasks (2-7 choices) when the data folder is there."""
+    from harness.tasks import get_task
+
+    settings = _settings()
     out: list[Example] = []
     for name in ("builtin/animals", "builtin/nli", "builtin/fruit_choice", "builtin/sentiment", "builtin/topic"):
         task = get_task(name, settings)
@@ -41,4 +47,38 @@ def examples(n_per_task: int = 24) -> list[Example]:
         for name in BIGBENCH_TASKS:
             task = get_task(name, settings)
             out += task.load("bigbench", limit=n_per_task).examples
+    return out
+
+
+# The BIG-bench tasks that have inputs of over 200 tokens with 3 or more choices (every other task of
+# the 14 has either short inputs or two choices): 3 to 11 choices, 5.0 on average at 24 per task.
+LONG_TASKS = ("bigbench/code_line_description", "bigbench/conceptual_combinations",
+              "bigbench/language_identification", "bigbench/logic_grid_puzzle", "bigbench/logical_deduction",
+              "bigbench/vitaminc_fact_verification")
+
+
+def long_examples(tokenizer, n_per_task: int = 24, min_tokens: int = 200, max_tokens: int = 500,
+                  min_choices: int = 3) -> list[Example]:
+    """The first ``n_per_task`` examples of each of ``LONG_TASKS`` whose input is over ``min_tokens``
+    and at most ``max_tokens`` tokens of ``tokenizer`` (the scored model's: lengths are in its tokens)
+    and that have ``min_choices`` or more choices. Refuses (``FileNotFoundError``) to run without the
+    BIG-bench data folder, since the workload would silently be empty."""
+    from harness.tasks import get_task
+
+    settings = _settings()
+    if not settings.bigbench:
+        raise FileNotFoundError("the long-input workload needs BIG-bench: set ROSPR_DATA_DIR to a folder with "
+                                "bigbench/ (e.g. ../shared/data) or run `rospr data fetch bigbench`")
+    out: list[Example] = []
+    for name in LONG_TASKS:
+        task = get_task(name, settings)
+        kept = []
+        for e in task.load("bigbench").examples:  # in file order; tokenised only until enough are kept
+            if len(e.choices) >= min_choices and min_tokens < len(tokenizer(e.input_text.rstrip()).input_ids) <= max_tokens:
+                kept.append(e)
+                if len(kept) == n_per_task:
+                    break
+        if len(kept) < n_per_task:
+            log.warning("%s: only %d long examples (asked for %d)", name, len(kept), n_per_task)
+        out += kept[:n_per_task]
     return out

@@ -541,13 +541,13 @@ def data_fetch(
         typer.echo(f"{name}: {folder} ({fetching.SOURCES[name].files} files)")
 
 
-BENCHMARKS = ("throughput", "latency", "retrieval", "peers", "backends", "scaling")
+BENCHMARKS = ("throughput", "latency", "retrieval", "peers", "backends", "scaling", "gpu")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def bench(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="throughput | latency | retrieval | peers | backends | scaling"),
+    name: str = typer.Argument(..., help="throughput | latency | retrieval | peers | backends | scaling | gpu"),
     model: Optional[str] = typer.Option(None, "--model", help="model size: tiny or small"),
     out: Optional[Path] = typer.Option(None, "--out", help="results folder (default benchmarks/results)"),
 ) -> None:

@@ -1,0 +1,293 @@
+"""GPU readiness in one command: install the CUDA packages, export float16 and bfloat16, check them
+against float32 PyTorch on the GPU, and measure throughput and latency with I/O binding.
+
+On a machine without an NVIDIA GPU it stops before importing or installing anything (``NoGPUError``:
+one line, non-zero exit). On one with a GPU:
+
+1. **Packages** (unless ``--no-install``): the wheels of PyPI for CUDA 12, replacing the CPU builds in
+   the environment: ``onnxruntime-gpu[cuda,cudnn]==1.26.0`` (the last onnxruntime-gpu on PyPI built for
+   CUDA 12; 1.28 and later are CUDA 13) instead of ``onnxruntime``, ``faiss-gpu-cu12`` instead of
+   ``faiss-cpu``, and PyPI's CUDA build of the installed torch version when torch sees no GPU. The
+   environment's other packages are held at their versions (a pip constraints file of ``pip freeze``).
+2. **Exports** of the scorer in float32, float16 and bfloat16 (``export.export.export_models`` with the
+   CUDA provider; each graph is validated there against float32 PyTorch at the export tolerance).
+3. **Parity** on the benchmark workload: every dtype's graph on the CUDA provider against float32
+   ``PromptedT5`` on the GPU. The tolerance on a choice's score: float16 0.25, the export's
+   ``HALF_TOLERANCE`` (float16 keeps 11 significant bits, 2**-11 ~ 5e-4 relative; on logits of
+   magnitude ~20 through a dozen layers that is ~0.05 per token, a few tokens per choice); bfloat16
+   keeps 8 bits, 8x coarser, so 8 x 0.25 = 2.0; float32 the export's 1e-4 x 10 for TF32-free cuBLAS
+   reduction order. Predictions must be identical wherever float32's margin between the best and the
+   second-best choice exceeds twice the tolerance (two scores each off by up to it); closer calls may
+   flip legitimately and are counted, not failed.
+4. **Throughput** (examples and choices per second at several batch sizes) and **latency** (one
+   example per call: p50/p90/p99) of each graph through ``OnnxScorer`` with I/O binding, with float32
+   PyTorch on the GPU as the reference row; a FAISS GPU exact index against the CPU one.
+
+Writes ``results/gpu.json``.
+
+    python -m benchmarks.bench_gpu [--size small] [--batch-sizes 1 8 32 128] [--no-install]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.common import RESULTS, Timer, write_result
+
+log = logging.getLogger(__name__)
+
+ORT_GPU = "onnxruntime-gpu[cuda,cudnn]==1.26.0"
+FAISS_GPU = "faiss-gpu-cu12"
+TOLERANCE = {"float32": 1e-3, "float16": 0.25, "bfloat16": 2.0}
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+class NoGPUError(RuntimeError):
+    """No NVIDIA GPU is visible: the message says what was looked for and where to run instead."""
+
+
+def cuda_gpus() -> list[str]:
+    """The GPUs ``nvidia-smi -L`` lists; raises ``NoGPUError`` when there is none (or no driver)."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        raise NoGPUError("rospr bench gpu: no NVIDIA GPU here (nvidia-smi is not on PATH); run it on a machine "
+                         "with an NVIDIA GPU and its driver")
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise NoGPUError(f"rospr bench gpu: {smi} -L failed ({exc}); check the NVIDIA driver") from None
+    gpus = [line.strip() for line in out.stdout.splitlines() if line.startswith("GPU ")]
+    if out.returncode != 0 or not gpus:
+        why = (out.stderr or out.stdout).strip().splitlines()[:1] or [f"exit {out.returncode}"]
+        raise NoGPUError(f"rospr bench gpu: {smi} -L lists no GPU ({why[0]}); run it on a machine with an "
+                         "NVIDIA GPU and its driver")
+    return gpus
+
+
+def _probe(code: str) -> str:
+    """Run ``code`` in a fresh interpreter of this environment (packages may have just changed)."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def _pip(*args: str) -> None:
+    log.info("pip %s", " ".join(args))
+    subprocess.run([sys.executable, "-m", "pip", *args], check=True)
+
+
+def ensure_packages(install: bool) -> dict:
+    """Make onnxruntime's CUDA provider, FAISS on the GPU and torch's CUDA available; returns what
+    each reports. Refuses (``RuntimeError`` naming the pip command) when one is missing and
+    ``install`` is off, or still missing after installing."""
+    checks = {
+        "onnxruntime": ("import onnxruntime as o; print('CUDAExecutionProvider' in o.get_available_providers())",
+                        lambda: _swap("onnxruntime", ORT_GPU)),
+        "faiss": ("import faiss; print(faiss.get_num_gpus() > 0)", lambda: _swap("faiss-cpu", FAISS_GPU)),
+        "torch": ("import torch; print(torch.cuda.is_available())", _torch_cuda),
+    }
+    for name, (code, fix) in checks.items():
+        if _probe(code) == "True":
+            continue
+        if not install:
+            raise RuntimeError(f"rospr bench gpu: {name} cannot use the GPU in this environment; run without "
+                               f"--no-install, or install it yourself (onnxruntime: pip install '{ORT_GPU}'; "
+                               f"faiss: pip install {FAISS_GPU}; torch: PyPI's CUDA build)")
+        fix()
+        if _probe(code) != "True":
+            raise RuntimeError(f"rospr bench gpu: {name} still cannot use the GPU after installing; check that the "
+                               "driver supports CUDA 12 (nvidia-smi shows 'CUDA Version: 12.x' or later)")
+    return {"onnxruntime": _probe("import onnxruntime as o; print(o.__version__)"),
+            "faiss": _probe("import faiss; print(faiss.__version__)"),
+            "torch": _probe("import torch; print(torch.__version__, torch.version.cuda)")}
+
+
+def _constraints(skip: tuple[str, ...]) -> str:
+    """A pip constraints file holding every installed package but ``skip`` at its version."""
+    frozen = subprocess.run([sys.executable, "-m", "pip", "freeze"], capture_output=True, text=True, check=True).stdout
+    keep = [line for line in frozen.splitlines()
+            if "==" in line and not line.split("==")[0].lower().replace("_", "-").startswith(skip)]
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"rospr-gpu-constraints-{os.getpid()}.txt"
+    path.write_text("\n".join(keep) + "\n")
+    return str(path)
+
+
+def _swap(cpu_package: str, gpu_requirement: str) -> None:
+    # The CPU and GPU builds install the same module: the CPU one must go first.
+    c = _constraints((cpu_package, "onnxruntime", "faiss", "nvidia-"))
+    _pip("uninstall", "-y", cpu_package)
+    _pip("install", gpu_requirement, "-c", c)
+
+
+def _torch_cuda() -> None:
+    base = _probe("import torch; print(torch.__version__.split('+')[0])")
+    c = _constraints(("torch", "nvidia-", "triton"))
+    _pip("install", "--force-reinstall", f"torch=={base}", "-c", c)  # PyPI's build of that version has CUDA
+
+
+def _session(path: Path):
+    from harness.backends.onnxruntime_backend import OnnxScorer, make_session
+
+    return OnnxScorer(make_session(path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"]),
+                      io_binding=True)
+
+
+class _TorchScorer:
+    """float32 ``PromptedT5`` on the GPU behind the ``Scorer`` protocol (the parity reference)."""
+
+    def __init__(self, model) -> None:
+        import torch
+
+        from rospr.backbone import PromptedT5
+
+        torch.backends.cuda.matmul.allow_tf32 = False  # a float32 reference, not TF32
+        torch.backends.cudnn.allow_tf32 = False
+        self.module = PromptedT5(model).cuda().eval()
+
+    def score(self, batch):
+        import torch
+
+        with torch.inference_mode():
+            x = [torch.from_numpy(a).cuda() for a in (batch.input_ids, batch.attention_mask, batch.prompt_embeds,
+                                                       batch.prompt_mask, batch.choice_ids, batch.choice_mask)]
+            out = self.module(*x)
+            torch.cuda.synchronize()
+            return out.cpu().numpy()
+
+
+def parity(ref: list, got: list, tol: float) -> dict:
+    """Max |score difference| and prediction agreement of ``got`` against the float32 ``ref`` (one
+    array of choice scores per example); predictions whose float32 margin is at most 2 x ``tol``
+    are close calls, counted apart."""
+    import numpy as np
+
+    diff = max(float(np.max(np.abs(g.astype(np.float64) - r))) for r, g in zip(ref, got))
+    decided = flipped = close = 0
+    for r, g in zip(ref, got):
+        top = np.sort(r)[::-1]
+        margin = float(top[0] - top[1]) if len(top) > 1 else float("inf")
+        same = int(np.argmax(r)) == int(np.argmax(g))
+        if margin > 2 * tol:
+            decided += 1
+            flipped += not same
+        else:
+            close += 1
+    return {"max_abs_diff": diff, "tolerance": tol, "decided": decided, "flipped_decided": flipped,
+            "close_calls": close, "ok": diff <= tol and flipped == 0}
+
+
+def throughput(scorer, enc, batch_sizes) -> list[dict]:
+    from rospr.scoring import score_encoded
+
+    rows = []
+    n_choices = sum(len(e.choice_ids) for e in enc)
+    for bs in batch_sizes:
+        score_encoded(scorer, enc[:bs], None, bs)  # warm-up: kernels, arena
+        with Timer() as t:
+            score_encoded(scorer, enc, None, bs)
+        rows.append({"batch_size": bs, "seconds": t.s, "examples_per_s": len(enc) / t.s,
+                     "choices_per_s": n_choices / t.s})
+    return rows
+
+
+def latency(scorer, enc, n: int) -> dict:
+    import numpy as np
+
+    from rospr.scoring import score_encoded
+
+    times = []
+    for e in (enc * (n // len(enc) + 1))[:n]:
+        t0 = time.perf_counter()
+        score_encoded(scorer, [e], None, 1)
+        times.append(1000 * (time.perf_counter() - t0))
+    return {"requests": n, **{f"p{q}_ms": float(np.percentile(times, q)) for q in (50, 90, 99)}}
+
+
+def faiss_check(dim: int = 512, n_keys: int = 100_000, n_queries: int = 1024, k: int = 10) -> dict:
+    """An exact inner-product index on the GPU against the CPU one: same neighbours, query time."""
+    import faiss
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    keys = rng.normal(size=(n_keys, dim)).astype(np.float32)
+    queries = rng.normal(size=(n_queries, dim)).astype(np.float32)
+    cpu = faiss.IndexFlatIP(dim)
+    cpu.add(keys)
+    gpu = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, cpu)
+    gpu.search(queries[:8], k)
+    with Timer() as t_gpu:
+        _, i_gpu = gpu.search(queries, k)
+    with Timer() as t_cpu:
+        _, i_cpu = cpu.search(queries, k)
+    recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(i_gpu, i_cpu)]))
+    return {"keys": n_keys, "dim": dim, "queries": n_queries, "gpu_ms_per_query": 1000 * t_gpu.s / n_queries,
+            "cpu_ms_per_query": 1000 * t_cpu.s / n_queries, "recall_at_10_vs_cpu": recall}
+
+
+def run(size: str, batch_sizes: list[int], latency_requests: int, install: bool, work: Path) -> dict:
+    gpus = cuda_gpus()  # first: no GPU, no installs
+    versions = ensure_packages(install)
+    from transformers import AutoTokenizer
+
+    from benchmarks.workload import examples, model_dir
+    from export.export import export_models
+    from rospr.backbone import load_backbone
+    from rospr.scoring import Convention, encode_examples, score_encoded
+
+    model = model_dir(size)
+    tok = AutoTokenizer.from_pretrained(model)
+    enc = encode_examples(tok, examples(), Convention())
+    reference = _TorchScorer(load_backbone(model)[0])
+    ref_scores = score_encoded(reference, enc, None, 32)
+    rows = [{"system": "torch float32 (reference)", "throughput": throughput(reference, enc, batch_sizes),
+             "latency": latency(reference, enc, latency_requests)}]
+    for dtype in DTYPES:
+        out = work / f"{size}-{dtype}"
+        try:
+            # float32 is traced on the CPU (Optimum leaves a model it exported on the device, and the
+            # float32 export validates against that same model object); half precision must be traced on CUDA.
+            res = export_models(model, out, dtype=dtype, device="cpu" if dtype == "float32" else "cuda",
+                                providers=["CUDAExecutionProvider"])
+        except Exception as exc:  # one dtype failing (an op without a kernel, say) must not hide the others
+            log.warning("%s: export failed: %s", dtype, exc)
+            rows.append({"system": f"onnxruntime {dtype}", "error": f"{type(exc).__name__}: {exc}"[:500]})
+            continue
+        scorer = _session(res.scorer_path)
+        got = score_encoded(scorer, enc, None, 32)
+        rows.append({"system": f"onnxruntime {dtype}", "export_validation": res.manifest["graphs"]["t0_scorer"]["validation"],
+                     "parity": parity(ref_scores, got, TOLERANCE[dtype]),
+                     "throughput": throughput(scorer, enc, batch_sizes),
+                     "latency": latency(scorer, enc, latency_requests)})
+        log.info("%s: %s", dtype, rows[-1]["parity"])
+    return {"model": size, "gpus": gpus, "packages_gpu": versions, "n_examples": len(enc),
+            "n_choices": sum(len(e.choice_ids) for e in enc), "io_binding": True, "rows": rows,
+            "faiss": faiss_check(),
+            "parity_ok": all(r.get("parity", {}).get("ok", False) for r in rows[1:])}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", default="small", choices=["tiny", "small"])
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 128])
+    ap.add_argument("--latency-requests", type=int, default=200)
+    ap.add_argument("--no-install", action="store_true", help="refuse instead of installing the CUDA packages")
+    ap.add_argument("--work", default="build/gpu-exports", help="where the exports go")
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args(argv)
+    result = run(args.size, args.batch_sizes, args.latency_requests, not args.no_install, Path(args.work))
+    write_result("gpu", result, args.out)
+    return result
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        main()
+    except NoGPUError as exc:
+        sys.exit(str(exc))

@@ -80,30 +80,53 @@ def _init_local(**kwargs: Any) -> None:
                            "differently: start a cluster yourself and give its address (ray.address)")
 
 
+def _split_address(address: str) -> tuple[str, str] | None:
+    """``(host, port)`` of a plain ``host:port`` address; None for ``auto`` and ``ray://`` ones."""
+    if "://" in address or address == "auto" or ":" not in address:
+        return None
+    host, _, port = address.rpartition(":")
+    return host, port
+
+
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     """Refuse at once a ``host:port`` cluster address where nothing listens (``ray.init`` would retry
-    for minutes). ``auto`` and ``ray://`` addresses are left to Ray. The host is resolved as Ray
-    resolves it (a loopback name becomes the node's address)."""
+    for minutes). ``auto`` and ``ray://`` addresses are left to Ray. The host is tried exactly as
+    written (never swapped for the machine's routable address)."""
     import socket
 
-    if "://" in address or address == "auto" or ":" not in address:
+    parts = _split_address(address)
+    if parts is None:
         return
-    host, _, port = address.rpartition(":")
+    host, port = parts
     try:
-        from ray._private.services import resolve_ip_for_localhost
-
-        target = resolve_ip_for_localhost(host)
-    except (ImportError, ValueError):
-        target = host
-    try:
-        with socket.create_connection((target, int(port)), timeout=timeout_s):
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
             return
     except ValueError:
         raise RuntimeError(f"ray.address={address!r}: the port is not a number; give host:port, auto or "
                            "ray://host:10001") from None
     except OSError as exc:
-        raise RuntimeError(f"ray.address={address!r}: no Ray cluster answers at {target}:{port} ({exc.strerror or exc}); "
+        raise RuntimeError(f"ray.address={address!r}: no Ray cluster answers at {host}:{port} ({exc.strerror or exc}); "
                            "start one (ray start --head) or fix ray.address (or leave it null for a local Ray)") from None
+
+
+def _join_kwargs(address: str) -> dict[str, Any]:
+    """``ray.init`` arguments to join ``address``. A cluster on a loopback address other than
+    127.0.0.1 (e.g. nodes started with ``--node-ip-address=127.0.0.2``, which Ray keeps as written,
+    while it swaps 127.0.0.1 for the routable address) is joined from that address too, so the
+    driver's traffic stays on loopback."""
+    import ipaddress
+
+    kwargs: dict[str, Any] = dict(address=address, include_dashboard=False, log_to_driver=False,
+                                  configure_logging=False)
+    parts = _split_address(address)
+    if parts is not None:
+        try:
+            ip = ipaddress.ip_address(parts[0])
+        except ValueError:
+            return kwargs
+        if ip.is_loopback and str(ip) != LOOPBACK:
+            kwargs["_node_ip_address"] = str(ip)
+    return kwargs
 
 
 @contextlib.contextmanager
@@ -123,7 +146,7 @@ def ray_started(address: str | None = None, num_cpus: int | None = None,
         if address:
             log.info("joining Ray at %s", address)
             _check_reachable(address)
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            ray.init(**_join_kwargs(address))
         else:
             log.info("starting a local Ray on %s (%s CPUs)", LOOPBACK, num_cpus or os.cpu_count())
             _init_local(**local_init_kwargs(num_cpus, object_store_memory))

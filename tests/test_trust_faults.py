@@ -8,10 +8,10 @@
   SIGKILLed after the first unit: the lost actor's batches are resubmitted to the head node's actor
   and the results equal the in-process reference.
 
-Note on Ray 2.60: a node asked for ``--node-ip-address=127.0.0.1`` is given the host's address
-(``resolve_ip_for_localhost``), and a joining node cannot be kept on loopback (``ray start
---address`` refuses when Ray's cluster flag is off), so this cluster's nodes use the host address;
-a run's own local Ray stays on 127.0.0.1 (``tests/test_trust_loopback.py``).
+The cluster stays on loopback: Ray 2.60 swaps ``--node-ip-address=127.0.0.1`` (and only that spelling of
+loopback) for the host's routable address, so the head is ``127.0.0.2`` and the worker ``127.0.0.3``
+(Linux routes all of 127.0.0.0/8 to ``lo``), and the driver joins from ``127.0.0.2``
+(``rospr.local_ray._join_kwargs``). No traffic of this test leaves the loopback range.
 """
 
 from __future__ import annotations
@@ -215,15 +215,17 @@ def test_a_ray_worker_node_lost_mid_run_changes_nothing(tiny_model_dir, tmp_path
     if not ray_bin.exists():
         pytest.skip("no `ray` command in this environment")
     cache = tmp_path_factory.getbasetemp() / "trust-onnx-cache"
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0", "ROSPR_ONNX_CACHE": str(cache)}
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0", "ROSPR_ONNX_CACHE": str(cache),
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}  # a multi-node cluster (the default on Linux)
     env.pop("RAY_ADDRESS", None)
     port = free_port()
-    common = ["--block", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
+    common = ["--block", "--num-cpus=1", "--disable-usage-stats"]
     head = subprocess.Popen([str(ray_bin), "start", "--head", f"--port={port}", "--include-dashboard=false",
-                             *common], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--node-ip-address=127.0.0.2", *common], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     worker = None
     try:
-        address = f"127.0.0.1:{port}"
+        address = f"127.0.0.2:{port}"
         deadline = time.monotonic() + 120
         status = None
         while time.monotonic() < deadline:  # the head is up when `ray status` answers
@@ -233,7 +235,8 @@ def test_a_ray_worker_node_lost_mid_run_changes_nothing(tiny_model_dir, tmp_path
                 break
             time.sleep(2)
         assert status is not None and status.returncode == 0, status.stderr[-2000:] if status else "no status"
-        worker = subprocess.Popen([str(ray_bin), "start", f"--address={address}", *common], env=env,
+        worker = subprocess.Popen([str(ray_bin), "start", f"--address={address}", "--node-ip-address=127.0.0.3",
+                                   *common], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         raylet = None
         while time.monotonic() < deadline and raylet is None:

@@ -96,8 +96,6 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    import ray
-
     from harness.config import load_config
     from harness.run import run
 
@@ -112,8 +110,9 @@ def main(argv: list[str] | None = None) -> None:
     rows = [row("in_process", None, ref, time.time() - t, examples)]
     rows[0].update(same_predictions=True, max_abs_score_diff=0.0)
     log.info("in process: %s", rows[0])
-    ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
+    from rospr.local_ray import ray_started
+
+    with ray_started(None, num_cpus=cores):  # loopback only, as a run starts it
         for n in args.actors:
             t = time.time()
             res = run(load_config(None, ["ray.enabled=true", f"ray.scorers={n}"], tree=tree), runs / f"ray{n}")
@@ -123,8 +122,6 @@ def main(argv: list[str] | None = None) -> None:
                      threads_per_actor=max(1, cores // n))
             rows.append(r)
             log.info("%d actors: %s", n, r)
-    finally:
-        ray.shutdown()
     payload = {"size": args.size, "cores": cores, "workload": {"tasks": list(TASKS), "limit": args.limit,
                "methods": tree["method"], "batch_size": args.batch_size, "units": rows[0]["units"],
                "examples_per_method": examples // len(tree["method"])}, "rows": rows}

@@ -63,18 +63,18 @@ def tiny_backbone(tiny_model_dir):
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """One local Ray for the whole test session (2 CPUs), shared by every test that uses Ray.
+    """One local Ray for the whole test session (2 CPUs), shared by every test that uses Ray, started
+    the way a run starts it (loopback only, no dashboard, no usage statistics: every test's Ray traffic
+    stays on 127.0.0.1).
 
     Starting and stopping Ray once per module costs ~10 s each time and, on a busy 2-core machine,
     a second start in the same process has timed out waiting for its GCS server.
     """
     ray = pytest.importorskip("ray")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield ray
-    if started:
-        ray.shutdown()
+    from rospr.local_ray import ray_started
+
+    with ray_started(None, num_cpus=2):
+        yield ray
 
 
 @pytest.fixture

@@ -132,10 +132,20 @@ def _torch_cuda() -> None:
 
 
 def _session(path: Path):
+    """An ``OnnxScorer`` with I/O binding on the CUDA provider; refuses (``RuntimeError``) a session
+    that onnxruntime quietly put on the CPU (it does when the CUDA libraries fail to load)."""
+    import onnxruntime as ort
+
     from harness.backends.onnxruntime_backend import OnnxScorer, make_session
 
-    return OnnxScorer(make_session(path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"]),
-                      io_binding=True)
+    if hasattr(ort, "preload_dlls"):  # the CUDA/cuDNN libraries of the nvidia-* wheels (onnxruntime >= 1.21)
+        ort.preload_dlls()
+    scorer = OnnxScorer(make_session(path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"]),
+                        io_binding=True)
+    if not scorer.on_cuda:
+        raise RuntimeError(f"{path}: onnxruntime fell back to {scorer.session.get_providers()[0]}; its CUDA "
+                           "provider did not load (check the driver supports CUDA 12 and cuDNN 9 is installed)")
+    return scorer
 
 
 class _TorchScorer:

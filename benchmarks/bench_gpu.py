@@ -134,12 +134,8 @@ def _torch_cuda() -> None:
 def _session(path: Path):
     """An ``OnnxScorer`` with I/O binding on the CUDA provider; refuses (``RuntimeError``) a session
     that onnxruntime quietly put on the CPU (it does when the CUDA libraries fail to load)."""
-    import onnxruntime as ort
-
     from harness.backends.onnxruntime_backend import OnnxScorer, make_session
 
-    if hasattr(ort, "preload_dlls"):  # the CUDA/cuDNN libraries of the nvidia-* wheels (onnxruntime >= 1.21)
-        ort.preload_dlls()
     scorer = OnnxScorer(make_session(path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"]),
                         io_binding=True)
     if not scorer.on_cuda:
@@ -243,6 +239,7 @@ def faiss_check(dim: int = 512, n_keys: int = 100_000, n_queries: int = 1024, k:
 def run(size: str, batch_sizes: list[int], latency_requests: int, install: bool, work: Path) -> dict:
     gpus = cuda_gpus()  # first: no GPU, no installs
     versions = ensure_packages(install)
+    import onnxruntime as ort
     from transformers import AutoTokenizer
 
     from benchmarks.workload import examples, model_dir
@@ -250,6 +247,8 @@ def run(size: str, batch_sizes: list[int], latency_requests: int, install: bool,
     from rospr.backbone import load_backbone
     from rospr.scoring import Convention, encode_examples, score_encoded
 
+    if hasattr(ort, "preload_dlls"):  # the CUDA/cuDNN libraries of the nvidia-* wheels (onnxruntime >= 1.21),
+        ort.preload_dlls()            # before any session: exports are validated on the CUDA provider too
     model = model_dir(size)
     tok = AutoTokenizer.from_pretrained(model)
     enc = encode_examples(tok, examples(), Convention())

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     from harness.config import load_config
-    from harness.run import run
+    from harness.runner import run
 
     cores = os.cpu_count() or 1
     work = REPO / "build" / "bench_scaling" / args.size
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = [row("in_process", None, ref, time.time() - t, examples)]
     rows[0].update(same_predictions=True, max_abs_score_diff=0.0)
     log.info("in process: %s", rows[0])
-    from rospr.local_ray import ray_started
+    from harness.ray_session import ray_started
 
     with ray_started(None, num_cpus=cores):  # loopback only, as a run starts it
         for n in args.actors:

@@ -37,6 +37,7 @@ from typing import Sequence
 import numpy as np
 
 from rospr.artifacts import ArtifactError, sha256_file
+from rospr.identity import checkpoint_config_hash
 
 log = logging.getLogger(__name__)
 
@@ -327,10 +328,7 @@ def config_digest(name_or_path: str | Path) -> str:
     """A digest of a checkpoint's config (read without loading weights)."""
     from transformers import AutoConfig
 
-    cfg = AutoConfig.from_pretrained(str(name_or_path)).to_dict()
-    for volatile in ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "_commit_hash"):
-        cfg.pop(volatile, None)
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return checkpoint_config_hash(AutoConfig.from_pretrained(str(name_or_path)).to_dict())
 
 
 def cache_key(model_name: str | Path | None, retriever_name: str | Path | None = None, dtype: str = "float32",
@@ -370,7 +368,8 @@ def export_models(model_name_or_path: str | Path, out_dir: str | Path, retriever
     """
     import torch
 
-    from rospr.backbone import load_backbone, model_identity
+    from rospr.backbone import load_backbone
+    from rospr.identity import backbone_identity as model_identity
     from rospr.retriever import load_encoder
 
     out = Path(out_dir)

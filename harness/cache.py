@@ -28,35 +28,82 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from rospr.artifacts import canonical, seal, sha256_text
+from export.export import weights_digest
+from harness.config import RosprConfig
+from rospr.artifacts import seal
+from rospr.identity import digest_json
+from rospr.library import Library
+from rospr.scoring import Convention
+from rospr.selection import Method
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = "rospr-unit-cache"
 CACHE_VERSION = 2  # 2: sealed meta, graph sha256 in the model's identity
-DEFAULT_DIR = Path(".cache/rospr/units")
+# The project's caches: (environment variable, default folder) of each.
+CACHES = {"units": ("ROSPR_UNIT_CACHE", Path(".cache/rospr/units")),
+          "onnx": ("ROSPR_ONNX_CACHE", Path(".cache/rospr/onnx"))}
 # Where a model is served from is not what it is.
 _LOCATION_KEYS = ("triton_url",)
 
 
-def cache_root(dir_: str | Path | None = None) -> Path:
-    """The cache folder: the argument, ``$ROSPR_UNIT_CACHE``, or ``.cache/rospr/units``."""
-    return Path(dir_ or os.environ.get("ROSPR_UNIT_CACHE") or DEFAULT_DIR)
+def cache_root(kind: str, dir_: str | Path | None = None) -> Path:
+    """The folder of the cache ``kind`` (``units``: this module's; ``onnx``: on-demand exports): the
+    argument, else its environment variable (``$ROSPR_UNIT_CACHE``, ``$ROSPR_ONNX_CACHE``), else its
+    default under ``.cache/rospr``. Refuses (``KeyError``) another kind."""
+    env, default = CACHES[kind]
+    return Path(dir_ or os.environ.get(env) or default)
 
 
-def model_identity(backend_name: str, identity: dict, weights: str | None) -> dict:
-    """The scorer's part of a key: backend, its identity without locations, a weights digest."""
+def local_weights(name_or_path: str) -> str | None:
+    """A digest of a local checkpoint's weights (None for a hub name or a folder without weights)."""
+    if not Path(name_or_path).is_dir():
+        return None
+    try:
+        return weights_digest(name_or_path)
+    except ValueError:
+        return None
+
+
+def scorer_part(backend_name: str, identity: dict, model_path: str) -> dict:
+    """The scorer's part of a key: backend, its identity without locations, and a digest of the local
+    weights at ``model_path`` unless the identity already names the exported graph (onnxruntime)."""
+    weights = None if "onnx_cache_key" in identity else local_weights(model_path)
     return {"backend": backend_name, "identity": {k: v for k, v in identity.items() if k not in _LOCATION_KEYS},
             "weights": weights}
 
 
+def rospr_part(library: Library, retriever: str, rc: RosprConfig, seed: int) -> dict:
+    """A RoSPr method's part of a key: the retriever and its weights, the bank and library the
+    retrieval used, and the settings that decide a unit's prompt (Q, N, N', VAR candidates,
+    leave-one-out, the query seed)."""
+    return {"retriever": library.manifest.get("retriever"), "retriever_weights": local_weights(retriever),
+            "bank": library.manifest.get("bank_hash"), "library": library.content_hash,
+            "queries": rc.queries, "top_n": rc.top_n, "n_inter": rc.n_inter, "var_candidates": rc.var_candidates,
+            "leave_one_out": rc.leave_one_out, "seed": seed}
+
+
+def key_parts(scorer: dict, task: str, prompt: str, data_hash: str, convention: Convention, method: Method,
+              rospr: dict | None) -> dict[str, Any]:
+    """What a unit's records depend on (see the module docstring): ``scorer`` from ``scorer_part``,
+    the unit, its data's content hash, the convention, the method and (RoSPr methods) ``rospr``
+    from ``rospr_part``. Refuses (``ValueError``) a RoSPr method without its ``rospr`` part."""
+    parts = {"model": scorer, "task": task, "prompt": prompt, "data": data_hash,
+             "convention": asdict(convention), "method": method.name}
+    if method.retrieve:
+        if rospr is None:
+            raise ValueError(f"method {method.name}: a unit cache key needs the retrieval's part (rospr_part)")
+        parts["rospr"] = rospr
+    return parts
+
+
 def unit_key(parts: dict[str, Any]) -> str:
-    """The content key of a unit from its parts (see the module docstring)."""
-    return sha256_text(canonical({"format": CACHE_FORMAT, "version": CACHE_VERSION, **parts}))
+    """The content key of a unit from its parts (``key_parts``)."""
+    return digest_json({"format": CACHE_FORMAT, "version": CACHE_VERSION, **parts})
 
 
 @dataclass

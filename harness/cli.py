@@ -149,7 +149,7 @@ def run(
     _setup_logging(verbose)
     from harness.backends import BackendUnavailable
     from harness.config import ConfigError, load_config
-    from harness.run import RunLocked, run as run_config
+    from harness.runner import RunLocked, run as run_config
     from harness.tasks.base import TaskError
 
     if resume is not None and out is not None and resume.resolve() != out.resolve():
@@ -401,7 +401,7 @@ def tune(
     from pydantic import ValidationError
 
     from harness.config import ConfigError, TuneConfig, apply_overrides
-    from harness.method import tune_sources
+    from harness.method.prepare import tune_sources
     from harness.tasks.base import DataSettings, TaskError
     from rospr.artifacts import ArtifactError
 
@@ -498,7 +498,7 @@ def library_build(
     from pydantic import ValidationError
 
     from harness.config import IndexConfig
-    from harness.method import build_library_from_bank
+    from harness.method.prepare import build_library_from_bank
     from harness.tasks.base import DataSettings, TaskError
     from rospr.artifacts import ArtifactError
 

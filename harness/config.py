@@ -2,23 +2,34 @@
 
 Every model refuses unknown keys, so a typo is an error naming the key's path, with a suggestion.
 ``--set key.path=value`` overrides are applied to the YAML before validation (values parsed as YAML).
+
+Settings of the method itself (``rospr.tuning.TuneSettings``, ``rospr.library.IndexSettings``,
+``rospr.scoring.Convention``) are defined once, as those dataclasses: their fields and defaults
+become config keys here (``settings_model``) and each dataclass's ``__post_init__`` is the check,
+so a bad value is refused with the same message wherever it comes from. The dataclasses stay in
+``rospr`` (which imports nothing of the harness and no pydantic) and the harness adds only its own
+keys (batching, threads, source rows, parallelism) beside them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-import hashlib
 import json
+import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError, create_model,
+                      field_validator, model_validator)
 
+from rospr.identity import digest_json
+from rospr.library import IndexSettings
 from rospr.scoring import Convention
+from rospr.selection import METHODS, T0, Method
+from rospr.tuning import TuneSettings
 
-# t0: the hard prompt alone (the baseline); the others: RoSPr's retrieved soft prompt (rospr/selection.py)
-METHODS = ("t0", "rospr", "rospr+inter", "rospr+var", "rospr+var+inter")
 BACKENDS = ("onnxruntime", "torch", "triton")
 
 
@@ -28,6 +39,43 @@ class ConfigError(ValueError):
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SettingsModel(Strict):
+    """A config section wrapping one ``rospr`` settings dataclass (``settings_model``)."""
+
+    _settings: typing.ClassVar[type]
+
+    @model_validator(mode="after")
+    def _check(self) -> "SettingsModel":
+        self.settings()  # the dataclass's __post_init__ refuses bad values (ValueError -> a config error)
+        return self
+
+    def settings(self):
+        """The ``rospr`` settings dataclass of this section (its fields, the harness keys left out)."""
+        return self._settings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self._settings)})
+
+
+def settings_model(name: str, settings: type, doc: str) -> type[SettingsModel]:
+    """A pydantic base model whose fields are the fields of the dataclass ``settings``, with its
+    types, defaults and ``metadata["help"]`` as description: the one definition stays the dataclass."""
+    hints = typing.get_type_hints(settings)
+    fields = {f.name: (hints[f.name], Field(f.default, description=f.metadata.get("help")))
+              for f in dataclasses.fields(settings)}
+    model = create_model(name, __base__=SettingsModel, __doc__=doc, **fields)
+    model._settings = settings
+    return model
+
+
+def _method(value: Any) -> Method:
+    try:
+        return Method.parse(value)
+    except (ValueError, TypeError):
+        raise ValueError(f"{value!r} is not one of {[m.name for m in METHODS]}") from None
+
+
+# A method in a config: its name in YAML and in every dump (the config hash), a ``Method`` in code.
+MethodName = Annotated[Method, PlainValidator(_method), PlainSerializer(lambda m: Method.parse(m).name, return_type=str)]
 
 
 class ModelConfig(Strict):
@@ -59,24 +107,15 @@ class TaskConfig(Strict):
     limit: int | None = Field(None, ge=1, description="first N rows of the split")
 
 
-class ScoringConfig(Strict):
+class ScoringConfig(settings_model("_ConventionKeys", Convention, "the scoring convention (rospr/scoring.py)")):
+    """Rank classification: the convention (``rospr.scoring.Convention``'s fields) and batching."""
+
     batch_size: int = Field(16, ge=1)
     bucket: bool = True
-    input_eos: bool = False
-    choice_eos: bool = True
-    length_normalize: bool = False
-    max_input_tokens: int = Field(1024, ge=1)
-    max_choice_tokens: int = Field(256, ge=1)
     threads: int | None = Field(None, ge=1, description="intra-op threads of the backend")
 
     def convention(self) -> Convention:
-        return Convention(
-            input_eos=self.input_eos,
-            choice_eos=self.choice_eos,
-            length_normalize=self.length_normalize,
-            max_input_tokens=self.max_input_tokens,
-            max_choice_tokens=self.max_choice_tokens,
-        )
+        return self.settings()
 
 
 class OnnxRuntimeConfig(Strict):
@@ -106,25 +145,15 @@ class TritonConfig(Strict):
     shared_memory: bool = Field(False, description="send inputs through system shared memory (local server only)")
 
 
-class TuneConfig(Strict):
-    """Prompt tuning of the source prompts (rospr/tuning.py). Defaults: DESIGN.md section 1.1
-    (Lester et al.: vocabulary init, Adafactor, lr 0.3, P=100); steps and batch are ours."""
+class TuneConfig(settings_model("_TuneKeys", TuneSettings, "prompt tuning (rospr/tuning.py)")):
+    """Prompt tuning of the source prompts: ``rospr.tuning.TuneSettings``' fields (defaults: DESIGN.md
+    section 1.1, Lester et al.: vocabulary init, Adafactor, lr 0.3, P=100; steps and batch are ours)
+    and where the training rows come from and how the prompts are spread over workers."""
 
-    prompt_length: int = Field(100, ge=1, description="P, soft prompt vectors")
-    steps: int = Field(1000, ge=1)
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(0.3, gt=0)
-    optimizer: Literal["adafactor", "adamw"] = "adafactor"
-    weight_decay: float = Field(1e-5, ge=0)
-    init: Literal["vocab", "uniform"] = "vocab"
-    init_vocab_top: int = Field(5000, ge=1, description="vocab init samples among the first ids")
-    seed: int = 0
-    max_input_tokens: int = Field(512, ge=1)
     source_split: str = Field("train", description="the split of each source dataset trained on")
     source_rows: int | None = Field(None, ge=1, description="first rows of each source's split (all when null)")
     parallel: Literal["auto", "ray", "off"] = Field("auto", description="auto: Ray actors when Ray is installed")
     num_cpus: int | None = Field(None, ge=1, description="CPUs given to Ray (default: all)")
-    threads: int = Field(1, ge=1, description="intra-op threads per prompt being trained")
 
     @field_validator("parallel", mode="before")
     @classmethod
@@ -133,15 +162,7 @@ class TuneConfig(Strict):
         return {False: "off", True: "ray"}.get(v, v) if isinstance(v, bool) else v
 
 
-class IndexConfig(Strict):
-    """The library's FAISS index (rospr/library.py)."""
-
-    type: Literal["flat", "ivf", "hnsw"] = Field("flat", description="flat: exact inner product")
-    nlist: int | None = Field(None, ge=1, description="ivf cells (default sqrt(keys))")
-    nprobe: int | None = Field(None, ge=1, description="ivf cells searched (default nlist/4)")
-    hnsw_m: int = Field(32, ge=2)
-    hnsw_ef_search: int = Field(128, ge=1)
-    gpu: Literal["auto", "off"] = Field("auto", description="auto: a GPU index when faiss-gpu and a GPU are present")
+IndexConfig = settings_model("IndexConfig", IndexSettings, "The library's FAISS index (rospr/library.py).")
 
 
 class RosprConfig(Strict):
@@ -210,7 +231,7 @@ class RunConfig(Strict):
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     tasks: list[TaskConfig] = Field(..., min_length=1)
-    method: list[str] = Field(default_factory=lambda: ["t0"])
+    method: list[MethodName] = Field(default_factory=lambda: [T0])
     backend: str = "onnxruntime"
     onnxruntime: OnnxRuntimeConfig = OnnxRuntimeConfig()
     triton: TritonConfig = TritonConfig()
@@ -251,12 +272,9 @@ class RunConfig(Strict):
 
     @field_validator("method")
     @classmethod
-    def _known_methods(cls, v: list[str]) -> list[str]:
-        for m in v:
-            if m not in METHODS:
-                raise ValueError(f"{m!r} is not one of {list(METHODS)}")
+    def _each_method_once(cls, v: list[Method]) -> list[Method]:
         if len(set(v)) != len(v):
-            raise ValueError(f"a method is listed twice: {v}")
+            raise ValueError(f"a method is listed twice: {[m.name for m in v]}")
         return v
 
     @field_validator("backend")
@@ -267,7 +285,8 @@ class RunConfig(Strict):
         return v
 
     def content_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+        """The config's digest (16 hex digits): what a resumed run must match."""
+        return digest_json(self.model_dump(mode="json"))[:16]
 
 
 def _set(tree: dict, dotted: str, value: Any, source: str) -> None:

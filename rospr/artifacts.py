@@ -14,18 +14,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from rospr.identity import digest_json
+
 
 class ArtifactError(ValueError):
     """An artifact on disk that cannot be used. The message names the file, what is wrong and the fix."""
-
-
-def canonical(value: Any) -> str:
-    """Canonical JSON (sorted keys, no whitespace variation): the text that content hashes cover."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def sha256_file(path: Path) -> str:
@@ -66,7 +59,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def seal(manifest: dict) -> dict:
     """``manifest`` with ``manifest_hash`` set to the sha256 of its canonical JSON (hash excluded)."""
     body = {k: v for k, v in manifest.items() if k != "manifest_hash"}
-    return {**body, "manifest_hash": sha256_text(canonical(body))}
+    return {**body, "manifest_hash": digest_json(body)}
 
 
 def write_manifest(path: Path, manifest: dict) -> dict:

@@ -8,37 +8,17 @@ projected from it once per input too (export version 3); nothing vocabulary-size
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from rospr.identity import backbone_identity
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ModelIdentity:
-    """What a model is, for provenance and cache keys: name, config hash, parameter count."""
-
-    name: str
-    config_hash: str
-    d_model: int
-    vocab_size: int
-    n_parameters: int
-
-    def as_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "config_hash": self.config_hash,
-            "d_model": self.d_model,
-            "vocab_size": self.vocab_size,
-            "n_parameters": self.n_parameters,
-        }
 
 
 class CheckpointError(ValueError):
@@ -172,21 +152,7 @@ def load_backbone(name_or_path: str | Path, dtype: torch.dtype = torch.float32):
         raise ValueError(f"model.name_or_path={name!r}: {model.config.model_type} is not an encoder-decoder")
     model.eval()
     model.requires_grad_(False)
-    return model, tokenizer, model_identity(model, name)
-
-
-def model_identity(model, name: str) -> ModelIdentity:
-    cfg = model.config.to_dict()
-    for volatile in ("_name_or_path", "transformers_version", "torch_dtype", "dtype"):
-        cfg.pop(volatile, None)
-    digest = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return ModelIdentity(
-        name=Path(name).name if Path(name).exists() else name,
-        config_hash=digest,
-        d_model=int(model.config.d_model),
-        vocab_size=int(model.config.vocab_size),
-        n_parameters=sum(p.numel() for p in model.parameters()),
-    )
+    return model, tokenizer, backbone_identity(model, name)
 
 
 def _is_t5_decoder(decoder) -> bool:

@@ -24,11 +24,10 @@ the retriever identity against the one asked for.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
@@ -37,13 +36,12 @@ import numpy as np
 from rospr.artifacts import (
     ArtifactError,
     atomic_write_bytes,
-    canonical,
     check_file,
     read_manifest,
     sha256_file,
-    sha256_text,
     write_manifest,
 )
+from rospr.identity import digest_json
 from rospr.retriever import Embedder, embed_texts
 
 log = logging.getLogger(__name__)
@@ -56,12 +54,13 @@ LIBRARY_VERSION = 1
 class IndexSettings:
     """The FAISS index. ``nlist``/``nprobe`` of ``ivf`` default to sqrt(K) and nlist/4 (at least 1)."""
 
-    type: Literal["flat", "ivf", "hnsw"] = "flat"
-    nlist: int | None = None
-    nprobe: int | None = None
+    type: Literal["flat", "ivf", "hnsw"] = field(default="flat", metadata={"help": "flat: exact inner product"})
+    nlist: int | None = field(default=None, metadata={"help": "ivf cells (default sqrt(keys))"})
+    nprobe: int | None = field(default=None, metadata={"help": "ivf cells searched (default nlist/4)"})
     hnsw_m: int = 32
     hnsw_ef_search: int = 128
-    gpu: Literal["auto", "off"] = "auto"
+    gpu: Literal["auto", "off"] = field(default="auto", metadata={
+        "help": "auto: a GPU index when faiss-gpu and a GPU are present"})
 
     def __post_init__(self) -> None:
         if self.type not in ("flat", "ivf", "hnsw"):
@@ -70,6 +69,8 @@ class IndexSettings:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"library index {name} must be >= 1, got {v}")
+        if self.gpu not in ("auto", "off"):
+            raise ValueError(f"library index gpu {self.gpu!r}: choose auto or off")
         if self.hnsw_m < 2 or self.hnsw_ef_search < 1:
             raise ValueError("library index hnsw_m must be >= 2 and hnsw_ef_search >= 1")
 
@@ -83,35 +84,17 @@ class LibraryEntry:
     texts: tuple[str, ...]
 
 
-def retriever_identity(name_or_path: str) -> dict:
-    """The retriever's identity from its checkpoint config alone (no weights loaded, so it works for
-    any backend): name, config hash, output dimension."""
-    from transformers import AutoConfig
-
-    name = str(name_or_path)
-    config = AutoConfig.from_pretrained(name)
-    cfg = config.to_dict()
-    for volatile in ("_name_or_path", "transformers_version", "torch_dtype", "dtype"):
-        cfg.pop(volatile, None)
-    dim = getattr(config, "d_model", None) or getattr(config, "hidden_size")
-    return {
-        "name": Path(name).name if Path(name).exists() else name,
-        "config_hash": hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16],
-        "dim": int(dim),
-    }
-
-
 RETRIEVER_KEYS = ("config_hash", "dim")
 
 
 def build_key(entries: Sequence[LibraryEntry], bank_hash: str, retriever: Mapping[str, Any],
               index: IndexSettings, normalize: bool, max_tokens: int) -> str:
     """Content address of a library: what went into it (texts, bank, retriever, settings)."""
-    return sha256_text(canonical({
-        "entries": [[e.prompt_id, e.source, sha256_text(canonical(list(e.texts)))] for e in entries],
+    return digest_json({
+        "entries": [[e.prompt_id, e.source, digest_json(list(e.texts))] for e in entries],
         "bank": bank_hash, "retriever": {k: retriever.get(k) for k in RETRIEVER_KEYS},
         "index": asdict(index), "normalize": normalize, "max_tokens": max_tokens,
-    }))
+    })
 
 
 def _gpu_available() -> bool:

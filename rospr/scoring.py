@@ -8,7 +8,7 @@ length-bucketed batches, restores the original order and takes the argmax.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -26,9 +26,9 @@ class Convention:
     counted. Choices are never truncated below ``max_choice_tokens``.
     """
 
-    input_eos: bool = False
-    choice_eos: bool = True
-    length_normalize: bool = False
+    input_eos: bool = field(default=False, metadata={"help": "an EOS after the input (T0: no)"})
+    choice_eos: bool = field(default=True, metadata={"help": "an EOS after each choice (T0: yes)"})
+    length_normalize: bool = field(default=False, metadata={"help": "score / choice tokens (T0: no)"})
     max_input_tokens: int = 1024
     max_choice_tokens: int = 256
 

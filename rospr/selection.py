@@ -33,10 +33,44 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from rospr.data import Example
-from rospr.scoring import Convention, Scorer, encode_examples, rank_classify, score_encoded
 
-METHODS = ("rospr", "rospr+inter", "rospr+var", "rospr+var+inter")
+@dataclass(frozen=True)
+class Method:
+    """How a unit is scored: ``t0`` (the hard prompt alone, ``retrieve`` False) or a RoSPr method,
+    with VAR ranking (``var``) and/or interpolation (``inter``). A config names one by its ``name``;
+    ``Method.parse`` is the one place such a name is read."""
+
+    retrieve: bool = True
+    var: bool = False
+    inter: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.retrieve and (self.var or self.inter):
+            raise ValueError("the t0 baseline retrieves nothing: it has neither +var nor +inter")
+
+    @property
+    def name(self) -> str:
+        if not self.retrieve:
+            return "t0"
+        return "rospr" + ("+var" if self.var else "") + ("+inter" if self.inter else "")
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def parse(cls, text: "str | Method") -> "Method":
+        """The method named ``text`` (one of ``METHODS``' names); refuses (``ValueError``) any other."""
+        if isinstance(text, Method):
+            return text
+        by_name = {m.name: m for m in METHODS}
+        if text not in by_name:
+            raise ValueError(f"{text!r} is not one of {list(by_name)}")
+        return by_name[text]
+
+
+T0 = Method(retrieve=False)
+# every method, in the order reports list them
+METHODS = (T0, Method(), Method(inter=True), Method(var=True), Method(var=True, inter=True))
 
 
 @dataclass(frozen=True)
@@ -132,27 +166,21 @@ def top_weights(items: Sequence[tuple[str, float]], n: int) -> tuple[list[str], 
     return [i for i, _ in top], [v / total for _, v in top]
 
 
-def select(method: str, candidates: Sequence[Candidate], n_inter: int = 3,
+def select(method: Method | str, candidates: Sequence[Candidate], n_inter: int = 3,
            var_ranked: Sequence[VarCandidate] | None = None) -> Selection:
-    """The prompt(s) and weights ``method`` chooses. With no candidate, no prompt (the T0 input)."""
-    if method not in METHODS:
-        raise ValueError(f"method {method!r}: choose one of {list(METHODS)}")
+    """The prompt(s) and weights a RoSPr ``method`` (a ``Method`` or its name) chooses. With no
+    candidate, no prompt (the T0 input). Refuses (``ValueError``) t0, ``n_inter`` < 1, and a VAR
+    method without its ranking."""
+    method = Method.parse(method)
+    if not method.retrieve:
+        raise ValueError("method 't0' selects no soft prompt")
     if n_inter < 1:
         raise ValueError("n_inter must be >= 1")
-    uses_var = "+var" in method
-    if uses_var and var_ranked is None:
-        raise ValueError(f"method {method!r} needs the VAR ranking")
-    if not candidates or (uses_var and not var_ranked):
-        return Selection(method, [], [], {"note": "no candidate prompt: scored without a soft prompt"})
-    items = ([(v.prompt_id, v.score) for v in var_ranked] if uses_var  # type: ignore[union-attr]
+    if method.var and var_ranked is None:
+        raise ValueError(f"method {method.name!r} needs the VAR ranking")
+    if not candidates or (method.var and not var_ranked):
+        return Selection(method.name, [], [], {"note": "no candidate prompt: scored without a soft prompt"})
+    items = ([(v.prompt_id, v.score) for v in var_ranked] if method.var  # type: ignore[union-attr]
              else [(c.prompt_id, float(c.frequency)) for c in candidates])
-    ids, weights = top_weights(items, n_inter if method.endswith("+inter") else 1)
-    return Selection(method, ids, weights)
-
-
-def predict_choices(scorer: Scorer, tokenizer, queries: Sequence[Example], prompt: np.ndarray | None,
-                    convention: Convention, batch_size: int = 16) -> list[int]:
-    """Rank-classification predictions of ``queries`` with soft prompt ``prompt`` (labels unused)."""
-    encoded = encode_examples(tokenizer, queries, convention)
-    scores = score_encoded(scorer, encoded, prompt, batch_size, tokenizer.pad_token_id or 0)
-    return [rank_classify(s, e, convention) for s, e in zip(scores, encoded)]
+    ids, weights = top_weights(items, n_inter if method.inter else 1)
+    return Selection(method.name, ids, weights)

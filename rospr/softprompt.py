@@ -27,6 +27,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from rospr.identity import digest_json
 from rospr.artifacts import ArtifactError, check_file, read_manifest, sha256_file, write_manifest, atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -196,11 +197,9 @@ class PromptBank:
 
     def content_hash(self, ids: Iterable[str] | None = None) -> str:
         """sha256 over the entries of ``ids`` (all by default): changes when any of those prompts does."""
-        from rospr.artifacts import canonical, sha256_text
-
         wanted = set(self.ids() if ids is None else ids)
-        return sha256_text(canonical({"backbone": {k: self.backbone.get(k) for k in IDENTITY_KEYS},
-                                      "prompts": sorted((e["id"], e["sha256"]) for e in self.entries if e["id"] in wanted)}))
+        return digest_json({"backbone": {k: self.backbone.get(k) for k in IDENTITY_KEYS},
+                            "prompts": sorted((e["id"], e["sha256"]) for e in self.entries if e["id"] in wanted)})
 
 
 def _read_prompt(root: Path, entry: dict, backbone: Mapping[str, Any]) -> SoftPrompt:

@@ -14,10 +14,10 @@ target token.
 
 ``tune_bank`` trains every job that the bank does not already hold (content-addressed by
 ``train_key``) and saves each prompt as soon as it is done, so an interrupted tuning resumes where it
-stopped. With Ray (``parallel="auto"`` when it is installed, or ``"ray"``), prompts train in parallel
-on a pool of Ray actors, each holding one copy of the backbone; otherwise sequentially in process.
-Each prompt has its own seed and runs with ``threads`` intra-op threads either way, so the numbers do
-not depend on the path taken.
+stopped. Who trains is the caller's ``Trainer``: ``in_process`` here (one prompt after the other),
+or the harness's pool of Ray actors (``harness/method/tune_pool.py``), each holding one
+``TuneWorker``. Each prompt has its own seed and runs with ``threads`` intra-op threads either way,
+so the numbers do not depend on the path taken.
 """
 
 from __future__ import annotations
@@ -26,14 +26,13 @@ import contextlib
 import hashlib
 import logging
 import math
-import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 
-from rospr.artifacts import canonical, sha256_text
+from rospr.identity import digest_json
 from rospr.data import Example
 from rospr.softprompt import IDENTITY_KEYS, PromptBank, SoftPrompt, prompt_id
 
@@ -44,7 +43,7 @@ log = logging.getLogger(__name__)
 class TuneSettings:
     """How a soft prompt is trained. Refuses impossible values at construction."""
 
-    prompt_length: int = 100  # P
+    prompt_length: int = field(default=100, metadata={"help": "P, soft prompt vectors"})
     steps: int = 1000
     batch_size: int = 32
     lr: float = 0.3
@@ -53,18 +52,21 @@ class TuneSettings:
     adafactor_decay_rate: float = -0.8
     clip_threshold: float = 1.0
     init: Literal["vocab", "uniform"] = "vocab"
-    init_vocab_top: int = 5000
+    init_vocab_top: int = field(default=5000, metadata={"help": "vocab init samples among the first ids"})
     seed: int = 0
     max_input_tokens: int = 512
     max_target_tokens: int = 128
     input_eos: bool = False  # the T0 convention, as in scoring
-    threads: int = 1  # intra-op threads per prompt (in process and per Ray actor)
+    threads: int = field(default=1, metadata={"help": "intra-op threads per prompt being trained (in process "
+                                                      "and per Ray actor)"})
 
     def __post_init__(self) -> None:
         for name in ("prompt_length", "steps", "batch_size", "init_vocab_top", "max_input_tokens",
                      "max_target_tokens", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"tune.{name} must be >= 1, got {getattr(self, name)}")
+        if self.weight_decay < 0:
+            raise ValueError(f"tune.weight_decay must be >= 0, got {self.weight_decay}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"tune.lr must be a positive number, got {self.lr}")
         if self.optimizer not in ("adafactor", "adamw"):
@@ -96,12 +98,12 @@ class TuneJob:
     def train_key(self, settings: TuneSettings, backbone: Mapping[str, Any]) -> str:
         """Content address of the prompt: settings, backbone architecture, the training pairs."""
         pairs = [(ex.input_text, target_text(ex)) for ex in self.examples]
-        return sha256_text(canonical({
+        return digest_json({
             "settings": settings.training_fields(),
             "backbone": {k: backbone.get(k) for k in IDENTITY_KEYS},
             "id": self.id, "answer_choices": list(self.answer_choices),
-            "pairs": sha256_text(canonical(pairs)),
-        }))
+            "pairs": digest_json(pairs),
+        })
 
 
 @dataclass
@@ -250,8 +252,9 @@ def _final_loss(losses: list[float]) -> float:
     return float(np.mean(tail))
 
 
-class _Worker:
-    """Holds one backbone; trains prompts (in process, or as a Ray actor)."""
+class TuneWorker:
+    """Holds one backbone and trains prompts with it: in process (``in_process``), or wherever a
+    harness places it (the harness runs it as a Ray actor). The per-prompt training function."""
 
     def __init__(self, name_or_path: str, settings: TuneSettings, model=None, tokenizer=None) -> None:
         if model is None:
@@ -262,18 +265,28 @@ class _Worker:
         self.model, self.tokenizer, self.settings = model, tokenizer, settings
 
     def tune(self, job: TuneJob) -> tuple[str, TuneResult]:
+        """Train ``job``'s prompt with its own seed; returns (prompt id, result)."""
         seed = prompt_seed(self.settings, job.id)
         with torch_threads(self.settings.threads):
             result = tune_prompt(self.model, self.tokenizer, job.examples, self.settings, seed)
         return job.id, result
 
 
-def ray_available() -> bool:
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        return False
-    return True
+# How the prompts a bank lacks get trained: called with those jobs and ``save(prompt id, result)``,
+# which it must call once per job as soon as that prompt is trained (any order).
+Trainer = Callable[[Sequence[TuneJob], Callable[[str, TuneResult], None]], None]
+
+
+def in_process(name_or_path: str, settings: TuneSettings, model=None, tokenizer=None) -> Trainer:
+    """A ``Trainer`` that trains one prompt after the other with one ``TuneWorker`` in this process
+    (``model``/``tokenizer`` when already loaded, else loaded from ``name_or_path`` when needed)."""
+
+    def train(todo: Sequence[TuneJob], save: Callable[[str, TuneResult], None]) -> None:
+        worker = TuneWorker(name_or_path, settings, model, tokenizer)
+        for job in todo:
+            save(*worker.tune(job))
+
+    return train
 
 
 def tune_bank(
@@ -281,20 +294,16 @@ def tune_bank(
     bank_dir: str | Path,
     settings: TuneSettings,
     backbone: Mapping[str, Any],
-    name_or_path: str,
-    model=None,
-    tokenizer=None,
-    parallel: Literal["auto", "ray", "off"] = "auto",
-    num_cpus: int | None = None,
+    train: Trainer,
     on_done: Callable[[SoftPrompt, bool], None] | None = None,
 ) -> PromptBank:
     """Make sure the bank at ``bank_dir`` holds a prompt for every job; train the missing ones.
 
-    ``backbone`` is the model's identity (``ModelIdentity.as_dict()``), ``name_or_path`` where Ray
-    workers load it from; ``model``/``tokenizer`` (already loaded) are used in process. A prompt
-    already in the bank with the same ``train_key`` and intact files is reused; any other is
-    (re)trained and saved as soon as it finishes. ``on_done(prompt, reused)`` is called per job.
-    Returns the bank with every job's prompt loaded. Refuses a bank of another backbone.
+    ``backbone`` is the model's identity (``ModelIdentity.as_dict()``); ``train`` trains the jobs the
+    bank lacks (``in_process``, or the harness's Ray pool). A prompt already in the bank with the same
+    ``train_key`` and intact files is reused; any other is (re)trained and saved as soon as it
+    finishes. ``on_done(prompt, reused)`` is called per job. Returns the bank with every job's prompt
+    loaded. Refuses a bank of another backbone, and two jobs of one (source, template).
     """
     bank = PromptBank.open(bank_dir, backbone)
     keys = {job.id: job.train_key(settings, backbone) for job in jobs}
@@ -319,37 +328,6 @@ def tune_bank(
         if on_done:
             on_done(saved, False)
 
-    use_ray = parallel == "ray" or (parallel == "auto" and ray_available() and len(todo) > 1)
-    if todo and use_ray:
-        _tune_ray(todo, settings, name_or_path, num_cpus, save)
-    elif todo:
-        worker = _Worker(name_or_path, settings, model, tokenizer)
-        for job in todo:
-            save(*worker.tune(job))
+    if todo:
+        train(todo, save)
     return PromptBank.load(bank_dir, backbone, ids=[job.id for job in jobs])
-
-
-def _tune_ray(todo: Sequence[TuneJob], settings: TuneSettings, name_or_path: str, num_cpus: int | None,
-              save: Callable[[str, TuneResult], None]) -> None:
-    import ray
-    from ray.util import ActorPool
-
-    from rospr.local_ray import ray_started
-
-    actors: list = []
-    with ray_started(None, num_cpus), contextlib.ExitStack() as cleanup:
-        # free their CPUs now, not when garbage collection gets to the handles
-        cleanup.callback(lambda: [ray.kill(actor) for actor in actors])
-        slots = int(ray.available_resources().get("CPU", 1))
-        n_workers = max(1, min(len(todo), slots // settings.threads or 1, num_cpus or slots))
-        Actor = ray.remote(num_cpus=settings.threads)(_Worker)
-        # Paths are resolved here: a Ray worker's working directory is not the driver's.
-        path = str(Path(name_or_path).resolve()) if Path(name_or_path).exists() else name_or_path
-        actors = [Actor.remote(path, settings) for _ in range(n_workers)]
-        pool = ActorPool(actors)
-        log.info("tuning %d prompts on %d Ray actors", len(todo), n_workers)
-        for job in todo:
-            pool.submit(lambda actor, j: actor.tune.remote(j), job)
-        while pool.has_next():
-            save(*pool.get_next_unordered())  # each prompt is saved as soon as it is done
-

@@ -71,7 +71,7 @@ def ray_cluster():
     a second start in the same process has timed out waiting for its GCS server.
     """
     ray = pytest.importorskip("ray")
-    from rospr.local_ray import ray_started
+    from harness.ray_session import ray_started
 
     with ray_started(None, num_cpus=2):
         yield ray

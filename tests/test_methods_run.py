@@ -10,7 +10,8 @@ import pytest
 from harness.backends.torch_backend import TorchScorer
 from harness.config import load_config
 from harness.results import read_records, read_results
-from harness.run import run
+from harness.runner import run
+from rospr.selection import Method
 from rospr.scoring import encode_examples, score_encoded
 from rospr.softprompt import PromptBank
 
@@ -52,9 +53,9 @@ def test_every_method_runs_and_logs_its_retrieval(methods_run):
         assert all(pid.startswith(u.task + "/") for pid in r["excluded"]) and r["excluded"]
         assert all(not pid.startswith(u.task + "/") for pid in r["chosen"])
         assert sum(c["frequency"] for c in r["candidates"]) == 30
-        assert len(r["chosen"]) == (2 if u.method.endswith("+inter") else 1)
+        assert len(r["chosen"]) == (2 if Method.parse(u.method).inter else 1)
         assert sum(r["weights"]) == pytest.approx(1.0, abs=1e-5)
-        if "+var" in u.method:
+        if Method.parse(u.method).var:
             assert r["var_rule"] == "choices" and all("var_score" in c for c in r["candidates"][:4])
 
 

@@ -149,10 +149,10 @@ def _fake_pb_utils():
 @pytest.fixture(scope="module")
 def twin_model(ort_backend, tmp_path_factory):
     from export.repository import write_repository
-    from harness.backends.onnxruntime_backend import cache_root
+    from harness.cache import cache_root
 
     _, cfg = ort_backend
-    folder = cache_root(cfg.onnxruntime.cache_dir) / cfg_key(cfg)
+    folder = cache_root("onnx", cfg.onnxruntime.cache_dir) / cfg_key(cfg)
     build = write_repository(folder, tmp_path_factory.mktemp("repo"))
     model_dir = build / "twin" / "t0_scorer"
     sys.modules["triton_python_backend_utils"] = _fake_pb_utils()

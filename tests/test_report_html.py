@@ -10,7 +10,7 @@ import tempfile
 import pytest
 
 from harness.config import load_config
-from harness.run import run
+from harness.runner import run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 

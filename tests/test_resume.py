@@ -25,7 +25,7 @@ import pytest
 from harness.backends import Backend, BackendUnavailable, create_backend
 from harness.config import load_config
 from harness.results import read_records, read_results
-from harness.run import ResumeError, run
+from harness.runner import ResumeError, run
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ["builtin/sentiment", "builtin/topic", "builtin/animals", "builtin/nli", "builtin/fruit_choice"]

@@ -9,7 +9,8 @@ from harness.tasks import get_task
 from harness.tasks.base import DataSettings
 from harness.tasks.builtin import list_builtin
 from rospr.data import Example
-from rospr.library import LibraryEntry, build_library, retriever_identity
+from rospr.identity import retriever_identity
+from rospr.library import LibraryEntry, build_library
 from rospr.retrieval import draw_queries, retrieve
 from rospr.retriever import TorchEmbedder, load_encoder
 from rospr.selection import frequency_table

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from harness.cli import app
 from harness.config import ConfigError, load_config
 from harness.results import SCHEMA_VERSION, read_records, read_results
-from harness.run import run
+from harness.runner import run
 
 TASKS = [{"name": "builtin/sentiment", "limit": 12}, {"name": "builtin/topic", "limit": 10, "prompts": ["topic_label", "section"]}]
 

@@ -15,7 +15,7 @@ import pytest
 from harness.config import load_config
 from harness.lock import RunLock, RunLocked
 from harness.results import read_records, read_results
-from harness.run import run
+from harness.runner import run
 
 METHODS = ["t0", "rospr", "rospr+inter", "rospr+var"]
 

@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 
 from rospr.selection import (
+    METHODS,
+    T0,
+    Method,
     Candidate,
     choice_distribution,
     frequency_table,
@@ -88,5 +91,24 @@ def test_no_candidate_means_no_soft_prompt_and_bad_methods_are_refused():
     assert select("rospr", []).prompt_ids == []
     with pytest.raises(ValueError, match="needs the VAR ranking"):
         select("rospr+var", [Candidate("a", 1, 1.0)])
-    with pytest.raises(ValueError, match="choose one of"):
+    with pytest.raises(ValueError, match="is not one of"):
         select("rospr+magic", [Candidate("a", 1, 1.0)])
+    with pytest.raises(ValueError, match="selects no soft prompt"):
+        select("t0", [Candidate("a", 1, 1.0)])
+
+
+def test_methods_are_parsed_once_into_values():
+    # the paper's four RoSPr variants and the T0 baseline, written out by hand
+    expected = {"t0": (False, False, False), "rospr": (True, False, False), "rospr+inter": (True, False, True),
+                "rospr+var": (True, True, False), "rospr+var+inter": (True, True, True)}
+    assert [m.name for m in METHODS] == list(expected)
+    for name, (retrieve, var, inter) in expected.items():
+        m = Method.parse(name)
+        assert (m.retrieve, m.var, m.inter) == (retrieve, var, inter) and str(m) == name
+        assert Method.parse(m) is m
+    assert Method.parse("t0") == T0
+    for bad in ("rospr+inter+var", "RoSPr", "t0+var", ""):
+        with pytest.raises(ValueError, match="is not one of"):
+            Method.parse(bad)
+    with pytest.raises(ValueError, match="retrieves nothing"):
+        Method(retrieve=False, var=True)

@@ -115,7 +115,7 @@ def _records(run_dir: Path) -> dict:
 
 
 def test_run_same_numbers_as_torch_and_onnxruntime(server, tiny_model_dir, tmp_path, tmp_path_factory):
-    from harness.run import run
+    from harness.runner import run
 
     cache = str(tmp_path_factory.getbasetemp() / "onnx-cache")
     runs = {}
@@ -164,7 +164,7 @@ def test_server_down_before_the_run(tiny_model_dir):
 
 
 def test_server_down_during_the_run_keeps_finished_units(repo, tiny_model_dir, tmp_path):
-    from harness.run import run
+    from harness.runner import run
 
     with TritonServer(repo) as s:
         cfg = load_config(None, tree=_run_tree(tiny_model_dir, backend="triton",

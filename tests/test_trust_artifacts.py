@@ -25,7 +25,7 @@ from export.export import ExportIntegrityError, scorer_check_inputs, verify_expo
 from harness.cli import app
 from harness.config import load_config
 from harness.results import read_results
-from harness.run import run
+from harness.runner import run
 
 TASKS = [{"name": "builtin/animals", "limit": 10, "prompts": ["mentions_animal", "is_there_animal"]},
          {"name": "builtin/sentiment", "limit": 8}]

@@ -339,12 +339,12 @@ def test_unknown_task_in_config_is_named(tiny_model_dir, tmp_path):
 
 
 def test_unexpected_error_is_one_line_too(tiny_model_dir, tmp_path, monkeypatch):
-    import harness.run
+    import harness.runner
 
     def boom(*args, **kwargs):
         raise KeyError("something internal")
 
-    monkeypatch.setattr(harness.run, "run", boom)
+    monkeypatch.setattr(harness.runner, "run", boom)
     res = cli("run", write_config(tmp_path, tiny_model_dir), "--out", tmp_path / "r")
     error_line(res, "KeyError", "ROSPR_TRACEBACK=1")
 

@@ -11,7 +11,7 @@
 The cluster stays on loopback: Ray 2.60 swaps ``--node-ip-address=127.0.0.1`` (and only that spelling of
 loopback) for the host's routable address, so the head is ``127.0.0.2`` and the worker ``127.0.0.3``
 (Linux routes all of 127.0.0.0/8 to ``lo``), and the driver joins from ``127.0.0.2``
-(``rospr.local_ray._join_kwargs``). No traffic of this test leaves the loopback range.
+(``harness.ray_session._join_kwargs``). No traffic of this test leaves the loopback range.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import pytest
 
 from harness.config import load_config
 from harness.results import read_records, read_results
-from harness.run import run
+from harness.runner import run
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -154,7 +154,7 @@ DRIVER = textwrap.dedent(
     """
     import json, os, signal, sys
     from harness.config import load_config
-    from harness.run import run
+    from harness.runner import run
 
     tree, out, victim = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from harness.cli import app
 from harness.config import load_config
 from harness.results import read_results
-from harness.run import run
+from harness.runner import run
 from rospr.artifacts import seal
 
 TASKS = [{"name": "builtin/animals", "limit": 10, "prompts": ["mentions_animal", "is_there_animal"]},

@@ -100,7 +100,7 @@ def test_several_maxima_name_the_first_in_file_order(tmp_path):
 
 
 def test_unusual_scores_are_graded_as_written_down(tmp_path, tiny_model_dir):
-    from harness.run import run
+    from harness.runner import run
 
     examples = [{"input": f"question {i}", "target_scores": s} for i, (s, _) in enumerate(FIXED)]
     examples.append({"input": "which one", "target_scores": FREE})

@@ -26,10 +26,10 @@ SCRIPT = textwrap.dedent(
     """
     import json, os, sys
     from harness.config import load_config
-    from harness.runner.ray_executor import ray_session
+    from harness.ray_session import run_ray
 
     cfg = load_config(None, tree={"tasks": ["builtin/animals"], "ray": {"enabled": True, "num_cpus": 1}})
-    with ray_session(cfg) as use_ray:
+    with run_ray(cfg.ray) as use_ray:
         import ray
         from ray._common.usage import usage_lib
 

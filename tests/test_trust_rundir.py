@@ -20,7 +20,7 @@ from harness.backends import Backend, create_backend
 from harness.cli import app
 from harness.config import load_config
 from harness.results import read_results
-from harness.run import run
+from harness.runner import run
 
 TASKS = [{"name": "builtin/animals", "limit": 10, "prompts": ["mentions_animal", "is_there_animal"]},
          {"name": "builtin/fruit_choice", "limit": 8}]

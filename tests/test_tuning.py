@@ -12,7 +12,8 @@ from harness.tasks import get_task
 from harness.tasks.base import DataSettings
 from rospr.scoring import Convention, encode_examples, rank_classify, score_encoded
 from rospr.softprompt import PromptBank
-from rospr.tuning import TuneJob, TuneSettings, tune_bank, tune_prompt
+from harness.method.tune_pool import ray_pool
+from rospr.tuning import TuneJob, TuneSettings, in_process, tune_bank, tune_prompt
 
 
 def _weights_digest(model) -> str:
@@ -94,28 +95,29 @@ def test_interrupted_tuning_resumes_where_it_stopped(tiny_backbone, tiny_model_d
 
     stop_after_two.n = 0
     with pytest.raises(Interrupt):
-        tune_bank(jobs, tmp_path / "bank", SMALL, identity.as_dict(), str(tiny_model_dir), model, tokenizer,
-                  parallel="off", on_done=stop_after_two)
+        tune_bank(jobs, tmp_path / "bank", SMALL, identity.as_dict(), in_process(str(tiny_model_dir), SMALL, model, tokenizer),
+                  on_done=stop_after_two)
     saved = PromptBank.load(tmp_path / "bank", identity.as_dict())
     assert saved.ids() == [jobs[0].id, jobs[1].id]
     first = saved.get(jobs[0].id).values.copy()
     events = []
-    bank = tune_bank(jobs, tmp_path / "bank", SMALL, identity.as_dict(), str(tiny_model_dir), model, tokenizer,
-                     parallel="off", on_done=lambda p, reused: events.append((p.id, reused)))
+    bank = tune_bank(jobs, tmp_path / "bank", SMALL, identity.as_dict(),
+                     in_process(str(tiny_model_dir), SMALL, model, tokenizer),
+                     on_done=lambda p, reused: events.append((p.id, reused)))
     assert events == [(jobs[0].id, True), (jobs[1].id, True), (jobs[2].id, False), (jobs[3].id, False)]
     np.testing.assert_array_equal(bank.get(jobs[0].id).values, first)
     # another setting changes the content address: the prompt is retrained, not reused
     events.clear()
-    tune_bank(jobs[:1], tmp_path / "bank", TuneSettings(prompt_length=4, steps=7, batch_size=8), identity.as_dict(),
-              str(tiny_model_dir), model, tokenizer, parallel="off", on_done=lambda p, r: events.append(r))
+    other = TuneSettings(prompt_length=4, steps=7, batch_size=8)
+    tune_bank(jobs[:1], tmp_path / "bank", other, identity.as_dict(), in_process(str(tiny_model_dir), other, model, tokenizer),
+              on_done=lambda p, r: events.append(r))
     assert events == [False]
 
 
 def test_ray_actors_give_the_same_prompts(tiny_backbone, tiny_model_dir, tmp_path, ray_cluster):
     model, tokenizer, identity = tiny_backbone
     jobs = _jobs()[:2]
-    seq = tune_bank(jobs, tmp_path / "seq", SMALL, identity.as_dict(), str(tiny_model_dir), model, tokenizer,
-                    parallel="off")
-    par = tune_bank(jobs, tmp_path / "ray", SMALL, identity.as_dict(), str(tiny_model_dir), parallel="ray", num_cpus=2)
+    seq = tune_bank(jobs, tmp_path / "seq", SMALL, identity.as_dict(), in_process(str(tiny_model_dir), SMALL, model, tokenizer))
+    par = tune_bank(jobs, tmp_path / "ray", SMALL, identity.as_dict(), ray_pool(str(tiny_model_dir), SMALL, num_cpus=2))
     for job in jobs:
         np.testing.assert_array_equal(par.get(job.id).values, seq.get(job.id).values)

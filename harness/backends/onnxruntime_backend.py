@@ -41,17 +41,12 @@ from typing import Sequence
 
 import numpy as np
 
+from harness.cache import cache_root
 from rospr.scoring import ScoreBatch
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CACHE = Path(".cache/rospr/onnx")
 OPT_LEVELS = ("disabled", "basic", "extended", "all")
-
-
-def cache_root(cache_dir: str | Path | None = None) -> Path:
-    """Where on-demand exports live: the argument, ``$ROSPR_ONNX_CACHE``, or ``.cache/rospr/onnx``."""
-    return Path(cache_dir or os.environ.get("ROSPR_ONNX_CACHE") or DEFAULT_CACHE)
 
 
 def ensure_export(model: str | Path | None, retriever: str | Path | None = None, dtype: str = "float32",
@@ -64,7 +59,7 @@ def ensure_export(model: str | Path | None, retriever: str | Path | None = None,
     """
     from export.export import ExportIntegrityError, cache_key, export_models, read_manifest, verify_export
 
-    root = cache_root(cache_dir)
+    root = cache_root("onnx", cache_dir)
     key = cache_key(model, retriever, dtype, prompt_dtype)
     target = root / key
 

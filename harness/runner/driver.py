@@ -21,21 +21,24 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict, deque
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from harness.cache import UnitCache, model_identity, unit_key
+from harness.backends import Backend
+from harness.cache import UnitCache, key_parts, rospr_part, scorer_part, unit_key
 from harness.config import RunConfig
-from harness.results import UnitResult
+from harness.method.prepare import RosprContext
+from harness.method.unit import decide, retrieval_queries, var_candidates
+from harness.results import ResultsFile, UnitResult
 from harness.runner.executor import Executor, RetrievalRequest
 from harness.runner.plan import TargetSpec
 from harness.runner.rundir import RunDirectory, records_path, records_text
 from rospr.data import Example, UnitData
 from rospr.retrieval import Hits
 from rospr.scoring import EncodedExample, encode_examples, plan_batches, rank_classify
-from rospr.selection import frequency_table
+from rospr.selection import T0, Method, frequency_table
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +93,7 @@ class ScoreJob:
 class Target:
     """The state of one (task, prompt) while its units are being computed."""
 
-    def __init__(self, driver: "Driver", spec: TargetSpec, methods: list[str]) -> None:
+    def __init__(self, driver: "Driver", spec: TargetSpec, methods: list[Method]) -> None:
         self.d, self.spec, self.pending = driver, spec, list(methods)
         self.started = time.time()
         self.data: UnitData | None = None
@@ -119,35 +122,31 @@ class Target:
         if not self.pending:
             return
         self.encoded = encode_examples(d.tokenizer, data.examples, d.conv)
-        if "t0" in self.pending:
-            d.enqueue(self.encoded, None, lambda scores: self.finish("t0", scores, None))
-        rospr = [m for m in self.pending if m != "t0"]
+        if T0 in self.pending:
+            d.enqueue(self.encoded, None, lambda scores: self.finish(T0, scores, None))
+        rospr = [m for m in self.pending if m.retrieve]
         if rospr and not data.examples:
             for method in rospr:
                 self.finish(method, [], None)
         elif rospr:
-            from harness.method import retrieval_queries
-
-            self.queries, exclude = retrieval_queries(d.ctx, d.config, self.spec.task_name, self.spec.prompt,
+            self.queries, exclude = retrieval_queries(d.ctx, d.config.seed, self.spec.task_name, self.spec.prompt,
                                                       data.examples)
             d.request_retrieval(self, RetrievalRequest(tuple(self.queries), d.ctx.rc.top_n, tuple(exclude)))
 
     def on_hits(self, hits: Hits) -> None:
-        from harness.method import var_candidates
-
         d = self.d
         self.hits = hits
         self.table = frequency_table(hits.hits) if self.queries else []
-        rospr = [m for m in self.pending if m != "t0"]
+        rospr = [m for m in self.pending if m.retrieve]
         for method in rospr:
-            if "+var" not in method or not self.table:
+            if not method.var or not self.table:
                 self.score_with_selection(method)
-        if any("+var" in m for m in rospr) and self.table:
+        if any(m.var for m in rospr) and self.table:
             candidates = var_candidates(d.ctx, self.table)
             encoded_queries = encode_examples(d.tokenizer, self.queries, d.conv)
             self.var_left = len(candidates)
             for cand in candidates:
-                # bucket=True: as rospr.selection.predict_choices batches the queries
+                # bucket=True: the queries' batches do not depend on scoring.bucket
                 d.enqueue(encoded_queries, d.bank_handle(cand.prompt_id),
                           lambda scores, pid=cand.prompt_id: self.on_var(pid, scores, encoded_queries), bucket=True)
 
@@ -155,12 +154,10 @@ class Target:
         self.preds[prompt_id] = [rank_classify(s, e, self.d.conv) for s, e in zip(scores, encoded_queries)]
         self.var_left -= 1
         if self.var_left == 0:
-            for method in [m for m in self.pending if "+var" in m]:
+            for method in [m for m in self.pending if m.var]:
                 self.score_with_selection(method)
 
-    def score_with_selection(self, method: str) -> None:
-        from harness.method import decide
-
+    def score_with_selection(self, method: Method) -> None:
         d = self.d
         sel, values, retrieval = decide(d.ctx, method, self.queries, self.hits, self.table, self.preds)
         if not sel.prompt_ids:
@@ -174,18 +171,18 @@ class Target:
             handle = self.mixes[key]
         d.enqueue(self.encoded, handle, lambda scores: self.finish(method, scores, retrieval))
 
-    def finish(self, method: str, scores: list[np.ndarray], retrieval: dict | None) -> None:
+    def finish(self, method: Method, scores: list[np.ndarray], retrieval: dict | None) -> None:
         d = self.d
         data = self.data
         records = build_records(data.examples, self.encoded, scores, d.conv)
         # n and accuracy: set from the records text by RunDirectory.add (one derivation of every figure)
-        unit = UnitResult(task=self.spec.task_name, prompt=self.spec.prompt, method=method, n=len(records),
+        unit = UnitResult(task=self.spec.task_name, prompt=self.spec.prompt, method=method.name, n=len(records),
                           accuracy=None, skipped=data.skipped, truncated=sum(e.truncated for e in self.encoded),
-                          records=records_path(self.spec.task_name, self.spec.prompt, method),
+                          records=records_path(self.spec.task_name, self.spec.prompt, method.name),
                           content_hash=data.content_hash, wall_s=time.time() - self.started, retrieval=retrieval)
-        d.write_unit(self, unit, records_text(records))
+        d.write_unit(self, method, unit, records_text(records))
 
-    def done_with(self, method: str) -> None:
+    def done_with(self, method: Method) -> None:
         self.pending.remove(method)
         if not self.pending:
             self.d.target_done(self)
@@ -194,8 +191,9 @@ class Target:
 class Driver:
     """Streams the targets of a run through an executor (see the module docstring)."""
 
-    def __init__(self, config: RunConfig, specs: list[TargetSpec], todo: dict[int, list[str]], rundir: RunDirectory,
-                 backend, ctx, executor: Executor, observer: Observer, cache: UnitCache | None = None,
+    def __init__(self, config: RunConfig, specs: list[TargetSpec], todo: dict[int, list[Method]], rundir: RunDirectory,
+                 backend: Backend, ctx: RosprContext | None, executor: Executor, observer: Observer,
+                 cache: UnitCache | None = None,
                  max_in_flight: int = 1, max_active: int = 2, retrieval_group: int = 16,
                  on_write: Callable[[], None] | None = None) -> None:
         self.config, self.rundir, self.backend, self.ctx = config, rundir, backend, ctx
@@ -213,7 +211,7 @@ class Driver:
         self.groups: dict[int, list[Target]] = {}
         self.bank_handles: OrderedDict[str, Any] = OrderedDict()
         self.counts = {"computed": 0, "cached": 0}
-        self._model_part: dict | None = None
+        self._scorer_part: dict | None = None
         self._rospr_part: dict | None = None
 
     # -- the loop ------------------------------------------------------------------------------
@@ -300,11 +298,11 @@ class Driver:
                 self.bank_handles.popitem(last=False)  # batches in flight keep their own reference
         return self.bank_handles[prompt_id]
 
-    def write_unit(self, target: Target, unit: UnitResult, text: str, cached: bool = False) -> None:
+    def write_unit(self, target: Target, method: Method, unit: UnitResult, text: str, cached: bool = False) -> None:
         unit = self.rundir.add(unit, text)
         self.counts["cached" if cached else "computed"] += 1
         if self.cache is not None and not cached and target.data.content_hash:
-            parts = self.key_parts(target, unit.method)
+            parts = self.key_parts(target, method)
             # n and accuracy are stored for people reading the entry; a reuse takes them from the records
             fields = unit.model_dump(include={"n", "accuracy", "skipped", "truncated", "content_hash", "wall_s",
                                               "retrieval"})
@@ -317,58 +315,67 @@ class Driver:
                 self.cache = None
         self.on_write()
         self.observer.unit_done(unit)
-        target.done_with(unit.method)
+        target.done_with(method)
 
     def target_done(self, target: Target) -> None:
         self.active.remove(target)
 
     # -- the unit cache ------------------------------------------------------------------------------
-    def key_parts(self, target: Target, method: str) -> dict:
-        """What a unit's records depend on (``harness.cache`` explains the key)."""
-        if self._model_part is None:
-            ident = dict(self.backend.identity)
-            weights = None if "onnx_cache_key" in ident else _weights(self.config.model.name_or_path)
-            self._model_part = model_identity(self.backend.name, ident, weights)
-        parts = {"model": self._model_part, "task": target.spec.task_name, "prompt": target.spec.prompt,
-                 "data": target.data.content_hash, "convention": asdict(self.conv), "method": method}
-        if method != "t0":
+    def key_parts(self, target: Target, method: Method) -> dict:
+        """What a unit's records depend on (``harness.cache.key_parts``; its parts computed once)."""
+        if self._scorer_part is None:
+            self._scorer_part = scorer_part(self.backend.name, dict(self.backend.identity),
+                                            self.config.model.name_or_path)
+        rospr = None
+        if method.retrieve:
             if self._rospr_part is None:
-                lib = self.ctx.library
-                retriever = self.ctx.rc.retriever or self.config.model.name_or_path
-                self._rospr_part = {"retriever": lib.manifest.get("retriever"), "retriever_weights": _weights(retriever),
-                                    "bank": lib.manifest.get("bank_hash"), "library": lib.content_hash}
-            rc = self.ctx.rc
-            parts["rospr"] = {**self._rospr_part, "queries": rc.queries, "top_n": rc.top_n, "n_inter": rc.n_inter,
-                              "var_candidates": rc.var_candidates, "leave_one_out": rc.leave_one_out,
-                              "seed": self.config.seed}
-        return parts
+                self._rospr_part = rospr_part(self.ctx.library, self.ctx.rc.retriever or self.config.model.name_or_path,
+                                              self.ctx.rc, self.config.seed)
+            rospr = self._rospr_part
+        return key_parts(self._scorer_part, target.spec.task_name, target.spec.prompt, target.data.content_hash,
+                         self.conv, method, rospr)
 
-    def cache_lookup(self, target: Target, method: str):
+    def cache_lookup(self, target: Target, method: Method):
         if not target.data.content_hash:
             return None
         return self.cache.get(unit_key(self.key_parts(target, method)))
 
-    def finish_cached(self, target: Target, method: str, hit) -> None:
+    def finish_cached(self, target: Target, method: Method, hit) -> None:
         f = hit.fields
         # n and accuracy from the verified records (RunDirectory.add), never from the entry's metadata
-        unit = UnitResult(task=target.spec.task_name, prompt=target.spec.prompt, method=method, n=0,
+        unit = UnitResult(task=target.spec.task_name, prompt=target.spec.prompt, method=method.name, n=0,
                           accuracy=None, skipped=f.get("skipped", 0), truncated=f.get("truncated", 0),
-                          records=records_path(target.spec.task_name, target.spec.prompt, method),
+                          records=records_path(target.spec.task_name, target.spec.prompt, method.name),
                           content_hash=f.get("content_hash", ""), wall_s=0.0, retrieval=f.get("retrieval"),
                           cached=True)
-        log.info("%s / %s: reused from the unit cache (%s)", target.name, method, hit.key[:12])
-        self.write_unit(target, unit, hit.records.decode("utf-8"), cached=True)
+        log.info("%s / %s: reused from the unit cache (%s)", target.name, method.name, hit.key[:12])
+        self.write_unit(target, method, unit, hit.records.decode("utf-8"), cached=True)
 
 
-def _weights(name_or_path: str) -> str | None:
-    """A digest of a local checkpoint's weights (None for a hub name or a folder without weights)."""
-    from pathlib import Path
-
-    if not Path(name_or_path).is_dir():
-        return None
-    from export.export import weights_digest
-
+def drive(config: RunConfig, specs: list[TargetSpec], todo: dict[int, list[Method]], rundir: RunDirectory,
+          backend: Backend, ctx: RosprContext | None, executor: Executor | None, observer: Observer,
+          cache: UnitCache | None, stamp: Callable[[], Any], execution: dict[str, Any]) -> ResultsFile:
+    """The drive step: stream the ``todo`` methods of every target through ``executor`` (None:
+    nothing to compute), writing results.json (``stamp()``: the provenance) after every unit and
+    once at the end, whatever happens; the executor is closed. Returns the final results."""
+    remaining = sum(len(v) for v in todo.values())
+    observer.start(remaining)
     try:
-        return weights_digest(name_or_path)
-    except ValueError:
-        return None
+        if executor is not None:
+            in_process = executor.name == "in_process"
+            in_flight = 1 if in_process else executor.max_in_flight
+            max_active = 2 if in_process else (config.ray.max_active_units or 2 * in_flight)
+            driver = Driver(config, specs, todo, rundir, backend, ctx, executor, observer, cache,
+                            max_in_flight=in_flight, max_active=max_active, retrieval_group=config.ray.retrieval_group,
+                            on_write=lambda: rundir.write(stamp(), {**execution, **driver.counts}))
+            t_driver = time.time()
+            try:
+                driver.run()
+            finally:  # driver_s: the streaming itself (actors started, bank and library ready)
+                execution.update(driver.counts, driver_s=round(time.time() - t_driver, 3))
+    finally:
+        if executor is not None:
+            execution.update(executor.stats())
+            executor.close()
+        final = rundir.write(stamp(), execution)
+    return final

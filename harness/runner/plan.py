@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.config import DataConfig, RunConfig
+from harness.results import UnitResult
 from harness.tasks import expand, get_task, group_names
 from harness.tasks.base import DataSettings, Task, TaskError
 from rospr.data import UnitData
+from rospr.selection import Method
 
 
 def data_settings(cfg: DataConfig) -> DataSettings:
@@ -82,6 +84,36 @@ def plan_targets(config: RunConfig) -> list[TargetSpec]:
                     spec._data = spec.load()
                 specs.append(spec)
     return specs
+
+
+@dataclass
+class RunPlan:
+    """A run's targets in plan order and its methods in config order: what the run must compute."""
+
+    specs: list[TargetSpec]
+    methods: list[Method]
+
+    def order(self, unit: UnitResult) -> tuple:
+        """Where ``unit`` is listed in results.json: by method, then by target (others last)."""
+        names = [m.name for m in self.methods]
+        position = {(s.task_name, s.prompt): s.order for s in self.specs}
+        return (names.index(unit.method) if unit.method in names else len(names),
+                position.get((unit.task, unit.prompt), len(position)))
+
+    def todo(self, done: set[tuple[str, str, str]] | dict) -> dict[int, list[Method]]:
+        """The methods still to compute per target order, given the (task, prompt, method) ``done``."""
+        return {s.order: [m for m in self.methods if (s.task_name, s.prompt, m.name) not in done]
+                for s in self.specs}
+
+    @property
+    def retrieves(self) -> bool:
+        """Whether any method of the run retrieves (needs the bank, the library and the retriever)."""
+        return any(m.retrieve for m in self.methods)
+
+
+def plan_run(config: RunConfig) -> RunPlan:
+    """The plan of ``config`` (``plan_targets``, the methods). Refuses what ``plan_targets`` refuses."""
+    return RunPlan(plan_targets(config), [Method.parse(m) for m in config.method])  # model_copy skips validation
 
 
 def unit_slug(task: str, prompt: str, method: str) -> str:

@@ -23,9 +23,9 @@
   kind, from which actor and server, why; the first 100), besides ``resubmitted`` and the actors'
   restarts.
 
-``ray_session`` starts a local Ray or joins ``ray.address`` for the run (``rospr.local_ray``: a
-local Ray listens on 127.0.0.1 only, without dashboard or usage statistics), and shuts it down
-afterwards only if it started it.
+The run's Ray is started or joined by ``harness.ray_session.run_ray`` (a local Ray listens on
+127.0.0.1 only, without dashboard or usage statistics), and shut down afterwards only if it was
+started for the run.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from typing import Any, Hashable, Iterator, Sequence
 import numpy as np
 
 from harness.backends import BackendUnavailable
+from harness.cache import cache_root
 from harness.config import RunConfig
 from harness.runner.executor import RetrievalRequest, RetrievalWorker, ScoringWorker
 from rospr.scoring import EncodedExample
@@ -51,35 +52,8 @@ log = logging.getLogger(__name__)
 ACTOR_PREFIX = "rospr-scorer"
 
 
-def ray_available() -> bool:
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@contextlib.contextmanager
-def ray_session(config: RunConfig) -> Iterator[bool]:
-    """Yields whether the run uses Ray: ``ray.enabled`` and Ray importable (else a warning and False)."""
-    rc = config.ray
-    if not rc.enabled:
-        yield False
-        return
-    if not ray_available():
-        log.warning("ray.enabled is true but Ray is not installed: running in one process")
-        yield False
-        return
-    from rospr.local_ray import ray_started
-
-    with ray_started(rc.address, rc.num_cpus, rc.object_store_memory):
-        yield True
-
-
 def actor_config(config: RunConfig) -> dict:
     """The config as actors get it: local paths made absolute (a worker's directory is not the driver's)."""
-    from harness.backends.onnxruntime_backend import cache_root
-
     tree = config.model_dump(mode="json")
 
     def absolute(value: str | None) -> str | None:
@@ -87,7 +61,7 @@ def actor_config(config: RunConfig) -> dict:
 
     tree["model"]["name_or_path"] = absolute(tree["model"]["name_or_path"])
     tree["rospr"]["retriever"] = absolute(tree["rospr"]["retriever"] or config.model.name_or_path)
-    tree["onnxruntime"]["cache_dir"] = str(cache_root(config.onnxruntime.cache_dir).resolve())
+    tree["onnxruntime"]["cache_dir"] = str(cache_root("onnx", config.onnxruntime.cache_dir).resolve())
     return tree
 
 

@@ -269,6 +269,25 @@ class RunDirectory:
         log.info("%s: the earlier run was replaced by this one", self.out)
 
 
+def open_run(out: Path, config: RunConfig, order: Callable[[UnitResult], tuple], resume: bool) -> tuple[RunDirectory, int]:
+    """The run directory of a run into ``out``, with the run lock held: a half-done swap recovered,
+    then the intact units of an interrupted run kept (``resume``; returns how many) or a fresh run
+    started (staged over an earlier one). Refuses (``ResumeError``) to resume where no run is."""
+    rundir = RunDirectory(out, config, order)
+    rundir.recover()
+    if resume:
+        return rundir, rundir.resume()
+    rundir.start_fresh()
+    return rundir, 0
+
+
+def check_resumable(out: Path) -> None:
+    """Refuse (``ResumeError``) ``--resume`` into ``out`` when it holds no run (before taking its lock)."""
+    if not (out / "results.json").is_file() and not (out / TRASH).is_dir():
+        raise ResumeError(f"{out}: holds no run to resume (no results.json); start one with "
+                          f"rospr run CONFIG --out {out}")
+
+
 def verify_run(run_dir: str | Path) -> list[str]:
     """Check every unit of a finished run: path confined, records sha256 as listed, figures as the
     records give them. Returns the problems found (empty: all good). Refuses a directory without a run."""

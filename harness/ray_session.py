@@ -1,7 +1,8 @@
 """The one way this project starts Ray: a local Ray on loopback only, or the cluster the user names.
 
-``ray_started(address, num_cpus)`` is used by the runner (``harness/runner/ray_executor.py``) and by
-prompt tuning (``rospr/tuning.py``). A local Ray (no ``address``) starts with least privilege:
+``ray_started(address, num_cpus)`` is used by a run (``run_ray``: the runner's executor), by prompt
+tuning's actor pool (``harness/method/tune_pool.py``), the tests and the scaling benchmark. A local
+Ray (no ``address``) starts with least privilege:
 
 - **Loopback only.** Every Ray server (GCS, raylet and its object manager, each worker's core-worker
   gRPC server, the dashboard agent, the runtime-env agent, the autoscaler monitor's metrics port)
@@ -27,6 +28,8 @@ import contextlib
 import logging
 import os
 from typing import Any, Iterator
+
+from harness.config import RayConfig
 
 log = logging.getLogger(__name__)
 
@@ -156,3 +159,27 @@ def ray_started(address: str | None = None, num_cpus: int | None = None,
     finally:
         if started:
             ray.shutdown()
+
+
+def ray_available() -> bool:
+    """Whether Ray can be imported here."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def run_ray(rc: RayConfig) -> Iterator[bool]:
+    """A run's Ray, from its ``ray`` section: yields whether the run uses Ray (``ray.enabled`` and Ray
+    importable; else a warning and False). Started or joined by ``ray_started``."""
+    if not rc.enabled:
+        yield False
+        return
+    if not ray_available():
+        log.warning("ray.enabled is true but Ray is not installed: running in one process")
+        yield False
+        return
+    with ray_started(rc.address, rc.num_cpus, rc.object_store_memory):
+        yield True

@@ -541,9 +541,6 @@ def data_fetch(
         typer.echo(f"{name}: {folder} ({fetching.SOURCES[name].files} files)")
 
 
-BENCHMARKS = ("throughput", "latency", "retrieval", "peers", "backends", "scaling", "gpu")
-
-
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def bench(
     ctx: typer.Context,
@@ -551,21 +548,18 @@ def bench(
     model: Optional[str] = typer.Option(None, "--model", help="model size: tiny or small"),
     out: Optional[Path] = typer.Option(None, "--out", help="results folder (default benchmarks/results)"),
 ) -> None:
-    """Run a benchmark of benchmarks/ (JSON + PNG into benchmarks/results/); extra flags go to it."""
-    import importlib
+    """Run a benchmark of benchmarks/ (JSON + PNG into benchmarks/results/); extra flags go to it
+    (the same as ``rospr-bench NAME``)."""
+    from benchmarks import entry
 
-    if name not in BENCHMARKS:
-        _fail(ValueError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}"))
-    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
-    for noisy in ("transformers", "optimum", "torch", "datasets", "lm_eval"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-    module = importlib.import_module(f"benchmarks.bench_{name}")
+    if name not in entry.BENCHMARKS:
+        _fail(ValueError(f"unknown benchmark {name!r}; choose one of {', '.join(entry.BENCHMARKS)}"))
     args = list(ctx.args)
     if model is not None:
         args += ["--sizes", model] if name == "throughput" else ["--size", model]
     if out is not None:
         args += ["--out", str(out)]
-    module.main(args)
+    entry.run(name, args)
 
 
 def main() -> None:  # console script entry point

@@ -128,9 +128,6 @@ def plan_batches(encoded: Sequence[EncodedExample], batch_size: int, bucket: boo
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-PromptFor = Callable[[int], "np.ndarray | None"]
-
-
 def collate(
     encoded: Sequence[EncodedExample],
     prompts: Sequence[np.ndarray | None],

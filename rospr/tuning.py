@@ -129,9 +129,14 @@ def prompt_seed(settings: TuneSettings, pid: str) -> int:
 
 
 @contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the ``with`` block with ``n`` intra-op torch threads (None: as they are), then restore
+    the count: torch's is per process, so nothing here leaves it changed for other code."""
     import torch
 
+    if not n:
+        yield
+        return
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:

@@ -92,8 +92,8 @@ def test_convention_eos_and_length_normalisation(tiny_backbone):
     other = encode_examples(tokenizer, ex, Convention(input_eos=True, choice_eos=False))[0]
     assert other.input_ids[-1] == tokenizer.eos_token_id
     assert all(c[-1] != tokenizer.eos_token_id for c in other.choice_ids)
-    # Hand computation: -2 over 2 tokens (-1 per token) beats -4.5 over 3 tokens (-1.5) only when normalised.
+    # Hand computation: -3 over 2 tokens (-1.5 per token) against -4 over 3 tokens (-1.33): the sum
+    # prefers the first choice, the per-token mean the second.
     fake = type(t0)([1], [[5, 1], [6, 6, 1]])
-    scores = np.array([-2.0, -1.9 * 0 - 4.5])
-    assert rank_classify(scores, fake, Convention()) == 0
+    assert rank_classify(np.array([-3.0, -4.0]), fake, Convention()) == 0
     assert rank_classify(np.array([-3.0, -4.0]), fake, Convention(length_normalize=True)) == 1

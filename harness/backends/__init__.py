@@ -1,30 +1,20 @@
-"""Implementations of the ``rospr.scoring.Scorer`` protocol: torch (reference), onnxruntime, Triton."""
+"""Implementations of the ``rospr.scoring.Scorer`` protocol: torch (reference), onnxruntime, Triton.
+
+``base.py`` defines ``Backend`` and ``BackendUnavailable``; one module per backend holds its scorer,
+its embedder and its typed factory (the config sections it reads, not the whole run config); the
+two functions here pick the backend a ``RunConfig`` names. Each backend module is imported only
+when chosen: they pull heavy, optional libraries (torch, onnxruntime, tritonclient).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from harness.backends.base import Backend, BackendUnavailable
+from harness.config import RunConfig
 
-from rospr.scoring import Scorer
-
-
-@dataclass
-class Backend:
-    """What a run scores with: the scorer, the tokenizer that encodes for it, the model's identity."""
-
-    name: str
-    scorer: Scorer
-    tokenizer: Any
-    identity: dict
-    model: Any = None  # the torch model when one was loaded in process (tuning, reference)
-    embedder: Any = None  # a rospr.retriever.Embedder when the backend also serves the retriever
+__all__ = ["Backend", "BackendUnavailable", "create_backend", "create_embedder"]
 
 
-class BackendUnavailable(RuntimeError):
-    """A backend cannot serve (server down, timed out after its retries): the message says which and why."""
-
-
-def create_backend(config) -> Backend:
+def create_backend(config: RunConfig) -> Backend:
     """Build the backend a ``RunConfig`` names. Refuses an unknown backend, and (``CheckpointError``,
     before any loading or hub lookup) a missing path or damaged checkpoint in ``model.name_or_path``."""
     from rospr.backbone import check_checkpoint
@@ -43,15 +33,16 @@ def create_backend(config) -> Backend:
     if config.backend == "onnxruntime":
         from harness.backends.onnxruntime_backend import create_onnxruntime_backend
 
-        return create_onnxruntime_backend(config)
+        return create_onnxruntime_backend(config.model, config.onnxruntime, config.scoring)
     if config.backend == "triton":
         from harness.backends.triton_backend import create_triton_backend
 
-        return create_triton_backend(config)
+        urls = list(config.ray.triton_urls) if config.ray.enabled and config.ray.triton_urls else [config.triton.url]
+        return create_triton_backend(config.model, config.triton, urls)
     raise ValueError(f"backend {config.backend!r}: not available")
 
 
-def create_embedder(config, retriever: str):
+def create_embedder(config: RunConfig, retriever: str):
     """An ``Embedder`` for the retriever checkpoint ``retriever`` on the backend ``config`` names
     (torch: in process; onnxruntime: the exported graph, cached; triton: the served ``retriever``).
     Returns ``(embedder, tokenizer)``."""
@@ -69,7 +60,7 @@ def create_embedder(config, retriever: str):
     if config.backend == "onnxruntime":
         from harness.backends.onnxruntime_backend import create_onnxruntime_embedder
 
-        return create_onnxruntime_embedder(config, retriever), tokenizer
+        return create_onnxruntime_embedder(retriever, config.model, config.onnxruntime, config.scoring), tokenizer
     if config.backend == "triton":
         from harness.backends.triton_backend import TritonEmbedder
 

@@ -41,7 +41,9 @@ from typing import Sequence
 
 import numpy as np
 
+from harness.backends.base import Backend
 from harness.cache import cache_root
+from harness.config import ModelConfig, OnnxRuntimeConfig, ScoringConfig
 from rospr.scoring import ScoreBatch
 
 log = logging.getLogger(__name__)
@@ -240,34 +242,34 @@ class OnnxEmbedder:
         return self.session.run(["sentence_embedding"], feeds)[0].astype(np.float32, copy=False)
 
 
-def create_onnxruntime_backend(config):
-    """The ``Backend`` of a ``RunConfig`` with ``backend: onnxruntime`` (exporting on first use)."""
+def create_onnxruntime_backend(model: ModelConfig, ort_cfg: OnnxRuntimeConfig, scoring: ScoringConfig) -> Backend:
+    """The onnxruntime ``Backend`` of ``model`` (exported on first use into ``onnxruntime.cache_dir``),
+    with ``onnxruntime.threads`` (else ``scoring.threads``) intra-op threads."""
     from transformers import AutoTokenizer
 
     from export.export import graph_digest
-    from harness.backends import Backend
 
-    ort_cfg = config.onnxruntime
     folder, manifest, session = _verified_session(
-        config.model.name_or_path, None, config.model.dtype, ort_cfg.cache_dir, "t0_scorer",
-        threads=ort_cfg.threads or config.scoring.threads, graph_optimization=ort_cfg.graph_optimization,
-        providers=ort_cfg.providers, device=config.model.device)
+        model.name_or_path, None, model.dtype, ort_cfg.cache_dir, "t0_scorer",
+        threads=ort_cfg.threads or scoring.threads, graph_optimization=ort_cfg.graph_optimization,
+        providers=ort_cfg.providers, device=model.device)
     scorer = OnnxScorer(session, io_binding=ort_cfg.io_binding)
-    tokenizer = AutoTokenizer.from_pretrained(config.model.name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(model.name_or_path)
     # The export cache is content-addressed: the same weights exported from another path share the
     # entry, so the name shown is this config's, not the one the entry was first exported under.
-    name = config.model.name_or_path
+    name = model.name_or_path
     identity = dict(manifest["model"], name=Path(name).name if Path(name).exists() else name,
                     onnx_cache_key=folder.name, onnx_dtype=manifest["dtype"],
                     onnx_provider=session.get_providers()[0], onnx_graph_sha256=graph_digest(manifest, "t0_scorer"))
     return Backend("onnxruntime", scorer, tokenizer, identity)
 
 
-def create_onnxruntime_embedder(config, retriever: str | Path) -> OnnxEmbedder:
-    """The retriever graph of ``retriever`` (exported on first use into the same cache)."""
-    ort_cfg = config.onnxruntime
+def create_onnxruntime_embedder(retriever: str | Path, model: ModelConfig, ort_cfg: OnnxRuntimeConfig,
+                                scoring: ScoringConfig) -> OnnxEmbedder:
+    """The retriever graph of ``retriever`` (exported on first use into the same cache), on
+    ``model.device``."""
     _, _, session = _verified_session(None, retriever, "float32", ort_cfg.cache_dir, "retriever",
-                                      threads=ort_cfg.threads or config.scoring.threads,
+                                      threads=ort_cfg.threads or scoring.threads,
                                       graph_optimization=ort_cfg.graph_optimization, providers=ort_cfg.providers,
-                                      device=config.model.device)
+                                      device=model.device)
     return OnnxEmbedder(session)

@@ -7,6 +7,7 @@ import torch
 
 from rospr.backbone import PromptedT5
 from rospr.scoring import ScoreBatch
+from rospr.tuning import torch_threads
 
 
 class TorchScorer:
@@ -15,8 +16,7 @@ class TorchScorer:
     def __init__(self, model, device: str = "cpu", threads: int | None = None) -> None:
         """Takes the model, ``device`` (``model.device``) and intra-op ``threads``. Refuses (``ValueError``)
         a device this machine does not have."""
-        if threads:
-            torch.set_num_threads(threads)
+        self.threads = threads  # set around each call (torch's thread count is per process), then restored
         try:
             self.device = torch.device(device)
         except RuntimeError as exc:
@@ -35,12 +35,13 @@ class TorchScorer:
     def score(self, batch: ScoreBatch) -> np.ndarray:
         dev = self.device
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dev)  # noqa: E731
-        scores = self.module(
-            t(batch.input_ids),
-            t(batch.attention_mask),
-            t(batch.prompt_embeds).to(self.dtype),
-            t(batch.prompt_mask),
-            t(batch.choice_ids),
-            t(batch.choice_mask),
-        )
+        with torch_threads(self.threads):
+            scores = self.module(
+                t(batch.input_ids),
+                t(batch.attention_mask),
+                t(batch.prompt_embeds).to(self.dtype),
+                t(batch.prompt_mask),
+                t(batch.choice_ids),
+                t(batch.choice_mask),
+            )
         return scores.float().cpu().numpy()

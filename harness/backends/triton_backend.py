@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.backends import BackendUnavailable
+from harness.backends.base import Backend, BackendUnavailable
+from harness.config import ModelConfig, TritonConfig
 from rospr.scoring import ScoreBatch
 
 log = logging.getLogger(__name__)
@@ -356,18 +357,13 @@ def _client_kwargs(cfg) -> dict:
                 shared_memory=cfg.shared_memory, max_request_batch=cfg.max_request_batch)
 
 
-def create_triton_backend(config):
-    """The ``Backend`` of a ``RunConfig`` with ``backend: triton``: a client of ``triton.url``, or, for
-    a Ray run with ``ray.triton_urls``, of the first of those servers that answers (the driver only
-    needs one; the scoring actors each talk to their own). The tokenizer is read from
-    ``model.name_or_path`` (the weights stay on the server). Raises ``BackendUnavailable`` when no
-    server answers."""
+def create_triton_backend(model: ModelConfig, cfg: TritonConfig, urls: list[str]) -> Backend:
+    """The Triton ``Backend``: a client of the first server of ``urls`` that answers (``triton.url``,
+    or ``ray.triton_urls`` for a Ray run: the driver only needs one; the scoring actors each talk to
+    their own). The tokenizer is read from ``model.name_or_path`` (the weights stay on the server).
+    Raises ``BackendUnavailable`` when no server answers."""
     from transformers import AutoTokenizer
 
-    from harness.backends import Backend
-
-    cfg = config.triton
-    urls = list(config.ray.triton_urls) if config.ray.enabled and config.ray.triton_urls else [cfg.url]
     errors = []
     for url in urls:
         try:
@@ -381,6 +377,6 @@ def create_triton_backend(config):
             raise errors[0]
         raise BackendUnavailable(f"Triton: none of ray.triton_urls {urls} answers ({errors[-1]})")
     cfg = cfg.model_copy(update={"url": url})
-    tokenizer = AutoTokenizer.from_pretrained(config.model.name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(model.name_or_path)
     identity = dict(scorer.identity, triton_url=f"{cfg.protocol}://{cfg.url}", wire_dtype=cfg.wire_dtype)
     return Backend("triton", scorer, tokenizer, identity)

@@ -1,0 +1,48 @@
+"""``rospr-bench NAME [flags]``: the benchmarks' own console entry (``rospr bench`` calls ``run``).
+
+Each benchmark is a module ``bench_<name>`` with ``main(argv)``; its flags are its own
+(``rospr-bench NAME --help``). Results go to ``benchmarks/results/`` unless ``--out`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Callable
+
+from benchmarks import (bench_backends, bench_gpu, bench_latency, bench_peers, bench_retrieval, bench_scaling,
+                        bench_throughput)
+
+BENCHMARKS: dict[str, Callable[[list[str]], object]] = {
+    "throughput": bench_throughput.main, "latency": bench_latency.main, "retrieval": bench_retrieval.main,
+    "peers": bench_peers.main, "backends": bench_backends.main, "scaling": bench_scaling.main, "gpu": bench_gpu.main,
+}
+NOISY = ("transformers", "optimum", "torch", "datasets", "lm_eval")
+
+
+def run(name: str, argv: list[str]) -> None:
+    """Run the benchmark ``name`` with its own flags ``argv``. Refuses (``ValueError``) an unknown name."""
+    if name not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
+    for noisy in NOISY:
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    BENCHMARKS[name](argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry: ``rospr-bench NAME [flags]``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        sys.stderr.write(f"usage: rospr-bench {{{','.join(BENCHMARKS)}}} [flags of that benchmark]\n")
+        return 0 if argv else 2
+    try:
+        run(argv[0], argv[1:])
+    except ValueError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

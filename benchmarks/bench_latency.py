@@ -93,7 +93,7 @@ async def _level(url: str, requests: list[dict], concurrency: int, seconds: floa
 
 def run(size: str, request_batch: int, prompt_length: int, seconds: float, warmup: float, per_task: int) -> dict:
     from export.repository import write_repository
-    from harness.backends.onnxruntime_backend import ensure_export, pad_empty_prompt
+    from harness.backends.onnxruntime_backend import ensure_export
     from harness.serve import TritonServer
     from rospr.backbone import load_backbone
     from rospr.scoring import Convention, collate, encode_examples, plan_batches
@@ -105,10 +105,7 @@ def run(size: str, request_batch: int, prompt_length: int, seconds: float, warmu
     requests = []
     for idx in plan_batches(encoded, request_batch, bucket=False):  # arrival order, not sorted
         b = collate([encoded[i] for i in idx], [prompt] * len(idx), identity.d_model)
-        pe, pm = pad_empty_prompt(b)
-        feeds = {"input_ids": b.input_ids, "attention_mask": b.attention_mask, "prompt_embeds": pe,
-                 "prompt_mask": pm, "choice_ids": b.choice_ids, "choice_mask": b.choice_mask}
-        requests.append((feeds, int(b.n_choices.sum())))
+        requests.append((b.feeds(), int(b.n_choices.sum())))
     build = write_repository(ensure_export(path), RESULTS.parent.parent / "model_repo_build" / f"bench-{size}")
     rows = []
     with TritonServer(build) as server:

@@ -64,6 +64,25 @@ class ScoreBatch:
     choice_mask: np.ndarray
     n_choices: np.ndarray
 
+    def feeds(self, prompt_dtype=np.float32) -> dict[str, np.ndarray]:
+        """The graph inputs of this batch (``t0_scorer``'s six tensors, contiguous, int64 ids and
+        masks, ``prompt_embeds`` as ``prompt_dtype``): what onnxruntime and Triton are sent. P=0 (no
+        prompt in the batch) becomes one zero vector with a zero mask, which the contract defines as
+        "no soft prompt": exported graphs take P >= 1."""
+        prompt, prompt_mask = self.prompt_embeds, self.prompt_mask
+        if prompt.shape[1] == 0:
+            prompt = np.zeros((prompt.shape[0], 1, prompt.shape[2]), np.float32)
+            prompt_mask = np.zeros((prompt.shape[0], 1), np.int64)
+        c = np.ascontiguousarray
+        return {
+            "input_ids": c(self.input_ids, dtype=np.int64),
+            "attention_mask": c(self.attention_mask, dtype=np.int64),
+            "prompt_embeds": c(prompt, dtype=prompt_dtype),
+            "prompt_mask": c(prompt_mask, dtype=np.int64),
+            "choice_ids": c(self.choice_ids, dtype=np.int64),
+            "choice_mask": c(self.choice_mask, dtype=np.int64),
+        }
+
     @property
     def size(self) -> int:
         return int(self.input_ids.shape[0])

@@ -8,7 +8,7 @@ import torch
 
 from harness.backends.torch_backend import TorchScorer
 from rospr.data import Example
-from rospr.scoring import Convention, encode_examples, rank_classify, score_encoded
+from rospr.scoring import Convention, ScoreBatch, encode_examples, rank_classify, score_encoded
 
 EXAMPLES = [
     Example("t", "p", 0, "Is the cat happy? yes or no", ("yes", "no")),
@@ -97,3 +97,16 @@ def test_convention_eos_and_length_normalisation(tiny_backbone):
     fake = type(t0)([1], [[5, 1], [6, 6, 1]])
     assert rank_classify(np.array([-3.0, -4.0]), fake, Convention()) == 0
     assert rank_classify(np.array([-3.0, -4.0]), fake, Convention(length_normalize=True)) == 1
+
+
+def test_feeds_are_the_tensor_contract():
+    # a batch of 2 without soft prompt (P=0, D=3), 2 choices of 2 tokens: written out by hand
+    batch = ScoreBatch(np.array([[4, 5, 1]], np.int32).repeat(2, 0), np.ones((2, 3), np.int32),
+                       np.zeros((2, 0, 3), np.float32), np.zeros((2, 0), np.int64),
+                       np.array([[[7, 1], [8, 1]]] * 2), np.ones((2, 2, 2), np.int64), np.array([2, 2]))
+    feeds = batch.feeds(np.float16)
+    assert list(feeds) == ["input_ids", "attention_mask", "prompt_embeds", "prompt_mask", "choice_ids", "choice_mask"]
+    assert feeds["prompt_embeds"].shape == (2, 1, 3) and feeds["prompt_embeds"].dtype == np.float16
+    assert not feeds["prompt_embeds"].any() and feeds["prompt_mask"].tolist() == [[0], [0]]
+    assert all(feeds[k].dtype == np.int64 and feeds[k].flags.c_contiguous for k in feeds if k != "prompt_embeds")
+    assert feeds["input_ids"].tolist() == [[4, 5, 1], [4, 5, 1]]

@@ -40,7 +40,9 @@ def build_repo(model_dir, tmp_path_factory, name: str, prompt_dtype: str | None 
         if f.name != "manifest.json":
             os.link(f, out / f.name)
     manifest = json.loads((scorer / "manifest.json").read_text())
-    manifest["graphs"].update(json.loads((retriever / "manifest.json").read_text())["graphs"])
+    other = json.loads((retriever / "manifest.json").read_text())
+    manifest["graphs"].update(other["graphs"])
+    manifest["files"] = {**other.get("files", {}), **manifest.get("files", {})}  # each file with its sha256
     for f in scorer.iterdir():
         if f.name != "manifest.json":
             os.link(f, out / f.name)

@@ -185,15 +185,6 @@ def make_session(path: str | Path | bytes, threads: int | None = None, graph_opt
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
 
 
-def pad_empty_prompt(batch: ScoreBatch) -> tuple[np.ndarray, np.ndarray]:
-    """``prompt_embeds``/``prompt_mask`` with P >= 1: P=0 (no prompt in the batch) becomes one zero
-    vector with a zero mask, which the contract defines as "no soft prompt"."""
-    if batch.prompt_embeds.shape[1] > 0:
-        return batch.prompt_embeds, batch.prompt_mask
-    b, _, d = batch.prompt_embeds.shape
-    return np.zeros((b, 1, d), np.float32), np.zeros((b, 1), np.int64)
-
-
 class OnnxScorer:
     """``Scorer`` on an onnxruntime session of the ``t0_scorer`` graph."""
 
@@ -205,20 +196,8 @@ class OnnxScorer:
         self.on_cuda = session.get_providers()[0] == "CUDAExecutionProvider"
         self.io_binding = io_binding and self.on_cuda
 
-    def feeds(self, batch: ScoreBatch) -> dict[str, np.ndarray]:
-        prompt, prompt_mask = pad_empty_prompt(batch)
-        c = np.ascontiguousarray
-        return {
-            "input_ids": c(batch.input_ids, dtype=np.int64),
-            "attention_mask": c(batch.attention_mask, dtype=np.int64),
-            "prompt_embeds": c(prompt, dtype=self.prompt_type),
-            "prompt_mask": c(prompt_mask, dtype=np.int64),
-            "choice_ids": c(batch.choice_ids, dtype=np.int64),
-            "choice_mask": c(batch.choice_mask, dtype=np.int64),
-        }
-
     def score(self, batch: ScoreBatch) -> np.ndarray:
-        feeds = self.feeds(batch)
+        feeds = batch.feeds(self.prompt_type)
         if not self.io_binding:
             return self.session.run(["scores"], feeds)[0]
         binding = self.session.io_binding()

@@ -307,25 +307,12 @@ class TritonScorer:
         self.prompt_dim = int(params.get("rospr_d_model") or self.client.input_shapes["prompt_embeds"][-1])
         self.identity = json.loads(params["rospr_identity"]) if params.get("rospr_identity") else {"name": model}
 
-    def feeds(self, batch: ScoreBatch) -> dict[str, np.ndarray]:
-        from harness.backends.onnxruntime_backend import pad_empty_prompt
-
-        prompt, prompt_mask = pad_empty_prompt(batch)
-        return {
-            "input_ids": batch.input_ids.astype(np.int64, copy=False),
-            "attention_mask": batch.attention_mask.astype(np.int64, copy=False),
-            "prompt_embeds": prompt.astype(self.wire, copy=False),
-            "prompt_mask": prompt_mask.astype(np.int64, copy=False),
-            "choice_ids": batch.choice_ids.astype(np.int64, copy=False),
-            "choice_mask": batch.choice_mask.astype(np.int64, copy=False),
-        }
-
     def score(self, batch: ScoreBatch) -> np.ndarray:
-        return self.client.infer(self.feeds(batch))["scores"].astype(np.float32, copy=False)
+        return self.client.infer(batch.feeds(self.wire))["scores"].astype(np.float32, copy=False)
 
     async def score_async(self, batch: ScoreBatch) -> np.ndarray:
         """For callers already on the client's loop (``asyncio.run_coroutine_threadsafe``)."""
-        return (await self.client.infer_async(self.feeds(batch)))["scores"]
+        return (await self.client.infer_async(batch.feeds(self.wire)))["scores"]
 
     def close(self) -> None:
         self.client.close()

@@ -69,6 +69,7 @@ def render_report(res: ResultsFile) -> str:
                     + [_pct(per[m].accuracy) if m in per else "–" for m in methods])  # type: ignore[attr-defined]
     lines += _table(header, rows, text_cols=2)
     lines += _rospr_sections(res, methods, by_task)
+    lines += _time_section(res)
     cached = [u for u in res.units if u.cached]
     if cached:
         lines += ["", "## Reused from cache", "",
@@ -77,6 +78,58 @@ def render_report(res: ResultsFile) -> str:
         lines += _table(["task", "prompt", "method", "accuracy"],
                         [[u.task, u.prompt, u.method, _pct(u.accuracy)] for u in cached], text_cols=3)
     return "\n".join(lines) + "\n"
+
+
+STAGE_LABELS = {"setup": "setup (backend load or export, provenance)", "prepare": "prepare (prompt bank, library)",
+                "executor": "executor start (workers, Ray actors)", "load": "task loading (rows, templates)",
+                "cache": "unit cache (keys, lookups, stores)", "tokenise": "tokenising",
+                "select": "selection (frequencies, VAR ranking, mixes)", "wait": "waiting on the executor",
+                "write": "writing (records, results.json)", "other": "other (plan, run directory, driver loop)"}
+WORK_LABELS = {"retrieval": "retrieval (embed + search)", "var": "VAR scoring of the queries",
+               "scoring": "scoring", "model": "of which inside the scorer's session calls"}
+
+
+def time_rows(time: dict | None) -> tuple[list[list[str]], list[list[str]], list[list[str]]]:
+    """The rows of the three timing tables of a run's ``execution.time`` (``harness.runner.stages``):
+    driver stages (seconds, % of wall), executor work (seconds, % of wall x scorers) and rates. Empty
+    tables for a run without it (written before it was recorded)."""
+    if not time:
+        return [], [], []
+    wall, scorers = float(time.get("wall_s") or 0.0), int(time.get("scorers") or 1)
+
+    def pct(x: float, of: float) -> str:
+        return f"{100 * x / of:.1f}" if of > 0 else "–"
+
+    stages = dict(time.get("stages_s") or {}, other=time.get("other_s", 0.0))
+    driver = [[STAGE_LABELS.get(k, k), f"{v:.2f}", pct(v, wall)] for k, v in stages.items()]
+    work = [[WORK_LABELS.get(k, k), f"{v:.2f}", pct(v, wall * scorers)] for k, v in (time.get("work_s") or {}).items()]
+    n, scoring = int(time.get("scoring_examples") or 0), float((time.get("work_s") or {}).get("scoring") or 0.0)
+
+    def secs(x) -> str:
+        return "–" if x is None else f"{x:.2f}"
+
+    rates = [["examples scored (scoring batches)", str(n)],
+             ["examples / s, end to end (wall)", f"{n / wall:.1f}" if wall > 0 and n else "–"],
+             ["examples / s, the scorer's own (scoring work)", f"{n / scoring:.1f}" if scoring > 0 and n else "–"],
+             ["model's share of the wall time (x scorers)",
+              "–" if time.get("model_share") is None else f"{100 * time['model_share']:.1f} %"],
+             ["process start to run start (s): interpreter, imports", secs(time.get("startup_s"))],
+             ["process start to first scored batch (s)", secs(time.get("first_batch_s"))]]
+    return driver, work, rates
+
+
+def _time_section(res: ResultsFile) -> list[str]:
+    driver, work, rates = time_rows((res.execution or {}).get("time"))
+    if not driver:
+        return []
+    lines = ["", "## Where the time went", "",
+             "Driver stages are disjoint intervals of the driver's thread (they sum to the wall time with "
+             "'other'); executor work is what the workers report (in process it lies inside 'waiting'; on "
+             "Ray it is summed over actors, hence % of wall x scorers).", ""]
+    lines += _table(["driver stage", "s", "% of wall"], driver)
+    lines += [""] + _table(["executor work", "s", "% of wall x scorers"], work)
+    lines += [""] + _table(["rate", "value"], rates)
+    return lines
 
 
 def _execution_line(res: ResultsFile) -> list[str]:

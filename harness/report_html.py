@@ -13,6 +13,7 @@ import io
 from collections import Counter
 from statistics import mean
 
+from harness.report import time_rows
 from harness.results import ResultsFile, atomic_write_text
 
 STYLE = """
@@ -190,6 +191,23 @@ def render_html(res: ResultsFile) -> str:
             ["examples scored", str(total_n)],
             ["examples / s (in units)", f"{total_n / unit_time:.1f}" if unit_time > 0 else "–"]]
     parts.append(_table(["", "value"], rows))
+    driver, work, rates = time_rows((res.execution or {}).get("time"))
+    if driver:
+        parts.append("<p class='meta'>Where the time went. Driver stages are disjoint intervals of the driver's "
+                     "thread (with 'other' they make the wall time); executor work is what the workers report (in "
+                     "process it lies inside 'waiting'; on Ray it is summed over actors).</p>")
+        parts.append(_table(["driver stage", "s", "% of wall"], driver))
+        parts.append(_table(["executor work", "s", "% of wall x scorers"], work))
+        parts.append(_table(["rate", "value"], rates))
+        fig, ax = plt.subplots(figsize=(8, 1.6))
+        left = 0.0
+        for label, secs, _ in driver:
+            ax.barh([0], [float(secs)], left=left, label=label)
+            left += float(secs)
+        ax.set_yticks([])
+        ax.set_xlabel("seconds of the wall time")
+        ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.6))
+        parts.append(_png(fig))
     slow = sorted(res.units, key=lambda u: -u.wall_s)[:10]
     parts.append(_table(["task", "prompt", "method", "n", "wall (s)"],
                         [[u.task, u.prompt, u.method, str(u.n), f"{u.wall_s:.2f}"] for u in slow], num_from=3))

@@ -25,7 +25,15 @@
 - ``execution`` (since 1.2): how the run was executed: ``executor`` ("in_process" or "ray"),
   ``scorers``, ``resumed`` (units kept from an interrupted run), ``cached`` (units reused from
   the cache), ``computed``, ``resubmitted`` (batches re-run after their actor died) and
-  ``actor_restarts``. It never changes a number of the results.
+  ``actor_restarts``. It never changes a number of the results. ``time`` (added within 1.2: an
+  optional key of this free-form object) says where the run's time went
+  (``harness.runner.stages``): ``wall_s`` (run start to the last write), ``stages_s`` (seconds per
+  driver stage: setup, prepare, executor, load, cache, tokenise, select, wait, write; disjoint, so
+  with ``other_s`` they make ``wall_s``), ``work_s`` (the workers' seconds: retrieval, var, scoring
+  and model, the part inside the scorer's session calls; summed over actors on Ray),
+  ``model_share`` (model / (wall x ``scorers``)), ``scoring_examples``, ``batches`` (var, scoring),
+  ``startup_s`` (process start to run start) and ``first_batch_s`` (process start to the first
+  scored batch back).
 
 Each line of a records file is one example: ``index`` (row in the split), ``input``, ``choices``,
 ``scores`` (summed log-probability per choice), ``prediction``, ``gold`` (label index or null),

@@ -34,6 +34,7 @@ from harness.runner.driver import Observer, Silent, build_records, drive
 from harness.runner.plan import RunPlan, TargetSpec, data_settings, plan_run, plan_targets, unit_slug
 from harness.runner.rundir import ResumeError, RunDirectory, check_resumable, open_run
 from harness.runner.session import Clock, Stamp, build_executor, unit_cache
+from harness.runner.stages import Stages
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +79,18 @@ def compute(config: RunConfig, plan: RunPlan, rundir: RunDirectory, resumed: int
     remaining = sum(len(v) for v in todo.values())
     if resumed:
         log.info("resuming %s: %d units kept, %d to compute", rundir.out, resumed, remaining)
+    stages = Stages(clock.started)
     with run_ray(config.ray) as use_ray:
-        backend = backend or create_backend(config)
-        stamp = Stamp(config, backend, clock)
+        with stages.timing("setup"):  # Ray's start is in the wall time, not in a stage
+            backend = backend or create_backend(config)
+            stamp = Stamp(config, backend, clock)
         execution = {"executor": "ray" if use_ray else "in_process", "resumed": resumed, "computed": 0, "cached": 0}
-        rundir.write(stamp(), execution)  # the config is on disk before any work: resumable
+        with stages.timing("write"):
+            rundir.write(stamp(), execution)  # the config is on disk before any work: resumable
         # tune / build what is missing, before scoring
-        ctx = prepare(config, backend, data_settings(config.data)) if remaining and plan.retrieves else None
-        executor = build_executor(config, backend, ctx, use_ray) if remaining else None
+        with stages.timing("prepare"):
+            ctx = prepare(config, backend, data_settings(config.data)) if remaining and plan.retrieves else None
+        with stages.timing("executor"):
+            executor = build_executor(config, backend, ctx, use_ray) if remaining else None
         return drive(config, plan.specs, todo, rundir, backend, ctx, executor, observer, unit_cache(config.cache),
-                     stamp, execution)
+                     stamp, execution, stages)

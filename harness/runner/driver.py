@@ -14,6 +14,10 @@ never depends on the executor, the number of actors or the other targets. At mos
 batches are submitted and not yet back (backpressure), and at most ``max_active`` targets have their
 rows in memory. Results come back in any order and are put back in example order per unit; a unit
 whose batches are all back is written at once (``RunDirectory.add``), and stored in the unit cache.
+
+Time: each step of the driver is charged to a stage of ``harness.runner.stages.Stages`` (load,
+cache, tokenise, select, wait, write), and each result's ``Done`` adds the worker's own seconds
+(retrieval, VAR, scoring, and the scorer's share), whichever executor ran it.
 """
 
 from __future__ import annotations
@@ -32,9 +36,10 @@ from harness.config import RunConfig
 from harness.method.prepare import RosprContext
 from harness.method.unit import decide, retrieval_queries, var_candidates
 from harness.results import ResultsFile, UnitResult
-from harness.runner.executor import Executor, RetrievalRequest
+from harness.runner.executor import Done, Executor, RetrievalRequest
 from harness.runner.plan import TargetSpec
 from harness.runner.rundir import RunDirectory, records_path, records_text
+from harness.runner.stages import Stages
 from rospr.data import Example, UnitData
 from rospr.retrieval import Hits
 from rospr.scoring import EncodedExample, encode_examples, plan_batches, rank_classify
@@ -88,6 +93,7 @@ class ScoreJob:
     scores: list
     remaining: int
     on_done: Callable[[list[np.ndarray]], None]
+    stage: str = "scoring"  # or "var": where the workers' seconds are counted
 
 
 class Target:
@@ -111,17 +117,20 @@ class Target:
 
     def start(self) -> None:
         d = self.d
-        self.data = data = self.spec.load()
+        with d.stages.timing("load"):
+            self.data = data = self.spec.load()
         if not data.examples:
             log.warning("%s: no example applies (%d skipped)", self.name, data.skipped)
         if d.cache is not None:
             for method in list(self.pending):
-                hit = d.cache_lookup(self, method)
+                with d.stages.timing("cache"):
+                    hit = d.cache_lookup(self, method)
                 if hit is not None:
                     d.finish_cached(self, method, hit)
         if not self.pending:
             return
-        self.encoded = encode_examples(d.tokenizer, data.examples, d.conv)
+        with d.stages.timing("tokenise"):
+            self.encoded = encode_examples(d.tokenizer, data.examples, d.conv)
         if T0 in self.pending:
             d.enqueue(self.encoded, None, lambda scores: self.finish(T0, scores, None))
         rospr = [m for m in self.pending if m.retrieve]
@@ -129,29 +138,35 @@ class Target:
             for method in rospr:
                 self.finish(method, [], None)
         elif rospr:
-            self.queries, exclude = retrieval_queries(d.ctx, d.config.seed, self.spec.task_name, self.spec.prompt,
-                                                      data.examples)
+            with d.stages.timing("select"):
+                self.queries, exclude = retrieval_queries(d.ctx, d.config.seed, self.spec.task_name,
+                                                          self.spec.prompt, data.examples)
             d.request_retrieval(self, RetrievalRequest(tuple(self.queries), d.ctx.rc.top_n, tuple(exclude)))
 
     def on_hits(self, hits: Hits) -> None:
         d = self.d
         self.hits = hits
-        self.table = frequency_table(hits.hits) if self.queries else []
+        with d.stages.timing("select"):
+            self.table = frequency_table(hits.hits) if self.queries else []
         rospr = [m for m in self.pending if m.retrieve]
         for method in rospr:
             if not method.var or not self.table:
                 self.score_with_selection(method)
         if any(m.var for m in rospr) and self.table:
-            candidates = var_candidates(d.ctx, self.table)
-            encoded_queries = encode_examples(d.tokenizer, self.queries, d.conv)
+            with d.stages.timing("select"):
+                candidates = var_candidates(d.ctx, self.table)
+            with d.stages.timing("tokenise"):
+                encoded_queries = encode_examples(d.tokenizer, self.queries, d.conv)
             self.var_left = len(candidates)
             for cand in candidates:
                 # bucket=True: the queries' batches do not depend on scoring.bucket
                 d.enqueue(encoded_queries, d.bank_handle(cand.prompt_id),
-                          lambda scores, pid=cand.prompt_id: self.on_var(pid, scores, encoded_queries), bucket=True)
+                          lambda scores, pid=cand.prompt_id: self.on_var(pid, scores, encoded_queries), bucket=True,
+                          stage="var")
 
     def on_var(self, prompt_id: str, scores: list[np.ndarray], encoded_queries: list[EncodedExample]) -> None:
-        self.preds[prompt_id] = [rank_classify(s, e, self.d.conv) for s, e in zip(scores, encoded_queries)]
+        with self.d.stages.timing("select"):
+            self.preds[prompt_id] = [rank_classify(s, e, self.d.conv) for s, e in zip(scores, encoded_queries)]
         self.var_left -= 1
         if self.var_left == 0:
             for method in [m for m in self.pending if m.var]:
@@ -159,7 +174,8 @@ class Target:
 
     def score_with_selection(self, method: Method) -> None:
         d = self.d
-        sel, values, retrieval = decide(d.ctx, method, self.queries, self.hits, self.table, self.preds)
+        with d.stages.timing("select"):
+            sel, values, retrieval = decide(d.ctx, method, self.queries, self.hits, self.table, self.preds)
         if not sel.prompt_ids:
             handle = None
         elif len(sel.prompt_ids) == 1:
@@ -172,6 +188,10 @@ class Target:
         d.enqueue(self.encoded, handle, lambda scores: self.finish(method, scores, retrieval))
 
     def finish(self, method: Method, scores: list[np.ndarray], retrieval: dict | None) -> None:
+        with self.d.stages.timing("write"):
+            self._finish(method, scores, retrieval)
+
+    def _finish(self, method: Method, scores: list[np.ndarray], retrieval: dict | None) -> None:
         d = self.d
         data = self.data
         records = build_records(data.examples, self.encoded, scores, d.conv)
@@ -195,8 +215,9 @@ class Driver:
                  backend: Backend, ctx: RosprContext | None, executor: Executor, observer: Observer,
                  cache: UnitCache | None = None,
                  max_in_flight: int = 1, max_active: int = 2, retrieval_group: int = 16,
-                 on_write: Callable[[], None] | None = None) -> None:
+                 on_write: Callable[[], None] | None = None, stages: Stages | None = None) -> None:
         self.config, self.rundir, self.backend, self.ctx = config, rundir, backend, ctx
+        self.stages = stages or Stages()
         self.executor, self.observer, self.cache = executor, observer, cache
         self.tokenizer = backend.tokenizer
         self.conv = config.scoring.convention()
@@ -227,8 +248,10 @@ class Driver:
                     stuck = ", ".join(t.name for t in self.active[:3])
                     raise RuntimeError(f"runner stalled with nothing in flight (targets: {stuck}); this is a bug")
                 break
-            for tag, result in self.executor.wait():
-                self._route(tag, result)
+            with self.stages.timing("wait"):
+                finished = self.executor.wait()
+            for tag, done in finished:
+                self._route(tag, done)
 
     def _admit(self) -> None:
         while self.todo and len(self.active) < self.max_active and len(self.queue) < self.max_in_flight:
@@ -250,14 +273,17 @@ class Driver:
             job = self.jobs[jid]
             self.executor.score(("score", jid, bi), [job.rows[i] for i in job.batches[bi]], job.prompt)
 
-    def _route(self, tag: tuple, result: Any) -> None:
+    def _route(self, tag: tuple, done: Done) -> None:
+        result = done.value
         if tag[0] == "retrieve":
+            self.stages.worked("retrieval", done.seconds)
             for target, hits in zip(self.groups.pop(tag[1]), result):
                 target.on_hits(hits)
             return
         _, jid, bi = tag
         job = self.jobs[jid]
         idx = job.batches[bi]
+        self.stages.worked(job.stage, done.seconds, done.model_s, len(idx))
         if len(result) != len(idx):
             raise RuntimeError(f"a scoring batch of {len(idx)} rows came back with {len(result)} results")
         for i, sc in zip(idx, result):
@@ -274,15 +300,16 @@ class Driver:
 
     # -- what targets ask for ------------------------------------------------------------------------
     def enqueue(self, rows: list[EncodedExample], prompt: Any, on_done: Callable[[list[np.ndarray]], None],
-                bucket: bool | None = None) -> None:
-        """Score ``rows`` with ``prompt`` (a handle); ``on_done(scores)`` when every batch is back."""
+                bucket: bool | None = None, stage: str = "scoring") -> None:
+        """Score ``rows`` with ``prompt`` (a handle); ``on_done(scores)`` when every batch is back.
+        ``stage``: where the workers' seconds count (``scoring``, or ``var`` for VAR's queries)."""
         if not rows:
             on_done([])
             return
         sc = self.config.scoring
         batches = plan_batches(rows, sc.batch_size, sc.bucket if bucket is None else bucket)
         jid = self._new_id()
-        self.jobs[jid] = ScoreJob(rows, prompt, batches, [None] * len(rows), len(batches), on_done)
+        self.jobs[jid] = ScoreJob(rows, prompt, batches, [None] * len(rows), len(batches), on_done, stage)
         self.queue.extend((jid, bi) for bi in range(len(batches)))
 
     def request_retrieval(self, target: Target, request: RetrievalRequest) -> None:
@@ -302,20 +329,25 @@ class Driver:
         unit = self.rundir.add(unit, text)
         self.counts["cached" if cached else "computed"] += 1
         if self.cache is not None and not cached and target.data.content_hash:
-            parts = self.key_parts(target, method)
-            # n and accuracy are stored for people reading the entry; a reuse takes them from the records
-            fields = unit.model_dump(include={"n", "accuracy", "skipped", "truncated", "content_hash", "wall_s",
-                                              "retrieval"})
-            try:
-                self.cache.put(unit_key(parts), parts, text.encode("utf-8"), fields)
-            except OSError as exc:  # the unit cache is optional: a run goes on without it
-                log.warning("unit cache %s: cannot be written (%s); the run goes on without caching its units "
-                            "(free space there, or set cache.dir / ROSPR_UNIT_CACHE)",
-                            exc.filename or self.cache.root, exc.strerror or exc)
-                self.cache = None
+            with self.stages.timing("cache"):
+                self._store(target, method, unit, text)
         self.on_write()
         self.observer.unit_done(unit)
         target.done_with(method)
+
+    def _store(self, target: Target, method: Method, unit: UnitResult, text: str) -> None:
+        """Put a computed unit into the unit cache (a cache that cannot be written is dropped)."""
+        parts = self.key_parts(target, method)
+        # n and accuracy are stored for people reading the entry; a reuse takes them from the records
+        fields = unit.model_dump(include={"n", "accuracy", "skipped", "truncated", "content_hash", "wall_s",
+                                          "retrieval"})
+        try:
+            self.cache.put(unit_key(parts), parts, text.encode("utf-8"), fields)
+        except OSError as exc:  # the unit cache is optional: a run goes on without it
+            log.warning("unit cache %s: cannot be written (%s); the run goes on without caching its units "
+                        "(free space there, or set cache.dir / ROSPR_UNIT_CACHE)",
+                        exc.filename or self.cache.root, exc.strerror or exc)
+            self.cache = None
 
     def target_done(self, target: Target) -> None:
         self.active.remove(target)
@@ -341,6 +373,10 @@ class Driver:
         return self.cache.get(unit_key(self.key_parts(target, method)))
 
     def finish_cached(self, target: Target, method: Method, hit) -> None:
+        with self.stages.timing("write"):
+            self._finish_cached(target, method, hit)
+
+    def _finish_cached(self, target: Target, method: Method, hit) -> None:
         f = hit.fields
         # n and accuracy from the verified records (RunDirectory.add), never from the entry's metadata
         unit = UnitResult(task=target.spec.task_name, prompt=target.spec.prompt, method=method.name, n=0,
@@ -354,10 +390,13 @@ class Driver:
 
 def drive(config: RunConfig, specs: list[TargetSpec], todo: dict[int, list[Method]], rundir: RunDirectory,
           backend: Backend, ctx: RosprContext | None, executor: Executor | None, observer: Observer,
-          cache: UnitCache | None, stamp: Callable[[], Any], execution: dict[str, Any]) -> ResultsFile:
+          cache: UnitCache | None, stamp: Callable[[], Any], execution: dict[str, Any],
+          stages: Stages | None = None) -> ResultsFile:
     """The drive step: stream the ``todo`` methods of every target through ``executor`` (None:
     nothing to compute), writing results.json (``stamp()``: the provenance) after every unit and
-    once at the end, whatever happens; the executor is closed. Returns the final results."""
+    once at the end, whatever happens; the executor is closed. ``stages`` (default: from now) counts
+    where the time went; its summary is ``execution["time"]``. Returns the final results."""
+    stages = stages or Stages()
     remaining = sum(len(v) for v in todo.values())
     observer.start(remaining)
     try:
@@ -367,7 +406,7 @@ def drive(config: RunConfig, specs: list[TargetSpec], todo: dict[int, list[Metho
             max_active = 2 if in_process else (config.ray.max_active_units or 2 * in_flight)
             driver = Driver(config, specs, todo, rundir, backend, ctx, executor, observer, cache,
                             max_in_flight=in_flight, max_active=max_active, retrieval_group=config.ray.retrieval_group,
-                            on_write=lambda: rundir.write(stamp(), {**execution, **driver.counts}))
+                            on_write=lambda: rundir.write(stamp(), {**execution, **driver.counts}), stages=stages)
             t_driver = time.time()
             try:
                 driver.run()
@@ -377,5 +416,6 @@ def drive(config: RunConfig, specs: list[TargetSpec], todo: dict[int, list[Metho
         if executor is not None:
             execution.update(executor.stats())
             executor.close()
+        execution["time"] = stages.summary(scorers=int(execution.get("scorers") or 1))
         final = rundir.write(stamp(), execution)
     return final

@@ -9,6 +9,10 @@ tagged, in whatever order they finish:
 - ``retrieve(tag, requests)``: the queries of several units in one call; the result is their
   ``Hits``, in order (``RetrievalWorker``).
 
+Every result comes back as a ``Done``: the worker's value and the seconds it took (for scoring,
+also the seconds inside the scorer's own calls), so the driver accounts the work the same way
+whichever executor ran it (``harness.runner.stages``).
+
 ``InProcessExecutor`` runs the workers in the driver's process, one item at a time (the reference);
 ``harness.runner.ray_executor.RayExecutor`` runs the same worker classes as Ray actors. What a
 batch contains never depends on the executor, so every executor gives the same numbers.
@@ -16,6 +20,7 @@ batch contains never depends on the executor, so every executor gives the same n
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Protocol, Sequence
@@ -36,6 +41,30 @@ class RetrievalRequest:
     exclude_sources: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Done:
+    """A worker's result: ``value``, the ``seconds`` the worker spent on it and, of those, ``model_s``
+    inside the scorer's own calls (0 for retrieval)."""
+
+    value: Any
+    seconds: float
+    model_s: float = 0.0
+
+
+class _ClockedScorer:
+    """A scorer that adds the seconds of each ``score`` call to ``seconds`` (the model's share)."""
+
+    def __init__(self, scorer) -> None:
+        self.scorer, self.prompt_dim, self.seconds = scorer, scorer.prompt_dim, 0.0
+
+    def score(self, batch):
+        t0 = time.perf_counter()
+        try:
+            return self.scorer.score(batch)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+
 class ScoringWorker:
     """Scores batches with a backend's scorer. The unit of a scoring actor."""
 
@@ -43,9 +72,12 @@ class ScoringWorker:
         self.scorer = scorer
         self.pad_id = pad_id
 
-    def score(self, rows: Sequence[EncodedExample], prompt: np.ndarray | None) -> list[np.ndarray]:
-        """Choice scores of each row of one batch, all rows with soft prompt ``prompt`` [P, D] (or none)."""
-        return score_batch(self.scorer, rows, [prompt] * len(rows), self.pad_id)
+    def score(self, rows: Sequence[EncodedExample], prompt: np.ndarray | None) -> Done:
+        """Choice scores of each row of one batch (``Done.value``: one array per row), all rows with
+        soft prompt ``prompt`` [P, D] (or none), with the seconds taken and those inside the scorer."""
+        t0, clocked = time.perf_counter(), _ClockedScorer(self.scorer)
+        scores = score_batch(clocked, rows, [prompt] * len(rows), self.pad_id)
+        return Done(scores, time.perf_counter() - t0, clocked.seconds)
 
 
 class RetrievalWorker:
@@ -54,12 +86,15 @@ class RetrievalWorker:
     def __init__(self, library, embedder, tokenizer) -> None:
         self.library, self.embedder, self.tokenizer = library, embedder, tokenizer
 
-    def retrieve(self, requests: Sequence[RetrievalRequest]) -> list[Hits]:
-        """The hits of each request. Each unit's queries are embedded and searched as a batch of
-        their own, exactly as ``rospr.retrieval.retrieve`` does for one unit, so a unit's hits never
-        depend on which units share the call (nor on a resume or the cache changing them)."""
-        return [retrieve(self.library, self.embedder, self.tokenizer, list(r.queries), r.top_n, r.exclude_sources)
+    def retrieve(self, requests: Sequence[RetrievalRequest]) -> Done:
+        """The hits of each request (``Done.value``, in order) and the seconds taken. Each unit's
+        queries are embedded and searched as a batch of their own, exactly as ``rospr.retrieval.retrieve``
+        does for one unit, so a unit's hits never depend on which units share the call (nor on a
+        resume or the cache changing them)."""
+        t0 = time.perf_counter()
+        hits = [retrieve(self.library, self.embedder, self.tokenizer, list(r.queries), r.top_n, r.exclude_sources)
                 for r in requests]
+        return Done(hits, time.perf_counter() - t0)
 
 
 class Executor(Protocol):
@@ -83,8 +118,8 @@ class Executor(Protocol):
         """Items submitted and not yet returned by ``wait``."""
         ...
 
-    def wait(self) -> list[tuple[Hashable, Any]]:
-        """Block until at least one item is done; return the finished (tag, result) pairs. Raises the
+    def wait(self) -> list[tuple[Hashable, Done]]:
+        """Block until at least one item is done; return the finished (tag, ``Done``) pairs. Raises the
         error of an item that failed for good."""
         ...
 
@@ -119,7 +154,7 @@ class InProcessExecutor:
     def pending(self) -> int:
         return len(self.todo)
 
-    def wait(self) -> list[tuple[Hashable, Any]]:
+    def wait(self) -> list[tuple[Hashable, Done]]:
         tag, work = self.todo.popleft()
         return [(tag, work())]
 

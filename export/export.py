@@ -409,9 +409,10 @@ def export_models(model_name_or_path: str | Path, out_dir: str | Path, retriever
     return ExportResult(out, manifest, validations)
 
 
-def read_manifest(out_dir: str | Path) -> dict | None:
-    """The manifest of a finished, validated export, or None when there is none (or it is not a
-    readable JSON object: an export that cannot be used)."""
+def find_manifest(out_dir: str | Path) -> dict | None:
+    """The manifest of a finished export as written, or None when there is none (or it is not a
+    readable JSON object: an export that cannot be used). It checks nothing: ``verify_export`` does
+    (``rospr.artifacts.read_manifest`` is the checking reader of the method's own artifacts)."""
     p = Path(out_dir) / "manifest.json"
     if not p.is_file():
         return None
@@ -456,7 +457,7 @@ def verify_export(folder: str | Path, full: bool = False) -> dict:
     folder = Path(folder)
     mpath = folder / "manifest.json"
     fix = "delete the folder to export again (an on-demand export is redone by the next run)"
-    manifest = read_manifest(folder)
+    manifest = find_manifest(folder)
     if manifest is None:
         raise ExportIntegrityError(f"{mpath}: missing or unreadable, so the export cannot be checked; {fix}")
     files = manifest.get("files")

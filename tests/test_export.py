@@ -15,7 +15,7 @@ from export.export import (
     export_models,
     export_retriever,
     export_scorer,
-    read_manifest,
+    find_manifest,
 )
 from export.repository import write_repository
 from rospr.retriever import TorchEmbedder, embed_texts, load_encoder
@@ -31,7 +31,7 @@ def exported(tiny_model_dir, tmp_path_factory):
 
 
 def test_manifest_records_validation(exported, tiny_backbone):
-    m = read_manifest(exported.out_dir)
+    m = find_manifest(exported.out_dir)
     scorer = m["graphs"]["t0_scorer"]["validation"]
     assert scorer["max_abs_diff"] <= 1e-4 and len(scorer["shapes"]) >= 3
     assert m["graphs"]["retriever"]["validation"]["max_abs_diff"] <= 1e-5

@@ -59,14 +59,14 @@ def ensure_export(model: str | Path | None, retriever: str | Path | None = None,
     Concurrent callers (several actors) may export at once: each writes a private temporary folder
     and renames it into place; the first rename wins and the others discard theirs.
     """
-    from export.export import ExportIntegrityError, cache_key, export_models, read_manifest, verify_export
+    from export.export import ExportIntegrityError, cache_key, export_models, find_manifest, verify_export
 
     root = cache_root("onnx", cache_dir)
     key = cache_key(model, retriever, dtype, prompt_dtype)
     target = root / key
 
     def usable() -> bool:
-        if read_manifest(target) is None:
+        if find_manifest(target) is None:
             return False
         try:
             verify_export(target, full=full)
@@ -131,11 +131,11 @@ def open_graph(folder: Path, manifest: dict, graph: str, **session_options):
 def _verified_session(model, retriever, dtype: str, cache_dir, graph: str, **session_options):
     """(folder, manifest, session) of an on-demand export: checked, re-exported once when a graph fails
     its full check (the cache is the run's own), refused the second time."""
-    from export.export import ExportIntegrityError, read_manifest
+    from export.export import ExportIntegrityError, find_manifest
 
     for attempt in range(2):
         folder = ensure_export(model, retriever, dtype, cache_dir, full=attempt > 0)
-        manifest = read_manifest(folder)
+        manifest = find_manifest(folder)
         try:
             return folder, manifest, open_graph(folder, manifest, graph, **session_options)
         except ExportIntegrityError as exc:

@@ -41,6 +41,12 @@ MEMO_VERSION = 1
 RACY_S = 2.0  # a file changed this recently may change again within the same ctime tick
 
 
+def default_memo() -> Path:
+    """The side file where checkpoint weight digests are remembered: ``$ROSPR_DIGEST_MEMO``, else
+    ``.cache/rospr/digests.json`` (beside the project's other caches)."""
+    return Path(os.environ.get("ROSPR_DIGEST_MEMO") or ".cache/rospr/digests.json")
+
+
 def stat_key(st: os.stat_result) -> list[int]:
     """What identifies one state of a file: device, inode, size, mtime_ns, ctime_ns."""
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
@@ -92,6 +98,7 @@ class FileDigests:
             return
         body = {"format": MEMO_FORMAT, "version": MEMO_VERSION, "files": self.entries}
         try:
+            self.memo.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(self.memo, (json.dumps(body, indent=1, sort_keys=True) + "\n").encode())
             self.changed = False
         except OSError as exc:

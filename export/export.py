@@ -304,19 +304,32 @@ def export_retriever(encoder, out: Path, external_data: bool | None = None, devi
                                      providers), out)
 
 
-def weights_digest(name_or_path: str | Path, model=None) -> str:
-    """A digest of a checkpoint's weights: the file contents of a local directory, or the hub commit."""
+def weights_digest(name_or_path: str | Path, model=None, full: bool = False) -> str:
+    """A digest of a checkpoint's weights: the file contents of a local directory, or the hub commit.
+
+    A local file's sha256 is remembered per file (``export.digests.FileDigests``, memo
+    ``default_memo()``) under its stat key (device, inode, size, mtime_ns, ctime_ns), so a run on a
+    checkpoint it has seen reads no weight file to key its caches (T0-3B: 11 GB, ~15 s a run).
+    ``full``: read every byte. The trade-off: the weights are the user's input, not an artifact of
+    ours, and any rewrite of a file through the file system changes its stat key (ctime cannot be
+    set back by a user), so a changed checkpoint gets a new key; a change beneath the file system is
+    not seen (``export.digests`` says what is and is not caught). The trust guarantee is untouched:
+    what is scored is the export, and an export's own files are checked against its manifest before
+    every use (``verify_export``), so a flipped byte in a cached export never reaches a score.
+    """
+    from export.digests import FileDigests, default_memo
+
     p = Path(name_or_path)
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.suffix in (".safetensors", ".bin", ".pt", ".h5", ".msgpack"))
         if not files:
             raise ValueError(f"{p}: no weight files (*.safetensors, *.bin) to fingerprint")
+        digests = FileDigests(None if full else default_memo())
         h = hashlib.sha256()
         for f in files:
             h.update(f.name.encode())
-            with open(f, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 22), b""):
-                    h.update(chunk)
+            h.update(digests.sha256(f, full=full).encode())
+        digests.save()
         return h.hexdigest()[:16]
     commit = getattr(getattr(model, "config", None), "_commit_hash", None)
     if not commit:
@@ -325,7 +338,15 @@ def weights_digest(name_or_path: str | Path, model=None) -> str:
 
 
 def config_digest(name_or_path: str | Path) -> str:
-    """A digest of a checkpoint's config (read without loading weights)."""
+    """A digest of a checkpoint's config: of a local directory's ``config.json`` as written (its
+    volatile keys left out; read without transformers, which would import torch), else of the hub
+    config's ``to_dict()``."""
+    path = Path(name_or_path) / "config.json"
+    if path.is_file():
+        try:
+            return checkpoint_config_hash(json.loads(path.read_text(encoding="utf-8")))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: not a JSON config ({exc}); restore the checkpoint") from None
     from transformers import AutoConfig
 
     return checkpoint_config_hash(AutoConfig.from_pretrained(str(name_or_path)).to_dict())
@@ -334,16 +355,18 @@ def config_digest(name_or_path: str | Path) -> str:
 def cache_key(model_name: str | Path | None, retriever_name: str | Path | None = None, dtype: str = "float32",
               prompt_dtype: str | None = None) -> str:
     """The content address of an export: configs and weights of the model (and retriever), the
-    dtypes, the opset and ``EXPORT_VERSION``. Hub checkpoints are identified by their commit."""
+    dtypes, the opset and ``EXPORT_VERSION``. Hub checkpoints are identified by their commit; local
+    ones by their files (the weights' digests remembered per file: ``weights_digest``)."""
 
     def ident(name):
         if name is None:
             return None
+        if Path(name).is_dir():
+            return {"config": config_digest(name), "weights": weights_digest(name)}
         from transformers import AutoConfig
 
         commit = getattr(AutoConfig.from_pretrained(str(name)), "_commit_hash", None)
-        weights = weights_digest(name) if Path(name).is_dir() else f"hub-{commit}"
-        return {"config": config_digest(name), "weights": weights}
+        return {"config": config_digest(name), "weights": f"hub-{commit}"}
 
     parts = {
         "model": ident(model_name),

@@ -7,11 +7,13 @@ embedder runs it and the ONNX export traces it. ``Embedder`` is the protocol bac
 
 from __future__ import annotations
 
+import functools
 from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
-import torch
-from torch import nn
+
+# torch is imported where it is used: a run on an exported retriever (onnxruntime, Triton) imports
+# this module for ``Embedder`` and ``embed_texts`` and never needs torch.
 
 
 @runtime_checkable
@@ -23,24 +25,41 @@ class Embedder(Protocol):
     def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray: ...
 
 
-class MeanPoolEncoder(nn.Module):
-    """Masked mean of an encoder's last hidden states: ``sum(h * m) / max(sum(m), 1)``."""
+@functools.cache
+def _mean_pool_encoder():
+    from torch import nn
 
-    def __init__(self, encoder: nn.Module) -> None:
-        super().__init__()
-        self.encoder = encoder
+    class MeanPoolEncoder(nn.Module):
+        """Masked mean of an encoder's last hidden states: ``sum(h * m) / max(sum(m), 1)``."""
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        def __init__(self, encoder: nn.Module) -> None:
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, input_ids, attention_mask):
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
+            return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    MeanPoolEncoder.__module__ = __name__  # pickles and prints as rospr.retriever.MeanPoolEncoder
+    return MeanPoolEncoder
 
 
-def load_encoder(name_or_path: str, dtype: torch.dtype = torch.float32):
+def __getattr__(name: str):
+    # ``MeanPoolEncoder`` (a torch module) is defined on first use, so importing this module needs no torch
+    if name == "MeanPoolEncoder":
+        return _mean_pool_encoder()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def load_encoder(name_or_path: str, dtype=None):
     """Load the encoder of a checkpoint (the encoder half of a seq2seq model, or an encoder-only
-    model) and its tokenizer. Returns ``(encoder_module, tokenizer)``, frozen, in eval mode."""
+    model) and its tokenizer; ``dtype`` a torch dtype (default float32). Returns
+    ``(encoder_module, tokenizer)``, frozen, in eval mode."""
+    import torch
     from transformers import AutoConfig, AutoModel, AutoTokenizer, T5EncoderModel
 
+    dtype = dtype or torch.float32
     name = str(name_or_path)
     try:
         config = AutoConfig.from_pretrained(name)
@@ -60,16 +79,20 @@ def load_encoder(name_or_path: str, dtype: torch.dtype = torch.float32):
 class TorchEmbedder:
     """``Embedder`` over a PyTorch encoder (the reference for the exported retriever graph)."""
 
-    def __init__(self, encoder: nn.Module, device: str = "cpu") -> None:
+    def __init__(self, encoder, device: str = "cpu") -> None:
+        import torch
+
         self.device = torch.device(device)
-        self.module = MeanPoolEncoder(encoder).to(self.device).eval()
+        self.module = _mean_pool_encoder()(encoder).to(self.device).eval()
         self.dim = int(encoder.config.d_model if hasattr(encoder.config, "d_model") else encoder.config.hidden_size)
 
-    @torch.inference_mode()
     def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        ids = torch.from_numpy(np.ascontiguousarray(input_ids)).to(self.device)
-        mask = torch.from_numpy(np.ascontiguousarray(attention_mask)).to(self.device)
-        return self.module(ids, mask).float().cpu().numpy()
+        import torch
+
+        with torch.inference_mode():
+            ids = torch.from_numpy(np.ascontiguousarray(input_ids)).to(self.device)
+            mask = torch.from_numpy(np.ascontiguousarray(attention_mask)).to(self.device)
+            return self.module(ids, mask).float().cpu().numpy()
 
 
 def embed_texts(embedder: Embedder, tokenizer, texts: Sequence[str], batch_size: int = 32,

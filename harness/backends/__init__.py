@@ -17,7 +17,7 @@ __all__ = ["Backend", "BackendUnavailable", "create_backend", "create_embedder"]
 def create_backend(config: RunConfig) -> Backend:
     """Build the backend a ``RunConfig`` names. Refuses an unknown backend, and (``CheckpointError``,
     before any loading or hub lookup) a missing path or damaged checkpoint in ``model.name_or_path``."""
-    from rospr.backbone import check_checkpoint
+    from rospr.checkpoint import check_checkpoint
 
     check_checkpoint(config.model.name_or_path, "model.name_or_path")
     if config.backend == "torch":
@@ -46,9 +46,8 @@ def create_embedder(config: RunConfig, retriever: str):
     """An ``Embedder`` for the retriever checkpoint ``retriever`` on the backend ``config`` names
     (torch: in process; onnxruntime: the exported graph, cached; triton: the served ``retriever``).
     Returns ``(embedder, tokenizer)``."""
-    from transformers import AutoTokenizer
-
-    from rospr.backbone import check_checkpoint
+    from harness.backends.tokenizer import load_tokenizer
+    from rospr.checkpoint import check_checkpoint
 
     check_checkpoint(retriever, "rospr.retriever")
     if config.backend == "torch":
@@ -56,7 +55,7 @@ def create_embedder(config: RunConfig, retriever: str):
 
         encoder, tokenizer = load_encoder(retriever)
         return TorchEmbedder(encoder, device=config.model.device), tokenizer
-    tokenizer = AutoTokenizer.from_pretrained(retriever)
+    tokenizer = load_tokenizer(retriever)
     if config.backend == "onnxruntime":
         from harness.backends.onnxruntime_backend import create_onnxruntime_embedder
 

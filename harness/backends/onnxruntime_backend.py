@@ -224,16 +224,15 @@ class OnnxEmbedder:
 def create_onnxruntime_backend(model: ModelConfig, ort_cfg: OnnxRuntimeConfig, scoring: ScoringConfig) -> Backend:
     """The onnxruntime ``Backend`` of ``model`` (exported on first use into ``onnxruntime.cache_dir``),
     with ``onnxruntime.threads`` (else ``scoring.threads``) intra-op threads."""
-    from transformers import AutoTokenizer
-
     from export.export import graph_digest
+    from harness.backends.tokenizer import load_tokenizer
 
     folder, manifest, session = _verified_session(
         model.name_or_path, None, model.dtype, ort_cfg.cache_dir, "t0_scorer",
         threads=ort_cfg.threads or scoring.threads, graph_optimization=ort_cfg.graph_optimization,
         providers=ort_cfg.providers, device=model.device)
     scorer = OnnxScorer(session, io_binding=ort_cfg.io_binding)
-    tokenizer = AutoTokenizer.from_pretrained(model.name_or_path)
+    tokenizer = load_tokenizer(model.name_or_path)  # tokenizer.json: no transformers, no torch
     # The export cache is content-addressed: the same weights exported from another path share the
     # entry, so the name shown is this config's, not the one the entry was first exported under.
     name = model.name_or_path

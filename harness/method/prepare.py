@@ -20,10 +20,8 @@ from harness.method.tune_pool import trainer
 from harness.tasks import PromptsourceTask, expand, get_task
 from harness.tasks.base import DataSettings, TaskError
 from rospr.artifacts import ArtifactError
-from rospr.backbone import load_backbone
 from rospr.identity import retriever_identity
 from rospr.library import Library, LibraryEntry, build_key, build_library, load_library
-from rospr.retriever import TorchEmbedder, load_encoder
 from rospr.softprompt import PromptBank
 from rospr.tuning import TuneJob, tune_bank
 
@@ -131,6 +129,8 @@ def tune_sources(model: str, sources: list[str] | str, out: str, tune: TuneConfi
     training only what the bank lacks. Returns the bank."""
     rc = RosprConfig(sources=sources, prompt_bank=out, tune=tune or TuneConfig())
     jobs = tuning_jobs(rc, data_settings or DataSettings())
+    from rospr.backbone import load_backbone  # torch: only when prompts are tuned
+
     model_, tokenizer, identity = load_backbone(model)
     return tune_bank(jobs, out, rc.tune.settings(), identity.as_dict(), trainer(rc.tune, model, model_, tokenizer),
                      on_done=on_done)
@@ -143,6 +143,8 @@ def build_library_from_bank(prompts: str, retriever: str, out: str, n: int = 100
     ``prompts`` with the retriever (PyTorch, in process) and write the library ``out``."""
     bank = PromptBank.load(prompts)
     entries = library_entries(bank, data_settings or DataSettings(), n)
+    from rospr.retriever import TorchEmbedder, load_encoder  # torch: only when a library is built
+
     encoder, tokenizer = load_encoder(retriever)
     return build_library(out, entries, TorchEmbedder(encoder, device=device), tokenizer, retriever_identity(retriever),
                          bank.content_hash(), (index or IndexConfig()).settings(), normalize, max_tokens)

@@ -11,12 +11,12 @@ import sys
 from typing import Callable
 
 from benchmarks import (bench_backends, bench_fullrun, bench_gpu, bench_latency, bench_peers, bench_retrieval,
-                        bench_scale, bench_scaling, bench_throughput)
+                        bench_scale, bench_scaling, bench_startup, bench_throughput)
 
 BENCHMARKS: dict[str, Callable[[list[str]], object]] = {
     "throughput": bench_throughput.main, "latency": bench_latency.main, "retrieval": bench_retrieval.main,
     "peers": bench_peers.main, "backends": bench_backends.main, "scaling": bench_scaling.main, "gpu": bench_gpu.main,
-    "scale": bench_scale.main, "fullrun": bench_fullrun.main,
+    "scale": bench_scale.main, "fullrun": bench_fullrun.main, "startup": bench_startup.main,
 }
 NOISY = ("transformers", "optimum", "torch", "datasets", "lm_eval")
 

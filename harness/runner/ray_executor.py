@@ -17,6 +17,8 @@
   it gets no more work, and the batch goes to an actor of another server (``ray.triton_urls``).
   Only when no server is left does the error end the run, with its own message; every unit
   finished before it stays written. (The retrieval actor talks to ``triton.url`` alone.)
+- Time: every result is the worker's ``Done`` (its seconds, and those inside the scorer's session
+  calls), passed back as is, so the driver sums what the actors report (``harness.runner.stages``).
 - What did the work: ``stats()`` (merged into ``execution`` of results.json) counts the scoring
   batches per Ray node (``nodes``: node id -> IP and batches) and per Triton server (``servers``),
   names the servers taken out (``servers_lost``) and lists every resubmission (``retried``: batch

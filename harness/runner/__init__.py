@@ -55,13 +55,15 @@ def run(config: RunConfig, out_dir: str | Path, observer: Observer | None = None
     anything is written; ``RunLocked`` when another driver holds ``out_dir``.
     """
     out, clock = Path(out_dir), Clock()
-    plan = plan_run(config)
+    stages = Stages(clock.started)
+    with stages.timing("load"):  # tasks resolved, and each task's first prompt rendered, by the plan
+        plan = plan_run(config)
     if resume:
         check_resumable(out)
     with RunLock(out):
         rundir, resumed = open_run(out, config, plan.order, resume)
         try:
-            final = compute(config, plan, rundir, resumed, observer or Silent(), backend, clock)
+            final = compute(config, plan, rundir, resumed, observer or Silent(), backend, clock, stages)
         except BaseException:
             rundir.abandon()  # before its first unit: the earlier run stays as it was
             raise
@@ -72,14 +74,15 @@ def run(config: RunConfig, out_dir: str | Path, observer: Observer | None = None
 
 
 def compute(config: RunConfig, plan: RunPlan, rundir: RunDirectory, resumed: int, observer: Observer,
-            backend: Backend | None, clock: Clock) -> ResultsFile:
+            backend: Backend | None, clock: Clock, stages: Stages | None = None) -> ResultsFile:
     """Steps 3 and 4 in a locked, prepared run directory: set up what the run computes with, then
-    drive the units that ``rundir`` lacks. Returns the final results."""
+    drive the units that ``rundir`` lacks; ``stages`` (default: from ``clock``) counts where the time
+    goes. Returns the final results."""
     todo = plan.todo(rundir.units)
     remaining = sum(len(v) for v in todo.values())
     if resumed:
         log.info("resuming %s: %d units kept, %d to compute", rundir.out, resumed, remaining)
-    stages = Stages(clock.started)
+    stages = stages or Stages(clock.started)
     with run_ray(config.ray) as use_ray:
         with stages.timing("setup"):  # Ray's start is in the wall time, not in a stage
             backend = backend or create_backend(config)

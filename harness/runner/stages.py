@@ -4,7 +4,8 @@ Two kinds of time, kept apart because they overlap on Ray:
 
 - **Driver stages** (``Stages``): disjoint intervals of the driver's thread. ``setup`` (backend
   load or export, provenance), ``prepare`` (prompt bank and library), ``executor`` (workers or Ray
-  actors started), ``load`` (task rows read and templates rendered), ``cache`` (unit-cache keys and
+  actors started), ``load`` (tasks resolved, rows read and templates rendered: at plan time for
+  each task's first prompt, when admitted for the others), ``cache`` (unit-cache keys and
   lookups), ``tokenise``, ``select`` (frequency table, VAR ranking, prompt mix), ``wait`` (blocked
   on the executor: in process this is where the work runs), ``write`` (records built, units and
   results.json written). A stage entered inside another is charged to the inner one only (the

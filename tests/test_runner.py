@@ -143,3 +143,20 @@ def test_scoring_actors_killed_mid_run_change_nothing(reference, ray_cluster, tm
     ex = res.execution
     assert ex["actor_restarts"] >= 1 and ex["actors_lost"] == 1 and ex["resubmitted"] >= 1, ex
     assert_same_run(tmp_path / "faults", root / "in_process")
+
+
+@pytest.mark.slow
+def test_the_ray_driver_opens_no_scorer_session(reference, ray_cluster, tmp_path):
+    """Memory scales with the sessions used: with Ray the actors score, and the driver's onnxruntime
+    scorer (exported and verified, for the tokenizer and the identity) never opens its session."""
+    from harness.backends import create_backend
+
+    tree, root, _ = reference
+    config = load_config(None, ["ray.enabled=true", "ray.scorers=2", "backend=onnxruntime"], tree=tree)
+    backend = create_backend(config)
+    res = run(config, tmp_path / "ray2", backend=backend)
+    assert res.execution["executor"] == "ray"
+    assert not backend.scorer._lazy.opened
+    assert_same_run(tmp_path / "ray2", root / "in_process")
+    backend.scorer.prompt_dim  # the first use opens it
+    assert backend.scorer._lazy.opened

@@ -47,13 +47,20 @@ def role(proc) -> str:
         cmd = " ".join(proc.cmdline())
     except Exception:  # noqa: BLE001 - gone while we looked
         return "gone"
-    for key, name in (("ScoringActor", "scoring actor"), ("RetrievalActor", "retrieval actor"),
-                      ("raylet", "ray system"), ("gcs_server", "ray system"), ("ray::", "ray worker"),
-                      ("tritonserver", "triton server"), ("triton_python_backend_stub", "triton stub"),
-                      ("dashboard", "ray system"), ("runtime_env", "ray system")):
+    for key, name in ROLES:
         if key in cmd:
             return name
     return "other"
+
+
+# Most specific first. A Ray worker starts as default_worker.py (its arguments name the raylet) and
+# retitles itself ray::<Actor> once it holds an actor: a process keeps the most specific role seen.
+ROLES = (("ScoringActor", "scoring actor"), ("RetrievalActor", "retrieval actor"),
+         ("tritonserver", "triton server"), ("triton_python_backend_stub", "triton stub"),
+         ("ray::", "ray worker"), ("default_worker.py", "ray worker"), ("gcs_server", "ray system"),
+         ("/raylet", "ray system"), ("dashboard", "ray system"), ("runtime_env", "ray system"),
+         ("log_monitor", "ray system"), ("monitor.py", "ray system"))
+RANK = {name: i for i, (_, name) in enumerate(ROLES)}
 
 
 class Sampler:
@@ -83,7 +90,8 @@ class Sampler:
                     continue
                 name = "driver" if p.pid == self.root.pid else role(p)
                 old = self.peak.get(p.pid, (name, 0))
-                self.peak[p.pid] = (old[0] if old[0] != "other" else name, max(old[1], rss))
+                keep = old[0] if RANK.get(old[0], 99) <= RANK.get(name, 99) else name
+                self.peak[p.pid] = (keep, max(old[1], rss))
             self._stop.wait(self.interval)
 
     def stop(self) -> dict:
@@ -186,7 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     path = write_result("scale", payload, args.out)
     plot(json.loads(path.read_text()), path.with_suffix(".png"))
     for r in rows:
-        print(f"{r['step']:>28}: {r['wall_s']:7.1f} s  peak RSS {r['peak_rss_mib']}")
+        print(f"{r['step']:>28}: {r['wall_s']:7.1f} s  peak RSS {r['peak_rss_mib']}"
+              + (f"  server {r['server_peak_rss_mib']}" if "server_peak_rss_mib" in r else ""))
 
 
 def plot(result: dict, path: Path) -> None:

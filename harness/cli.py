@@ -104,6 +104,10 @@ class _OneLineErrors(typer.core.TyperGroup):
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, click.exceptions.ClickException, click.exceptions.Exit, KeyboardInterrupt):
             raise
+        except BrokenPipeError:  # the reader went away (`rospr tasks | head`): nothing left to say to it
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit would fail on the pipe again
+            raise typer.Exit(0)
         except Exception as exc:
             if os.environ.get("ROSPR_TRACEBACK"):
                 raise

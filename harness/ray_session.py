@@ -140,15 +140,16 @@ def ray_started(address: str | None = None, num_cpus: int | None = None,
     Takes the cluster ``address`` (None: a local Ray, see the module docstring; ``num_cpus`` and
     ``object_store_memory`` apply to a local Ray only). A Ray already initialised in this process
     is used as it is and left running. Refuses (``RuntimeError``) a local Ray whose node IP is not
-    loopback.
+    loopback, and a ``host:port`` address where nothing listens.
     """
     import ray
 
     started = False
+    if address:  # a named cluster that does not answer is refused even when this process has a Ray
+        _check_reachable(address)
     if not ray.is_initialized():
         if address:
             log.info("joining Ray at %s", address)
-            _check_reachable(address)
             ray.init(**_join_kwargs(address))
         else:
             log.info("starting a local Ray on %s (%s CPUs)", LOOPBACK, num_cpus or os.cpu_count())

@@ -31,13 +31,15 @@ Session options, and why:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -185,16 +187,55 @@ def make_session(path: str | Path | bytes, threads: int | None = None, graph_opt
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
 
 
-class OnnxScorer:
-    """``Scorer`` on an onnxruntime session of the ``t0_scorer`` graph."""
+class _LazySession:
+    """An ``InferenceSession`` given, or opened by ``opener`` on first use (thread-safe). A Ray driver
+    whose actors do the scoring never uses its own, so it never holds the model's memory (issue 12:
+    memory scales with the sessions actually used)."""
 
-    def __init__(self, session, io_binding: bool = True) -> None:
-        self.session = session
-        inputs = {i.name: i for i in session.get_inputs()}
-        self.prompt_dim = int(inputs["prompt_embeds"].shape[2])
-        self.prompt_type = _NP_TYPES[inputs["prompt_embeds"].type]
-        self.on_cuda = session.get_providers()[0] == "CUDAExecutionProvider"
-        self.io_binding = io_binding and self.on_cuda
+    def __init__(self, session=None, opener: Callable[[], Any] | None = None) -> None:
+        if (session is None) == (opener is None):
+            raise ValueError("give a session or an opener")
+        self._session, self._opener, self._lock = session, opener, threading.Lock()
+
+    @property
+    def opened(self) -> bool:
+        return self._session is not None
+
+    def get(self):
+        if self._session is None:
+            with self._lock:
+                if self._session is None:
+                    self._session = self._opener()
+        return self._session
+
+
+class OnnxScorer:
+    """``Scorer`` on an onnxruntime session of the ``t0_scorer`` graph: a session, or (``opener``) a
+    function that opens it on the first use of the scorer."""
+
+    def __init__(self, session=None, io_binding: bool = True, *, opener: Callable[[], Any] | None = None) -> None:
+        self._lazy = _LazySession(session, opener)
+        self._io_binding = io_binding
+
+    @property
+    def session(self):
+        return self._lazy.get()
+
+    @functools.cached_property
+    def prompt_dim(self) -> int:
+        return int({i.name: i for i in self.session.get_inputs()}["prompt_embeds"].shape[2])
+
+    @functools.cached_property
+    def prompt_type(self):
+        return _NP_TYPES[{i.name: i for i in self.session.get_inputs()}["prompt_embeds"].type]
+
+    @functools.cached_property
+    def on_cuda(self) -> bool:
+        return self.session.get_providers()[0] == "CUDAExecutionProvider"
+
+    @property
+    def io_binding(self) -> bool:
+        return self._io_binding and self.on_cuda
 
     def score(self, batch: ScoreBatch) -> np.ndarray:
         feeds = batch.feeds(self.prompt_type)
@@ -209,11 +250,19 @@ class OnnxScorer:
 
 
 class OnnxEmbedder:
-    """``Embedder`` on an onnxruntime session of the ``retriever`` graph."""
+    """``Embedder`` on an onnxruntime session of the ``retriever`` graph (a session, or ``opener``:
+    opened on first use)."""
 
-    def __init__(self, session) -> None:
-        self.session = session
-        self.dim = int(session.get_outputs()[0].shape[1])
+    def __init__(self, session=None, *, opener: Callable[[], Any] | None = None) -> None:
+        self._lazy = _LazySession(session, opener)
+
+    @property
+    def session(self):
+        return self._lazy.get()
+
+    @functools.cached_property
+    def dim(self) -> int:
+        return int(self.session.get_outputs()[0].shape[1])
 
     def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         feeds = {"input_ids": np.ascontiguousarray(input_ids, dtype=np.int64),
@@ -224,21 +273,25 @@ class OnnxEmbedder:
 def create_onnxruntime_backend(model: ModelConfig, ort_cfg: OnnxRuntimeConfig, scoring: ScoringConfig) -> Backend:
     """The onnxruntime ``Backend`` of ``model`` (exported on first use into ``onnxruntime.cache_dir``),
     with ``onnxruntime.threads`` (else ``scoring.threads``) intra-op threads."""
-    from export.export import graph_digest
+    from export.export import find_manifest, graph_digest
     from harness.backends.tokenizer import load_tokenizer
 
-    folder, manifest, session = _verified_session(
-        model.name_or_path, None, model.dtype, ort_cfg.cache_dir, "t0_scorer",
-        threads=ort_cfg.threads or scoring.threads, graph_optimization=ort_cfg.graph_optimization,
-        providers=ort_cfg.providers, device=model.device)
-    scorer = OnnxScorer(session, io_binding=ort_cfg.io_binding)
+    # exported and verified now (stat-keyed); the session is opened, from bytes hashed in full, by
+    # the scorer's first use (``_verified_session``: re-exported once if that check fails)
+    folder = ensure_export(model.name_or_path, None, model.dtype, ort_cfg.cache_dir)
+    manifest = find_manifest(folder)
+    session_options = dict(threads=ort_cfg.threads or scoring.threads, graph_optimization=ort_cfg.graph_optimization,
+                           providers=ort_cfg.providers, device=model.device)
+    scorer = OnnxScorer(io_binding=ort_cfg.io_binding, opener=lambda: _verified_session(
+        model.name_or_path, None, model.dtype, ort_cfg.cache_dir, "t0_scorer", **session_options)[2])
     tokenizer = load_tokenizer(model.name_or_path)  # tokenizer.json: no transformers, no torch
     # The export cache is content-addressed: the same weights exported from another path share the
     # entry, so the name shown is this config's, not the one the entry was first exported under.
     name = model.name_or_path
     identity = dict(manifest["model"], name=Path(name).name if Path(name).exists() else name,
                     onnx_cache_key=folder.name, onnx_dtype=manifest["dtype"],
-                    onnx_provider=session.get_providers()[0], onnx_graph_sha256=graph_digest(manifest, "t0_scorer"))
+                    onnx_provider=list(ort_cfg.providers or default_providers(model.device))[0],
+                    onnx_graph_sha256=graph_digest(manifest, "t0_scorer"))
     return Backend("onnxruntime", scorer, tokenizer, identity)
 
 
@@ -246,8 +299,7 @@ def create_onnxruntime_embedder(retriever: str | Path, model: ModelConfig, ort_c
                                 scoring: ScoringConfig) -> OnnxEmbedder:
     """The retriever graph of ``retriever`` (exported on first use into the same cache), on
     ``model.device``."""
-    _, _, session = _verified_session(None, retriever, "float32", ort_cfg.cache_dir, "retriever",
-                                      threads=ort_cfg.threads or scoring.threads,
-                                      graph_optimization=ort_cfg.graph_optimization, providers=ort_cfg.providers,
-                                      device=model.device)
-    return OnnxEmbedder(session)
+    ensure_export(None, retriever, "float32", ort_cfg.cache_dir)  # exported and verified now, opened on first use
+    return OnnxEmbedder(opener=lambda: _verified_session(
+        None, retriever, "float32", ort_cfg.cache_dir, "retriever", threads=ort_cfg.threads or scoring.threads,
+        graph_optimization=ort_cfg.graph_optimization, providers=ort_cfg.providers, device=model.device)[2])

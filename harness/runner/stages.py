@@ -15,6 +15,8 @@ Two kinds of time, kept apart because they overlap on Ray:
   the session run, feed included; part of ``var`` and ``scoring``). In process they lie inside
   ``wait``; on Ray they are summed over actors, which run beside each other and the driver, so
   ``model_share`` divides by the wall time times the number of scorers.
+  The onnxruntime scorer opens its session on first use, so a worker's first ``scoring`` (or
+  ``var``) batch also carries that opening, outside ``model``.
 
 ``summary`` gives the ``time`` object of results.json's ``execution`` (``harness.results``).
 """

@@ -1,6 +1,6 @@
 """Scored choices per second of the three backends at concurrency 1, 4 and 16 (not a test).
 
-    python -m benchmarks.bench_backends [--size small] [--batch-size 8] [--prompt-length 100]
+    python -m rospr_bench.bench_backends [--size small] [--batch-size 8] [--prompt-length 100]
 
 The same length-bucketed batches (built-in + BIG-bench examples, every row with a soft prompt of
 ``--prompt-length`` vectors) are scored by ``c`` threads calling ``Scorer.score`` at once:
@@ -23,8 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from benchmarks.common import RESULTS, write_result
-from benchmarks.workload import examples, model_dir
+from rospr_bench.common import RESULTS, write_result
+from rospr_bench.workload import examples, model_dir
 
 log = logging.getLogger("bench_backends")
 CONCURRENCY = (1, 4, 16)
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     for noisy in ("transformers", "optimum", "torch"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
-    from export.repository import write_repository
+    from rospr_export.repository import write_repository
     from harness.backends.onnxruntime_backend import OnnxScorer, ensure_export, make_session
     from harness.backends.torch_backend import TorchScorer
     from harness.backends.triton_backend import TritonScorer

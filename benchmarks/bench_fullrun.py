@@ -28,8 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import RESULTS, write_result
-from benchmarks.workload import REPO, model_dir
+from rospr_bench.common import RESULTS, write_result
+from rospr_bench.workload import REPO, model_dir
 
 log = logging.getLogger("bench_fullrun")
 

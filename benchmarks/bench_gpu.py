@@ -9,7 +9,7 @@ one line, non-zero exit). On one with a GPU:
    CUDA 12; 1.28 and later are CUDA 13) instead of ``onnxruntime``, ``faiss-gpu-cu12`` instead of
    ``faiss-cpu``, and PyPI's CUDA build of the installed torch version when torch sees no GPU. The
    environment's other packages are held at their versions (a pip constraints file of ``pip freeze``).
-2. **Exports** of the scorer in float32, float16 and bfloat16 (``export.export.export_models`` with the
+2. **Exports** of the scorer in float32, float16 and bfloat16 (``rospr_export.export.export_models`` with the
    CUDA provider; each graph is validated there against float32 PyTorch at the export tolerance).
 3. **Parity** on the benchmark workload: every dtype's graph on the CUDA provider against float32
    ``PromptedT5`` on the GPU. The tolerance on a choice's score: float16 0.25, the export's
@@ -25,7 +25,7 @@ one line, non-zero exit). On one with a GPU:
 
 Writes ``results/gpu.json``.
 
-    python -m benchmarks.bench_gpu [--size small] [--batch-sizes 1 8 32 128] [--no-install]
+    python -m rospr_bench.bench_gpu [--size small] [--batch-sizes 1 8 32 128] [--no-install]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import RESULTS, Timer, write_result
+from rospr_bench.common import RESULTS, Timer, write_result
 
 log = logging.getLogger(__name__)
 
@@ -242,8 +242,8 @@ def run(size: str, batch_sizes: list[int], latency_requests: int, install: bool,
     import onnxruntime as ort
     from transformers import AutoTokenizer
 
-    from benchmarks.workload import examples, model_dir
-    from export.export import export_models
+    from rospr_bench.workload import examples, model_dir
+    from rospr_export.export import export_models
     from rospr.backbone import load_backbone
     from rospr.scoring import Convention, encode_examples, score_encoded
 

@@ -7,7 +7,7 @@ warm-up. Client side: p50/p90/p99 latency and requests and choices per second. S
 Triton's statistics endpoint (the difference over the level): average request, queue, input,
 compute and output time per request.
 
-    python -m benchmarks.bench_latency [--size small] [--seconds 10]
+    python -m rospr_bench.bench_latency [--size small] [--seconds 10]
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import time
 
 import numpy as np
 
-from benchmarks.common import RESULTS, write_result
-from benchmarks.workload import examples, model_dir
+from rospr_bench.common import RESULTS, write_result
+from rospr_bench.workload import examples, model_dir
 
 log = logging.getLogger("bench_latency")
 LEVELS = (1, 2, 4, 8, 16)
@@ -92,7 +92,7 @@ async def _level(url: str, requests: list[dict], concurrency: int, seconds: floa
 
 
 def run(size: str, request_batch: int, prompt_length: int, seconds: float, warmup: float, per_task: int) -> dict:
-    from export.repository import write_repository
+    from rospr_export.repository import write_repository
     from harness.backends.onnxruntime_backend import ensure_export
     from harness.serve import TritonServer
     from rospr.backbone import load_backbone

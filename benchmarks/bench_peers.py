@@ -11,11 +11,11 @@ like-for-like comparison all three use that convention here (``input_eos=True, c
 sums, no length normalisation) on inputs without trailing spaces; agreement is the fraction of
 examples where each peer's argmax equals ours.
 
-Two workloads (``benchmarks.workload``): ``mixed``, the built-in and BIG-bench mix of the other
+Two workloads (``rospr_bench.workload``): ``mixed``, the built-in and BIG-bench mix of the other
 benchmarks (2-7 choices), and ``long``, BIG-bench inputs of 200 to 500 tokens with 3 to 11 choices.
 Our time is split into tokenising and the onnxruntime session, to show where it goes.
 
-    python -m benchmarks.bench_peers [--size small] [--n-per-task 24] [--batch-size 8]
+    python -m rospr_bench.bench_peers [--size small] [--n-per-task 24] [--batch-size 8]
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS, Timer, write_result
-from benchmarks.workload import examples as workload_examples
-from benchmarks.workload import long_examples, model_dir
-from export.export import EXPORT_VERSION
+from rospr_bench.common import RESULTS, Timer, write_result
+from rospr_bench.workload import examples as workload_examples
+from rospr_bench.workload import long_examples, model_dir
+from rospr_export.export import EXPORT_VERSION
 
 log = logging.getLogger(__name__)
 MAX_TOKENS = 500

@@ -5,7 +5,7 @@ instances scattered around their prompt's centre (unit-normalised, inner product
 approximate indexes see the cluster structure a real library has. Queries come from the same
 distribution. Recall is recall@N of each index's top-N against exact search.
 
-    python -m benchmarks.bench_retrieval [--sizes 10000 100000 1000000] [--dim 512]
+    python -m rospr_bench.bench_retrieval [--sizes 10000 100000 1000000] [--dim 512]
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from benchmarks.common import RESULTS, Timer, write_result
+from rospr_bench.common import RESULTS, Timer, write_result
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """A T0-large-shaped checkpoint (3.1 GB of float32 weights) through every step, with wall time and peak
 memory of each process (not a test).
 
-    python -m benchmarks.bench_scale [--size large] [--rows 32] [--skip-triton] [--out DIR]
+    python -m rospr_bench.bench_scale [--size large] [--rows 32] [--skip-triton] [--out DIR]
 
 Each step runs as its own command (the ``rospr`` CLI, a fresh process, as a user runs it) while a
 sampler records every process of its tree every 0.2 s (psutil RSS; Ray's GCS, raylet and actors are
@@ -34,7 +34,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.common import RESULTS, write_result
+from rospr_bench.common import RESULTS, write_result
 
 log = logging.getLogger("bench_scale")
 REPO = Path(__file__).resolve().parents[1]

@@ -1,6 +1,6 @@
 """Units per second of a run with 1, 2 and 4 Ray scoring actors, next to the in-process run (not a test).
 
-    python -m benchmarks.bench_scaling [--size tiny] [--actors 1 2 4] [--limit 200] [--batch-size 8]
+    python -m rospr_bench.bench_scaling [--size tiny] [--actors 1 2 4] [--limit 200] [--batch-size 8]
     rospr bench scaling [--model small]
 
 The workload is a demo-like run: the five built-in tasks, every prompt, ``--limit`` rows of their
@@ -25,8 +25,8 @@ import shutil
 import time
 from pathlib import Path
 
-from benchmarks.common import RESULTS, write_result
-from benchmarks.workload import REPO, model_dir
+from rospr_bench.common import RESULTS, write_result
+from rospr_bench.workload import REPO, model_dir
 
 log = logging.getLogger("bench_scaling")
 TASKS = ("builtin/sentiment", "builtin/topic", "builtin/animals", "builtin/nli", "builtin/fruit_choice")

@@ -9,7 +9,7 @@ the real token counts: no padding, the encoder once per input, the cross-attenti
 per input, every decoder token of every choice, the LM head) divided by the GEMM FLOPs per second
 this machine reaches in this same process (float32 matmul, all cores; best of several shapes).
 
-    python -m benchmarks.bench_throughput [--sizes tiny small] [--backends torch onnxruntime triton]
+    python -m rospr_bench.bench_throughput [--sizes tiny small] [--backends torch onnxruntime triton]
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import time
 
 import numpy as np
 
-from benchmarks.common import RESULTS, write_result
-from benchmarks.workload import examples, model_dir
+from rospr_bench.common import RESULTS, write_result
+from rospr_bench.workload import examples, model_dir
 
 log = logging.getLogger("bench_throughput")
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
@@ -74,7 +74,7 @@ def measure(scorer, batches) -> float:
 def run(sizes, backends, batch_sizes, per_task: int, prompt_length: int, threads: int) -> dict:
     from transformers import AutoConfig
 
-    from export.repository import write_repository
+    from rospr_export.repository import write_repository
     from harness.backends.onnxruntime_backend import OnnxScorer, ensure_export, make_session
     from harness.backends.torch_backend import TorchScorer
     from rospr.backbone import load_backbone

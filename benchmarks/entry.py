@@ -10,7 +10,7 @@ import logging
 import sys
 from typing import Callable
 
-from benchmarks import (bench_backends, bench_fullrun, bench_gpu, bench_latency, bench_peers, bench_retrieval,
+from rospr_bench import (bench_backends, bench_fullrun, bench_gpu, bench_latency, bench_peers, bench_retrieval,
                         bench_scale, bench_scaling, bench_startup, bench_throughput)
 
 BENCHMARKS: dict[str, Callable[[list[str]], object]] = {

@@ -1,6 +1,6 @@
 """Rewrite the figures table of ``benchmarks/README.md`` from the JSON files in ``results/``.
 
-    python -m benchmarks.summarize
+    python -m rospr_bench.summarize
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import json
 import re
 from pathlib import Path
 
-from benchmarks.common import RESULTS
+from rospr_bench.common import RESULTS
 
 README = Path(__file__).resolve().parent / "README.md"
 BEGIN, END = "<!-- figures:begin -->", "<!-- figures:end -->"

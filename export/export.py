@@ -8,7 +8,7 @@ written, so a cache never serves a graph that failed).
 
 Integrity. ``manifest.json`` lists the sha256 of every file of the export (``files``: each graph
 and its external data). ``verify_export`` checks them before a graph is used: in full (``rospr
-verify``), or through ``export.digests.FileDigests``, which re-reads a file only when its stat key
+verify``), or through ``rospr_export.digests.FileDigests``, which re-reads a file only when its stat key
 (device, inode, size, mtime, ctime) changed since it was last read in full. The export's content
 hash (``graph_digest``) is part of the unit-cache key of every unit scored with it.
 
@@ -58,7 +58,7 @@ SCORER_CHECK_SHAPES = ((1, 1, 1, 1, 1), (2, 13, 0, 3, 4), (4, 7, 3, 2, 1), (3, 2
 RETRIEVER_CHECK_SHAPES = ((1, 1), (2, 9), (5, 23))
 
 
-DIGEST_MEMO = ".digests.json"  # remembered file digests (export.digests); not part of the export
+DIGEST_MEMO = ".digests.json"  # remembered file digests (rospr_export.digests); not part of the export
 
 
 class ExportValidationError(RuntimeError):
@@ -271,7 +271,7 @@ def export_scorer(model, out: Path, dtype: str = "float32", reference=None, exte
     ``prompt_embeds`` input (the graph casts it to the model's type). Returns the ``Validation``;
     raises ``ExportValidationError``.
     """
-    from export.onnx_config import ScorerForExport, ScorerOnnxConfig
+    from rospr_export.onnx_config import ScorerForExport, ScorerOnnxConfig
 
     prompt_dtype = prompt_dtype or default_prompt_dtype(dtype)
     if prompt_dtype not in ("float32", "float16"):
@@ -296,7 +296,7 @@ def export_scorer(model, out: Path, dtype: str = "float32", reference=None, exte
 def export_retriever(encoder, out: Path, external_data: bool | None = None, device: str = "cpu",
                      tolerance: float | None = None, providers: Sequence[str] | None = None) -> Validation:
     """Export ``MeanPoolEncoder(encoder)`` (always float32: it is small) and validate it."""
-    from export.onnx_config import RetrieverForExport, RetrieverOnnxConfig
+    from rospr_export.onnx_config import RetrieverForExport, RetrieverOnnxConfig
 
     cfg = RetrieverOnnxConfig(encoder.config, task="feature-extraction")
     _optimum_export(RetrieverForExport(encoder), cfg, out, external_data, device, "float32")
@@ -307,17 +307,17 @@ def export_retriever(encoder, out: Path, external_data: bool | None = None, devi
 def weights_digest(name_or_path: str | Path, model=None, full: bool = False) -> str:
     """A digest of a checkpoint's weights: the file contents of a local directory, or the hub commit.
 
-    A local file's sha256 is remembered per file (``export.digests.FileDigests``, memo
+    A local file's sha256 is remembered per file (``rospr_export.digests.FileDigests``, memo
     ``default_memo()``) under its stat key (device, inode, size, mtime_ns, ctime_ns), so a run on a
     checkpoint it has seen reads no weight file to key its caches (T0-3B: 11 GB, ~15 s a run).
     ``full``: read every byte. The trade-off: the weights are the user's input, not an artifact of
     ours, and any rewrite of a file through the file system changes its stat key (ctime cannot be
     set back by a user), so a changed checkpoint gets a new key; a change beneath the file system is
-    not seen (``export.digests`` says what is and is not caught). The trust guarantee is untouched:
+    not seen (``rospr_export.digests`` says what is and is not caught). The trust guarantee is untouched:
     what is scored is the export, and an export's own files are checked against its manifest before
     every use (``verify_export``), so a flipped byte in a cached export never reaches a score.
     """
-    from export.digests import FileDigests, default_memo
+    from rospr_export.digests import FileDigests, default_memo
 
     p = Path(name_or_path)
     if p.is_dir():
@@ -470,12 +470,12 @@ def verify_export(folder: str | Path, full: bool = False) -> dict:
     """The manifest of the export in ``folder`` once every file it lists has its recorded sha256.
 
     ``full``: read every byte; otherwise a file whose stat key is unchanged since it was last read
-    in full is not read again (``export.digests``; what that guarantees is written there). Refuses
+    in full is not read again (``rospr_export.digests``; what that guarantees is written there). Refuses
     (``ExportIntegrityError``, naming the file and the fix) a folder without a manifest, a manifest
     without ``files`` (an export made before they were recorded), a graph file it does not list,
     and a missing or changed file.
     """
-    from export.digests import FileDigests
+    from rospr_export.digests import FileDigests
 
     folder = Path(folder)
     mpath = folder / "manifest.json"

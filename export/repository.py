@@ -21,7 +21,7 @@ import re
 import shutil
 from pathlib import Path
 
-from export.export import graph_files
+from rospr_export.export import graph_files
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_REPO = REPO_ROOT / "model_repo"
@@ -70,7 +70,7 @@ def write_repository(export_dir: str | Path, out: str | Path, source: str | Path
     failed validation) or a committed config that is missing, and (``ExportIntegrityError``) an
     export whose files no longer have their recorded sha256 (read in full: what is served is checked).
     """
-    from export.export import verify_export
+    from rospr_export.export import verify_export
 
     export_dir, out, source = Path(export_dir), Path(out), Path(source)
     manifest_path = export_dir / "manifest.json"

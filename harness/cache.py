@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from export.export import weights_digest
+from rospr_export.export import weights_digest
 from harness.config import RosprConfig
 from rospr.artifacts import seal
 from rospr.identity import digest_json

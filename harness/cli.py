@@ -85,7 +85,7 @@ def describe_error(exc: BaseException) -> str:
 
 
 def _ours(module: str) -> bool:
-    return module.split(".")[0] in ("harness", "rospr", "export", "benchmarks")
+    return module.split(".")[0] in ("harness", "rospr", "rospr_export", "rospr_bench")
 
 
 def _raised_by_us(exc: BaseException) -> bool:
@@ -244,7 +244,7 @@ def verify(
     its manifest. Prints one line per problem; exit 1 when there is one."""
     from rich.markup import escape
 
-    from export.export import ExportIntegrityError, verify_export
+    from rospr_export.export import ExportIntegrityError, verify_export
     from harness.runner.rundir import verify_run
 
     problems, checked = [], 0
@@ -339,8 +339,8 @@ def export_cmd(
 ) -> None:
     """Export the t0_scorer (and retriever) graphs, check them against PyTorch, write OUT/{onnx,triton,twin}."""
     _setup_logging(False)
-    from export.export import ExportValidationError, export_models
-    from export.repository import write_repository
+    from rospr_export.export import ExportValidationError, export_models
+    from rospr_export.repository import write_repository
 
     try:
         res = export_models(model, out / "onnx", retriever=retriever, dtype=dtype, prompt_dtype=prompt_dtype,
@@ -554,7 +554,7 @@ def bench(
 ) -> None:
     """Run a benchmark of benchmarks/ (JSON + PNG into benchmarks/results/); extra flags go to it
     (the same as ``rospr-bench NAME``)."""
-    from benchmarks import entry
+    from rospr_bench import entry
 
     if name not in entry.BENCHMARKS:
         _fail(ValueError(f"unknown benchmark {name!r}; choose one of {', '.join(entry.BENCHMARKS)}"))

@@ -198,7 +198,7 @@ class TritonServer:
     def __init__(self, repo: str | Path, host: str = "127.0.0.1", http_port: int | None = None,
                  grpc_port: int | None = None, startup_timeout_s: float = 120.0, log_verbose: int = 0,
                  log_path: str | Path | None = None) -> None:
-        from export.repository import twin_repository
+        from rospr_export.repository import twin_repository
 
         self.repo = twin_repository(repo).resolve()
         self.host = host

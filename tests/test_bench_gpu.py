@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import bench_gpu
+from rospr_bench import bench_gpu
 
 
 @pytest.fixture

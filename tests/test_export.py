@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from export.export import (
+from rospr_export.export import (
     ExportValidationError,
     cache_key,
     export_models,
@@ -17,7 +17,7 @@ from export.export import (
     export_scorer,
     find_manifest,
 )
-from export.repository import write_repository
+from rospr_export.repository import write_repository
 from rospr.retriever import TorchEmbedder, embed_texts, load_encoder
 
 TEXTS = ["the cat sat on the mat", "a", "which is food? pizza or ball", "premise: the dog sat. true or false?",

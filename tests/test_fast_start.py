@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from export.digests import RACY_S
+from rospr_export.digests import RACY_S
 from harness.backends.tokenizer import FastTokenizer, load_tokenizer
 from harness.config import load_config
 from harness.runner import run
@@ -66,7 +66,7 @@ def test_cached_run_imports_no_torch_and_reads_no_weights(tiny_model_dir, tmp_pa
             "tasks": [{"name": "builtin/sentiment", "limit": 3, "prompts": ["review_sentiment"]}],
             "onnxruntime": {"cache_dir": str(tmp_path / "onnx")}, "cache": {"enabled": False}}
     weights = tiny_model_dir / "model.safetensors"
-    # a digest is remembered only for a file settled for RACY_S (export.digests): wait for the fixture's
+    # a digest is remembered only for a file settled for RACY_S (rospr_export.digests): wait for the fixture's
     settle = RACY_S + 0.2 - (time.time() - os.stat(weights).st_ctime)
     if settle > 0:
         time.sleep(settle)

@@ -102,7 +102,7 @@ def test_identity_and_cache_reuse(ort_backend, monkeypatch):
     backend, cfg = ort_backend
     assert backend.name == "onnxruntime" and backend.identity["d_model"] == 128
     assert backend.identity["onnx_provider"] == "CPUExecutionProvider"
-    import export.export as ex
+    import rospr_export.export as ex
 
     def no_export(*a, **k):
         raise AssertionError("the cached export should have been reused")
@@ -148,7 +148,7 @@ def _fake_pb_utils():
 
 @pytest.fixture(scope="module")
 def twin_model(ort_backend, tmp_path_factory):
-    from export.repository import write_repository
+    from rospr_export.repository import write_repository
     from harness.cache import cache_root
 
     _, cfg = ort_backend
@@ -170,7 +170,7 @@ def twin_model(ort_backend, tmp_path_factory):
 
 
 def cfg_key(cfg) -> str:
-    from export.export import cache_key
+    from rospr_export.export import cache_key
 
     return cache_key(cfg.model.name_or_path, None, cfg.model.dtype)
 

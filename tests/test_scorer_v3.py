@@ -142,7 +142,7 @@ def test_gradient_reaches_the_prompt_only(tiny_backbone, batches):
 def onnx_session(tiny_backbone, tmp_path_factory):
     import onnxruntime as ort
 
-    from export.export import export_scorer
+    from rospr_export.export import export_scorer
 
     path = tmp_path_factory.mktemp("v3") / "t0_scorer.onnx"
     export_scorer(tiny_backbone[0], path)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.repository import write_repository
+from rospr_export.repository import write_repository
 from harness.backends import BackendUnavailable, create_backend
 from harness.backends.onnxruntime_backend import ensure_export
 from harness.backends.torch_backend import TorchScorer

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import export.digests as digests
-from export.export import ExportIntegrityError, scorer_check_inputs, verify_export
+import rospr_export.digests as digests
+from rospr_export.export import ExportIntegrityError, scorer_check_inputs, verify_export
 from harness.cli import app
 from harness.config import load_config
 from harness.results import read_results
@@ -190,7 +190,7 @@ def test_an_export_without_recorded_digests_is_exported_again(golden, tmp_path):
 
 
 def test_an_explicit_export_with_a_flipped_byte_is_refused_by_name(golden, tmp_path):
-    from export.repository import write_repository
+    from rospr_export.repository import write_repository
 
     _, root, _, _ = golden
     export_dir = tmp_path / "export"

@@ -264,8 +264,8 @@ def test_ready_is_never_reported_for_a_server_it_did_not_start(tmp_path, monkeyp
 
 def served_repo(model_dir: Path, tmp_path_factory) -> Path:
     """A `rospr export` build folder of the tiny model (scorer and retriever), once per test session."""
-    from export.export import export_models
-    from export.repository import write_repository
+    from rospr_export.export import export_models
+    from rospr_export.repository import write_repository
 
     out = tmp_path_factory.getbasetemp() / "trust-served-repo"
     if not (out / "twin").is_dir():

@@ -2,12 +2,12 @@
 
 The default backend of ``rospr run``. Graphs come from a content-addressed export cache
 (``<cache>/<key>/``, key = model config + weights (+ retriever) + dtypes + export version; see
-``export.export.cache_key``): the first run exports and validates them against PyTorch, later runs
+``rospr_export.export.cache_key``): the first run exports and validates them against PyTorch, later runs
 reuse them. The cache is ``onnxruntime.cache_dir``, else ``$ROSPR_ONNX_CACHE``, else
 ``.cache/rospr/onnx``.
 
 Integrity: no graph reaches a session unchecked. ``ensure_export`` verifies a cached export against
-the sha256 its manifest records (``export.export.verify_export``; a file is re-read when its stat
+the sha256 its manifest records (``rospr_export.export.verify_export``; a file is re-read when its stat
 key changed) and re-exports one that fails: the cache belongs to the run. A graph without external
 data is then read into memory, hashed in full and the session is built from those very bytes, so
 what is scored is what was checked, every time; a graph with external data (over 2 GB) is opened
@@ -61,7 +61,7 @@ def ensure_export(model: str | Path | None, retriever: str | Path | None = None,
     Concurrent callers (several actors) may export at once: each writes a private temporary folder
     and renames it into place; the first rename wins and the others discard theirs.
     """
-    from export.export import ExportIntegrityError, cache_key, export_models, find_manifest, verify_export
+    from rospr_export.export import ExportIntegrityError, cache_key, export_models, find_manifest, verify_export
 
     root = cache_root("onnx", cache_dir)
     key = cache_key(model, retriever, dtype, prompt_dtype)
@@ -114,7 +114,7 @@ def _discard(folder: Path, root: Path) -> None:
 def open_graph(folder: Path, manifest: dict, graph: str, **session_options):
     """An ``InferenceSession`` of ``graph`` of a verified export. A graph without external data is
     built from bytes hashed here in full; refuses (``ExportIntegrityError``) bytes that differ."""
-    from export.export import ExportIntegrityError, graph_files
+    from rospr_export.export import ExportIntegrityError, graph_files
 
     path = folder / manifest["graphs"][graph]["file"]
     files = graph_files(path)
@@ -133,7 +133,7 @@ def open_graph(folder: Path, manifest: dict, graph: str, **session_options):
 def _verified_session(model, retriever, dtype: str, cache_dir, graph: str, **session_options):
     """(folder, manifest, session) of an on-demand export: checked, re-exported once when a graph fails
     its full check (the cache is the run's own), refused the second time."""
-    from export.export import ExportIntegrityError, find_manifest
+    from rospr_export.export import ExportIntegrityError, find_manifest
 
     for attempt in range(2):
         folder = ensure_export(model, retriever, dtype, cache_dir, full=attempt > 0)
@@ -273,7 +273,7 @@ class OnnxEmbedder:
 def create_onnxruntime_backend(model: ModelConfig, ort_cfg: OnnxRuntimeConfig, scoring: ScoringConfig) -> Backend:
     """The onnxruntime ``Backend`` of ``model`` (exported on first use into ``onnxruntime.cache_dir``),
     with ``onnxruntime.threads`` (else ``scoring.threads``) intra-op threads."""
-    from export.export import find_manifest, graph_digest
+    from rospr_export.export import find_manifest, graph_digest
     from harness.backends.tokenizer import load_tokenizer
 
     # exported and verified now (stat-keyed); the session is opened, from bytes hashed in full, by

@@ -1,6 +1,6 @@
 """Triton python-backend twin of an onnxruntime-backend model: runs the same ONNX graph.
 
-`rospr export` / `export.repository` copies this file to ``<twin repo>/<model>/1/model.py`` for
+`rospr export` / `rospr_export.repository` copies this file to ``<twin repo>/<model>/1/model.py`` for
 each model, next to the generated ``model.onnx``. The python backend hands ``execute`` every
 request the dynamic batcher grouped and does not batch them itself: here they are padded to one
 shape (zeros; every padded position is masked in the contract, so scores do not change), stacked

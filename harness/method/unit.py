@@ -35,7 +35,7 @@ def retrieval_queries(ctx: RosprContext, seed: int, task: str, prompt: str,
     if not ctx.rc.leave_one_out:
         return queries, []
     own = dataset_of(task)  # `rte` and a source `super_glue/rte` are one dataset
-    return queries, sorted({s for s in ctx.library.sources if dataset_of(s) == own})
+    return queries, sorted(s for s in set(ctx.library.sources) if dataset_of(s) == own)  # per source, not per key
 
 
 def var_candidates(ctx: RosprContext, table: list[Candidate]) -> list[Candidate]:

@@ -119,9 +119,17 @@ def compare(name: str, exs, model: Path, ours: Ours, batch_size: int, threads: i
     """Time the three systems on ``exs``; rows with seconds, rates, speed-up and agreement."""
     n_choices = sum(len(e.choices) for e in exs)
     log.info("%s workload: %d examples, %d choices", name, len(exs), n_choices)
-    p_ours, t_ours, parts = ours(exs)
+    # ours is timed before and after the peers and the mean taken: load that comes and goes during
+    # the minutes the peers take then weighs on both sides of the ratio (both times are recorded)
+    p_ours, t_first, parts = ours(exs)
     p_naive, t_naive = naive_loop(model, exs, threads)
     p_lm, t_lm = lm_eval_peer(model, exs, batch_size, threads)
+    p_again, t_again, parts_again = ours(exs)
+    if p_again != p_ours:
+        raise RuntimeError(f"{name}: our predictions differ between two passes over the same examples")
+    t_ours = (t_first + t_again) / 2
+    parts = {k: (parts[k] + parts_again[k]) / 2 for k in parts}
+    parts["seconds_per_pass"] = [t_first, t_again]
     agree = lambda p: float(np.mean([a == b for a, b in zip(p, p_ours)]))  # noqa: E731
     rows = [
         {"system": "rospr onnxruntime", "seconds": t_ours, "agreement_with_ours": 1.0, **parts},

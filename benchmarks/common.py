@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import time
@@ -10,6 +11,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# The load average when the benchmark started (this module is imported first) and when it wrote its
+# result: figures from a busy machine are recorded as such, not passed off as quiet ones.
+START_LOAD = os.getloadavg()
+if START_LOAD[0] > 0.5 * (os.cpu_count() or 1):
+    logging.getLogger(__name__).warning(
+        "load average %.2f on %d cores: other work shares the machine, so times and ratios are pessimistic "
+        "or skewed", START_LOAD[0], os.cpu_count() or 1)
 
 
 def machine() -> dict:
@@ -42,6 +50,8 @@ def machine() -> dict:
         "git_revision": rev,
         "git_dirty": dirty,
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "load_average_at_start": [round(x, 2) for x in START_LOAD],
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     }
 
 

@@ -22,7 +22,10 @@ def _load(name: str) -> dict | None:
 
 def _machine(d: dict) -> str:
     m = d["machine"]
-    return f"{m['cpu']}, {m['cores']} cores, {m['time'][:10]}, git {str(m.get('git_revision'))[:8]}"
+    load = ""
+    if "load_average_at_start" in m:
+        load = f", load {m['load_average_at_start'][0]:.1f} at start, {m['load_average_at_end'][0]:.1f} at end"
+    return f"{m['cpu']}, {m['cores']} cores, {m['time'][:10]}, git {str(m.get('git_revision'))[:8]}{load}"
 
 
 def targets() -> list[str]:

@@ -115,6 +115,16 @@ def lm_eval_peer(model: Path, exs, batch_size: int, threads: int):
     return preds, t.s
 
 
+def check_peers_installed() -> None:
+    """Refuse (``ValueError``) at once, before minutes of timing, when the peers are not installed."""
+    import importlib.util
+
+    missing = [m for m in ("lm_eval", "accelerate") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(f"the peers benchmark needs {' and '.join(missing)}: pip install -e '.[bench]' "
+                         "(lm-evaluation-harness and accelerate)")
+
+
 def compare(name: str, exs, model: Path, ours: Ours, batch_size: int, threads: int) -> dict:
     """Time the three systems on ``exs``; rows with seconds, rates, speed-up and agreement."""
     n_choices = sum(len(e.choices) for e in exs)
@@ -202,6 +212,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=0, help="0: all cores")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
+    check_peers_installed()
     result = run(args.size, args.n_per_task, args.batch_size, args.threads or os.cpu_count() or 1, args.workloads)
     path = write_result("peers", result, args.out)
     plot(result, path.with_suffix(".png"))

@@ -14,10 +14,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # The load average when the benchmark started (this module is imported first) and when it wrote its
 # result: figures from a busy machine are recorded as such, not passed off as quiet ones.
 START_LOAD = os.getloadavg()
-if START_LOAD[0] > 0.5 * (os.cpu_count() or 1):
-    logging.getLogger(__name__).warning(
-        "load average %.2f on %d cores: other work shares the machine, so times and ratios are pessimistic "
-        "or skewed", START_LOAD[0], os.cpu_count() or 1)
+
+
+def warn_if_busy() -> None:
+    """Log a warning when the machine was busy as the benchmark started."""
+    if START_LOAD[0] > 0.5 * (os.cpu_count() or 1):
+        logging.getLogger("rospr_bench").warning(
+            "load average %.2f on %d cores at start: other work shares the machine, so times are pessimistic "
+            "and ratios skewed (the JSON records the load)", START_LOAD[0], os.cpu_count() or 1)
 
 
 def machine() -> dict:

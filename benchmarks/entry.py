@@ -12,13 +12,26 @@ from typing import Callable
 
 from rospr_bench import (bench_backends, bench_fullrun, bench_gpu, bench_latency, bench_peers, bench_retrieval,
                         bench_scale, bench_scaling, bench_startup, bench_throughput)
+from rospr_bench.common import warn_if_busy
 
 BENCHMARKS: dict[str, Callable[[list[str]], object]] = {
     "throughput": bench_throughput.main, "latency": bench_latency.main, "retrieval": bench_retrieval.main,
     "peers": bench_peers.main, "backends": bench_backends.main, "scaling": bench_scaling.main, "gpu": bench_gpu.main,
     "scale": bench_scale.main, "fullrun": bench_fullrun.main, "startup": bench_startup.main,
 }
+# How each benchmark names its model choice (``rospr bench NAME --model M`` passes it on); retrieval
+# has none (its ``--sizes`` are library sizes).
+MODEL_FLAGS = {"throughput": "--sizes", "latency": "--size", "peers": "--size", "backends": "--size",
+               "scaling": "--size", "gpu": "--size", "scale": "--size", "fullrun": "--model", "startup": "--model"}
 NOISY = ("transformers", "optimum", "torch", "datasets", "lm_eval")
+
+
+def model_args(name: str, model: str) -> list[str]:
+    """The flags that give benchmark ``name`` the model ``model``. Refuses (``ValueError``) a benchmark
+    without a model choice."""
+    if name not in MODEL_FLAGS:
+        raise ValueError(f"--model: the {name} benchmark has no model choice (see rospr-bench {name} --help)")
+    return [MODEL_FLAGS[name], model]
 
 
 def run(name: str, argv: list[str]) -> None:
@@ -28,6 +41,7 @@ def run(name: str, argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     for noisy in NOISY:
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    warn_if_busy()
     BENCHMARKS[name](argv)
 
 

@@ -28,10 +28,19 @@ def model_dir(size: str) -> Path:
 
 
 def _settings():
+    """Data settings with BIG-bench from ``$ROSPR_DATA_DIR`` or ``../shared/data`` when it has a
+    ``bigbench/`` folder, else from the fetched sdist (``rospr data fetch bigbench``); ``bigbench`` is
+    None when neither is there (nothing is downloaded here)."""
+    from dataclasses import replace
+
+    from harness.tasks import fetch as fetching
     from harness.tasks.base import DataSettings
 
     data = os.environ.get("ROSPR_DATA_DIR") or str(REPO.parent / "shared" / "data")
-    return DataSettings.from_env(data if Path(data, "bigbench").is_dir() else None)
+    settings = DataSettings.from_env(data if Path(data, "bigbench").is_dir() else None)
+    if not settings.bigbench and (cached := fetching.cached("bigbench")) is not None:
+        settings = replace(settings, bigbench=str(cached))
+    return settings
 
 
 def examples(n_per_task: int = 24) -> list[Example]:
@@ -43,7 +52,11 @@ def examples(n_per_task: int = 24) -> list[Example]:
     for name in ("builtin/animals", "builtin/nli", "builtin/fruit_choice", "builtin/sentiment", "builtin/topic"):
         task = get_task(name, settings)
         out += task.load(task.prompts()[0], limit=n_per_task).examples
-    if settings.bigbench:
+    if not settings.bigbench:
+        log.warning("no BIG-bench data (ROSPR_DATA_DIR, ../shared/data or `rospr data fetch bigbench`): the mixed "
+                    "workload is the built-in tasks only (%d examples); its figures are not comparable with a "
+                    "run that had BIG-bench", len(out))
+    else:
         for name in BIGBENCH_TASKS:
             task = get_task(name, settings)
             out += task.load("bigbench", limit=n_per_task).examples
@@ -61,14 +74,14 @@ def long_examples(tokenizer, n_per_task: int = 24, min_tokens: int = 200, max_to
                   min_choices: int = 3) -> list[Example]:
     """The first ``n_per_task`` examples of each of ``LONG_TASKS`` whose input is over ``min_tokens``
     and at most ``max_tokens`` tokens of ``tokenizer`` (the scored model's: lengths are in its tokens)
-    and that have ``min_choices`` or more choices. Refuses (``FileNotFoundError``) to run without the
-    BIG-bench data folder, since the workload would silently be empty."""
+    and that have ``min_choices`` or more choices. Refuses (``ValueError``) to run without the
+    BIG-bench data, since the workload would silently be empty."""
     from harness.tasks import get_task
 
     settings = _settings()
     if not settings.bigbench:
-        raise FileNotFoundError("the long-input workload needs BIG-bench: set ROSPR_DATA_DIR to a folder with "
-                                "bigbench/ (e.g. ../shared/data) or run `rospr data fetch bigbench`")
+        raise ValueError("the long-input workload needs BIG-bench: run `rospr data fetch bigbench`, or set "
+                         "ROSPR_DATA_DIR to a folder with bigbench/ (e.g. ../shared/data)")
     out: list[Example] = []
     for name in LONG_TASKS:
         task = get_task(name, settings)

@@ -548,8 +548,9 @@ def data_fetch(
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def bench(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="throughput | latency | retrieval | peers | backends | scaling | gpu"),
-    model: Optional[str] = typer.Option(None, "--model", help="model size: tiny or small"),
+    name: str = typer.Argument(..., help="throughput | latency | retrieval | peers | backends | scaling | gpu | "
+                                         "scale | fullrun | startup"),
+    model: Optional[str] = typer.Option(None, "--model", help="the model the benchmark uses: tiny, small (large: scale)"),
     out: Optional[Path] = typer.Option(None, "--out", help="results folder (default benchmarks/results)"),
 ) -> None:
     """Run a benchmark of benchmarks/ (JSON + PNG into benchmarks/results/); extra flags go to it
@@ -560,7 +561,7 @@ def bench(
         _fail(ValueError(f"unknown benchmark {name!r}; choose one of {', '.join(entry.BENCHMARKS)}"))
     args = list(ctx.args)
     if model is not None:
-        args += ["--sizes", model] if name == "throughput" else ["--size", model]
+        args += entry.model_args(name, model)
     if out is not None:
         args += ["--out", str(out)]
     entry.run(name, args)

@@ -1,0 +1,76 @@
+"""`rospr bench` / `rospr-bench`: the model flag reaches each benchmark under its own name, missing peers
+and missing BIG-bench are refused before any timing, and every result records the machine's load."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+
+import pytest
+
+from rospr_bench import bench_peers, common, entry, workload
+
+
+@pytest.mark.parametrize("name", sorted(entry.BENCHMARKS))
+def test_model_flag_is_one_the_benchmark_defines(name):
+    module = inspect.getmodule(entry.BENCHMARKS[name])
+    source = inspect.getsource(module)
+    if name not in entry.MODEL_FLAGS:
+        assert name == "retrieval"  # its --sizes are library sizes, not a model
+        with pytest.raises(ValueError, match="has no model choice"):
+            entry.model_args(name, "small")
+        return
+    flag, value = entry.model_args(name, "small")
+    assert value == "small"
+    assert f'add_argument("{flag}"' in source, f"{name} has no {flag} flag"
+
+
+def test_cli_passes_the_model_flag(monkeypatch):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    seen = {}
+    monkeypatch.setattr(entry, "run", lambda name, args: seen.update(name=name, args=args))
+    result = CliRunner().invoke(app, ["bench", "fullrun", "--model", "small", "--limit", "3"])
+    assert result.exit_code == 0, result.output
+    assert seen == {"name": "fullrun", "args": ["--limit", "3", "--model", "small"]}
+    result = CliRunner().invoke(app, ["bench", "retrieval", "--model", "small"])
+    assert result.exit_code == 2 and "has no model choice" in result.output
+
+
+def test_peers_refuse_at_once_without_lm_eval(monkeypatch, tmp_path):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "lm_eval" else real(n, *a))
+    monkeypatch.setattr(bench_peers, "run", lambda *a, **k: pytest.fail("timed something before refusing"))
+    with pytest.raises(ValueError, match=r"needs lm_eval: pip install -e '\.\[bench\]'"):
+        bench_peers.main(["--out", str(tmp_path)])
+    assert entry.main(["peers", "--out", str(tmp_path)]) == 2
+    assert not list(tmp_path.iterdir())
+
+
+def test_long_workload_without_bigbench_is_refused(monkeypatch, tmp_path):
+    monkeypatch.setenv("ROSPR_DATA_DIR", str(tmp_path))  # no bigbench/ there
+    from harness.tasks import fetch
+
+    monkeypatch.setattr(fetch, "cached", lambda what, cache_dir=None: None)
+    assert workload._settings().bigbench is None
+    with pytest.raises(ValueError, match="rospr data fetch bigbench"):
+        workload.long_examples(tokenizer=None)
+
+
+def test_fetched_bigbench_is_used_without_a_data_folder(monkeypatch, tmp_path):
+    (tmp_path / "benchmark_tasks").mkdir()
+    monkeypatch.setenv("ROSPR_DATA_DIR", str(tmp_path / "nothing"))
+    from harness.tasks import fetch
+
+    monkeypatch.setattr(fetch, "cached", lambda what, cache_dir=None: tmp_path / "benchmark_tasks")
+    assert workload._settings().bigbench == str(tmp_path / "benchmark_tasks")
+
+
+def test_results_record_the_load(tmp_path):
+    path = common.write_result("x", {"a": 1}, tmp_path)
+    m = json.loads(path.read_text())["machine"]
+    assert len(m["load_average_at_start"]) == 3 and len(m["load_average_at_end"]) == 3
+    assert all(v >= 0 for v in m["load_average_at_start"] + m["load_average_at_end"])

@@ -158,6 +158,12 @@ def main(argv: list[str] | None = None) -> None:
     if not (model / "config.json").is_file():
         rows.append(step("build", [*ROSPR, "tiny", "--size", args.size, "--out", str(model)], env, work / "logs"))
     weights = sum(p.stat().st_size for p in model.glob("*.safetensors"))
+    # the Triton repository (graph + twin share one copy of the weights as external data) and the run's
+    # export cache each hold the weights once more; a full disk half-way through wastes the export
+    free = shutil.disk_usage(work).free
+    if free < 3 * weights:
+        raise ValueError(f"{work}: {free / 2**30:.1f} GiB free, the scale benchmark needs about "
+                         f"{3 * weights / 2**30:.1f} GiB (the {weights / 2**30:.1f} GiB of weights exported twice, and room)")
     rows.append(step("export", [*ROSPR, "export", "--model", str(model), "--retriever", str(model),
                                 "--out", str(work / "repo")], env, work / "logs"))
     config = work / "run.yaml"
@@ -220,7 +226,7 @@ def plot(result: dict, path: Path) -> None:
     b.invert_yaxis()
     b.legend(fontsize=7, loc="lower right")
     fig.suptitle(f"{result['size']} model ({result['weights_bytes'] / 2**30:.1f} GiB float32) on "
-                 f"{result['machine'].get('cpus', '?')} cores")
+                 f"{result['machine'].get('cores', '?')} cores")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

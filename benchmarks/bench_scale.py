@@ -17,7 +17,9 @@ children of the driver of a local Ray, the Triton server and its python-backend 
 6. ``triton``: ``rospr serve`` on the twin, and a run with ``backend: triton`` against it.
 
 Memory is reported per role (driver, scoring actor, retrieval actor, raylet/gcs, server): it should be
-the model once per process that holds a session, and nothing for a process that does not.
+the model once per process that holds a session, and nothing for a process that does not. Each
+process's last sample is recorded too (``last_rss_mib``): a first run's peak holds the export's
+torch copy and its validation session together, and its last sample shows what scoring kept.
 Writes ``benchmarks/results/scale.json`` and ``scale.png``.
 """
 
@@ -73,6 +75,7 @@ class Sampler:
         self.root = psutil.Process(root_pid)
         self.interval = interval
         self.peak: dict[int, tuple[str, int]] = {}
+        self.last: dict[int, int] = {}  # the latest sample: what a process held at the end of its work
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
@@ -92,14 +95,24 @@ class Sampler:
                 old = self.peak.get(p.pid, (name, 0))
                 keep = old[0] if RANK.get(old[0], 99) <= RANK.get(name, 99) else name
                 self.peak[p.pid] = (keep, max(old[1], rss))
+                self.last[p.pid] = rss
             self._stop.wait(self.interval)
 
     def stop(self) -> dict:
+        """Peak RSS (MiB) per role, largest first."""
         self._stop.set()
         self._thread.join()
+        return self._by_role({pid: rss for pid, (_, rss) in self.peak.items()})
+
+    def last_by_role(self) -> dict:
+        """Each process's RSS (MiB) at its last sample (within ``interval`` of its exit or of ``stop``),
+        per role: a peak well above it was transient (an export's torch copy, say), one equal to it held."""
+        return self._by_role(self.last)
+
+    def _by_role(self, values: dict[int, int]) -> dict:
         by_role: dict[str, list[float]] = {}
-        for name, rss in self.peak.values():
-            by_role.setdefault(name, []).append(round(rss / 2**20, 1))
+        for pid, rss in values.items():
+            by_role.setdefault(self.peak[pid][0], []).append(round(rss / 2**20, 1))
         return {name: sorted(v, reverse=True) for name, v in sorted(by_role.items())}
 
 
@@ -117,7 +130,7 @@ def step(name: str, argv: list[str], env: dict, log_dir: Path) -> dict:
     if rc != 0:
         tail = (log_dir / f"{name.replace(' ', '_')}.log").read_text()[-3000:]
         raise SystemExit(f"step {name!r} failed (exit {rc}):\n{tail}")
-    row = {"step": name, "wall_s": round(wall, 1), "peak_rss_mib": rss}
+    row = {"step": name, "wall_s": round(wall, 1), "peak_rss_mib": rss, "last_rss_mib": sampler.last_by_role()}
     log.info("%s: %.1f s, %s", name, wall, rss)
     return row
 
@@ -195,6 +208,7 @@ def main(argv: list[str] | None = None) -> None:
             serve.terminate()
             serve.wait(timeout=120)
         row["server_peak_rss_mib"] = server.stop()
+        row["server_last_rss_mib"] = server.last_by_role()
         rows.append(row)
     payload = {"size": args.size, "weights_bytes": weights, "rows_per_task": args.rows, "steps": rows}
     path = write_result("scale", payload, args.out)

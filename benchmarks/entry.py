@@ -12,7 +12,6 @@ from typing import Callable
 
 from rospr_bench import (bench_backends, bench_fullrun, bench_gpu, bench_latency, bench_peers, bench_retrieval,
                         bench_scale, bench_scaling, bench_startup, bench_throughput)
-from rospr_bench.common import warn_if_busy
 
 BENCHMARKS: dict[str, Callable[[list[str]], object]] = {
     "throughput": bench_throughput.main, "latency": bench_latency.main, "retrieval": bench_retrieval.main,
@@ -41,7 +40,6 @@ def run(name: str, argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     for noisy in NOISY:
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    warn_if_busy()
     BENCHMARKS[name](argv)
 
 

@@ -43,8 +43,9 @@ log = logging.getLogger(__name__)
 
 # Bump when the graphs or their inputs change: it is part of the cache key of on-demand exports.
 # 2: packed decoder and LM head (only real choices and tokens); 3: cross-attention keys and values
-# projected once per input and shared by its choices (rospr.backbone.PromptedT5._decode).
-EXPORT_VERSION = "3"
+# projected once per input and shared by its choices (rospr.backbone.PromptedT5._decode); 4: the decoder's
+# residual stream packed to real tokens (no projection or feed-forward on a choice's padding), LogSoftmax.
+EXPORT_VERSION = "4"
 OPSET = 17
 SCORER_TOLERANCE = 1e-4
 RETRIEVER_TOLERANCE = 1e-5

@@ -60,7 +60,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from rospr.artifacts import atomic_write_bytes
+from rospr.artifacts import atomic_write_bytes, json_lines
 
 SCHEMA_VERSION = "1.2"
 
@@ -154,18 +154,7 @@ def parse_records(data: bytes, where: str | Path) -> list[dict]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RecordsError(f"{where}: not UTF-8 text (byte {exc.start}); rerun the unit") from None
-    out = []
-    for i, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise RecordsError(f"{where}: line {i} is not JSON ({exc.msg}); rerun the unit") from None
-        if not isinstance(rec, dict):
-            raise RecordsError(f"{where}: line {i} is not a JSON object; rerun the unit")
-        out.append(rec)
-    return out
+    return json_lines(text, where, RecordsError, "rerun the unit")
 
 
 class RecordsError(ValueError):

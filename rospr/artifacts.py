@@ -29,6 +29,24 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def json_lines(text: str, where: str | Path, error: type[ValueError], fix: str) -> list[dict]:
+    """The objects of JSON-lines ``text`` (blank lines skipped): the one reader of records files and
+    row files. Refuses (``error``, naming ``where``, the line and ``fix``) a line that is not JSON or not
+    a JSON object."""
+    out = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise error(f"{where}: line {i} is not valid JSON ({exc.msg}); {fix}") from None
+        if not isinstance(obj, dict):
+            raise error(f"{where}: line {i} is a {type(obj).__name__}, not a JSON object; {fix}")
+        out.append(obj)
+    return out
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so a reader sees the old file or the new one, never a part.
 

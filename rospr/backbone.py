@@ -3,7 +3,8 @@
 ``PromptedT5`` is the one definition of the scoring computation: the PyTorch backend runs it, the
 ONNX export traces it, prompt tuning trains through it. The encoder runs once per input; every
 choice is scored from that encoding, and each decoder layer's cross-attention keys and values are
-projected from it once per input too (export version 3); nothing vocabulary-sized is returned.
+projected from it once per input too (export version 3); the decoder's position-wise work and the LM
+head run on real choice tokens only (version 4); nothing vocabulary-sized is returned.
 """
 
 from __future__ import annotations
@@ -70,6 +71,13 @@ def _clamp_half(h):
     return torch.clamp(h, min=-big, max=big)
 
 
+def _spread(rows, grid_map):
+    """The packed ``rows`` [K, F] laid out in a zero grid [G, F]: ``grid_map`` [G] holds 0 for a
+    padding position and i + 1 for packed row i (a row gather; onnxruntime's Gather is far cheaper
+    than the ScatterElements an ``index_copy`` exports to)."""
+    return torch.cat([rows.new_zeros(1, rows.shape[-1]), rows], dim=0).index_select(0, grid_map)
+
+
 class PromptedT5(nn.Module):
     """T5 encoder with a soft prompt prepended, decoder scoring of every answer choice.
 
@@ -104,10 +112,11 @@ class PromptedT5(nn.Module):
         Takes the encoding ``hidden`` [B, S', D] and ``enc_mask`` [B, S'] of ``encode`` and the
         choices [B, C, T]; returns float32 (float16/bfloat16 models: their dtype) log-probabilities.
 
-        Work is packed: only real choices (a padded choice slot has an all-zero mask) go through the
-        decoder's self-attention and feed-forward, and the LM head (d_model x vocab per token, the
-        largest matmul) runs on real tokens only. Cross-attention keys and values are projected from
-        the encoder output once per input and shared by all of its choices (``_decode``).
+        Work is packed to real tokens: a padded choice slot (all-zero mask) and a choice's padding
+        after its last token go through nothing position-wise (the decoder's projections, feed-forward
+        and LM head, the d_model x vocab matmul, run on the K real tokens only; ``_decode``). Only the
+        attention scores see a [choice, T] grid. Cross-attention keys and values are projected from
+        the encoder output once per input and shared by all of its choices.
         """
         b, c, t = choice_ids.shape
         flat_ids = choice_ids.reshape(b * c, t)
@@ -117,41 +126,48 @@ class PromptedT5(nn.Module):
         mask = flat_mask.index_select(0, rows)
         start = torch.full_like(ids[:, :1], self.decoder_start_token_id)
         dec_in = torch.cat([start, ids[:, :-1]], dim=1)
+        tokens = torch.nonzero(mask.reshape(-1) > 0).squeeze(-1)  # [K] real tokens of those choices in [N*T]
         if _is_t5_decoder(self.model.get_decoder()):
-            out = self._decode(dec_in, mask, hidden, enc_mask, rows, b * c)
+            out = self._decode(dec_in, mask, tokens, hidden, enc_mask, rows, b * c)  # [K, D]
         else:  # another encoder-decoder: its own decoder, the encoding gathered per choice
             owner = torch.div(rows, c, rounding_mode="floor")
             out = self.model.get_decoder()(
                 input_ids=dec_in, attention_mask=mask, encoder_hidden_states=hidden.index_select(0, owner),
                 encoder_attention_mask=enc_mask.index_select(0, owner), use_cache=False,
             ).last_hidden_state
+            out = out.reshape(-1, out.shape[-1]).index_select(0, tokens)
         if self.rescale:
             out = out * (self.model_dim**-0.5)
-        tokens = torch.nonzero(mask.reshape(-1) > 0).squeeze(-1)  # [K] real tokens of those choices
-        logits = self.model.lm_head(out.reshape(-1, out.shape[-1]).index_select(0, tokens)).float()
+        logits = self.model.lm_head(out).float()
         target = ids.reshape(-1).index_select(0, tokens)
-        # log p(token) = logit[token] - logsumexp(logits): no [.., V] log-softmax is materialised.
-        lp = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+        # LogSoftmax then one gather: onnxruntime's LogSoftmax kernel is ~5x its ReduceLogSumExp on
+        # [K, 32128], and the [K, V] logits exist anyway
+        lp = torch.log_softmax(logits, dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
         # back to [B, C, T]: position of each real token in the flat grid
         where = (rows.unsqueeze(1) * t + torch.arange(t, device=rows.device).unsqueeze(0)).reshape(-1)
         grid = torch.zeros(b * c * t, dtype=lp.dtype, device=lp.device).scatter(0, where.index_select(0, tokens), lp)
         return grid.reshape(b, c, t)
 
-    def _decode(self, dec_in, mask, hidden, enc_mask, rows, slots):
-        """The T5 decoder stack over the packed choices ``dec_in``/``mask`` [N, T]; ``rows`` [N] is each
-        choice's slot in the flat [B*C] grid (``slots`` = B*C). Returns the final hidden states [N, T, D].
+    def _decode(self, dec_in, mask, tokens, hidden, enc_mask, rows, slots):
+        """The T5 decoder stack over the packed choices ``dec_in``/``mask`` [N, T]; ``tokens`` [K] are
+        the real tokens' positions in the flat [N*T] grid, ``rows`` [N] each choice's slot in the flat
+        [B*C] grid (``slots`` = B*C). Returns the final hidden states of the real tokens [K, D].
 
-        The same computation as Hugging Face's ``T5Stack`` (its own sub-modules run the self-attention
-        and feed-forward, with the float16 clamps of ``T5Block``), except where the cross-attention gets
-        its keys and values: each layer projects ``hidden`` [B, S', D] once per input, and the queries
-        of an input's choices, laid side by side as one [C*T] query sequence, attend to them together.
-        Cross-attention has no position bias and no causal mask, so every query is independent of the
-        others: grouping them per input changes no number, and no [N, S', D] tensor is made.
+        The same computation as Hugging Face's ``T5Stack`` (the float16 clamps of ``T5Block`` included),
+        rearranged so that no work is spent on padding: the residual stream is [K, D] (real tokens
+        only), so the layer norms, projections and feed-forward (position-wise, hence unchanged by the
+        packing) run on real tokens; each attention scatters its queries/keys/values into a zero grid
+        for the score matmuls and gathers the real tokens' outputs back. Self-attention: [N, T] per
+        choice, causal and padding mask and T5's relative position bias. Cross-attention: each layer
+        projects ``hidden`` [B, S', D] once per input, and the queries of an input's choices, laid side
+        by side as one [C*T] query sequence, attend to them together; cross-attention has no position
+        bias and no causal mask, so every query is independent of the others and the grouping changes
+        no number. No [N, S', D] tensor is made.
         """
         dec = self.model.get_decoder()
         n, t = dec_in.shape
-        b, s = enc_mask.shape
-        h = dec.dropout(dec.embed_tokens(dec_in))
+        b = enc_mask.shape[0]
+        h = dec.dropout(dec.embed_tokens(dec_in.reshape(-1).index_select(0, tokens)))  # [K, D]
         neg = torch.finfo(h.dtype).min
         # self-attention: causal and padding mask plus T5's relative position bias, shared by all layers
         causal = torch.ones(t, t, dtype=torch.bool, device=h.device).tril()
@@ -160,29 +176,52 @@ class PromptedT5(nn.Module):
         self_bias = sa0.compute_bias(t, t, device=h.device).to(h.dtype) + \
             torch.where(allowed, 0.0, neg).to(h.dtype).unsqueeze(1)
         cross_bias = torch.where(enc_mask > 0, 0.0, neg).to(h.dtype)[:, None, None, :]  # [B, 1, 1, S']
+        # each real token's place in the [B, C*T] cross-attention query grid
+        slot_of = (rows.unsqueeze(1) * t + torch.arange(t, device=rows.device).unsqueeze(0)).reshape(-1)
+        cross_slot = slot_of.index_select(0, tokens)
+        # grid -> token maps (0: padding, i + 1: real token i), built once: each attention then spreads
+        # its packed rows into a grid with one row gather (``_spread``), not a scatter per layer
+        pick = torch.arange(1, tokens.shape[0] + 1, device=tokens.device)
+        self_map = torch.zeros(n * t, dtype=tokens.dtype, device=tokens.device).index_put((tokens,), pick)
+        cross_map = torch.zeros(slots * t, dtype=tokens.dtype, device=tokens.device).index_put((cross_slot,), pick)
         for block in dec.block:
-            h = _clamp_half(block.layer[0](h, position_bias=self_bias)[0])
-            h = _clamp_half(self._cross_attention(block.layer[1], h, hidden, cross_bias, rows, slots, b))
+            h = _clamp_half(self._self_attention(block.layer[0], h, self_bias, self_map, tokens, n, t))
+            h = _clamp_half(self._cross_attention(block.layer[1], h, hidden, cross_bias, cross_map, cross_slot, b))
             h = _clamp_half(block.layer[-1](h))
         return dec.dropout(dec.final_layer_norm(h))
 
     @staticmethod
-    def _cross_attention(layer, h, hidden, bias, rows, slots, b):
-        """``T5LayerCrossAttention`` with keys/values per input: ``h`` [N, T, D] decoder states of the
-        packed choices, ``hidden`` [B, S', D] the encoding, ``bias`` [B, 1, 1, S'] its additive mask."""
-        att = layer.EncDecAttention
-        n, t, _ = h.shape
+    def _self_attention(layer, h, bias, grid_map, tokens, n, t):
+        """``T5LayerSelfAttention`` on packed tokens: ``h`` [K, D], ``bias`` [N, H, T, T] (position bias
+        plus causal and padding mask), ``tokens`` [K] their places in the [N*T] grid, ``grid_map`` its
+        inverse (``_spread``)."""
+        att = layer.SelfAttention
         heads, dk = att.n_heads, att.key_value_proj_dim
-        q = att.q(layer.layer_norm(h))  # [N, T, H*dk]
-        # each choice's queries into its (input, choice) slot, then one query sequence per input
-        grid = torch.zeros(slots, t, q.shape[-1], dtype=q.dtype, device=q.device).index_copy(0, rows, q)
-        q = grid.reshape(b, -1, heads, dk).transpose(1, 2)  # [B, H, C*T, dk]
+        x = layer.layer_norm(h)
+        qkv = torch.cat([att.q(x), att.k(x), att.v(x)], dim=-1)  # [K, 3*H*dk]: one spread for all three
+        q, k, v = _spread(qkv, grid_map).reshape(n, t, 3, heads, dk).permute(2, 0, 3, 1, 4).unbind(0)  # each [N, H, T, dk]
+        scores = torch.matmul(q, k.transpose(2, 3)) + bias  # T5 does not scale by dk**-0.5
+        w = nn.functional.softmax(scores.float(), dim=-1).type_as(scores)
+        w = nn.functional.dropout(w, p=att.dropout, training=att.training)
+        ctx = torch.matmul(w, v).transpose(1, 2).reshape(n * t, heads * dk).index_select(0, tokens)
+        return h + layer.dropout(att.o(ctx))
+
+    @staticmethod
+    def _cross_attention(layer, h, hidden, bias, grid_map, slot, b):
+        """``T5LayerCrossAttention`` with keys/values per input: ``h`` [K, D] the packed tokens' states,
+        ``slot`` [K] their places in the [B*C*T] query grid, ``grid_map`` its inverse (``_spread``),
+        ``hidden`` [B, S', D] the encoding, ``bias`` [B, 1, 1, S'] its additive mask."""
+        att = layer.EncDecAttention
+        heads, dk = att.n_heads, att.key_value_proj_dim
+        q = att.q(layer.layer_norm(h))  # [K, H*dk]
+        grid_rows = grid_map.shape[0]
+        q = _spread(q, grid_map).reshape(b, -1, heads, dk).transpose(1, 2)  # [B, H, C*T, dk]: one query sequence per input
         k = att.k(hidden).reshape(b, -1, heads, dk).transpose(1, 2)  # [B, H, S', dk]: once per input
         v = att.v(hidden).reshape(b, -1, heads, dk).transpose(1, 2)
         scores = torch.matmul(q, k.transpose(2, 3)) + bias  # T5 does not scale by dk**-0.5
         w = nn.functional.softmax(scores.float(), dim=-1).type_as(scores)
         w = nn.functional.dropout(w, p=att.dropout, training=att.training)
-        ctx = torch.matmul(w, v).transpose(1, 2).reshape(slots, t, heads * dk).index_select(0, rows)
+        ctx = torch.matmul(w, v).transpose(1, 2).reshape(grid_rows, heads * dk).index_select(0, slot)
         return h + layer.dropout(att.o(ctx))
 
     def forward(self, input_ids, attention_mask, prompt_embeds, prompt_mask, choice_ids, choice_mask):

@@ -261,6 +261,13 @@ def test_local_rows_errors(templates_dir, tmp_path, offline_hub):
         get_task("cb", settings).load("always/sometimes/never")
     assert str(path) in str(err.value) and "line 2" in str(err.value)
 
+    path.write_text('{"premise": "x", "hypothesis": "y", "label": 0}\n[1, 2]\n', encoding="utf-8")
+    with pytest.raises(TaskError, match="line 2 is a list, not a JSON object"):
+        get_task("cb", settings).load("always/sometimes/never")
+    path.write_bytes(b'{"premise": "caf\xe9", "hypothesis": "y", "label": 0}\n')  # Latin-1, not UTF-8
+    with pytest.raises(TaskError, match="not UTF-8 text"):
+        get_task("cb", settings).load("always/sometimes/never")
+
     # a field with the wrong type for the hub schema (winogrande's answer is the string "1"/"2")
     path = write_rows(tmp_path, "winogrande", [dict(ROWS["winogrande"][0], answer=1)])
     with pytest.raises(TaskError) as err:

@@ -10,6 +10,7 @@ from typing import Any, Iterable, Mapping
 
 from harness.tasks.base import TaskError
 from harness.tasks.templates import canonical_json
+from rospr.artifacts import json_lines
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +35,11 @@ def read_rows(path: Path) -> list[dict]:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise TaskError(f"{path}: cannot read rows: {e}") from e
+    except UnicodeDecodeError as e:
+        raise TaskError(f"{path}: not UTF-8 text (byte {e.start}); write the rows as UTF-8 JSON") from None
     rows: list[dict] = []
     if path.suffix == ".jsonl":
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise TaskError(f"{path}: line {lineno} is not valid JSON: {e}; write one object a line") from e
-            if not isinstance(row, dict):
-                raise TaskError(f"{path}: line {lineno} is a {type(row).__name__}, not a JSON object")
-            rows.append(row)
+        rows = json_lines(text, path, TaskError, "write one JSON object a line")
     else:
         try:
             data = json.loads(text)

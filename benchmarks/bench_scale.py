@@ -91,6 +91,8 @@ class Sampler:
                     rss = p.memory_info().rss
                 except self.psutil.Error:
                     continue
+                if rss == 0:  # exited, not yet reaped: keep the last sample it had while alive
+                    continue
                 name = "driver" if p.pid == self.root.pid else role(p)
                 old = self.peak.get(p.pid, (name, 0))
                 keep = old[0] if RANK.get(old[0], 99) <= RANK.get(name, 99) else name

@@ -1,5 +1,6 @@
-"""The version-3 scorer (cross-attention keys and values once per input) against Hugging Face's own
-forward, one (input, choice) at a time with ``labels``, and the exported ONNX graph against both.
+"""The scorer of export version 4 (cross-attention keys and values once per input, the decoder's
+position-wise work and the LM head on real choice tokens only) against Hugging Face's own forward, one
+(input, choice) at a time with ``labels``, and the exported ONNX graph against both.
 
 Batches are built here by hand in the tensor contract (DESIGN.md section 4): right-padded inputs,
 right-aligned soft prompts of mixed lengths (zeros in front), 1 to many choices of different lengths
@@ -115,6 +116,33 @@ def test_cross_attention_keys_values_projected_once_per_input(tiny_backbone, bat
     assert all(shape[:2] == (b, p + s) for shape in seen), seen
 
 
+def test_decoder_position_wise_work_sees_real_tokens_only(tiny_backbone, batches):
+    """Every decoder layer's projections and feed-forward, and the LM head, get the K real choice
+    tokens of the batch: no padded choice slot and no padding after a choice's last token."""
+    model = tiny_backbone[0]
+    seen: dict[str, list[tuple[int, ...]]] = {"self q": [], "cross q": [], "ff": [], "lm_head": []}
+
+    def hook(key):
+        return lambda mod, args, out: seen[key].append(tuple(args[0].shape))
+
+    mods = [("lm_head", model.lm_head)]
+    for block in model.get_decoder().block:
+        mods += [("self q", block.layer[0].SelfAttention.q), ("cross q", block.layer[1].EncDecAttention.q),
+                 ("ff", block.layer[-1].layer_norm)]
+    hooks = [m.register_forward_hook(hook(k)) for k, m in mods]
+    try:
+        batch = batches["mixed_prompts"]  # choice lengths [4, 1, 2], [7], [1, 1], [3, 5, 2, 1, 6]: T = 7
+        torch_scores(model, batch)
+    finally:
+        for h in hooks:
+            h.remove()
+    k = int(batch["choice_mask"].sum())
+    assert k == 33 and batch["choice_mask"].size == 4 * 5 * 7
+    layers = model.config.num_decoder_layers
+    assert seen["self q"] == seen["cross q"] == seen["ff"] == [(k, model.config.d_model)] * layers, seen
+    assert seen["lm_head"] == [(k, model.config.d_model)]
+
+
 def test_gradient_reaches_the_prompt_only(tiny_backbone, batches):
     """Prompt tuning trains through this computation: the prompt's gradient equals HF's."""
     model = tiny_backbone[0]
@@ -144,7 +172,7 @@ def onnx_session(tiny_backbone, tmp_path_factory):
 
     from rospr_export.export import export_scorer
 
-    path = tmp_path_factory.mktemp("v3") / "t0_scorer.onnx"
+    path = tmp_path_factory.mktemp("scorer") / "t0_scorer.onnx"
     export_scorer(tiny_backbone[0], path)
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 

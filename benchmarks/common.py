@@ -16,14 +16,15 @@ RESULTS = Path(__file__).resolve().parent / "results"
 START_LOAD = os.getloadavg()
 
 
-def warn_if_busy(start: tuple[float, ...], end: tuple[float, ...]) -> None:
-    """Log a warning when the machine was busy as the benchmark started or ended (said with its
-    result, so that a benchmark refused for a missing prerequisite prints its one error line only)."""
+def warn_if_busy(start: tuple[float, ...]) -> None:
+    """Log a warning when the machine was busy as the benchmark started (said with its result, so that
+    a benchmark refused for a missing prerequisite prints its one error line only). The load at the
+    end is recorded, not judged: it is mostly the benchmark's own."""
     cores = os.cpu_count() or 1
-    if max(start[0], end[0]) > 0.5 * cores:
+    if start[0] > 0.5 * cores:
         logging.getLogger("rospr_bench").warning(
-            "load average %.2f at start, %.2f at end on %d cores: other work shared the machine, so times are "
-            "pessimistic and ratios skewed (the JSON records the load)", start[0], end[0], cores)
+            "load average %.2f on %d cores when this benchmark started: other work shared the machine, so "
+            "times may be pessimistic and ratios skewed (the JSON records the load)", start[0], cores)
 
 
 def machine() -> dict:
@@ -66,7 +67,7 @@ def write_result(name: str, payload: dict, out_dir: Path | None = None) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.json"
     payload = {"benchmark": name, "machine": machine(), **payload}
-    warn_if_busy(START_LOAD, os.getloadavg())
+    warn_if_busy(START_LOAD)
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
 

@@ -44,7 +44,7 @@ def test_peers_refuse_at_once_without_lm_eval(monkeypatch, tmp_path):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "lm_eval" else real(n, *a))
     monkeypatch.setattr(bench_peers, "run", lambda *a, **k: pytest.fail("timed something before refusing"))
-    with pytest.raises(ValueError, match=r"needs lm_eval: pip install -e '\.\[bench\]'"):
+    with pytest.raises(ValueError, match=r"needs lm_eval( and accelerate)?: pip install -e '\.\[bench\]'"):
         bench_peers.main(["--out", str(tmp_path)])
     assert entry.main(["peers", "--out", str(tmp_path)]) == 2
     assert not list(tmp_path.iterdir())

@@ -150,6 +150,14 @@ def _optimum_export(wrapper, onnx_config, path: Path, external_data: bool | None
         with _force_external_data(external):
             export(wrapper, onnx_config, path, opset=OPSET, device=device,
                    dtype="fp16" if dtype == "float16" else None)
+    except Exception as exc:  # Optimum opens an onnxruntime session on the new graph (fix_dynamic_axes)
+        if dtype == "float32" or not type(exc).__module__.startswith("onnxruntime"):
+            raise
+        raise ExportValidationError(
+            f"{path}: the {dtype} graph cannot be built here: onnxruntime on {device} has no kernel for one of "
+            f"its ops ({str(exc).strip().splitlines()[0][:200]}). Export half precision where it will be served: "
+            "--device cuda with onnxruntime-gpu."
+        ) from None
     finally:
         for c, v in zip(configs, saved):
             c.use_cache = v

@@ -123,3 +123,14 @@ def test_float16_export_within_half_tolerance(tiny_model_dir, tmp_path):
     sess = ort.InferenceSession(str(res.scorer_path), providers=["CPUExecutionProvider"])
     assert {i.name: i.type for i in sess.get_inputs()}["prompt_embeds"] == "tensor(float16)"
     assert sess.get_outputs()[0].type == "tensor(float)"
+
+
+@pytest.mark.slow
+def test_bfloat16_export_where_onnxruntime_cannot_run_it_is_one_clear_error(tiny_model_dir, tmp_path):
+    """onnxruntime's CPU provider has no bfloat16 kernels for some of the graph's ops, and Optimum opens a
+    session on the new graph: the refusal says so and where to export instead, with no manifest left."""
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("onnxruntime-gpu runs bfloat16 graphs")
+    with pytest.raises(ExportValidationError, match=r"bfloat16 graph cannot be (built|checked) here.*--device cuda"):
+        export_models(tiny_model_dir, tmp_path, dtype="bfloat16")
+    assert not (tmp_path / "manifest.json").exists()

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from rospr_bench.common import RESULTS, write_result
+from rospr_bench.common import RESULTS, non_negative_int, positive_int, write_result
 from rospr_bench.workload import examples, model_dir
 
 log = logging.getLogger("bench_backends")
@@ -79,9 +79,9 @@ def plot(results: list[dict], path) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="small")
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--prompt-length", type=int, default=100)
-    ap.add_argument("--per-task", type=int, default=16)
+    ap.add_argument("--batch-size", type=positive_int, default=8)
+    ap.add_argument("--prompt-length", type=non_negative_int, default=100)
+    ap.add_argument("--per-task", type=positive_int, default=16)
     ap.add_argument("--backends", default="torch,onnxruntime,triton")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)

@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from rospr_bench.common import RESULTS, write_result
+from rospr_bench.common import RESULTS, non_negative_int, positive_int, write_result
 from rospr_bench.workload import REPO, model_dir
 
 log = logging.getLogger("bench_fullrun")
@@ -60,8 +60,8 @@ def load() -> float:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="rospr bench fullrun", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="small", help="build/<model>-t0 (built when absent)")
-    ap.add_argument("--limit", type=int, default=400, help="rows per task (0: every row)")
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--limit", type=non_negative_int, default=400, help="rows per task (0: every row)")
+    ap.add_argument("--batch-size", type=positive_int, default=16)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
 

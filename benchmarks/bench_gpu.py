@@ -39,7 +39,7 @@ import sys
 import time
 from pathlib import Path
 
-from rospr_bench.common import RESULTS, Timer, write_result
+from rospr_bench.common import RESULTS, Timer, positive_int, write_result
 
 log = logging.getLogger(__name__)
 
@@ -283,8 +283,8 @@ def run(size: str, batch_sizes: list[int], latency_requests: int, install: bool,
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="small", choices=["tiny", "small"])
-    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 128])
-    ap.add_argument("--latency-requests", type=int, default=200)
+    ap.add_argument("--batch-sizes", type=positive_int, nargs="+", default=[1, 8, 32, 128])
+    ap.add_argument("--latency-requests", type=positive_int, default=200)
     ap.add_argument("--no-install", action="store_true", help="refuse instead of installing the CUDA packages")
     ap.add_argument("--work", default="build/gpu-exports", help="where the exports go")
     ap.add_argument("--out", default=str(RESULTS))

@@ -19,7 +19,8 @@ import time
 
 import numpy as np
 
-from rospr_bench.common import RESULTS, write_result
+from rospr_bench.common import (RESULTS, non_negative_float, non_negative_int, positive_float, positive_int,
+                                write_result)
 from rospr_bench.workload import examples, model_dir
 
 log = logging.getLogger("bench_latency")
@@ -147,11 +148,11 @@ def plot(result: dict, path) -> None:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="small", choices=["tiny", "small"])
-    ap.add_argument("--request-batch", type=int, default=1)
-    ap.add_argument("--prompt-length", type=int, default=100)
-    ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--warmup", type=float, default=2.0)
-    ap.add_argument("--per-task", type=int, default=12)
+    ap.add_argument("--request-batch", type=positive_int, default=1)
+    ap.add_argument("--prompt-length", type=non_negative_int, default=100)
+    ap.add_argument("--seconds", type=positive_float, default=10.0)
+    ap.add_argument("--warmup", type=non_negative_float, default=2.0)
+    ap.add_argument("--per-task", type=positive_int, default=12)
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     result = run(args.size, args.request_batch, args.prompt_length, args.seconds, args.warmup, args.per_task)

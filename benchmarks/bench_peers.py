@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rospr_bench.common import RESULTS, Timer, write_result
+from rospr_bench.common import RESULTS, Timer, non_negative_int, positive_int, write_result
 from rospr_bench.workload import examples as workload_examples
 from rospr_bench.workload import long_examples, model_dir
 from rospr_export.export import EXPORT_VERSION
@@ -206,10 +206,10 @@ def plot(result: dict, path) -> None:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="small", choices=["tiny", "small"])
-    ap.add_argument("--n-per-task", type=int, default=24)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--n-per-task", type=positive_int, default=24)
+    ap.add_argument("--batch-size", type=positive_int, default=8)
     ap.add_argument("--workloads", nargs="+", default=["mixed", "long"], choices=["mixed", "long"])
-    ap.add_argument("--threads", type=int, default=0, help="0: all cores")
+    ap.add_argument("--threads", type=non_negative_int, default=0, help="0: all cores")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     check_peers_installed()

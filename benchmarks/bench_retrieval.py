@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from rospr_bench.common import RESULTS, Timer, write_result
+from rospr_bench.common import RESULTS, Timer, non_negative_int, positive_int, write_result
 
 log = logging.getLogger(__name__)
 
@@ -122,11 +122,11 @@ def plot(result: dict, path) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    ap.add_argument("--dim", type=int, default=512, help="retriever width (T0-small: 512)")
-    ap.add_argument("--queries", type=int, default=1024)
-    ap.add_argument("--top-n", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=0, help="0: all cores")
+    ap.add_argument("--sizes", type=positive_int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    ap.add_argument("--dim", type=positive_int, default=512, help="retriever width (T0-small: 512)")
+    ap.add_argument("--queries", type=positive_int, default=1024)
+    ap.add_argument("--top-n", type=positive_int, default=10)
+    ap.add_argument("--threads", type=non_negative_int, default=0, help="0: all cores")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     import os

@@ -36,7 +36,7 @@ import threading
 import time
 from pathlib import Path
 
-from rospr_bench.common import RESULTS, write_result
+from rospr_bench.common import RESULTS, positive_int, write_result
 
 log = logging.getLogger("bench_scale")
 REPO = Path(__file__).resolve().parents[1]
@@ -157,7 +157,7 @@ def examples_per_s(run_dir: Path) -> tuple[int, float | None]:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="large")
-    ap.add_argument("--rows", type=int, default=32, help="rows per task (two built-in tasks)")
+    ap.add_argument("--rows", type=positive_int, default=32, help="rows per task (two built-in tasks)")
     ap.add_argument("--skip-triton", action="store_true")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)

@@ -25,7 +25,7 @@ import shutil
 import time
 from pathlib import Path
 
-from rospr_bench.common import RESULTS, write_result
+from rospr_bench.common import RESULTS, positive_int, write_result
 from rospr_bench.workload import REPO, model_dir
 
 log = logging.getLogger("bench_scaling")
@@ -89,9 +89,9 @@ def plot(d: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="tiny")
-    ap.add_argument("--actors", type=int, nargs="+", default=[1, 2, 4])
-    ap.add_argument("--limit", type=int, default=200, help="rows per (task, prompt)")
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--actors", type=positive_int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--limit", type=positive_int, default=200, help="rows per (task, prompt)")
+    ap.add_argument("--batch-size", type=positive_int, default=8)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

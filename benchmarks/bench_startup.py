@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from rospr_bench.common import RESULTS, write_result
+from rospr_bench.common import RESULTS, positive_int, write_result
 from rospr_bench.workload import REPO, model_dir
 
 log = logging.getLogger("bench_startup")
@@ -42,7 +42,7 @@ def one_run(config: Path, out: Path, env: dict) -> dict:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="rospr bench startup", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="tiny", help="build/<model>-t0 (built when absent)")
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--runs", type=positive_int, default=5)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
 

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from rospr_bench.common import RESULTS, write_result
+from rospr_bench.common import RESULTS, non_negative_int, positive_int, write_result
 from rospr_bench.workload import examples, model_dir
 
 log = logging.getLogger("bench_throughput")
@@ -155,10 +155,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", nargs="+", default=["tiny", "small"])
     ap.add_argument("--backends", nargs="+", default=["torch", "onnxruntime", "triton"])
-    ap.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES))
-    ap.add_argument("--per-task", type=int, default=12)
-    ap.add_argument("--prompt-length", type=int, default=100)
-    ap.add_argument("--threads", type=int, default=0, help="0: all cores")
+    ap.add_argument("--batch-sizes", type=positive_int, nargs="+", default=list(BATCH_SIZES))
+    ap.add_argument("--per-task", type=positive_int, default=12)
+    ap.add_argument("--prompt-length", type=non_negative_int, default=100)
+    ap.add_argument("--threads", type=non_negative_int, default=0, help="0: all cores")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     result = run(args.sizes, args.backends, args.batch_sizes, args.per_task, args.prompt_length,

@@ -27,6 +27,29 @@ def warn_if_busy(start: tuple[float, ...]) -> None:
             "times may be pessimistic and ratios skewed (the JSON records the load)", start[0], cores)
 
 
+def _checked(kind, test, what):
+    def parse(text: str):
+        import argparse
+
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not test(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+    parse.__name__ = what  # argparse names the type in its message
+    return parse
+
+
+# argparse types for the benchmarks' counts: a count of 0 or less is refused by argparse (exit 2, one
+# line naming the flag) before anything is built or timed
+positive_int = _checked(int, lambda v: v >= 1, "a whole number of 1 or more")
+non_negative_int = _checked(int, lambda v: v >= 0, "a whole number of 0 or more")
+positive_float = _checked(float, lambda v: v > 0 and v != float("inf"), "a number above 0")
+non_negative_float = _checked(float, lambda v: 0 <= v < float("inf"), "a number of 0 or more")
+
+
 def machine() -> dict:
     """CPU model, cores, memory, and the versions of the libraries that do the work."""
     cpu = platform.processor() or platform.machine()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import json
+import re
 
 import pytest
 
@@ -74,3 +75,25 @@ def test_results_record_the_load(tmp_path):
     m = json.loads(path.read_text())["machine"]
     assert len(m["load_average_at_start"]) == 3 and len(m["load_average_at_end"]) == 3
     assert all(v >= 0 for v in m["load_average_at_start"] + m["load_average_at_end"])
+
+
+COUNT_FLAGS = [(name, flag, bad) for name in sorted(entry.BENCHMARKS)
+               for flag, kind in re.findall(r'add_argument\("(--[a-z-]+)", type=(positive_int|non_negative_int|'
+                                            r'positive_float|non_negative_float)',
+                                            inspect.getsource(inspect.getmodule(entry.BENCHMARKS[name])))
+               for bad in (["0", "-1", "x"] if kind.startswith("positive") else ["-1", "x"])]
+
+
+@pytest.mark.parametrize("name,flag,bad", COUNT_FLAGS)
+def test_a_count_of_zero_or_less_is_refused_before_any_work(name, flag, bad, capsys):
+    with pytest.raises(SystemExit) as exc:
+        entry.BENCHMARKS[name]([flag, bad])
+    assert exc.value.code == 2
+    assert f"argument {flag}" in capsys.readouterr().err
+
+
+def test_every_numeric_flag_is_checked():
+    assert len({(n, f) for n, f, _ in COUNT_FLAGS}) >= 25
+    for name in entry.BENCHMARKS:
+        source = inspect.getsource(inspect.getmodule(entry.BENCHMARKS[name]))
+        assert not re.search(r"add_argument\([^)]*type=(int|float)\b", source), name

@@ -60,7 +60,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from rospr.artifacts import atomic_write_bytes, json_lines
+from rospr.artifacts import atomic_write_bytes, json_document, json_lines
 
 SCHEMA_VERSION = "1.2"
 
@@ -253,16 +253,12 @@ def read_results(path: Path) -> ResultsFile:
 
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ValueError(f"{path}: no such file; is {path.parent} a run directory?") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: cannot read it ({exc}); restore it or rerun") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
-                         "restore it or rerun") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: not a results file (a JSON object is expected); restore it or rerun")
+    data = json_document(text, path, ValueError, "not a results file; restore it or rerun")
     version = str(data.get("schema_version", ""))
     if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
         raise ValueError(f"{path}: schema_version {version!r}; this rospr reads {SCHEMA_VERSION}")

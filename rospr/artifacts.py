@@ -29,6 +29,20 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def json_document(text: str, where: str | Path, error: type[ValueError], fix: str, expect: type = dict):
+    """The JSON value of ``text``, which must be an ``expect`` (dict or list): the one parser of the JSON
+    files a user or a run supplies (checkpoint configs, results files, task.json, row lists). Refuses
+    (``error``, naming ``where``, the position and ``fix``) invalid JSON and a value of another type."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); {fix}") from None
+    if not isinstance(data, expect):
+        kind = {dict: "object", list: "list"}.get(expect, expect.__name__)
+        raise error(f"{where}: a JSON {kind} is expected, not a {type(data).__name__}; {fix}")
+    return data
+
+
 def json_lines(text: str, where: str | Path, error: type[ValueError], fix: str) -> list[dict]:
     """The objects of JSON-lines ``text`` (blank lines skipped): the one reader of records files and
     row files. Refuses (``error``, naming ``where``, the line and ``fix``) a line that is not JSON or not

@@ -11,6 +11,8 @@ import json
 import re
 from pathlib import Path
 
+from rospr.artifacts import json_document
+
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded: the message names the file (or the name), what is wrong, the fix."""
@@ -64,14 +66,10 @@ def check_checkpoint(name_or_path: str | Path, field: str = "model.name_or_path"
         f = path / fname
         if f.is_file():
             try:
-                data = json.loads(f.read_text(encoding="utf-8"))
+                text = f.read_text(encoding="utf-8")
             except UnicodeDecodeError:
                 raise CheckpointError(f"{f}: not UTF-8 text; restore or re-download the checkpoint") from None
-            except json.JSONDecodeError as exc:
-                raise CheckpointError(f"{f}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
-                                      "restore or re-download the checkpoint") from None
-            if not isinstance(data, dict):
-                raise CheckpointError(f"{f}: a JSON object is expected; restore or re-download the checkpoint")
+            json_document(text, f, CheckpointError, "restore or re-download the checkpoint")
     weights = sorted(w for pattern in _WEIGHTS for w in path.glob(pattern))
     if not weights:
         raise CheckpointError(f"{path}: no weight files (model.safetensors or pytorch_model.bin) in the checkpoint "

@@ -54,7 +54,6 @@ for every score a file may hold:
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import re
@@ -66,6 +65,7 @@ from typing import Any
 
 from harness.tasks.base import DataSettings, TaskError
 from harness.tasks.common import content_hash
+from rospr.artifacts import json_document
 from rospr.data import Example, UnitData
 
 log = logging.getLogger(__name__)
@@ -210,13 +210,7 @@ class _Source:
                 ) from e
             except (OSError, UnicodeDecodeError) as e:
                 raise TaskError(f"{where}: cannot read task.json: {e}") from e
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise TaskError(f"{where}: not valid JSON: {e}; fix or re-download the file") from e
-        if not isinstance(data, dict):
-            raise TaskError(f"{where}: the top level must be a JSON object, got {type(data).__name__}")
-        return data, where
+        return json_document(raw, where, TaskError, "fix or re-download the file"), where
 
     def subfolders(self, task: str) -> list[str] | None:
         """Sub-folders of ``task`` holding a task.json (sorted); ``None`` for a URL source."""

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from harness.tasks.base import TaskError
 from harness.tasks.templates import canonical_json
-from rospr.artifacts import json_lines
+from rospr.artifacts import json_document, json_lines
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +40,7 @@ def read_rows(path: Path) -> list[dict]:
     if path.suffix == ".jsonl":
         rows = json_lines(text, path, TaskError, "write one JSON object a line")
     else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise TaskError(f"{path}: not valid JSON: {e}; write a list of row objects") from e
-        if not isinstance(data, list):
-            raise TaskError(f"{path}: expected a JSON list of row objects, got {type(data).__name__}")
+        data = json_document(text, path, TaskError, "write a list of row objects", expect=list)
         for i, row in enumerate(data):
             if not isinstance(row, dict):
                 raise TaskError(f"{path}: item {i} is a {type(row).__name__}, not a JSON object")

@@ -9,6 +9,8 @@ head run on real choice tokens only (version 4); nothing vocabulary-sized is ret
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 from pathlib import Path
 
@@ -78,6 +80,31 @@ def _spread(rows, grid_map):
     return torch.cat([rows.new_zeros(1, rows.shape[-1]), rows], dim=0).index_select(0, grid_map)
 
 
+def _checkpoint(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` keeping only its inputs for backward (recomputed there)."""
+    from torch.utils.checkpoint import checkpoint
+
+    return checkpoint(fn, *args, use_reentrant=False, **kwargs)
+
+
+@contextlib.contextmanager
+def _checkpointed(blocks, on: bool):
+    """Within the ``with`` block, each module of ``blocks`` runs checkpointed (``_checkpoint``) when
+    ``on``; their own ``forward`` is restored after."""
+    if not on:
+        yield
+        return
+    wrapped = []
+    try:
+        for block in blocks:
+            block.forward = functools.partial(_checkpoint, type(block).forward.__get__(block))
+            wrapped.append(block)
+        yield
+    finally:
+        for block in wrapped:
+            del block.forward  # back to the class's method
+
+
 class PromptedT5(nn.Module):
     """T5 encoder with a soft prompt prepended, decoder scoring of every answer choice.
 
@@ -87,9 +114,15 @@ class PromptedT5(nn.Module):
     unmasked tokens under teacher forcing.
     """
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, checkpoint_blocks: bool = False) -> None:
         super().__init__()
         self.model = model
+        # Gradient checkpointing of the frozen backbone (prompt tuning): each encoder and decoder block
+        # keeps only its input for backward and recomputes the rest. Hugging Face's own switch
+        # (gradient_checkpointing_enable) acts only in training mode and our decoder loop bypasses
+        # T5Block, so the blocks are wrapped here, non-reentrant (the prompt, not a block input, is the
+        # leaf that needs the gradient). Only while gradients are recorded; scoring and export are unchanged.
+        self.checkpoint_blocks = checkpoint_blocks
         cfg = model.config
         self.decoder_start_token_id = int(cfg.decoder_start_token_id if cfg.decoder_start_token_id is not None else cfg.pad_token_id)
         # T5 v1.1 / T0 have untied embeddings: the decoder output is NOT rescaled by d_model**-0.5.
@@ -103,8 +136,13 @@ class PromptedT5(nn.Module):
         if prompt_embeds is not None and prompt_embeds.shape[1] > 0:
             embeds = torch.cat([prompt_embeds.to(embeds.dtype), embeds], dim=1)
             attention_mask = torch.cat([prompt_mask.to(attention_mask.dtype), attention_mask], dim=1)
-        hidden = self.model.get_encoder()(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
+        encoder = self.model.get_encoder()
+        with _checkpointed(getattr(encoder, "block", ()), self._checkpointing()):
+            hidden = encoder(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
         return hidden, attention_mask
+
+    def _checkpointing(self) -> bool:
+        return self.checkpoint_blocks and torch.is_grad_enabled()
 
     def token_logprobs(self, hidden, enc_mask, choice_ids, choice_mask):
         """Log-probability of every choice token [B, C, T] (masked positions are 0).
@@ -184,10 +222,13 @@ class PromptedT5(nn.Module):
         pick = torch.arange(1, tokens.shape[0] + 1, device=tokens.device)
         self_map = torch.zeros(n * t, dtype=tokens.dtype, device=tokens.device).index_put((tokens,), pick)
         cross_map = torch.zeros(slots * t, dtype=tokens.dtype, device=tokens.device).index_put((cross_slot,), pick)
-        for block in dec.block:
+        def step(block, h):
             h = _clamp_half(self._self_attention(block.layer[0], h, self_bias, self_map, tokens, n, t))
             h = _clamp_half(self._cross_attention(block.layer[1], h, hidden, cross_bias, cross_map, cross_slot, b))
-            h = _clamp_half(block.layer[-1](h))
+            return _clamp_half(block.layer[-1](h))
+
+        for block in dec.block:
+            h = _checkpoint(step, block, h) if self._checkpointing() else step(block, h)
         return dec.dropout(dec.final_layer_norm(h))
 
     @staticmethod

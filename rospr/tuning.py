@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import logging
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
@@ -59,12 +60,28 @@ class TuneSettings:
     input_eos: bool = False  # the T0 convention, as in scoring
     threads: int = field(default=1, metadata={"help": "intra-op threads per prompt being trained (in process "
                                                       "and per Ray actor)"})
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda or cuda:N; null: the model's device "
+                                                               "(model.device in a run)"})
+    dtype: Literal["float32", "bfloat16"] = field(default="float32", metadata={
+        "help": "backbone weights; bfloat16 keeps a float32 master prompt and optimizer state"})
+    micro_batch_size: int | None = field(default=None, metadata={
+        "help": "examples per forward/backward, gradients accumulated over the batch; null: the whole batch"})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "help": "recompute the frozen backbone's activations in backward (less memory, ~1/3 more compute)"})
 
     def __post_init__(self) -> None:
         for name in ("prompt_length", "steps", "batch_size", "init_vocab_top", "max_input_tokens",
                      "max_target_tokens", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"tune.{name} must be >= 1, got {getattr(self, name)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"rospr.tune.dtype={self.dtype!r}: choose float32 or bfloat16")
+        if self.device is not None and not _DEVICE.fullmatch(self.device):
+            raise ValueError(f"rospr.tune.device={self.device!r}: give cpu, cuda or cuda:N (or null for the model's device)")
+        m = self.micro_batch_size
+        if m is not None and (m < 1 or self.batch_size % m):
+            raise ValueError(f"rospr.tune.micro_batch_size={m} does not divide rospr.tune.batch_size={self.batch_size}; "
+                             f"give a divisor of it ({_divisors(self.batch_size)}) or null for the whole batch")
         if self.weight_decay < 0:
             raise ValueError(f"tune.weight_decay must be >= 0, got {self.weight_decay}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -75,10 +92,72 @@ class TuneSettings:
             raise ValueError(f"tune.init {self.init!r}: choose vocab or uniform")
 
     def training_fields(self) -> dict:
-        """The settings that decide the trained numbers (``threads`` is left out: it is speed)."""
+        """The settings that decide the trained numbers, hence the prompt's ``train_key``.
+
+        Left out: ``threads``, ``micro_batch_size`` and ``gradient_checkpointing`` (speed and memory
+        only: accumulation and recomputation give the same prompt, tests/test_tuning.py), and
+        ``device`` (float32 on a GPU differs from the CPU by reduction order only, ~1e-6: a bank moved
+        between machines is reused, not retrained). ``dtype`` changes the numbers and is kept, except
+        at float32, so that banks tuned before it existed keep their keys.
+        """
         fields = asdict(self)
-        fields.pop("threads")
+        for speed_only in ("threads", "device", "micro_batch_size", "gradient_checkpointing"):
+            fields.pop(speed_only)
+        if fields["dtype"] == "float32":
+            fields.pop("dtype")
         return fields
+
+    @property
+    def micro_batch(self) -> int:
+        """Examples per forward/backward pass."""
+        return self.micro_batch_size or self.batch_size
+
+
+DTYPES = ("float32", "bfloat16")
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+
+
+def _divisors(n: int) -> str:
+    return ", ".join(str(d) for d in range(1, n + 1) if n % d == 0)
+
+
+def resolve_device(settings: TuneSettings, model=None):
+    """The ``torch.device`` tuning runs on: ``settings.device``, else ``model``'s device, else the CPU.
+
+    Refuses (``ValueError``, naming the setting and the fix): cuda where torch sees no GPU (a CPU
+    build, no driver, or a Ray actor that reserved no GPU), cuda:N beyond the visible GPUs, and
+    bfloat16 on a GPU without it (compute capability below 8.0). Under Ray each actor sees only the
+    GPUs it reserved, as cuda:0...: give ``cuda`` there, not another actor's index.
+    """
+    import torch
+
+    if settings.device is not None:
+        device = torch.device(settings.device)
+    elif model is not None:
+        device = next(model.parameters()).device
+    else:
+        device = torch.device("cpu")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"rospr.tune.device={settings.device or device}: torch sees no GPU here "
+                             "(torch.cuda.is_available() is false: a CPU build of torch, no driver, or no GPU "
+                             "reserved: rospr.tune.num_gpus_per_worker); set rospr.tune.device=cpu or run where a GPU is")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"rospr.tune.device={settings.device}: only {count} GPU(s) visible (cuda:0..cuda:{count - 1}); "
+                             "give one of them, or cuda (each Ray actor sees its own GPUs from cuda:0)")
+        if settings.dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
+            name = torch.cuda.get_device_name(device)
+            raise ValueError(f"rospr.tune.dtype=bfloat16: {name} has no bfloat16 (compute capability below 8.0); "
+                             "set rospr.tune.dtype=float32")
+    return device
+
+
+def torch_dtype(settings: TuneSettings):
+    """The backbone's ``torch.dtype`` for ``settings.dtype``."""
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[settings.dtype]
 
 
 @dataclass(frozen=True)
@@ -200,12 +279,61 @@ def _optimizer(param, settings: TuneSettings):
     return torch.optim.AdamW([param], lr=settings.lr, weight_decay=settings.weight_decay)
 
 
+def place_backbone(model, settings: TuneSettings):
+    """Move ``model`` (in place) to the device and dtype ``settings`` train on; returns it.
+
+    Refuses what ``resolve_device`` refuses. Used on a backbone of one's own: the shared one of a run
+    stays where it is (``TuneWorker`` loads its own copy when the run's does not match)."""
+    return model.to(device=resolve_device(settings, model), dtype=torch_dtype(settings))
+
+
+def _is_placed(model, settings: TuneSettings) -> bool:
+    device = resolve_device(settings, model)
+    param = next(model.parameters())
+    # "cuda" (no index) is the current GPU: a model on any GPU index counts as placed for it
+    here = param.device.type == device.type and (device.index is None or param.device.index == device.index)
+    return here and param.dtype == torch_dtype(settings)
+
+
+def _check_placed(model, settings: TuneSettings):
+    """The device to train on; refuses (``ValueError``) a model elsewhere or in another dtype."""
+    param = next(model.parameters())
+    if not _is_placed(model, settings):
+        device = resolve_device(settings, model)
+        raise ValueError(f"prompt tuning: the backbone is {param.dtype} on {param.device}, the settings ask for "
+                         f"{settings.dtype} on {device} (rospr.tune.device / rospr.tune.dtype); move it first "
+                         "(rospr.tuning.place_backbone) or change the settings")
+    return param.device
+
+
+def _micro_loss(core, prompt, batch, device):
+    """Summed negative log-likelihood (float32) of one micro-batch's target tokens."""
+    import torch
+
+    ids, am, tgt, tm = (x.to(device) for x in batch)
+    b = ids.shape[0]
+    pe = prompt.to(core.model.dtype).unsqueeze(0).expand(b, -1, -1)  # the float32 master, cast for the forward
+    pm = torch.ones((b, prompt.shape[0]), dtype=am.dtype, device=device)
+    hidden, enc_mask = core.encode(ids, am, pe, pm)
+    return -core.token_logprobs(hidden, enc_mask, tgt, tm).float().sum()
+
+
 def tune_prompt(model, tokenizer, examples: Sequence[Example], settings: TuneSettings, seed: int,
                 on_step: Callable[[int, float], None] | None = None) -> TuneResult:
     """Train one soft prompt on ``examples`` (their input text and target) with ``model`` frozen.
 
+    ``model`` must already be on ``settings``' device and dtype (``place_backbone``). Each step's
+    loss is the mean negative log-likelihood per target token of its batch; with
+    ``micro_batch_size`` the batch runs in slices whose summed losses are divided by the whole
+    batch's target tokens, so the gradient is the full batch's. In bfloat16 the backbone computes in
+    bfloat16 while the prompt (the only parameter) and the optimizer state stay float32 and the loss
+    is summed in float32 (log-softmax included). bfloat16 runs on the CPU too (slowly: the same code
+    as on a GPU, which is what the CPU test checks); not ``torch.autocast``, which would keep float32
+    weights and cast them at every matmul: twice the weight memory that bfloat16 is there to save.
+
     Returns the prompt (float32 [P, D]) and the loss of every step. Refuses (``RuntimeError``) a
-    backbone that receives a gradient, and (``ValueError``) examples without a target.
+    backbone that receives a gradient, (``ValueError``) examples without a target, and a model that
+    is not where ``settings`` ask (``resolve_device``'s refusals included).
     """
     import torch
 
@@ -213,37 +341,35 @@ def tune_prompt(model, tokenizer, examples: Sequence[Example], settings: TuneSet
 
     if not examples:
         raise ValueError("no training examples")
+    device = _check_placed(model, settings)
     model.eval()  # no dropout: a frozen backbone, deterministic training
     model.requires_grad_(False)
-    core = PromptedT5(model)
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
+    core = PromptedT5(model, checkpoint_blocks=settings.gradient_checkpointing)
     pairs = _encode_pairs(tokenizer, examples, settings)
     pad = tokenizer.pad_token_id or 0
-    prompt = torch.nn.Parameter(init_prompt(model, settings, seed).to(device))
+    prompt = torch.nn.Parameter(init_prompt(model, settings, seed).to(device))  # float32 master copy
     opt = _optimizer(prompt, settings)
     rng = np.random.default_rng(seed)
     order: list[int] = []
     losses: list[float] = []
+    m = settings.micro_batch
     for step in range(settings.steps):
         if len(order) < settings.batch_size:
             order += rng.permutation(len(pairs)).tolist()  # epochs of shuffled examples
         idx, order = order[: settings.batch_size], order[settings.batch_size:]
-        ids, am, tgt, tm = (x.to(device) for x in _batch(pairs, idx, pad))
-        b = ids.shape[0]
-        pe = prompt.to(dtype).unsqueeze(0).expand(b, -1, -1)
-        pm = torch.ones((b, prompt.shape[0]), dtype=am.dtype, device=device)
-        hidden, enc_mask = core.encode(ids, am, pe, pm)
-        lp = core.token_logprobs(hidden, enc_mask, tgt, tm)
-        loss = -lp.sum() / tm.sum()
+        n_tokens = sum(len(pairs[i][1]) for i in idx)  # the batch's target tokens: one normaliser for all slices
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        total = torch.zeros((), dtype=torch.float32, device=device)
+        for start in range(0, len(idx), m):  # each slice padded to its own longest row
+            loss = _micro_loss(core, prompt, _batch(pairs, idx[start: start + m], pad), device) / n_tokens
+            loss.backward()
+            total += loss.detach()
         if step == 0:
             leaked = [n for n, p in model.named_parameters() if p.grad is not None or p.requires_grad]
             if leaked:
                 raise RuntimeError(f"prompt tuning: the backbone is not frozen ({leaked[:3]} ... get gradients)")
         opt.step()
-        value = float(loss.detach())
+        value = float(total)
         if not math.isfinite(value):
             raise RuntimeError(f"prompt tuning diverged at step {step} (loss {value}); lower tune.lr")
         losses.append(value)
@@ -262,11 +388,19 @@ class TuneWorker:
     harness places it (the harness runs it as a Ray actor). The per-prompt training function."""
 
     def __init__(self, name_or_path: str, settings: TuneSettings, model=None, tokenizer=None) -> None:
+        """Uses ``model``/``tokenizer`` when given and already on ``settings``' device and dtype, else
+        loads its own copy there (the given one is left untouched). Refuses what ``resolve_device``
+        refuses, before loading anything."""
+        self.device = resolve_device(settings, model)
+        if model is not None and not _is_placed(model, settings):
+            log.info("tuning loads its own backbone in %s on %s (the run's is elsewhere)", settings.dtype, self.device)
+            model = None
         if model is None:
             from rospr.backbone import load_backbone
 
             with torch_threads(settings.threads):
-                model, tokenizer, _ = load_backbone(name_or_path)
+                model, tokenizer, _ = load_backbone(name_or_path, dtype=torch_dtype(settings))
+                model.to(self.device)
         self.model, self.tokenizer, self.settings = model, tokenizer, settings
 
     def tune(self, job: TuneJob) -> tuple[str, TuneResult]:

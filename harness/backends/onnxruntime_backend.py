@@ -61,11 +61,10 @@ def ensure_export(model: str | Path | None, retriever: str | Path | None = None,
     Concurrent callers (several actors) may export at once: each writes a private temporary folder
     and renames it into place; the first rename wins and the others discard theirs.
     """
-    from rospr_export.export import ExportIntegrityError, cache_key, export_models, find_manifest, verify_export
+    from rospr_export.export import ExportIntegrityError, export_models, find_manifest, verify_export
 
-    root = cache_root("onnx", cache_dir)
-    key = cache_key(model, retriever, dtype, prompt_dtype)
-    target = root / key
+    target = export_folder(model, retriever, dtype, cache_dir, prompt_dtype)
+    root, key = target.parent, target.name
 
     def usable() -> bool:
         if find_manifest(target) is None:
@@ -99,6 +98,15 @@ def ensure_export(model: str | Path | None, retriever: str | Path | None = None,
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def export_folder(model: str | Path | None, retriever: str | Path | None = None, dtype: str = "float32",
+                  cache_dir: str | Path | None = None, prompt_dtype: str | None = None) -> Path:
+    """Where the export of ``model`` (and ``retriever``) lives in the cache, whether or not it is
+    there yet: ``<cache>/<cache_key>``. Reads the checkpoints' configs and weight digests only."""
+    from rospr_export.export import cache_key
+
+    return cache_root("onnx", cache_dir) / cache_key(model, retriever, dtype, prompt_dtype)
 
 
 def _discard(folder: Path, root: Path) -> None:
@@ -273,7 +281,7 @@ class OnnxEmbedder:
 def create_onnxruntime_backend(model: ModelConfig, ort_cfg: OnnxRuntimeConfig, scoring: ScoringConfig) -> Backend:
     """The onnxruntime ``Backend`` of ``model`` (exported on first use into ``onnxruntime.cache_dir``),
     with ``onnxruntime.threads`` (else ``scoring.threads``) intra-op threads."""
-    from rospr_export.export import find_manifest, graph_digest
+    from rospr_export.export import find_manifest
     from harness.backends.tokenizer import load_tokenizer
 
     # exported and verified now (stat-keyed); the session is opened, from bytes hashed in full, by
@@ -285,14 +293,21 @@ def create_onnxruntime_backend(model: ModelConfig, ort_cfg: OnnxRuntimeConfig, s
     scorer = OnnxScorer(io_binding=ort_cfg.io_binding, opener=lambda: _verified_session(
         model.name_or_path, None, model.dtype, ort_cfg.cache_dir, "t0_scorer", **session_options)[2])
     tokenizer = load_tokenizer(model.name_or_path)  # tokenizer.json: no transformers, no torch
+    return Backend("onnxruntime", scorer, tokenizer, onnx_identity(model, ort_cfg, folder, manifest))
+
+
+def onnx_identity(model: ModelConfig, ort_cfg: OnnxRuntimeConfig, folder: Path, manifest: dict) -> dict:
+    """The onnxruntime backend's identity of the scorer exported in ``folder`` (its ``manifest``):
+    the model's, with the export's cache key, dtype, provider and the graph's content hash."""
+    from rospr_export.export import graph_digest
+
     # The export cache is content-addressed: the same weights exported from another path share the
     # entry, so the name shown is this config's, not the one the entry was first exported under.
     name = model.name_or_path
-    identity = dict(manifest["model"], name=Path(name).name if Path(name).exists() else name,
-                    onnx_cache_key=folder.name, onnx_dtype=manifest["dtype"],
-                    onnx_provider=list(ort_cfg.providers or default_providers(model.device))[0],
-                    onnx_graph_sha256=graph_digest(manifest, "t0_scorer"))
-    return Backend("onnxruntime", scorer, tokenizer, identity)
+    return dict(manifest["model"], name=Path(name).name if Path(name).exists() else name,
+                onnx_cache_key=folder.name, onnx_dtype=manifest["dtype"],
+                onnx_provider=list(ort_cfg.providers or default_providers(model.device))[0],
+                onnx_graph_sha256=graph_digest(manifest, "t0_scorer"))
 
 
 def create_onnxruntime_embedder(retriever: str | Path, model: ModelConfig, ort_cfg: OnnxRuntimeConfig,

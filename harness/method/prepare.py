@@ -87,16 +87,25 @@ def library_entries(bank: PromptBank, settings: DataSettings, n: int) -> list[Li
     return entries
 
 
-def _library(config: RunConfig, jobs: list[TuneJob], bank: PromptBank, embedder, rtok) -> Library:
-    """The library of ``jobs``' prompts: reused when its ``build_key`` matches, else (re)built.
-    Refuses (``ArtifactError``) a library edited on disk."""
+def library_inputs(config: RunConfig, jobs: list[TuneJob], bank: PromptBank) -> tuple[list[LibraryEntry], dict, str, str]:
+    """What the library of ``jobs``' prompts is built from: its entries (the first ``rospr.library_n``
+    training inputs of each job), the retriever's identity, the bank's hash of those prompts and
+    the ``build_key`` (``rospr plan`` reads the same key to say whether the library is reused)."""
     rc = config.rospr
     identity = retriever_identity(rc.retriever or config.model.name_or_path)
     entries = [LibraryEntry(job.id, job.source, tuple(ex.input_text for ex in job.examples[: rc.library_n]))
                for job in jobs]
-    index = rc.index.settings()
     bank_hash = bank.content_hash([job.id for job in jobs])
-    key = build_key(entries, bank_hash, identity, index, rc.normalize, config.scoring.max_input_tokens)
+    key = build_key(entries, bank_hash, identity, rc.index.settings(), rc.normalize, config.scoring.max_input_tokens)
+    return entries, identity, bank_hash, key
+
+
+def _library(config: RunConfig, jobs: list[TuneJob], bank: PromptBank, embedder, rtok) -> Library:
+    """The library of ``jobs``' prompts: reused when its ``build_key`` matches, else (re)built.
+    Refuses (``ArtifactError``) a library edited on disk."""
+    rc = config.rospr
+    entries, identity, bank_hash, key = library_inputs(config, jobs, bank)
+    index = rc.index.settings()
     library = None
     if (Path(rc.library) / "manifest.json").exists():
         try:  # the retriever is part of build_key: another retriever makes it stale, not invalid

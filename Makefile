@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 ROSPR := $(VENV)/bin/rospr
 TINY := build/tiny-t0
 
-.PHONY: setup demo test tiny clean
+.PHONY: setup demo test test-data tiny clean
 
 setup: $(VENV)/.installed
 
@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
-	# promptsource 0.2.3's templates from its sdist on the package registry (sha256-pinned; ~/.cache/rospr/data)
+	# promptsource 0.2.3's templates from its sdist on the package registry (sha256-pinned; the data cache, ~/.cache/rospr/data)
 	$(ROSPR) data fetch templates
 	touch $@
 
@@ -28,7 +28,12 @@ demo: $(TINY)/config.json
 	$(ROSPR) run configs/demo.yaml --out runs/demo
 	@echo "report: runs/demo/report.md"
 
-test: setup
+# The suite reads the same promptsource / BIG-bench sdists users get: fetched once per machine into the
+# data cache (pip checks their sha256; a cached copy is only checked, not fetched again).
+test-data: setup
+	$(ROSPR) data fetch templates bigbench
+
+test: test-data
 	$(PY) -m pytest -q
 
 clean:

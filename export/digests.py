@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 from rospr.artifacts import atomic_write_bytes
+from rospr.cachedirs import cache_path
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,9 @@ RACY_S = 2.0  # a file changed this recently may change again within the same ct
 
 def default_memo() -> Path:
     """The side file where checkpoint weight digests are remembered: ``$ROSPR_DIGEST_MEMO``, else
-    ``.cache/rospr/digests.json`` (beside the project's other caches)."""
-    return Path(os.environ.get("ROSPR_DIGEST_MEMO") or ".cache/rospr/digests.json")
+    ``digests.json`` under the user cache root, beside the project's other caches
+    (``rospr.cachedirs``: ``$ROSPR_HOME``, else ``$XDG_CACHE_HOME/rospr``, else ``~/.cache/rospr``)."""
+    return cache_path("digests")
 
 
 def stat_key(st: os.stat_result) -> list[int]:

@@ -35,6 +35,7 @@ from typing import Any
 from rospr_export.export import weights_digest
 from harness.config import RosprConfig
 from rospr.artifacts import seal
+from rospr.cachedirs import cache_path
 from rospr.identity import digest_json
 from rospr.library import Library
 from rospr.scoring import Convention
@@ -44,9 +45,6 @@ log = logging.getLogger(__name__)
 
 CACHE_FORMAT = "rospr-unit-cache"
 CACHE_VERSION = 2  # 2: sealed meta, graph sha256 in the model's identity
-# The project's caches: (environment variable, default folder) of each.
-CACHES = {"units": ("ROSPR_UNIT_CACHE", Path(".cache/rospr/units")),
-          "onnx": ("ROSPR_ONNX_CACHE", Path(".cache/rospr/onnx"))}
 # Where a model is served from is not what it is.
 _LOCATION_KEYS = ("triton_url",)
 
@@ -54,9 +52,12 @@ _LOCATION_KEYS = ("triton_url",)
 def cache_root(kind: str, dir_: str | Path | None = None) -> Path:
     """The folder of the cache ``kind`` (``units``: this module's; ``onnx``: on-demand exports): the
     argument, else its environment variable (``$ROSPR_UNIT_CACHE``, ``$ROSPR_ONNX_CACHE``), else its
-    default under ``.cache/rospr``. Refuses (``KeyError``) another kind."""
-    env, default = CACHES[kind]
-    return Path(dir_ or os.environ.get(env) or default)
+    folder under the user cache root (``rospr.cachedirs``: ``$ROSPR_HOME``, else
+    ``$XDG_CACHE_HOME/rospr``, else ``~/.cache/rospr``), never the current folder. Refuses
+    (``KeyError``) another kind."""
+    if kind not in ("units", "onnx"):
+        raise KeyError(f"unknown cache kind {kind!r}: units or onnx")
+    return cache_path(kind, dir_)
 
 
 def local_weights(name_or_path: str) -> str | None:

@@ -1,4 +1,5 @@
-"""Shared fixtures: the reference data beside the repository and the tiny model."""
+"""Shared fixtures: the task data (the pinned sdists from the package registry), the tiny model, and
+caches kept out of the user's cache folder."""
 
 from __future__ import annotations
 
@@ -7,26 +8,65 @@ from pathlib import Path
 
 import pytest
 
+from harness.tasks import fetch as fetching
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("ROSPR_SHARED_DATA", REPO.parent / "shared" / "data"))
+# The per-machine data cache, read before any test touches the environment: the fetched sdists stay
+# there (fetched once per machine, as a user's are), while every other cache goes to a session folder.
+DATA_CACHE = fetching.data_cache_dir()
+# An optional stand-in for the sdists: a folder laid out like ../shared/data (promptsource/templates,
+# bigbench). Unset: the tests read what users get, the fetched promptsource 0.2.3 and bigbench 1.0.0.
+SHARED_DATA = os.environ.get("ROSPR_SHARED_DATA")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache_home(tmp_path_factory):
+    """``$ROSPR_HOME`` in a session folder, so no test writes exports, units or digest memos into the
+    user cache root; ``$ROSPR_DATA_CACHE`` keeps naming the real data cache (subprocesses inherit both)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ROSPR_HOME", str(tmp_path_factory.mktemp("rospr-home")))
+        mp.setenv("ROSPR_DATA_CACHE", str(DATA_CACHE))
+        yield
+
+
+def _fetched(what: str) -> Path:
+    try:
+        return fetching.fetch(what, DATA_CACHE)
+    except fetching.TaskError as e:
+        pytest.fail(f"the tests read the pinned {what} sdist from the package registry and could not fetch it: "
+                    f"{e}\nfix: `make test` (it runs `rospr data fetch templates bigbench` first) where the "
+                    "registry is reachable, or set ROSPR_SHARED_DATA to a folder laid out like ../shared/data",
+                    pytrace=False)
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """``../shared/data`` (BIG-bench tasks and promptsource templates); skips when absent."""
-    if not (SHARED_DATA / "bigbench").is_dir():
-        pytest.skip(f"reference data not found at {SHARED_DATA}")
-    return SHARED_DATA
+def data_root(tmp_path_factory) -> Path:
+    """A data root laid out like ``../shared/data`` (``promptsource/templates``, ``bigbench``):
+    ``$ROSPR_SHARED_DATA`` when set, else links to the fetched sdists' ``templates/`` and
+    ``benchmark_tasks/`` (fetched here on first use, checked by sha256; cached once per machine)."""
+    if SHARED_DATA:
+        root = Path(SHARED_DATA)
+        if not (root / "bigbench").is_dir() or not (root / "promptsource" / "templates").is_dir():
+            pytest.fail(f"ROSPR_SHARED_DATA={root}: no bigbench/ and promptsource/templates/ there; unset it "
+                        "to use the fetched sdists", pytrace=False)
+        return root
+    root = tmp_path_factory.mktemp("data-root")
+    (root / "promptsource").mkdir()
+    (root / "promptsource" / "templates").symlink_to(_fetched("templates"), target_is_directory=True)
+    (root / "bigbench").symlink_to(_fetched("bigbench"), target_is_directory=True)
+    return root
 
 
 @pytest.fixture(scope="session")
-def templates_dir(shared_data: Path) -> Path:
-    return shared_data / "promptsource" / "templates"
+def templates_dir(data_root: Path) -> Path:
+    """promptsource 0.2.3's ``templates/`` folder (279 ``templates.yaml``)."""
+    return data_root / "promptsource" / "templates"
 
 
 @pytest.fixture(scope="session")
-def bigbench_dir(shared_data: Path) -> Path:
-    return shared_data / "bigbench"
+def bigbench_dir(data_root: Path) -> Path:
+    """bigbench 1.0.0's ``benchmark_tasks/`` folder (``<task>[/<subtask>]/task.json``)."""
+    return data_root / "bigbench"
 
 
 TINY_CORPUS_WORDS = (

@@ -289,8 +289,11 @@ def test_data_cache_dir_from_env(tmp_path, monkeypatch):
     monkeypatch.setenv("ROSPR_DATA_CACHE", str(tmp_path / "c"))
     assert fetching.data_cache_dir() == tmp_path / "c"
     monkeypatch.delenv("ROSPR_DATA_CACHE")
+    monkeypatch.delenv("ROSPR_HOME", raising=False)  # conftest points it at a session folder
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
     assert fetching.data_cache_dir() == tmp_path / "x" / "rospr" / "data"
+    monkeypatch.setenv("ROSPR_HOME", str(tmp_path / "home"))  # the one user cache root of every cache
+    assert fetching.data_cache_dir() == tmp_path / "home" / "data"
 
 
 _NO_REGISTRY = ("Could not find a version", "No matching distribution", "Network is unreachable",

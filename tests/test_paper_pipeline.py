@@ -20,10 +20,10 @@ ROWS = 8  # synth guarantees every template applies to one of 8 train rows
 
 
 @pytest.fixture(scope="module")
-def synth_dir(tmp_path_factory, shared_data):
+def synth_dir(tmp_path_factory, templates_dir):
     root = tmp_path_factory.mktemp("paper-data")
     (root / "promptsource").mkdir()
-    (root / "promptsource" / "templates").symlink_to(shared_data / "promptsource" / "templates")
+    (root / "promptsource" / "templates").symlink_to(templates_dir)
     result = CliRunner().invoke(app, ["data", "synth", "--data-dir", str(root), "--rows", str(ROWS),
                                       "t0_train", "heldout"])
     assert result.exit_code == 0, result.output

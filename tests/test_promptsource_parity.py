@@ -70,10 +70,9 @@ def split_folder(folder: str) -> tuple[str, str | None]:
 
 @pytest.fixture(scope="module")
 def templates_root() -> Path:
-    root = fetching.cached("templates")
-    if root is None or fetching.sdist_path("templates") is None:
-        pytest.skip(f"the promptsource 0.2.3 sdist is not in the data cache {fetching.data_cache_dir()}: "
-                    "run `rospr data fetch templates`")
+    """The fetched promptsource 0.2.3 sdist's templates (fetched on first use); its archive is kept beside them."""
+    root = fetching.fetch("templates")
+    assert fetching.sdist_path("templates") is not None, f"{fetching.data_cache_dir()}: the sdist is not kept"
     return root
 
 

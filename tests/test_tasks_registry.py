@@ -10,8 +10,8 @@ HELDOUT = ["anli_r1", "anli_r2", "anli_r3", "cb", "rte", "wsc", "copa", "wic", "
            "story_cloze", "hellaswag"]
 
 
-def test_list_tasks_from_shared_data(shared_data, bigbench_dir):
-    names = list_tasks(DataSettings.from_env(shared_data))
+def test_list_tasks_from_a_data_root(data_root, bigbench_dir):
+    names = list_tasks(DataSettings.from_env(data_root))
     assert names[: len(HELDOUT)] == HELDOUT
     on_disk = sorted(p.name for p in bigbench_dir.iterdir() if (p / "task.json").is_file())
     assert [n for n in names if n.startswith("bigbench/") and n.count("/") == 1] == [f"bigbench/{t}" for t in on_disk]
@@ -28,13 +28,13 @@ def test_url_source_lists_the_t0_tasks():
 
 
 @pytest.mark.parametrize("name", [*HELDOUT, "bigbench/winowhy", "builtin/topic"])
-def test_tasks_implement_the_protocol(name, shared_data):
-    task = get_task(name, DataSettings.from_env(shared_data))
+def test_tasks_implement_the_protocol(name, data_root):
+    task = get_task(name, DataSettings.from_env(data_root))
     assert isinstance(task, Task) and task.name == name
 
 
-def test_unknown_task_lists_close_matches_and_families(shared_data):
-    settings = DataSettings.from_env(shared_data)
+def test_unknown_task_lists_close_matches_and_families(data_root):
+    settings = DataSettings.from_env(data_root)
     with pytest.raises(TaskError) as err:
         get_task("bigbench/novel_concept", settings)
     msg = str(err.value)

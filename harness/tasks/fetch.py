@@ -55,6 +55,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Literal, Union
 
 from harness.tasks.base import TaskError
+from rospr.cachedirs import cache_path
 
 log = logging.getLogger(__name__)
 
@@ -147,14 +148,10 @@ def _spec(what: SpecLike) -> Sdist:
 
 
 def data_cache_dir() -> Path:
-    """The data cache: ``$ROSPR_DATA_CACHE``, else ``$XDG_CACHE_HOME/rospr/data``, else
-    ``~/.cache/rospr/data``. Nothing is created."""
-    env = os.environ.get("ROSPR_DATA_CACHE")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "rospr" / "data"
+    """The data cache: ``$ROSPR_DATA_CACHE``, else ``data/`` under the user cache root
+    (``rospr.cachedirs``: ``$ROSPR_HOME``, else ``$XDG_CACHE_HOME/rospr``, else ``~/.cache/rospr``).
+    Nothing is created."""
+    return cache_path("data")
 
 
 def _dist_dir(spec: Sdist, cache_dir: Path | None) -> Path:

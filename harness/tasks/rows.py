@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from harness import hub
 from harness.tasks.base import DataSettings, TaskError
 from harness.tasks.catalog import DatasetSpec
 from harness.tasks.common import read_rows
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 class RowSource:
     """Where the rows of one (folder, split) come from now.
 
-    ``kind``: ``local`` | ``manual`` | ``hub_dir`` | ``hub`` | ``missing`` (a manual download not provided);
+    ``kind``: ``local`` | ``manual`` | ``hub_dir`` | ``hub`` | ``datasets-cache`` (the hub while
+    ``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE``: ``harness.hub``) | ``missing`` (a manual download not provided);
     ``where``: the file, folder or ``hub_id[:config]@revision``; ``note``: what is missing and how to fix it.
     """
 
@@ -105,6 +107,8 @@ def locate(spec: DatasetSpec | None, folder: str, split: str, settings: DataSett
     kwargs = load_kwargs(spec, folder, split, settings)
     note = "" if spec is not None else "not in the dataset catalog: the promptsource names are tried as a hub id"
     kind = "hub_dir" if settings.hub_dir is not None and Path(kwargs["path"]).is_dir() else "hub"
+    if kind == "hub" and (offline := hub.offline_reason()):  # HF_*_OFFLINE: the datasets cache only, no hub
+        return RowSource(folder, split, "datasets-cache", _describe(kwargs), hub.offline_note(folder, split, kwargs["path"], offline))
     return RowSource(folder, split, kind, _describe(kwargs), note)
 
 
@@ -139,6 +143,8 @@ def _hub_rows(spec: DatasetSpec | None, folder: str, split: str, settings: DataS
     try:
         ds = datasets.load_dataset(**kwargs)
     except Exception as e:  # network, a refused loading script, an unknown split: say which, and the way out
+        if (offline := hub.offline_reason()) and not Path(kwargs["path"]).is_dir():
+            raise TaskError(hub.offline_failure(folder, split, kwargs["path"], offline)) from e
         reason = " ".join(f"{type(e).__name__}: {e}".split())[:400]
         call = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
         raise TaskError(

@@ -175,6 +175,77 @@ def run(
 
 
 @app.command()
+def plan(
+    config: Path = typer.Argument(..., help="YAML run config"),
+    set_: List[str] = typer.Option([], "--set", help="override a config key: key.path=value (repeatable)"),
+    tflops: Optional[float] = typer.Option(None, "--tflops", help="throughput for the time estimate, TFLOP/s "
+                                           "(default: a one-second GEMM measured here)"),
+    json_out: bool = typer.Option(False, "--json", help="print the plan as JSON"),
+    units: bool = typer.Option(False, "--units", help="list every unit"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """What `rospr run CONFIG` would score, tune, reuse and cost (FLOPs, time); runs and writes nothing."""
+    _setup_logging(verbose)
+    from harness.config import load_config
+    from harness.runner.estimate import estimate_run
+
+    est = estimate_run(load_config(config, set_), tflops=tflops)
+    if json_out:
+        typer.echo(json.dumps(est.as_dict(), indent=1))
+        return
+    _print_plan(config, est, units)
+
+
+def _print_plan(config: Path, est, list_units: bool) -> None:
+    from rich.table import Table
+
+    out, t = Console(), est.totals()
+    tf = lambda x: f"{x:.3g}"  # noqa: E731
+    out.print(f"plan of {config} (config {est.config_hash}): model {est.model}, backend {est.backend}", highlight=False)
+    out.print(f"units: {t['units']} ({t['units_cached']} in the unit cache, {t['units_to_compute']} to compute); "
+              f"examples {t['examples']}, answer choices {t['choices']} ({t['choice_tokens']} choice tokens)",
+              highlight=False)
+    if est.tuning:
+        tu = est.tuning
+        out.print(f"tuning: {tu.jobs} source prompts; bank {tu.bank}: {len(tu.reused)} reused, {len(tu.to_train)} "
+                  f"to train ({tu.steps} steps x batch {tu.batch_size}"
+                  + (", gradient checkpointing" if tu.checkpointing else "") + ")"
+                  + ("" if est.prepares else "; not run: every unit is cached")
+                  + (f"; peak memory per micro-batch ~{tu.peak_memory_bytes / 2**30:.1f} GiB"
+                     if tu.peak_memory_bytes else ""), highlight=False)
+    if est.retrieval:
+        r = est.retrieval
+        out.print(f"library {r.library}: {r.library_status}" + (f" ({r.library_keys} keys to embed)" if r.library_keys
+                                                                 else ""), highlight=False)
+        out.print(f"retrieval: {r.queries} queries over {r.targets} targets; VAR at most {r.var_candidates_max} "
+                  f"candidates, {r.var_rows_max} query rows scored", highlight=False)
+    out.print(f"onnx export: {est.onnx_export}", highlight=False)
+    out.print(f"unit cache: {est.unit_cache}", highlight=False)
+    for note in est.notes:
+        out.print(f"note: {note}", highlight=False)
+    table = Table(title=f"to compute at {est.throughput.tflops:.3g} TFLOP/s ({est.throughput.source})")
+    for col in ("stage", "forward FLOPs", "backward FLOPs", "total", "time"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    seconds = est.seconds()
+    for stage, f in est.flops().items():
+        table.add_row(stage, tf(f.forward), tf(f.backward), tf(f.total), _duration(seconds[stage]))
+    table.add_row("[b]all[/]", "", "", tf(t["flops"]), _duration(t["seconds"]))
+    out.print(table)
+    if list_units:
+        for u in est.units:
+            mark = {True: "cached", False: "compute", None: "compute (cache unknown)"}[u.cached]
+            out.print(f"{u.method:>16}  {u.task} / {u.prompt}: {u.examples} examples, {u.choices} choices, "
+                      f"{tf(u.flops)} FLOPs, {mark}", highlight=False)
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.3g} s"
+
+
+@app.command()
 def tiny(
     out: Path = typer.Option(..., "--out", help="checkpoint directory to write"),
     size: str = typer.Option("tiny", "--size", help="tiny (tests), small (t5-small sized, benchmarks) or large (T5 v1.1-large shape, 3.1 GB: scale tests)"),

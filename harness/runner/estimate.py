@@ -1,0 +1,410 @@
+"""What a run of a config would do and cost, worked out without running it (``rospr plan``).
+
+``estimate_run(config)`` reads the config, the prompt bank, the library, the ONNX export cache and
+the unit cache, and computes, tunes, exports, starts and writes nothing. It goes through the
+runner's own steps so that its counts are the run's:
+
+- the units: ``plan.plan_run`` (every (task, prompt) target and the methods), each target's rows
+  rendered by its task and tokenised by ``rospr.scoring.encode_examples`` under the run's convention;
+- the tuning jobs: ``prepare.tuning_jobs``, each keyed by ``TuneJob.train_key`` against the bank
+  (``PromptBank.has_valid``), their training pairs tokenised by the tuner's own encoder;
+- the library: reused when its ``build_key`` equals ``prepare.library_inputs``' key;
+- a unit cache hit: ``harness.cache.unit_key`` of the parts the driver keys units by, looked up
+  with ``UnitCache.get`` (verified, read-only);
+- the queries of a RoSPr target: ``unit.retrieval_queries``, leave-one-out included.
+
+FLOPs come from ``rospr.flops`` (per matmul, from the model config; real tokens, padding left
+out). VAR's scoring is an upper bound: it scores at most ``rospr.var_candidates`` prompts per
+target, fewer when the retrieval finds fewer distinct prompts. Tuning is an expectation: each step
+draws ``batch_size`` examples of an epoch-wise shuffle, so a job costs ``steps x batch_size`` times
+its mean example (exact when that is a whole number of epochs).
+
+The only file that may change is the digest memo of checkpoint weights (``rospr_export.digests``),
+which every run keeps: hashing the weights to key the export is what a run does first.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from harness.cache import key_parts, rospr_part, scorer_part, unit_key
+from harness.config import RunConfig
+from harness.method.prepare import RosprContext, library_inputs, tuning_jobs
+from harness.method.unit import retrieval_queries
+from harness.runner.plan import data_settings, plan_run
+from harness.runner.session import unit_cache
+from rospr.artifacts import ArtifactError
+from rospr.flops import Flops, ModelShape, encoder_forward, score_row, train_step
+from rospr.scoring import encode_examples
+from rospr.softprompt import PromptBank
+
+log = logging.getLogger(__name__)
+
+ESTIMATE_FORMAT = "rospr-plan"
+ESTIMATE_VERSION = 1
+
+
+@dataclass
+class UnitEstimate:
+    """One (task, prompt, method) unit: what it scores, its forward FLOPs, and whether the unit
+    cache holds it (None: cannot be known before the run, e.g. the export or library is missing)."""
+
+    task: str
+    prompt: str
+    method: str
+    examples: int
+    choices: int
+    choice_tokens: int
+    input_tokens: int
+    prompt_tokens: int
+    flops: float
+    cached: bool | None
+
+
+@dataclass
+class TuningEstimate:
+    """The source prompts: every job, those the bank holds (valid per ``train_key``) and those it lacks."""
+
+    bank: str
+    jobs: int
+    reused: list[str]
+    to_train: list[str]
+    steps: int
+    batch_size: int
+    examples: int  # training examples of the jobs to train (before sampling)
+    flops: Flops  # of the jobs to train
+    flops_all: Flops  # of every job, as if the bank were empty
+    checkpointing: bool
+    peak_memory_bytes: int | None = None
+
+
+@dataclass
+class RetrievalEstimate:
+    """The retriever's work: embedding the library's keys (only when it is built) and each RoSPr
+    target's queries; VAR's scoring of the queries with its candidates (an upper bound)."""
+
+    library: str
+    library_status: str  # "reused", "built: <why>"
+    library_keys: int  # keys to embed (0 when reused)
+    key_flops: float
+    targets: int  # targets with a RoSPr unit to compute
+    queries: int
+    query_flops: float
+    var_targets: int
+    var_candidates_max: int  # summed over targets
+    var_rows_max: int
+    var_flops_max: float
+
+
+@dataclass
+class Throughput:
+    """FLOP/s used for the wall-time estimate, and where the figure came from."""
+
+    tflops: float
+    source: str
+
+
+@dataclass
+class RunEstimate:
+    """What ``rospr run`` of a config would compute, reuse and cost (see the module docstring)."""
+
+    config_hash: str
+    model: str
+    backend: str
+    shape: ModelShape
+    retriever_shape: ModelShape | None
+    units: list[UnitEstimate]
+    tuning: TuningEstimate | None
+    retrieval: RetrievalEstimate | None
+    onnx_export: str  # "not used", "reused <folder>", "exported on first use <folder>", ...
+    unit_cache: str  # "disabled" or the folder
+    throughput: Throughput
+    notes: list[str] = field(default_factory=list)
+
+    # -- totals -----------------------------------------------------------------------------
+    @property
+    def todo(self) -> list[UnitEstimate]:
+        """The units the run computes (not found in the unit cache)."""
+        return [u for u in self.units if not u.cached]
+
+    @property
+    def prepares(self) -> bool:
+        """Whether the run tunes and builds the library: only with a unit to compute (as ``runner.compute``)."""
+        return bool(self.todo) and self.tuning is not None
+
+    def flops(self) -> dict[str, Flops]:
+        """FLOPs per stage of what the run will compute (reused work left out)."""
+        r = self.retrieval
+        return {
+            "tuning": self.tuning.flops if self.prepares else Flops(),
+            "library": Flops(r.key_flops) if r and self.prepares else Flops(),
+            "retrieval": Flops(r.query_flops) if r else Flops(),
+            "var": Flops(r.var_flops_max) if r else Flops(),
+            "scoring": Flops(sum(u.flops for u in self.todo)),
+        }
+
+    def seconds(self) -> dict[str, float]:
+        """Wall seconds per stage at ``throughput`` (FLOPs / FLOP/s; no overheads)."""
+        rate = self.throughput.tflops * 1e12
+        return {stage: f.total / rate for stage, f in self.flops().items()}
+
+    def totals(self) -> dict[str, Any]:
+        todo = self.todo
+        return {
+            "units": len(self.units), "units_cached": sum(1 for u in self.units if u.cached),
+            "units_to_compute": len(todo),
+            "examples": sum(u.examples for u in self.units), "choices": sum(u.choices for u in self.units),
+            "choice_tokens": sum(u.choice_tokens for u in self.units),
+            "examples_to_score": sum(u.examples for u in todo),
+            "flops": sum(f.total for f in self.flops().values()),
+            "seconds": sum(self.seconds().values()),
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        """The estimate as plain JSON (``rospr plan --json``)."""
+        out = asdict(self)
+        out["units"] = [asdict(u) for u in self.units]
+        for name in ("flops", "flops_all"):
+            if self.tuning:
+                f = getattr(self.tuning, name)
+                out["tuning"][name] = {"forward": f.forward, "backward": f.backward, "total": f.total}
+        out["stages"] = {stage: {"forward": f.forward, "backward": f.backward, "total": f.total,
+                                 "seconds": self.seconds()[stage]} for stage, f in self.flops().items()}
+        out["totals"] = self.totals()
+        return {"format": ESTIMATE_FORMAT, "version": ESTIMATE_VERSION, **out}
+
+
+# -- what a checkpoint is, without its weights ---------------------------------------------------
+def model_config(name_or_path: str, field_name: str) -> dict:
+    """A checkpoint's config as ``PretrainedConfig.to_dict()`` (config.json only, no weights).
+    Refuses (``ValueError`` naming ``field_name``) one that cannot be read."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(str(name_or_path)).to_dict()
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{field_name}={name_or_path!r}: cannot read its config.json ({str(exc).splitlines()[0]}); "
+                         "give a local checkpoint directory or a hub name reachable from here") from None
+
+
+def weightless_identity(name_or_path: str) -> dict:
+    """``ModelIdentity.as_dict()`` of a checkpoint as ``load_backbone`` would give it, from the
+    config alone: the model is built on torch's meta device (shapes, no memory, no weights read)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM
+
+    from rospr.identity import backbone_identity
+
+    with torch.device("meta"):
+        model = AutoModelForSeq2SeqLM.from_config(AutoConfig.from_pretrained(str(name_or_path)))
+    return backbone_identity(model, str(name_or_path)).as_dict()
+
+
+def _scorer_identity(config: RunConfig) -> tuple[dict | None, str]:
+    """(the backend's identity as the run will have it, or None when only the run can know it; what
+    the ONNX export cache holds for it)."""
+    name = config.model.name_or_path
+    if config.backend == "torch":
+        return weightless_identity(name), "not used (backend torch)"
+    if config.backend == "triton":
+        return None, "not used (backend triton: the server's model is asked for its identity at run time)"
+    from rospr_export.export import find_manifest, verify_export
+
+    from harness.backends.onnxruntime_backend import export_folder, onnx_identity
+
+    try:
+        folder = export_folder(name, None, config.model.dtype, config.onnxruntime.cache_dir)
+    except ValueError as exc:  # e.g. a checkpoint folder without weights
+        return None, f"unknown ({exc})"
+    manifest = find_manifest(folder)
+    if manifest is None:
+        return None, f"exported on first use into {folder}"
+    try:
+        verify_export(folder)
+    except ArtifactError as exc:
+        return None, f"exported again on first use (the cached one fails its check: {exc})"
+    return onnx_identity(config.model, config.onnxruntime, folder, manifest), f"reused {folder}"
+
+
+# -- the parts ----------------------------------------------------------------------------------
+def _tuning(config: RunConfig, shape: ModelShape, tokenizer, identity: dict) -> tuple[TuningEstimate, list, PromptBank]:
+    from rospr.tuning import _encode_pairs  # the tuner's own tokenisation (truncation, target EOS)
+
+    rc = config.rospr
+    settings = rc.tune.settings()
+    jobs = tuning_jobs(rc, data_settings(config.data))
+    bank = PromptBank.open(rc.prompt_bank, identity)  # reads the manifest if there is one; writes nothing
+    reused, to_train, todo_flops, all_flops, examples = [], [], Flops(), Flops(), 0
+    checkpointing = bool(getattr(settings, "gradient_checkpointing", False))
+    for job in jobs:
+        pairs = _encode_pairs(tokenizer, job.examples, settings)
+        mean = Flops()
+        for i, t in pairs:
+            mean = mean + train_step(shape, len(i), settings.prompt_length, len(t), checkpointing)
+        job_flops = mean * (settings.steps * settings.batch_size / len(pairs))
+        all_flops = all_flops + job_flops
+        if bank.has_valid(job.id, job.train_key(settings, identity)):
+            reused.append(job.id)
+        else:
+            to_train.append(job.id)
+            todo_flops = todo_flops + job_flops
+            examples += len(job.examples)
+    est = TuningEstimate(rc.prompt_bank, len(jobs), reused, to_train, settings.steps, settings.batch_size, examples,
+                         todo_flops, all_flops, checkpointing, _peak_memory(shape, settings))
+    return est, jobs, bank
+
+
+def _peak_memory(shape: ModelShape, settings) -> int | None:
+    """The tuning memory estimate of ``rospr.tuning`` when it offers one (None otherwise)."""
+    try:
+        from rospr import memory  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    fn = getattr(memory, "tuning_peak_bytes", None)
+    return int(fn(shape, settings)) if fn else None
+
+
+def _library_status(config: RunConfig, jobs: list, bank: PromptBank, to_train: list[str]):
+    """(loaded library or None when it will be built, why)."""
+    from rospr.library import load_library
+
+    path = Path(config.rospr.library)
+    if not (path / "manifest.json").exists():
+        return None, "built: none at this path"
+    try:
+        library = load_library(path)
+    except ArtifactError as exc:
+        raise ArtifactError(f"{exc} (rospr.library={config.rospr.library!r}; delete it to rebuild)") from None
+    if to_train:
+        return None, f"built: {len(to_train)} bank prompts are trained first"
+    if library.build_key != library_inputs(config, jobs, bank)[3]:
+        return None, "built: stale for this bank, retriever or its settings"
+    return library, "reused"
+
+
+def _retriever_tokens(tokenizer, texts: list[str], max_tokens: int) -> list[int]:
+    """Token counts of the retriever's inputs, truncated as ``rospr.retriever.embed_texts`` does."""
+    if not texts:
+        return []
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return [min(len(x), max_tokens) or 1 for x in ids]
+
+
+def _row_flops(shape: ModelShape, encoded, prompt_tokens: int) -> float:
+    return sum(score_row(shape, len(e.input_ids), prompt_tokens, [len(c) for c in e.choice_ids]) for e in encoded)
+
+
+def measure_tflops(shape: ModelShape, tokens: int = 2048, seconds: float = 1.0) -> Throughput:
+    """A GEMM of the model's feed-forward shape ([tokens, d_model] x [d_model, d_ff], float32, on
+    this machine's CPU with torch) timed for about ``seconds``: the FLOP/s a dense layer gets here."""
+    import torch
+
+    a = torch.randn(tokens, shape.d_model)
+    b = torch.randn(shape.d_model, shape.d_ff)
+    torch.mm(a, b)  # warm-up
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.mm(a, b)
+        n += 1
+    rate = 2 * tokens * shape.d_model * shape.d_ff * n / (time.perf_counter() - start)
+    return Throughput(rate / 1e12, f"measured here: float32 GEMM [{tokens}x{shape.d_model}]x[{shape.d_model}x"
+                                   f"{shape.d_ff}] on the CPU ({torch.get_num_threads()} threads), {n} runs")
+
+
+# -- the estimate -------------------------------------------------------------------------------
+def estimate_run(config: RunConfig, tflops: float | None = None, measure_s: float = 1.0) -> RunEstimate:
+    """What ``rospr run`` of ``config`` would compute, reuse and cost, running none of it.
+
+    ``tflops``: the throughput (TFLOP/s) for the time estimate; None measures one here
+    (``measure_tflops``, about ``measure_s`` seconds). Refuses what the run refuses before any work
+    (unknown tasks or prompts, sources without rows, an edited bank or library: their errors), and
+    (``ValueError``) a model whose config cannot be read or a non-positive ``tflops``.
+    """
+    if tflops is not None and not tflops > 0:
+        raise ValueError(f"--tflops {tflops}: give a positive throughput in TFLOP/s")
+    from harness.backends.tokenizer import load_tokenizer
+
+    name = config.model.name_or_path
+    shape = ModelShape.from_config(model_config(name, "model.name_or_path"), f"{name}/config.json")
+    tokenizer = load_tokenizer(name)
+    conv = config.scoring.convention()
+    plan = plan_run(config)
+    identity, export = _scorer_identity(config)
+    notes: list[str] = []
+    cache = unit_cache(config.cache)
+    scorer = scorer_part(config.backend, dict(identity), name) if cache is not None and identity else None
+
+    tuning = retrieval = ctx = rospr = None
+    retriever_shape = rtok = None
+    if plan.retrieves:
+        rc = config.rospr
+        bank_identity = identity or weightless_identity(name)
+        tuning, jobs, bank = _tuning(config, shape, tokenizer, bank_identity)
+        library, status = _library_status(config, jobs, bank, tuning.to_train)
+        retriever = rc.retriever or name
+        retriever_shape = ModelShape.from_config(model_config(retriever, "rospr.retriever"), f"{retriever}/config.json")
+        rtok = load_tokenizer(retriever)
+        max_tokens = config.scoring.max_input_tokens
+        keys = [] if library is not None else [t for job in jobs for t in
+                                               (ex.input_text for ex in job.examples[: rc.library_n])]
+        key_flops = sum(encoder_forward(retriever_shape, n) for n in _retriever_tokens(rtok, keys, max_tokens))
+        # the queries and leave-one-out of the driver, on the sources the library is built from
+        view = SimpleNamespace(sources=[job.source for job in jobs])
+        ctx = RosprContext(rc, bank, view, None, rtok)  # type: ignore[arg-type]
+        retrieval = RetrievalEstimate(rc.library, status, len(keys), key_flops, 0, 0, 0.0, 0, 0, 0, 0.0)
+        if library is not None and scorer is not None:
+            rospr = rospr_part(library, retriever, rc, config.seed)
+        if config.backend == "onnxruntime":
+            from harness.backends.onnxruntime_backend import export_folder
+            from rospr_export.export import find_manifest
+
+            rfolder = export_folder(None, retriever, "float32", config.onnxruntime.cache_dir)
+            export += f"; retriever {'reused' if find_manifest(rfolder) else 'exported on first use into'} {rfolder}"
+
+    units: list[UnitEstimate] = []
+    for spec in plan.specs:
+        data = spec.load()
+        encoded = encode_examples(tokenizer, data.examples, conv)
+        counts = dict(examples=len(encoded), choices=sum(len(e.choice_ids) for e in encoded),
+                      choice_tokens=sum(len(c) for e in encoded for c in e.choice_ids),
+                      input_tokens=sum(len(e.input_ids) for e in encoded))
+        target_todo = []
+        for method in plan.methods:
+            p = config.rospr.tune.prompt_length if method.retrieve else 0
+            cached = None
+            if cache is not None and data.content_hash and scorer is not None and (rospr or not method.retrieve):
+                key = unit_key(key_parts(scorer, spec.task_name, spec.prompt, data.content_hash, conv, method,
+                                         rospr if method.retrieve else None))
+                cached = cache.get(key) is not None
+            elif cache is not None and method.retrieve and retrieval and retrieval.library_status != "reused":
+                cached = False  # a new library: new keys
+            units.append(UnitEstimate(spec.task_name, spec.prompt, method.name, prompt_tokens=p,
+                                      flops=_row_flops(shape, encoded, p), cached=cached, **counts))
+            if not cached:
+                target_todo.append(method)
+        if retrieval is not None and data.examples and any(m.retrieve for m in target_todo):
+            queries, exclude = retrieval_queries(ctx, config.seed, spec.task_name, spec.prompt, data.examples)
+            retrieval.targets += 1
+            retrieval.queries += len(queries)
+            retrieval.query_flops += sum(encoder_forward(retriever_shape, n) for n in
+                                         _retriever_tokens(rtok, [q.input_text for q in queries],
+                                                           config.scoring.max_input_tokens))
+            if any(m.var for m in target_todo):
+                eligible = sum(1 for s in ctx.library.sources if s not in set(exclude))
+                k = min(config.rospr.var_candidates, eligible, len(queries) * config.rospr.top_n)
+                retrieval.var_targets += 1
+                retrieval.var_candidates_max += k
+                retrieval.var_rows_max += k * len(queries)
+                retrieval.var_flops_max += k * _row_flops(shape, encode_examples(tokenizer, queries, conv),
+                                                          config.rospr.tune.prompt_length)
+    if cache is not None and scorer is None:
+        notes.append("unit cache hits cannot be known before the run: the scorer's identity needs "
+                     + ("the ONNX export" if config.backend == "onnxruntime" else "the Triton server"))
+    throughput = Throughput(tflops, "given (--tflops)") if tflops is not None else measure_tflops(shape, seconds=measure_s)
+    return RunEstimate(config.content_hash(), name, config.backend, shape, retriever_shape, units, tuning, retrieval,
+                       export, str(cache.root) if cache is not None else "disabled", throughput, notes)

@@ -261,3 +261,105 @@ def test_heldout_prompt_counts_equal_original_task_templates(templates_dir):
         assert sum(t.original_task for t in templates) == setting.n_prompts, setting.name
         assert setting.split in catalog.dataset_spec(setting.folder).splits.values() or setting.folder == "anli"
     assert [settings[f"anli_r{r}"].split for r in (1, 2, 3)] == ["dev_r1", "dev_r2", "dev_r3"]
+
+
+# ---- hub_schema: the hub's column names and class order mapped to what the templates read -----
+
+# The export's ClassLabel names (huggingface/datasets datasets/trec/dataset_infos.json, version
+# 2.0.0), written out here as the independent reference for the rows below.
+TREC_EXPORT_COARSE = ["ABBR", "ENTY", "DESC", "HUM", "LOC", "NUM"]
+TREC_EXPORT_FINE = [
+    "ABBR:abb", "ABBR:exp", "ENTY:animal", "ENTY:body", "ENTY:color", "ENTY:cremat", "ENTY:currency",
+    "ENTY:dismed", "ENTY:event", "ENTY:food", "ENTY:instru", "ENTY:lang", "ENTY:letter", "ENTY:other",
+    "ENTY:plant", "ENTY:product", "ENTY:religion", "ENTY:sport", "ENTY:substance", "ENTY:symbol",
+    "ENTY:techmeth", "ENTY:termeq", "ENTY:veh", "ENTY:word", "DESC:def", "DESC:desc", "DESC:manner",
+    "DESC:reason", "HUM:gr", "HUM:ind", "HUM:title", "HUM:desc", "LOC:city", "LOC:country", "LOC:mount",
+    "LOC:other", "LOC:state", "NUM:code", "NUM:count", "NUM:date", "NUM:dist", "NUM:money", "NUM:ord",
+    "NUM:other", "NUM:period", "NUM:perc", "NUM:speed", "NUM:temp", "NUM:volsize", "NUM:weight",
+]
+
+
+def _export_row(text: str, fine: str) -> dict:
+    """A trec row as the hub's parquet export serves it: columns coarse_label / fine_label, indices
+    into the export's class names."""
+    return {"text": text, "coarse_label": TREC_EXPORT_COARSE.index(fine.split(":")[0]),
+            "fine_label": TREC_EXPORT_FINE.index(fine)}
+
+
+def _render(templates_dir, name: str, row: dict):
+    templates = {t.name: t for t in load_templates_file(templates_dir / "trec" / "templates.yaml")}
+    return templates[name].render(row, row_name="trec row")
+
+
+@pytest.mark.parametrize(
+    "fine, template, answer",
+    [
+        ("HUM:ind", "fine_grained_HUM", "individual"),  # label_mapping {5:0, 4:1, 6:2, 12:3}
+        ("HUM:ind", "what_category_best_describe", "Person"),
+        ("HUM:desc", "fine_grained_HUM", "description"),  # shares the 47-class 'desc' with DESC:desc
+        ("LOC:country", "fine_grained_LOC", "country"),
+        ("LOC:other", "fine_grained_LOC", "other location"),
+        ("NUM:money", "fine_grained_NUM", "price"),
+        ("DESC:reason", "fine_grained_DESC", "reason"),
+        ("ABBR:exp", "fine_grained_ABBR", "expression abbreviated"),
+        ("ENTY:plant", "fine_grained_open", "Plant"),
+        ("LOC:city", "pick_the_best_descriptor", "Location"),
+    ],
+)
+def test_trec_export_row_renders_the_answer_the_templates_mean(templates_dir, fine, template, answer):
+    spec = catalog.dataset_spec("trec")
+    row = spec.from_hub(_export_row("Who was the first person to walk on the moon?", fine), "export row")
+    spec.check_row(row, "export row")
+    assert set(row) == {"text", "label_coarse", "label_fine"}
+    assert _render(templates_dir, template, row).target == answer
+
+
+def test_trec_without_the_mapping_the_same_row_trains_on_a_wrong_target(templates_dir):
+    raw = _export_row("Who was the first person to walk on the moon?", "HUM:ind")
+    as_is = {"text": raw["text"], "label_coarse": raw["coarse_label"], "label_fine": raw["fine_label"]}
+    rendered = _render(templates_dir, "fine_grained_open", as_is)  # answer_choices[label_fine]
+    assert rendered.target != "Individual"
+
+
+def test_from_hub_keeps_template_schema_rows_and_unlabelled_rows():
+    spec = catalog.dataset_spec("trec")
+    ours = {"text": "Q?", "label_coarse": 3, "label_fine": 4}
+    assert spec.from_hub(ours, "row") == ours  # already in the template's names and order
+    assert spec.from_hub({"text": "Q?", "coarse_label": -1, "fine_label": -1}, "row") == {
+        "text": "Q?", "label_coarse": -1, "label_fine": -1}
+    with pytest.raises(TaskError, match=r"rows\.jsonl: row 3: field 'fine_label' is 50"):
+        spec.from_hub({"text": "Q?", "coarse_label": 0, "fine_label": 50}, "rows.jsonl: row 3")
+    rte = catalog.dataset_spec("super_glue/rte")
+    assert rte.hub_schema is None and rte.from_hub(RTE_ROW, "row") == RTE_ROW
+
+
+def test_to_hub_inverts_from_hub_for_every_template_class():
+    spec = catalog.dataset_spec("trec")
+    fine_names = spec.features["label_fine"]["class_label"]
+    for coarse in range(6):
+        for fine in range(len(fine_names)):
+            row = {"text": "Q?", "label_coarse": coarse, "label_fine": fine}
+            hub = spec.to_hub(row)
+            assert set(hub) == {"text", "coarse_label", "fine_label"}
+            assert TREC_EXPORT_FINE[hub["fine_label"]].split(":")[1] == fine_names[fine]
+            assert spec.from_hub(hub, "row") == row
+
+
+@pytest.mark.parametrize(
+    "hub_schema, key",
+    [
+        ({"relabel": {}}, "datasets.trec.hub_schema"),
+        ({"rename": {"coarse_label": "label_nope"}}, "datasets.trec.hub_schema.rename"),
+        ({"rename": {"coarse_label": "label_coarse"}, "relabel": {"text": ["a"]}}, "hub_schema.relabel.text"),
+        ({"rename": {"coarse_label": "label_coarse"}, "relabel": {"label_fine": ["abb"]}},
+         "hub_schema.relabel.label_fine"),
+        ({"rename": {"coarse_label": "label_coarse"}, "relabel": {"label_coarse": ["ABBR", "NOPE"]}},
+         "hub_schema.relabel.label_coarse"),
+    ],
+)
+def test_malformed_hub_schema_is_refused_naming_the_key(hub_schema, key):
+    table = copy.deepcopy(_table())
+    table["datasets"]["trec"]["hub_schema"] = hub_schema
+    with pytest.raises(TaskError) as info:
+        catalog.parse_table(table, "datasets.yaml")
+    assert key in str(info.value) and "datasets.yaml" in str(info.value)

@@ -128,3 +128,41 @@ def test_write_rows_layout(tmp_path):
     assert not list(tmp_path.rglob("*.tmp"))
     with pytest.raises(TaskError, match="'glue/sst2'.*not in the dataset catalog"):
         write_rows(tmp_path, ["glue/sst2"], n=1, seed=0)
+
+
+def test_trec_rows_from_synth_local_files_and_a_hub_snapshot_meet_in_one_schema(tmp_path):
+    """data synth writes trec in the export's names and class order; local rows and a parquet
+    snapshot in that schema both come back, through the catalog's one mapping step, as the rows
+    the templates read."""
+    import datasets
+
+    from harness.tasks import rows as row_sources
+    from harness.tasks.base import DataSettings
+
+    spec = catalog.dataset_spec("trec")
+    expected = synth_rows(spec, "train", 12, seed=0)  # the template schema
+    write_rows(tmp_path / "rows", ["trec"], n=12, seed=0)
+    written = [json.loads(line) for line in (tmp_path / "rows/trec/train.jsonl").read_text().splitlines()]
+    assert all(set(r) == {"text", "coarse_label", "fine_label"} for r in written)
+    local, _ = row_sources.read(spec, "trec", "train", DataSettings(rows_dir=tmp_path / "rows"))
+    assert local == expected
+
+    # the export's features, written out independently (datasets/trec/dataset_infos.json, 2.0.0)
+    from tests.test_catalog import TREC_EXPORT_COARSE, TREC_EXPORT_FINE
+
+    features = datasets.Features({
+        "text": datasets.Value("string"),
+        "coarse_label": datasets.ClassLabel(names=TREC_EXPORT_COARSE),
+        "fine_label": datasets.ClassLabel(names=TREC_EXPORT_FINE),
+    })
+    folder = tmp_path / "hub" / "CogComp" / "trec" / "default" / "train"
+    folder.mkdir(parents=True)
+    datasets.Dataset.from_list(written, features=features).to_parquet(str(folder / "0000.parquet"))
+    settings = DataSettings(hub_dir=tmp_path / "hub")
+    assert row_sources.locate(spec, "trec", "train", settings).kind == "hub_dir"
+    hub, _ = row_sources.read(spec, "trec", "train", settings)
+    assert hub == expected
+    for row in hub:  # fine labels belong to their coarse class, by the export's own names
+        coarse = spec.features["label_coarse"]["class_label"][row["label_coarse"]]
+        fine = spec.features["label_fine"]["class_label"][row["label_fine"]]
+        assert any(name == f"{coarse}:{fine}" for name in TREC_EXPORT_FINE)

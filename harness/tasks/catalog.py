@@ -6,7 +6,9 @@ feature notation). It is read and validated once, on first use; a malformed tabl
 
 - :class:`DatasetSpec` per promptsource folder (``<dataset>[/<subset>]``): where its rows live on the
   hub (:meth:`DatasetSpec.load_kwargs` gives the ``datasets.load_dataset`` arguments), which split
-  plays which role, and the schema its rows must follow (:meth:`DatasetSpec.check_row`);
+  plays which role, the schema its rows must follow (:meth:`DatasetSpec.check_row`), and, where the
+  hub's copy names columns or orders classes otherwise than the templates expect, the mapping from
+  one to the other (:class:`HubSchema`: :meth:`DatasetSpec.from_hub`, :meth:`DatasetSpec.to_hub`);
 - the named groups (``t0_train``: T0's 38 training folders; ``heldout``: the 11 evaluation settings);
 - :class:`HeldoutSetting` per evaluation setting (``rte``, ``anli_r1``, ...).
 """
@@ -44,6 +46,7 @@ SCALARS: Mapping[str, type | tuple[type, ...]] = MappingProxyType(
 )
 _SPECIAL = ("class_label", "list", "sequence")  # one-key mappings with a meaning of their own
 _ENTRY_KEYS = ("hub_id", "config", "revision", "splits", "manual", "evidence", "features")
+_OPTIONAL_KEYS = ("hub_schema",)
 
 
 def _table_path() -> Path:
@@ -164,6 +167,35 @@ def _problem(value: Any, feature: Any, path: str) -> tuple[str, Any] | None:
 
 
 @dataclass(frozen=True)
+class HubSchema:
+    """How the hub's rows of a dataset differ from the schema the templates read (``features``).
+
+    ``rename``: hub column -> template column. ``relabel``: template column -> the hub's class
+    names in the hub's index order, each paired with the template class name it stands for (several
+    hub classes may share one template class). A relabelled column is always a renamed one, so a
+    row's column names say which order its labels are in.
+    """
+
+    rename: Mapping[str, str]
+    relabel: Mapping[str, tuple[tuple[str, str], ...]]
+
+    def hub_column(self, column: str) -> str:
+        """The hub's name of template column ``column`` (itself when not renamed)."""
+        return next((hub for hub, ours in self.rename.items() if ours == column), column)
+
+
+def _relabel_value(value: Any, table: tuple[tuple[str, str], ...], names: list[str], where: str,
+                   column: str) -> int:
+    """The template class index of hub class index ``value`` (-1, unlabelled, stays -1)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not -1 <= value < len(table):
+        raise TaskError(
+            f"{where}: field {column!r} is {value!r}; the hub's class label there is an int 0..{len(table) - 1} "
+            f"(for {[hub for hub, _ in table][:6]}...) or -1"
+        )
+    return -1 if value == -1 else names.index(table[value][1])
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """One dataset of the table, named by its promptsource folder ``<dataset>[/<subset>]``.
 
@@ -181,6 +213,7 @@ class DatasetSpec:
     features: Mapping[str, Any] = field(repr=False)
     manual: str | None
     evidence: str = field(repr=False)
+    hub_schema: HubSchema | None = field(default=None, repr=False)
 
     @property
     def dataset(self) -> str:
@@ -223,8 +256,43 @@ class DatasetSpec:
                 kwargs["name"] = self.config
         return kwargs
 
+    def from_hub(self, row: Mapping[str, Any], where: str) -> dict[str, Any]:
+        """``row`` in the schema the templates read (``features``): the one mapping step every row
+        passes through when it loads (local rows, a manual download, a hub or snapshot load).
+
+        With a :class:`HubSchema`, a row that has the hub's column names is renamed and its class
+        labels re-indexed by class name; a row that already has the template's names (none of the
+        hub's) is returned as it is. Refuses (``TaskError`` naming ``where`` and the field) a label
+        outside the hub's classes.
+        """
+        hub = self.hub_schema
+        if hub is None or not any(col in row for col in hub.rename):
+            return dict(row)
+        out = {hub.rename.get(k, k): v for k, v in row.items()}
+        for column, table in hub.relabel.items():
+            if column in out:
+                names = self.features[column]["class_label"]
+                out[column] = _relabel_value(out[column], table, names, where, hub.hub_column(column))
+        return out
+
+    def to_hub(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """The inverse of :meth:`from_hub`: a template-schema row in the hub's names and class order
+        (where several hub classes share a template class, the first of them; :meth:`from_hub`
+        maps it back to the same class)."""
+        hub = self.hub_schema
+        if hub is None:
+            return dict(row)
+        out = dict(row)
+        for column, table in hub.relabel.items():
+            if isinstance(out.get(column), int) and out[column] >= 0:
+                name = self.features[column]["class_label"][out[column]]
+                out[column] = next(i for i, (_, ours) in enumerate(table) if ours == name)
+        back = {ours: theirs for theirs, ours in hub.rename.items()}
+        return {back.get(k, k): v for k, v in out.items()}
+
     def check_row(self, row: Mapping[str, Any], where: str) -> None:
-        """Refuse a row that is not in this dataset's hub schema; extra fields are fine.
+        """Refuse a row that is not in the schema the templates read (``features``, after
+        :meth:`from_hub`); extra fields are fine.
 
         Raises ``TaskError`` naming ``where``, the field, what the schema wants there and an example
         value: for a missing field, or a wrong type (a class label must be an int, not a bool, in
@@ -292,6 +360,42 @@ class Catalog:
 # --------------------------------------------------------------------------------------------
 
 
+def _parse_hub_schema(raw: Any, features: Mapping[str, Any], key: str, source: str) -> HubSchema | None:
+    """Validate an entry's ``hub_schema`` (``None`` when absent); ``TaskError`` naming ``key`` otherwise."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not set(raw) <= {"rename", "relabel"} or "rename" not in raw:
+        raise TaskError(f"{source}: key {key!r} must be a mapping with 'rename' (hub -> template column) "
+                        "and optionally 'relabel'")
+    rename = raw["rename"]
+    if not isinstance(rename, dict) or not rename or not all(
+            isinstance(a, str) and isinstance(b, str) for a, b in rename.items()):
+        raise TaskError(f"{source}: key '{key}.rename' must map hub column names to template column names")
+    missing = [ours for ours in rename.values() if ours not in features]
+    if missing:
+        raise TaskError(f"{source}: key '{key}.rename' renames to {missing}, which are not under 'features'")
+    relabel: dict[str, tuple[tuple[str, str], ...]] = {}
+    for column, names in (raw.get("relabel") or {}).items():
+        where = f"{key}.relabel.{column}"
+        feature = features.get(column)
+        if not (isinstance(feature, dict) and "class_label" in feature):
+            raise TaskError(f"{source}: key {where!r}: {column!r} is not a class_label under 'features'")
+        if column not in rename.values():
+            raise TaskError(f"{source}: key {where!r}: relabel only a renamed column (add it to "
+                            f"'{key}.rename'), so that a row's column names say which class order it has")
+        if isinstance(names, list):  # the same names, in the hub's order
+            names = {n: n for n in names}
+        if not isinstance(names, dict) or not names:
+            raise TaskError(f"{source}: key {where!r} must list the hub's class names in its index order, "
+                            "or map each (in that order) to a class name of the feature")
+        unknown = [ours for ours in names.values() if ours not in feature["class_label"]]
+        if unknown:
+            raise TaskError(f"{source}: key {where!r} maps to {unknown}, which are not among the feature's "
+                            f"class names {feature['class_label']}")
+        relabel[column] = tuple((str(hub), ours) for hub, ours in names.items())
+    return HubSchema(MappingProxyType(dict(rename)), MappingProxyType(relabel))
+
+
 def parse_table(data: Any, source: str) -> Catalog:
     """Validate a parsed table (the YAML's top-level mapping) and build the :class:`Catalog`.
 
@@ -316,9 +420,11 @@ def parse_table(data: Any, source: str) -> Catalog:
         missing = [k for k in _ENTRY_KEYS if k not in entry]
         if missing:
             raise TaskError(f"{source}: key {key!r} lacks {missing}; every entry has {list(_ENTRY_KEYS)}")
-        unknown = sorted(set(entry) - set(_ENTRY_KEYS))
+        unknown = sorted(set(entry) - set(_ENTRY_KEYS) - set(_OPTIONAL_KEYS))
         if unknown:
-            raise TaskError(f"{source}: key {key!r} has unknown keys {unknown}; allowed: {list(_ENTRY_KEYS)}")
+            raise TaskError(
+                f"{source}: key {key!r} has unknown keys {unknown}; allowed: {list(_ENTRY_KEYS + _OPTIONAL_KEYS)}"
+            )
         if not isinstance(entry["hub_id"], str) or not entry["hub_id"]:
             raise TaskError(f"{source}: key '{key}.hub_id' must be a non-empty string")
         for name in ("config", "revision", "manual"):
@@ -338,6 +444,7 @@ def parse_table(data: Any, source: str) -> Catalog:
             raise TaskError(f"{source}: key '{key}.features' must be a mapping of field -> feature")
         for name, feature in features.items():
             _validate_feature(feature, f"{key}.features.{name}", source)
+        hub_schema = _parse_hub_schema(entry.get("hub_schema"), features, f"{key}.hub_schema", source)
         specs[folder] = DatasetSpec(
             folder=folder,
             hub_id=entry["hub_id"],
@@ -347,6 +454,7 @@ def parse_table(data: Any, source: str) -> Catalog:
             features=MappingProxyType(dict(features)),
             manual=entry["manual"],
             evidence=entry["evidence"],
+            hub_schema=hub_schema,
         )
 
     raw_heldout = data.get("heldout")

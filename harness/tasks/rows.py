@@ -12,7 +12,10 @@ For one (dataset folder, split), in this order:
    files and its README's ``configs``) is passed to ``load_dataset`` instead of the id: the same code
    path, no network.
 
-:func:`locate` says which applies without reading anything (``rospr data status``); :func:`read` reads.
+:func:`locate` says which applies without reading anything (``rospr data status``); :func:`read` reads,
+and passes every row, whatever its source, through the catalog's one mapping step
+(:meth:`DatasetSpec.from_hub`: column renames and label re-indexing where the hub's copy differs from
+what the templates read, e.g. trec).
 """
 
 from __future__ import annotations
@@ -114,22 +117,28 @@ def locate(spec: DatasetSpec | None, folder: str, split: str, settings: DataSett
 
 def read(spec: DatasetSpec | None, folder: str, split: str, settings: DataSettings,
          limit: int | None = None) -> tuple[list[dict], str]:
-    """The rows of ``folder``/``split`` (first ``limit``) and a description of their source.
+    """The rows of ``folder``/``split`` (first ``limit``) in the schema the templates read, and a
+    description of their source.
 
-    Refuses (``TaskError``): unreadable or malformed local files (file and line named), a manual
-    download that is not there (where to put it), a hub load that fails (the dataset, the id, the
-    error and the local-rows fallback). Rows are not schema-checked here (the task does it).
+    Every row passes through :meth:`DatasetSpec.from_hub` (a no-op for a dataset whose hub copy
+    matches its templates, or one the catalog lacks). Refuses (``TaskError``): unreadable or malformed
+    local files (file and line named), a manual download that is not there (where to put it), a hub
+    load that fails (the dataset, the id, the error and the local-rows fallback), a label outside the
+    hub's classes. Rows are not schema-checked here (the task does it).
     """
     source = locate(spec, folder, split, settings)
     if source.kind == "missing":
         raise TaskError(f"dataset {folder!r} split {split!r}: {source.note}")
     if source.kind == "local":
-        rows = read_rows(Path(source.where))
-        return (rows[:limit] if limit is not None else rows), source.where
-    if source.kind == "manual":
-        rows = MANUAL_READERS[folder](manual_files(settings, folder, split)[0])
-        return (rows[:limit] if limit is not None else rows), source.where
-    return _hub_rows(spec, folder, split, settings, limit)
+        rows, where = read_rows(Path(source.where)), source.where
+    elif source.kind == "manual":
+        rows, where = MANUAL_READERS[folder](manual_files(settings, folder, split)[0]), source.where
+    else:
+        rows, where = _hub_rows(spec, folder, split, settings, limit)
+    rows = rows[:limit] if limit is not None else rows
+    if spec is None:
+        return rows, where
+    return [spec.from_hub(row, f"{where}: row {i}") for i, row in enumerate(rows)], where
 
 
 def _hub_rows(spec: DatasetSpec | None, folder: str, split: str, settings: DataSettings,

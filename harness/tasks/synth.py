@@ -14,8 +14,11 @@
    HellaSwag's label is a string digit; TREC's fine label belongs to its coarse class.
 
 Rows are deterministic per (folder, split, seed): :class:`random.Random` seeded with a string, which
-Python hashes with SHA-512, independent of ``PYTHONHASHSEED``. :func:`write_rows` writes them as
-``<root>/<folder>/<split>.jsonl`` (the local rows layout of ``data.rows_dir``).
+Python hashes with SHA-512, independent of ``PYTHONHASHSEED``. :func:`synth_rows` gives them in the
+schema the templates read; :func:`write_rows` writes them as the hub serves them
+(:meth:`DatasetSpec.to_hub`: trec's export column names and class order) to
+``<root>/<folder>/<split>.jsonl`` (the local rows layout of ``data.rows_dir``), so that reading them
+back goes through the same mapping step as rows from the hub.
 """
 
 from __future__ import annotations
@@ -538,7 +541,8 @@ def splits_to_write(spec: DatasetSpec) -> list[str]:
 
 
 def write_rows(root: Path, folders: Iterable[str], n: int, seed: int) -> list[Path]:
-    """Write ``n`` synthetic rows per split as ``<root>/<folder>/<split>.jsonl``; return the paths.
+    """Write ``n`` synthetic rows per split as ``<root>/<folder>/<split>.jsonl``, in the hub's
+    column names and class order (:meth:`DatasetSpec.to_hub`); return the paths.
 
     Splits: see :func:`splits_to_write`. Each file is written to a temporary name, then renamed.
     Refuses (``TaskError``) a folder the catalog does not know.
@@ -558,7 +562,7 @@ def write_rows(root: Path, folders: Iterable[str], n: int, seed: int) -> list[Pa
             tmp = path.with_name(f".{path.name}.tmp")
             with tmp.open("w", encoding="utf-8") as f:
                 for row in synth_rows(spec, split, n, seed):
-                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    f.write(json.dumps(spec.to_hub(row), ensure_ascii=False) + "\n")
             os.replace(tmp, path)
             written.append(path)
     log.info("wrote %d synthetic rows files under %s", len(written), root)

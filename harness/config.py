@@ -154,6 +154,8 @@ class TuneConfig(settings_model("_TuneKeys", TuneSettings, "prompt tuning (rospr
     source_rows: int | None = Field(None, ge=1, description="first rows of each source's split (all when null)")
     parallel: Literal["auto", "ray", "off"] = Field("auto", description="auto: Ray actors when Ray is installed")
     num_cpus: int | None = Field(None, ge=1, description="CPUs given to Ray (default: all)")
+    num_gpus_per_worker: float = Field(0, ge=0, description="GPUs each Ray tuning actor reserves (Ray makes them its "
+                                                             "only visible devices; rospr.tune.device then defaults to cuda)")
 
     @field_validator("parallel", mode="before")
     @classmethod

@@ -38,8 +38,10 @@ LOOPBACK = "127.0.0.1"
 LOCAL_RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
-def local_init_kwargs(num_cpus: int | None = None, object_store_memory: int | None = None) -> dict[str, Any]:
-    """The ``ray.init`` keyword arguments of a local, loopback-only Ray without the dashboard."""
+def local_init_kwargs(num_cpus: int | None = None, object_store_memory: int | None = None,
+                      num_gpus: float | None = None) -> dict[str, Any]:
+    """The ``ray.init`` keyword arguments of a local, loopback-only Ray without the dashboard
+    (``num_gpus`` None: the GPUs Ray detects; a number declares that many, logical ones included)."""
     kwargs: dict[str, Any] = dict(
         # "local": always a new Ray of our own; plain ray.init() would join any cluster already running on
         # this machine (RAY_ADDRESS, or /tmp/ray's current cluster), someone else's included
@@ -53,6 +55,8 @@ def local_init_kwargs(num_cpus: int | None = None, object_store_memory: int | No
     )
     if object_store_memory:
         kwargs["object_store_memory"] = object_store_memory
+    if num_gpus is not None:
+        kwargs["num_gpus"] = num_gpus
     return kwargs
 
 
@@ -134,11 +138,11 @@ def _join_kwargs(address: str) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def ray_started(address: str | None = None, num_cpus: int | None = None,
-                object_store_memory: int | None = None) -> Iterator[bool]:
+                object_store_memory: int | None = None, num_gpus: float | None = None) -> Iterator[bool]:
     """Make sure Ray is initialised for the ``with`` block; yields whether this call started it.
 
     Takes the cluster ``address`` (None: a local Ray, see the module docstring; ``num_cpus`` and
-    ``object_store_memory`` apply to a local Ray only). A Ray already initialised in this process
+    ``object_store_memory`` and ``num_gpus`` apply to a local Ray only). A Ray already initialised in this process
     is used as it is and left running. Refuses (``RuntimeError``) a local Ray whose node IP is not
     loopback, and a ``host:port`` address where nothing listens.
     """
@@ -153,7 +157,7 @@ def ray_started(address: str | None = None, num_cpus: int | None = None,
             ray.init(**_join_kwargs(address))
         else:
             log.info("starting a local Ray on %s (%s CPUs)", LOOPBACK, num_cpus or os.cpu_count())
-            _init_local(**local_init_kwargs(num_cpus, object_store_memory))
+            _init_local(**local_init_kwargs(num_cpus, object_store_memory, num_gpus))
         started = True
     try:
         yield started

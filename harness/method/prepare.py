@@ -126,7 +126,7 @@ def prepare(config: RunConfig, backend: Backend, data_settings: DataSettings) ->
     rc = config.rospr
     jobs = tuning_jobs(rc, data_settings)
     tokenizer = backend.tokenizer if backend.model is not None else None
-    train = trainer(rc.tune, config.model.name_or_path, backend.model, tokenizer)
+    train = trainer(rc.tune, config.model.name_or_path, backend.model, tokenizer, config.model.device)
     bank = tune_bank(jobs, rc.prompt_bank, rc.tune.settings(), backend.identity, train)
     embedder, rtok = create_embedder(config, rc.retriever or config.model.name_or_path)
     return RosprContext(rc, bank, _library(config, jobs, bank, embedder, rtok), embedder, rtok)

@@ -1,16 +1,24 @@
 """Who trains the prompts a bank lacks (``rospr.tuning.Trainer``): in process, or a pool of Ray actors.
 
 ``trainer(tune, ...)`` follows ``rospr.tune.parallel``: ``off`` trains in process; ``ray`` on Ray
-actors; ``auto`` on Ray actors when Ray is installed and more than one prompt is to be trained. Each
-actor holds one ``rospr.tuning.TuneWorker`` (one copy of the backbone) and reserves ``tune.threads``
-CPUs; a prompt is saved as soon as its actor returns it. The numbers are the same either way (each
-prompt has its own seed and thread count).
+actors; ``auto`` on Ray actors when Ray is installed and more than one prompt is to be trained (or
+GPUs are reserved per worker). Each actor holds one ``rospr.tuning.TuneWorker`` (one copy of the
+backbone) and reserves ``tune.threads`` CPUs and ``tune.num_gpus_per_worker`` GPUs; a prompt is saved
+as soon as its actor returns it. The numbers are the same either way (each prompt has its own seed and
+thread count).
+
+GPUs: Ray gives each actor its reserved GPUs as its only visible devices (``CUDA_VISIBLE_DEVICES``),
+so an actor trains on ``cuda`` = its own GPU, and a cluster of N GPUs with one GPU per worker trains N
+prompts at once. ``rospr.tune.device`` left null means ``cuda`` when GPUs are reserved, else the run's
+``model.device``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import os
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -21,7 +29,45 @@ from rospr.tuning import Trainer, TuneJob, TuneResult, TuneSettings, TuneWorker,
 log = logging.getLogger(__name__)
 
 
-def ray_pool(name_or_path: str, settings: TuneSettings, num_cpus: int | None) -> Trainer:
+class PlacedTuneWorker(TuneWorker):
+    """A ``TuneWorker`` that can say where Ray put it (the Ray actor class of the pool)."""
+
+    def placement(self) -> dict:
+        """The GPUs Ray assigned this actor, what CUDA sees of them, and the device it trains on."""
+        import ray
+
+        return {"gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "device": str(self.device)}
+
+
+def n_workers(n_jobs: int, resources: dict, threads: int, num_gpus_per_worker: float, num_cpus: int | None) -> int:
+    """Actors to start: no more than the jobs, the CPU slots (``threads`` each), the GPU slots
+    (``num_gpus_per_worker`` each, when reserving GPUs) and ``num_cpus`` (when given); at least one."""
+    cpus = int(resources.get("CPU", 1))
+    limits = [n_jobs, cpus // threads or 1, num_cpus or cpus]
+    if num_gpus_per_worker > 0:
+        limits.append(int(resources.get("GPU", 0) // num_gpus_per_worker))
+    return max(1, min(limits))
+
+
+def start_actors(name_or_path: str, settings: TuneSettings, n: int, num_gpus_per_worker: float = 0) -> list:
+    """``n`` tuning actors (``PlacedTuneWorker``), each reserving ``settings.threads`` CPUs and
+    ``num_gpus_per_worker`` GPUs of the running Ray. Refuses (``ValueError``) GPUs the cluster does
+    not have: the actors would wait for them for ever."""
+    import ray
+
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if num_gpus_per_worker > gpus:
+        raise ValueError(f"rospr.tune.num_gpus_per_worker={num_gpus_per_worker:g} but the Ray cluster has {gpus:g} GPUs; "
+                         "lower it (0: CPU actors) or join a cluster with GPUs (ray.address)")
+    Actor = ray.remote(num_cpus=settings.threads, num_gpus=num_gpus_per_worker)(PlacedTuneWorker)
+    # Paths are resolved here: a Ray worker's working directory is not the driver's.
+    path = str(Path(name_or_path).resolve()) if Path(name_or_path).exists() else name_or_path
+    return [Actor.remote(path, settings) for _ in range(n)]
+
+
+def ray_pool(name_or_path: str, settings: TuneSettings, num_cpus: int | None,
+             num_gpus_per_worker: float = 0) -> Trainer:
     """A ``Trainer`` on Ray actors (a local loopback Ray unless one is running in this process)."""
 
     def train(todo: Sequence[TuneJob], save: Callable[[str, TuneResult], None]) -> None:
@@ -30,16 +76,14 @@ def ray_pool(name_or_path: str, settings: TuneSettings, num_cpus: int | None) ->
 
         actors: list = []
         with ray_started(None, num_cpus), contextlib.ExitStack() as cleanup:
-            # free their CPUs now, not when garbage collection gets to the handles
+            # free their CPUs and GPUs now, not when garbage collection gets to the handles
             cleanup.callback(lambda: [ray.kill(actor) for actor in actors])
-            slots = int(ray.available_resources().get("CPU", 1))
-            n_workers = max(1, min(len(todo), slots // settings.threads or 1, num_cpus or slots))
-            Actor = ray.remote(num_cpus=settings.threads)(TuneWorker)
-            # Paths are resolved here: a Ray worker's working directory is not the driver's.
-            path = str(Path(name_or_path).resolve()) if Path(name_or_path).exists() else name_or_path
-            actors = [Actor.remote(path, settings) for _ in range(n_workers)]
+            n = n_workers(len(todo), ray.available_resources(), settings.threads, num_gpus_per_worker, num_cpus)
+            actors = start_actors(name_or_path, settings, n, num_gpus_per_worker)
+            for i, where in enumerate(ray.get([a.placement.remote() for a in actors])):
+                log.info("tuning actor %d: GPUs %s, training on %s", i, where["gpu_ids"] or "none", where["device"])
             pool = ActorPool(actors)
-            log.info("tuning %d prompts on %d Ray actors", len(todo), n_workers)
+            log.info("tuning %d prompts on %d Ray actors", len(todo), n)
             for job in todo:
                 pool.submit(lambda actor, j: actor.tune.remote(j), job)
             while pool.has_next():
@@ -48,17 +92,32 @@ def ray_pool(name_or_path: str, settings: TuneSettings, num_cpus: int | None) ->
     return train
 
 
-def trainer(tune: TuneConfig, name_or_path: str, model=None, tokenizer=None) -> Trainer:
+def tune_settings(tune: TuneConfig, model_device: str = "cpu") -> TuneSettings:
+    """``tune``'s settings with the device resolved: ``rospr.tune.device``, else ``cuda`` when GPUs
+    are reserved per worker, else ``model_device`` (the run's ``model.device``)."""
+    settings = tune.settings()
+    if settings.device is None:
+        settings = dataclasses.replace(settings, device="cuda" if tune.num_gpus_per_worker > 0 else model_device)
+    if tune.num_gpus_per_worker > 0 and settings.device == "cpu":
+        log.warning("rospr.tune.num_gpus_per_worker=%g reserves GPUs that rospr.tune.device=cpu leaves unused",
+                    tune.num_gpus_per_worker)
+    return settings
+
+
+def trainer(tune: TuneConfig, name_or_path: str, model=None, tokenizer=None, model_device: str = "cpu") -> Trainer:
     """The ``Trainer`` ``tune.parallel`` asks for (see the module docstring); ``model``/``tokenizer``
-    are the backbone already loaded in process, if any."""
-    local = in_process(name_or_path, tune.settings(), model, tokenizer)
+    are the backbone already loaded in process, if any (used when on the tuning device and dtype),
+    ``model_device`` the run's ``model.device`` (the default of ``rospr.tune.device``)."""
+    settings = tune_settings(tune, model_device)
+    local = in_process(name_or_path, settings, model, tokenizer)
     if tune.parallel == "off":
         return local
-    pool = ray_pool(name_or_path, tune.settings(), tune.num_cpus)
+    pool = ray_pool(name_or_path, settings, tune.num_cpus, tune.num_gpus_per_worker)
     if tune.parallel == "ray":
         return pool
 
     def auto(todo: Sequence[TuneJob], save: Callable[[str, TuneResult], None]) -> None:
-        (pool if ray_available() and len(todo) > 1 else local)(todo, save)
+        on_ray = ray_available() and (len(todo) > 1 or tune.num_gpus_per_worker > 0)
+        (pool if on_ray else local)(todo, save)
 
     return auto

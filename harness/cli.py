@@ -208,11 +208,9 @@ def _print_plan(config: Path, est, list_units: bool) -> None:
     if est.tuning:
         tu = est.tuning
         out.print(f"tuning: {tu.jobs} source prompts; bank {tu.bank}: {len(tu.reused)} reused, {len(tu.to_train)} "
-                  f"to train ({tu.steps} steps x batch {tu.batch_size}"
+                  f"to train ({tu.steps} steps x batch {tu.batch_size} in micro-batches of {tu.micro_batch}"
                   + (", gradient checkpointing" if tu.checkpointing else "") + ")"
-                  + ("" if est.prepares else "; not run: every unit is cached")
-                  + (f"; peak memory per micro-batch ~{tu.peak_memory_bytes / 2**30:.1f} GiB"
-                     if tu.peak_memory_bytes else ""), highlight=False)
+                  + ("" if est.prepares else "; not run: every unit is cached"), highlight=False)
     if est.retrieval:
         r = est.retrieval
         out.print(f"library {r.library}: {r.library_status}" + (f" ({r.library_keys} keys to embed)" if r.library_keys

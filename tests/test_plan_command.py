@@ -101,3 +101,11 @@ def test_plan_refuses_a_bad_throughput_and_an_unreadable_model(tmp_path):
     result = CliRunner().invoke(app, ["plan", "configs/demo.yaml", "--set", f"model.name_or_path={tmp_path}",
                                       "--tflops", "1"])
     assert result.exit_code == 2 and "model.name_or_path=" in result.output and "config.json" in result.output
+
+
+def test_the_backbone_identity_without_weights_is_the_loaded_ones(tiny_model_dir):
+    from harness.runner.estimate import weightless_identity
+    from rospr.backbone import load_backbone
+
+    # the bank's train keys hold this identity: a plan must key jobs as the run does
+    assert weightless_identity(str(tiny_model_dir)) == load_backbone(tiny_model_dir)[2].as_dict()

@@ -80,7 +80,7 @@ class TuningEstimate:
     flops: Flops  # of the jobs to train
     flops_all: Flops  # of every job, as if the bank were empty
     checkpointing: bool
-    peak_memory_bytes: int | None = None
+    micro_batch: int  # examples per forward/backward (FLOPs do not depend on it; memory does)
 
 
 @dataclass
@@ -240,7 +240,7 @@ def _tuning(config: RunConfig, shape: ModelShape, tokenizer, identity: dict) -> 
     jobs = tuning_jobs(rc, data_settings(config.data))
     bank = PromptBank.open(rc.prompt_bank, identity)  # reads the manifest if there is one; writes nothing
     reused, to_train, todo_flops, all_flops, examples = [], [], Flops(), Flops(), 0
-    checkpointing = bool(getattr(settings, "gradient_checkpointing", False))
+    checkpointing = settings.gradient_checkpointing
     for job in jobs:
         pairs = _encode_pairs(tokenizer, job.examples, settings)
         mean = Flops()
@@ -255,18 +255,8 @@ def _tuning(config: RunConfig, shape: ModelShape, tokenizer, identity: dict) -> 
             todo_flops = todo_flops + job_flops
             examples += len(job.examples)
     est = TuningEstimate(rc.prompt_bank, len(jobs), reused, to_train, settings.steps, settings.batch_size, examples,
-                         todo_flops, all_flops, checkpointing, _peak_memory(shape, settings))
+                         todo_flops, all_flops, checkpointing, settings.micro_batch)
     return est, jobs, bank
-
-
-def _peak_memory(shape: ModelShape, settings) -> int | None:
-    """The tuning memory estimate of ``rospr.tuning`` when it offers one (None otherwise)."""
-    try:
-        from rospr import memory  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    fn = getattr(memory, "tuning_peak_bytes", None)
-    return int(fn(shape, settings)) if fn else None
 
 
 def _library_status(config: RunConfig, jobs: list, bank: PromptBank, to_train: list[str]):

@@ -484,7 +484,8 @@ def tune(
         done = []
         bank = tune_sources(model, names, str(out), settings, DataSettings.from_env(data_dir),
                             on_done=lambda p, reused: (done.append(reused), err.print(
-                                f"{'reused' if reused else 'tuned '}  {p.id}: final loss {p.final_loss:.3f}")))
+                                f"{'reused' if reused else 'tuned '}  {p.id}: " + ("imported, not trained here" if p.final_loss is None
+                                                                   else f"final loss {p.final_loss:.3f}"))))
     except ValidationError as exc:
         _fail(ConfigError(f"--set: {exc}"))
     except (ConfigError, TaskError, ArtifactError, ValueError, FileNotFoundError) as exc:
@@ -550,6 +551,67 @@ def data_synth_cmd(
     except OSError as exc:
         _fail(OSError(f"{data_dir / 'rows'}: cannot write rows: {exc}"))
     err.print(f"wrote {len(paths)} row files for {len(folders)} datasets under {data_dir / 'rows'}")
+
+
+bank_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                       help="The prompt bank: peft PROMPT_TUNING adapters in and out.")
+app.add_typer(bank_app, name="bank")
+
+
+@bank_app.command("import-peft")
+def bank_import_peft(
+    adapter: List[Path] = typer.Option(..., "--adapter", help="a peft PROMPT_TUNING adapter folder (repeatable: "
+                                       "the n-th --adapter goes with the n-th --source and --template)"),
+    source: List[str] = typer.Option(..., "--source", help="the source dataset it was trained on, e.g. glue/mrpc"),
+    template: List[str] = typer.Option(..., "--template", help="the hard prompt (template name) it was trained with"),
+    bank: Path = typer.Option(Path("prompts"), "--bank", help="prompt bank directory (created or extended)"),
+    model: str = typer.Option("build/tiny-t0", "--model", help="the backbone the adapters and the bank are for"),
+    split: str = typer.Option("train", "--split", help="the source split whose inputs become the library keys"),
+    rows: Optional[int] = typer.Option(None, "--rows", min=1, help="its first rows (all by default)"),
+    ignore_base_name: bool = typer.Option(False, "--ignore-base-name", help="accept an adapter whose "
+                                          "base_model_name_or_path names another model of the same shape"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="root laid out like shared/data"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Put peft PROMPT_TUNING adapters into a prompt bank, each as the prompt of its (source, template)."""
+    _setup_logging(verbose)
+    from harness.method.adapters import AdapterSource, import_peft
+    from harness.tasks.base import DataSettings, TaskError
+    from rospr.artifacts import ArtifactError
+
+    if not len(adapter) == len(source) == len(template):
+        _fail(ValueError(f"{len(adapter)} --adapter, {len(source)} --source and {len(template)} --template: give "
+                         "one --source and one --template per --adapter, in the same order"))
+    items = [AdapterSource(a, s, t) for a, s, t in zip(adapter, source, template)]
+    try:
+        saved = import_peft(model, bank, items, DataSettings.from_env(data_dir), split, rows, not ignore_base_name)
+    except (ArtifactError, TaskError, ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    for p in saved:
+        err.print(f"imported {p.id}: P={p.shape[0]}, D={p.shape[1]}, {len(p.answer_choices)} answer choices")
+    err.print(f"prompt bank {bank}: {len(saved)} adapter(s) imported")
+
+
+@bank_app.command("export-peft")
+def bank_export_peft(
+    bank: Path = typer.Option(Path("prompts"), "--bank", help="prompt bank directory"),
+    ids: List[str] = typer.Option([], "--id", help="a prompt id (<source>/<template>; repeatable; all by default)"),
+    out: Path = typer.Option(..., "--out", help="the adapter folder (one --id), else a folder of adapter folders"),
+    model: Optional[str] = typer.Option(None, "--model", help="the backbone: checked against the bank, named in "
+                                        "each adapter_config.json (default: the bank's backbone name)"),
+) -> None:
+    """Write bank prompts as peft PROMPT_TUNING adapters (PeftModel.from_pretrained loads them)."""
+    _setup_logging(False)
+    from harness.method.adapters import export_peft
+    from rospr.artifacts import ArtifactError
+
+    try:
+        folders = export_peft(bank, out, ids, model)
+    except (ArtifactError, ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    for folder in folders:
+        typer.echo(str(folder))
+    err.print(f"wrote {len(folders)} peft adapter(s) under {out}")
 
 
 library_app = typer.Typer(add_completion=False, no_args_is_help=True, help="The Source Prompt Library.")

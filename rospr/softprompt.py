@@ -157,9 +157,11 @@ class PromptBank:
         return self.prompts[pid]
 
     def has_valid(self, pid: str, train_key: str) -> bool:
-        """Whether ``pid`` is in the bank, trained from ``train_key``. Refuses an edited prompt file."""
+        """Whether ``pid`` is in the bank, trained from ``train_key`` or imported (``rospr.peft_adapter``:
+        an imported prompt stands for its (source, template) whatever the settings; remove it from the
+        bank to tune one instead). Refuses an edited prompt file."""
         entry = self.entry(pid)
-        if entry is None or entry.get("train_key") != train_key:
+        if entry is None or (entry.get("train_key") != train_key and not entry.get("imported_from")):
             return False
         self.get(pid)  # an edited file is refused, not silently retrained (writes are atomic)
         return True

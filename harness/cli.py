@@ -553,6 +553,29 @@ def data_synth_cmd(
     err.print(f"wrote {len(paths)} row files for {len(folders)} datasets under {data_dir / 'rows'}")
 
 
+@data_app.command("check-hub")
+def data_check_hub_cmd(
+    names: Optional[List[str]] = typer.Argument(None, help="tasks or groups (default: t0_train heldout)"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="root laid out like shared/data (templates)"),
+) -> None:
+    """Ask the hub (metadata only, no rows) whether each catalog entry's repository, revision, config,
+    splits and template columns are there: one line per dataset; exit 1 on any mismatch."""
+    from harness.tasks.base import DataSettings, TaskError
+    from harness.tasks.hub_check import check_hub
+
+    try:
+        verdicts = check_hub(names or ["t0_train", "heldout"], DataSettings.from_env(data_dir))
+    except TaskError as exc:
+        _fail(exc)
+    typer.echo("dataset\thub\tverdict\twhy")
+    for verdict in verdicts:
+        typer.echo(verdict.line())
+    bad = [v for v in verdicts if not v.ok]
+    if bad:
+        err.print(f"{len(bad)} of {len(verdicts)} catalog entries do not match the hub (see the lines above)")
+        raise typer.Exit(1)
+
+
 bank_app = typer.Typer(add_completion=False, no_args_is_help=True,
                        help="The prompt bank: peft PROMPT_TUNING adapters in and out.")
 app.add_typer(bank_app, name="bank")

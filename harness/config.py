@@ -125,7 +125,9 @@ class OnnxRuntimeConfig(Strict):
     threads: int | None = Field(None, ge=1, description="intra-op threads; default scoring.threads, else one per core")
     graph_optimization: Literal["disabled", "basic", "extended", "all"] = "all"
     providers: list[str] | None = Field(None, description="default: CUDA when model.device is cuda and available, else CPU")
-    cache_dir: str | None = Field(None, description="export cache; default $ROSPR_ONNX_CACHE or .cache/rospr/onnx")
+    cache_dir: str | None = Field(None, description="export cache; default $ROSPR_ONNX_CACHE, else onnx/ under the "
+                                                    "user cache root ($ROSPR_HOME, else $XDG_CACHE_HOME/rospr, "
+                                                    "else ~/.cache/rospr)")
     io_binding: bool = Field(True, description="on CUDA: bind inputs/outputs on the device")
 
 
@@ -226,7 +228,8 @@ class CacheConfig(Strict):
     reference path always compute; configs/demo.yaml and configs/full.yaml turn it on."""
 
     enabled: bool = False
-    dir: str | None = Field(None, description="default $ROSPR_UNIT_CACHE or .cache/rospr/units")
+    dir: str | None = Field(None, description="default $ROSPR_UNIT_CACHE, else units/ under the user cache root "
+                                              "($ROSPR_HOME, else $XDG_CACHE_HOME/rospr, else ~/.cache/rospr)")
 
 
 class RunConfig(Strict):

@@ -353,8 +353,11 @@ def estimate_run(config: RunConfig, tflops: float | None = None, measure_s: floa
             from harness.backends.onnxruntime_backend import export_folder
             from rospr_export.export import find_manifest
 
-            rfolder = export_folder(None, retriever, "float32", config.onnxruntime.cache_dir)
-            export += f"; retriever {'reused' if find_manifest(rfolder) else 'exported on first use into'} {rfolder}"
+            try:
+                rfolder = export_folder(None, retriever, "float32", config.onnxruntime.cache_dir)
+                export += f"; retriever {'reused' if find_manifest(rfolder) else 'exported on first use into'} {rfolder}"
+            except ValueError as exc:  # e.g. a checkpoint folder without weights
+                export += f"; retriever unknown ({exc})"
 
     units: list[UnitEstimate] = []
     for spec in plan.specs:

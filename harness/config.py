@@ -31,6 +31,10 @@ from rospr.selection import METHODS, T0, Method
 from rospr.tuning import TuneSettings
 
 BACKENDS = ("onnxruntime", "torch", "triton")
+# Upper bounds of settings whose size is work or memory: past them a run hangs or thrashes, not helps.
+MAX_THREADS = 1024  # intra-op threads (onnxruntime spawns them all at session start)
+MAX_CPUS = 65536  # CPUs of a Ray cluster
+MAX_BATCH = 65536  # rows of one scoring batch / request
 
 
 class ConfigError(ValueError):
@@ -39,6 +43,20 @@ class ConfigError(ValueError):
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, v: Any, info) -> Any:
+        # pydantic's lax mode reads true/false as 1/0 for a number; YAML makes them from a bare yes/no/on/off
+        if isinstance(v, bool) and _takes_number(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"{str(v).lower()} is a boolean, not a number; give a number")
+        return v
+
+
+def _takes_number(annotation: Any) -> bool:
+    """Whether a field's type is a number (``int``, ``float``, optionally ``None``), not also a ``bool``."""
+    args = typing.get_args(annotation) or (annotation,)
+    return bool not in args and any(a in (int, float) for a in args)
 
 
 class SettingsModel(Strict):
@@ -104,15 +122,15 @@ class TaskConfig(Strict):
     name: str
     prompts: list[str] | None = Field(None, description="prompt names; all of the task's when omitted")
     split: str | None = None
-    limit: int | None = Field(None, ge=1, description="first N rows of the split")
+    limit: int | None = Field(None, ge=1, le=10**9, description="first N rows of the split")
 
 
 class ScoringConfig(settings_model("_ConventionKeys", Convention, "the scoring convention (rospr/scoring.py)")):
     """Rank classification: the convention (``rospr.scoring.Convention``'s fields) and batching."""
 
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1, le=MAX_BATCH)
     bucket: bool = True
-    threads: int | None = Field(None, ge=1, description="intra-op threads of the backend")
+    threads: int | None = Field(None, ge=1, le=MAX_THREADS, description="intra-op threads of the backend")
 
     def convention(self) -> Convention:
         return self.settings()
@@ -122,7 +140,8 @@ class OnnxRuntimeConfig(Strict):
     """The in-process onnxruntime backend (the default). The graphs are exported on demand into a
     content-addressed cache and reused; see harness/backends/onnxruntime_backend.py."""
 
-    threads: int | None = Field(None, ge=1, description="intra-op threads; default scoring.threads, else one per core")
+    threads: int | None = Field(None, ge=1, le=MAX_THREADS,
+                                description="intra-op threads; default scoring.threads, else one per core")
     graph_optimization: Literal["disabled", "basic", "extended", "all"] = "all"
     providers: list[str] | None = Field(None, description="default: CUDA when model.device is cuda and available, else CPU")
     cache_dir: str | None = Field(None, description="export cache; default $ROSPR_ONNX_CACHE, else onnx/ under the "
@@ -138,11 +157,12 @@ class TritonConfig(Strict):
     protocol: Literal["grpc", "http"] = "grpc"
     model: str = "t0_scorer"
     retriever_model: str = "retriever"
-    concurrency: int = Field(4, ge=1, description="requests in flight at once")
-    max_request_batch: int | None = Field(None, ge=1, description="rows per request; default the model's max_batch_size")
-    timeout_s: float = Field(60.0, gt=0, description="per request")
-    retries: int = Field(3, ge=0, description="retries of an unavailable / overloaded / timed-out request")
-    backoff_s: float = Field(0.5, ge=0, description="first retry delay, doubled each retry")
+    concurrency: int = Field(4, ge=1, le=1024, description="requests in flight at once")
+    max_request_batch: int | None = Field(None, ge=1, le=MAX_BATCH,
+                                          description="rows per request; default the model's max_batch_size")
+    timeout_s: float = Field(60.0, gt=0, le=86400, description="per request (and the bound on connecting, at most 10 s)")
+    retries: int = Field(3, ge=0, le=20, description="retries of an unavailable / overloaded / timed-out request")
+    backoff_s: float = Field(0.5, ge=0, le=600, description="first retry delay, doubled each retry")
     wire_dtype: Literal["float32", "float16"] = Field("float32", description="prompt_embeds on the wire")
     shared_memory: bool = Field(False, description="send inputs through system shared memory (local server only)")
 
@@ -177,15 +197,19 @@ class RosprConfig(Strict):
     sources: list[str] | str = Field("builtin", description="task names, or a named list: builtin, t0_train")
     prompt_bank: str = Field("build/rospr/prompt_bank", description="directory of the soft prompts")
     library: str = Field("build/rospr/library", description="directory of the Source Prompt Library")
-    retriever: str | None = Field(None, description="encoder checkpoint of the retriever (default: the model's)")
+    retriever: str | None = Field(None, description=(
+        "encoder checkpoint of the retriever: a hub name or directory of a T5 checkpoint (its encoder is used); "
+        "the paper retrieves with a small T0 encoder (T0-small; google/t5-small-lm-adapt is the nearest public "
+        "stand-in). null: the backbone's own encoder, which runs with one checkpoint but is not the paper's "
+        "retrieval space (README, 'Retriever and paper fidelity')"))
     tune: TuneConfig = TuneConfig()
-    library_n: int = Field(100, ge=1, description="n, training instances per prompt in the library")
+    library_n: int = Field(100, ge=1, le=10**6, description="n, training instances per prompt in the library")
     normalize: bool = Field(True, description="L2-normalise keys and queries (cosine); the paper is silent")
     index: IndexConfig = IndexConfig()
-    queries: int = Field(32, ge=1, description="Q, query instances per target (task, prompt)")
-    top_n: int = Field(10, ge=1, description="N, hits per query")
-    n_inter: int = Field(3, ge=1, description="N', prompts interpolated by +inter")
-    var_candidates: int = Field(10, ge=1, description="most frequent candidates scored by +var")
+    queries: int = Field(32, ge=1, le=10**5, description="Q, query instances per target (task, prompt)")
+    top_n: int = Field(10, ge=1, le=10**4, description="N, hits per query")
+    n_inter: int = Field(3, ge=1, le=10**4, description="N', prompts interpolated by +inter")
+    var_candidates: int = Field(10, ge=1, le=10**4, description="most frequent candidates scored by +var")
     leave_one_out: bool = Field(True, description="a target never retrieves prompts of its own dataset")
 
 
@@ -199,21 +223,21 @@ class RayConfig(Strict):
 
     enabled: bool = False
     address: str | None = Field(None, description="null: start a local Ray (ray.init()); 'auto' or ray://host:10001: a cluster")
-    num_cpus: int | None = Field(None, ge=1, description="local Ray only: CPUs it may use (default: all cores)")
-    scorers: int = Field(2, ge=1, description="scoring actors")
-    num_cpus_per_scorer: float | None = Field(None, gt=0, description="default: the cluster's CPUs / scorers; "
+    num_cpus: int | None = Field(None, ge=1, le=MAX_CPUS, description="local Ray only: CPUs it may use (default: all cores)")
+    scorers: int = Field(2, ge=1, le=1024, description="scoring actors")
+    num_cpus_per_scorer: float | None = Field(None, gt=0, le=MAX_THREADS, description="default: the cluster's CPUs / scorers; "
                                                                       "onnxruntime threads = its floor (at least 1)")
-    num_gpus_per_scorer: float = Field(0, ge=0)
-    retrieval_num_cpus: float = Field(0, ge=0, description="CPUs reserved for the retrieval actor (it mostly waits)")
-    max_in_flight: int | None = Field(None, ge=1, description="scoring batches submitted and not yet back; default 4 x scorers")
-    max_active_units: int | None = Field(None, ge=1, description="(task, prompt) targets loaded at once; default 2 x max_in_flight")
-    retrieval_group: int = Field(16, ge=1, description="targets whose queries go to the retrieval actor in one call")
-    max_restarts: int = Field(3, ge=-1, description="restarts of a dead actor (-1: unlimited)")
-    max_task_retries: int = Field(3, ge=-1, description="Ray's retries of a call to a restarting actor (-1: unlimited)")
-    max_batch_attempts: int = Field(3, ge=1, description="the driver's own resubmissions of a batch whose actor died")
+    num_gpus_per_scorer: float = Field(0, ge=0, le=64)
+    retrieval_num_cpus: float = Field(0, ge=0, le=MAX_CPUS, description="CPUs reserved for the retrieval actor (it mostly waits)")
+    max_in_flight: int | None = Field(None, ge=1, le=10**5, description="scoring batches submitted and not yet back; default 4 x scorers")
+    max_active_units: int | None = Field(None, ge=1, le=10**5, description="(task, prompt) targets loaded at once; default 2 x max_in_flight")
+    retrieval_group: int = Field(16, ge=1, le=10**5, description="targets whose queries go to the retrieval actor in one call")
+    max_restarts: int = Field(3, ge=-1, le=1000, description="restarts of a dead actor (-1: unlimited)")
+    max_task_retries: int = Field(3, ge=-1, le=1000, description="Ray's retries of a call to a restarting actor (-1: unlimited)")
+    max_batch_attempts: int = Field(3, ge=1, le=100, description="the driver's own resubmissions of a batch whose actor died")
     triton_urls: list[str] | None = Field(None, description="backend triton: scoring actor i talks to triton_urls[i % n] "
                                                             "(default: triton.url)")
-    object_store_memory: int | None = Field(None, ge=1 << 26, description="local Ray only: bytes of object store")
+    object_store_memory: int | None = Field(None, ge=1 << 26, le=1 << 50, description="local Ray only: bytes of object store")
 
     @model_validator(mode="after")
     def _address_needs_enabled(self) -> "RayConfig":
@@ -241,7 +265,7 @@ class RunConfig(Strict):
     onnxruntime: OnnxRuntimeConfig = OnnxRuntimeConfig()
     triton: TritonConfig = TritonConfig()
     scoring: ScoringConfig = ScoringConfig()
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="numpy and torch seeds take 0 .. 2**32-1")
     rospr: RosprConfig = RosprConfig()
     ray: RayConfig = RayConfig()
     cache: CacheConfig = CacheConfig()
@@ -319,21 +343,68 @@ def _set(tree: dict, dotted: str, value: Any, source: str) -> None:
 
 
 def apply_overrides(tree: dict, overrides: list[str], source: str = "--set") -> dict:
-    """Apply ``key.path=value`` strings (value parsed as YAML) to a config tree, in order."""
+    """Apply ``key.path=value`` strings (value parsed as YAML, as a config file's values are) to a
+    config tree, in order. Refuses (``ConfigError`` naming the ``--set``) a string without ``=`` and
+    a value that is not plain YAML data (a date, a set, binary: quote it)."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key.path=value")
         key, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc})") from None
+        value = load_yaml(raw, f"--set {item}") if raw != "" else ""
         _set(tree, key.strip(), value, source)
     return tree
 
 
-def _fields_at(loc: tuple) -> list[str]:
-    model: Any = RunConfig
+class _ConfigLoader(yaml.SafeLoader):
+    """A safe loader for configs: plain data only (no dates, sets or binary, which JSON and the
+    config hash cannot carry) and each key once per mapping (YAML would keep the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise ConfigError(f"{_mark(key_node)}: key {key!r} is given twice in one mapping (first at line "
+                                  f"{seen[key].start_mark.line + 1}); keep one")
+            if isinstance(key, typing.Hashable):
+                seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+def _refuse(what: str, fix: str):
+    def construct(loader, node):
+        text = repr(node.value) if isinstance(node, yaml.ScalarNode) else "the value"
+        raise ConfigError(f"{_mark(node)}: {text} is read by YAML as {what}, which a config cannot hold; {fix}")
+    return construct
+
+
+def _mark(node) -> str:
+    name = node.start_mark.name
+    return name if name.startswith("--set") else f"{name}:{node.start_mark.line + 1}"  # a --set is one line
+
+
+_ConfigLoader.add_constructor("tag:yaml.org,2002:timestamp", _refuse("a date", "quote it to give a string"))
+_ConfigLoader.add_constructor("tag:yaml.org,2002:binary", _refuse("binary data", "give a string"))
+_ConfigLoader.add_constructor("tag:yaml.org,2002:set", _refuse("a set", "give a list ([a, b])"))
+_ConfigLoader.add_constructor("tag:yaml.org,2002:omap", _refuse("an ordered map", "give a mapping"))
+_ConfigLoader.add_constructor("tag:yaml.org,2002:pairs", _refuse("a list of pairs", "give a mapping"))
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """The data of a YAML text (``source`` names it in errors). Refuses (``ConfigError`` with the
+    line): malformed YAML, dates, sets, binary and a key given twice in one mapping."""
+    loader = _ConfigLoader(text)
+    loader.name = source
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+
+
+def _fields_at(loc: tuple, model: Any = None) -> list[str]:
+    model = model or RunConfig
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
@@ -348,21 +419,48 @@ def _fields_at(loc: tuple) -> list[str]:
     return list(getattr(model, "model_fields", {}))
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid config"]
+def _override_of(path: str, overrides: list[str]) -> str | None:
+    """The last ``--set`` that gave the key at ``path`` (or a section holding it), if any."""
+    found = None
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if path == key or path.startswith(key + ".") or key.startswith(path + "."):
+            found = item
+    return found
+
+
+def format_validation_error(exc: ValidationError, source: str, overrides: list[str] | None = None,
+                            model: Any = None) -> str:
+    """One line per problem of a config, each naming its key path; a key that a ``--set`` gave is
+    blamed on that ``--set``, not on the file ``source``. ``model``: the validated model (default
+    ``RunConfig``), for the "did you mean" of an unknown key."""
+    lines, blamed = [], []
     for err in exc.errors():
         loc = tuple(err["loc"])
         path = ".".join(str(p) for p in loc) or "(top level)"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(str(loc[-1]), _fields_at(loc), n=1)
+            close = difflib.get_close_matches(str(loc[-1]), _fields_at(loc, model), n=1)
             msg = "unknown key" + (f"; did you mean {close[0]!r}?" if close else "")
-        lines.append(f"  {path}: {msg}")
-    return "\n".join(lines)
+        elif err["type"] in ("less_than_equal", "less_than"):
+            msg += "; the most this setting allows (more only hangs or exhausts memory)"
+        elif err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
+        given = _override_of(path, overrides or [])
+        blamed.append(given)
+        lines.append(f"  {path}: {msg}" + (f" (from --set {given})" if given else ""))
+    if all(blamed):
+        head = f"--set {', --set '.join(dict.fromkeys(blamed))}: invalid setting" + (
+            f" (config {source})" if source not in ("--set", "<config>") else "")
+    else:
+        head = f"{source}: invalid config"
+    return "\n".join([head, *lines])
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None, tree: dict | None = None) -> RunConfig:
-    """Read a YAML config, apply overrides, validate. Raises ``ConfigError`` naming file and key."""
+    """Read a YAML config, apply overrides, validate. Raises ``ConfigError`` naming the file (and
+    line) or the ``--set``, and the key: a missing or non-UTF-8 file, malformed YAML, values that
+    are not plain data (dates, sets, binary), a key given twice, and every invalid setting."""
     source = str(path) if path else "<config>"
     if tree is None:
         if path is None:
@@ -370,17 +468,24 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, tre
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"{source}: no such config file")
+        raw = p.read_bytes()
         try:
-            tree = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw[:exc.start].count(b"\n") + 1
+            raise ConfigError(f"{source}:{line}: not UTF-8 text (byte "
+                              f"0x{raw[exc.start]:02x}); save the config as UTF-8") from None
+        tree = load_yaml(text, source) or {}
         if not isinstance(tree, dict):
             raise ConfigError(f"{source}: the top level must be a mapping of keys")
-    tree = json.loads(json.dumps(tree))
+    try:
+        tree = json.loads(json.dumps(tree, allow_nan=True))
+    except (TypeError, ValueError) as exc:  # a tree given in code (``tree=``) may hold anything
+        raise ConfigError(f"{source}: a value is not plain data ({exc}); give strings, numbers, lists and mappings") from None
     if isinstance(tree.get("tasks"), list):  # `- name` shorthand, so that --set tasks.0.limit=5 works
         tree["tasks"] = [{"name": t} if isinstance(t, str) else t for t in tree["tasks"]]
     tree = apply_overrides(tree, overrides or [])
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
+        raise ConfigError(format_validation_error(exc, source, overrides)) from None

@@ -156,7 +156,7 @@ def test_a_task_listed_twice_through_set_is_refused_at_the_cli(tmp_path):
     cfg.write_text(yaml.safe_dump({"model": MODEL, "tasks": ["builtin/animals", "builtin/nli"]}))
     res = CliRunner().invoke(app, ["run", str(cfg), "--set", "tasks.1.name=builtin/animals"])
     assert res.exit_code == 2 and "Traceback" not in res.output
-    assert f"error: {cfg}: invalid config" in res.output
+    assert f"error: --set tasks.1.name=builtin/animals: invalid setting (config {cfg})" in res.output
     assert "tasks.1: task 'builtin/animals' is already listed at tasks.0" in res.output
 
 

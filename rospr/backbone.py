@@ -23,8 +23,9 @@ from rospr.identity import backbone_identity
 log = logging.getLogger(__name__)
 
 
-def load_backbone(name_or_path: str | Path, dtype: torch.dtype = torch.float32):
-    """Load a seq2seq checkpoint and its tokenizer by hub name or local path.
+def load_backbone(name_or_path: str | Path, dtype: torch.dtype = torch.float32, revision: str | None = None):
+    """Load a seq2seq checkpoint and its tokenizer by hub name or local path; ``revision`` (a hub
+    commit, branch or tag: ``model.revision``) pins a hub checkpoint, a local directory ignores it.
 
     Returns ``(model, tokenizer, identity)``; the model is in eval mode with gradients disabled.
     Refuses (``ValueError``; ``CheckpointError`` naming the file) a damaged or missing checkpoint
@@ -35,8 +36,8 @@ def load_backbone(name_or_path: str | Path, dtype: torch.dtype = torch.float32):
     name = str(name_or_path)
     check_checkpoint(name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        model = AutoModelForSeq2SeqLM.from_pretrained(name, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
+        model = AutoModelForSeq2SeqLM.from_pretrained(name, dtype=dtype, revision=revision)
     except OSError as exc:
         raise ValueError(
             f"model.name_or_path={name!r}: cannot load a checkpoint ({exc}). Give a local "

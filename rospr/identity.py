@@ -76,12 +76,12 @@ def backbone_identity(model, name: str) -> ModelIdentity:
     )
 
 
-def retriever_identity(name_or_path: str) -> dict:
+def retriever_identity(name_or_path: str, revision: str | None = None) -> dict:
     """The retriever's identity from its checkpoint config alone (no weights loaded, so it works for
-    any backend): name, config hash, output dimension."""
+    any backend): name, config hash, output dimension; ``revision`` pins a hub checkpoint."""
     from transformers import AutoConfig  # heavy: only when an identity is asked for
 
     name = str(name_or_path)
-    config = AutoConfig.from_pretrained(name)
+    config = AutoConfig.from_pretrained(name, revision=revision)
     dim = getattr(config, "d_model", None) or getattr(config, "hidden_size")
     return {"name": display_name(name), "config_hash": checkpoint_config_hash(config.to_dict()), "dim": int(dim)}

@@ -52,9 +52,10 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def load_encoder(name_or_path: str, dtype=None):
+def load_encoder(name_or_path: str, dtype=None, revision: str | None = None):
     """Load the encoder of a checkpoint (the encoder half of a seq2seq model, or an encoder-only
-    model) and its tokenizer; ``dtype`` a torch dtype (default float32). Returns
+    model) and its tokenizer; ``dtype`` a torch dtype (default float32), ``revision`` the hub commit
+    (a local directory ignores it). Returns
     ``(encoder_module, tokenizer)``, frozen, in eval mode."""
     import torch
     from transformers import AutoConfig, AutoModel, AutoTokenizer, T5EncoderModel
@@ -62,12 +63,12 @@ def load_encoder(name_or_path: str, dtype=None):
     dtype = dtype or torch.float32
     name = str(name_or_path)
     try:
-        config = AutoConfig.from_pretrained(name)
-        tokenizer = AutoTokenizer.from_pretrained(name)
+        config = AutoConfig.from_pretrained(name, revision=revision)
+        tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
         if config.model_type in ("t5", "mt5", "umt5"):
-            encoder = T5EncoderModel.from_pretrained(name, dtype=dtype)
+            encoder = T5EncoderModel.from_pretrained(name, dtype=dtype, revision=revision)
         else:
-            model = AutoModel.from_pretrained(name, dtype=dtype)
+            model = AutoModel.from_pretrained(name, dtype=dtype, revision=revision)
             encoder = model.get_encoder() if getattr(config, "is_encoder_decoder", False) else model
     except OSError as exc:
         raise ValueError(f"retriever {name!r}: cannot load a checkpoint ({exc})") from exc

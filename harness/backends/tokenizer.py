@@ -69,9 +69,9 @@ def fast_tokenizer(folder: Path) -> FastTokenizer | None:
     return FastTokenizer(tok, ids["eos_token"], ids["pad_token"])
 
 
-def load_tokenizer(name_or_path: str | Path):
+def load_tokenizer(name_or_path: str | Path, revision: str | None = None):
     """The tokenizer of a checkpoint: ``FastTokenizer`` for a local one that allows it, else
-    transformers' ``AutoTokenizer`` (hub names, other layouts). Raises what they raise."""
+    transformers' ``AutoTokenizer`` (hub names at ``revision``, other layouts). Raises what they raise."""
     folder = Path(name_or_path)
     if folder.is_dir():
         tok = fast_tokenizer(folder)
@@ -80,4 +80,4 @@ def load_tokenizer(name_or_path: str | Path):
         log.debug("%s: tokenizer loaded through transformers", folder)
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(name_or_path))
+    return AutoTokenizer.from_pretrained(str(name_or_path), revision=revision)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
 from pathlib import Path
 
 import jinja2.meta
@@ -267,16 +268,9 @@ def test_heldout_prompt_counts_equal_original_task_templates(templates_dir):
 
 # The export's ClassLabel names (huggingface/datasets datasets/trec/dataset_infos.json, version
 # 2.0.0), written out here as the independent reference for the rows below.
-TREC_EXPORT_COARSE = ["ABBR", "ENTY", "DESC", "HUM", "LOC", "NUM"]
-TREC_EXPORT_FINE = [
-    "ABBR:abb", "ABBR:exp", "ENTY:animal", "ENTY:body", "ENTY:color", "ENTY:cremat", "ENTY:currency",
-    "ENTY:dismed", "ENTY:event", "ENTY:food", "ENTY:instru", "ENTY:lang", "ENTY:letter", "ENTY:other",
-    "ENTY:plant", "ENTY:product", "ENTY:religion", "ENTY:sport", "ENTY:substance", "ENTY:symbol",
-    "ENTY:techmeth", "ENTY:termeq", "ENTY:veh", "ENTY:word", "DESC:def", "DESC:desc", "DESC:manner",
-    "DESC:reason", "HUM:gr", "HUM:ind", "HUM:title", "HUM:desc", "LOC:city", "LOC:country", "LOC:mount",
-    "LOC:other", "LOC:state", "NUM:code", "NUM:count", "NUM:date", "NUM:dist", "NUM:money", "NUM:ord",
-    "NUM:other", "NUM:period", "NUM:perc", "NUM:speed", "NUM:temp", "NUM:volsize", "NUM:weight",
-]
+_TREC_EXPORT = json.loads((DATA / "trec_export_classes.json").read_text(encoding="utf-8"))
+TREC_EXPORT_COARSE = _TREC_EXPORT["coarse_label"]
+TREC_EXPORT_FINE = _TREC_EXPORT["fine_label"]
 
 
 def _export_row(text: str, fine: str) -> dict:

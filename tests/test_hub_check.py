@@ -11,6 +11,7 @@ with the hub's X-Error-Code header.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
@@ -46,7 +47,8 @@ def _tree(folder, splits):
 
 
 # CogComp/trec: the version 2.0.0 script's card (huggingface/datasets datasets/trec, dataset_info)
-from tests.test_catalog import TREC_EXPORT_COARSE, TREC_EXPORT_FINE  # noqa: E402
+_EXPORT = json.loads((Path(__file__).parent / "data" / "trec_export_classes.json").read_text(encoding="utf-8"))
+TREC_EXPORT_COARSE, TREC_EXPORT_FINE = _EXPORT["coarse_label"], _EXPORT["fine_label"]
 
 TREC_CARD = {
     "language": ["en"], "pretty_name": "Text Retrieval Conference Question Answering",

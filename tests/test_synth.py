@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -148,7 +149,8 @@ def test_trec_rows_from_synth_local_files_and_a_hub_snapshot_meet_in_one_schema(
     assert local == expected
 
     # the export's features, written out independently (datasets/trec/dataset_infos.json, 2.0.0)
-    from tests.test_catalog import TREC_EXPORT_COARSE, TREC_EXPORT_FINE
+    export = json.loads((Path(__file__).parent / "data" / "trec_export_classes.json").read_text(encoding="utf-8"))
+    TREC_EXPORT_COARSE, TREC_EXPORT_FINE = export["coarse_label"], export["fine_label"]
 
     features = datasets.Features({
         "text": datasets.Value("string"),

@@ -98,6 +98,10 @@ MethodName = Annotated[Method, PlainValidator(_method), PlainSerializer(lambda m
 
 class ModelConfig(Strict):
     name_or_path: str = Field("build/tiny-t0", description="hub name or local checkpoint directory")
+    revision: str | None = Field(None, description=(
+        "hub commit (a sha; a branch or tag moves) of a hub name_or_path: every from_pretrained of the backbone, "
+        "its tokenizer and its export cache key uses it, and the retriever's when rospr.retriever is null; "
+        "recorded in results.json provenance (model_revision). A local directory ignores it"))
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     device: str = "cpu"
 
@@ -202,6 +206,9 @@ class RosprConfig(Strict):
         "the paper retrieves with a small T0 encoder (T0-small; google/t5-small-lm-adapt is the nearest public "
         "stand-in). null: the backbone's own encoder, which runs with one checkpoint but is not the paper's "
         "retrieval space (README, 'Retriever and paper fidelity')"))
+    retriever_revision: str | None = Field(None, description=(
+        "hub commit of a hub rospr.retriever (a checkpoint of its own, so model.revision cannot name it); "
+        "with rospr.retriever null the backbone's model.revision applies"))
     tune: TuneConfig = TuneConfig()
     library_n: int = Field(100, ge=1, le=10**6, description="n, training instances per prompt in the library")
     normalize: bool = Field(True, description="L2-normalise keys and queries (cosine); the paper is silent")
@@ -489,3 +496,14 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, tre
         return RunConfig.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source, overrides)) from None
+
+
+def checkpoint_revision(config: RunConfig, name_or_path: str | Path | None) -> str | None:
+    """The hub revision to load ``name_or_path`` at: ``model.revision`` for the backbone (and the retriever
+    when it is the backbone), ``rospr.retriever_revision`` for the configured retriever, else None."""
+    name = str(name_or_path)
+    if name == config.model.name_or_path:
+        return config.model.revision
+    if config.rospr.retriever is not None and name == str(config.rospr.retriever):
+        return config.rospr.retriever_revision
+    return None

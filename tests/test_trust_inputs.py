@@ -164,3 +164,45 @@ def test_distinct_tasks_are_accepted():
     cfg = load_config(None, tree={"model": MODEL, "tasks": ["builtin/animals", "builtin/nli",
                                                              {"name": "builtin/topic", "prompts": ["a", "b"]}]})
     assert [t.name for t in cfg.tasks] == ["builtin/animals", "builtin/nli", "builtin/topic"]
+
+
+# -- class 3: a template's work per row is bounded ---------------------------------------------------
+
+BUDGET_CASES = {
+    # the example: the sandbox caps a range's size, not the work of nested loops
+    "nested ranges": "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+    # not tied to it: one loop whose body walks a large list each time (a single call per item)
+    "join in a loop": "{% set l = range(100000)|list %}{% for x in l %}{{ l|join(',')|length }}{% endfor %}",
+    "doubling a string": "{% set ns = namespace(s='ab') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}"
+                         "{% endfor %}{{ ns.s|length }}",
+    "a huge width": "{{ 'a'.ljust(10 ** 12) }}",
+    "a huge format width": "{{ '{:>999999999999}'.format(1) }}",
+    "a huge repetition": "{{ ('x' * 10 ** 12) }}",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BUDGET_CASES))
+def test_a_template_past_its_work_budget_is_one_error_naming_template_and_row(case, monkeypatch):
+    from harness.tasks import templates
+    from harness.tasks.base import TaskError
+    from harness.tasks.templates import Template
+
+    monkeypatch.setattr(templates, "RENDER_STEPS", 20_000)  # small, so that the test is quick
+    monkeypatch.setattr(templates, "RENDER_SIZE", 100_000)
+    t = Template(id="t-9", name=case, jinja=BUDGET_CASES[case] + " ||| a", answer_choices="a ||| b",
+                 source="hostile.yaml")
+    with pytest.raises(TaskError) as info:
+        t.render({"text": "hello"}, truncate=False, row_name="row 5 of hostile/validation")
+    msg = str(info.value)
+    assert f"'{case}'" in msg and "hostile.yaml" in msg and "row 5 of hostile/validation" in msg
+    assert "RENDER_STEPS" in msg
+
+
+def test_ordinary_templates_render_within_the_budget():
+    from harness.tasks.templates import Template
+
+    t = Template(id="t-1", name="ok", jinja="{% for w in text.split() %}{{ loop.index }}:{{ w|upper }} {% endfor %}"
+                 "{{ answer_choices|join(', ') }} ||| {{ answer_choices[label] }}", answer_choices="no ||| yes",
+                 source="fine.yaml")
+    r = t.render({"text": "a long passage " * 500, "label": 1})
+    assert r.label == 1 and r.input_text.startswith("1:A 2:LONG")

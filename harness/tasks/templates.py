@@ -30,10 +30,13 @@ tests/test_promptsource_parity.py checks all of this against promptsource 0.2.3'
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import hashlib
 import json
 import logging
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +44,8 @@ from typing import Any, Mapping, Sequence
 
 import jinja2
 import yaml
+from jinja2 import nodes
+from jinja2.compiler import CodeGenerator
 from jinja2.sandbox import SandboxedEnvironment
 
 from harness.tasks.base import TaskError
@@ -106,11 +111,165 @@ def _most_frequent(items: Any) -> list | None:
     return [item for item, count in counts if count == top]
 
 
+# The work one rendering of one field on one row may do. Template files are data: without a bound,
+# two nested `range(100000)` loops (the sandbox caps a range, not the work) render for hours.
+RENDER_STEPS = 1_000_000  # loop iterations, calls, attribute / item lookups and operators
+RENDER_SIZE = 1_000_000  # characters (or items) of any one value built, and of the output
+_MAX_INT_BITS = 100_000  # bits of an integer a template computes
+_WIDTH_FILTERS = ("center", "indent", "wordwrap", "truncate")
+_WIDTH_METHODS = ("center", "ljust", "rjust", "zfill", "expandtabs")
+_FORMAT_WIDTHS = re.compile(r"%[-#0 +]*(\d*)(?:\.(\d+))?|\{[^{}]*?:[^{}\d]*(\d+)(?:\.(\d+))?[^{}]*\}")
+
+
+class _OverBudget(Exception):
+    """A rendering went past ``RENDER_STEPS`` or ``RENDER_SIZE`` (turned into a ``TaskError``)."""
+
+
+class _Budget:
+    def __init__(self, steps: int, size: int) -> None:
+        self.left, self.steps, self.size = steps, steps, size
+
+    def step(self, n: int = 1) -> None:
+        self.left -= n
+        if self.left < 0:
+            raise _OverBudget(f"took more than {self.steps:,} steps (loop iterations, calls, lookups)")
+
+    def sized(self, value: Any) -> Any:
+        if isinstance(value, (str, bytes, list, tuple, dict, set)) and len(value) > self.size:
+            raise _OverBudget(f"built a value of {len(value):,} characters or items (the most is {self.size:,})")
+        if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > _MAX_INT_BITS:
+            raise _OverBudget(f"computed an integer of {value.bit_length():,} bits (the most is {_MAX_INT_BITS:,})")
+        return value
+
+    def charge(self, *values: Any) -> None:
+        """One step, and the work of going over ``values``: an item of a collection or 64
+        characters of a string is a step (a filter or method walks what it is given)."""
+        n = 1
+        for v in values:
+            if isinstance(v, (str, bytes)):
+                n += len(v) // 64
+            elif isinstance(v, (list, tuple, dict, set, range)):
+                n += len(v)
+        self.step(n)
+
+    def width(self, n: Any) -> None:
+        if isinstance(n, int) and n > self.size:
+            raise _OverBudget(f"asked for a width of {n:,} characters (the most is {self.size:,})")
+
+    def format_widths(self, text: Any) -> None:
+        if isinstance(text, str):
+            for m in _FORMAT_WIDTHS.finditer(text):
+                for digits in m.groups():
+                    if digits:
+                        self.width(int(digits))
+
+
+# No budget outside Template._render (ENV used directly, e.g. by tests): a fresh one per call then.
+_BUDGET: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("rospr_render_budget", default=None)
+
+
+def _budget() -> _Budget:
+    return _BUDGET.get() or _Budget(RENDER_STEPS, RENDER_SIZE)
+
+
+def _each(iterable: Any):
+    """What a ``{% for %}`` loop iterates: ``iterable``, one budget step per item."""
+    budget = _budget()
+    for item in iterable:
+        budget.step()
+        yield item
+
+
+class _BudgetedCode(CodeGenerator):
+    """Compiles every ``{% for %}`` over ``_each`` and every ``~`` concatenation through a size check."""
+
+    def visit_Template(self, node, frame=None):
+        for loop in node.find_all(nodes.For):
+            loop.iter = nodes.Filter(loop.iter, "_rospr_each", [], [], None, None, lineno=loop.iter.lineno)
+        return super().visit_Template(node, frame)
+
+    def visit_Concat(self, node, frame):
+        self.write("environment.rospr_sized(")
+        super().visit_Concat(node, frame)
+        self.write(")")
+
+
+class _BudgetedSandbox(SandboxedEnvironment):
+    """The sandbox, with a budget of work per rendering (``RENDER_STEPS``, ``RENDER_SIZE``): each
+    loop item, call, lookup and arithmetic operator is a step; a value or width larger than the size
+    is refused before it is built where its size is known in advance (``*``, ``**``, widths), right
+    after otherwise."""
+
+    code_generator_class = _BudgetedCode
+    intercepted_binops = frozenset({"*", "**", "+", "%", "//", "/", "-"})
+
+    @staticmethod
+    def rospr_sized(value: Any) -> Any:
+        return _budget().sized(value)
+
+    def call_binop(self, context, operator, left, right):
+        budget = _budget()
+        budget.charge(left, right)
+        ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (left, right))
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > budget.size:
+                    raise _OverBudget(f"would build a value of {len(seq) * n:,} items (the most is {budget.size:,})")
+            if ints and left.bit_length() + right.bit_length() > _MAX_INT_BITS:
+                raise _OverBudget(f"would compute an integer of over {_MAX_INT_BITS:,} bits")
+        elif operator == "**" and ints and right > 0 and max(left.bit_length() - 1, 0) * right > _MAX_INT_BITS:
+            raise _OverBudget(f"would compute an integer of over {_MAX_INT_BITS:,} bits ({left} ** {right})")
+        elif operator == "%":
+            budget.format_widths(left)
+        return budget.sized(super().call_binop(context, operator, left, right))
+
+    def getattr(self, obj, attribute):
+        _budget().step()
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj, argument):
+        _budget().step()
+        return super().getitem(obj, argument)
+
+    def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 - the sandbox's own signature
+        budget = _budget()
+        owner = getattr(getattr(__obj, "__wrapped__", __obj), "__self__", None)  # str.format comes wrapped
+        budget.charge(owner if isinstance(owner, (str, list, tuple, dict)) else None, *args, *kwargs.values())
+        if isinstance(owner, str):
+            name = getattr(__obj, "__name__", "")
+            if name in _WIDTH_METHODS:
+                for a in (*args, *kwargs.values()):
+                    budget.width(a)
+            elif name in ("format", "format_map"):
+                budget.format_widths(owner)
+        return budget.sized(SandboxedEnvironment.call(__self, __context, __obj, *args, **kwargs))
+
+
+def _budgeted_filter(name: str, func):
+    """A filter whose result (and, for width filters, whose width) counts against the budget."""
+
+    @functools.wraps(func)
+    def filtered(*args, **kwargs):
+        budget = _budget()
+        budget.charge(*args, *kwargs.values())
+        if name in _WIDTH_FILTERS:
+            for a in (*args[1:], *kwargs.values()):
+                budget.width(a)
+        elif name == "format":
+            for a in args[:2]:
+                budget.format_widths(a)
+        return budget.sized(func(*args, **kwargs))
+
+    return filtered
+
+
 def _make_env() -> SandboxedEnvironment:
-    env = SandboxedEnvironment(loader=jinja2.BaseLoader(), undefined=jinja2.StrictUndefined)
+    env = _BudgetedSandbox(loader=jinja2.BaseLoader(), undefined=jinja2.StrictUndefined)
     env.globals.update(zip=zip)  # promptsource 0.2.3's only global
     env.filters["choice"] = _choice
     env.filters["most_frequent"] = _most_frequent
+    env.filters.update({name: _budgeted_filter(name, f) for name, f in env.filters.items()})
+    env.filters["_rospr_each"] = _each
     return env
 
 
@@ -223,8 +382,21 @@ class Template:
         return context
 
     def _render(self, compiled: jinja2.Template, context: dict, what: str, row_name: str) -> str:
+        budget = _Budget(RENDER_STEPS, RENDER_SIZE)
+        token = _BUDGET.set(budget)
         try:
-            return compiled.render(context)
+            parts, size = [], 0
+            for piece in compiled.generate(context):
+                size += len(piece)
+                if size > budget.size:
+                    raise _OverBudget(f"rendered more than {budget.size:,} characters")
+                parts.append(piece)
+            return "".join(parts)
+        except _OverBudget as e:
+            raise TaskError(
+                f"{self._where()}: field {what!r} {e} on {row_name}, past the work one row may take "
+                f"(harness.tasks.templates.RENDER_STEPS / RENDER_SIZE); simplify the template's loops"
+            ) from None
         except jinja2.UndefinedError as e:
             raise TaskError(
                 f"{self._where()}: field {what!r} uses something {row_name} does not have: {e}; "
@@ -240,6 +412,8 @@ class Template:
                 f"{self._where()}: field {what!r} failed on {row_name}: {type(e).__name__}: {e}; "
                 "check that the rows follow the dataset's schema"
             ) from e
+        finally:
+            _BUDGET.reset(token)
 
     def get_answer_choices(self, row: Mapping[str, Any], row_name: str = "the row") -> list[str] | None:
         """The rendered answer choices of ``row`` (split on ``|||``, stripped), or ``None``."""

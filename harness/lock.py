@@ -3,15 +3,19 @@
 The lock is held for the driver's whole life; the file says who holds it (pid, host, start time) so
 that a refused driver can name the holder. The operating system drops the lock when the holder
 exits in any way, SIGKILL included, so a crashed run can be resumed at once; the file stays behind
-(removing it could let two drivers lock two different files).
+(removing it could let two drivers lock two different files). The lock file is opened with
+``O_NOFOLLOW``: a symbolic link (or a hard link, a FIFO, a folder) planted as ``.lock`` is refused, never written
+through.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import socket
+import stat
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -35,7 +39,12 @@ class RunLock:
         fd = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            # O_NOFOLLOW: a link planted as .lock is refused, never followed (and its target truncated)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:  # a hard link would truncate another file too
+                raise IsADirectoryError(errno.EISDIR, "not a regular file of its own", str(self.path))
+            os.set_blocking(fd, True)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -53,6 +62,9 @@ class RunLock:
         except OSError as exc:
             if fd is not None:
                 os.close(fd)
+            if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO) or os.path.islink(self.path):
+                raise RunLocked(f"{self.path}: is a link (symbolic or hard) or not a regular file, not rospr's lock file (nothing was "
+                                "written through it); remove it and rerun, or choose another --out") from None
             raise OSError(exc.errno, exc.strerror or str(exc), exc.filename or str(self.path)) from exc
         self.fd = fd
         return self

@@ -226,3 +226,114 @@ def test_a_records_folder_linked_outside_is_refused(used, tmp_path):
     r = CliRunner().invoke(app, ["run", str(config), "--resume", str(out)])
     one_line_error(r, "records", "outside the run directory")
     assert snapshot(elsewhere) == before
+
+
+# -- issue 18, class 2: never delete or overwrite what is not ours -----------------------------------------
+
+
+def _plant(root: Path, kind: str) -> None:
+    """A user's folder that is not a rospr run, in one of several shapes."""
+    root.mkdir()
+    if kind == "records":
+        (root / "records").mkdir()
+        (root / "records" / "mine.jsonl").write_text('{"user": 1}\n')
+    elif kind == "report":
+        (root / "report.md").write_text("# my own notes\n")
+    elif kind == "foreign_results":  # a results.json, but not of our schema
+        (root / "results.json").write_text('{"accuracy": 0.5}\n')
+        (root / "records").mkdir()
+    elif kind == "staging_only":  # names rospr uses while swapping, with no run of ours around them
+        (root / ".rospr-old").mkdir()
+        (root / ".rospr-old" / "keep.txt").write_text("user data\n")
+    elif kind == "linked_results":  # a results.json of ours, but through a link: not a marker
+        (root / "results.json").symlink_to(root.parent / "golden-results.json")
+    else:
+        (root / "thesis.tex").write_text("\\documentclass{article}\n")
+
+
+@pytest.mark.parametrize("kind", ["records", "report", "foreign_results", "staging_only", "linked_results", "other"])
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_folder_that_is_not_a_run_of_ours_is_refused_and_untouched(finished, tmp_path, kind, resume):
+    config, golden, _ = finished
+    shutil.copy(golden / "results.json", tmp_path / "golden-results.json")
+    target = tmp_path / "USERS_FOLDER"
+    _plant(target, kind)
+    before = snapshot(target)
+    flag = "--resume" if resume else "--out"
+    r = CliRunner().invoke(app, ["run", str(config), flag, str(target)])
+    one_line_error(r, "USERS_FOLDER", "start one with" if resume else "choose another --out")
+    assert snapshot(target) == before
+    assert not os.path.lexists(target / ".lock")  # refused before anything was created there
+
+
+@pytest.mark.parametrize("kind", ["file", "link_to_run", "link_to_empty"])
+def test_out_at_a_file_or_a_link_is_refused(used, tmp_path, kind):
+    config, out, before = used
+    if kind == "file":
+        target = tmp_path / "A_FILE"
+        target.write_text("mine\n")
+    else:
+        pointed = out if kind == "link_to_run" else tmp_path / "empty"
+        pointed.mkdir(exist_ok=True)
+        target = tmp_path / "A_LINK"
+        target.symlink_to(pointed)
+    r = CliRunner().invoke(app, ["run", str(config), "--out", str(target)])
+    one_line_error(r, target.name, "another --out")
+    assert snapshot(out) == before
+    assert kind != "file" or target.read_text() == "mine\n"
+    assert kind != "link_to_empty" or list((tmp_path / "empty").iterdir()) == []
+
+
+def test_a_folder_with_only_a_lock_file_is_ours(finished, tmp_path):
+    """A run that stopped before its first write leaves only .lock: the next run may use the folder."""
+    config, _, _ = finished
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".lock").write_text('{"pid": 1}\n')
+    r = CliRunner().invoke(app, ["run", str(config), "--out", str(out), "--set", "tasks.1.limit=2"])
+    assert r.exit_code == 0, r.output
+    assert len(read_results(out / "results.json").units) == 5
+
+
+@pytest.mark.parametrize("edit", ["no_prompts", "no_methods"])
+def test_an_empty_plan_is_refused_before_the_earlier_run_is_touched(used, edit):
+    """Zero units planned, by every prompts list empty or by no method: an error, the run untouched."""
+    config, out, before = used
+    tree = json.loads(config.read_text())
+    if edit == "no_prompts":
+        tree["tasks"] = [dict(t, prompts=[]) for t in tree["tasks"]]
+    else:
+        tree["method"] = []
+    empty = out.parent / "empty.yaml"
+    empty.write_text(json.dumps(tree))
+    r = CliRunner().invoke(app, ["run", str(empty), "--out", str(out)])
+    one_line_error(r, "prompts" if edit == "no_prompts" else "'method' is empty")
+    assert snapshot(out) == before
+    assert not (out / ".rospr-new").exists()
+
+
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+def test_a_lock_file_planted_as_a_link_is_never_written_through(used, tmp_path, link):
+    config, out, before = used
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (out / ".lock").unlink(missing_ok=True)
+    (out / ".lock").symlink_to(victim) if link == "symlink" else os.link(victim, out / ".lock")
+    r = CliRunner().invoke(app, ["run", str(config), "--resume", str(out)])
+    one_line_error(r, ".lock", "remove it")
+    assert victim.read_text() == "precious\n"
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("name", ["report.md", "report.html"])
+def test_a_report_planted_as_a_link_is_replaced_not_followed(used, tmp_path, name):
+    """The reports are written by a rename in the run directory: a link there is replaced, its target kept."""
+    config, out, _ = used
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (out / name).unlink()
+    (out / name).symlink_to(victim)
+    r = CliRunner().invoke(app, ["run", str(config), "--resume", str(out)])
+    assert r.exit_code == 0, r.output
+    assert victim.read_text() == "precious\n"
+    assert not (out / name).is_symlink() and "rospr" in (out / name).read_text()

@@ -32,13 +32,13 @@ from harness.report_html import write_html_report
 from harness.results import ResultsFile
 from harness.runner.driver import Observer, Silent, build_records, drive
 from harness.runner.plan import RunPlan, TargetSpec, data_settings, plan_run, plan_targets, unit_slug
-from harness.runner.rundir import ResumeError, RunDirectory, check_resumable, open_run
+from harness.runner.rundir import ResumeError, RunDirError, RunDirectory, check_out, open_run
 from harness.runner.session import Clock, Stamp, build_executor, unit_cache
 from harness.runner.stages import Stages
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run", "Observer", "ResumeError", "RunLocked", "plan_targets", "unit_slug", "data_settings",
+__all__ = ["run", "Observer", "ResumeError", "RunDirError", "RunLocked", "plan_targets", "unit_slug", "data_settings",
            "build_records", "TargetSpec"]
 
 
@@ -48,7 +48,9 @@ def run(config: RunConfig, out_dir: str | Path, observer: Observer | None = None
 
     ``resume``: keep the units an interrupted run in ``out_dir`` finished (their records checked
     against their sha256, their figures taken from the records) and compute only the others;
-    refuses (``ResumeError``) a directory without a run and another config. Without it, an earlier
+    refuses (``ResumeError``) a directory without a run and another config. ``out_dir`` must be
+    absent, empty or a run of ours: anything else is refused (``RunDirError``) before anything is
+    written (``rundir.check_out``). Without ``resume``, an earlier
     run in ``out_dir`` is replaced, but only once this run has written its first unit: a failure
     before that leaves it as it was (``rundir.py``). ``backend``: score with this one in process
     (default: built from the config). Returns the results. Task and config errors are raised before
@@ -58,8 +60,7 @@ def run(config: RunConfig, out_dir: str | Path, observer: Observer | None = None
     stages = Stages(clock.started)
     with stages.timing("load"):  # tasks resolved, and each task's first prompt rendered, by the plan
         plan = plan_run(config)
-    if resume:
-        check_resumable(out)
+    check_out(out, resume)  # ours to write (absent, empty or a run of ours), before anything is created
     with RunLock(out):
         rundir, resumed = open_run(out, config, plan.order, resume)
         try:

@@ -112,8 +112,24 @@ class RunPlan:
 
 
 def plan_run(config: RunConfig) -> RunPlan:
-    """The plan of ``config`` (``plan_targets``, the methods). Refuses what ``plan_targets`` refuses."""
-    return RunPlan(plan_targets(config), [Method.parse(m) for m in config.method])  # model_copy skips validation
+    """The plan of ``config`` (``plan_targets``, the methods). Refuses what ``plan_targets`` refuses,
+    and an empty plan (``TaskError``): no method, no target, or a task with no row at all, before
+    anything is written (an empty run must never replace a finished one)."""
+    methods = [Method.parse(m) for m in config.method]  # model_copy skips validation
+    if not methods:
+        raise TaskError("config field 'method' is empty: the run would compute nothing; list at least one "
+                        "method (t0, rospr, rospr+var, ...)")
+    specs = plan_targets(config)
+    if not specs:
+        raise TaskError("config field 'tasks': no (task, prompt) to run (every prompts list is empty); list "
+                        "at least one task with at least one prompt")
+    for spec in specs:
+        data = spec._data
+        if data is not None and not data.examples and not data.skipped:
+            raise TaskError(f"tasks: {spec.task_name} has no rows (split {spec.split or 'default'}, limit "
+                            f"{spec.limit}) in {data.source or 'its data'}, so its units would be empty; check the "
+                            "rows, the split and the limit, or leave the task out")
+    return RunPlan(specs, methods)
 
 
 def unit_slug(task: str, prompt: str, method: str) -> str:

@@ -27,6 +27,13 @@ records file (``records/<slug>.jsonl``) inside the run directory (``harness.resu
 nothing outside the run directory is read, written or removed because a run's own file named it.
 The earlier run is moved aside as whole entries, never file by file from the paths it lists.
 
+**Only our own directories are written.** ``check_out`` runs before anything is created (the lock
+file included): ``--out`` must be absent, empty (a lock file aside), or hold a run of ours, which is
+a ``results.json`` (or, mid-swap, ``.rospr-old/results.json``) that is a regular file and validates
+against our schema (``harness.results.read_results``). A folder that merely has a ``records/`` or
+a ``report.md``, a results.json of another schema, a file, or a symbolic link is refused in one
+line naming it and the fix (another ``--out``, or empty it): nothing of the user's is moved or removed.
+
 **Resume** (``--resume``) needs a run in the directory (``results.json``; refused otherwise). It
 trusts a listed unit only when its records file is the unit's own and still has the listed sha256,
 and takes the unit's ``n`` and ``accuracy`` from the records, not from results.json
@@ -46,6 +53,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.config import RunConfig
+from harness.lock import LOCK_NAME
 from harness.results import (
     RecordsError,
     ResultsFile,
@@ -71,7 +79,11 @@ STAGING = ".rospr-new"
 TRASH = ".rospr-old"
 
 
-class ResumeError(ValueError):
+class RunDirError(ValueError):
+    """An ``--out`` that this run must not write into (the message names it and the fix)."""
+
+
+class ResumeError(RunDirError):
     """A run directory that cannot be resumed with this config (the message says why and what to do)."""
 
 
@@ -116,6 +128,61 @@ def _own_folder(path: Path) -> Path:
     if path.is_symlink() or (path.exists() and not path.is_dir()):
         raise UnsafePath(f"{path}: expected rospr's own folder, found a link or a file; remove it and rerun")
     return path
+
+
+def run_marker(out: Path) -> tuple[Path | None, str]:
+    """The results.json that makes ``out`` a run of ours (None when there is none), and why not.
+
+    Looked for in ``out`` and, for a swap a killed driver left half done, in ``out/.rospr-old``; it
+    must be a regular file (not a link) that ``read_results`` accepts (our schema, validated).
+    """
+    reasons = []
+    for path in (out / "results.json", out / TRASH / "results.json"):
+        if not os.path.lexists(path):
+            continue
+        if path.is_symlink() or not path.is_file() or (path.parent != out and path.parent.is_symlink()):
+            reasons.append(f"{path} is a link or not a regular file")
+            continue
+        try:
+            read_results(path)
+        except ValueError as exc:
+            reasons.append(str(exc))
+            continue
+        return path, ""
+    return None, "; ".join(reasons)
+
+
+def check_out(out: Path, resume: bool) -> None:
+    """Refuse (``RunDirError``, ``ResumeError``) an ``--out`` that is not ours to write, before anything
+    is created there: a symbolic link, a file, a non-empty folder without a run of ours (a lock file
+    alone is ours: a run that stopped before its first write); with ``resume``, one without a run."""
+    out = Path(out)
+    if out.is_symlink():
+        raise RunDirError(f"{out}: is a symbolic link (to {os.readlink(out)}); rospr writes only into a real "
+                          f"folder: give the folder itself as --out, or choose another --out")
+    if os.path.lexists(out) and not out.is_dir():
+        raise RunDirError(f"{out}: is a file, not a folder; choose another --out")
+    if not out.exists():
+        if resume:
+            raise ResumeError(f"{out}: holds no run to resume (no results.json); start one with "
+                              f"rospr run CONFIG --out {out}")
+        return
+    marker, why = run_marker(out)
+    if marker is not None:
+        return
+    entries = sorted(os.listdir(out))
+    foreign = [e for e in entries if e != LOCK_NAME]
+    shown = ", ".join(entries[:4]) + (f" and {len(entries) - 4} more" if len(entries) > 4 else "")
+    found = f"{why}; " if why else "no results.json of a rospr run; "
+    if resume and not foreign:
+        raise ResumeError(f"{out}: holds no run to resume (no results.json); start one with "
+                          f"rospr run CONFIG --out {out}")
+    if resume:
+        raise ResumeError(f"{out}: holds no run to resume ({found}it holds {shown}); give the folder of the "
+                          "interrupted run, or start one with rospr run CONFIG --out ANOTHER_FOLDER")
+    if foreign:
+        raise RunDirError(f"{out}: not a rospr run directory ({found}it holds {shown}), so nothing there is "
+                          "replaced; choose another --out, or empty that folder")
 
 
 def holds_run(run_dir: str | Path) -> bool:
@@ -282,10 +349,8 @@ def open_run(out: Path, config: RunConfig, order: Callable[[UnitResult], tuple],
 
 
 def check_resumable(out: Path) -> None:
-    """Refuse (``ResumeError``) ``--resume`` into ``out`` when it holds no run (before taking its lock)."""
-    if not (out / "results.json").is_file() and not (out / TRASH).is_dir():
-        raise ResumeError(f"{out}: holds no run to resume (no results.json); start one with "
-                          f"rospr run CONFIG --out {out}")
+    """Refuse (``ResumeError``) ``--resume`` into ``out`` when it holds no run of ours (before its lock)."""
+    check_out(out, resume=True)
 
 
 def verify_run(run_dir: str | Path) -> list[str]:

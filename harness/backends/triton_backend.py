@@ -147,17 +147,23 @@ class TritonModelClient:
         self._mod = client_mod
         self.client = client_mod.InferenceServerClient(self.url)
         self._sem = asyncio.Semaphore(self.concurrency)
+        # connecting (readiness, metadata, config together) has its own deadline: the lesser of
+        # CONNECT_TIMEOUT_S and triton.timeout_s, the budget of one inference
+        limit = min(CONNECT_TIMEOUT_S, self.timeout_s)
+        log.info("Triton: connecting to %s (waiting up to %g s)", self._where(), limit)
         try:
-            # connecting is bounded on its own: triton.timeout_s is the budget of one inference
-            ready = await asyncio.wait_for(self.client.is_model_ready(self.model), CONNECT_TIMEOUT_S)
-            if not ready:
-                raise BackendUnavailable(f"Triton: {self._where()} is not ready (is it in the repository?)")
-            meta = await self.client.get_model_metadata(self.model, **self._as_json())
-            config = await self.client.get_model_config(self.model, **self._as_json())
+            meta, config = await asyncio.wait_for(self._describe(), limit)
+        except BackendUnavailable:
+            await self._close_client()
+            raise
         except (InferenceServerException, OSError, asyncio.TimeoutError) as exc:
             await self._close_client()
+            timed_out = isinstance(exc, asyncio.TimeoutError) or "DEADLINE_EXCEEDED" in str(exc)
+            reason = (f"timed out after {limit:g} s: something accepts connections there but gives no answer "
+                      f"(not a Triton server, or a hung one; the wait is min({CONNECT_TIMEOUT_S:g} s, triton.timeout_s))"
+                      if timed_out else str(exc).strip() or type(exc).__name__)
             raise BackendUnavailable(
-                f"Triton: cannot reach {self._where()}: {exc or f'no answer in {CONNECT_TIMEOUT_S:g}s'}. Start a server with "
+                f"Triton: cannot reach {self._where()}: {reason}. Start a server with "
                 "`rospr serve --repo model_repo_build/` (or the docker/ compose) and check triton.url / triton.protocol."
             ) from None
         config = config.get("config", config)
@@ -175,6 +181,14 @@ class TritonModelClient:
         if shared_memory:
             self._shm = _ShmPool(self.client, 1 << 20, self.concurrency)
             await self._shm.start()
+
+    async def _describe(self) -> tuple[dict, dict]:
+        """The served model's metadata and config, once it says it is ready."""
+        if not await self.client.is_model_ready(self.model):
+            raise BackendUnavailable(f"Triton: {self._where()} is not ready (is it in the repository?)")
+        meta = await self.client.get_model_metadata(self.model, **self._as_json())
+        config = await self.client.get_model_config(self.model, **self._as_json())
+        return meta, config
 
     def _as_json(self) -> dict:
         return {"as_json": True} if self.protocol == "grpc" else {}
@@ -243,7 +257,7 @@ class TritonModelClient:
                 last = exc
                 log.warning("Triton: %s: %s (attempt %d/%d)", self._where(), exc, attempt + 1, self.retries + 1)
         what = (f"timed out (triton.timeout_s={self.timeout_s:g})" if isinstance(last, asyncio.TimeoutError)
-                else f"unavailable: {last}")
+                else f"unavailable: {str(last).strip() or type(last).__name__}")
         raise BackendUnavailable(
             f"Triton: {self._where()} {what} after {self.retries + 1} attempts "
             f"(triton.retries={self.retries}, backoff from {self.backoff_s:g}s). Is the server up? "

@@ -195,9 +195,12 @@ class _Source:
     def read(self, *parts: str) -> tuple[dict, str]:
         where = self.where(*parts)
         if self.is_url:
+            from harness.tasks.fetch import NetTimeout, read_url
+
             try:
-                with urllib.request.urlopen(where, timeout=120) as resp:  # noqa: S310 - configured URL
-                    raw = resp.read().decode("utf-8")
+                raw = read_url(where).decode("utf-8")
+            except NetTimeout as e:
+                raise TaskError(f"cannot fetch task.json: {e}; check the bigbench URL setting") from None
             except (urllib.error.URLError, OSError, UnicodeDecodeError) as e:
                 raise TaskError(f"{where}: cannot fetch task.json: {e}; check the bigbench URL setting") from e
         else:

@@ -63,6 +63,93 @@ MANIFEST = "MANIFEST.json"
 MANIFEST_VERSION = 1
 _CHUNK = 1 << 20
 
+# Every network read has a total deadline (not only a per-packet one, which a server trickling a
+# byte at a time never reaches): $ROSPR_NET_TIMEOUT seconds for one file read, $ROSPR_FETCH_TIMEOUT
+# for one sdist download through pip (bigbench's is 358 MB).
+NET_TIMEOUT_S = 120.0
+FETCH_TIMEOUT_S = 3600.0
+
+
+def deadline_s(variable: str, default: float) -> float:
+    """Seconds from the environment variable ``variable`` (``default`` when unset). Refuses
+    (``TaskError``) a value that is not a positive number."""
+    raw = os.environ.get(variable)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 7 * 86400:
+        raise TaskError(f"${variable}={raw!r}: give a number of seconds, more than 0 and at most a week")
+    return value
+
+
+class NetTimeout(TaskError):
+    """A network read that did not finish within its deadline."""
+
+
+def read_url(url: str, timeout_s: float | None = None, max_bytes: int = 1 << 30) -> bytes:
+    """The body of ``url`` (http, https; other schemes through ``urllib``), read within a total
+    deadline of ``timeout_s`` seconds (default ``$ROSPR_NET_TIMEOUT`` or 120): connecting, waiting,
+    headers and body together, however slowly the server sends. Logs the wait before it starts.
+    Refuses: ``NetTimeout`` saying what timed out after how long; ``OSError`` (or
+    ``urllib.error.URLError``) for a failed connection or an HTTP status other than 200."""
+    import http.client
+    import threading
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    limit = deadline_s("ROSPR_NET_TIMEOUT", NET_TIMEOUT_S) if timeout_s is None else timeout_s
+    log.info("reading %s (waiting up to %g s; $ROSPR_NET_TIMEOUT sets it)", url, limit)
+    start = time.monotonic()
+    for _redirect in range(5):
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            with urllib.request.urlopen(url, timeout=limit) as resp:  # noqa: S310 - file:// and the like
+                return resp.read(max_bytes)
+        left = limit - (time.monotonic() - start)
+        if left <= 0:
+            break
+        cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        conn = cls(parts.hostname, parts.port, timeout=left)
+        expired = threading.Event()
+
+        def cut(conn=conn, expired=expired) -> None:  # the deadline: any read blocked on the socket ends
+            expired.set()
+            sock = conn.sock
+            if sock is not None:
+                try:
+                    sock.shutdown(2)
+                except OSError:
+                    pass
+
+        timer = threading.Timer(left, cut)
+        timer.daemon = True
+        timer.start()
+        try:
+            conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else "") or "/",
+                         headers={"User-Agent": "rospr", "Accept-Encoding": "identity"})
+            resp = conn.getresponse()
+            if resp.status in (301, 302, 303, 307, 308) and resp.getheader("Location"):
+                url = urllib.parse.urljoin(url, resp.getheader("Location"))
+                continue
+            if resp.status != 200:
+                raise urllib.error.HTTPError(url, resp.status, resp.reason, resp.headers, None)
+            body = resp.read(max_bytes)
+            if not expired.is_set():
+                return body
+        except (OSError, http.client.HTTPException):
+            if not expired.is_set():
+                raise
+        finally:
+            timer.cancel()
+            conn.close()
+        break
+    raise NetTimeout(f"{url}: timed out after {limit:g} s (no complete answer in that time; $ROSPR_NET_TIMEOUT "
+                     "sets the wait)")
+
 
 @dataclass(frozen=True)
 class Sdist:
@@ -485,8 +572,16 @@ def _pip_download(spec: Sdist, work: Path) -> tuple[Path, bool]:
     # pip's temporary folders (the unpacked tree among them) go inside `work`, on the cache's disk.
     env = {**os.environ, "TMPDIR": str(piptmp), "PIP_NO_INPUT": "1"}
     log.info("downloading %s with pip (%s)", spec.dist, "358 MB" if spec.name == "bigbench" else "small")
+    limit = deadline_s("ROSPR_FETCH_TIMEOUT", FETCH_TIMEOUT_S)
+    log.info("waiting up to %g s for pip ($ROSPR_FETCH_TIMEOUT sets it)", limit)
+    # pip's own --timeout is per socket operation; the total deadline is the subprocess's
+    cmd[4:4] = ["--timeout", f"{min(60.0, limit):g}", "--retries", "2"]
     try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, timeout=limit)
+    except subprocess.TimeoutExpired:
+        raise NetTimeout(f"pip download {spec.name}=={spec.version}: timed out after {limit:g} s ($ROSPR_FETCH_TIMEOUT "
+                         f"sets the wait); check the network to the package registry (pip config list), "
+                         f"{_FIX_OFFLINE[spec.what]}") from None
     except OSError as e:
         raise TaskError(f"cannot run pip ({sys.executable} -m pip): {e}; install pip, {_FIX_OFFLINE[spec.what]}") from e
     output = proc.stdout + proc.stderr

@@ -441,6 +441,8 @@ def compare(
     out.print(table)
     if cmp.missing:
         out.print(f"not compared (absent from one side): {', '.join(cmp.missing)}")
+    if cmp.empty:
+        out.print(f"not compared (no scorable row, every row skipped): {', '.join(cmp.empty)}")
     if json_out:
         atomic_write_text(json_out, json.dumps(cmp.as_dict(), indent=2))
     if cmp.regressions:

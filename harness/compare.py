@@ -70,6 +70,7 @@ class RunScores:
     path: Path
     units: dict[tuple[str, str], dict[int, float]] = field(default_factory=dict)
     methods: list[str] = field(default_factory=list)
+    empty: list[tuple[str, str]] = field(default_factory=list)  # units with no scorable row: never compared
 
     def tasks(self) -> list[str]:
         return list(dict.fromkeys(t for t, _ in self.units))
@@ -81,6 +82,8 @@ class RunScores:
 def load_run_scores(run_dir: str | Path, method: str | None = None) -> RunScores:
     """Read a run directory's per-row scores for one method (the only one, or ``method``).
 
+    A unit without a scorable row (every row skipped) has no accuracy: it is listed in ``empty``,
+    not in ``units``, so that no comparison divides by its zero rows.
     Every score comes from a records file checked against the sha256 results.json lists for it,
     inside the run directory, each row's score recomputed from its prediction and gold
     (``harness.results.verified_records``, ``record_scores``); the accuracies in results.json are
@@ -104,6 +107,9 @@ def load_run_scores(run_dir: str | Path, method: str | None = None) -> RunScores
         where = f"{path}: units[{i}]"
         _, recs = verified_records(run_dir, u, where)
         scores = record_scores(recs, run_dir / u.records)
+        if not scores:  # every row skipped: there is no accuracy to compare (it has no mean)
+            out.empty.append((u.task, u.prompt))
+            continue
         try:
             out.units[(u.task, u.prompt)] = {int(r["index"]): s for r, s in zip(recs, scores)}
         except (KeyError, TypeError, ValueError):
@@ -139,7 +145,10 @@ def _task_mean(m: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
 
 
 def bootstrap_weights(n_rows: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """[n_boot, n_rows] multinomial counts: each bootstrap replicate draws n_rows rows with replacement."""
+    """[n_boot, n_rows] multinomial counts: each bootstrap replicate draws n_rows rows with replacement.
+    Refuses (``ValueError``) zero rows: there is nothing to resample (callers leave empty units out)."""
+    if n_rows < 1:
+        raise ValueError("a bootstrap over zero rows: an empty unit reached the comparison; report it")
     return rng.multinomial(n_rows, np.full(n_rows, 1.0 / n_rows), size=n_boot).astype(float)
 
 
@@ -180,6 +189,7 @@ class Comparison:
     threshold: float
     alpha: float
     missing: list[str] = field(default_factory=list)
+    empty: list[str] = field(default_factory=list)  # not compared: no scorable row (on one side, or in common)
 
     @property
     def regressions(self) -> list[Row]:
@@ -187,7 +197,8 @@ class Comparison:
 
     def as_dict(self) -> dict:
         return {"kind": self.kind, "reference": self.reference, "threshold": self.threshold,
-                "alpha": self.alpha, "missing": self.missing, "rows": [r.as_dict() for r in self.rows],
+                "alpha": self.alpha, "missing": self.missing, "empty": self.empty,
+                "rows": [r.as_dict() for r in self.rows],
                 "regressions": [f"{r.task}" + (f" / {r.prompt}" if r.prompt else "") for r in self.regressions]}
 
 
@@ -203,10 +214,12 @@ def compare_to_baseline(run: RunScores, baseline: Baseline, threshold: float = 0
     rng = np.random.default_rng(seed)
     q = (alpha / 2, 1 - alpha / 2)
     rows, missing = [], []
+    empty = [f"{t} / {p}" for t, p in run.empty]
     for entry in baseline.entries:
         present = [t for t in entry.tasks if any(t == k[0] for k in run.units)]
         if len(present) != len(entry.tasks):
-            missing.append(entry.name)
+            if not any(t == k[0] for t in entry.tasks for k in run.empty):
+                missing.append(entry.name)
             continue
         task_samples, task_points, n_total = [], [], 0
         for task in entry.tasks:
@@ -230,7 +243,7 @@ def compare_to_baseline(run: RunScores, baseline: Baseline, threshold: float = 0
         d = point - entry.accuracy
         rows.append(Row(entry.name, None, entry.accuracy, point, d, float(lo), float(hi), None, n_total,
                         _verdict(d, hi, None, threshold, alpha, "bootstrap")))
-    return Comparison("baseline", baseline.name, rows, threshold, alpha, missing)
+    return Comparison("baseline", baseline.name, rows, threshold, alpha, missing, empty)
 
 
 def compare_runs(new: RunScores, old: RunScores, threshold: float = 0.01, alpha: float = 0.05,
@@ -245,16 +258,23 @@ def compare_runs(new: RunScores, old: RunScores, threshold: float = 0.01, alpha:
     rng = np.random.default_rng(seed)
     q = (alpha / 2, 1 - alpha / 2)
     rows, missing = [], []
+    blank = set(new.empty) | set(old.empty)
+    empty = [f"{t} / {p}" for t, p in dict.fromkeys([*new.empty, *old.empty])]
     for task in new.tasks():
         prompts = [p for p in new.prompts(task) if (task, p) in old.units]
-        missing += [f"{task} / {p}" for p in new.prompts(task) if (task, p) not in old.units]
-        if not prompts:
-            continue
-        pairs = []
+        missing += [f"{task} / {p}" for p in new.prompts(task) if (task, p) not in old.units and (task, p) not in blank]
+        pairs, compared = [], []
         for p in prompts:
             a, b = new.units[(task, p)], old.units[(task, p)]
             common = sorted(set(a) & set(b))
+            if not common:  # both scored rows, but none of the same: nothing to pair
+                empty.append(f"{task} / {p} (no row in common)")
+                continue
+            compared.append(p)
             pairs.append(({r: a[r] for r in common}, {r: b[r] for r in common}))
+        prompts = compared
+        if not prompts:
+            continue
         idx = sorted(set().union(*(set(x) for x, _ in pairs)))
         mn, mo = _matrix([x for x, _ in pairs], idx), _matrix([y for _, y in pairs], idx)
         w = bootstrap_weights(len(idx), n_boot, rng)
@@ -266,8 +286,6 @@ def compare_runs(new: RunScores, old: RunScores, threshold: float = 0.01, alpha:
                         len(idx), _verdict(d, hi, p, threshold, alpha, test)))
         for prompt, (x, y) in zip(prompts, pairs):
             ids = sorted(x)
-            if not ids:
-                continue
             a, b = _matrix([x], ids), _matrix([y], ids)
             wu = bootstrap_weights(len(ids), n_boot, rng)
             du = _task_mean(a, wu) - _task_mean(b, wu)
@@ -276,8 +294,8 @@ def compare_runs(new: RunScores, old: RunScores, threshold: float = 0.01, alpha:
             pu = _mcnemar_over([(x, y)])
             rows.append(Row(task, prompt, float(_task_mean(b)), float(_task_mean(a)), dd, float(lo), float(hi), pu,
                             len(ids), _verdict(dd, hi, pu, threshold, alpha, test)))
-    missing += [f"{t} / {p}" for (t, p) in old.units if (t, p) not in new.units]
-    return Comparison("run", str(old.path), rows, threshold, alpha, missing)
+    missing += [f"{t} / {p}" for (t, p) in old.units if (t, p) not in new.units and (t, p) not in blank]
+    return Comparison("run", str(old.path), rows, threshold, alpha, missing, empty)
 
 
 def _mcnemar_over(pairs: list[tuple[dict[int, float], dict[int, float]]]) -> float | None:

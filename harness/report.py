@@ -68,6 +68,12 @@ def render_report(res: ResultsFile) -> str:
         rows.append([task, prompt, str(any_u.n), str(any_u.skipped)]  # type: ignore[attr-defined]
                     + [_pct(per[m].accuracy) if m in per else "–" for m in methods])  # type: ignore[attr-defined]
     lines += _table(header, rows, text_cols=2)
+    skipped = skipped_rows(res)
+    if skipped:
+        lines += ["", "## Skipped rows", "",
+                  "Rows left out of a unit's accuracy, and why; a unit with n = 0 has no accuracy (–) and is left "
+                  "out of its task's mean and of `rospr compare`.", ""]
+        lines += _table(["task", "prompt", "why", "n", "skipped"], skipped, text_cols=3)
     lines += _rospr_sections(res, methods, by_task)
     lines += _time_section(res)
     cached = [u for u in res.units if u.cached]
@@ -78,6 +84,21 @@ def render_report(res: ResultsFile) -> str:
         lines += _table(["task", "prompt", "method", "accuracy"],
                         [[u.task, u.prompt, u.method, _pct(u.accuracy)] for u in cached], text_cols=3)
     return "\n".join(lines) + "\n"
+
+
+def skipped_rows(res: ResultsFile) -> list[list[str]]:
+    """One row per (task, prompt) that skipped rows or scored none: task, prompt, the reasons with
+    their counts (``UnitResult.skipped_reasons``), n and skipped."""
+    seen, rows = set(), []
+    for u in res.units:
+        if (u.task, u.prompt) in seen or (u.skipped == 0 and u.n > 0):
+            continue
+        seen.add((u.task, u.prompt))
+        why = "; ".join(f"{k}: {v}" for k, v in u.skipped_reasons.items()) or ("not recorded" if u.skipped else "")
+        if u.n == 0:
+            why = "no scorable row" + (f" ({why})" if why else "")
+        rows.append([u.task, u.prompt, why, str(u.n), str(u.skipped)])
+    return rows
 
 
 STAGE_LABELS = {"setup": "setup (backend load or export, provenance)", "prepare": "prepare (prompt bank, library)",

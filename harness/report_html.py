@@ -13,7 +13,7 @@ import io
 from collections import Counter
 from statistics import mean
 
-from harness.report import time_rows
+from harness.report import skipped_rows, time_rows
 from harness.results import ResultsFile, atomic_write_text
 
 STYLE = """
@@ -221,6 +221,11 @@ def render_html(res: ResultsFile) -> str:
             + [_pct(per[m].accuracy) if m in per else "–" for m in methods]  # type: ignore[attr-defined]
             for (t, p), per in cells.items()]
     parts.append(_table(["task", "prompt", "n", "skipped"] + methods, rows, num_from=2))
+    skipped = skipped_rows(res)
+    if skipped:
+        parts.append("<h2>Skipped rows</h2><p>Rows left out of a unit's accuracy, and why; a unit with n = 0 has "
+                     "no accuracy (–) and is left out of its task's mean and of <code>rospr compare</code>.</p>")
+        parts.append(_table(["task", "prompt", "why", "n", "skipped"], skipped, num_from=3))
     parts.append(CHECK + "</body></html>")
     return "\n".join(parts)
 

@@ -37,7 +37,17 @@
 
 Each line of a records file is one example: ``index`` (row in the split), ``input``, ``choices``,
 ``scores`` (summed log-probability per choice), ``prediction``, ``gold`` (label index or null),
-``target_scores`` (BIG-bench, or null) and ``score`` (the metric value of the prediction).
+``target_scores`` (BIG-bench, or null), ``tied`` (optional: the choices, prediction included, whose
+ranking score equals the top one, when there are several) and ``score`` (the metric value of the
+prediction; for a tie the mean value of the tied choices, so a tie between a right and a wrong
+choice earns 0.5, never 1 by the choices' order).
+
+Every number a run writes is finite (``write_results`` and ``rundir.records_text`` refuse NaN and
+infinities, naming the field): what a run writes, its own tools (``verify``, ``compare``,
+``--resume``) read back. A unit's ``skipped_reasons`` (optional key within 1.2) says why its
+``skipped`` rows were left out (``harness.runner.plan.scorable``); a unit with ``n`` 0 has
+``accuracy`` null, is left out of ``tasks`` and ``overall``, and is listed, not compared, by
+``rospr compare``.
 ``rospr schema`` prints the JSON schema of this file.
 
 Where figures come from. A unit's ``n`` and ``accuracy`` (and so ``tasks`` and ``overall``) are
@@ -76,6 +86,7 @@ class UnitResult(Model):
     n: int
     accuracy: float | None  # None when no example of the unit applies (n == 0)
     skipped: int = 0
+    skipped_reasons: dict[str, int] = {}  # why rows were skipped: reason -> rows (optional key within 1.2)
     truncated: int = 0
     records: str
     content_hash: str = ""
@@ -198,7 +209,14 @@ def _metric(rec: dict, where: str) -> float:
         ts = rec.get("target_scores")
         ex = Example("", "", int(rec.get("index", 0)), "", choices, label=rec.get("gold"),
                      target_scores=tuple(float(x) for x in ts) if ts is not None else None)
-        value = ex.score_of(pred)
+        tied = rec.get("tied")
+        if tied is None:
+            value = ex.score_of(pred)
+        elif (not isinstance(tied, list) or len(tied) < 2 or pred not in tied or len(set(tied)) != len(tied)
+              or any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(choices) for i in tied)):
+            raise ValueError(f"field 'tied' {tied!r} is not a list of two or more choice indices with the prediction")
+        else:
+            value = ex.credit(tied)
     except (KeyError, TypeError, ValueError) as exc:
         raise RecordsError(f"{where}: {exc}; rerun the unit") from None
     stored = rec.get("score")
@@ -242,7 +260,31 @@ def verified_records(run_dir: str | Path, unit: UnitResult, where: str) -> tuple
     return data, parse_records(data, path)
 
 
+def non_finite(value: Any, where: str = "") -> str | None:
+    """The dotted path of the first NaN or infinite number in ``value`` (dicts, lists, floats), or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else where or "(value)"
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = ((f"[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for k, v in items:
+        key = k if str(k).startswith("[") else (f".{k}" if where else str(k))
+        found = non_finite(v, f"{where}{key}")
+        if found:
+            return found
+    return None
+
+
 def write_results(path: Path, results: ResultsFile) -> None:
+    """Write a results file. Refuses (``ValueError`` naming the field) a NaN or infinite number: JSON has
+    none, and a file our own readers would reject must never be written."""
+    bad = non_finite(results.model_dump())
+    if bad:
+        raise ValueError(f"{path}: field {bad} is not a finite number, so the results file cannot be written; "
+                         "this is a bug of rospr if the task files passed their checks: report it")
     atomic_write_text(path, results.model_dump_json(indent=2) + "\n")
 
 

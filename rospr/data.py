@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Sequence
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,12 @@ class Example:
     def labelled(self) -> bool:
         return self.label is not None or self.target_scores is not None
 
+    def credit(self, tied: Sequence[int]) -> float:
+        """The metric value of a prediction tied between the choices ``tied`` (indices): the mean of
+        their values, what a uniformly random tie-break earns on average, so a tie between a right
+        and a wrong choice is never right by the choices' order."""
+        return float(sum(self.score_of(i) for i in tied) / len(tied))
+
     def score_of(self, prediction: int) -> float:
         """The metric value of predicting choice ``prediction``.
 
@@ -81,3 +88,4 @@ class UnitData:
     skipped: int = 0  # rows the template does not apply to (rendered empty)
     source: str = ""  # where the rows and the template came from, for provenance and errors
     content_hash: str = ""  # hash of the template text and the rows, for caching
+    skip_reasons: dict[str, int] = field(default_factory=dict)  # why rows were skipped: reason -> rows

@@ -227,9 +227,23 @@ def score_batch(scorer: Scorer, encoded: Sequence[EncodedExample], prompts: Sequ
     return [scores[row, : batch.n_choices[row]].copy() for row in range(batch.size)]
 
 
-def rank_classify(scores: np.ndarray, encoded: EncodedExample, convention: Convention) -> int:
-    """The predicted choice: argmax of the (optionally length-normalised) scores; ties -> first."""
+def _ranked_values(scores: np.ndarray, encoded: EncodedExample, convention: Convention) -> np.ndarray:
     values = np.asarray(scores, dtype=np.float64)
     if convention.length_normalize:
         values = values / np.array([len(c) for c in encoded.choice_ids], dtype=np.float64)
-    return int(np.argmax(values))
+    return values
+
+
+def rank_classify(scores: np.ndarray, encoded: EncodedExample, convention: Convention) -> int:
+    """The predicted choice: argmax of the (optionally length-normalised) scores; ties -> first
+    (``tied_choices`` says which choices share the top, so that a tie earns its fair credit)."""
+    return int(np.argmax(_ranked_values(scores, encoded, convention)))
+
+
+def tied_choices(scores: np.ndarray, encoded: EncodedExample, convention: Convention) -> list[int]:
+    """Every choice whose (optionally length-normalised) score equals the top one, in order; one
+    index, the argmax, when there is no tie (or a score is not finite)."""
+    values = _ranked_values(scores, encoded, convention)
+    if not np.all(np.isfinite(values)):
+        return [int(np.argmax(values))]
+    return [int(i) for i in np.flatnonzero(values == values.max())]

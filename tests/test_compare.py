@@ -26,12 +26,15 @@ def make_run(path, units: dict[tuple[str, str], list[float]], method="t0"):
     done = []
     for i, ((task, prompt), scores) in enumerate(units.items()):
         rel = f"records/u{i}.jsonl"
+        rows = scores.items() if isinstance(scores, dict) else enumerate(scores)  # a dict: {row index: score}
         write_records(path / rel, [{"index": j, "score": float(s), "prediction": 0, "gold": 0 if s == 1.0 else 1,
                                     "target_scores": None, "scores": [0.0, -1.0], "choices": ["a", "b"]}
-                                   for j, s in enumerate(scores)])
+                                   for j, s in rows])
         digest = hashlib.sha256((path / rel).read_bytes()).hexdigest()
-        done.append(UnitResult(task=task, prompt=prompt, method=method, n=len(scores),
-                               accuracy=float(np.mean(scores)), records=rel, sha256=digest))
+        values = list(scores.values()) if isinstance(scores, dict) else scores
+        done.append(UnitResult(task=task, prompt=prompt, method=method, n=len(values),
+                               accuracy=float(np.mean(values)) if values else None, records=rel, sha256=digest,
+                               skipped=0 if values else 3))
     tasks, overall = summarise(done)
     prov = Provenance(git_revision=None, git_dirty=None, package_versions={}, config_hash="x", model={},
                       backend="torch", seed=0, host={}, started_at="now", wall_s=0.0)
@@ -106,3 +109,33 @@ def test_cli_exit_codes(tmp_path):
     assert neither.exit_code == 2
     unknown = runner.invoke(app, ["compare", str(old), "--baseline", "t5"])
     assert unknown.exit_code == 2 and "t0_3b" in unknown.output
+
+
+def test_units_without_a_scorable_row_are_listed_never_divided_by(tmp_path):
+    """Issue 18, class 4: a unit whose rows were all skipped (n 0), or two units with no row in common,
+    are listed as not compared; the figures of the rest are the hand computation's."""
+    new = make_run(tmp_path / "new", {("a", "p1"): [1.0, 0.0, 1.0, 1.0], ("a", "p2"): [], ("b", "p1"): [],
+                                      ("c", "p"): {0: 1.0, 1: 0.0}})
+    old = make_run(tmp_path / "old", {("a", "p1"): [1.0, 1.0, 1.0, 1.0], ("a", "p2"): [1.0, 0.0],
+                                      ("b", "p1"): [0.0, 1.0], ("c", "p"): {5: 1.0, 6: 1.0}})
+    cmp = compare_runs(load_run_scores(new), load_run_scores(old), n_boot=200)
+    assert cmp.empty == ["a / p2", "b / p1", "c / p (no row in common)"] and cmp.missing == []
+    by = {(r.task, r.prompt): r for r in cmp.rows}
+    assert set(by) == {("a", None), ("a", "p1")}  # a's mean is over p1 alone: p2 has no row on one side
+    assert by[("a", None)].new == pytest.approx(3 / 4) and by[("a", None)].reference == pytest.approx(1.0)
+    assert all(math.isfinite(v) for r in cmp.rows for v in (r.new, r.reference, r.delta, r.low, r.high))
+    base = compare_to_baseline(load_run_scores(make_run(tmp_path / "rte", {("rte", "p1"): [], ("rte", "p2"): [1.0, 0.0]})),
+                               load_baseline("t0_3b"), n_boot=200)
+    rte = next(r for r in base.rows if r.task == "rte" and r.prompt is None)
+    assert rte.new == pytest.approx(0.5) and base.empty == ["rte / p1"] and "rte" not in base.missing
+    r = CliRunner().invoke(app, ["compare", str(new), "--against", str(old), "--json", str(tmp_path / "c.json")])
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+    assert "not compared (no scorable row" in " ".join(r.output.split())
+    assert "NaN" not in (tmp_path / "c.json").read_text()
+
+
+def test_zero_rows_are_refused_by_the_bootstrap_itself():
+    from harness.compare import bootstrap_weights
+
+    with pytest.raises(ValueError, match="zero rows"):
+        bootstrap_weights(0, 10, np.random.default_rng(0))

@@ -42,7 +42,7 @@ from harness.runner.rundir import RunDirectory, records_path, records_text
 from harness.runner.stages import Stages
 from rospr.data import Example, UnitData
 from rospr.retrieval import Hits
-from rospr.scoring import EncodedExample, encode_examples, plan_batches, rank_classify
+from rospr.scoring import EncodedExample, encode_examples, plan_batches, rank_classify, tied_choices
 from rospr.selection import T0, Method, frequency_table
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ def build_records(examples: list[Example], encoded: list[EncodedExample], scores
     records = []
     for ex, enc, sc in zip(examples, encoded, scores):
         pred = rank_classify(sc, enc, convention)
+        tied = tied_choices(sc, enc, convention)  # a tie earns the mean of its choices' values
         records.append({
             "index": ex.index,
             "input": ex.input_text,
@@ -78,7 +79,8 @@ def build_records(examples: list[Example], encoded: list[EncodedExample], scores
             "prediction": pred,
             "gold": ex.label,
             "target_scores": list(ex.target_scores) if ex.target_scores is not None else None,
-            "score": ex.score_of(pred),
+            "tied": tied if len(tied) > 1 else None,
+            "score": ex.credit(tied) if len(tied) > 1 else ex.score_of(pred),
         })
     return records
 
@@ -197,10 +199,11 @@ class Target:
         records = build_records(data.examples, self.encoded, scores, d.conv)
         # n and accuracy: set from the records text by RunDirectory.add (one derivation of every figure)
         unit = UnitResult(task=self.spec.task_name, prompt=self.spec.prompt, method=method.name, n=len(records),
-                          accuracy=None, skipped=data.skipped, truncated=sum(e.truncated for e in self.encoded),
+                          accuracy=None, skipped=data.skipped, skipped_reasons=dict(data.skip_reasons),
+                          truncated=sum(e.truncated for e in self.encoded),
                           records=records_path(self.spec.task_name, self.spec.prompt, method.name),
                           content_hash=data.content_hash, wall_s=time.time() - self.started, retrieval=retrieval)
-        d.write_unit(self, method, unit, records_text(records))
+        d.write_unit(self, method, unit, records_text(records, f"{self.name} / {method.name}"))
 
     def done_with(self, method: Method) -> None:
         self.pending.remove(method)
@@ -339,8 +342,8 @@ class Driver:
         """Put a computed unit into the unit cache (a cache that cannot be written is dropped)."""
         parts = self.key_parts(target, method)
         # n and accuracy are stored for people reading the entry; a reuse takes them from the records
-        fields = unit.model_dump(include={"n", "accuracy", "skipped", "truncated", "content_hash", "wall_s",
-                                          "retrieval"})
+        fields = unit.model_dump(include={"n", "accuracy", "skipped", "skipped_reasons", "truncated", "content_hash",
+                                          "wall_s", "retrieval"})
         try:
             self.cache.put(unit_key(parts), parts, text.encode("utf-8"), fields)
         except OSError as exc:  # the unit cache is optional: a run goes on without it
@@ -380,7 +383,8 @@ class Driver:
         f = hit.fields
         # n and accuracy from the verified records (RunDirectory.add), never from the entry's metadata
         unit = UnitResult(task=target.spec.task_name, prompt=target.spec.prompt, method=method.name, n=0,
-                          accuracy=None, skipped=f.get("skipped", 0), truncated=f.get("truncated", 0),
+                          accuracy=None, skipped=f.get("skipped", 0), skipped_reasons=f.get("skipped_reasons") or {},
+                          truncated=f.get("truncated", 0),
                           records=records_path(target.spec.task_name, target.spec.prompt, method.name),
                           content_hash=f.get("content_hash", ""), wall_s=0.0, retrieval=f.get("retrieval"),
                           cached=True)

@@ -9,7 +9,9 @@ the whole benchmark.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,8 @@ from harness.tasks import expand, get_task, group_names
 from harness.tasks.base import DataSettings, Task, TaskError
 from rospr.data import UnitData
 from rospr.selection import Method
+
+log = logging.getLogger(__name__)
 
 
 def data_settings(cfg: DataConfig) -> DataSettings:
@@ -54,9 +58,40 @@ class TargetSpec:
         return self.task.name
 
     def load(self) -> UnitData:
-        """The target's rendered rows (loaded now, or handed over once when preloaded)."""
+        """The target's scorable rows (loaded now, or handed over once when preloaded): ``scorable``."""
         data, self._data = self._data, None
-        return data if data is not None else self.task.load(self.prompt, split=self.split, limit=self.limit)
+        return data if data is not None else scorable(self.task.load(self.prompt, split=self.split, limit=self.limit))
+
+
+NOT_APPLICABLE = "not applicable (the template renders no input, its target is not among the choices, or no target_scores)"
+SAME_CHOICES = "answer choices that render to the same text (they cannot be told apart)"
+
+
+def scorable(data: UnitData) -> UnitData:
+    """``data`` with the rows rank classification can score, and why the others were skipped.
+
+    A row whose answer choices render to the same text twice is skipped (``SAME_CHOICES``): its
+    choices score the same, so its prediction would be decided by their order (``yes ||| yes`` is
+    right on every row). Rows the task itself skipped count as ``NOT_APPLICABLE`` unless it gave a
+    reason. The content hash changes with what is dropped, so a cached unit of the rows as they
+    were is not reused.
+    """
+    keep = [ex for ex in data.examples if len(set(ex.choices)) == len(ex.choices)]
+    reasons = dict(data.skip_reasons)
+    unexplained = data.skipped - sum(reasons.values())
+    if unexplained > 0:
+        reasons[NOT_APPLICABLE] = reasons.get(NOT_APPLICABLE, 0) + unexplained
+    dropped = len(data.examples) - len(keep)
+    if not dropped:
+        return dataclasses.replace(data, skip_reasons=reasons)
+    reasons[SAME_CHOICES] = dropped
+    first = next(ex for ex in data.examples if len(set(ex.choices)) != len(ex.choices))
+    log.warning("%s / %s: %d of %d rows skipped: their answer choices render to the same text (row %d: %s); "
+                "fix the template's answer_choices", data.task, data.prompt, dropped, len(data.examples),
+                first.index, list(first.choices))
+    digest = hashlib.sha256(f"{data.content_hash}\x00distinct-choices".encode()).hexdigest() if data.content_hash else ""
+    return dataclasses.replace(data, examples=keep, skipped=data.skipped + dropped, skip_reasons=reasons,
+                               content_hash=digest)
 
 
 def plan_targets(config: RunConfig) -> list[TargetSpec]:
@@ -81,7 +116,7 @@ def plan_targets(config: RunConfig) -> list[TargetSpec]:
             for i, prompt in enumerate(prompts):
                 spec = TargetSpec(len(specs), task, prompt, tc.split, tc.limit)
                 if i == 0:
-                    spec._data = spec.load()
+                    spec._data = scorable(spec.task.load(prompt, split=tc.split, limit=tc.limit))
                 specs.append(spec)
     return specs
 

@@ -31,9 +31,11 @@ Scoring: ``Example.target_scores`` holds every choice's score (several may be 1,
 without ``target_scores`` (generative only) are skipped and counted. Duplicated examples are kept
 (``index`` is the example's position).
 
-``target_scores`` values must be JSON numbers: finite ints or floats. Refused (``TaskError`` naming
-the file and ``examples[i].target_scores[choice]``): booleans (``true`` is not 1 here), strings
-(``"1"``), ``null``, lists or objects, and ``NaN``/``Infinity`` (which Python's JSON reader accepts).
+``target_scores`` values must be JSON numbers: finite ints or floats within ``MAX_TARGET_SCORE``
+(1e6) of zero. Refused (``TaskError`` naming the file and ``examples[i].target_scores[choice]``):
+booleans (``true`` is not 1 here), strings (``"1"``), ``null``, lists or objects, ``NaN``/``Infinity``
+(which Python's JSON reader accepts) and magnitudes like ``1e308`` or ``10**400``, whose mean over
+a task's examples overflows (a run would write figures it cannot read back).
 
 The grading rule, BIG-bench's ``measure_multiple_choice_grade`` (``bigbench/api/metrics.py``),
 for every score a file may hold:
@@ -144,6 +146,9 @@ class BigBenchFormat:
         if self.append_choices_to_input:
             text += self.choice_prefix + self.choice_prefix.join(choices)
         return text + self.example_output_prefix
+
+
+MAX_TARGET_SCORE = 1e6  # a grade's magnitude; a mean of up to 1e9 of them stays finite and exact enough
 
 
 def parse_bool(value: Any, where: str, field: str) -> bool:
@@ -399,10 +404,13 @@ class BigBenchTask:
                 f"choice -> score, got {type(scores).__name__}"
             )
         for choice, score in scores.items():
-            if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+            if (isinstance(score, bool) or not isinstance(score, (int, float))
+                    or not -MAX_TARGET_SCORE <= score <= MAX_TARGET_SCORE):  # NaN fails every comparison
+                shown = repr(score) if not isinstance(score, int) or abs(score) < 10**30 else f"an integer of {len(str(abs(score)))} digits"
                 raise TaskError(
                     f"{part.where}: field '{field}.target_scores[{choice!r}]' must be a finite "
-                    f"number, got {score!r}"
+                    f"number from {-MAX_TARGET_SCORE:g} to {MAX_TARGET_SCORE:g} (a grade; BIG-bench's are 0 to 1), "
+                    f"got {shown}; fix the task file"
                 )
         choices = tuple(scores)
         values = tuple(float(v) for v in scores.values())

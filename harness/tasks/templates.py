@@ -576,7 +576,8 @@ def load_templates_file(path: str | Path) -> list[Template]:
     """All templates of one ``templates.yaml``, in file order.
 
     Refuses (``TaskError`` naming the file and field): a missing or unreadable file, YAML errors,
-    no ``templates`` mapping, and templates without a string ``name`` / ``jinja``.
+    no ``templates`` mapping, templates without a string ``name`` / ``jinja``, and two templates
+    of the same ``name`` (a prompt is chosen by name: the second could never be scored).
     """
     path = Path(path)
     try:
@@ -594,6 +595,7 @@ def load_templates_file(path: str | Path) -> list[Template]:
             f"{path}: field 'templates' is missing or not a mapping of id -> !Template; check the file"
         )
     out: list[Template] = []
+    named: dict[str, str] = {}  # name -> the key of the template that has it
     for key, raw in data["templates"].items():
         if not isinstance(raw, dict):
             raise TaskError(f"{path}: field 'templates.{key}' is not a !Template mapping")
@@ -606,6 +608,13 @@ def load_templates_file(path: str | Path) -> list[Template]:
                 f"{path}: field 'templates.{key}.answer_choices' must be a string or null, "
                 f"got {type(choices).__name__}"
             )
+        # A prompt is chosen by name: a second template of the same name could never be scored.
+        if raw["name"] in named:
+            raise TaskError(
+                f"{path}: field 'templates.{key}.name' is {raw['name']!r}, the name of 'templates.{named[raw['name']]}' "
+                "too; prompts are chosen by name, so rename one of the two"
+            )
+        named[raw["name"]] = str(key)
         metadata = raw.get("metadata") or {}
         if not isinstance(metadata, dict):
             raise TaskError(f"{path}: field 'templates.{key}.metadata' is not a !TemplateMetadata mapping")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -172,3 +173,159 @@ def test_compare_of_untouched_runs_uses_the_records(finished):
     for u in golden.units:
         assert by_prompt[(u.task, u.prompt)] == pytest.approx(hand_accuracy(root / "golden" / u.records), abs=1e-12)
     assert all(r.delta == 0 for r in cmp.rows)
+
+
+# -- issue 18, class 4: figures stay honest on degenerate input ---------------------------------------------
+
+TEMPLATE = """  {id}: !Template
+    answer_choices: {choices}
+    id: {id}
+    jinja: '{{{{text}}}} Which one? ||| {{{{ answer_choices[label] }}}}'
+    metadata: !TemplateMetadata
+      choices_in_prompt: false
+      metrics: [Accuracy]
+      original_task: true
+    name: {name}
+    reference: ''
+"""
+# (a, b, label): rows 1 and 4 offer the same text twice
+ROWS = [("red", "blue", 0), ("green", "green", 0), ("cat", "dog", 1), ("sun", "moon", 1), ("up", "up", 1),
+        ("tea", "milk", 0)]
+
+
+def toy_task(root: Path, templates: list[tuple[str, str]]) -> dict:
+    """A promptsource task ``toy`` with the given (name, answer_choices) templates and ``ROWS``; its data config."""
+    (root / "tpl" / "toy").mkdir(parents=True)
+    body = "".join(TEMPLATE.format(id=f"t{i}", name=name, choices=choices) for i, (name, choices) in enumerate(templates))
+    (root / "tpl" / "toy" / "templates.yaml").write_text("dataset: toy\ntemplates:\n" + body)
+    (root / "rows" / "toy").mkdir(parents=True)
+    (root / "rows" / "toy" / "validation.jsonl").write_text(
+        "".join(json.dumps({"text": f"{a} or {b}", "a": a, "b": b, "label": y}) + "\n" for a, b, y in ROWS))
+    return {"templates_dir": str(root / "tpl"), "rows_dir": str(root / "rows")}
+
+
+def hand_credit(rec: dict) -> float:
+    """A record's credit by hand: 1/k when the gold is among the k choices sharing the top raw score."""
+    top = max(rec["scores"])
+    tied = [i for i, s in enumerate(rec["scores"]) if s == top]
+    return (rec["gold"] in tied) / len(tied)
+
+
+def test_choices_that_render_the_same_text_are_skipped_with_their_reason(tiny_model_dir, tmp_path):
+    """'yes ||| yes' on every row, and row-dependent choices equal on two rows: those rows are skipped
+    (never counted right by the choices' order), their reason is in results.json and the report, the
+    empty unit has no accuracy and stays out of the task mean, and compare lists it."""
+    from harness.runner.plan import SAME_CHOICES
+
+    data = toy_task(tmp_path, [("same", "yes ||| yes"), ("pair", "'{{a}} ||| {{b}}'"), ("ok", "no ||| yes")])
+    cfg = load_config(None, tree={"model": {"name_or_path": str(tiny_model_dir)}, "data": data, "tasks": ["toy"],
+                                  "onnxruntime": {"cache_dir": str(tmp_path / "onnx"), "threads": 1}})
+    res = run(cfg, tmp_path / "run")
+    units = {u.prompt: u for u in res.units}
+    assert (units["same"].n, units["same"].skipped, units["same"].accuracy) == (0, 6, None)
+    assert units["same"].skipped_reasons == {SAME_CHOICES: 6}
+    assert (units["pair"].n, units["pair"].skipped, units["pair"].skipped_reasons) == (4, 2, {SAME_CHOICES: 2})
+    pair = [json.loads(line) for line in (tmp_path / "run" / units["pair"].records).read_text().splitlines()]
+    assert [r["index"] for r in pair] == [0, 2, 3, 5]
+    hand = {p: sum(map(hand_credit, rs)) / len(rs) for p, rs in
+            (("pair", pair), ("ok", [json.loads(x) for x in (tmp_path / "run" / units["ok"].records).read_text().splitlines()]))}
+    assert units["pair"].accuracy == pytest.approx(hand["pair"], abs=1e-12)
+    (task,) = res.tasks
+    assert task.n_prompts == 2 and task.mean == pytest.approx((hand["pair"] + hand["ok"]) / 2, abs=1e-12)
+    report = " ".join((tmp_path / "run" / "report.md").read_text().split())
+    assert "## Skipped rows" in report and f"| toy | same | no scorable row ({SAME_CHOICES}: 6) | 0 | 6 |" in report
+    assert "Skipped rows" in (tmp_path / "run" / "report.html").read_text()
+    r = CliRunner().invoke(app, ["compare", str(tmp_path / "run"), "--against", str(tmp_path / "run")])
+    assert r.exit_code == 0 and "not compared (no scorable row" in " ".join(r.output.split()), r.output
+
+
+def test_a_tie_between_a_right_and_a_wrong_choice_earns_half(tiny_model_dir, tmp_path):
+    """Choices that differ as text but not as tokens ('yes' and fullwidth 'ｙｅｓ', one after NFKC) score
+    the same on every row: with gold 0 on every row the first-on-a-tie rule gave 100%; by hand it is 1/2."""
+    data = toy_task(tmp_path, [("width", "yes ||| ｙｅｓ")])
+    rows = tmp_path / "rows" / "toy" / "validation.jsonl"
+    rows.write_text("".join(json.dumps({"text": f"row {i}", "a": "x", "b": "y", "label": 0}) + "\n" for i in range(5)))
+    cfg = load_config(None, tree={"model": {"name_or_path": str(tiny_model_dir)}, "data": data, "tasks": ["toy"],
+                                  "onnxruntime": {"cache_dir": str(tmp_path / "onnx"), "threads": 1}})
+    (unit,) = run(cfg, tmp_path / "run").units
+    recs = [json.loads(line) for line in (tmp_path / "run" / unit.records).read_text().splitlines()]
+    assert all(r["scores"][0] == r["scores"][1] and r["tied"] == [0, 1] and r["score"] == 0.5 for r in recs)
+    assert unit.n == 5 and unit.accuracy == pytest.approx(sum(map(hand_credit, recs)) / 5) == 0.5
+    # the credit is recomputed from the records: a record claiming a full point for its tie is refused
+    recs[0]["score"] = 1.0
+    from harness.results import RecordsError, record_scores
+
+    with pytest.raises(RecordsError, match="field 'score' is 1.0 but its prediction scores 0.5"):
+        record_scores(recs, "r.jsonl")
+
+
+def test_two_templates_of_one_name_are_refused_naming_both(tiny_model_dir, tmp_path):
+    data = toy_task(tmp_path, [("twice", "no ||| yes"), ("twice", "yes ||| no")])
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(json.dumps({"model": {"name_or_path": str(tiny_model_dir)}, "data": data, "tasks": ["toy"]}))
+    r = CliRunner().invoke(app, ["run", str(cfg), "--out", str(tmp_path / "run")])
+    one_line_error(r, "templates.yaml", "templates.t1.name", "templates.t0", "rename one")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("score", ["1e308", "-1e308", "1" + "0" * 400, "1e7", "NaN"])
+def test_target_scores_whose_mean_would_overflow_are_refused_at_load(tiny_model_dir, tmp_path, score):
+    folder = tmp_path / "bb" / "huge"
+    folder.mkdir(parents=True)
+    (folder / "task.json").write_text('{"examples": [{"input": "q", "target_scores": {"a": 1, "b": 0}}, '
+                                      f'{{"input": "r", "target_scores": {{"a": 0, "b": {score}}}}}]}}')
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(json.dumps({"model": {"name_or_path": str(tiny_model_dir)}, "data": {"bigbench": str(tmp_path / "bb")},
+                               "tasks": ["bigbench/huge"]}))
+    r = CliRunner().invoke(app, ["run", str(cfg), "--out", str(tmp_path / "run")])
+    one_line_error(r, str(folder / "task.json"), "examples[1].target_scores['b']", "fix the task file")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_results_file_with_a_non_finite_figure_is_never_written(tmp_path):
+    """Writing refuses what reading would: NaN or inf anywhere, named by its field."""
+    from harness.results import Provenance, ResultsFile, UnitResult, read_results, write_results
+
+    prov = Provenance(git_revision=None, git_dirty=None, package_versions={}, config_hash="x", model={},
+                      backend="torch", seed=0, host={}, started_at="now", wall_s=0.0)
+    unit = UnitResult(task="t", prompt="p", method="t0", n=2, accuracy=float("inf"), records="records/u.jsonl")
+    path = tmp_path / "results.json"
+    for bad, field in ((ResultsFile(provenance=prov, config={}, units=[unit], tasks=[], overall={}), "units[0].accuracy"),
+                       (ResultsFile(provenance=prov, config={}, units=[], tasks=[], overall={"t0": float("nan")}),
+                        "overall.t0"),
+                       (ResultsFile(provenance=prov, config={}, units=[], tasks=[], overall={},
+                                    execution={"time": {"wall_s": float("-inf")}}), "execution.time.wall_s")):
+        with pytest.raises(ValueError, match=f"field {re.escape(field)} is not a finite number"):
+            write_results(path, bad)
+        assert not path.exists()
+    good = ResultsFile(provenance=prov, config={}, units=[unit.model_copy(update={"accuracy": 0.5})], tasks=[], overall={})
+    write_results(path, good)
+    assert read_results(path) == good
+
+
+class _NaNScorer:
+    """A scorer whose second batch comes back NaN (a broken export, an fp16 overflow)."""
+
+    def __init__(self, scorer) -> None:
+        self.scorer, self.prompt_dim, self.calls = scorer, scorer.prompt_dim, 0
+
+    def score(self, batch):
+        import numpy as np
+
+        self.calls += 1
+        out = np.asarray(self.scorer.score(batch))
+        return np.full_like(out, np.nan) if self.calls == 2 else out
+
+
+def test_a_backend_returning_nan_fails_the_unit_in_one_line(finished, tmp_path):
+    """NaN log-probabilities would make the prediction arbitrary (argmax picks the first NaN) and the
+    records unreadable as JSON: the unit is refused, naming it and the field, and nothing NaN is written."""
+    from harness.backends import Backend, create_backend
+
+    config, root, _ = finished
+    cfg = load_config(config)
+    real = create_backend(cfg)
+    with pytest.raises(ValueError, match=r"record \d+ \(row \d+\): field scores\[\d\] is not a finite number"):
+        run(cfg, tmp_path / "run", backend=Backend(real.name, _NaNScorer(real.scorer), real.tokenizer, real.identity))
+    for f in (tmp_path / "run").rglob("*.json*"):
+        assert "NaN" not in f.read_text(), f

@@ -63,8 +63,8 @@ class RunLock:
             if fd is not None:
                 os.close(fd)
             if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO) or os.path.islink(self.path):
-                raise RunLocked(f"{self.path}: is a link (symbolic or hard) or not a regular file, not rospr's lock file (nothing was "
-                                "written through it); remove it and rerun, or choose another --out") from None
+                raise RunLocked(f"{self.path}: is a link (symbolic or hard) or not a regular file, not rospr's lock "
+                                "file (nothing was written through it); remove it and rerun, or choose another --out") from None
             raise OSError(exc.errno, exc.strerror or str(exc), exc.filename or str(self.path)) from exc
         self.fd = fd
         return self

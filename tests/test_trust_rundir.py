@@ -337,3 +337,21 @@ def test_a_report_planted_as_a_link_is_replaced_not_followed(used, tmp_path, nam
     assert r.exit_code == 0, r.output
     assert victim.read_text() == "precious\n"
     assert not (out / name).is_symlink() and "rospr" in (out / name).read_text()
+
+
+def test_a_task_without_rows_is_an_empty_plan_refused_before_the_earlier_run_is_touched(used, tmp_path):
+    """A third way to plan zero scorable units: a task whose rows file is empty."""
+    config, out, before = used
+    (tmp_path / "tpl" / "toy").mkdir(parents=True)
+    (tmp_path / "tpl" / "toy" / "templates.yaml").write_text(
+        "dataset: toy\ntemplates:\n  t0: !Template\n    answer_choices: no ||| yes\n    id: t0\n"
+        "    jinja: '{{text}} ||| {{ answer_choices[label] }}'\n    name: p\n")
+    (tmp_path / "rows" / "toy").mkdir(parents=True)
+    (tmp_path / "rows" / "toy" / "validation.jsonl").write_text("")
+    tree = json.loads(config.read_text())
+    tree.update(tasks=["toy"], data={"templates_dir": str(tmp_path / "tpl"), "rows_dir": str(tmp_path / "rows")})
+    empty = tmp_path / "empty.yaml"
+    empty.write_text(json.dumps(tree))
+    r = CliRunner().invoke(app, ["run", str(empty), "--out", str(out)])
+    one_line_error(r, "toy has no rows", "validation.jsonl")
+    assert snapshot(out) == before

@@ -63,7 +63,8 @@ class TargetSpec:
         return data if data is not None else scorable(self.task.load(self.prompt, split=self.split, limit=self.limit))
 
 
-NOT_APPLICABLE = "not applicable (the template renders no input, its target is not among the choices, or no target_scores)"
+NOT_APPLICABLE = ("not applicable (the template renders no input, its target is not among the choices, or "
+                  "no target_scores)")
 SAME_CHOICES = "answer choices that render to the same text (they cannot be told apart)"
 
 

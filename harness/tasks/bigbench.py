@@ -406,7 +406,8 @@ class BigBenchTask:
         for choice, score in scores.items():
             if (isinstance(score, bool) or not isinstance(score, (int, float))
                     or not -MAX_TARGET_SCORE <= score <= MAX_TARGET_SCORE):  # NaN fails every comparison
-                shown = repr(score) if not isinstance(score, int) or abs(score) < 10**30 else f"an integer of {len(str(abs(score)))} digits"
+                big = isinstance(score, int) and abs(score) >= 10**30  # repr of 10**400: 401 digits
+                shown = f"an integer of {len(str(abs(score)))} digits" if big else repr(score)
                 raise TaskError(
                     f"{part.where}: field '{field}.target_scores[{choice!r}]' must be a finite "
                     f"number from {-MAX_TARGET_SCORE:g} to {MAX_TARGET_SCORE:g} (a grade; BIG-bench's are 0 to 1), "

@@ -346,10 +346,10 @@ def weights_digest(name_or_path: str | Path, model=None, full: bool = False) -> 
     return f"hub-{commit[:16]}"
 
 
-def config_digest(name_or_path: str | Path) -> str:
+def config_digest(name_or_path: str | Path, revision: str | None = None) -> str:
     """A digest of a checkpoint's config: of a local directory's ``config.json`` as written (its
     volatile keys left out; read without transformers, which would import torch), else of the hub
-    config's ``to_dict()``."""
+    config's ``to_dict()`` at ``revision``."""
     path = Path(name_or_path) / "config.json"
     if path.is_file():
         try:
@@ -358,28 +358,30 @@ def config_digest(name_or_path: str | Path) -> str:
             raise ValueError(f"{path}: not a JSON config ({exc}); restore the checkpoint") from None
     from transformers import AutoConfig
 
-    return checkpoint_config_hash(AutoConfig.from_pretrained(str(name_or_path)).to_dict())
+    return checkpoint_config_hash(AutoConfig.from_pretrained(str(name_or_path), revision=revision).to_dict())
 
 
 def cache_key(model_name: str | Path | None, retriever_name: str | Path | None = None, dtype: str = "float32",
-              prompt_dtype: str | None = None) -> str:
+              prompt_dtype: str | None = None, revision: str | None = None,
+              retriever_revision: str | None = None) -> str:
     """The content address of an export: configs and weights of the model (and retriever), the
-    dtypes, the opset and ``EXPORT_VERSION``. Hub checkpoints are identified by their commit; local
-    ones by their files (the weights' digests remembered per file: ``weights_digest``)."""
+    dtypes, the opset and ``EXPORT_VERSION``. Hub checkpoints are identified by the commit that
+    ``revision`` (``retriever_revision``) resolves to; local ones by their files (the weights'
+    digests remembered per file: ``weights_digest``)."""
 
-    def ident(name):
+    def ident(name, rev):
         if name is None:
             return None
         if Path(name).is_dir():
             return {"config": config_digest(name), "weights": weights_digest(name)}
         from transformers import AutoConfig
 
-        commit = getattr(AutoConfig.from_pretrained(str(name)), "_commit_hash", None)
-        return {"config": config_digest(name), "weights": f"hub-{commit}"}
+        commit = getattr(AutoConfig.from_pretrained(str(name), revision=rev), "_commit_hash", None)
+        return {"config": config_digest(name, rev), "weights": f"hub-{commit}"}
 
     parts = {
-        "model": ident(model_name),
-        "retriever": ident(retriever_name),
+        "model": ident(model_name, revision),
+        "retriever": ident(retriever_name, retriever_revision),
         "dtype": dtype,
         "prompt_dtype": prompt_dtype or default_prompt_dtype(dtype),
         "export_version": EXPORT_VERSION,
@@ -391,8 +393,10 @@ def cache_key(model_name: str | Path | None, retriever_name: str | Path | None =
 def export_models(model_name_or_path: str | Path, out_dir: str | Path, retriever: str | Path | None = None,
                   dtype: str = "float32", external_data: bool | None = None, device: str = "cpu",
                   scorer: bool = True, providers: Sequence[str] | None = None,
-                  prompt_dtype: str | None = None) -> ExportResult:
-    """Export the scorer of a checkpoint (and the retriever of another, when given) into ``out_dir``.
+                  prompt_dtype: str | None = None, revision: str | None = None,
+                  retriever_revision: str | None = None) -> ExportResult:
+    """Export the scorer of a checkpoint (and the retriever of another, when given) into ``out_dir``;
+    ``revision`` / ``retriever_revision`` pin hub checkpoints to a commit (a local directory ignores them).
 
     Writes ``t0_scorer.onnx``, ``retriever.onnx`` and ``manifest.json`` (identity, dtype, opset,
     validation figures). Raises ``ExportValidationError`` when a graph fails its check, ``ValueError``
@@ -412,11 +416,13 @@ def export_models(model_name_or_path: str | Path, out_dir: str | Path, retriever
     prompt_dtype = prompt_dtype or default_prompt_dtype(dtype)
     manifest: dict = {"export_version": EXPORT_VERSION, "opset": OPSET, "dtype": dtype, "graphs": {}}
     if scorer:
-        model, _tok, identity = load_backbone(model_name_or_path, dtype=torch.float32)
+        model, _tok, identity = load_backbone(model_name_or_path, dtype=torch.float32, revision=revision)
         manifest["model"] = identity.as_dict()
         manifest["model_source"] = str(model_name_or_path)
+        manifest["model_revision"] = revision
         manifest["model_weights"] = weights_digest(model_name_or_path, model)
-        export_model = model if dtype == "float32" else load_backbone(model_name_or_path, dtype=torch_dtype)[0]
+        export_model = model if dtype == "float32" else load_backbone(model_name_or_path, dtype=torch_dtype,
+                                                                      revision=revision)[0]
         v = export_scorer(export_model, out / "t0_scorer.onnx", dtype, reference=model,
                           external_data=external_data, device=device, providers=providers,
                           prompt_dtype=prompt_dtype)
@@ -425,7 +431,7 @@ def export_models(model_name_or_path: str | Path, out_dir: str | Path, retriever
                                            "prompt_dtype": prompt_dtype, "validation": asdict(v)}
         del model, export_model
     if retriever:
-        encoder, _tok = load_encoder(str(retriever))
+        encoder, _tok = load_encoder(str(retriever), revision=retriever_revision)
         v = export_retriever(encoder, out / "retriever.onnx", external_data=external_data, device=device,
                              providers=providers)
         validations.append(v)

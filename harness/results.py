@@ -5,7 +5,9 @@
 - ``schema_version``: "MAJOR.MINOR"; a reader refuses another major version.
 - ``provenance``: git revision (and whether the tree was dirty), package versions, config hash,
   model identity (name, config hash, d_model, vocab, parameter count), backend, seed, host,
-  start time and wall time.
+  start time and wall time; ``model_revision`` and ``retriever_revision`` (optional keys added
+  within 1.2): the hub commits the config pinned (``model.revision``, ``rospr.retriever_revision``;
+  null: a local checkpoint, or the hub's main branch).
 - ``config``: the validated run config, as run.
 - ``units``: one object per (task, prompt, method): ``n`` scored examples, ``accuracy`` (mean metric:
   accuracy, or BIG-bench ``multiple_choice_grade``), ``skipped`` rows the template does not apply to,
@@ -118,6 +120,8 @@ class Provenance(Model):
     started_at: str
     wall_s: float
     command: list[str] = []
+    model_revision: str | None = None
+    retriever_revision: str | None = None
 
 
 class ResultsFile(Model):

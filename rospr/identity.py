@@ -84,4 +84,5 @@ def retriever_identity(name_or_path: str, revision: str | None = None) -> dict:
     name = str(name_or_path)
     config = AutoConfig.from_pretrained(name, revision=revision)
     dim = getattr(config, "d_model", None) or getattr(config, "hidden_size")
-    return {"name": display_name(name), "config_hash": checkpoint_config_hash(config.to_dict()), "dim": int(dim)}
+    identity = {"name": display_name(name), "config_hash": checkpoint_config_hash(config.to_dict()), "dim": int(dim)}
+    return identity if revision is None else {**identity, "revision": revision}  # the commit names the weights

@@ -387,9 +387,11 @@ class TuneWorker:
     """Holds one backbone and trains prompts with it: in process (``in_process``), or wherever a
     harness places it (the harness runs it as a Ray actor). The per-prompt training function."""
 
-    def __init__(self, name_or_path: str, settings: TuneSettings, model=None, tokenizer=None) -> None:
+    def __init__(self, name_or_path: str, settings: TuneSettings, model=None, tokenizer=None,
+                 revision: str | None = None) -> None:
         """Uses ``model``/``tokenizer`` when given and already on ``settings``' device and dtype, else
-        loads its own copy there (the given one is left untouched). Refuses what ``resolve_device``
+        loads its own copy there (a hub checkpoint at ``revision``; the given one is left untouched).
+        Refuses what ``resolve_device``
         refuses, before loading anything."""
         self.device = resolve_device(settings, model)
         if model is not None and not _is_placed(model, settings):
@@ -399,7 +401,7 @@ class TuneWorker:
             from rospr.backbone import load_backbone
 
             with torch_threads(settings.threads):
-                model, tokenizer, _ = load_backbone(name_or_path, dtype=torch_dtype(settings))
+                model, tokenizer, _ = load_backbone(name_or_path, dtype=torch_dtype(settings), revision=revision)
                 model.to(self.device)
         self.model, self.tokenizer, self.settings = model, tokenizer, settings
 
@@ -416,12 +418,14 @@ class TuneWorker:
 Trainer = Callable[[Sequence[TuneJob], Callable[[str, TuneResult], None]], None]
 
 
-def in_process(name_or_path: str, settings: TuneSettings, model=None, tokenizer=None) -> Trainer:
+def in_process(name_or_path: str, settings: TuneSettings, model=None, tokenizer=None,
+               revision: str | None = None) -> Trainer:
     """A ``Trainer`` that trains one prompt after the other with one ``TuneWorker`` in this process
-    (``model``/``tokenizer`` when already loaded, else loaded from ``name_or_path`` when needed)."""
+    (``model``/``tokenizer`` when already loaded, else loaded from ``name_or_path`` at ``revision``
+    when needed)."""
 
     def train(todo: Sequence[TuneJob], save: Callable[[str, TuneResult], None]) -> None:
-        worker = TuneWorker(name_or_path, settings, model, tokenizer)
+        worker = TuneWorker(name_or_path, settings, model, tokenizer, revision)
         for job in todo:
             save(*worker.tune(job))
 

@@ -27,7 +27,7 @@ def create_backend(config: RunConfig) -> Backend:
         from rospr.backbone import load_backbone
 
         dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[config.model.dtype]
-        model, tokenizer, identity = load_backbone(config.model.name_or_path, dtype=dtype)
+        model, tokenizer, identity = load_backbone(config.model.name_or_path, dtype=dtype, revision=config.model.revision)
         scorer = TorchScorer(model, device=config.model.device, threads=config.scoring.threads)
         return Backend("torch", scorer, tokenizer, identity.as_dict(), model)
     if config.backend == "onnxruntime":
@@ -45,21 +45,24 @@ def create_backend(config: RunConfig) -> Backend:
 def create_embedder(config: RunConfig, retriever: str):
     """An ``Embedder`` for the retriever checkpoint ``retriever`` on the backend ``config`` names
     (torch: in process; onnxruntime: the exported graph, cached; triton: the served ``retriever``).
-    Returns ``(embedder, tokenizer)``."""
+    Returns ``(embedder, tokenizer)``. A hub retriever loads at ``checkpoint_revision``'s commit."""
     from harness.backends.tokenizer import load_tokenizer
+    from harness.config import checkpoint_revision
     from rospr.checkpoint import check_checkpoint
 
     check_checkpoint(retriever, "rospr.retriever")
+    revision = checkpoint_revision(config, retriever)
     if config.backend == "torch":
         from rospr.retriever import TorchEmbedder, load_encoder
 
-        encoder, tokenizer = load_encoder(retriever)
+        encoder, tokenizer = load_encoder(retriever, revision=revision)
         return TorchEmbedder(encoder, device=config.model.device), tokenizer
-    tokenizer = load_tokenizer(retriever)
+    tokenizer = load_tokenizer(retriever, revision)
     if config.backend == "onnxruntime":
         from harness.backends.onnxruntime_backend import create_onnxruntime_embedder
 
-        return create_onnxruntime_embedder(retriever, config.model, config.onnxruntime, config.scoring), tokenizer
+        return create_onnxruntime_embedder(retriever, config.model, config.onnxruntime, config.scoring,
+                                           revision), tokenizer
     if config.backend == "triton":
         from harness.backends.triton_backend import TritonEmbedder
 

@@ -54,8 +54,10 @@ OPT_LEVELS = ("disabled", "basic", "extended", "all")
 
 
 def ensure_export(model: str | Path | None, retriever: str | Path | None = None, dtype: str = "float32",
-                  cache_dir: str | Path | None = None, prompt_dtype: str | None = None, full: bool = False) -> Path:
-    """The folder of a validated export of ``model`` (and ``retriever``) whose files match their
+                  cache_dir: str | Path | None = None, prompt_dtype: str | None = None, full: bool = False,
+                  revision: str | None = None, retriever_revision: str | None = None) -> Path:
+    """The folder of a validated export of ``model`` (and ``retriever``; hub checkpoints at ``revision``
+    and ``retriever_revision``) whose files match their
     recorded sha256, exporting it if absent and again if the check fails (``full``: read every byte).
 
     Concurrent callers (several actors) may export at once: each writes a private temporary folder
@@ -63,7 +65,7 @@ def ensure_export(model: str | Path | None, retriever: str | Path | None = None,
     """
     from rospr_export.export import ExportIntegrityError, export_models, find_manifest, verify_export
 
-    target = export_folder(model, retriever, dtype, cache_dir, prompt_dtype)
+    target = export_folder(model, retriever, dtype, cache_dir, prompt_dtype, revision, retriever_revision)
     root, key = target.parent, target.name
 
     def usable() -> bool:
@@ -84,7 +86,8 @@ def ensure_export(model: str | Path | None, retriever: str | Path | None = None,
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
     log.info("exporting %s to ONNX (once; cached in %s)", model, target)
     try:
-        export_models(model, tmp, retriever=retriever, dtype=dtype, prompt_dtype=prompt_dtype, scorer=model is not None)
+        export_models(model, tmp, retriever=retriever, dtype=dtype, prompt_dtype=prompt_dtype, scorer=model is not None,
+                      revision=revision, retriever_revision=retriever_revision)
         try:
             if target.exists():  # an unfinished folder from a crashed export, or a concurrent caller's
                 if usable():
@@ -101,12 +104,13 @@ def ensure_export(model: str | Path | None, retriever: str | Path | None = None,
 
 
 def export_folder(model: str | Path | None, retriever: str | Path | None = None, dtype: str = "float32",
-                  cache_dir: str | Path | None = None, prompt_dtype: str | None = None) -> Path:
+                  cache_dir: str | Path | None = None, prompt_dtype: str | None = None, revision: str | None = None,
+                  retriever_revision: str | None = None) -> Path:
     """Where the export of ``model`` (and ``retriever``) lives in the cache, whether or not it is
     there yet: ``<cache>/<cache_key>``. Reads the checkpoints' configs and weight digests only."""
     from rospr_export.export import cache_key
 
-    return cache_root("onnx", cache_dir) / cache_key(model, retriever, dtype, prompt_dtype)
+    return cache_root("onnx", cache_dir) / cache_key(model, retriever, dtype, prompt_dtype, revision, retriever_revision)
 
 
 def _discard(folder: Path, root: Path) -> None:
@@ -138,13 +142,15 @@ def open_graph(folder: Path, manifest: dict, graph: str, **session_options):
     return make_session(data, **session_options)
 
 
-def _verified_session(model, retriever, dtype: str, cache_dir, graph: str, **session_options):
+def _verified_session(model, retriever, dtype: str, cache_dir, graph: str, revision: str | None = None,
+                      retriever_revision: str | None = None, **session_options):
     """(folder, manifest, session) of an on-demand export: checked, re-exported once when a graph fails
     its full check (the cache is the run's own), refused the second time."""
     from rospr_export.export import ExportIntegrityError, find_manifest
 
     for attempt in range(2):
-        folder = ensure_export(model, retriever, dtype, cache_dir, full=attempt > 0)
+        folder = ensure_export(model, retriever, dtype, cache_dir, full=attempt > 0, revision=revision,
+                               retriever_revision=retriever_revision)
         manifest = find_manifest(folder)
         try:
             return folder, manifest, open_graph(folder, manifest, graph, **session_options)
@@ -167,7 +173,13 @@ def default_providers(device: str = "cpu") -> list[str]:
 def make_session(path: str | Path | bytes, threads: int | None = None, graph_optimization: str = "all",
                  providers: Sequence[str] | None = None, device: str = "cpu"):
     """An ``InferenceSession`` of a graph file (or its bytes) with the options above. Refuses a
-    provider that is not installed."""
+    provider that is not installed, and ``threads`` outside 0 .. ``harness.config.MAX_THREADS``
+    (onnxruntime starts every thread with the session: 100000 of them hang the machine)."""
+    from harness.config import MAX_THREADS
+
+    if threads is not None and not (isinstance(threads, int) and 0 <= threads <= MAX_THREADS):
+        raise ValueError(f"onnxruntime.threads={threads!r}: give 1 to {MAX_THREADS} intra-op threads (this machine "
+                         f"has {os.cpu_count()} cores; 0 or unset: one per core)")
     import onnxruntime as ort
 
     if graph_optimization not in OPT_LEVELS:
@@ -286,13 +298,14 @@ def create_onnxruntime_backend(model: ModelConfig, ort_cfg: OnnxRuntimeConfig, s
 
     # exported and verified now (stat-keyed); the session is opened, from bytes hashed in full, by
     # the scorer's first use (``_verified_session``: re-exported once if that check fails)
-    folder = ensure_export(model.name_or_path, None, model.dtype, ort_cfg.cache_dir)
+    folder = ensure_export(model.name_or_path, None, model.dtype, ort_cfg.cache_dir, revision=model.revision)
     manifest = find_manifest(folder)
     session_options = dict(threads=ort_cfg.threads or scoring.threads, graph_optimization=ort_cfg.graph_optimization,
                            providers=ort_cfg.providers, device=model.device)
     scorer = OnnxScorer(io_binding=ort_cfg.io_binding, opener=lambda: _verified_session(
-        model.name_or_path, None, model.dtype, ort_cfg.cache_dir, "t0_scorer", **session_options)[2])
-    tokenizer = load_tokenizer(model.name_or_path)  # tokenizer.json: no transformers, no torch
+        model.name_or_path, None, model.dtype, ort_cfg.cache_dir, "t0_scorer", revision=model.revision,
+        **session_options)[2])
+    tokenizer = load_tokenizer(model.name_or_path, model.revision)  # tokenizer.json: no transformers, no torch
     return Backend("onnxruntime", scorer, tokenizer, onnx_identity(model, ort_cfg, folder, manifest))
 
 
@@ -311,10 +324,12 @@ def onnx_identity(model: ModelConfig, ort_cfg: OnnxRuntimeConfig, folder: Path, 
 
 
 def create_onnxruntime_embedder(retriever: str | Path, model: ModelConfig, ort_cfg: OnnxRuntimeConfig,
-                                scoring: ScoringConfig) -> OnnxEmbedder:
-    """The retriever graph of ``retriever`` (exported on first use into the same cache), on
-    ``model.device``."""
-    ensure_export(None, retriever, "float32", ort_cfg.cache_dir)  # exported and verified now, opened on first use
+                                scoring: ScoringConfig, revision: str | None = None) -> OnnxEmbedder:
+    """The retriever graph of ``retriever`` (at hub ``revision``; exported on first use into the same
+    cache), on ``model.device``."""
+    # exported and verified now, opened on first use
+    ensure_export(None, retriever, "float32", ort_cfg.cache_dir, retriever_revision=revision)
     return OnnxEmbedder(opener=lambda: _verified_session(
-        None, retriever, "float32", ort_cfg.cache_dir, "retriever", threads=ort_cfg.threads or scoring.threads,
+        None, retriever, "float32", ort_cfg.cache_dir, "retriever", retriever_revision=revision,
+        threads=ort_cfg.threads or scoring.threads,
         graph_optimization=ort_cfg.graph_optimization, providers=ort_cfg.providers, device=model.device)[2])

@@ -378,6 +378,6 @@ def create_triton_backend(model: ModelConfig, cfg: TritonConfig, urls: list[str]
             raise errors[0]
         raise BackendUnavailable(f"Triton: none of ray.triton_urls {urls} answers ({errors[-1]})")
     cfg = cfg.model_copy(update={"url": url})
-    tokenizer = AutoTokenizer.from_pretrained(model.name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(model.name_or_path, revision=model.revision)
     identity = dict(scorer.identity, triton_url=f"{cfg.protocol}://{cfg.url}", wire_dtype=cfg.wire_dtype)
     return Backend("triton", scorer, tokenizer, identity)

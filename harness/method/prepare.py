@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends import Backend, create_embedder
-from harness.config import IndexConfig, RosprConfig, RunConfig, TuneConfig
+from harness.config import IndexConfig, RosprConfig, RunConfig, TuneConfig, checkpoint_revision
 from harness.method.tune_pool import trainer
 from harness.tasks import PromptsourceTask, expand, get_task
 from harness.tasks.base import DataSettings, TaskError
@@ -92,7 +92,8 @@ def library_inputs(config: RunConfig, jobs: list[TuneJob], bank: PromptBank) -> 
     training inputs of each job), the retriever's identity, the bank's hash of those prompts and
     the ``build_key`` (``rospr plan`` reads the same key to say whether the library is reused)."""
     rc = config.rospr
-    identity = retriever_identity(rc.retriever or config.model.name_or_path)
+    retriever = rc.retriever or config.model.name_or_path
+    identity = retriever_identity(retriever, checkpoint_revision(config, retriever))
     entries = [LibraryEntry(job.id, job.source, tuple(ex.input_text for ex in job.examples[: rc.library_n]))
                for job in jobs]
     bank_hash = bank.content_hash([job.id for job in jobs])
@@ -126,7 +127,8 @@ def prepare(config: RunConfig, backend: Backend, data_settings: DataSettings) ->
     rc = config.rospr
     jobs = tuning_jobs(rc, data_settings)
     tokenizer = backend.tokenizer if backend.model is not None else None
-    train = trainer(rc.tune, config.model.name_or_path, backend.model, tokenizer, config.model.device)
+    train = trainer(rc.tune, config.model.name_or_path, backend.model, tokenizer, config.model.device,
+                    config.model.revision)
     bank = tune_bank(jobs, rc.prompt_bank, rc.tune.settings(), backend.identity, train)
     embedder, rtok = create_embedder(config, rc.retriever or config.model.name_or_path)
     return RosprContext(rc, bank, _library(config, jobs, bank, embedder, rtok), embedder, rtok)

@@ -50,7 +50,8 @@ def n_workers(n_jobs: int, resources: dict, threads: int, num_gpus_per_worker: f
     return max(1, min(limits))
 
 
-def start_actors(name_or_path: str, settings: TuneSettings, n: int, num_gpus_per_worker: float = 0) -> list:
+def start_actors(name_or_path: str, settings: TuneSettings, n: int, num_gpus_per_worker: float = 0,
+                 revision: str | None = None) -> list:
     """``n`` tuning actors (``PlacedTuneWorker``), each reserving ``settings.threads`` CPUs and
     ``num_gpus_per_worker`` GPUs of the running Ray. Refuses (``ValueError``) GPUs the cluster does
     not have: the actors would wait for them for ever."""
@@ -63,11 +64,11 @@ def start_actors(name_or_path: str, settings: TuneSettings, n: int, num_gpus_per
     Actor = ray.remote(num_cpus=settings.threads, num_gpus=num_gpus_per_worker)(PlacedTuneWorker)
     # Paths are resolved here: a Ray worker's working directory is not the driver's.
     path = str(Path(name_or_path).resolve()) if Path(name_or_path).exists() else name_or_path
-    return [Actor.remote(path, settings) for _ in range(n)]
+    return [Actor.remote(path, settings, revision=revision) for _ in range(n)]
 
 
 def ray_pool(name_or_path: str, settings: TuneSettings, num_cpus: int | None,
-             num_gpus_per_worker: float = 0) -> Trainer:
+             num_gpus_per_worker: float = 0, revision: str | None = None) -> Trainer:
     """A ``Trainer`` on Ray actors (a local loopback Ray unless one is running in this process)."""
 
     def train(todo: Sequence[TuneJob], save: Callable[[str, TuneResult], None]) -> None:
@@ -79,7 +80,7 @@ def ray_pool(name_or_path: str, settings: TuneSettings, num_cpus: int | None,
             # free their CPUs and GPUs now, not when garbage collection gets to the handles
             cleanup.callback(lambda: [ray.kill(actor) for actor in actors])
             n = n_workers(len(todo), ray.available_resources(), settings.threads, num_gpus_per_worker, num_cpus)
-            actors = start_actors(name_or_path, settings, n, num_gpus_per_worker)
+            actors = start_actors(name_or_path, settings, n, num_gpus_per_worker, revision)
             for i, where in enumerate(ray.get([a.placement.remote() for a in actors])):
                 log.info("tuning actor %d: GPUs %s, training on %s", i, where["gpu_ids"] or "none", where["device"])
             pool = ActorPool(actors)
@@ -104,15 +105,17 @@ def tune_settings(tune: TuneConfig, model_device: str = "cpu") -> TuneSettings:
     return settings
 
 
-def trainer(tune: TuneConfig, name_or_path: str, model=None, tokenizer=None, model_device: str = "cpu") -> Trainer:
+def trainer(tune: TuneConfig, name_or_path: str, model=None, tokenizer=None, model_device: str = "cpu",
+            revision: str | None = None) -> Trainer:
     """The ``Trainer`` ``tune.parallel`` asks for (see the module docstring); ``model``/``tokenizer``
     are the backbone already loaded in process, if any (used when on the tuning device and dtype),
-    ``model_device`` the run's ``model.device`` (the default of ``rospr.tune.device``)."""
+    ``model_device`` the run's ``model.device`` (the default of ``rospr.tune.device``), ``revision``
+    the hub commit a worker loads its own backbone at (``model.revision``)."""
     settings = tune_settings(tune, model_device)
-    local = in_process(name_or_path, settings, model, tokenizer)
+    local = in_process(name_or_path, settings, model, tokenizer, revision)
     if tune.parallel == "off":
         return local
-    pool = ray_pool(name_or_path, settings, tune.num_cpus, tune.num_gpus_per_worker)
+    pool = ray_pool(name_or_path, settings, tune.num_cpus, tune.num_gpus_per_worker, revision)
     if tune.parallel == "ray":
         return pool
 

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 from harness.backends import Backend
 from harness.cache import UnitCache, cache_root
-from harness.config import CacheConfig, RunConfig
+from harness.config import CacheConfig, RunConfig, checkpoint_revision
 from harness.method.prepare import RosprContext
 from harness.provenance import git_state, host, package_versions
 from harness.results import Provenance
@@ -44,7 +44,9 @@ class Stamp:
                           config_hash=self.config.content_hash(), model=self.backend.identity,
                           backend=self.backend.name, seed=self.config.seed, host=self.machine,
                           started_at=self.clock.started_at, wall_s=time.time() - self.clock.started,
-                          command=list(sys.argv))
+                          command=list(sys.argv), model_revision=self.config.model.revision,
+                          retriever_revision=checkpoint_revision(
+                              self.config, self.config.rospr.retriever or self.config.model.name_or_path))
 
 
 def unit_cache(cc: CacheConfig) -> UnitCache | None:

@@ -1,0 +1,91 @@
+"""model.revision / rospr.retriever_revision: the hub commit reaches every from_pretrained, the export
+cache key and the results file's provenance."""
+
+from __future__ import annotations
+
+import json
+
+import transformers
+
+from harness.config import checkpoint_revision, load_config
+from harness.runner import run
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def spy(monkeypatch, cls, calls: list) -> None:
+    """Record the ``revision`` of every ``cls.from_pretrained`` call (and still load)."""
+    original = cls.from_pretrained.__func__
+
+    def from_pretrained(klass, name, *args, **kwargs):
+        calls.append((cls.__name__, kwargs.get("revision", "<not passed>")))
+        return original(klass, name, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "from_pretrained", classmethod(from_pretrained))
+
+
+def test_checkpoint_revision_says_which_commit_applies():
+    tree = {"tasks": ["builtin/nli"], "model": {"name_or_path": "org/t0", "revision": "m"}}
+    config = load_config(None, [], tree=tree)
+    assert checkpoint_revision(config, "org/t0") == "m"  # the backbone, and the retriever when it is the backbone
+    assert checkpoint_revision(config, "org/other") is None
+    config = load_config(None, ["rospr.retriever=org/small", "rospr.retriever_revision=r"], tree=tree)
+    assert (checkpoint_revision(config, "org/small"), checkpoint_revision(config, "org/t0")) == ("r", "m")
+
+
+def test_model_revision_reaches_every_load_and_the_provenance(tiny_model_dir, tmp_path, monkeypatch):
+    calls: list = []
+    for cls in (transformers.AutoModelForSeq2SeqLM, transformers.AutoTokenizer):
+        spy(monkeypatch, cls, calls)
+    tree = {"model": {"name_or_path": str(tiny_model_dir), "revision": SHA}, "backend": "torch", "method": ["t0"],
+            "tasks": [{"name": "builtin/sentiment", "limit": 2, "prompts": ["review_sentiment"]}]}
+    run(load_config(None, [], tree=tree), tmp_path / "run")
+    assert calls and all(rev == SHA for _, rev in calls), calls
+    provenance = json.loads((tmp_path / "run" / "results.json").read_text(encoding="utf-8"))["provenance"]
+    assert provenance["model_revision"] == SHA and provenance["retriever_revision"] == SHA
+
+
+def test_export_cache_key_follows_the_hub_commit_of_the_revision(monkeypatch):
+    from rospr_export.export import cache_key
+
+    commits = {"v1": "1" * 40, "v2": "2" * 40, None: "9" * 40}
+    asked = []
+
+    def from_pretrained(name, revision=None, **kwargs):
+        asked.append((name, revision))
+        config = transformers.T5Config(d_model=8, num_layers=1, vocab_size=32)
+        config._commit_hash = commits[revision]
+        return config
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", from_pretrained)
+    keys = {rev: cache_key("org/t0", revision=rev) for rev in ("v1", "v2", None)}
+    assert len(set(keys.values())) == 3 and cache_key("org/t0", revision="v1") == keys["v1"]
+    assert {rev for _, rev in asked} == {"v1", "v2", None}
+    asked.clear()
+    assert cache_key(None, "org/small", retriever_revision="v1") != cache_key(None, "org/small", retriever_revision="v2")
+    assert {rev for _, rev in asked} == {"v1", "v2"}
+
+
+def test_onnxruntime_backend_loads_the_tokenizer_and_export_at_the_revision(tiny_model_dir, tmp_path, monkeypatch):
+    import harness.backends.tokenizer as tok_module
+    from harness.backends import onnxruntime_backend as ort_backend
+
+    seen: dict[str, list] = {"export": [], "tokenizer": []}
+    real_ensure, real_tok = ort_backend.ensure_export, tok_module.load_tokenizer
+
+    def ensure_export(*args, **kwargs):
+        seen["export"].append(kwargs.get("revision"))
+        return real_ensure(*args, **kwargs)
+
+    def load_tokenizer(name, revision=None):
+        seen["tokenizer"].append(revision)
+        return real_tok(name, revision)
+
+    monkeypatch.setattr(ort_backend, "ensure_export", ensure_export)
+    monkeypatch.setattr(tok_module, "load_tokenizer", load_tokenizer)
+    tree = {"model": {"name_or_path": str(tiny_model_dir), "revision": SHA}, "backend": "onnxruntime", "method": ["t0"],
+            "tasks": [{"name": "builtin/sentiment", "limit": 2, "prompts": ["review_sentiment"]}],
+            "onnxruntime": {"cache_dir": str(tmp_path / "onnx"), "threads": 1}}
+    run(load_config(None, [], tree=tree), tmp_path / "run")
+    assert seen["export"] and set(seen["export"]) == {SHA}
+    assert seen["tokenizer"] == [SHA]

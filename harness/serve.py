@@ -138,6 +138,49 @@ def reap_stale_servers(directory: Path | None = None) -> list[int]:
     return reaped
 
 
+WORKDIR_PREFIX = "rospr-triton-"
+OWNER_FILE = "owner.json"  # in each work folder: the pid (and start time) of the process that made it
+
+
+def _start_time(pid: int) -> str | None:
+    """The start time of process ``pid`` (clock ticks since boot, Linux /proc), None when it is gone:
+    with the pid it names one process, whatever reuses the pid later."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _owner_alive(info: dict) -> bool:
+    pid = int(info["pid"])
+    started = _start_time(pid)
+    if started is None:
+        return _is_process_alive(pid)  # no /proc (not Linux): the pid alone
+    return str(info.get("start")) == started
+
+
+def sweep_stale_workdirs(root: Path | None = None) -> list[Path]:
+    """Remove the temporary work folders (``<tmp>/rospr-triton-*``) of servers whose ``rospr``
+    process is gone (SIGKILLed, crashed: nothing of theirs ran at exit); returns them. A folder is
+    swept only when it is ours (this user's, not a link) and its ``owner.json`` names a dead
+    process; a folder without one (another version's, or one being created) is left alone."""
+    root = Path(root or tempfile.gettempdir())
+    swept = []
+    for folder in sorted(root.glob(WORKDIR_PREFIX + "*")):
+        try:
+            if folder.is_symlink() or not folder.is_dir() or folder.stat().st_uid != os.getuid():
+                continue
+            info = json.loads((folder / OWNER_FILE).read_text())
+            if _owner_alive(info):
+                continue
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        log.info("removing %s, left by rospr process %s that is gone", folder, info.get("pid"))
+        shutil.rmtree(folder, ignore_errors=True)
+        swept.append(folder)
+    return swept
+
+
 def tritonserver_dist() -> Path:
     """The ``tritonserver`` folder of the installed ``nvidia-pytriton`` wheel."""
     import importlib.util
@@ -275,14 +318,16 @@ class TritonServer:
             raise ServerError("this server is already started")
         dist = self._dist = tritonserver_dist()
         reap_stale_servers()
+        sweep_stale_workdirs()
         for kind, port in (("http", self.http_port), ("grpc", self.grpc_port)):
             if port_in_use(self.host, port):
                 flag = "--http-port" if kind == "http" else "--grpc-port"
                 raise ServerError(f"port {port} ({kind}) on {self.host} is already in use (another server?); "
                                   f"stop that server, or choose another {flag} (0: a free one)")
         shm_before = frozenset(_stub_regions())
-        self.workdir = Path(tempfile.mkdtemp(prefix="rospr-triton-"))
+        self.workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
         try:
+            (self.workdir / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "start": _start_time(os.getpid())}))
             backends = self._prepare_backends(dist)
             log_file = open(self.log_file, "wb")
             try:

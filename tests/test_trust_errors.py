@@ -387,3 +387,106 @@ def test_a_device_this_machine_lacks_is_named(tiny_model_dir, tmp_path):
     error_line(res, f"model.device={device!r}")
     error_line(cli("run", write_config(tmp_path, tiny_model_dir), "--out", tmp_path / "r",
                    "--set", "model.device=gpu0"), "model.device='gpu0'", "not a device name")
+
+
+# -- issue 18, class 5: errors say what the user did ----------------------------------------------
+
+BAD_CONFIGS = {
+    # text of the file -> what the one error line must say
+    "date": ("tasks: [builtin/animals]\nseed: 2020-01-01\n", [":2:", "a date", "quote it"]),
+    "set": ("tasks: [builtin/animals]\nseed: !!set {a: null}\n", [":2:", "a set", "give a list"]),
+    "binary": ("tasks: [builtin/animals]\nseed: !!binary aGVsbG8=\n", [":2:", "binary", "give a string"]),
+    "duplicate key": ("tasks: [builtin/animals]\nseed: 1\nseed: 2\n", [":3:", "'seed' is given twice", "line 2"]),
+    "duplicate nested key": ("tasks: [builtin/animals]\nscoring:\n  batch_size: 2\n  batch_size: 4\n",
+                             [":4:", "'batch_size' is given twice"]),
+    "boolean limit": ("tasks: [{name: builtin/animals, limit: true}]\n", ["tasks.0.limit", "boolean, not a number"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_a_config_that_is_not_plain_yaml_data_is_one_line_with_file_and_line(tmp_path, case):
+    text, needles = BAD_CONFIGS[case]
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    res = cli("run", cfg, "--out", tmp_path / "r")
+    line = error_line(res, str(cfg))
+    for n in needles:
+        assert n in res.output, (n, res.output)
+    assert "unexpected" not in line
+
+
+def test_a_config_that_is_not_utf8_names_file_line_and_fix(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_bytes(b"tasks: [builtin/animals]\n# caf\xe9\n")
+    error_line(cli("run", cfg, "--out", tmp_path / "r"), f"{cfg}:2", "not UTF-8", "save the config as UTF-8")
+
+
+def test_an_unknown_key_given_by_set_blames_the_set_not_the_file(tiny_model_dir, tmp_path):
+    cfg = write_config(tmp_path, tiny_model_dir)
+    res = cli("run", cfg, "--out", tmp_path / "r", "--set", "foo=3")
+    line = error_line(res, "--set foo=3")
+    assert not line.startswith(f"error: {cfg}")
+    assert "foo: unknown key" in res.output
+    # a problem of the file itself is still the file's
+    cfg.write_text(cfg.read_text() + "fooo: 1\n")
+    error_line(cli("run", cfg, "--out", tmp_path / "r"), f"{cfg}: invalid config")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--alpha", "2"], "--alpha 2.0"), (["--alpha", "0"], "--alpha 0.0"), (["--n-boot", "0"], "--n-boot 0"),
+    (["--n-boot", "-5"], "--n-boot -5"), (["--threshold", "nan"], "--threshold nan"),
+    (["--threshold", "-1"], "--threshold -1.0"), (["--seed", "-1"], "--seed -1"),
+])
+def test_compare_refuses_flags_that_would_crash_or_judge_nothing(finished, args, needle):
+    line = error_line(cli("compare", finished[0], "--against", finished[0], *args), needle)
+    assert "unexpected" not in line
+
+
+def test_tune_set_with_an_unknown_key_is_a_config_line_not_a_pydantic_dump(tmp_path):
+    res = cli("tune", "--model", "./no-such-model", "--out", tmp_path / "bank", "--set", "stepz=3")
+    error_line(res, "--set stepz=3")
+    assert "stepz: unknown key; did you mean 'steps'?" in res.output
+    assert "errors.pydantic.dev" not in res.output and "extra_forbidden" not in res.output
+
+
+# Refusals that were once printed as "an unexpected error ... report it" (not the issue's examples):
+# each is the project's own message, so it must be shown as such.
+REFUSALS = {
+    "verify a folder that is nothing of ours": lambda tmp: ["verify", tmp],
+    "library build with an unknown index": lambda tmp: ["library", "build", "--index", "foo", "--prompts", tmp],
+    "serve a folder that is no repository": lambda tmp: ["serve", "--repo", tmp / "nothing"],
+    "compare with both --baseline and --against": lambda tmp: ["compare", tmp, "--baseline", "t0_3b",
+                                                               "--against", tmp],
+    "--resume and --out disagree": lambda tmp: ["run", tmp / "c.yaml", "--resume", tmp / "a", "--out", tmp / "b"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSALS))
+def test_our_refusals_are_never_called_unexpected(tmp_path, case):
+    (tmp_path / "c.yaml").write_text("tasks: [builtin/animals]\n")
+    line = error_line(cli(*REFUSALS[case](tmp_path)))
+    assert "unexpected" not in line and "report it" not in line
+
+
+def test_a_library_error_our_code_did_not_raise_is_still_unexpected():
+    from harness.cli import describe_error, is_refusal
+
+    try:
+        import numpy as np
+
+        np.random.default_rng(-1)
+    except ValueError as exc:
+        assert not is_refusal(exc)
+        assert "an unexpected error" in describe_error(exc)
+    assert is_refusal(ValueError("--flag x: made by the CLI, never raised"))
+
+
+def test_rospr_traceback_shows_the_traceback_for_every_refusal_of_run(tmp_path, monkeypatch):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("tasks: [builtin/animals]\nseed: 1\nseed: 2\n")
+    monkeypatch.setenv("ROSPR_TRACEBACK", "1")
+    res = cli("run", cfg, "--out", tmp_path / "r")
+    assert res.exit_code != 0 and res.exception is not None
+    assert "given twice" in str(res.exception)
+    res = cli("run", cfg, "--resume", tmp_path / "a", "--out", tmp_path / "b")  # a refusal made by the CLI itself
+    assert res.exception is not None and "give one run directory" in str(res.exception)

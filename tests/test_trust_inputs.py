@@ -206,3 +206,24 @@ def test_ordinary_templates_render_within_the_budget():
                  source="fine.yaml")
     r = t.render({"text": "a long passage " * 500, "label": 1})
     assert r.label == 1 and r.input_text.startswith("1:A 2:LONG")
+
+
+# work-sized settings have upper bounds (a value past them hangs or exhausts memory, it never helps)
+@pytest.mark.parametrize("key", ["onnxruntime.threads", "scoring.threads", "scoring.batch_size", "ray.scorers",
+                                 "ray.max_in_flight", "triton.concurrency", "triton.retries", "rospr.queries",
+                                 "rospr.top_n", "tasks.0.limit"])
+def test_work_sized_settings_have_an_upper_bound(key):
+    from harness.config import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [f"{key}=100000000000"], tree={"model": MODEL, "tasks": ["builtin/animals"]})
+    assert f"{key}: Input should be less than or equal to" in str(info.value)
+    assert f"--set {key}=100000000000" in str(info.value).splitlines()[0]
+
+
+@pytest.mark.parametrize("value", ["true", "no", "on"])
+def test_a_boolean_is_not_a_number(value):
+    from harness.config import ConfigError
+
+    with pytest.raises(ConfigError, match="is a boolean, not a number"):
+        load_config(None, [f"tasks.0.limit={value}"], tree={"model": MODEL, "tasks": ["builtin/animals"]})

@@ -314,3 +314,100 @@ def test_serve_killed_with_sigkill_leaves_no_server(tiny_model_dir, tmp_path_fac
             proc.wait()
         if server_pid and _process_group_members(server_pid):
             os.killpg(server_pid, signal.SIGKILL)
+
+
+# -- issue 18, class 3: every network read has a total deadline -------------------------------------
+
+import socket  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+
+class _Listener:
+    """A loopback server that accepts and then never answers (``silent``), or answers one byte at a
+    time (``trickle``: an HTTP response whose body would take minutes)."""
+
+    def __init__(self, mode: str) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.mode, self.conns, self.stop = mode, [], threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            if self.mode == "trickle":
+                threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn) -> None:
+        try:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"{" * 100000:
+                if self.stop.is_set():
+                    return
+                conn.send(bytes([byte]))
+                time.sleep(0.02)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.stop.set()
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+@pytest.fixture(params=["silent", "trickle"])
+def listener(request):
+    server = _Listener(request.param)
+    yield server
+    server.close()
+
+
+def test_a_bigbench_url_that_never_finishes_answering_is_cut_at_its_deadline(listener, monkeypatch, caplog):
+    import logging
+
+    from harness.tasks.base import TaskError
+    from harness.tasks.bigbench import BigBenchTask
+
+    monkeypatch.setenv("ROSPR_NET_TIMEOUT", "0.5")
+    caplog.set_level(logging.INFO, logger="harness.tasks.fetch")
+    with pytest.raises(TaskError) as info:
+        BigBenchTask("emoji_movie", location=f"http://127.0.0.1:{listener.port}/tasks").parts()
+    msg = str(info.value)
+    assert f"127.0.0.1:{listener.port}/tasks/emoji_movie/task.json" in msg
+    assert "timed out after 0.5 s" in msg and "ROSPR_NET_TIMEOUT" in msg
+    assert any("waiting up to 0.5 s" in r.getMessage() for r in caplog.records)  # the wait is visible
+
+
+def test_read_url_refuses_a_deadline_setting_that_is_not_a_positive_number(monkeypatch):
+    from harness.tasks.base import TaskError
+    from harness.tasks.fetch import read_url
+
+    for bad in ("0", "-1", "nan", "soon", "inf"):
+        monkeypatch.setenv("ROSPR_NET_TIMEOUT", bad)
+        with pytest.raises(TaskError, match="ROSPR_NET_TIMEOUT"):
+            read_url("http://127.0.0.1:9/")
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_a_triton_address_that_accepts_and_never_answers_says_it_timed_out(protocol):
+    pytest.importorskip("tritonclient")
+    from harness.backends.base import BackendUnavailable
+    from harness.backends.triton_backend import TritonModelClient
+
+    server = _Listener("silent")
+    try:
+        with pytest.raises(BackendUnavailable) as info:
+            TritonModelClient("t0_scorer", f"127.0.0.1:{server.port}", protocol, timeout_s=0.5)
+    finally:
+        server.close()
+    msg = str(info.value)
+    assert f"{protocol}://127.0.0.1:{server.port}" in msg and "timed out after 0.5 s" in msg
+    assert ": ." not in msg  # the reason is never empty

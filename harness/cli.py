@@ -144,7 +144,7 @@ def _remote_cause(exc: BaseException) -> tuple[BaseException, bool] | None:
     cause = getattr(exc, "cause", None) or exc
     if _ours(type(cause).__module__) and not isinstance(cause, RayTaskError):
         return cause, True
-    frames = [ln.strip() for ln in str(getattr(exc, "traceback_str", "")).splitlines() if ln.strip().startswith("File ")]
+    frames = [ln.strip() for ln in str(getattr(exc, "traceback_str", None) or exc).splitlines() if ln.strip().startswith("File ")]
     last = frames[-1] if frames else ""
     mine = any(f"/{pkg}/" in last for pkg in ("harness", "rospr", "export", "benchmarks"))
     return cause, isinstance(cause, REFUSAL_BUILTINS) and mine
@@ -515,6 +515,11 @@ def serve_cmd(
     def _terminate(signum, frame):  # SIGTERM stops like Ctrl-C: through the finally below
         raise KeyboardInterrupt
 
+    for flag, port in (("--http-port", http_port), ("--grpc-port", grpc_port)):
+        if not 0 <= port <= 65535:
+            _fail(ValueError(f"{flag} {port}: give a TCP port, 1 to 65535 (0: a free one)"))
+    if not 0 < startup_timeout <= 3600:
+        _fail(ValueError(f"--startup-timeout {startup_timeout}: give seconds, more than 0 and at most 3600"))
     signal.signal(signal.SIGTERM, _terminate)
     server = None
     try:

@@ -490,3 +490,27 @@ def test_rospr_traceback_shows_the_traceback_for_every_refusal_of_run(tmp_path, 
     assert "given twice" in str(res.exception)
     res = cli("run", cfg, "--resume", tmp_path / "a", "--out", tmp_path / "b")  # a refusal made by the CLI itself
     assert res.exception is not None and "give one run directory" in str(res.exception)
+
+
+def test_a_refusal_raised_in_a_ray_actor_is_its_message_not_a_remote_traceback():
+    pytest.importorskip("ray")
+    from ray.exceptions import RayTaskError
+
+    from harness.cli import describe_error
+    from harness.tasks.base import TaskError
+
+    ours = 'Traceback (most recent call last):\n  File "/src/harness/method/tune_pool.py", line 3, in f\n'
+    theirs = 'Traceback (most recent call last):\n  File "/site-packages/numpy/core.py", line 3, in f\n'
+    for exc in (RayTaskError("f", ours, TaskError("rospr.sources: x; fix")),
+                RayTaskError("f", ours, ValueError("rospr.tune.lr=-1: give a positive rate"))):
+        for raised in (exc, exc.as_instanceof_cause()):
+            assert describe_error(raised) == str(exc.cause)
+    assert "an unexpected error" in describe_error(RayTaskError("f", theirs, ValueError("boom")).as_instanceof_cause())
+
+
+@pytest.mark.parametrize("args, needle", [(["--http-port", "70000"], "--http-port 70000"),
+                                          (["--grpc-port", "-1"], "--grpc-port -1"),
+                                          (["--startup-timeout", "nan"], "--startup-timeout nan"),
+                                          (["--startup-timeout", "1e9"], "--startup-timeout 1000000000.0")])
+def test_serve_refuses_ports_and_waits_out_of_range_before_starting_anything(tmp_path, args, needle):
+    error_line(cli("serve", "--repo", tmp_path, *args), needle)

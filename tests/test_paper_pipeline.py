@@ -36,7 +36,10 @@ def applicable_templates(data_dir) -> list[tuple[str, str]]:
     pairs = []
     for folder in group("t0_train"):
         dataset, _, subset = folder.partition("/")
-        rows = [json.loads(line) for line in (data_dir / "rows" / folder / "train.jsonl").read_text().splitlines()]
+        path = data_dir / "rows" / folder / "train.jsonl"
+        spec = dataset_spec(folder)  # the rows are in the hub's schema: map them as loading does
+        rows = [spec.from_hub(json.loads(line), f"{path}: row {i}")
+                for i, line in enumerate(path.read_text().splitlines())]
         for t in load_templates(data_dir / "promptsource" / "templates", dataset, subset or None):
             if any((p := t.apply(r)) and p[0] and len(p) > 1 and p[1] for r in rows):
                 pairs.append((folder, t.name))

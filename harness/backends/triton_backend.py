@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 RETRYABLE_GRPC = ("StatusCode.UNAVAILABLE", "StatusCode.RESOURCE_EXHAUSTED", "StatusCode.DEADLINE_EXCEEDED")
 RETRYABLE_HTTP = ("429", "502", "503", "504")
 CONNECT_TIMEOUT_S = 10.0
+CONNECT_FLOOR_S = 1.0  # a per-request timeout_s tighter than this still gets a chance to connect
 _NP = {"FP32": np.float32, "FP16": np.float16, "INT64": np.int64, "INT32": np.int32}
 _TRITON = {np.dtype(np.float32): "FP32", np.dtype(np.float16): "FP16", np.dtype(np.int64): "INT64"}
 
@@ -148,8 +149,8 @@ class TritonModelClient:
         self.client = client_mod.InferenceServerClient(self.url)
         self._sem = asyncio.Semaphore(self.concurrency)
         # connecting (readiness, metadata, config together) has its own deadline: the lesser of
-        # CONNECT_TIMEOUT_S and triton.timeout_s, the budget of one inference
-        limit = min(CONNECT_TIMEOUT_S, self.timeout_s)
+        # CONNECT_TIMEOUT_S and triton.timeout_s (the budget of one inference), at least CONNECT_FLOOR_S
+        limit = min(CONNECT_TIMEOUT_S, max(self.timeout_s, CONNECT_FLOOR_S))
         log.info("Triton: connecting to %s (waiting up to %g s)", self._where(), limit)
         try:
             meta, config = await asyncio.wait_for(self._describe(), limit)
@@ -160,7 +161,7 @@ class TritonModelClient:
             await self._close_client()
             timed_out = isinstance(exc, asyncio.TimeoutError) or "DEADLINE_EXCEEDED" in str(exc)
             reason = (f"timed out after {limit:g} s: something accepts connections there but gives no answer "
-                      f"(not a Triton server, or a hung one; the wait is min({CONNECT_TIMEOUT_S:g} s, triton.timeout_s))"
+                      f"(not a Triton server, or a hung one; the wait is triton.timeout_s within [{CONNECT_FLOOR_S:g}, {CONNECT_TIMEOUT_S:g}] s)"
                       if timed_out else str(exc).strip() or type(exc).__name__)
             raise BackendUnavailable(
                 f"Triton: cannot reach {self._where()}: {reason}. Start a server with "

@@ -22,6 +22,11 @@ one line, non-zero exit). On one with a GPU:
 4. **Throughput** (examples and choices per second at several batch sizes) and **latency** (one
    example per call: p50/p90/p99) of each graph through ``OnnxScorer`` with I/O binding, with float32
    PyTorch on the GPU as the reference row; a FAISS GPU exact index against the CPU one.
+5. **Tuning** (``tuning_check``): a few prompt-tuning steps of the same prompt, seed and batches,
+   float32 on the CPU (the reference), float32 on the GPU, and bfloat16 with gradient checkpointing and
+   micro-batches on the GPU: the step time of each (first step apart: kernels, allocator), the peak GPU
+   memory, and each run's losses against the reference (float32 within 1e-3, bfloat16 within 5%, the
+   tolerance of tests/test_tuning.py's bfloat16 test).
 
 Writes ``results/gpu.json``.
 
@@ -236,7 +241,51 @@ def faiss_check(dim: int = 512, n_keys: int = 100_000, n_queries: int = 1024, k:
             "cpu_ms_per_query": 1000 * t_cpu.s / n_queries, "recall_at_10_vs_cpu": recall}
 
 
-def run(size: str, batch_sizes: list[int], latency_requests: int, install: bool, work: Path) -> dict:
+# (name, device: None = the checked device, dtype, gradient checkpointing, micro-batch) of the tuning check
+TUNING_RUNS = (("float32 cpu (reference)", "cpu", "float32", False, None), ("float32", None, "float32", False, None),
+               ("bfloat16 checkpointed", None, "bfloat16", True, 4))
+TUNING_TOLERANCE = {"float32": 1e-3, "bfloat16": 0.05}  # |loss - reference|: absolute; bfloat16 relative
+
+
+def tuning_check(model: str | Path, rows, device: str = "cuda", steps: int = 5, batch_size: int = 8) -> dict:
+    """``steps`` tuning steps of one prompt on ``rows`` (their targets) per ``TUNING_RUNS`` entry,
+    the same seed and batches each time; returns per run the step times, the losses, the peak memory of
+    ``device`` (CUDA only) and the worst loss difference to float32 on the CPU, and ``ok`` when every
+    run is within ``TUNING_TOLERANCE``. ``device=cpu`` runs the same code on the CPU (the tests)."""
+    import torch
+
+    from rospr.tuning import TuneSettings, TuneWorker, tune_prompt
+
+    out, reference = [], None
+    for name, where, dtype, ckpt, micro in TUNING_RUNS:
+        settings = TuneSettings(prompt_length=20, steps=steps, batch_size=batch_size, device=where or device,
+                                dtype=dtype, gradient_checkpointing=ckpt, micro_batch_size=micro, threads=os.cpu_count() or 1)
+        worker = TuneWorker(str(model), settings)
+        on_cuda = worker.device.type == "cuda"
+        if on_cuda:
+            torch.cuda.reset_peak_memory_stats(worker.device)
+        stamps = [time.perf_counter()]
+        result = tune_prompt(worker.model, worker.tokenizer, rows, settings, seed=0,
+                             on_step=lambda step, loss: stamps.append(time.perf_counter()))
+        times = [b - a for a, b in zip(stamps, stamps[1:])]
+        row = {"run": name, "device": str(worker.device), "dtype": dtype, "gradient_checkpointing": ckpt,
+               "micro_batch_size": micro, "first_step_s": times[0],
+               "step_s": sum(times[1:]) / max(1, len(times) - 1), "losses": result.losses,
+               "peak_memory_bytes": torch.cuda.max_memory_allocated(worker.device) if on_cuda else None}
+        if reference is None:
+            reference = result.losses
+        diff = max(abs(a - b) for a, b in zip(result.losses, reference))
+        allowed = TUNING_TOLERANCE[dtype] * (max(reference) if dtype == "bfloat16" else 1.0)
+        row.update(max_loss_diff=diff, tolerance=allowed, ok=diff <= allowed)
+        out.append(row)
+        del worker
+        log.info("tuning %s: %.3f s/step, max |loss diff| %.2g", name, row["step_s"], diff)
+    return {"steps": steps, "batch_size": batch_size, "prompt_length": 20, "runs": out,
+            "ok": all(r["ok"] for r in out)}
+
+
+def run(size: str, batch_sizes: list[int], latency_requests: int, install: bool, work: Path,
+        tuning_steps: int = 5) -> dict:
     gpus = cuda_gpus()  # first: no GPU, no installs
     versions = ensure_packages(install)
     import onnxruntime as ort
@@ -274,10 +323,11 @@ def run(size: str, batch_sizes: list[int], latency_requests: int, install: bool,
                      "throughput": throughput(scorer, enc, batch_sizes),
                      "latency": latency(scorer, enc, latency_requests)})
         log.info("%s: %s", dtype, rows[-1]["parity"])
+    tuning = tuning_check(model, examples(), "cuda", tuning_steps)
     return {"model": size, "gpus": gpus, "packages_gpu": versions, "n_examples": len(enc),
             "n_choices": sum(len(e.choice_ids) for e in enc), "io_binding": True, "rows": rows,
-            "faiss": faiss_check(),
-            "parity_ok": all(r.get("parity", {}).get("ok", False) for r in rows[1:])}
+            "faiss": faiss_check(), "tuning": tuning,
+            "parity_ok": all(r.get("parity", {}).get("ok", False) for r in rows[1:]), "tuning_ok": tuning["ok"]}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -287,9 +337,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--latency-requests", type=positive_int, default=200)
     ap.add_argument("--no-install", action="store_true", help="refuse instead of installing the CUDA packages")
     ap.add_argument("--work", default="build/gpu-exports", help="where the exports go")
+    ap.add_argument("--tuning-steps", type=positive_int, default=5, help="prompt-tuning steps per tuning run")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
-    result = run(args.size, args.batch_sizes, args.latency_requests, not args.no_install, Path(args.work))
+    result = run(args.size, args.batch_sizes, args.latency_requests, not args.no_install, Path(args.work),
+                 args.tuning_steps)
     write_result("gpu", result, args.out)
     return result
 

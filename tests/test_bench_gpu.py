@@ -55,3 +55,22 @@ def test_cli_one_line_nonzero_exit(tmp_path):
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "no NVIDIA GPU here" in lines[0], out.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_tuning_check_runs_its_gpu_code_on_the_cpu(tiny_model_dir):
+    """The tuning section's code path with the CPU standing in for the GPU: every run learns the same
+    prompt's losses within its tolerance of float32 on the CPU, and reports a step time."""
+    from harness.tasks import get_task
+    from harness.tasks.base import DataSettings
+
+    rows = get_task("builtin/animals", DataSettings()).load("mentions_animal", split="train", limit=32).examples
+    got = bench_gpu.tuning_check(tiny_model_dir, rows, device="cpu", steps=3, batch_size=8)
+    runs = {r["run"]: r for r in got["runs"]}
+    assert list(runs) == [name for name, *_ in bench_gpu.TUNING_RUNS]
+    reference = runs["float32 cpu (reference)"]["losses"]
+    # float32 on the stand-in device is the reference computation: equal to 1e-5
+    assert max(abs(a - b) for a, b in zip(runs["float32"]["losses"], reference)) < 1e-5
+    bf16 = runs["bfloat16 checkpointed"]
+    assert (bf16["dtype"], bf16["gradient_checkpointing"], bf16["micro_batch_size"]) == ("bfloat16", True, 4)
+    assert max(abs(a - b) for a, b in zip(bf16["losses"], reference)) < 0.05 * max(reference)
+    assert got["ok"] and all(r["step_s"] > 0 and r["peak_memory_bytes"] is None for r in got["runs"])

@@ -309,10 +309,16 @@ with ray_started(None, num_cpus=2, num_gpus=2):
         refused = str(exc)
     jobs = _jobs(8)[:2]
     identity = load_backbone(model_dir)[2].as_dict()
+    try:  # a logical GPU is no CUDA device: the actor's refusal comes back as its own line
+        tune_bank(jobs, bank + "/cuda", TuneSettings(**{**settings.__dict__, "device": "cuda"}), identity,
+                  ray_pool(model_dir, TuneSettings(**{**settings.__dict__, "device": "cuda"}), 2, num_gpus_per_worker=1))
+        in_actor = ""
+    except ValueError as exc:
+        in_actor = str(exc)
     par = tune_bank(jobs, bank + "/ray", settings, identity, ray_pool(model_dir, settings, 2, num_gpus_per_worker=1))
 seq = tune_bank(jobs, bank + "/seq", settings, identity, in_process(model_dir, settings))
 same = all(np.array_equal(par.get(j.id).values, seq.get(j.id).values) for j in jobs)
-print(json.dumps({"where": where, "refused": refused, "same": same}))
+print(json.dumps({"where": where, "refused": refused, "in_actor": in_actor, "same": same}))
 """
 
 
@@ -334,4 +340,6 @@ def test_ray_with_logical_gpus_places_one_gpu_per_tuning_actor(tiny_model_dir, t
     assert sorted(w["cuda_visible_devices"] for w in got["where"]) == sorted(i[0] for i in ids)  # Ray's own masking
     assert all(w["device"] == "cpu" for w in got["where"])
     assert "rospr.tune.num_gpus_per_worker=3 but the Ray cluster has 2 GPUs" in got["refused"]
+    assert got["in_actor"].startswith("rospr.tune.device=cuda: torch sees no GPU here"), got["in_actor"]
+    assert "\n" not in got["in_actor"]
     assert got["same"]  # actors holding GPUs give the in-process prompts

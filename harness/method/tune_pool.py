@@ -10,7 +10,8 @@ thread count).
 GPUs: Ray gives each actor its reserved GPUs as its only visible devices (``CUDA_VISIBLE_DEVICES``),
 so an actor trains on ``cuda`` = its own GPU, and a cluster of N GPUs with one GPU per worker trains N
 prompts at once. ``rospr.tune.device`` left null means ``cuda`` when GPUs are reserved, else the run's
-``model.device``.
+``model.device``; a GPU device with no GPUs reserved trains in process under ``auto`` (and is refused
+under ``ray``).
 """
 
 from __future__ import annotations
@@ -32,9 +33,22 @@ log = logging.getLogger(__name__)
 class PlacedTuneWorker(TuneWorker):
     """A ``TuneWorker`` that can say where Ray put it (the Ray actor class of the pool)."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        # A constructor's error reaches the driver only as a dead actor's log text: keep a refusal
+        # (no GPU here, no bfloat16) and raise it from placement(), where it arrives as itself.
+        self.refused: ValueError | None = None
+        try:
+            super().__init__(*args, **kwargs)
+        except ValueError as exc:
+            self.refused = exc
+
     def placement(self) -> dict:
-        """The GPUs Ray assigned this actor, what CUDA sees of them, and the device it trains on."""
+        """The GPUs Ray assigned this actor, what CUDA sees of them, and the device it trains on;
+        raises the ``ValueError`` its construction raised, if any."""
         import ray
+
+        if self.refused is not None:
+            raise self.refused
 
         return {"gpu_ids": [str(g) for g in ray.get_gpu_ids()],
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "device": str(self.device)}
@@ -75,13 +89,21 @@ def ray_pool(name_or_path: str, settings: TuneSettings, num_cpus: int | None,
         import ray  # optional: only a Ray pool needs it
         from ray.util import ActorPool
 
+        if (settings.device or "cpu").startswith("cuda") and num_gpus_per_worker <= 0:
+            raise ValueError(f"rospr.tune.device={settings.device} on Ray actors that reserve no GPU; set "
+                             "rospr.tune.num_gpus_per_worker=1 (one actor per GPU) or rospr.tune.parallel=off")
+
         actors: list = []
         with ray_started(None, num_cpus), contextlib.ExitStack() as cleanup:
             # free their CPUs and GPUs now, not when garbage collection gets to the handles
             cleanup.callback(lambda: [ray.kill(actor) for actor in actors])
             n = n_workers(len(todo), ray.available_resources(), settings.threads, num_gpus_per_worker, num_cpus)
             actors = start_actors(name_or_path, settings, n, num_gpus_per_worker, revision)
-            for i, where in enumerate(ray.get([a.placement.remote() for a in actors])):
+            try:
+                placed = ray.get([a.placement.remote() for a in actors])
+            except ValueError as exc:  # Ray's error of a refusal in an actor: the refusal's own line
+                raise ValueError(str(getattr(exc, "cause", None) or exc)) from None
+            for i, where in enumerate(placed):
                 log.info("tuning actor %d: GPUs %s, training on %s", i, where["gpu_ids"] or "none", where["device"])
             pool = ActorPool(actors)
             log.info("tuning %d prompts on %d Ray actors", len(todo), n)
@@ -119,8 +141,11 @@ def trainer(tune: TuneConfig, name_or_path: str, model=None, tokenizer=None, mod
     if tune.parallel == "ray":
         return pool
 
+    # on a GPU that no actor reserves, the driver's own process trains (actors would share it unreserved)
+    gpu_unreserved = (settings.device or "cpu").startswith("cuda") and tune.num_gpus_per_worker <= 0
+
     def auto(todo: Sequence[TuneJob], save: Callable[[str, TuneResult], None]) -> None:
-        on_ray = ray_available() and (len(todo) > 1 or tune.num_gpus_per_worker > 0)
+        on_ray = ray_available() and not gpu_unreserved and (len(todo) > 1 or tune.num_gpus_per_worker > 0)
         (pool if on_ray else local)(todo, save)
 
     return auto

@@ -75,23 +75,31 @@ def settings_for(args, checkpointing: bool):
                         threads=args.threads, gradient_checkpointing=checkpointing, device=args.device)
 
 
-def batches(tokenizer, examples, settings, seed: int):
-    """The batches ``tune_prompt`` draws with ``seed`` (its shuffle, tokenisation and padding)."""
+def batch_plan(tokenizer, examples, settings, seed: int):
+    """What ``tune_prompt`` draws with ``seed``: its tokenised pairs, the rows of each step (its
+    shuffle) and the pad id; ``_batch(pairs, idx, pad)`` makes a step's padded tensors."""
     import numpy as np
 
-    from rospr.tuning import _batch, _encode_pairs
+    from rospr.tuning import _encode_pairs
 
     pairs = _encode_pairs(tokenizer, examples, settings)
-    pad = tokenizer.pad_token_id or 0
     rng = np.random.default_rng(seed)
     order: list[int] = []
-    out = []
+    steps = []
     for _ in range(settings.steps):
         if len(order) < settings.batch_size:
             order += rng.permutation(len(pairs)).tolist()
         idx, order = order[: settings.batch_size], order[settings.batch_size:]
-        out.append(_batch(pairs, idx, pad))
-    return out
+        steps.append(idx)
+    return pairs, steps, tokenizer.pad_token_id or 0
+
+
+def batches(tokenizer, examples, settings, seed: int):
+    """The padded batches ``tune_prompt`` trains on with ``seed``, one per step."""
+    from rospr.tuning import _batch
+
+    pairs, steps, pad = batch_plan(tokenizer, examples, settings, seed)
+    return [_batch(pairs, idx, pad) for idx in steps]
 
 
 def step_flops(cfg, batch, p: int) -> float:
@@ -148,16 +156,17 @@ def peft_model(path, settings, init, device):
     return pm
 
 
-def peft_loop(pm, settings, data, device, on_step):
-    """peft's prompt tuning, a plain torch loop over ``data`` (one batch per step): returns the losses."""
-    import torch
-
-    from rospr.tuning import _optimizer
+def peft_loop(pm, settings, plan, device, on_step):
+    """peft's prompt tuning, a plain torch loop over ``plan`` (``batch_plan``; each step's batch
+    collated in the step, as ours is): returns the losses."""
+    from rospr.tuning import _batch, _optimizer
 
     param = pm.prompt_encoder["default"].embedding.weight
     opt = _optimizer(param, settings)
     losses = []
-    for step, (ids, am, tgt, tm) in enumerate(data):
+    pairs, steps, pad = plan
+    for step, idx in enumerate(steps):
+        ids, am, tgt, tm = _batch(pairs, idx, pad)
         labels = tgt[:, 0].masked_fill(tm[:, 0] == 0, -100).to(device)
         loss = pm(input_ids=ids.to(device), attention_mask=am.to(device), labels=labels).loss
         opt.zero_grad(set_to_none=True)
@@ -190,8 +199,8 @@ def setup(variant: str, ctx: dict, settings):
         return lambda clock: tune_prompt(ctx["model"], ctx["tok"], ctx["rows"], settings, ctx["seed"],
                                          on_step=clock).losses
     pm = peft_model(ctx["path"], settings, ctx["init"], ctx["device"])
-    data = batches(ctx["tok"], ctx["rows"], settings, ctx["seed"])
-    return lambda clock: peft_loop(pm, settings, data, ctx["device"], clock)
+    plan = batch_plan(ctx["tok"], ctx["rows"], settings, ctx["seed"])  # tokenised before the clock (ours: in step 0)
+    return lambda clock: peft_loop(pm, settings, plan, ctx["device"], clock)
 
 
 def train_once(variant: str, ctx: dict, settings, clock=None) -> list[float]:

@@ -133,18 +133,54 @@ def encode_examples(tokenizer, examples: Sequence[Example], convention: Conventi
     return out
 
 
-def plan_batches(encoded: Sequence[EncodedExample], batch_size: int, bucket: bool = True) -> list[list[int]]:
-    """Split example indices into batches of at most ``batch_size``.
+def batch_tokens(rows: Sequence[EncodedExample]) -> int:
+    """The padded tokens of ``rows`` as one batch: B x (S + C x T), the input padded to its longest
+    row plus every choice padded to the longest choice of the batch's largest choice set. It bounds
+    both the encoder's and the decoder's activations (and GEMM sizes) of the batch."""
+    s = max(len(e.input_ids) for e in rows)
+    c = max(len(e.choice_ids) for e in rows)
+    t = max(_longest_choice(e) for e in rows)
+    return len(rows) * (s + c * t)
+
+
+def _longest_choice(e: EncodedExample) -> int:
+    return max((len(ch) for ch in e.choice_ids), default=0)
+
+
+def plan_batches(encoded: Sequence[EncodedExample], batch_size: int, bucket: bool = True,
+                 max_tokens: int | None = None) -> list[list[int]]:
+    """Split example indices into batches of at most ``batch_size`` rows and, with ``max_tokens``,
+    at most that many padded tokens (``batch_tokens``); a row that alone exceeds ``max_tokens`` is a
+    batch of its own.
 
     With ``bucket``, examples are sorted by input length (then total choice length) so a batch
     holds similar lengths and little padding; the sort is stable, so the plan is deterministic.
+    The plan depends on the rows and the two limits only.
     """
     if batch_size < 1:
         raise ValueError("scoring.batch_size must be >= 1")
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError("scoring.max_tokens must be >= 1 (or null: no token budget)")
     order = list(range(len(encoded)))
     if bucket:
         order.sort(key=lambda i: (len(encoded[i].input_ids), sum(len(c) for c in encoded[i].choice_ids)), reverse=True)
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if max_tokens is None:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches: list[list[int]] = []
+    current: list[int] = []
+    s = c = t = 0  # the padded shape of ``current``
+    for i in order:
+        e = encoded[i]
+        s2, c2 = max(s, len(e.input_ids)), max(c, len(e.choice_ids))
+        t2 = max(t, _longest_choice(e))
+        if current and (len(current) == batch_size or (len(current) + 1) * (s2 + c2 * t2) > max_tokens):
+            batches.append(current)
+            current, (s2, c2, t2) = [], (len(e.input_ids), len(e.choice_ids), _longest_choice(e))
+        current.append(i)
+        s, c, t = s2, c2, t2
+    if current:
+        batches.append(current)
+    return batches
 
 
 def collate(
@@ -192,11 +228,13 @@ def score_encoded(
     pad_id: int = 0,
     bucket: bool = True,
     on_batch: Callable[[int], None] | None = None,
+    max_tokens: int | None = None,
 ) -> list[np.ndarray]:
     """Score every choice of every example; returns one float array per example, in input order.
 
     ``prompt`` is one soft prompt [P, D] for all rows, ``None`` for the T0 baseline, or a sequence
-    with one entry per example. ``on_batch(n)`` is called after each batch with its size.
+    with one entry per example. ``on_batch(n)`` is called after each batch with its size. Batches are
+    ``plan_batches(encoded, batch_size, bucket, max_tokens)``.
     """
     if prompt is None or isinstance(prompt, np.ndarray):
         per_row: Sequence[np.ndarray | None] = [prompt] * len(encoded)
@@ -205,7 +243,7 @@ def score_encoded(
         if len(per_row) != len(encoded):
             raise ValueError(f"{len(per_row)} prompts for {len(encoded)} examples")
     results: list[np.ndarray | None] = [None] * len(encoded)
-    for idx in plan_batches(encoded, batch_size, bucket):
+    for idx in plan_batches(encoded, batch_size, bucket, max_tokens):
         scores = score_batch(scorer, [encoded[i] for i in idx], [per_row[i] for i in idx], pad_id)
         for i, sc in zip(idx, scores):
             results[i] = sc

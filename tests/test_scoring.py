@@ -110,3 +110,42 @@ def test_feeds_are_the_tensor_contract():
     assert not feeds["prompt_embeds"].any() and feeds["prompt_mask"].tolist() == [[0], [0]]
     assert all(feeds[k].dtype == np.int64 and feeds[k].flags.c_contiguous for k in feeds if k != "prompt_embeds")
     assert feeds["input_ids"].tolist() == [[4, 5, 1], [4, 5, 1]]
+
+
+def _rows(*shapes):
+    """Encoded rows of the given (input length, [choice lengths]) shapes (token ids do not matter)."""
+    from rospr.scoring import EncodedExample
+
+    return [EncodedExample([5] * s, [[6] * t for t in choices]) for s, choices in shapes]
+
+
+def test_token_budget_batches_by_hand():
+    from rospr.scoring import batch_tokens, plan_batches
+
+    rows = _rows((10, [2, 2]), (8, [3]), (8, [1, 1, 1]), (4, [2, 2]), (30, [1]))
+    # sorted longest input first: 4 (30), 0 (10), 1 (8, choices 3), 2 (8, choices 3), 3 (4)
+    assert plan_batches(rows, 16) == [[4, 0, 1, 2, 3]]
+    # row 4 alone: 1 x (30 + 1 x 1) = 31; with row 0: 2 x (30 + 2 x 2) = 68 > 40
+    # rows 0, 1: 2 x (10 + 2 x 3) = 32; + row 2: 3 x (10 + 3 x 3) = 57 > 40
+    # rows 2, 3: 2 x (8 + 3 x 2) = 28
+    assert plan_batches(rows, 16, max_tokens=40) == [[4], [0, 1], [2, 3]]
+    assert [batch_tokens([rows[i] for i in b]) for b in plan_batches(rows, 16, max_tokens=40)] == [31, 32, 28]
+    # a row over the budget is a batch of its own; the row limit still holds under the budget
+    assert plan_batches(rows, 16, max_tokens=1) == [[4], [0], [1], [2], [3]]
+    assert plan_batches(rows, 2, max_tokens=10_000) == [[4, 0], [1, 2], [3]]
+    with pytest.raises(ValueError, match="max_tokens"):
+        plan_batches(rows, 16, max_tokens=0)
+
+
+def test_token_budget_keeps_scores(setup):
+    """Batches cut by tokens score every row as one-row batches do (batch invariance)."""
+    model, tokenizer, scorer, _ = setup
+    many = [Example("t", "p", i, f"{EXAMPLES[i % 6].input_text} {'more ' * (i % 13)}", EXAMPLES[i % 6].choices)
+            for i in range(40)]
+    enc = encode_examples(tokenizer, many, Convention())
+    prompt = np.random.default_rng(2).normal(size=(4, model.config.d_model)).astype(np.float32)
+    alone = score_encoded(scorer, enc, prompt, batch_size=1)
+    for budget in (64, 300, 5000):
+        for a, b, e in zip(alone, score_encoded(scorer, enc, prompt, batch_size=32, max_tokens=budget), enc):
+            np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+            assert rank_classify(a, e, Convention()) == rank_classify(b, e, Convention())

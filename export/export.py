@@ -7,10 +7,17 @@ tolerance raises ``ExportValidationError`` (the files are kept for inspection, t
 written, so a cache never serves a graph that failed).
 
 Integrity. ``manifest.json`` lists the sha256 of every file of the export (``files``: each graph
-and its external data). ``verify_export`` checks them before a graph is used: in full (``rospr
-verify``), or through ``rospr_export.digests.FileDigests``, which re-reads a file only when its stat key
-(device, inode, size, mtime, ctime) changed since it was last read in full. The export's content
-hash (``graph_digest``) is part of the unit-cache key of every unit scored with it.
+and its external data) and is sealed as a whole (``manifest_hash``, ``rospr.artifacts.seal``): an edit
+to any field (the identity, the weights digest, a dtype, a validation figure) is refused.
+``verify_export`` checks the seal, the validation figures (each graph's tolerance is the one this
+rospr validates that graph and dtype with, its maximum difference is the maximum of its per-shape
+figures and within the tolerance, so a resealed manifest cannot pass a graph that failed or loosen
+its tolerance) and the files before a graph is used: in full (``rospr verify``), or through
+``rospr.artifacts.FileDigests``, which re-reads a file only when its stat key (device, inode, size,
+mtime, ctime) changed since it was last read in full. Given the checkpoints a run uses
+(``export_sources``), it also refuses an export made from other weights or another config
+(``ExportSourceError``): the same architecture is not the same model. The export's content hash
+(``graph_digest``) is part of the unit-cache key of every unit scored with it.
 
 Half precision (GPU only). T5 v1.1 / T0 overflow float16: activations of the feed-forward output
 projection exceed 65504 in the larger checkpoints. What the float16 export does about it: the model
@@ -36,8 +43,8 @@ from typing import Sequence
 
 import numpy as np
 
-from rospr.artifacts import ArtifactError, sha256_file
-from rospr.identity import checkpoint_config_hash
+from rospr.artifacts import ArtifactError, seal, sha256_file, write_manifest
+from rospr.identity import config_digest, weights_digest  # noqa: F401  (the export's names for them)
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +53,9 @@ log = logging.getLogger(__name__)
 # projected once per input and shared by its choices (rospr.backbone.PromptedT5._decode); 4: the decoder's
 # residual stream packed to real tokens (no projection or feed-forward on a choice's padding), LogSoftmax.
 EXPORT_VERSION = "4"
+# The manifest's own layout: 2 is sealed (manifest_hash) and records the checkpoints' config digests.
+MANIFEST_FORMAT = "rospr-onnx-export"
+MANIFEST_VERSION = 2
 OPSET = 17
 SCORER_TOLERANCE = 1e-4
 RETRIEVER_TOLERANCE = 1e-5
@@ -67,7 +77,12 @@ class ExportValidationError(RuntimeError):
 
 
 class ExportIntegrityError(ArtifactError):
-    """An export whose files do not match their recorded sha256 (the message names the file)."""
+    """An export whose files do not match their recorded sha256, or whose manifest is not sealed or
+    not what this rospr writes (the message names the file, the field and the fix)."""
+
+
+class ExportSourceError(ExportIntegrityError):
+    """An intact export made from other weights (or another config) than the checkpoint of the run."""
 
 
 @dataclass
@@ -313,75 +328,35 @@ def export_retriever(encoder, out: Path, external_data: bool | None = None, devi
                                      providers), out)
 
 
-def weights_digest(name_or_path: str | Path, model=None, full: bool = False) -> str:
-    """A digest of a checkpoint's weights: the file contents of a local directory, or the hub commit.
-
-    A local file's sha256 is remembered per file (``rospr_export.digests.FileDigests``, memo
-    ``default_memo()``) under its stat key (device, inode, size, mtime_ns, ctime_ns), so a run on a
-    checkpoint it has seen reads no weight file to key its caches (T0-3B: 11 GB, ~15 s a run).
-    ``full``: read every byte. The trade-off: the weights are the user's input, not an artifact of
-    ours, and any rewrite of a file through the file system changes its stat key (ctime cannot be
-    set back by a user), so a changed checkpoint gets a new key; a change beneath the file system is
-    not seen (``rospr_export.digests`` says what is and is not caught). The trust guarantee is untouched:
-    what is scored is the export, and an export's own files are checked against its manifest before
-    every use (``verify_export``), so a flipped byte in a cached export never reaches a score.
-    """
-    from rospr_export.digests import FileDigests, default_memo
-
-    p = Path(name_or_path)
-    if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.suffix in (".safetensors", ".bin", ".pt", ".h5", ".msgpack"))
-        if not files:
-            raise ValueError(f"{p}: no weight files (*.safetensors, *.bin) to fingerprint")
-        digests = FileDigests(None if full else default_memo())
-        h = hashlib.sha256()
-        for f in files:
-            h.update(f.name.encode())
-            h.update(digests.sha256(f, full=full).encode())
-        digests.save()
-        return h.hexdigest()[:16]
-    commit = getattr(getattr(model, "config", None), "_commit_hash", None)
-    if not commit:
-        raise ValueError(f"{name_or_path}: neither a local directory nor a hub checkpoint with a commit hash")
-    return f"hub-{commit[:16]}"
+def checkpoint_source(name_or_path: str | Path, revision: str | None = None) -> dict:
+    """What an export of a checkpoint is made from: its config digest and weights digest
+    (``rospr.identity.config_digest`` / ``weights_digest``: a local folder by its files, read without
+    torch or transformers; a hub checkpoint by its commit at ``revision``)."""
+    return {"config": config_digest(name_or_path, revision), "weights": weights_digest(name_or_path, revision=revision)}
 
 
-def config_digest(name_or_path: str | Path, revision: str | None = None) -> str:
-    """A digest of a checkpoint's config: of a local directory's ``config.json`` as written (its
-    volatile keys left out; read without transformers, which would import torch), else of the hub
-    config's ``to_dict()`` at ``revision``."""
-    path = Path(name_or_path) / "config.json"
-    if path.is_file():
-        try:
-            return checkpoint_config_hash(json.loads(path.read_text(encoding="utf-8")))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path}: not a JSON config ({exc}); restore the checkpoint") from None
-    from transformers import AutoConfig
-
-    return checkpoint_config_hash(AutoConfig.from_pretrained(str(name_or_path), revision=revision).to_dict())
+def export_sources(model: str | Path | None, retriever: str | Path | None = None, revision: str | None = None,
+                   retriever_revision: str | None = None) -> dict:
+    """The checkpoints an export of ``model`` (and ``retriever``) must come from: ``{"model": ...,
+    "retriever": ...}``, each ``checkpoint_source`` or None. The cache key is computed from it and
+    ``verify_export`` checks a manifest against it."""
+    return {"model": None if model is None else checkpoint_source(model, revision),
+            "retriever": None if retriever is None else checkpoint_source(retriever, retriever_revision)}
 
 
 def cache_key(model_name: str | Path | None, retriever_name: str | Path | None = None, dtype: str = "float32",
               prompt_dtype: str | None = None, revision: str | None = None,
-              retriever_revision: str | None = None) -> str:
+              retriever_revision: str | None = None, sources: dict | None = None) -> str:
     """The content address of an export: configs and weights of the model (and retriever), the
     dtypes, the opset and ``EXPORT_VERSION``. Hub checkpoints are identified by the commit that
     ``revision`` (``retriever_revision``) resolves to; local ones by their files (the weights'
-    digests remembered per file: ``weights_digest``)."""
-
-    def ident(name, rev):
-        if name is None:
-            return None
-        if Path(name).is_dir():
-            return {"config": config_digest(name), "weights": weights_digest(name)}
-        from transformers import AutoConfig
-
-        commit = getattr(AutoConfig.from_pretrained(str(name), revision=rev), "_commit_hash", None)
-        return {"config": config_digest(name, rev), "weights": f"hub-{commit}"}
-
+    digests remembered per file: ``weights_digest``). ``sources``: ``export_sources`` of these
+    checkpoints when the caller has it already (it is computed otherwise)."""
+    if sources is None:
+        sources = export_sources(model_name, retriever_name, revision, retriever_revision)
     parts = {
-        "model": ident(model_name, revision),
-        "retriever": ident(retriever_name, retriever_revision),
+        "model": sources["model"],
+        "retriever": sources["retriever"],
         "dtype": dtype,
         "prompt_dtype": prompt_dtype or default_prompt_dtype(dtype),
         "export_version": EXPORT_VERSION,
@@ -414,13 +389,15 @@ def export_models(model_name_or_path: str | Path, out_dir: str | Path, retriever
     torch_dtype = _torch_dtype(dtype)
     validations: list[Validation] = []
     prompt_dtype = prompt_dtype or default_prompt_dtype(dtype)
-    manifest: dict = {"export_version": EXPORT_VERSION, "opset": OPSET, "dtype": dtype, "graphs": {}}
+    manifest: dict = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "export_version": EXPORT_VERSION,
+                      "opset": OPSET, "dtype": dtype, "graphs": {}}
     if scorer:
         model, _tok, identity = load_backbone(model_name_or_path, dtype=torch.float32, revision=revision)
         manifest["model"] = identity.as_dict()
         manifest["model_source"] = str(model_name_or_path)
         manifest["model_revision"] = revision
-        manifest["model_weights"] = weights_digest(model_name_or_path, model)
+        manifest["model_weights"] = identity.weights
+        manifest["model_config"] = config_digest(model_name_or_path, revision)
         export_model = model if dtype == "float32" else load_backbone(model_name_or_path, dtype=torch_dtype,
                                                                       revision=revision)[0]
         v = export_scorer(export_model, out / "t0_scorer.onnx", dtype, reference=model,
@@ -436,15 +413,15 @@ def export_models(model_name_or_path: str | Path, out_dir: str | Path, retriever
                              providers=providers)
         validations.append(v)
         dim = int(getattr(encoder.config, "d_model", None) or encoder.config.hidden_size)
+        renc = model_identity(encoder, str(retriever))
         manifest["graphs"]["retriever"] = {"file": "retriever.onnx", "dim": dim, "source": str(retriever),
-                                           "identity": model_identity(encoder, str(retriever)).as_dict(),
-                                           "weights": weights_digest(retriever, encoder), "validation": asdict(v)}
+                                           "identity": renc.as_dict(), "weights": renc.weights,
+                                           "config": config_digest(retriever, retriever_revision),
+                                           "validation": asdict(v)}
     manifest["files"] = {f.name: sha256_file(f) for g in manifest["graphs"].values()
                          for f in graph_files(out / g["file"])}
-    tmp = out / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, default=str))
-    tmp.replace(out / "manifest.json")
-    return ExportResult(out, manifest, validations)
+    sealed = write_manifest(out / "manifest.json", manifest)  # atomic; the seal covers every field
+    return ExportResult(out, sealed, validations)
 
 
 def find_manifest(out_dir: str | Path) -> dict | None:
@@ -481,44 +458,140 @@ def graph_digest(manifest: dict, graph: str) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def verify_export(folder: str | Path, full: bool = False) -> dict:
-    """The manifest of the export in ``folder`` once every file it lists has its recorded sha256.
+FIX = "delete the folder to export again (an on-demand export is redone by the next run)"
+
+
+def check_seal(manifest: dict, mpath: Path) -> None:
+    """Refuse (``ExportIntegrityError``) a manifest that is not a sealed one of this layout
+    (``MANIFEST_FORMAT`` / ``MANIFEST_VERSION``) or whose content no longer matches its seal."""
+    if "manifest_hash" not in manifest or manifest.get("format") != MANIFEST_FORMAT:
+        raise ExportIntegrityError(f"{mpath}: field 'manifest_hash' (the seal over every field) is missing: an export "
+                                   f"made before rospr sealed export manifests; {FIX}")
+    if manifest.get("version") != MANIFEST_VERSION:
+        raise ExportIntegrityError(f"{mpath}: field 'version' is {manifest.get('version')!r}, this rospr reads "
+                                   f"{MANIFEST_VERSION}; {FIX}")
+    try:
+        intact = seal(manifest)["manifest_hash"] == manifest["manifest_hash"]
+    except (TypeError, ValueError):  # not canonical JSON (NaN, say): not what export_models wrote
+        intact = False
+    if not intact:
+        raise ExportIntegrityError(f"{mpath}: the manifest does not match its manifest_hash (edited after the "
+                                   f"export?); {FIX}")
+
+
+def expected_tolerance(graph: str, dtype: str, prompt_dtype: str | None) -> float:
+    """The tolerance ``export_models`` validates ``graph`` with, for the export's dtypes."""
+    if graph == "retriever":
+        return RETRIEVER_TOLERANCE
+    half = dtype != "float32" or (prompt_dtype or default_prompt_dtype(dtype)) != "float32"
+    return HALF_TOLERANCE if half else SCORER_TOLERANCE
+
+
+CHECK_SHAPES = {"t0_scorer": SCORER_CHECK_SHAPES, "retriever": RETRIEVER_CHECK_SHAPES}
+
+
+def check_validation(manifest: dict, mpath: Path) -> None:
+    """Refuse (``ExportIntegrityError``, naming the field) validation figures that do not show a
+    passed check as ``export_models`` runs it: another graph name, shapes or tolerance than this
+    rospr's for that graph and dtype, per-shape figures that are not finite numbers (one per shape),
+    a maximum that is not their maximum, and a maximum above the tolerance."""
+    for name, entry in manifest["graphs"].items():
+        field_ = f"graphs.{name}.validation"
+        if name not in CHECK_SHAPES or not isinstance(entry, dict) or not isinstance(entry.get("validation"), dict):
+            raise ExportIntegrityError(f"{mpath}: field {field_!r} is missing or graph {name!r} is not one rospr "
+                                       f"exports; {FIX}")
+        v = entry["validation"]
+        tolerance = expected_tolerance(name, str(manifest.get("dtype")), entry.get("prompt_dtype"))
+        shapes = [list(s) for s in CHECK_SHAPES[name]]
+        per_shape = v.get("per_shape")
+        numbers = isinstance(per_shape, list) and len(per_shape) == len(shapes) and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) for x in per_shape)
+        problem = (
+            f"{field_}.graph is {v.get('graph')!r}" if v.get("graph") != name else
+            f"{field_}.tolerance is {v.get('tolerance')!r}, rospr validates this graph with {tolerance:g}"
+            if v.get("tolerance") != tolerance else
+            f"{field_}.shapes is {v.get('shapes')!r}, rospr checks {shapes}" if v.get("shapes") != shapes else
+            f"{field_}.per_shape is {per_shape!r}, not {len(shapes)} finite numbers" if not numbers else
+            f"{field_}.max_abs_diff is {v.get('max_abs_diff')!r}, the maximum of per_shape is {max(per_shape)!r}"
+            if v.get("max_abs_diff") != max(per_shape) else
+            f"{field_}.max_abs_diff {v['max_abs_diff']:.3g} is above the tolerance {tolerance:g}: the graph failed "
+            "its check" if not v["max_abs_diff"] <= tolerance else None)
+        if problem:
+            raise ExportIntegrityError(f"{mpath}: {problem}; {FIX}")
+
+
+def check_sources(manifest: dict, sources: dict, mpath: Path) -> None:
+    """Refuse (``ExportSourceError``, naming both digests) an export whose graphs were made from other
+    checkpoints than ``sources`` (``export_sources``): weights or config of the model (the scorer
+    graph) or of the retriever."""
+    recorded = {
+        "model": None if "t0_scorer" not in manifest["graphs"] else
+        {"config": manifest.get("model_config"), "weights": manifest.get("model_weights"),
+         "source": manifest.get("model_source")},
+        "retriever": None if "retriever" not in manifest["graphs"] else
+        {"config": manifest["graphs"]["retriever"].get("config"),
+         "weights": manifest["graphs"]["retriever"].get("weights"),
+         "source": manifest["graphs"]["retriever"].get("source")},
+    }
+    for role, graph in (("model", "t0_scorer"), ("retriever", "retriever")):
+        want, got = sources.get(role), recorded[role]
+        if want is None:
+            continue
+        if got is None:
+            raise ExportSourceError(f"{mpath}: no {graph} graph, and this run needs one of its {role}; {FIX}")
+        for what in ("weights", "config"):
+            if got[what] != want[what]:
+                raise ExportSourceError(
+                    f"{mpath}: the {graph} graph was exported from {role} {what} {got[what]} ({got['source']}), "
+                    f"the {role} of this run has {what} {want[what]}: the same architecture is not the same model; "
+                    f"export this checkpoint (`rospr export`; the on-demand cache does it) or point the run at "
+                    f"the checkpoint the export was made from")
+
+
+def verify_export(folder: str | Path, full: bool = False, sources: dict | None = None) -> dict:
+    """The manifest of the export in ``folder`` once it is sealed, its validation figures show passed
+    checks, every file it lists has its recorded sha256 and (given ``sources``: ``export_sources`` of
+    the run's checkpoints) its graphs were made from those checkpoints.
 
     ``full``: read every byte; otherwise a file whose stat key is unchanged since it was last read
-    in full is not read again (``rospr_export.digests``; what that guarantees is written there). Refuses
-    (``ExportIntegrityError``, naming the file and the fix) a folder without a manifest, a manifest
-    without ``files`` (an export made before they were recorded), a graph file it does not list,
-    and a missing or changed file.
+    in full is not read again (``rospr.artifacts.FileDigests``; what that guarantees is written
+    there). Refuses (``ExportIntegrityError``, naming the file, the field and the fix) a folder
+    without a manifest, an unsealed (older) or edited manifest, validation figures ``check_validation``
+    refuses, a graph file the manifest does not list, and a missing or changed file;
+    (``ExportSourceError``) an export of other weights or another config than ``sources``.
     """
-    from rospr_export.digests import FileDigests
+    from rospr.artifacts import FileDigests
 
     folder = Path(folder)
     mpath = folder / "manifest.json"
-    fix = "delete the folder to export again (an on-demand export is redone by the next run)"
     manifest = find_manifest(folder)
     if manifest is None:
-        raise ExportIntegrityError(f"{mpath}: missing or unreadable, so the export cannot be checked; {fix}")
+        raise ExportIntegrityError(f"{mpath}: missing or unreadable, so the export cannot be checked; {FIX}")
     files = manifest.get("files")
     graphs = manifest.get("graphs")
     if not isinstance(files, dict) or not files or not isinstance(graphs, dict):
         raise ExportIntegrityError(f"{mpath}: field 'files' (the sha256 of each file) is missing: an export made "
-                                   f"before rospr recorded them; {fix}")
+                                   f"before rospr recorded them; {FIX}")
+    check_seal(manifest, mpath)
+    check_validation(manifest, mpath)
+    if sources is not None:
+        check_sources(manifest, sources, mpath)
     for g in graphs.values():
         for f in graph_files(folder / str(g.get("file", ""))):
             if f.name not in files:
                 raise ExportIntegrityError(f"{f}: a file of graph {g.get('file')!r} that {mpath} field 'files' "
-                                           f"does not list; {fix}")
+                                           f"does not list; {FIX}")
     digests = FileDigests(None if full else folder / DIGEST_MEMO)
     try:
         for name, expected in sorted(files.items()):
             path = folder / str(name)
             if Path(str(name)).name != name or not path.is_file() or path.is_symlink():
                 raise ExportIntegrityError(f"{path}: listed in {mpath} field 'files' but not a file of the export; "
-                                           f"{fix}")
+                                           f"{FIX}")
             got = digests.sha256(path, full=full)
             if got != expected:
                 raise ExportIntegrityError(f"{path}: sha256 {got[:12]}… differs from {mpath} files.{name} "
-                                           f"{str(expected)[:12]}… (changed after the export); {fix}")
+                                           f"{str(expected)[:12]}… (changed after the export); {FIX}")
     finally:
         digests.save()
     return manifest

@@ -32,11 +32,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from rospr_export.export import weights_digest
 from harness.config import RosprConfig
 from rospr.artifacts import seal
 from rospr.cachedirs import cache_path
-from rospr.identity import digest_json
+from rospr.identity import digest_json, weights_digest
 from rospr.library import Library
 from rospr.scoring import Convention
 from rospr.selection import Method
@@ -44,7 +43,9 @@ from rospr.selection import Method
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = "rospr-unit-cache"
-CACHE_VERSION = 2  # 2: sealed meta, graph sha256 in the model's identity
+# 2: sealed meta, graph sha256 in the model's identity; 3: tie scoring changed, and the identities of
+# the model, the retriever and the bank carry their weights digests (entries of 2 are never read)
+CACHE_VERSION = 3
 # Where a model is served from is not what it is.
 _LOCATION_KEYS = ("triton_url",)
 

@@ -7,8 +7,15 @@
   Its encoding (``json.dumps(sort_keys=True, default=str)``) predates ``canonical`` and is kept as
   it is: the value is stored in every prompt bank, library and export already on disk, and another
   encoding would make each of them "another backbone".
-- ``ModelIdentity`` (a loaded scorer backbone) and ``retriever_identity`` (an encoder checkpoint,
-  from its config alone) are built on it; the unit cache's part of a scorer is ``harness.cache``'s.
+- ``weights_digest``: which weights a checkpoint holds. A local folder by the sha256 of its weight
+  files (remembered per file by ``rospr.artifacts.FileDigests``, so a checkpoint seen before costs a
+  few ``stat`` calls), a hub checkpoint by its commit. Two checkpoints of one architecture (T0-3B and
+  T5-LM-adapt-XL) share a config hash, never a weights digest: every artifact made from a model
+  (prompt bank, library, export) records it and is used only with those weights.
+- ``ModelIdentity`` (a loaded scorer backbone: the config hash of ``to_dict()``, the weights) and
+  ``retriever_identity`` (an encoder checkpoint: a local folder's ``config.json`` read as JSON and its
+  weight files, so neither torch nor transformers is imported; a hub name through transformers) are
+  built on them; the unit cache's part of a scorer is ``harness.cache``'s.
 """
 
 from __future__ import annotations
@@ -46,6 +53,79 @@ def checkpoint_config_hash(config_dict: dict) -> str:
     return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".h5", ".msgpack")
+
+
+def weights_digest(name_or_path: str | Path, model=None, full: bool = False, revision: str | None = None) -> str:
+    """16 hex digits naming a checkpoint's weights: of a local directory, the names and sha256 of its
+    weight files (``WEIGHT_SUFFIXES``); of a hub checkpoint, ``hub-`` and its commit (from the loaded
+    ``model``'s config, else resolved at ``revision`` through transformers).
+
+    A local file's sha256 is remembered in ``rospr.artifacts.default_memo()`` under its stat key, so
+    a checkpoint seen before is not read again (T0-3B: 11 GB, ~15 s); ``full``: read every byte. Any
+    rewrite of a file through the file system changes its stat key (``rospr.artifacts`` says what is
+    and is not caught). Refuses (``ValueError``) a folder without weight files and a name that is
+    neither a folder nor a hub checkpoint with a commit.
+    """
+    from rospr.artifacts import FileDigests, default_memo  # rospr.artifacts imports this module
+
+    p = Path(name_or_path)
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix in WEIGHT_SUFFIXES)
+        if not files:
+            raise ValueError(f"{p}: no weight files (*.safetensors, *.bin) to fingerprint")
+        digests = FileDigests(None if full else default_memo())
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f.name.encode())
+            h.update(digests.sha256(f, full=full).encode())
+        digests.save()
+        return h.hexdigest()[:16]
+    commit = getattr(getattr(model, "config", None), "_commit_hash", None)
+    if not commit and model is None:
+        commit = getattr(_hub_config(str(name_or_path), revision), "_commit_hash", None)
+    if not commit:
+        raise ValueError(f"{name_or_path}: neither a local directory nor a hub checkpoint with a commit hash")
+    return f"hub-{commit[:16]}"
+
+
+def _hub_config(name: str, revision: str | None):
+    """The transformers config of a hub checkpoint (resolved online or from the hub cache)."""
+    from transformers import AutoConfig  # heavy: only for a checkpoint that is not a local folder
+
+    try:
+        return AutoConfig.from_pretrained(name, revision=revision)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{name}: neither a local checkpoint folder nor a hub checkpoint reachable from here "
+                         f"({first[:200]})") from None
+
+
+def read_config(name_or_path: str | Path, revision: str | None = None) -> dict:
+    """A checkpoint's config as a dict: a local folder's ``config.json`` read as JSON (no transformers,
+    which would import torch), else the hub config's ``to_dict()`` at ``revision``. Refuses
+    (``ValueError``, naming the file) a ``config.json`` that is not a JSON object."""
+    path = Path(name_or_path) / "config.json"
+    if path.is_file():
+        from rospr.artifacts import json_document
+
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}: unreadable ({exc}); restore the checkpoint") from None
+        return json_document(text, path, ValueError, "restore the checkpoint")
+    if Path(name_or_path).is_dir():
+        raise ValueError(f"{path}: missing, so {name_or_path} is not a checkpoint folder; give the folder that "
+                         "holds config.json and the weights")
+    return _hub_config(str(name_or_path), revision).to_dict()
+
+
+def config_digest(name_or_path: str | Path, revision: str | None = None) -> str:
+    """``checkpoint_config_hash`` of ``read_config``: a local ``config.json`` as written, a hub one as
+    transformers gives it."""
+    return checkpoint_config_hash(read_config(name_or_path, revision))
+
+
 def display_name(name_or_path: str) -> str:
     """How a model is named in identities: a local folder by its last component, a hub id as is."""
     return Path(name_or_path).name if Path(name_or_path).exists() else name_or_path
@@ -53,36 +133,45 @@ def display_name(name_or_path: str) -> str:
 
 @dataclass(frozen=True)
 class ModelIdentity:
-    """What a scorer backbone is, for provenance and keys: name, config hash, sizes."""
+    """What a scorer backbone is, for provenance and keys: name, config hash, sizes, and the digest
+    of its weights (``weights_digest``)."""
 
     name: str
     config_hash: str
     d_model: int
     vocab_size: int
     n_parameters: int
+    weights: str
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 def backbone_identity(model, name: str) -> ModelIdentity:
-    """The identity of a loaded (transformers) encoder-decoder ``model`` loaded from ``name``."""
+    """The identity of a (transformers) encoder-decoder ``model`` loaded from ``name`` (a local folder
+    or a hub checkpoint, whose commit the loaded config carries). Refuses (``ValueError``) a ``name``
+    whose weights cannot be identified (``weights_digest``)."""
     return ModelIdentity(
         name=display_name(name),
         config_hash=checkpoint_config_hash(model.config.to_dict()),
         d_model=int(model.config.d_model),
         vocab_size=int(model.config.vocab_size),
         n_parameters=sum(p.numel() for p in model.parameters()),
+        weights=weights_digest(name, model),
     )
 
 
-def retriever_identity(name_or_path: str, revision: str | None = None) -> dict:
-    """The retriever's identity from its checkpoint config alone (no weights loaded, so it works for
-    any backend): name, config hash, output dimension; ``revision`` pins a hub checkpoint."""
-    from transformers import AutoConfig  # heavy: only when an identity is asked for
-
+def retriever_identity(name_or_path: str | Path, revision: str | None = None) -> dict:
+    """The retriever's identity, no model loaded (so it works for any backend): name, config hash
+    (``config_digest``), output dimension and ``weights`` (``weights_digest``); ``revision`` pins a hub
+    checkpoint. A local folder is read as files (``config.json`` as JSON, the weights' remembered
+    digests): neither torch nor transformers is imported. Refuses (``ValueError``) a config with
+    neither ``d_model`` nor ``hidden_size`` and a checkpoint whose weights cannot be identified."""
     name = str(name_or_path)
-    config = AutoConfig.from_pretrained(name, revision=revision)
-    dim = getattr(config, "d_model", None) or getattr(config, "hidden_size")
-    identity = {"name": display_name(name), "config_hash": checkpoint_config_hash(config.to_dict()), "dim": int(dim)}
-    return identity if revision is None else {**identity, "revision": revision}  # the commit names the weights
+    config = read_config(name, revision)
+    dim = config.get("d_model") or config.get("hidden_size")
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+        raise ValueError(f"{name}: its config has no output size (d_model or hidden_size); not an encoder checkpoint")
+    identity = {"name": display_name(name), "config_hash": checkpoint_config_hash(config), "dim": dim,
+                "weights": weights_digest(name, revision=revision)}
+    return identity if revision is None else {**identity, "revision": revision}

@@ -19,7 +19,10 @@ FAISS and stays on the CPU). With ``normalize`` (our default; the paper does not
 queries are L2-normalised, so inner product is cosine similarity and long inputs do not dominate.
 
 Loading checks every file against the manifest, the index against the keys (count, dimension), and
-the retriever identity against the one asked for.
+the retriever identity against the one asked for: its config, output size and weights digest
+(``rospr.identity.retriever_identity``), so a library is searched only with the encoder whose
+weights made its keys. Libraries built before the weights were recorded (version 1) are refused:
+rebuilding one is cheap and needs no one's word about the retriever.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from rospr.retriever import Embedder, embed_texts
 log = logging.getLogger(__name__)
 
 LIBRARY_FORMAT = "rospr-source-library"
-LIBRARY_VERSION = 1
+LIBRARY_VERSION = 2  # 2: the retriever's weights digest recorded and checked
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ class LibraryEntry:
     texts: tuple[str, ...]
 
 
-RETRIEVER_KEYS = ("config_hash", "dim")
+RETRIEVER_KEYS = ("config_hash", "dim", "weights")
 
 
 def build_key(entries: Sequence[LibraryEntry], bank_hash: str, retriever: Mapping[str, Any],
@@ -252,6 +255,31 @@ def build_library(
     return Library(root, manifest, keys, values, _to_search_device(cpu_index, index))
 
 
+def check_retriever(recorded: Mapping[str, Any], expected: Mapping[str, Any], where: str | Path) -> None:
+    """Refuse (``ArtifactError``, naming both values) a library built with another retriever than
+    ``expected`` (``retriever_identity``): config, output size, weights (which ``expected`` must give)."""
+    for key in RETRIEVER_KEYS:
+        if recorded.get(key) != expected.get(key) or (key == "weights" and not expected.get(key)):
+            raise ArtifactError(f"{where}: built with retriever {recorded.get('name')!r} ({key}={recorded.get(key)!r}), "
+                                f"not {expected.get('name')!r} ({key}={expected.get(key)!r}); point rospr.retriever at "
+                                "the checkpoint it was built with, or build a library for this retriever (another "
+                                "rospr.library folder, or delete this one)")
+
+
+def _read_library_manifest(path: Path) -> dict:
+    """``read_manifest`` of a library, refusing a version-1 one (no retriever weights) in one line."""
+    try:
+        return read_manifest(path, LIBRARY_FORMAT, LIBRARY_VERSION)
+    except ArtifactError as exc:
+        try:
+            read_manifest(path, LIBRARY_FORMAT, 1)
+        except ArtifactError:
+            raise exc from None
+    raise ArtifactError(f"{path}: a library built before rospr recorded the retriever's weights (version 1), so "
+                        "nothing shows which encoder made its keys; delete it to rebuild (`rospr library build`, or "
+                        "the next run builds it)")
+
+
 def load_library(root: str | Path, retriever: Mapping[str, Any] | None = None,
                  gpu: Literal["auto", "off"] | None = None) -> Library:
     """Load and check a library. Refuses (``ArtifactError``) a missing or edited file, an index that
@@ -262,15 +290,11 @@ def load_library(root: str | Path, retriever: Mapping[str, Any] | None = None,
 
     root = Path(root)
     mpath = root / "manifest.json"
-    manifest = read_manifest(mpath, LIBRARY_FORMAT, LIBRARY_VERSION)
+    manifest = _read_library_manifest(mpath)
     for name, digest in manifest["files"].items():
         check_file(root / name, digest, "library")
     if retriever is not None:
-        for key in RETRIEVER_KEYS:
-            if manifest["retriever"].get(key) != retriever.get(key):
-                raise ArtifactError(f"{mpath}: built with retriever {manifest['retriever'].get('name')!r} "
-                                    f"({key}={manifest['retriever'].get(key)!r}), not {retriever.get('name')!r} "
-                                    f"({key}={retriever.get(key)!r}); rebuild the library with this retriever")
+        check_retriever(manifest["retriever"], retriever, mpath)
     try:
         arrays = load_file(str(root / "keys.safetensors"))
     except (SafetensorError, OSError) as exc:

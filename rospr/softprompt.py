@@ -14,6 +14,15 @@ holding the prompts finished so far.
 
 Loading refuses, naming the file: a wrong shape or dtype, non-finite values, a backbone other than
 the one asked for, and any file or manifest whose hash does not match (edited on disk).
+
+Weights. A soft prompt is trained against one set of weights: T0-3B and T5-LM-adapt-XL share a
+shape, not a bank. The manifest's ``backbone`` records the weights digest (``weights``:
+``rospr.identity.weights_digest``) and a bank is used only with a backbone of the same digest and
+architecture (``check_backbone``). Banks written before the digest was recorded (version 1) are
+refused with the way to re-key one (``rekey``, ``rospr bank rekey``): the user, who knows which
+checkpoint tuned it, names it; nothing is assumed. ``train_key`` keeps to the architecture fields
+(``IDENTITY_KEYS``): within one bank the weights are fixed by the manifest, and a re-keyed bank's
+prompts stay valid.
 """
 
 from __future__ import annotations
@@ -33,11 +42,13 @@ from rospr.artifacts import ArtifactError, check_file, read_manifest, sha256_fil
 log = logging.getLogger(__name__)
 
 BANK_FORMAT = "rospr-prompt-bank"
-BANK_VERSION = 1
+BANK_VERSION = 2  # 2: the backbone's weights digest recorded and checked
 TENSOR = "prompt"
-# Identity fields that must agree between a bank and the backbone it is used with. The name may
-# differ (a hub name vs a local copy of the same checkpoint); the architecture may not.
+# Architecture fields that must agree between a bank and the backbone it is used with (and that a
+# prompt's train_key covers). The name may differ (a hub name vs a local copy); these may not.
 IDENTITY_KEYS = ("config_hash", "d_model", "vocab_size", "n_parameters")
+WEIGHTS_KEY = "weights"  # the backbone's weights digest: always compared, never optional
+BACKBONE_KEYS = (*IDENTITY_KEYS, WEIGHTS_KEY)
 
 
 @dataclass(frozen=True)
@@ -84,7 +95,9 @@ def check_values(values: np.ndarray, where: str, d_model: int | None = None, len
 
 
 def check_backbone(recorded: Mapping[str, Any], expected: Mapping[str, Any] | None, where: str) -> None:
-    """Refuse a bank trained for another backbone (architecture fields of ``ModelIdentity``)."""
+    """Refuse (``ArtifactError``, naming both values) a bank trained for another backbone: the
+    architecture fields of ``ModelIdentity`` that ``expected`` gives, and its weights digest, which it
+    must give (an identity without one cannot show it is the same model)."""
     if expected is None:
         return
     for key in IDENTITY_KEYS:
@@ -94,6 +107,13 @@ def check_backbone(recorded: Mapping[str, Any], expected: Mapping[str, Any] | No
                 f"not for {expected.get('name')!r} ({key}={expected.get(key)!r}); tune a bank for this "
                 "model (another prompt_bank directory) or use the model it was trained for"
             )
+    if not expected.get(WEIGHTS_KEY) or recorded.get(WEIGHTS_KEY) != expected.get(WEIGHTS_KEY):
+        raise ArtifactError(
+            f"{where}: trained on the weights {recorded.get(WEIGHTS_KEY)!r} of {recorded.get('name')!r}, the model "
+            f"{expected.get('name')!r} has weights {expected.get(WEIGHTS_KEY)!r}: soft prompts belong to the weights "
+            "they were tuned on, not to an architecture; point model.name_or_path at the checkpoint the bank was "
+            "tuned on, or tune a bank for this model (another rospr.prompt_bank folder)"
+        )
     if recorded.get("name") != expected.get("name"):
         log.info("%s: backbone recorded as %r, used with %r (same architecture)", where,
                  recorded.get("name"), expected.get("name"))
@@ -122,7 +142,7 @@ class PromptBank:
         """
         root = Path(root)
         path = root / "manifest.json"
-        manifest = read_manifest(path, BANK_FORMAT, BANK_VERSION)
+        manifest = read_bank_manifest(path)
         check_backbone(manifest["backbone"], backbone, str(path))
         entries = {e["id"]: e for e in manifest["prompts"]}
         wanted = list(entries) if ids is None else list(ids)
@@ -139,9 +159,12 @@ class PromptBank:
         start an empty one for ``backbone``."""
         root = Path(root)
         if (root / "manifest.json").exists():
-            manifest = read_manifest(root / "manifest.json", BANK_FORMAT, BANK_VERSION)
+            manifest = read_bank_manifest(root / "manifest.json")
             check_backbone(manifest["backbone"], backbone, str(root / "manifest.json"))
             return cls(root, manifest["backbone"], manifest["prompts"], {}, manifest["manifest_hash"])
+        if not backbone.get(WEIGHTS_KEY):
+            raise ArtifactError(f"{root}: a new bank needs the backbone's weights digest (field {WEIGHTS_KEY!r} of "
+                                "its identity: rospr.identity.backbone_identity); none was given")
         return cls(root, dict(backbone), [], {})
 
     def entry(self, pid: str) -> dict | None:
@@ -198,10 +221,64 @@ class PromptBank:
         return saved
 
     def content_hash(self, ids: Iterable[str] | None = None) -> str:
-        """sha256 over the entries of ``ids`` (all by default): changes when any of those prompts does."""
+        """sha256 over the backbone (architecture and weights) and the entries of ``ids`` (all by
+        default): changes when any of those prompts does, or the weights they belong to."""
         wanted = set(self.ids() if ids is None else ids)
-        return digest_json({"backbone": {k: self.backbone.get(k) for k in IDENTITY_KEYS},
+        return digest_json({"backbone": {k: self.backbone.get(k) for k in BACKBONE_KEYS},
                             "prompts": sorted((e["id"], e["sha256"]) for e in self.entries if e["id"] in wanted)})
+
+
+def read_bank_manifest(path: Path) -> dict:
+    """The checked manifest of a bank (``read_manifest``). Refuses (``ArtifactError``) a version-1 bank,
+    tuned before the backbone's weights were recorded, with the way to re-key it."""
+    path = Path(path)
+    try:
+        return read_manifest(path, BANK_FORMAT, BANK_VERSION)
+    except ArtifactError:
+        old = _old_manifest(path)
+        if old is None:
+            raise
+        raise ArtifactError(
+            f"{path}: a bank tuned before rospr recorded the backbone's weights (version 1; backbone "
+            f"{old['backbone'].get('name')!r}), so nothing shows which weights its prompts belong to; if it was tuned "
+            f"on checkpoint M, re-key it: `rospr bank rekey --bank {path.parent} --model M`; else tune it again "
+            "(another rospr.prompt_bank folder)") from None
+
+
+def _old_manifest(path: Path) -> dict | None:
+    """The sealed version-1 manifest at ``path``, or None when it is not one."""
+    try:
+        return read_manifest(path, BANK_FORMAT, 1)
+    except ArtifactError:
+        return None
+
+
+def rekey(root: str | Path, backbone: Mapping[str, Any]) -> "PromptBank":
+    """Record ``backbone``'s weights digest in the version-1 bank at ``root`` (``rospr bank rekey``):
+    the user's statement that its prompts were tuned on those weights. The manifest must be intact
+    and sealed, every prompt file must match its sha256, and the architecture fields must be
+    ``backbone``'s. Returns the bank, now version 2. Refuses (``ArtifactError``) a bank that is not
+    version 1, an edited one, another architecture and a ``backbone`` without a weights digest."""
+    root = Path(root)
+    path = root / "manifest.json"
+    old = _old_manifest(path)
+    if old is None:
+        read_bank_manifest(path)  # refuses a missing, edited or unreadable one with its own line
+        raise ArtifactError(f"{path}: already records the weights of its backbone (version {BANK_VERSION}); "
+                            "nothing to re-key")
+    if not backbone.get(WEIGHTS_KEY):
+        raise ArtifactError(f"{path}: re-keying needs the model's weights digest; none was given")
+    for key in IDENTITY_KEYS:
+        if old["backbone"].get(key) != backbone.get(key):
+            raise ArtifactError(f"{path}: tuned for backbone {old['backbone'].get('name')!r} ({key}="
+                                f"{old['backbone'].get(key)!r}), not {backbone.get('name')!r} ({key}="
+                                f"{backbone.get(key)!r}); give the checkpoint it was tuned on")
+    for entry in old["prompts"]:
+        check_file(root / entry["file"], entry["sha256"], "prompt bank")
+    write_manifest(path, {"format": BANK_FORMAT, "version": BANK_VERSION,
+                          "backbone": {**old["backbone"], WEIGHTS_KEY: backbone[WEIGHTS_KEY]}, "prompts": old["prompts"]})
+    log.info("%s: re-keyed to the weights %s of %r", path, backbone[WEIGHTS_KEY], backbone.get("name"))
+    return PromptBank.load(root, backbone, ids=[])
 
 
 def _read_prompt(root: Path, entry: dict, backbone: Mapping[str, Any]) -> SoftPrompt:

@@ -13,7 +13,7 @@ from rospr.artifacts import ArtifactError
 from rospr.library import IndexSettings, LibraryEntry, build_key, build_library, load_library
 
 DIM = 256
-RETRIEVER = {"name": "bag-of-words", "config_hash": "bow256", "dim": DIM}
+RETRIEVER = {"name": "bag-of-words", "config_hash": "bow256", "dim": DIM, "weights": "fedcba9876543210"}
 
 
 class WordTokenizer:

@@ -12,7 +12,8 @@ from safetensors.numpy import save_file
 from rospr.artifacts import ArtifactError, seal, sha256_file
 from rospr.softprompt import PromptBank, SoftPrompt, mix
 
-BACKBONE = {"name": "tiny", "config_hash": "abc123", "d_model": 8, "vocab_size": 100, "n_parameters": 1234}
+BACKBONE = {"name": "tiny", "config_hash": "abc123", "d_model": 8, "vocab_size": 100, "n_parameters": 1234,
+            "weights": "0123456789abcdef"}
 
 
 def _prompt(pid: str, seed: int, p: int = 4) -> SoftPrompt:

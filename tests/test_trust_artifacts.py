@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import rospr_export.digests as digests
+import rospr.artifacts as digests  # FileDigests, RACY_S, stat_key (re-exported by rospr_export.digests)
 from rospr_export.export import ExportIntegrityError, scorer_check_inputs, verify_export
 from harness.cli import app
 from harness.config import load_config

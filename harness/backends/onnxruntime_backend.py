@@ -6,9 +6,12 @@ The default backend of ``rospr run``. Graphs come from a content-addressed expor
 reuse them. The cache is ``onnxruntime.cache_dir``, else ``$ROSPR_ONNX_CACHE``, else
 ``.cache/rospr/onnx``.
 
-Integrity: no graph reaches a session unchecked. ``ensure_export`` verifies a cached export against
-the sha256 its manifest records (``rospr_export.export.verify_export``; a file is re-read when its stat
-key changed) and re-exports one that fails: the cache belongs to the run. A graph without external
+Integrity: no graph reaches a session unchecked. ``ensure_export`` verifies a cached export (its
+sealed manifest, validation figures and the sha256 of its files: ``rospr_export.export.verify_export``;
+a file is re-read when its stat key changed) and that it was made from the weights and config of the
+run's checkpoints (the manifest's digests against ``export_sources``, so an export of another model
+of the same architecture placed in the cache is never scored), and re-exports one that fails: the
+cache belongs to the run. A graph without external
 data is then read into memory, hashed in full and the session is built from those very bytes, so
 what is scored is what was checked, every time; a graph with external data (over 2 GB) is opened
 from its files just after the stat-keyed check (``rospr verify`` reads it all). A graph that fails
@@ -63,16 +66,19 @@ def ensure_export(model: str | Path | None, retriever: str | Path | None = None,
     Concurrent callers (several actors) may export at once: each writes a private temporary folder
     and renames it into place; the first rename wins and the others discard theirs.
     """
-    from rospr_export.export import ExportIntegrityError, export_models, find_manifest, verify_export
+    from rospr_export.export import (ExportIntegrityError, cache_key, check_sources, export_models, export_sources,
+                                     find_manifest, verify_export)
 
-    target = export_folder(model, retriever, dtype, cache_dir, prompt_dtype, revision, retriever_revision)
-    root, key = target.parent, target.name
+    sources = export_sources(model, retriever, revision, retriever_revision)
+    key = cache_key(model, retriever, dtype, prompt_dtype, revision, retriever_revision, sources=sources)
+    root = cache_root("onnx", cache_dir)
+    target = root / key
 
     def usable() -> bool:
         if find_manifest(target) is None:
             return False
         try:
-            verify_export(target, full=full)
+            verify_export(target, full=full, sources=sources)
             return True
         except ExportIntegrityError as exc:
             log.warning("onnx cache: %s; exporting again", exc)
@@ -100,6 +106,12 @@ def ensure_export(model: str | Path | None, retriever: str | Path | None = None,
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+    # a checkpoint that changed while it was exported is refused here (its files were just hashed)
+    manifest = find_manifest(target)
+    if manifest is None:
+        raise ExportIntegrityError(f"{target / 'manifest.json'}: gone just after the export (removed by another "
+                                   "process?); run again")
+    check_sources(manifest, sources, target / "manifest.json")
     return target
 
 

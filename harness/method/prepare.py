@@ -3,7 +3,9 @@
 ``prepare`` resolves the source tasks into tuning jobs (one per (source dataset, hard prompt), its
 training split rendered with that prompt), tunes the prompts the bank lacks, and builds the library
 unless one built from exactly the same inputs is already there (``build_key``). Artifacts that were
-edited on disk are refused (delete them to rebuild), never silently replaced. ``tune_sources`` and
+edited on disk are refused (delete them to rebuild), never silently replaced; so are a bank tuned on
+other weights than the model's and a library built with another retriever (weights or config) than
+the run's: those folders are the user's, and another model's prompts are not stale, they are wrong. ``tune_sources`` and
 ``build_library_from_bank`` are ``rospr tune`` and ``rospr library build``.
 """
 
@@ -103,14 +105,14 @@ def library_inputs(config: RunConfig, jobs: list[TuneJob], bank: PromptBank) -> 
 
 def _library(config: RunConfig, jobs: list[TuneJob], bank: PromptBank, embedder, rtok) -> Library:
     """The library of ``jobs``' prompts: reused when its ``build_key`` matches, else (re)built.
-    Refuses (``ArtifactError``) a library edited on disk."""
+    Refuses (``ArtifactError``) a library edited on disk and one built with another retriever."""
     rc = config.rospr
     entries, identity, bank_hash, key = library_inputs(config, jobs, bank)
     index = rc.index.settings()
     library = None
     if (Path(rc.library) / "manifest.json").exists():
-        try:  # the retriever is part of build_key: another retriever makes it stale, not invalid
-            library = load_library(rc.library)
+        try:
+            library = load_library(rc.library, identity)
         except ArtifactError as exc:
             raise ArtifactError(f"{exc} (rospr.library={rc.library!r}; delete it to rebuild)") from None
     if library is not None and library.build_key == key:

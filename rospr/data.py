@@ -7,6 +7,25 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 
+def credit(chosen: Sequence[int], label: int | None, target_scores: Sequence[float] | None) -> float:
+    """The metric value of a prediction: the one metric of a record (``Example.score_of``, and
+    ``harness.results.Record.metric`` reading a records file back).
+
+    Per chosen choice: BIG-bench's ``multiple_choice_grade`` (its target score) when ``target_scores``
+    is set, else accuracy (1 for the ``label``, 0 otherwise). ``chosen`` is the prediction alone, or
+    every choice tied with it at the top: a tie earns the mean of their values, what a uniformly random
+    tie-break earns on average, so a tie between a right and a wrong choice is never right by the
+    choices' order. Refuses (``ValueError``) no choice and neither label nor target scores.
+    """
+    if not chosen:
+        raise ValueError("no chosen choice to score")
+    if target_scores is not None:
+        return float(sum(float(target_scores[i]) for i in chosen) / len(chosen))
+    if label is None:
+        raise ValueError("neither a label nor target scores to score the prediction against")
+    return float(sum(1.0 if i == label else 0.0 for i in chosen) / len(chosen))
+
+
 @dataclass(frozen=True)
 class Example:
     """One rendered evaluation (or training) instance.
@@ -51,22 +70,17 @@ class Example:
         return self.label is not None or self.target_scores is not None
 
     def credit(self, tied: Sequence[int]) -> float:
-        """The metric value of a prediction tied between the choices ``tied`` (indices): the mean of
-        their values, what a uniformly random tie-break earns on average, so a tie between a right
-        and a wrong choice is never right by the choices' order."""
-        return float(sum(self.score_of(i) for i in tied) / len(tied))
+        """The metric value of a prediction tied between the choices ``tied`` (``credit``)."""
+        self._check_labelled()
+        return credit(tied, self.label, self.target_scores)
 
     def score_of(self, prediction: int) -> float:
-        """The metric value of predicting choice ``prediction``.
+        """The metric value of predicting choice ``prediction`` (``credit`` of that one choice)."""
+        return self.credit([prediction])
 
-        Accuracy for a single gold label; BIG-bench ``multiple_choice_grade`` (the target score of
-        the chosen option) when ``target_scores`` is set.
-        """
-        if self.target_scores is not None:
-            return float(self.target_scores[prediction])
-        if self.label is None:
+    def _check_labelled(self) -> None:
+        if self.label is None and self.target_scores is None:
             raise ValueError(f"example {self.task}/{self.prompt}#{self.index} has no label")
-        return 1.0 if prediction == self.label else 0.0
 
     def gold(self) -> int | None:
         """Index of a best choice (the label, or the first maximal target score)."""

@@ -38,10 +38,6 @@ class Baseline:
     entries: tuple[BaselineEntry, ...]
 
 
-def available_baselines() -> list[str]:
-    return sorted(_baseline_data())
-
-
 def _baseline_data() -> dict:
     text = resources.files("harness").joinpath("data/baselines.yaml").read_text(encoding="utf-8")
     return yaml.safe_load(text)

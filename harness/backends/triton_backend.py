@@ -325,10 +325,6 @@ class TritonScorer:
     def score(self, batch: ScoreBatch) -> np.ndarray:
         return self.client.infer(batch.feeds(self.wire))["scores"].astype(np.float32, copy=False)
 
-    async def score_async(self, batch: ScoreBatch) -> np.ndarray:
-        """For callers already on the client's loop (``asyncio.run_coroutine_threadsafe``)."""
-        return (await self.client.infer_async(batch.feeds(self.wire)))["scores"]
-
     def close(self) -> None:
         self.client.close()
 

@@ -364,7 +364,7 @@ def verify(
     paths: List[Path] = typer.Argument(..., help="run directories, ONNX export folders or an ONNX export cache"),
 ) -> None:
     """Check every byte: a run's records against their sha256 and figures, an export's files against
-    its manifest. Prints one line per problem; exit 1 when there is one."""
+    its sealed manifest and its validation figures. Prints one line per problem; exit 1 when there is one."""
     from rich.markup import escape
 
     from rospr_export.export import ExportIntegrityError, verify_export
@@ -395,7 +395,7 @@ def verify(
         err.print(f"[bold red]failed:[/] {escape(p)}", markup=True, highlight=False, soft_wrap=True)
     if problems:
         raise typer.Exit(1)
-    err.print(f"verified {checked} artifact(s): every file matches its sha256")
+    err.print(f"verified {checked} artifact(s): every file matches its sha256 and every manifest its seal")
 
 
 @app.command()
@@ -656,7 +656,7 @@ def data_check_hub_cmd(
 
 
 bank_app = typer.Typer(add_completion=False, no_args_is_help=True,
-                       help="The prompt bank: peft PROMPT_TUNING adapters in and out.")
+                       help="The prompt bank: peft PROMPT_TUNING adapters in and out, re-keying an old bank.")
 app.add_typer(bank_app, name="bank")
 
 
@@ -714,6 +714,28 @@ def bank_export_peft(
     for folder in folders:
         typer.echo(str(folder))
     err.print(f"wrote {len(folders)} peft adapter(s) under {out}")
+
+
+@bank_app.command("rekey")
+def bank_rekey(
+    bank: Path = typer.Option(..., "--bank", help="a prompt bank tuned before rospr recorded the backbone's weights"),
+    model: str = typer.Option(..., "--model", help="the checkpoint (folder or hub name) the bank was tuned on"),
+) -> None:
+    """Record the weights digest of MODEL in an old (version 1) bank: your word that its prompts were
+    tuned on those weights. The architecture must be MODEL's and every prompt file intact."""
+    _setup_logging(False)
+    from rospr.artifacts import ArtifactError
+    from rospr.softprompt import rekey
+
+    try:
+        from rospr.backbone import load_backbone  # torch: the model's identity counts its parameters
+
+        identity = load_backbone(model)[2].as_dict()
+        rekeyed = rekey(bank, identity)
+    except (ArtifactError, ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    err.print(f"prompt bank {bank}: {len(rekeyed.ids())} prompt(s) now keyed to the weights {identity['weights']} "
+              f"of {identity['name']}")
 
 
 library_app = typer.Typer(add_completion=False, no_args_is_help=True, help="The Source Prompt Library.")

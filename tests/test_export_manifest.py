@@ -1,0 +1,131 @@
+"""The export manifest is sealed as a whole, and its validation figures must show a passed check.
+
+Every field of a real export's manifest (scorer and retriever graphs in one cache) is edited in turn:
+``rospr verify`` fails on each. A careful forger who reseals the manifest after editing a validation
+figure still fails, on the figure itself.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from harness.cli import app
+from rospr.artifacts import seal
+from rospr_export.export import HALF_TOLERANCE, SCORER_TOLERANCE, ExportIntegrityError, verify_export
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_model_dir, tmp_path_factory):
+    from harness.backends.onnxruntime_backend import ensure_export
+
+    cache = tmp_path_factory.mktemp("onnx")
+    return {"t0_scorer": ensure_export(tiny_model_dir, None, "float32", cache),
+            "retriever": ensure_export(None, tiny_model_dir, "float32", cache)}
+
+
+def leaves(value, path=()):
+    """(path, value) of every scalar in a JSON value."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from leaves(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from leaves(v, (*path, i))
+    else:
+        yield path, value
+
+
+def edited(value):
+    """Another value of the same kind."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value * 2 + 1
+    if value is None:
+        return "x"
+    return str(value) + "x"
+
+
+def put(manifest: dict, path: tuple, value) -> dict:
+    m = json.loads(json.dumps(manifest))
+    node = m
+    for p in path[:-1]:
+        node = node[p]
+    node[path[-1]] = value
+    return m
+
+
+def copy_of(folder: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "export"
+    shutil.copytree(folder, out, ignore=shutil.ignore_patterns(".digests.json"))
+    return out
+
+
+def verify_cli(folder: Path):
+    return CliRunner().invoke(app, ["verify", str(folder)])
+
+
+@pytest.mark.parametrize("graph", ["t0_scorer", "retriever"])
+def test_every_field_is_sealed(exported, graph, tmp_path):
+    folder = copy_of(exported[graph], tmp_path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert verify_cli(folder).exit_code == 0
+    paths = [p for p, _ in leaves(manifest) if p != ("manifest_hash",)]
+    assert any(p[-1] == "tolerance" for p in paths) and any(p[-1] == "max_abs_diff" for p in paths)
+    for path, value in leaves(manifest):
+        if path == ("manifest_hash",):
+            continue
+        (folder / "manifest.json").write_text(json.dumps(put(manifest, path, edited(value))))
+        res = verify_cli(folder)
+        assert res.exit_code == 1, (path, res.output)
+        with pytest.raises(ExportIntegrityError):
+            verify_export(folder, full=True)
+    (folder / "manifest.json").write_text(json.dumps({k: v for k, v in manifest.items() if k != "manifest_hash"}))
+    assert "before rospr sealed export manifests" in verify_cli(folder).output
+
+
+def _resealed(folder: Path, change) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    change(manifest)
+    (folder / "manifest.json").write_text(json.dumps(seal(manifest)))
+
+
+@pytest.mark.parametrize("graph, change, field", [
+    ("t0_scorer", lambda v: v.update(tolerance=v["tolerance"] * 10), "tolerance"),
+    ("t0_scorer", lambda v: v.update(tolerance=HALF_TOLERANCE), "tolerance"),
+    ("retriever", lambda v: v.update(tolerance=SCORER_TOLERANCE), "tolerance"),
+    ("t0_scorer", lambda v: v.update(max_abs_diff=v["max_abs_diff"] / 2), "max_abs_diff"),
+    ("retriever", lambda v: v.update(max_abs_diff=0.0), "max_abs_diff"),
+    # a graph that failed its check, with figures that agree with each other
+    ("t0_scorer", lambda v: v.update(per_shape=[1.0] * len(v["per_shape"]), max_abs_diff=1.0), "above the tolerance"),
+    ("retriever", lambda v: v.update(per_shape=[*v["per_shape"][:-1], 1e-3],
+                                     max_abs_diff=max(*v["per_shape"][:-1], 1e-3)), "above the tolerance"),
+    ("t0_scorer", lambda v: v.update(per_shape=v["per_shape"][:1], max_abs_diff=v["per_shape"][0]), "per_shape"),
+    ("t0_scorer", lambda v: v.update(shapes=v["shapes"][:1]), "shapes"),
+    ("retriever", lambda v: v.update(graph="t0_scorer"), "graph"),
+])
+def test_resealed_validation_figures_are_checked(exported, graph, change, field, tmp_path):
+    folder = copy_of(exported[graph], tmp_path)
+    _resealed(folder, lambda m: change(m["graphs"][graph]["validation"]))
+    res = verify_cli(folder)
+    assert res.exit_code == 1 and field in res.output, res.output
+    with pytest.raises(ExportIntegrityError, match=field):
+        verify_export(folder)
+
+
+def test_a_half_precision_tolerance_is_refused_on_a_float32_export(exported, tmp_path):
+    """The tolerance follows the export's dtype: relabelling the dtype does not loosen it either."""
+    folder = copy_of(exported["t0_scorer"], tmp_path)
+
+    def relabel(m):
+        m["dtype"] = "float16"
+        m["graphs"]["t0_scorer"]["validation"]["tolerance"] = SCORER_TOLERANCE
+
+    _resealed(folder, relabel)
+    with pytest.raises(ExportIntegrityError, match="tolerance"):
+        verify_export(folder)

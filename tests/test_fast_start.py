@@ -81,3 +81,29 @@ def test_cached_run_imports_no_torch_and_reads_no_weights(tiny_model_dir, tmp_pa
     cold = probe(tree, tmp_path / "cold", weights.name, env)
     assert cold["weight_opens"] > cached["weight_opens"]
     assert cold["heavy"] == []
+
+
+def test_cached_rospr_var_run_imports_neither_torch_nor_transformers(tiny_model_dir, tmp_path):
+    """A rospr+var run on a cached export with its bank and library on disk: the identities of the
+    model, the retriever and the bank come from files (config.json as JSON, remembered weight digests)."""
+    tree = {"model": {"name_or_path": str(tiny_model_dir)}, "backend": "onnxruntime", "method": ["rospr+var"],
+            "tasks": [{"name": "builtin/sentiment", "limit": 4, "prompts": ["review_sentiment"]}],
+            "scoring": {"batch_size": 4}, "onnxruntime": {"cache_dir": str(tmp_path / "onnx")},
+            "cache": {"enabled": False},
+            "rospr": {"sources": ["builtin/sentiment", "builtin/nli"], "prompt_bank": str(tmp_path / "bank"),
+                      "library": str(tmp_path / "library"),
+                      "tune": {"steps": 1, "prompt_length": 2, "batch_size": 4, "source_rows": 8, "parallel": "off"},
+                      "library_n": 4, "queries": 2, "top_n": 2, "var_candidates": 2}}
+    run(load_config(None, [], tree=tree), tmp_path / "first")  # exports, tunes the bank, builds the library
+    stamps = {p: p.stat().st_mtime_ns for p in [*(tmp_path / "bank").rglob("*"), *(tmp_path / "library").rglob("*")]}
+    cached = probe(tree, tmp_path / "cached", "model.safetensors", dict(os.environ))
+    assert cached["heavy"] == [], cached["heavy"]
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # the bank and library were reused, not rebuilt
+    units = read_results_units(tmp_path / "cached")
+    assert [u.method for u in units] == ["rospr+var"] and units[0].retrieval["var_rule"]
+
+
+def read_results_units(run_dir: Path):
+    from harness.results import read_results
+
+    return read_results(run_dir / "results.json").units

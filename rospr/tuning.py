@@ -70,10 +70,12 @@ class TuneSettings:
         "help": "recompute the frozen backbone's activations in backward (less memory, ~1/3 more compute)"})
 
     def __post_init__(self) -> None:
-        for name in ("prompt_length", "steps", "batch_size", "init_vocab_top", "max_input_tokens",
-                     "max_target_tokens", "threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"tune.{name} must be >= 1, got {getattr(self, name)}")
+        for name, top in _UPPER.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+                raise ValueError(f"rospr.tune.{name} must be >= 1 and <= {top} (a whole number), got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise ValueError(f"rospr.tune.seed must be >= 0 and < 2**63 (a whole number), got {self.seed!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"rospr.tune.dtype={self.dtype!r}: choose float32 or bfloat16")
         if self.device is not None and not _DEVICE.fullmatch(self.device):
@@ -82,10 +84,10 @@ class TuneSettings:
         if m is not None and (m < 1 or self.batch_size % m):
             raise ValueError(f"rospr.tune.micro_batch_size={m} does not divide rospr.tune.batch_size={self.batch_size}; "
                              f"give a divisor of it ({_divisors(self.batch_size)}) or null for the whole batch")
-        if self.weight_decay < 0:
-            raise ValueError(f"tune.weight_decay must be >= 0, got {self.weight_decay}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"tune.lr must be a positive number, got {self.lr}")
+        _check_range("lr", self.lr, 0, MAX_LR, low_open=True)
+        _check_range("weight_decay", self.weight_decay, 0, 1)
+        _check_range("clip_threshold", self.clip_threshold, 0, 1e6, low_open=True)
+        _check_range("adafactor_decay_rate", self.adafactor_decay_rate, -1, 0, high_open=True)
         if self.optimizer not in ("adafactor", "adamw"):
             raise ValueError(f"tune.optimizer {self.optimizer!r}: choose adafactor or adamw")
         if self.init not in ("vocab", "uniform"):
@@ -111,6 +113,23 @@ class TuneSettings:
     def micro_batch(self) -> int:
         """Examples per forward/backward pass."""
         return self.micro_batch_size or self.batch_size
+
+
+# Upper bounds far above any real run (T0: P=100, batch 32, 1k-30k steps, 512/128 tokens): a value past
+# one is a typo (an extra zero) that would otherwise fail hours later, out of memory or in the tokenizer.
+_UPPER = {"prompt_length": 4096, "steps": 10**7, "batch_size": 65536, "init_vocab_top": 10**7,
+          "max_input_tokens": 65536, "max_target_tokens": 65536, "threads": 1024}
+MAX_LR = 100.0  # prompt tuning's usual lr is 0.3 (Lester et al.); beyond 100 every step diverges
+
+
+def _check_range(name: str, value, low: float, high: float, low_open: bool = False, high_open: bool = False) -> None:
+    """Refuse (``ValueError`` naming the setting and the range) a non-number, NaN, inf or ``value``
+    outside [low, high] (``low_open``/``high_open``: that end excluded)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"rospr.tune.{name} must be a finite number in {interval}, got {value!r}")
 
 
 DTYPES = ("float32", "bfloat16")
@@ -229,11 +248,13 @@ def init_prompt(model, settings: TuneSettings, seed: int):
     import torch
 
     gen = torch.Generator().manual_seed(seed)
-    weight = model.get_input_embeddings().weight.detach().float().cpu()
+    weight = model.get_input_embeddings().weight.detach()
     if settings.init == "vocab":
         top = min(settings.init_vocab_top, weight.shape[0])
         ids = torch.randint(0, top, (settings.prompt_length,), generator=gen)
-        return weight[ids].clone()
+        # the P sampled rows only, then float32 on the CPU: not a float32 CPU copy of the whole table
+        # (263 MB for T0-3B's bfloat16 one on a GPU) per prompt
+        return weight.index_select(0, ids.to(weight.device)).float().cpu()
     return (torch.rand((settings.prompt_length, weight.shape[1]), generator=gen) - 0.5)  # Lester: U(-0.5, 0.5)
 
 

@@ -249,6 +249,43 @@ def test_settings_that_cannot_work_are_refused_with_the_fix(monkeypatch):
     assert str(resolve_device(TuneSettings(device="cpu", dtype="bfloat16"))) == "cpu"  # bfloat16 on the CPU: allowed
 
 
+@pytest.mark.parametrize("field, value, words", [
+    ("steps", 10**7 + 1, "rospr.tune.steps must be >= 1 and <= 10000000"),
+    ("batch_size", 0, "rospr.tune.batch_size must be >= 1"),
+    ("batch_size", 10**6, "rospr.tune.batch_size must be >= 1 and <= 65536"),
+    ("prompt_length", 5000, "rospr.tune.prompt_length must be >= 1 and <= 4096"),
+    ("prompt_length", 2.5, "rospr.tune.prompt_length must be >= 1 and <= 4096 \\(a whole number\\), got 2.5"),
+    ("max_input_tokens", 10**6, "rospr.tune.max_input_tokens must be >= 1 and <= 65536"),
+    ("threads", 4096, "rospr.tune.threads must be >= 1 and <= 1024"),
+    ("seed", -1, r"rospr.tune.seed must be >= 0 and < 2\*\*63"),
+    ("lr", 0.0, r"rospr.tune.lr must be a finite number in \(0, 100\], got 0.0"),
+    ("lr", float("nan"), r"rospr.tune.lr must be a finite number in \(0, 100\], got nan"),
+    ("lr", float("inf"), r"rospr.tune.lr must be a finite number"),
+    ("lr", 1e3, r"rospr.tune.lr must be a finite number in \(0, 100\]"),
+    ("weight_decay", -1e-5, r"rospr.tune.weight_decay must be a finite number in \[0, 1\]"),
+    ("clip_threshold", 0.0, r"rospr.tune.clip_threshold must be a finite number in \(0, 1e\+06\]"),
+    ("adafactor_decay_rate", 0.8, r"rospr.tune.adafactor_decay_rate must be a finite number in \[-1, 0\)"),
+])
+def test_settings_out_of_bounds_are_refused_naming_the_field(field, value, words):
+    with pytest.raises(ValueError, match=words):
+        TuneSettings(**{field: value})
+
+
+def test_settings_at_their_bounds_are_accepted():
+    TuneSettings(steps=10**7, batch_size=65536, prompt_length=4096, lr=100.0, weight_decay=1.0, seed=0,
+                 adafactor_decay_rate=-1.0, threads=1024, max_input_tokens=65536, max_target_tokens=65536)
+    TuneSettings(lr=1e-6, steps=1, batch_size=1, prompt_length=1, weight_decay=0)
+
+
+def test_config_refuses_out_of_bounds_tune_keys():
+    from harness.config import TuneConfig
+
+    with pytest.raises(ValueError, match="rospr.tune.steps must be >= 1 and <= 10000000"):
+        TuneConfig(steps=10**8)
+    with pytest.raises(ValueError, match="rospr.tune.lr must be a finite number"):
+        TuneConfig(lr=float("inf"))
+
+
 def test_speed_settings_keep_the_content_address_precision_changes_it():
     job = _jobs(4)[0]
     backbone = {"model_type": "t5"}

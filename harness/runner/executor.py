@@ -1,29 +1,30 @@
 """Where the work of a run executes: the ``Executor`` interface, its workers, the in-process executor.
 
-The driver (``harness.runner.driver``) hands an executor two kinds of work and gets results back
-tagged, in whatever order they finish:
+The driver (``harness.runner.driver``) asks an executor for two kinds of work, each call an awaitable
+that resolves to the worker's ``Done``:
 
-- ``score(tag, rows, prompt)``: one length-bucketed batch of one unit (its encoded examples, in
+- ``await score(rows, prompt)``: one length-bucketed batch of one unit (its encoded examples, in
   the order ``plan_batches`` gave them) with one soft prompt (a handle from ``put``, or None for
-  the T0 baseline); the result is one array of choice scores per row (``ScoringWorker``);
-- ``retrieve(tag, requests)``: the queries of several units in one call; the result is their
+  the T0 baseline); the value is one array of choice scores per row (``ScoringWorker``);
+- ``await retrieve(requests)``: the queries of several units in one call; the value is their
   ``Hits``, in order (``RetrievalWorker``).
 
-Every result comes back as a ``Done``: the worker's value and the seconds it took (for scoring,
-also the seconds inside the scorer's own calls), so the driver accounts the work the same way
-whichever executor ran it (``harness.runner.stages``).
+A ``Done`` carries the worker's value and the seconds it took (for scoring, also the seconds inside
+the scorer's own calls), so the driver accounts the work the same way whichever executor ran it
+(``harness.runner.stages``). The driver awaits at most ``max_in_flight`` scoring calls at once.
 
-``InProcessExecutor`` runs the workers in the driver's process, one item at a time (the reference);
-``harness.runner.ray_executor.RayExecutor`` runs the same worker classes as Ray actors. What a
-batch contains never depends on the executor, so every executor gives the same numbers.
+``InProcessExecutor`` runs the workers in the driver's process: a call runs when it is awaited and
+is done when the await returns (the reference, one item at a time);
+``harness.runner.ray_executor.RayExecutor`` runs the same worker classes as Ray actors, and a call
+resolves when an actor's result is back (after any resubmission). What a batch contains never
+depends on the executor, so every executor gives the same numbers.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Protocol, Sequence
+from typing import Any, Awaitable, Protocol, Sequence
 
 import numpy as np
 
@@ -101,26 +102,19 @@ class Executor(Protocol):
     """What the driver needs from an executor (see the module docstring)."""
 
     name: str
-
-    def capacity(self) -> int:
-        """Scoring batches that may be submitted now (backpressure)."""
-        ...
+    max_in_flight: int  # scoring calls the driver may await at once (backpressure)
 
     def put(self, values: np.ndarray | None) -> Any:
         """A handle of a soft prompt that batches then pass by reference (stored once)."""
         ...
 
-    def score(self, tag: Hashable, rows: Sequence[EncodedExample], prompt: Any) -> None: ...
-
-    def retrieve(self, tag: Hashable, requests: Sequence[RetrievalRequest]) -> None: ...
-
-    def pending(self) -> int:
-        """Items submitted and not yet returned by ``wait``."""
+    def score(self, rows: Sequence[EncodedExample], prompt: Any) -> Awaitable[Done]:
+        """One batch's choice scores (``Done.value``: one array per row) with ``prompt`` (a handle of
+        ``put``, or None). Raises the error of a batch that failed for good."""
         ...
 
-    def wait(self) -> list[tuple[Hashable, Done]]:
-        """Block until at least one item is done; return the finished (tag, ``Done``) pairs. Raises the
-        error of an item that failed for good."""
+    def retrieve(self, requests: Sequence[RetrievalRequest]) -> Awaitable[Done]:
+        """The ``Hits`` of each request (``Done.value``, in order). Raises as ``score`` does."""
         ...
 
     def stats(self) -> dict[str, Any]: ...
@@ -129,37 +123,27 @@ class Executor(Protocol):
 
 
 class InProcessExecutor:
-    """Runs each item in the driver's process when the driver waits for it: the reference executor."""
+    """Runs each call in the driver's process when it is awaited: the reference executor."""
 
     name = "in_process"
+    max_in_flight = 1
 
     def __init__(self, scoring: ScoringWorker, retrieval: RetrievalWorker | None = None) -> None:
         self.scoring, self.retrieval = scoring, retrieval
-        self.todo: deque[tuple[Hashable, Callable[[], Any]]] = deque()
-
-    def capacity(self) -> int:
-        return 0 if self.todo else 1
 
     def put(self, values: np.ndarray | None) -> Any:
         return values
 
-    def score(self, tag: Hashable, rows: Sequence[EncodedExample], prompt: Any) -> None:
-        self.todo.append((tag, lambda: self.scoring.score(rows, prompt)))
+    async def score(self, rows: Sequence[EncodedExample], prompt: Any) -> Done:
+        return self.scoring.score(rows, prompt)
 
-    def retrieve(self, tag: Hashable, requests: Sequence[RetrievalRequest]) -> None:
+    async def retrieve(self, requests: Sequence[RetrievalRequest]) -> Done:
         if self.retrieval is None:
             raise RuntimeError("this run has no retrieval worker (no RoSPr method)")
-        self.todo.append((tag, lambda: self.retrieval.retrieve(requests)))
-
-    def pending(self) -> int:
-        return len(self.todo)
-
-    def wait(self) -> list[tuple[Hashable, Done]]:
-        tag, work = self.todo.popleft()
-        return [(tag, work())]
+        return self.retrieval.retrieve(requests)
 
     def stats(self) -> dict[str, Any]:
         return {"executor": self.name, "scorers": 1}
 
     def close(self) -> None:
-        self.todo.clear()
+        pass

@@ -6,12 +6,14 @@
   least loaded actor; its soft prompt travels as an ``ObjectRef`` the driver put once.
 - The retrieval actor holds the retriever session and the library's FAISS index (it loads the very
   library the driver prepared and refuses another); one call carries the queries of many targets.
-- Backpressure: ``capacity()`` is ``max_in_flight`` minus the batches not yet back; the driver
-  submits no more than that, and waits with ``ray.wait``.
+- Calls: ``score`` and ``retrieve`` are coroutines that send the work and await its ``ObjectRef``
+  (Ray's refs are awaitable); the driver awaits at most ``max_in_flight`` scoring calls at once
+  (default 4 x scorers).
 - Faults: actors are created with ``max_restarts`` and ``max_task_retries``: Ray restarts a dead
   actor (rerunning its constructor) and resends the calls it had in flight. A call that still fails
-  with an actor error (retries spent, or the actor gone for good) is resubmitted by the driver to
-  another actor, up to ``max_batch_attempts`` times. Results are the same whichever actor scores a
+  with an actor error (retries spent, or the actor gone for good) is resubmitted to another actor
+  inside the same coroutine, up to ``max_batch_attempts`` times, so the driver's one await
+  resolves however many attempts it took. Results are the same whichever actor scores a
   batch, so a re-run batch changes no number. A backend error (``BackendUnavailable``: a Triton
   server gone after its client's retries) takes that server out of the run: every actor talking to
   it gets no more work, and the batch goes to an actor of another server (``ray.triton_urls``).
@@ -32,21 +34,20 @@ started for the run.
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import logging
 import math
 import os
-import time
 import uuid
 from pathlib import Path
-from typing import Any, Hashable, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from harness.backends import BackendUnavailable
 from harness.cache import cache_root
 from harness.config import RunConfig
-from harness.runner.executor import RetrievalRequest, RetrievalWorker, ScoringWorker
+from harness.runner.executor import Done, RetrievalRequest, RetrievalWorker, ScoringWorker
 from rospr.scoring import EncodedExample
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,6 @@ class RayExecutor:
         self.max_in_flight = rc.max_in_flight or 4 * rc.scorers
         self.load = [0] * rc.scorers
         self.failures = [0] * rc.scorers
-        self.inflight: dict[Any, dict] = {}  # ObjectRef -> what it was
         self.resubmitted = 0
         self.down: set[int] = set()  # actors whose server is gone: no more work for them
         self.lost_servers: dict[str, str] = {}  # url -> why
@@ -167,24 +167,47 @@ class RayExecutor:
         self.nodes: dict[str, dict] = {}  # node id -> {"ip", "batches"}
         self.server_batches: dict[str, int] = {}
 
-    # -- submission -----------------------------------------------------------------------------
-    def capacity(self) -> int:
-        return self.max_in_flight - sum(1 for w in self.inflight.values() if w["kind"] == "score")
-
+    # -- calls ----------------------------------------------------------------------------------
     def put(self, values: np.ndarray | None) -> Any:
         import ray
 
         return None if values is None else ray.put(values)
 
-    def score(self, tag: Hashable, rows: Sequence[EncodedExample], prompt: Any) -> None:
-        self._send({"kind": "score", "tag": tag, "args": (list(rows), prompt), "attempts": 0, "avoid": None})
+    async def score(self, rows: Sequence[EncodedExample], prompt: Any) -> Done:
+        work = {"kind": "score", "args": (list(rows), prompt), "attempts": 0, "avoid": None}
+        done, where = await self._call(work)
+        i = work["actor"]  # the actor that scored it, at the last attempt
+        self.failures[i] = 0
+        node = self.nodes.setdefault(where["node"], {"ip": where["ip"], "batches": 0})
+        node["batches"] += 1
+        if self.urls[i]:
+            self.server_batches[self.urls[i]] = self.server_batches.get(self.urls[i], 0) + 1
+        return done
 
-    def retrieve(self, tag: Hashable, requests: Sequence[RetrievalRequest]) -> None:
+    async def retrieve(self, requests: Sequence[RetrievalRequest]) -> Done:
         if self.retriever is None:
             raise RuntimeError("this run has no retrieval actor (no RoSPr method)")
-        self._send({"kind": "retrieve", "tag": tag, "args": (list(requests),), "attempts": 0, "avoid": None})
+        return await self._call({"kind": "retrieve", "args": (list(requests),), "attempts": 0, "avoid": None})
 
-    def _send(self, work: dict) -> None:
+    async def _call(self, work: dict) -> Any:
+        """Send ``work`` until an actor returns its result: resent after the actor died (``_retry``) or
+        its server went away (``_fail_over``); any other error, and one of those past its limit, is
+        raised."""
+        from ray.exceptions import RayActorError, RayTaskError
+
+        while True:
+            try:
+                return await self._attempt(work)
+            except RayActorError as exc:
+                await asyncio.sleep(self._retry(work, exc))
+            except RayTaskError as exc:
+                cause = getattr(exc, "cause", None)
+                if not (isinstance(exc, BackendUnavailable) or isinstance(cause, BackendUnavailable)):
+                    raise
+                self._fail_over(work, BackendUnavailable(str(cause or exc)))
+
+    async def _attempt(self, work: dict) -> Any:
+        """One send of ``work`` to an actor, awaited (the actor's load counts it meanwhile)."""
         if work["kind"] == "retrieve":
             work["actor"] = None
             ref = self.retriever.retrieve.remote(*work["args"])
@@ -196,45 +219,11 @@ class RayExecutor:
             work["actor"] = i
             self.load[i] += 1
             ref = self.scorers[i].score_where.remote(*work["args"])
-        self.inflight[ref] = work
-
-    def pending(self) -> int:
-        return len(self.inflight)
-
-    # -- results --------------------------------------------------------------------------------
-    def wait(self) -> list[tuple[Hashable, Any]]:
-        import ray
-        from ray.exceptions import RayActorError, RayTaskError
-
-        refs = list(self.inflight)
-        ready, _ = ray.wait(refs, num_returns=1)
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)  # and whatever else is done
-        out = []
-        for ref in ready or []:
-            work = self.inflight.pop(ref)
-            i = work["actor"]
-            if i is not None:
-                self.load[i] -= 1
-            try:
-                result = ray.get(ref)
-            except RayActorError as exc:
-                self._retry(work, exc)
-                continue
-            except RayTaskError as exc:
-                cause = getattr(exc, "cause", None)
-                if isinstance(exc, BackendUnavailable) or isinstance(cause, BackendUnavailable):
-                    self._fail_over(work, BackendUnavailable(str(cause or exc)))
-                    continue
-                raise
-            if i is not None:
-                self.failures[i] = 0
-                result, where = result
-                node = self.nodes.setdefault(where["node"], {"ip": where["ip"], "batches": 0})
-                node["batches"] += 1
-                if self.urls[i]:
-                    self.server_batches[self.urls[i]] = self.server_batches.get(self.urls[i], 0) + 1
-            out.append((work["tag"], result))
-        return out
+        try:
+            return await ref
+        finally:
+            if work["actor"] is not None:
+                self.load[work["actor"]] -= 1
 
     def _note_retry(self, work: dict, why: str) -> None:
         i = work["actor"]
@@ -244,7 +233,8 @@ class RayExecutor:
                                  "attempt": work["attempts"] + 1, "reason": why[:300]})
 
     def _fail_over(self, work: dict, exc: BackendUnavailable) -> None:
-        """A backend gone (its client's retries spent): take its server out, resend the batch elsewhere."""
+        """A backend gone (its client's retries spent): its server taken out, so that the next attempt
+        goes to an actor of another server; raises when there is none."""
         i = work["actor"]
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if i is None or self.urls[i] is None:  # the retrieval actor, or no Triton: nowhere else to go
@@ -260,9 +250,10 @@ class RayExecutor:
         work["avoid"] = i
         self._note_retry(work, f"server {url} unavailable: {reason}")
         log.warning("Triton server %s is unavailable (%s); its work goes to the other servers", url, reason)
-        self._send(work)
 
-    def _retry(self, work: dict, exc: Exception) -> None:
+    def _retry(self, work: dict, exc: Exception) -> float:
+        """An actor died with ``work`` in flight: counted, and the seconds to wait before the next
+        attempt; refuses (``RuntimeError``) once ``max_batch_attempts`` are spent."""
         i = work["actor"]
         work["attempts"] += 1
         who = "the retrieval actor" if i is None else f"scoring actor {i}"
@@ -277,8 +268,7 @@ class RayExecutor:
         self._note_retry(work, f"{who} died: {type(exc).__name__}")
         log.warning("%s died with a %s batch in flight; resubmitting it (attempt %d)", who, work["kind"],
                     work["attempts"] + 1)
-        time.sleep(min(0.1 * 2 ** work["attempts"], 2.0))
-        self._send(work)
+        return min(0.1 * 2 ** work["attempts"], 2.0)
 
     def stats(self) -> dict[str, Any]:
         import ray
@@ -305,4 +295,4 @@ class RayExecutor:
                 ray.kill(actor)
             except Exception as exc:
                 log.debug("ray.kill: %s", exc)
-        self.scorers, self.retriever, self.inflight = [], None, {}
+        self.scorers, self.retriever = [], None

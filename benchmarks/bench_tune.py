@@ -20,9 +20,10 @@ plus the backward that only needs input gradients, counted analytically from the
 over the float32 GEMM rate measured in this process on this model's own matmul shapes), peak memory
 (a fresh process per variant: its peak RSS, reset before the first step, over the RSS then; the
 CUDA allocator's peak on a GPU), the losses of the first steps (ours and peft's must agree), and where time goes
-(``torch.profiler``, top operators by self CPU time).
+(``torch.profiler``, top operators by self CPU time). The ratio (peft's median step over ours) comes
+with its spread: run r of peft over run r of ours, min / median / max over the ``--repeats``.
 
-    python -m rospr_bench.bench_tune [--model small] [--steps 8] [--batch-size 8] [--repeats 2]
+    python -m rospr_bench.bench_tune [--model small] [--steps 8] [--batch-size 8] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -310,6 +311,7 @@ def run(args) -> dict:
     for checkpointing in (False, True):
         settings = settings_for(args, checkpointing)
         times = {v: [] for v in VARIANTS}
+        per_run = {v: [] for v in VARIANTS}  # each run's median step: the spread between runs
         losses = {}
         for variant in VARIANTS:  # untimed: the first time a shape is seen costs more (kernel and allocator set-up)
             train_once(variant, ctx, settings)
@@ -319,6 +321,7 @@ def run(args) -> dict:
                 got = train_once(variant, ctx, settings, clock)
                 losses.setdefault(variant, got)
                 times[variant] += clock.times[args.warmup:]
+                per_run[variant].append(statistics.median(clock.times[args.warmup:]))
                 log.info("checkpointing %s, run %d, %s: median step %.3f s, first losses %s", checkpointing, r,
                          variant, statistics.median(clock.times[args.warmup:] or clock.times), got[:3])
         measured = [i for i in range(args.steps) if i >= args.warmup]
@@ -330,8 +333,12 @@ def run(args) -> dict:
                 "variant": variant, "gradient_checkpointing": checkpointing, "median_step_s": step,
                 "step_times_s": times[variant], "target_tokens_per_s": mean_targets / step,
                 "model_flops_per_step": mean_flops, "mfu": mean_flops / step / rate["flops_per_s"],
-                "losses": losses[variant],
+                "losses": losses[variant], "run_median_step_s": per_run[variant],
             }
+        # run r of peft over run r of ours (they ran back to back): the ratio's spread over repeats
+        results[f"ratio{'_ckpt' if checkpointing else ''}_by_run"] = [
+            p / o for o, p in zip(per_run["ours"], per_run["peft"])]
+    spread = {ck: results.pop(f"ratio{suffix}_by_run") for ck, suffix in (("off", ""), ("on", "_ckpt"))}
     for key, row in results.items():
         if row["mfu"] > 1.0:
             raise RuntimeError(f"{key}: MFU {row['mfu']:.2f} over 100%: the FLOP count or the GEMM rate is wrong")
@@ -349,6 +356,8 @@ def run(args) -> dict:
         "max_loss_difference": {"off": diffs[""], "on": diffs["_ckpt"]},
         "ratio_peft_over_ours": {"off": results["peft"]["median_step_s"] / results["ours"]["median_step_s"],
                                  "on": results["peft_ckpt"]["median_step_s"] / results["ours_ckpt"]["median_step_s"]},
+        "ratio_by_run": {ck: {"runs": r, "min": min(r), "median": statistics.median(r), "max": max(r)}
+                         for ck, r in spread.items()},
         "profile": {v: profile(v, ctx, settings_for(args, False)) for v in VARIANTS} if args.profile else {},
     }
 
@@ -379,7 +388,8 @@ def plot(result: dict, path) -> None:
     axes[0].legend()
     r = result["ratio_peft_over_ours"]
     fig.suptitle(f"{result['model']} model, batch {result['batch_size']}, P={result['prompt_length']}: peft step / "
-                 f"ours = {r['off']:.2f}x (checkpointing on: {r['on']:.2f}x); GEMM "
+                 f"ours = {r['off']:.3f}x (runs {result['ratio_by_run']['off']['min']:.3f}-"
+                 f"{result['ratio_by_run']['off']['max']:.3f}; checkpointing on: {r['on']:.3f}x); GEMM "
                  f"{result['gemm']['flops_per_s'] / 1e9:.0f} GFLOP/s, {result['threads']} threads")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -390,7 +400,7 @@ def add_cli_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--model", default="small", choices=["tiny", "small"])
     ap.add_argument("--steps", type=positive_int, default=8, help="steps per run")
     ap.add_argument("--warmup", type=non_negative_int, default=2, help="first steps of each run left out of its time")
-    ap.add_argument("--repeats", type=positive_int, default=2, help="runs of each variant, alternating")
+    ap.add_argument("--repeats", type=positive_int, default=5, help="runs of each variant, alternating")
     ap.add_argument("--batch-size", type=positive_int, default=8)
     ap.add_argument("--rows", type=positive_int, default=64, help="training rows (built-in tasks)")
     ap.add_argument("--prompt-length", type=positive_int, default=100)

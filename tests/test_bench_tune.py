@@ -48,3 +48,6 @@ def test_tiny_run_ours_equals_peft(tiny_model_dir, monkeypatch, tmp_path):
     for row in v.values():
         assert 0 < row["mfu"] <= 1 and row["target_tokens_per_s"] > 0 and row["model_flops_per_step"] > 0
     assert result["machine"]["load_average_at_start"]
+    for ck in ("off", "on"):  # the ratio's spread over runs, one pair per repeat
+        spread = result["ratio_by_run"][ck]
+        assert len(spread["runs"]) == 1 and spread["min"] <= spread["median"] <= spread["max"]

@@ -18,32 +18,35 @@ its stubs exit), kills the whole process group if it does not, and removes the t
 Owning what it reports (issue 10): ``start`` refuses ports already in use (``ServerError`` naming
 the port) before it launches anything; the server is started with a unique ``--id`` and is
 reported ready only when ``GET /v2`` on its port answers with that id while its process is alive,
-so another server on the same port is never taken for it. The server's life is tied to its
-parent's: on Linux the child asks for ``SIGTERM`` when its parent dies (``prctl(PR_SET_PDEATHSIG)``
-in ``preexec_fn``), so a ``rospr serve`` killed with ``SIGKILL`` leaves no server behind. As a second
-line, every started server is recorded in a pid file (``$ROSPR_SERVE_STATE`` or
-``<tmp>/rospr-serve-<uid>/``); the next ``start`` reaps a recorded server whose parent is gone and
-whose command line still carries its id (never anything else).
+so another server on the same port is never taken for it.
+
+The server is a ``harness.procs.ManagedProcess``: its life is tied to its parent's (a parent-death
+signal on Linux, so a ``rospr serve`` killed with ``SIGKILL`` leaves no server behind), it is recorded
+in a pid file (``$ROSPR_SERVE_STATE`` or ``<tmp>/rospr-serve-<uid>/``) and the next ``start`` reaps a
+recorded server whose parent is gone and whose command line still carries its ``--id`` (never
+anything else), and sweeps the work folders and stub shared memory that dead servers left.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import sysconfig
 import tempfile
 import time
-import json
 import urllib.error
 import urllib.request
 import uuid
-import weakref
 from pathlib import Path
+
+from harness.procs import ManagedProcess, make_workdir, reap_stale, sweep_workdirs
+# also importable from here, as before the helper was apart (tests use them)
+from harness.procs import OWNER_FILE, group_members as _process_group_members, start_time as _start_time  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -73,112 +76,26 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def _die_with_parent(parent: int):
-    """A ``preexec_fn``: the child gets SIGTERM when its parent dies (Linux ``PR_SET_PDEATHSIG``; strictly,
-    when the thread that started it ends: start servers from a thread that outlives them)."""
-
-    def preexec() -> None:
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return preexec
-
-
 def state_dir() -> Path:
     """Where started servers are recorded: ``$ROSPR_SERVE_STATE`` or ``<tmp>/rospr-serve-<uid>``."""
     return Path(os.environ.get("ROSPR_SERVE_STATE") or Path(tempfile.gettempdir()) / f"rospr-serve-{os.getuid()}")
 
 
-def _cmdline(pid: int) -> list[str]:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except OSError:
-        return []
-
-
 def reap_stale_servers(directory: Path | None = None) -> list[int]:
-    """End the servers a dead ``rospr serve`` (or a dead test) left behind; returns their pids.
-
-    A pid file is reaped when its recorded parent is no longer alive; the process is ended (its
-    group, SIGTERM then SIGKILL) only if its command line still carries the recorded ``--id``, so a
-    reused pid is never touched. Files of live parents are left alone; unreadable files are removed.
-    """
-    directory = directory or state_dir()
-    if not directory.is_dir():
-        return []
-    reaped = []
-    for f in directory.glob("*.json"):
-        try:
-            info = json.loads(f.read_text())
-            pid, parent, server_id = int(info["pid"]), int(info["parent"]), str(info["id"])
-        except (OSError, ValueError, KeyError, TypeError):
-            f.unlink(missing_ok=True)
-            continue
-        if _is_process_alive(parent):
-            continue
-        if f"--id={server_id}" in _cmdline(pid):
-            log.warning("ending tritonserver %d (%s) left by a process that is gone", pid, server_id)
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(pid, sig)
-                except ProcessLookupError:
-                    break
-                deadline = time.monotonic() + 10
-                while _process_group_members(pid) and time.monotonic() < deadline:
-                    time.sleep(0.1)
-                if not _process_group_members(pid):
-                    break
-            reaped.append(pid)
-        f.unlink(missing_ok=True)
-    return reaped
+    """End the servers a dead ``rospr serve`` (or a dead test) left behind; returns their pids
+    (``harness.procs.reap_stale``: only a process whose command line still carries the recorded
+    ``--id``; files of live parents are left alone, unreadable ones removed)."""
+    return reap_stale(directory or state_dir(), tag_of=lambda info: info.get("tag") or f"--id={info['id']}")
 
 
 WORKDIR_PREFIX = "rospr-triton-"
-OWNER_FILE = "owner.json"  # in each work folder: the pid (and start time) of the process that made it
-
-
-def _start_time(pid: int) -> str | None:
-    """The start time of process ``pid`` (clock ticks since boot, Linux /proc), None when it is gone:
-    with the pid it names one process, whatever reuses the pid later."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _owner_alive(info: dict) -> bool:
-    pid = int(info["pid"])
-    started = _start_time(pid)
-    if started is None:
-        return _is_process_alive(pid)  # no /proc (not Linux): the pid alone
-    return str(info.get("start")) == started
+STUB_SHM_PREFIX = "triton_python_backend_shm_region_"  # in /dev/shm: a killed stub leaves its region
 
 
 def sweep_stale_workdirs(root: Path | None = None) -> list[Path]:
     """Remove the temporary work folders (``<tmp>/rospr-triton-*``) of servers whose ``rospr``
-    process is gone (SIGKILLed, crashed: nothing of theirs ran at exit); returns them. A folder is
-    swept only when it is ours (this user's, not a link) and its ``owner.json`` names a dead
-    process; a folder without one (another version's, or one being created) is left alone."""
-    root = Path(root or tempfile.gettempdir())
-    swept = []
-    for folder in sorted(root.glob(WORKDIR_PREFIX + "*")):
-        try:
-            if folder.is_symlink() or not folder.is_dir() or folder.stat().st_uid != os.getuid():
-                continue
-            info = json.loads((folder / OWNER_FILE).read_text())
-            if _owner_alive(info):
-                continue
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        log.info("removing %s, left by rospr process %s that is gone", folder, info.get("pid"))
-        shutil.rmtree(folder, ignore_errors=True)
-        swept.append(folder)
-    return swept
+    process is gone (``harness.procs.sweep_workdirs``); returns them."""
+    return sweep_workdirs(WORKDIR_PREFIX, root)
 
 
 def tritonserver_dist() -> Path:
@@ -205,32 +122,6 @@ def _stub_for_this_python(dist: Path) -> Path:
     return stub
 
 
-def _is_process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _process_group_members(pgid: int) -> list[int]:
-    """Live processes whose process group is ``pgid`` (Linux /proc)."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # fields after the name: state, ppid, pgrp, ...; zombies are gone as far as we care
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(entry.name))
-    return members
-
-
 class TritonServer:
     """A ``tritonserver`` process serving a (twin) model repository on loopback.
 
@@ -252,10 +143,9 @@ class TritonServer:
         self._log_path = Path(log_path) if log_path else None
         self.workdir: Path | None = None
         self.process: subprocess.Popen | None = None
-        self._finalizer = None
+        self._child: ManagedProcess | None = None
         self._dist: Path | None = None
         self.server_id = f"rospr-{uuid.uuid4().hex[:12]}"
-        self.pid_file: Path | None = None
 
     @property
     def http_url(self) -> str:
@@ -285,15 +175,15 @@ class TritonServer:
         env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
         return env
 
-    def _prepare_backends(self, dist: Path) -> Path:
-        """A backend directory holding the python backend and the stub built for this Python."""
-        backends = self.workdir / "backends" / "python"
-        backends.mkdir(parents=True)
+    @staticmethod
+    def _prepare_backends(dist: Path, backends: Path) -> None:
+        """A backend directory ``backends`` holding the python backend and the stub built for this Python."""
+        python = backends / "python"
+        python.mkdir(parents=True)
         for f in (dist / "backends" / "python").iterdir():
             if f.is_file():
-                os.symlink(f, backends / f.name)
-        shutil.copy2(_stub_for_this_python(dist), backends / "triton_python_backend_stub")
-        return backends.parent
+                os.symlink(f, python / f.name)
+        shutil.copy2(_stub_for_this_python(dist), python / "triton_python_backend_stub")
 
     def command(self, dist: Path, backends: Path) -> list[str]:
         return [
@@ -324,23 +214,16 @@ class TritonServer:
                 flag = "--http-port" if kind == "http" else "--grpc-port"
                 raise ServerError(f"port {port} ({kind}) on {self.host} is already in use (another server?); "
                                   f"stop that server, or choose another {flag} (0: a free one)")
-        shm_before = frozenset(_stub_regions())
-        self.workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+        self.workdir = make_workdir(WORKDIR_PREFIX)
+        backends = self.workdir / "backends"
+        self._child = ManagedProcess(
+            self.command(dist, backends), tag=f"--id={self.server_id}", state_dir=state_dir(), name=self.server_id,
+            record={"id": self.server_id, "repo": str(self.repo), "http_port": self.http_port,
+                    "grpc_port": self.grpc_port},
+            workdir=self.workdir, shm_prefix=STUB_SHM_PREFIX)
         try:
-            (self.workdir / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "start": _start_time(os.getpid())}))
-            backends = self._prepare_backends(dist)
-            log_file = open(self.log_file, "wb")
-            try:
-                self.process = subprocess.Popen(
-                    self.command(dist, backends), stdout=log_file, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL, env=self._environment(), cwd=self.workdir,
-                    start_new_session=True,  # its own process group: stop() can end it and its stubs
-                    preexec_fn=_die_with_parent(os.getpid()) if sys.platform.startswith("linux") else None,
-                )
-            finally:
-                log_file.close()
-            self.pid_file = self._record()
-            self._finalizer = weakref.finalize(self, _cleanup, self.process, self.workdir, shm_before, self.pid_file)
+            self._prepare_backends(dist, backends)
+            self.process = self._child.start(env=self._environment(), cwd=self.workdir, log_path=self.log_file).popen
             self._wait_ready()
         except BaseException:
             self.stop()
@@ -348,19 +231,10 @@ class TritonServer:
         log.info("Triton server ready: grpc %s, http %s, repository %s", self.grpc_url, self.http_url, self.repo)
         return self
 
-    def _record(self) -> Path | None:
-        """Write this server's pid file (see ``reap_stale_servers``); a failure only loses that safety net."""
-        info = {"pid": self.process.pid, "parent": os.getpid(), "id": self.server_id, "repo": str(self.repo),
-                "http_port": self.http_port, "grpc_port": self.grpc_port}
-        try:
-            directory = state_dir()
-            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            path = directory / f"{self.server_id}.json"
-            path.write_text(json.dumps(info))
-            return path
-        except OSError as exc:
-            log.warning("cannot record the server in %s (%s): a stale server will not be reaped", state_dir(), exc)
-            return None
+    @property
+    def pid_file(self) -> Path | None:
+        """This server's record for ``reap_stale_servers`` (None when it could not be written)."""
+        return self._child.pid_file if self._child else None
 
     def _answers_as_itself(self) -> bool:
         """Whether the server on ``http_port`` is this one (``GET /v2`` names this server's ``--id``)."""
@@ -426,16 +300,17 @@ class TritonServer:
 
     def pids(self) -> list[int]:
         """The server's and its stubs' process ids (its process group)."""
-        return _process_group_members(self.process.pid) if self.process else []
+        return self._child.pids() if self._child else []
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        """Stop the server and its stubs (SIGTERM, then SIGKILL of the group) and remove the
-        temporary folder. Safe to call twice."""
-        if self._finalizer is not None:
-            self._finalizer()
-            self._finalizer = None
+        """Stop the server and its stubs: SIGTERM (it unloads its models, its stubs exit), SIGKILL to
+        the group of whatever is still alive ``timeout_s`` later; removes the temporary folder, the
+        pid file and the stubs' leftover shared memory. Safe to call twice."""
+        if self._child is not None:
+            self._child.stop(timeout_s)
         elif self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
+        self._child = None
         self.process = None
         self.workdir = None
 
@@ -445,55 +320,3 @@ class TritonServer:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-
-SHM_DIR = Path("/dev/shm")
-STUB_SHM_PREFIX = "triton_python_backend_shm_region_"
-
-
-def _stub_regions() -> set[str]:
-    return {p.name for p in SHM_DIR.glob(STUB_SHM_PREFIX + "*")} if SHM_DIR.is_dir() else set()
-
-
-def _mapped_regions() -> set[str]:
-    """Shared-memory files some live process has mapped (from /proc/*/maps)."""
-    mapped = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                for line in (entry / "maps").read_text().splitlines():
-                    if "/dev/shm/" + STUB_SHM_PREFIX in line:
-                        mapped.add(line.rsplit("/", 1)[-1].split(" ")[0])
-            except OSError:
-                continue
-    return mapped
-
-
-def _cleanup(process: subprocess.Popen, workdir: Path, shm_before: frozenset = frozenset(),
-             pid_file: Path | None = None, timeout_s: float = 30.0) -> None:
-    """End ``process`` (and its process group) and remove ``workdir`` and the pid file: also run at
-    interpreter exit."""
-    pgid = process.pid
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            log.warning("tritonserver %d did not stop in %.0fs: killing its process group", pgid, timeout_s)
-    # Stubs normally exit with the server; any that linger (or a server that hung) are ended by group.
-    deadline = time.monotonic() + 5.0
-    while _process_group_members(pgid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if _process_group_members(pgid):
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    if process.poll() is None:
-        process.wait(5)
-    shutil.rmtree(workdir, ignore_errors=True)
-    if pid_file is not None:
-        pid_file.unlink(missing_ok=True)
-    # A stub that was killed, or whose model failed to load, leaves its region in /dev/shm: remove
-    # those that appeared while this server ran and that no live process (another server) maps.
-    for name in _stub_regions() - shm_before - _mapped_regions():
-        (SHM_DIR / name).unlink(missing_ok=True)

@@ -9,8 +9,8 @@
 3. **executor** (``session.py``): the run's Ray (``harness.ray_session.run_ray``), the backend, the
    provenance, RoSPr's bank and library (``harness.method.prepare``), the unit cache and the executor
    (``executor.InProcessExecutor`` or ``ray_executor.RayExecutor``, the same workers);
-4. **drive** (``driver.py``: ``drive``): units streamed through the executor, each written as soon as
-   it is finished;
+4. **drive** (``driver.py``: ``drive``): each target one coroutine (``Driver.run_target``) over the
+   executor's awaitable calls, each unit written as soon as it is finished;
 5. **report** (``harness.report``, ``harness.report_html``): report.md and report.html.
 
 A notebook that wants one unit runs ``run`` on a config with one task and one prompt and

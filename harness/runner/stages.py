@@ -6,10 +6,12 @@ Two kinds of time, kept apart because they overlap on Ray:
   load or export, provenance), ``prepare`` (prompt bank and library), ``executor`` (workers or Ray
   actors started), ``load`` (tasks resolved, rows read and templates rendered: at plan time for
   each task's first prompt, when admitted for the others), ``cache`` (unit-cache keys and
-  lookups), ``tokenise``, ``select`` (frequency table, VAR ranking, prompt mix), ``wait`` (blocked
-  on the executor: in process this is where the work runs), ``write`` (records built, units and
-  results.json written). A stage entered inside another is charged to the inner one only (the
-  outer's clock pauses), so the stages never count a second twice and sum to at most the wall time.
+  lookups), ``tokenise``, ``select`` (frequency table, VAR ranking, prompt mix), ``wait`` (the
+  driver's event loop less the stages run inside it: blocked on the executor; in process this is
+  where the work runs), ``write`` (records built, units and results.json written). A stage entered
+  inside another is charged to the inner one only (the outer's clock pauses), so the stages never
+  count a second twice and sum to at most the wall time. The stack of stages is the thread's, so a
+  stage block in a coroutine never spans an ``await`` (another coroutine would run inside it).
 - **Executor work** (``Work``): seconds reported by the workers with each result: ``retrieval``,
   ``var`` (VAR scoring of the queries), ``scoring`` and ``model`` (inside the scorer's own calls:
   the session run, feed included; part of ``var`` and ``scoring``). In process they lie inside

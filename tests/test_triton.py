@@ -21,6 +21,7 @@ from harness.backends.torch_backend import TorchScorer
 from harness.backends.triton_backend import TritonEmbedder, TritonScorer
 from harness.config import load_config
 from harness.serve import ServerError, TritonServer, _process_group_members, free_port
+from rospr.artifacts import seal
 from rospr.retriever import TorchEmbedder, embed_texts, load_encoder
 from rospr.scoring import Convention, encode_examples, score_encoded
 
@@ -46,7 +47,7 @@ def build_repo(model_dir, tmp_path_factory, name: str, prompt_dtype: str | None 
     for f in scorer.iterdir():
         if f.name != "manifest.json":
             os.link(f, out / f.name)
-    (out / "manifest.json").write_text(json.dumps(manifest))
+    (out / "manifest.json").write_text(json.dumps(seal(manifest)))  # one export of both graphs: sealed anew
     return write_repository(out, out)
 
 

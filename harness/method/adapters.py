@@ -77,11 +77,12 @@ def export_peft(bank_dir: str | Path, out: str | Path, ids: Sequence[str] = (), 
     if model is not None:
         from transformers import AutoConfig
 
-        from rospr.identity import checkpoint_config_hash, display_name
+        from rospr.identity import checkpoint_config_hash, display_name, weights_digest
 
         config = AutoConfig.from_pretrained(model).to_dict()
         check_backbone(bank.backbone, {"name": display_name(model), "config_hash": checkpoint_config_hash(config),
-                                       "d_model": config.get("d_model")}, str(Path(bank_dir) / "manifest.json"))
+                                       "d_model": config.get("d_model"), "weights": weights_digest(model)},
+                       str(Path(bank_dir) / "manifest.json"))
         shape, base = model_shape(config), model
     wanted = list(ids) or bank.ids()
     single = len(ids) == 1

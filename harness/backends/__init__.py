@@ -1,17 +1,77 @@
 """Implementations of the ``rospr.scoring.Scorer`` protocol: torch (reference), onnxruntime, Triton.
 
 ``base.py`` defines ``Backend`` and ``BackendUnavailable``; one module per backend holds its scorer,
-its embedder and its typed factory (the config sections it reads, not the whole run config); the
-two functions here pick the backend a ``RunConfig`` names. Each backend module is imported only
+its embedder and its typed factories (the config sections they read, not the whole run config).
+``BACKENDS`` names each backend's module and which sections of a ``RunConfig`` its factories take;
+the two functions here pick the entry a ``RunConfig`` names. A backend's module is imported only
 when chosen: they pull heavy, optional libraries (torch, onnxruntime, tritonclient).
 """
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Callable
+
 from harness.backends.base import Backend, BackendUnavailable
 from harness.config import RunConfig
 
-__all__ = ["Backend", "BackendUnavailable", "create_backend", "create_embedder"]
+__all__ = ["BACKENDS", "Backend", "BackendUnavailable", "create_backend", "create_embedder"]
+
+
+@dataclass(frozen=True)
+class BackendModule:
+    """One backend: its module, and its factories called with that module and a ``RunConfig``.
+
+    ``backend(module, config)`` returns the ``Backend``; ``embedder(module, config, retriever,
+    revision)`` the ``Embedder`` of checkpoint ``retriever``; ``tokenizer`` is None when the embedder's
+    tokenizer comes with it (``embedder`` then returns ``(embedder, tokenizer)``), else how it is
+    loaded, before the embedder."""
+
+    module: str
+    backend: Callable[[ModuleType, RunConfig], Backend]
+    embedder: Callable[[ModuleType, RunConfig, str, str | None], Any]
+    tokenizer: Callable[[str, str | None], Any] | None = None
+
+
+def _tokenizer_json(retriever: str, revision: str | None):
+    from harness.backends.tokenizer import load_tokenizer
+
+    return load_tokenizer(retriever, revision)
+
+
+def _triton_urls(config: RunConfig) -> list[str]:
+    """The servers a triton run may talk to: ``ray.triton_urls`` on Ray, else ``triton.url``."""
+    return list(config.ray.triton_urls) if config.ray.enabled and config.ray.triton_urls else [config.triton.url]
+
+
+BACKENDS: dict[str, BackendModule] = {
+    "torch": BackendModule(
+        "harness.backends.torch_backend",
+        backend=lambda m, c: m.create_torch_backend(c.model, c.scoring),
+        embedder=lambda m, c, retriever, revision: m.create_torch_embedder(retriever, c.model, revision)),
+    "onnxruntime": BackendModule(
+        "harness.backends.onnxruntime_backend",
+        backend=lambda m, c: m.create_onnxruntime_backend(c.model, c.onnxruntime, c.scoring),
+        embedder=lambda m, c, retriever, revision: m.create_onnxruntime_embedder(
+            retriever, c.model, c.onnxruntime, c.scoring, revision),
+        tokenizer=_tokenizer_json),
+    "triton": BackendModule(
+        "harness.backends.triton_backend",
+        backend=lambda m, c: m.create_triton_backend(c.model, c.triton, _triton_urls(c)),
+        embedder=lambda m, c, retriever, revision: m.TritonEmbedder.from_config(c.triton),
+        tokenizer=_tokenizer_json),
+}
+
+
+def _entry(config: RunConfig) -> tuple[BackendModule, ModuleType]:
+    """The table's entry for ``config.backend`` and its module (imported now). Refuses (``ValueError``,
+    one line listing the known ones) a name the table lacks."""
+    entry = BACKENDS.get(config.backend)
+    if entry is None:
+        raise ValueError(f"backend {config.backend!r}: not available; the backends are {', '.join(BACKENDS)}")
+    return entry, importlib.import_module(entry.module)
 
 
 def create_backend(config: RunConfig) -> Backend:
@@ -20,51 +80,21 @@ def create_backend(config: RunConfig) -> Backend:
     from rospr.checkpoint import check_checkpoint
 
     check_checkpoint(config.model.name_or_path, "model.name_or_path")
-    if config.backend == "torch":
-        import torch
-
-        from harness.backends.torch_backend import TorchScorer
-        from rospr.backbone import load_backbone
-
-        dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[config.model.dtype]
-        model, tokenizer, identity = load_backbone(config.model.name_or_path, dtype=dtype, revision=config.model.revision)
-        scorer = TorchScorer(model, device=config.model.device, threads=config.scoring.threads)
-        return Backend("torch", scorer, tokenizer, identity.as_dict(), model)
-    if config.backend == "onnxruntime":
-        from harness.backends.onnxruntime_backend import create_onnxruntime_backend
-
-        return create_onnxruntime_backend(config.model, config.onnxruntime, config.scoring)
-    if config.backend == "triton":
-        from harness.backends.triton_backend import create_triton_backend
-
-        urls = list(config.ray.triton_urls) if config.ray.enabled and config.ray.triton_urls else [config.triton.url]
-        return create_triton_backend(config.model, config.triton, urls)
-    raise ValueError(f"backend {config.backend!r}: not available")
+    entry, module = _entry(config)
+    return entry.backend(module, config)
 
 
 def create_embedder(config: RunConfig, retriever: str):
     """An ``Embedder`` for the retriever checkpoint ``retriever`` on the backend ``config`` names
     (torch: in process; onnxruntime: the exported graph, cached; triton: the served ``retriever``).
     Returns ``(embedder, tokenizer)``. A hub retriever loads at ``checkpoint_revision``'s commit."""
-    from harness.backends.tokenizer import load_tokenizer
     from harness.config import checkpoint_revision
     from rospr.checkpoint import check_checkpoint
 
     check_checkpoint(retriever, "rospr.retriever")
     revision = checkpoint_revision(config, retriever)
-    if config.backend == "torch":
-        from rospr.retriever import TorchEmbedder, load_encoder
-
-        encoder, tokenizer = load_encoder(retriever, revision=revision)
-        return TorchEmbedder(encoder, device=config.model.device), tokenizer
-    tokenizer = load_tokenizer(retriever, revision)
-    if config.backend == "onnxruntime":
-        from harness.backends.onnxruntime_backend import create_onnxruntime_embedder
-
-        return create_onnxruntime_embedder(retriever, config.model, config.onnxruntime, config.scoring,
-                                           revision), tokenizer
-    if config.backend == "triton":
-        from harness.backends.triton_backend import TritonEmbedder
-
-        return TritonEmbedder.from_config(config.triton), tokenizer
-    raise ValueError(f"backend {config.backend!r}: not available")
+    entry, module = _entry(config)
+    if entry.tokenizer is None:
+        return entry.embedder(module, config, retriever, revision)
+    tokenizer = entry.tokenizer(retriever, revision)
+    return entry.embedder(module, config, retriever, revision), tokenizer

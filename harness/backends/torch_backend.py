@@ -5,9 +5,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from harness.backends.base import Backend
+from harness.config import ModelConfig, ScoringConfig
 from rospr.backbone import PromptedT5
 from rospr.scoring import ScoreBatch
 from rospr.tuning import torch_threads
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 class TorchScorer:
@@ -45,3 +49,22 @@ class TorchScorer:
                 t(batch.choice_mask),
             )
         return scores.float().cpu().numpy()
+
+
+def create_torch_backend(model: ModelConfig, scoring: ScoringConfig) -> Backend:
+    """The torch ``Backend``: ``model.name_or_path`` loaded in process (``model.dtype``, hub commit
+    ``model.revision``) and scored on ``model.device`` with ``scoring.threads`` intra-op threads.
+    Refuses what ``load_backbone`` and ``TorchScorer`` refuse."""
+    from rospr.backbone import load_backbone
+
+    loaded, tokenizer, identity = load_backbone(model.name_or_path, dtype=DTYPES[model.dtype], revision=model.revision)
+    scorer = TorchScorer(loaded, device=model.device, threads=scoring.threads)
+    return Backend("torch", scorer, tokenizer, identity.as_dict(), loaded)
+
+
+def create_torch_embedder(retriever: str, model: ModelConfig, revision: str | None = None):
+    """``(TorchEmbedder, tokenizer)``: the encoder of ``retriever`` (at hub ``revision``) on ``model.device``."""
+    from rospr.retriever import TorchEmbedder, load_encoder
+
+    encoder, tokenizer = load_encoder(retriever, revision=revision)
+    return TorchEmbedder(encoder, device=model.device), tokenizer

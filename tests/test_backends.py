@@ -1,0 +1,85 @@
+"""``harness.backends``: the table of backends routes each name to its module's factories with the
+config sections they take, and an unknown name is refused in one line naming the known ones."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+
+from harness.backends import BACKENDS, create_backend, create_embedder
+from harness.config import BACKENDS as CONFIG_BACKENDS
+from harness.config import load_config
+
+
+def config(tiny_model_dir, backend: str, **more):
+    return load_config(None, tree={"model": {"name_or_path": str(tiny_model_dir)}, "tasks": ["builtin/sentiment"],
+                                   "backend": backend, **more})
+
+
+def test_the_table_has_every_backend_a_config_accepts():
+    assert sorted(BACKENDS) == sorted(CONFIG_BACKENDS)
+
+
+@pytest.fixture
+def fake_modules(monkeypatch):
+    """Stand-ins for the backend modules that record what each factory was given."""
+    calls = []
+
+    def recorder(name):
+        return lambda *args: calls.append((name, args)) or name
+
+    for entry in BACKENDS.values():
+        module = types.SimpleNamespace(**{f: recorder(f) for f in (
+            "create_torch_backend", "create_torch_embedder", "create_onnxruntime_backend",
+            "create_onnxruntime_embedder", "create_triton_backend")})
+        module.TritonEmbedder = types.SimpleNamespace(from_config=recorder("TritonEmbedder.from_config"))
+        monkeypatch.setitem(sys.modules, entry.module, module)
+    monkeypatch.setattr("harness.backends.tokenizer.load_tokenizer", lambda retriever, revision: ("tokenizer", retriever))
+    return calls
+
+
+def test_each_backend_gets_its_sections(tiny_model_dir, fake_modules):
+    for name in BACKENDS:
+        cfg = config(tiny_model_dir, name)
+        create_backend(cfg)
+        create_embedder(cfg, str(tiny_model_dir))
+    m, r = None, str(tiny_model_dir)
+    cfgs = {n: config(tiny_model_dir, n) for n in BACKENDS}
+    t, o, tr = cfgs["torch"], cfgs["onnxruntime"], cfgs["triton"]
+    assert fake_modules == [
+        ("create_torch_backend", (t.model, t.scoring)),
+        ("create_torch_embedder", (r, t.model, m)),
+        ("create_onnxruntime_backend", (o.model, o.onnxruntime, o.scoring)),
+        ("create_onnxruntime_embedder", (r, o.model, o.onnxruntime, o.scoring, m)),
+        ("create_triton_backend", (tr.model, tr.triton, [tr.triton.url])),
+        ("TritonEmbedder.from_config", (tr.triton,)),
+    ]
+
+
+def test_served_embedders_come_with_the_tokenizer_json_and_ray_urls_reach_triton(tiny_model_dir, fake_modules):
+    r = str(tiny_model_dir)
+    assert create_embedder(config(tiny_model_dir, "onnxruntime"), r) == ("create_onnxruntime_embedder", ("tokenizer", r))
+    urls = ["127.0.0.1:1", "127.0.0.1:2"]
+    cfg = config(tiny_model_dir, "triton", ray={"enabled": True, "triton_urls": urls})
+    create_backend(cfg)
+    assert fake_modules[-1] == ("create_triton_backend", (cfg.model, cfg.triton, urls))
+
+
+def test_an_unknown_backend_is_one_line_naming_the_known_ones(tiny_model_dir):
+    cfg = config(tiny_model_dir, "torch").model_copy(update={"backend": "tensorrt"})
+    for make in (lambda: create_backend(cfg), lambda: create_embedder(cfg, str(tiny_model_dir))):
+        with pytest.raises(ValueError) as info:
+            make()
+        message = str(info.value)
+        assert "\n" not in message and "'tensorrt'" in message
+        assert all(name in message for name in CONFIG_BACKENDS)
+
+
+def test_the_torch_backend_loads_the_checkpoint(tiny_model_dir):
+    backend = create_backend(config(tiny_model_dir, "torch", scoring={"threads": 1}))
+    assert backend.name == "torch" and backend.model is not None and backend.scorer.threads == 1
+    assert backend.identity["d_model"] == backend.scorer.prompt_dim
+    embedder, tokenizer = create_embedder(config(tiny_model_dir, "torch"), str(tiny_model_dir))
+    assert embedder.dim > 0 and tokenizer.eos_token_id is not None

@@ -141,3 +141,16 @@ def test_an_executor_error_ends_the_run_as_raised_and_resume_finishes(setup, tmp
     res = run_with(FakeExecutor(2), tmp_path / "r", resume=True)
     assert res.execution["resumed"] == len(kept.units) and res.execution["computed"] == total - len(kept.units)
     assert records(tmp_path / "r") == records(tmp_path / "ref")
+
+
+def test_a_run_from_inside_a_running_event_loop_works(setup, tmp_path):
+    """A notebook's cell runs inside an event loop: the driver's loop then runs on a thread of its own."""
+    run_with, _ = setup
+    run_with(FakeExecutor(1, shuffle=False), tmp_path / "ref")
+
+    async def cell():
+        return run_with(FakeExecutor(2), tmp_path / "nb")
+
+    res = asyncio.run(cell())
+    assert res.execution["computed"] == len(res.units) > 0
+    assert records(tmp_path / "nb") == records(tmp_path / "ref")

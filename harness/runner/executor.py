@@ -29,7 +29,7 @@ from typing import Any, Awaitable, Protocol, Sequence
 import numpy as np
 
 from rospr.data import Example
-from rospr.retrieval import Hits, retrieve
+from rospr.retrieval import retrieve
 from rospr.scoring import EncodedExample, score_batch
 
 

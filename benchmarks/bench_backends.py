@@ -5,6 +5,8 @@
 The same length-bucketed batches (built-in + BIG-bench examples, every row with a soft prompt of
 ``--prompt-length`` vectors) are scored by ``c`` threads calling ``Scorer.score`` at once:
 
+Each scorer is built by ``create_backend``, as a run builds it (``rospr_bench.common.product_backend``):
+
 - torch: ``TorchScorer`` (eager PyTorch, the reference) shared by the threads;
 - onnxruntime: ``OnnxScorer`` on one ``InferenceSession`` (thread-safe ``run``), exported on demand;
 - triton: ``TritonScorer`` (gRPC, ``concurrency=c`` requests in flight) to a real server started with
@@ -23,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from rospr_bench.common import RESULTS, non_negative_int, positive_int, write_result
+from rospr_bench.common import RESULTS, non_negative_int, positive_int, product_backend, write_result
 from rospr_bench.workload import examples, model_dir
 
 log = logging.getLogger("bench_backends")
@@ -90,15 +92,13 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
     from rospr_export.repository import write_repository
-    from harness.backends.onnxruntime_backend import OnnxScorer, ensure_export, make_session
-    from harness.backends.torch_backend import TorchScorer
-    from harness.backends.triton_backend import TritonScorer
+    from harness.backends.onnxruntime_backend import ensure_export
     from harness.serve import TritonServer
     from rospr.backbone import load_backbone
     from rospr.scoring import Convention, collate, encode_examples, plan_batches
 
     path = model_dir(args.size)
-    model, tokenizer, identity = load_backbone(path)
+    _, tokenizer, identity = load_backbone(path)
     encoded = encode_examples(tokenizer, examples(args.per_task), Convention())
     prompt = (np.random.default_rng(0).normal(size=(args.prompt_length, identity.d_model)) * 0.5).astype(np.float32)
     batches = [collate([encoded[i] for i in idx], [prompt] * len(idx), identity.d_model)
@@ -106,7 +106,6 @@ def main(argv: list[str] | None = None) -> None:
     n_choices = int(sum(int(b.n_choices.sum()) for b in batches))
     log.info("%d examples, %d choices, %d batches of <= %d", len(encoded), n_choices, len(batches), args.batch_size)
 
-    export_dir = ensure_export(path, None, "float32")
     wanted = args.backends.split(",")
     results = []
 
@@ -119,15 +118,17 @@ def main(argv: list[str] | None = None) -> None:
             results.append(r)
 
     if "torch" in wanted:
-        torch_scorer = TorchScorer(model)
+        torch_scorer = product_backend("torch", path).scorer
         run_all("torch", lambda c: torch_scorer)
     if "onnxruntime" in wanted:
-        session = make_session(export_dir / "t0_scorer.onnx")
-        run_all("onnxruntime", lambda c: OnnxScorer(session))
+        onnx_scorer = product_backend("onnxruntime", path).scorer  # one session, shared by the threads
+        run_all("onnxruntime", lambda c: onnx_scorer)
     if "triton" in wanted:
-        build = write_repository(export_dir, RESULTS.parent.parent / "model_repo_build" / f"bench-{args.size}")
+        build = write_repository(ensure_export(path, None, "float32"),
+                                 RESULTS.parent.parent / "model_repo_build" / f"bench-{args.size}")
         with TritonServer(build) as server:
-            run_all("triton", lambda c: TritonScorer(server.grpc_url, concurrency=c))
+            run_all("triton", lambda c: product_backend(
+                "triton", path, triton={"url": server.grpc_url, "concurrency": c}).scorer)
 
     workload = {"model": identity.as_dict(), "examples": len(encoded), "choices": n_choices,
                 "batches": len(batches), "batch_size": args.batch_size, "prompt_length": args.prompt_length,

@@ -44,7 +44,7 @@ import sys
 import time
 from pathlib import Path
 
-from rospr_bench.common import RESULTS, Timer, positive_int, write_result
+from rospr_bench.common import RESULTS, Timer, positive_int, product_backend, write_result
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,9 @@ def _torch_cuda() -> None:
 
 def _session(path: Path):
     """An ``OnnxScorer`` with I/O binding on the CUDA provider; refuses (``RuntimeError``) a session
-    that onnxruntime quietly put on the CPU (it does when the CUDA libraries fail to load)."""
+    that onnxruntime quietly put on the CPU (it does when the CUDA libraries fail to load). Built here,
+    not by ``create_backend``: each dtype's export is traced on CUDA into a folder of its own, which the
+    backend's on-demand (CPU-traced, cached) export does not make."""
     from harness.backends.onnxruntime_backend import OnnxScorer, make_session
 
     scorer = OnnxScorer(make_session(path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"]),
@@ -149,27 +151,14 @@ def _session(path: Path):
     return scorer
 
 
-class _TorchScorer:
-    """float32 ``PromptedT5`` on the GPU behind the ``Scorer`` protocol (the parity reference)."""
+def _torch_reference(model: Path):
+    """The torch backend's ``TorchScorer`` on the GPU in float32 (the parity reference), built by
+    ``create_backend`` as a run builds it; TF32 is turned off so that float32 means float32."""
+    import torch
 
-    def __init__(self, model) -> None:
-        import torch
-
-        from rospr.backbone import PromptedT5
-
-        torch.backends.cuda.matmul.allow_tf32 = False  # a float32 reference, not TF32
-        torch.backends.cudnn.allow_tf32 = False
-        self.module = PromptedT5(model).cuda().eval()
-
-    def score(self, batch):
-        import torch
-
-        with torch.inference_mode():
-            x = [torch.from_numpy(a).cuda() for a in (batch.input_ids, batch.attention_mask, batch.prompt_embeds,
-                                                       batch.prompt_mask, batch.choice_ids, batch.choice_mask)]
-            out = self.module(*x)
-            torch.cuda.synchronize()
-            return out.cpu().numpy()
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    return product_backend("torch", model, device="cuda").scorer
 
 
 def parity(ref: list, got: list, tol: float) -> dict:
@@ -293,7 +282,6 @@ def run(size: str, batch_sizes: list[int], latency_requests: int, install: bool,
 
     from rospr_bench.workload import examples, model_dir
     from rospr_export.export import export_models
-    from rospr.backbone import load_backbone
     from rospr.scoring import Convention, encode_examples, score_encoded
 
     if hasattr(ort, "preload_dlls"):  # the CUDA/cuDNN libraries of the nvidia-* wheels (onnxruntime >= 1.21),
@@ -301,7 +289,7 @@ def run(size: str, batch_sizes: list[int], latency_requests: int, install: bool,
     model = model_dir(size)
     tok = AutoTokenizer.from_pretrained(model)
     enc = encode_examples(tok, examples(), Convention())
-    reference = _TorchScorer(load_backbone(model)[0])
+    reference = _torch_reference(model)
     ref_scores = score_encoded(reference, enc, None, 32)
     rows = [{"system": "torch float32 (reference)", "throughput": throughput(reference, enc, batch_sizes),
              "latency": latency(reference, enc, latency_requests)}]

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rospr_bench.common import RESULTS, Timer, non_negative_int, positive_int, write_result
+from rospr_bench.common import RESULTS, Timer, non_negative_int, positive_int, product_backend, write_result
 from rospr_bench.workload import examples as workload_examples
 from rospr_bench.workload import long_examples, model_dir
 from rospr_export.export import EXPORT_VERSION
@@ -45,10 +45,7 @@ class Ours:
     def __init__(self, model: Path, batch_size: int, threads: int) -> None:
         from transformers import AutoTokenizer
 
-        from harness.backends.onnxruntime_backend import OnnxScorer, ensure_export, make_session
-
-        folder = ensure_export(model)
-        self.scorer = OnnxScorer(make_session(folder / "t0_scorer.onnx", threads=threads))
+        self.scorer = product_backend("onnxruntime", model, threads=threads).scorer  # exported now, opened at the warm-up
         self.tok = AutoTokenizer.from_pretrained(model)
         self.batch_size = batch_size
 

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from rospr_bench.common import RESULTS, non_negative_int, positive_int, write_result
+from rospr_bench.common import RESULTS, non_negative_int, positive_int, product_backend, write_result
 from rospr_bench.workload import examples, model_dir
 
 log = logging.getLogger("bench_throughput")
@@ -75,8 +75,7 @@ def run(sizes, backends, batch_sizes, per_task: int, prompt_length: int, threads
     from transformers import AutoConfig
 
     from rospr_export.repository import write_repository
-    from harness.backends.onnxruntime_backend import OnnxScorer, ensure_export, make_session
-    from harness.backends.torch_backend import TorchScorer
+    from harness.backends.onnxruntime_backend import ensure_export
     from rospr.backbone import load_backbone
     from rospr.scoring import Convention, collate, encode_examples, plan_batches
 
@@ -86,25 +85,25 @@ def run(sizes, backends, batch_sizes, per_task: int, prompt_length: int, threads
     for size in sizes:
         path = model_dir(size)
         cfg = AutoConfig.from_pretrained(path)
-        model, tok, identity = load_backbone(path)
+        _, tok, identity = load_backbone(path)
         encoded = encode_examples(tok, examples(per_task), Convention())
         prompt = (np.random.default_rng(0).normal(size=(prompt_length, cfg.d_model)) * 0.5).astype(np.float32)
         flops = sum(example_flops(cfg, len(e.input_ids), prompt_length, [len(c) for c in e.choice_ids]) for e in encoded)
         n_choices = sum(len(e.choice_ids) for e in encoded)
         scorers = {}
         if "torch" in backends:
-            scorers["torch"] = lambda: TorchScorer(model, threads=threads)
-        export_dir = ensure_export(path) if {"onnxruntime", "triton"} & set(backends) else None
+            scorers["torch"] = lambda: product_backend("torch", path, threads=threads).scorer
+        export_dir = ensure_export(path) if "triton" in backends else None  # what the server serves
         if "onnxruntime" in backends:
-            scorers["onnxruntime"] = lambda: OnnxScorer(make_session(export_dir / "t0_scorer.onnx", threads=threads))
+            scorers["onnxruntime"] = lambda: product_backend("onnxruntime", path, threads=threads).scorer
         server = None
         if "triton" in backends:
-            from harness.backends.triton_backend import TritonScorer
             from harness.serve import TritonServer
 
             build = write_repository(export_dir, RESULTS.parent.parent / "model_repo_build" / f"bench-{size}")
             server = TritonServer(build).start()
-            scorers["triton"] = lambda: TritonScorer(server.grpc_url, concurrency=1)
+            scorers["triton"] = lambda: product_backend(
+                "triton", path, triton={"url": server.grpc_url, "concurrency": 1}).scorer
         try:
             for name, make in scorers.items():
                 scorer = make()

@@ -50,6 +50,20 @@ positive_float = _checked(float, lambda v: v > 0 and v != float("inf"), "a numbe
 non_negative_float = _checked(float, lambda v: 0 <= v < float("inf"), "a number of 0 or more")
 
 
+def product_backend(name: str, model: str | Path, threads: int | None = None, device: str = "cpu", **sections):
+    """The product's ``Backend`` ``name`` (torch, onnxruntime, triton) of checkpoint ``model``, built by
+    ``harness.backends.create_backend`` as a run builds it, so a benchmark times the scorers runs use.
+    ``threads``: intra-op threads (``scoring.threads``; 0 or None: the backend's default); ``sections``:
+    more run-config sections (``triton={"url": ..., "concurrency": c}``)."""
+    from harness.backends import create_backend
+    from harness.config import load_config
+
+    tree = {"model": {"name_or_path": str(model), "device": device}, "backend": name,
+            "scoring": {"threads": threads or None}, **sections,
+            "tasks": ["builtin/sentiment"]}  # a run config names a task; building a backend reads none
+    return create_backend(load_config(None, tree=tree))
+
+
 def machine() -> dict:
     """CPU model, cores, memory, and the versions of the libraries that do the work."""
     cpu = platform.processor() or platform.machine()

@@ -7,8 +7,23 @@ from pathlib import Path
 from harness.results import ResultsFile, atomic_write_text
 
 
-def _pct(x: float | None) -> str:
+def pct(x: float | None) -> str:
+    """A fraction as a percentage with one decimal; "–" for none (also the HTML report's cells)."""
     return "–" if x is None else f"{100 * x:.1f}"
+
+
+def unit_rows(res: ResultsFile, methods: list[str]) -> list[list[str]]:
+    """The per-(task, prompt) table of both reports: task, prompt, n, skipped, then each method's
+    accuracy ("–" where the method has no unit there)."""
+    cells: dict[tuple[str, str], dict[str, object]] = {}
+    for u in res.units:
+        cells.setdefault((u.task, u.prompt), {})[u.method] = u
+    rows = []
+    for (task, prompt), per in cells.items():
+        any_u = next(iter(per.values()))
+        rows.append([task, prompt, str(any_u.n), str(any_u.skipped)]  # type: ignore[attr-defined]
+                    + [pct(per[m].accuracy) if m in per else "–" for m in methods])  # type: ignore[attr-defined]
+    return rows
 
 
 def _table(header: list[str], rows: list[list[str]], text_cols: int = 1) -> list[str]:
@@ -41,7 +56,7 @@ def render_report(res: ResultsFile) -> str:
     ]
     base = res.overall.get("t0")
     lines += _table(["method", "mean over tasks", "Δ vs t0"],
-                    [[m, _pct(res.overall.get(m)), _delta(res.overall.get(m), base) if m != "t0" else ""]
+                    [[m, pct(res.overall.get(m)), _delta(res.overall.get(m), base) if m != "t0" else ""]
                      for m in methods])
     lines += ["", "## Per task", ""]
     by_task: dict[str, dict[str, object]] = {}
@@ -54,20 +69,11 @@ def render_report(res: ResultsFile) -> str:
         row = [task, str(n)]
         for m in methods:
             s = per.get(m)
-            row += [_pct(s.mean), _pct(s.median)] if s else ["–", "–"]  # type: ignore[attr-defined]
+            row += [pct(s.mean), pct(s.median)] if s else ["–", "–"]  # type: ignore[attr-defined]
         rows.append(row)
     lines += _table(header, rows)
     lines += ["", "## Per (task, prompt)", ""]
-    cells: dict[tuple[str, str], dict[str, object]] = {}
-    for u in res.units:
-        cells.setdefault((u.task, u.prompt), {})[u.method] = u
-    header = ["task", "prompt", "n", "skipped"] + methods
-    rows = []
-    for (task, prompt), per in cells.items():
-        any_u = next(iter(per.values()))
-        rows.append([task, prompt, str(any_u.n), str(any_u.skipped)]  # type: ignore[attr-defined]
-                    + [_pct(per[m].accuracy) if m in per else "–" for m in methods])  # type: ignore[attr-defined]
-    lines += _table(header, rows, text_cols=2)
+    lines += _table(["task", "prompt", "n", "skipped"] + methods, unit_rows(res, methods), text_cols=2)
     skipped = skipped_rows(res)
     if skipped:
         lines += ["", "## Skipped rows", "",
@@ -82,7 +88,7 @@ def render_report(res: ResultsFile) -> str:
                   f"{len(cached)} units were reused from the unit cache (same content key: model, retriever, "
                   "bank, library, data, template, convention, method settings), not recomputed:", ""]
         lines += _table(["task", "prompt", "method", "accuracy"],
-                        [[u.task, u.prompt, u.method, _pct(u.accuracy)] for u in cached], text_cols=3)
+                        [[u.task, u.prompt, u.method, pct(u.accuracy)] for u in cached], text_cols=3)
     return "\n".join(lines) + "\n"
 
 
@@ -179,10 +185,10 @@ def _rospr_sections(res: ResultsFile, methods: list[str], by_task: dict) -> list
     rows = []
     for task, per in by_task.items():
         base = per.get("t0")
-        row = [task, _pct(base.mean) if base else "–"]
+        row = [task, pct(base.mean) if base else "–"]
         for m in rospr:
             s = per.get(m)
-            row.append("–" if s is None else f"{_pct(s.mean)} ({_delta(s.mean, base.mean if base else None)})")
+            row.append("–" if s is None else f"{pct(s.mean)} ({_delta(s.mean, base.mean if base else None)})")
         rows.append(row)
     lines += _table(header, rows)
     lines += ["", "## Retrieved prompts", "",

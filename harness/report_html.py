@@ -13,7 +13,7 @@ import io
 from collections import Counter
 from statistics import mean
 
-from harness.report import skipped_rows, time_rows
+from harness.report import pct, skipped_rows, time_rows, unit_rows
 from harness.results import ResultsFile, atomic_write_text
 
 STYLE = """
@@ -36,10 +36,6 @@ window.addEventListener('load', () => {
 });
 </script>
 """
-
-
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}"
 
 
 def _png(fig) -> str:
@@ -121,10 +117,10 @@ def render_html(res: ResultsFile) -> str:
 
     # Overall
     has_base = [t for t in tasks if t in base]
-    rows = [[m, _pct(res.overall.get(m)), _delta(res.overall.get(m), res.overall.get("t0")) if m != "t0" else "–"]
+    rows = [[m, pct(res.overall.get(m)), _delta(res.overall.get(m), res.overall.get("t0")) if m != "t0" else "–"]
             for m in methods]
     if has_base:
-        rows.append(["published T0-3B (same datasets)", _pct(mean(base[t] for t in has_base)), "–"])
+        rows.append(["published T0-3B (same datasets)", pct(mean(base[t] for t in has_base)), "–"])
     parts += ["<h2>Overall</h2>", _table(["method", "mean over tasks (%)", "Δ vs t0"], rows)]
 
     # Per task, methods side by side with the baselines
@@ -135,8 +131,8 @@ def render_html(res: ResultsFile) -> str:
         n = max((summary[(t, m)].n_prompts for m in methods if (t, m) in summary), default=0)
         vals = [summary[(t, m)].mean if (t, m) in summary else None for m in methods]
         t0 = summary[(t, "t0")].mean if (t, "t0") in summary else None
-        rows.append([t, str(n)] + [_pct(v) for v in vals]
-                    + [_delta(v, t0) for m, v in zip(methods, vals) if m != "t0"] + [_pct(base.get(t))])
+        rows.append([t, str(n)] + [pct(v) for v in vals]
+                    + [_delta(v, t0) for m, v in zip(methods, vals) if m != "t0"] + [pct(base.get(t))])
     parts += ["<h2>Accuracy per task</h2>", _table(header, rows)]
 
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(tasks) * max(1, len(methods)) / 2), 3.6))
@@ -214,13 +210,7 @@ def render_html(res: ResultsFile) -> str:
 
     # Every unit
     parts.append("<h2>Every (task, prompt)</h2>")
-    cells: dict[tuple[str, str], dict[str, object]] = {}
-    for u in res.units:
-        cells.setdefault((u.task, u.prompt), {})[u.method] = u
-    rows = [[t, p, str(next(iter(per.values())).n), str(next(iter(per.values())).skipped)]  # type: ignore[attr-defined]
-            + [_pct(per[m].accuracy) if m in per else "–" for m in methods]  # type: ignore[attr-defined]
-            for (t, p), per in cells.items()]
-    parts.append(_table(["task", "prompt", "n", "skipped"] + methods, rows, num_from=2))
+    parts.append(_table(["task", "prompt", "n", "skipped"] + methods, unit_rows(res, methods), num_from=2))
     skipped = skipped_rows(res)
     if skipped:
         parts.append("<h2>Skipped rows</h2><p>Rows left out of a unit's accuracy, and why; a unit with n = 0 has "

@@ -35,7 +35,8 @@ from typing import Any
 from harness.config import RosprConfig
 from rospr.artifacts import seal
 from rospr.cachedirs import cache_path
-from rospr.identity import digest_json, weights_digest
+from rospr.canonical import digest_json
+from rospr.identity import weights_digest
 from rospr.library import Library
 from rospr.scoring import Convention
 from rospr.selection import Method

@@ -24,7 +24,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError, create_model,
                       field_validator, model_validator)
 
-from rospr.identity import digest_json
+from rospr.canonical import digest_json
 from rospr.library import IndexSettings
 from rospr.scoring import Convention
 from rospr.selection import METHODS, T0, Method

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from rospr.cachedirs import cache_path
-from rospr.identity import digest_json
+from rospr.canonical import digest_json
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """Identity and digests: the one place where what a thing *is* becomes a hash.
 
-- ``canonical`` / ``digest_json``: canonical JSON (sorted keys, compact separators, UTF-8, no NaN)
-  and its sha256. Every content address of the project (prompt train keys, bank and library hashes,
-  manifest seals, unit-cache keys, the run config's hash) is ``digest_json`` of a plain dict.
+- Content addresses (prompt train keys, bank and library hashes, manifest seals, unit-cache keys, the
+  run config's hash) are ``rospr.canonical.digest_json`` of a plain dict; this module says what goes
+  into a model's.
 - ``checkpoint_config_hash``: a model's identity from its ``config.json`` (volatile keys dropped).
   Its encoding (``json.dumps(sort_keys=True, default=str)``) predates ``canonical`` and is kept as
   it is: the value is stored in every prompt bank, library and export already on disk, and another
@@ -28,22 +28,6 @@ from typing import Any
 
 # keys of a checkpoint config that say where or with what it was saved, not what the model is
 VOLATILE_CONFIG_KEYS = ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "_commit_hash")
-
-
-def canonical(value: Any) -> str:
-    """Canonical JSON (sorted keys, no whitespace variation): the text that content hashes cover.
-    Refuses (``ValueError``) NaN and infinities, (``TypeError``) values that are not JSON."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def sha256_text(text: str) -> str:
-    """The sha256 hex digest of ``text`` encoded as UTF-8."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def digest_json(value: Any) -> str:
-    """The sha256 hex digest of ``value``'s canonical JSON (``canonical``)."""
-    return sha256_text(canonical(value))
 
 
 def checkpoint_config_hash(config_dict: dict) -> str:

@@ -44,7 +44,7 @@ from rospr.artifacts import (
     sha256_file,
     write_manifest,
 )
-from rospr.identity import digest_json
+from rospr.canonical import digest_json
 from rospr.retriever import Embedder, embed_texts
 
 log = logging.getLogger(__name__)

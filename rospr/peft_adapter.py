@@ -31,7 +31,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from rospr.artifacts import ArtifactError, atomic_write_bytes, json_document, sha256_file
-from rospr.identity import digest_json
+from rospr.canonical import digest_json
 from rospr.softprompt import PromptBank, SoftPrompt, check_values, prompt_id
 
 log = logging.getLogger(__name__)

@@ -36,7 +36,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from rospr.identity import digest_json
+from rospr.canonical import digest_json
 from rospr.artifacts import ArtifactError, check_file, read_manifest, sha256_file, write_manifest, atomic_write_bytes
 
 log = logging.getLogger(__name__)

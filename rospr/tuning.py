@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 
-from rospr.identity import digest_json
+from rospr.canonical import digest_json
 from rospr.data import Example
 from rospr.softprompt import IDENTITY_KEYS, PromptBank, SoftPrompt, prompt_id
 

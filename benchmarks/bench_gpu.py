@@ -44,6 +44,7 @@ import sys
 import time
 from pathlib import Path
 
+from rospr.errors import RosprError
 from rospr_bench.common import RESULTS, Timer, positive_int, product_backend, write_result
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ TOLERANCE = {"float32": 1e-3, "float16": 0.25, "bfloat16": 2.0}
 DTYPES = ("float32", "float16", "bfloat16")
 
 
-class NoGPUError(RuntimeError):
+class NoGPUError(RosprError, RuntimeError):
     """No NVIDIA GPU is visible: the message says what was looked for and where to run instead."""
 
 

@@ -44,6 +44,7 @@ from typing import Sequence
 import numpy as np
 
 from rospr.artifacts import ArtifactError, seal, sha256_file, write_manifest
+from rospr.errors import RosprError
 from rospr.identity import config_digest, weights_digest  # noqa: F401  (the export's names for them)
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ RETRIEVER_CHECK_SHAPES = ((1, 1), (2, 9), (5, 23))
 DIGEST_MEMO = ".digests.json"  # remembered file digests (rospr_export.digests); not part of the export
 
 
-class ExportValidationError(RuntimeError):
+class ExportValidationError(RosprError, RuntimeError):
     """An exported graph disagrees with PyTorch beyond the tolerance (the message gives both)."""
 
 

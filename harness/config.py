@@ -25,6 +25,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PlainSerializer, PlainValida
                       field_validator, model_validator)
 
 from rospr.canonical import digest_json
+from rospr.errors import RosprError
 from rospr.library import IndexSettings
 from rospr.scoring import Convention
 from rospr.selection import METHODS, T0, Method
@@ -37,7 +38,7 @@ MAX_CPUS = 65536  # CPUs of a Ray cluster
 MAX_BATCH = 65536  # rows of one scoring batch / request
 
 
-class ConfigError(ValueError):
+class ConfigError(RosprError, ValueError):
     """A config that cannot be used. The message names the file, the key path and the reason."""
 
 

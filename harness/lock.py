@@ -19,10 +19,12 @@ import stat
 from datetime import datetime, timezone
 from pathlib import Path
 
+from rospr.errors import RosprError
+
 LOCK_NAME = ".lock"
 
 
-class RunLocked(RuntimeError):
+class RunLocked(RosprError, RuntimeError):
     """Another driver holds the run directory."""
 
 

@@ -47,11 +47,12 @@ from pathlib import Path
 from harness.procs import ManagedProcess, make_workdir, reap_stale, sweep_workdirs
 # also importable from here, as before the helper was apart (tests use them)
 from harness.procs import OWNER_FILE, group_members as _process_group_members, start_time as _start_time  # noqa: F401
+from rospr.errors import RosprError
 
 log = logging.getLogger(__name__)
 
 
-class ServerError(RuntimeError):
+class ServerError(RosprError, RuntimeError):
     """The Triton server cannot start or died; the message says why and shows its log's end."""
 
 

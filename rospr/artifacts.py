@@ -41,11 +41,12 @@ from typing import Any
 
 from rospr.cachedirs import cache_path
 from rospr.canonical import digest_json
+from rospr.errors import RosprError
 
 log = logging.getLogger(__name__)
 
 
-class ArtifactError(ValueError):
+class ArtifactError(RosprError, ValueError):
     """An artifact on disk that cannot be used. The message names the file, what is wrong and the fix."""
 
 

@@ -12,9 +12,10 @@ import re
 from pathlib import Path
 
 from rospr.artifacts import json_document
+from rospr.errors import RosprError
 
 
-class CheckpointError(ValueError):
+class CheckpointError(RosprError, ValueError):
     """A checkpoint that cannot be loaded: the message names the file (or the name), what is wrong, the fix."""
 
 

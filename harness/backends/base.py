@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from rospr.errors import RosprError
 from rospr.scoring import Scorer
 
 
@@ -19,5 +20,5 @@ class Backend:
     model: Any = None  # the torch model when one was loaded in process (tuning, reference)
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(RosprError, RuntimeError):
     """A backend cannot serve (server down, timed out after its retries): the message says which and why."""

@@ -32,6 +32,7 @@ import numpy as np
 
 from harness.backends.base import Backend, BackendUnavailable
 from harness.config import ModelConfig, TritonConfig
+from rospr.errors import RosprError
 from rospr.scoring import ScoreBatch
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ _NP = {"FP32": np.float32, "FP16": np.float16, "INT64": np.int64, "INT32": np.in
 _TRITON = {np.dtype(np.float32): "FP32", np.dtype(np.float16): "FP16", np.dtype(np.int64): "INT64"}
 
 
-class TritonRequestError(RuntimeError):
+class TritonRequestError(RosprError, RuntimeError):
     """The server refused a request for a reason that retrying cannot fix (the message has it)."""
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from rospr.data import UnitData
+from rospr.errors import RosprError
 
 
-class TaskError(ValueError):
+class TaskError(RosprError, ValueError):
     """Bad task input. The message names the file (or task) and field, and the fix."""
 
 

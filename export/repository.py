@@ -9,8 +9,12 @@ Layout written under ``out`` (``model_repo_build/`` by convention; never committ
 
 The committed configs are copied with what depends on the model filled in: the width of
 ``prompt_embeds`` (d_model) and of ``sentence_embedding``, the prompt's data type, and the model's
-identity as ``rospr_identity`` (so a Triton client knows what it scores with). Graph files are
-hard-linked where possible (T0-3B is 11 GB) and copied otherwise.
+identity as ``rospr_identity`` (so a Triton client knows what it scores with), and the checkpoint it
+was exported from as ``rospr_source`` (JSON: ``config`` and ``weights`` digests, as
+``rospr_export.export.checkpoint_source`` gives them, with the ``source`` path or hub name and its
+``revision``), from the export's sealed manifest; the Triton backend compares it with the run's
+configured checkpoint and refuses another (``harness.backends.triton_backend.check_served_source``).
+Graph files are hard-linked where possible (T0-3B is 11 GB) and copied otherwise.
 """
 
 from __future__ import annotations
@@ -46,8 +50,22 @@ def _set_param(text: str, key: str, value: str) -> str:
     return pattern.sub(lambda _m: line, text) if pattern.search(text) else text.rstrip("\n") + "\n" + line + "\n"
 
 
-def fill_config(text: str, model: str, graph: dict, identity: dict | None) -> str:
-    """The committed config text with the model-dependent values of ``graph`` (a manifest entry)."""
+def served_source(manifest: dict, model: str) -> dict:
+    """What the graph ``model`` of an export was made from, as its manifest records it: ``config`` and
+    ``weights`` digests (``checkpoint_source``), ``source`` and ``revision``."""
+    if model == "t0_scorer":
+        return {"config": manifest.get("model_config"), "weights": manifest.get("model_weights"),
+                "source": manifest.get("model_source"), "revision": manifest.get("model_revision")}
+    graph = manifest["graphs"][model]
+    return {"config": graph.get("config"), "weights": graph.get("weights"), "source": graph.get("source"),
+            "revision": graph.get("revision")}
+
+
+def fill_config(text: str, model: str, graph: dict, identity: dict | None, source: dict | None = None) -> str:
+    """The committed config text with the model-dependent values of ``graph`` (a manifest entry) and
+    ``source`` (``served_source``) as ``rospr_source``."""
+    if source is not None:
+        text = _set_param(text, "rospr_source", json.dumps(source, sort_keys=True))
     if model == "t0_scorer":
         dtype = TRITON_DTYPES[graph.get("prompt_dtype", "float32")]
         text = re.sub(r'(name: "prompt_embeds"\s+data_type: )TYPE_\w+(\s+dims: \[ -1, )\d+', rf"\g<1>{dtype}\g<2>{graph['d_model']}", text)
@@ -88,7 +106,8 @@ def write_repository(export_dir: str | Path, out: str | Path, source: str | Path
                 raise FileNotFoundError(f"{cfg_path}: the committed Triton config of {model!r} is missing")
             target = out / flavour / model
             (target / "1").mkdir(parents=True, exist_ok=True)
-            text = fill_config(cfg_path.read_text(), model, graph, manifest.get("model"))
+            text = fill_config(cfg_path.read_text(), model, graph, manifest.get("model"),
+                               served_source(manifest, model))
             (target / "config.pbtxt").write_text(text)
             for f in graph_files(onnx_path):
                 # The graph is always model.onnx; external data keeps the name the graph refers to.

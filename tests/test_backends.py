@@ -54,7 +54,7 @@ def test_each_backend_gets_its_sections(tiny_model_dir, fake_modules):
         ("create_onnxruntime_backend", (o.model, o.onnxruntime, o.scoring)),
         ("create_onnxruntime_embedder", (r, o.model, o.onnxruntime, o.scoring, m)),
         ("create_triton_backend", (tr.model, tr.triton, [tr.triton.url])),
-        ("TritonEmbedder.from_config", (tr.triton,)),
+        ("TritonEmbedder.from_config", (tr.triton, r, m)),
     ]
 
 

@@ -60,7 +60,7 @@ BACKENDS: dict[str, BackendModule] = {
     "triton": BackendModule(
         "harness.backends.triton_backend",
         backend=lambda m, c: m.create_triton_backend(c.model, c.triton, _triton_urls(c)),
-        embedder=lambda m, c, retriever, revision: m.TritonEmbedder.from_config(c.triton),
+        embedder=lambda m, c, retriever, revision: m.TritonEmbedder.from_config(c.triton, retriever, revision),
         tokenizer=_tokenizer_json),
 }
 

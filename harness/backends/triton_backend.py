@@ -16,6 +16,25 @@ Wire options: ``wire_dtype: float16`` sends ``prompt_embeds`` as FP16 (the serve
 ``rospr export --prompt-dtype float16``); ``shared_memory: true`` passes the inputs through POSIX
 shared memory regions registered with a server on this machine (one region per request in flight,
 grown when a request needs more) instead of the socket.
+
+Identity: the weights are the server's, so a run checks that the served model was built from the
+checkpoint it is configured with (``check_served_source``). ``rospr export`` / ``write_repository``
+put the export's ``rospr_source`` (config and weights digests of the checkpoint, from the sealed
+export manifest) in each model's ``config.pbtxt``; ``create_triton_backend`` compares the served
+``t0_scorer``'s with ``model.name_or_path`` (at ``model.revision``), ``TritonEmbedder`` the served
+``retriever``'s with the run's retriever, and refuses (``ServedModelMismatch``, one line naming both
+digests and the fix) other weights, another config, and a served model that records neither (a
+repository built before rospr recorded them). What is and is not checked:
+
+- A local checkpoint folder: the sha256 of its weight files (``rospr.identity.weights_digest``) and
+  its ``config.json`` (``config_digest``), against the digests the export recorded: exact.
+- A hub checkpoint: the commit ``model.revision`` resolves to (``hub-<commit>``; online or from the
+  hub cache) and its config. When no commit can be resolved here the weights cannot be compared: the
+  run then checks the config digest only and says so in the log (warning).
+- Not checked: that the server's files are what its ``config.pbtxt`` says. The repository's record is
+  trusted as written (``write_repository`` wrote it from an export verified in full); a repository
+  edited by hand, or a server that is not ours, is the operator's to answer for. ``rospr verify`` on
+  the repository's ``onnx/`` folder re-checks the export it was built from.
 """
 
 from __future__ import annotations
@@ -26,12 +45,14 @@ import logging
 import os
 import threading
 import uuid
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from harness.backends.base import Backend, BackendUnavailable
 from harness.config import ModelConfig, TritonConfig
+from rospr.artifacts import ArtifactError
 from rospr.errors import RosprError
 from rospr.scoring import ScoreBatch
 
@@ -47,6 +68,48 @@ _TRITON = {np.dtype(np.float32): "FP32", np.dtype(np.float16): "FP16", np.dtype(
 
 class TritonRequestError(RosprError, RuntimeError):
     """The server refused a request for a reason that retrying cannot fix (the message has it)."""
+
+
+class ServedModelMismatch(ArtifactError):
+    """A served model built from another checkpoint (other weights or config) than the run's."""
+
+
+def check_served_source(client: "TritonModelClient", name_or_path: str | os.PathLike, revision: str | None,
+                        field: str) -> dict:
+    """Refuse (``ServedModelMismatch``, one line) a served model whose ``rospr_source`` (the digests of
+    the checkpoint its repository was exported from) is missing or differs from the checkpoint
+    ``name_or_path`` at ``revision`` that the run's ``field`` names. Returns the served source. See the
+    module docstring for what is and is not checked."""
+    from rospr.identity import config_digest, weights_digest
+
+    name = str(name_or_path)
+    fix = (f"rebuild the repository for this checkpoint (`rospr export --model {name} --out DIR`, then "
+           f"`rospr serve --repo DIR`), or point {field} at the checkpoint the repository was built from")
+    raw = client.parameters.get("rospr_source")
+    try:
+        served = json.loads(raw) if raw else None
+    except ValueError:
+        served = None
+    if not isinstance(served, dict) or not served.get("weights") or not served.get("config"):
+        raise ServedModelMismatch(
+            f"Triton: {client._where()} does not record the weights and config it was exported from (its "
+            f"config.pbtxt has no valid rospr_source parameter: a repository built before rospr recorded them, "
+            f"or not by `rospr export`), so it cannot be checked against {field}={name}; {fix}")
+    try:
+        want_weights = weights_digest(name, revision=revision)
+    except ValueError as exc:
+        if Path(name).exists():
+            raise
+        want_weights = None
+        log.warning("Triton: %s: the commit of %s=%s is not known here (%s); only its config is compared with "
+                    "the served model's", client._where(), field, name, str(exc).splitlines()[0])
+    want_config = config_digest(name, revision)
+    for what, got, want in (("weights", served["weights"], want_weights), ("config", served["config"], want_config)):
+        if want is not None and got != want:
+            raise ServedModelMismatch(
+                f"Triton: {client._where()} was exported from {what} {got} ({served.get('source')}), "
+                f"{field}={name} has {what} {want}: the same architecture is not the same model; {fix}")
+    return served
 
 
 class _LoopThread:
@@ -334,13 +397,23 @@ class TritonEmbedder:
     """``Embedder`` over a served ``retriever``."""
 
     def __init__(self, url: str = "127.0.0.1:8001", protocol: str = "grpc", model: str = "retriever",
+                 checkpoint: str | os.PathLike | None = None, revision: str | None = None,
                  **client_kwargs) -> None:
         self.client = TritonModelClient(model, url, protocol, **client_kwargs)
+        if checkpoint is not None:  # the retriever the run embeds with: the served one must be it
+            try:
+                check_served_source(self.client, checkpoint, revision, "rospr.retriever")
+            except BaseException:
+                self.client.close()
+                raise
         self.dim = int(self.client.output_shapes["sentence_embedding"][-1])
 
     @classmethod
-    def from_config(cls, cfg) -> "TritonEmbedder":
-        return cls(cfg.url, cfg.protocol, cfg.retriever_model, **_client_kwargs(cfg))
+    def from_config(cls, cfg, retriever: str | os.PathLike | None = None,
+                    revision: str | None = None) -> "TritonEmbedder":
+        """The served ``triton.retriever_model``; given the run's ``retriever`` checkpoint (at hub
+        ``revision``), refused unless it was exported from that checkpoint (``check_served_source``)."""
+        return cls(cfg.url, cfg.protocol, cfg.retriever_model, retriever, revision, **_client_kwargs(cfg))
 
     def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         feeds = {"input_ids": input_ids.astype(np.int64, copy=False),
@@ -360,7 +433,8 @@ def create_triton_backend(model: ModelConfig, cfg: TritonConfig, urls: list[str]
     """The Triton ``Backend``: a client of the first server of ``urls`` that answers (``triton.url``,
     or ``ray.triton_urls`` for a Ray run: the driver only needs one; the scoring actors each talk to
     their own). The tokenizer is read from ``model.name_or_path`` (the weights stay on the server).
-    Raises ``BackendUnavailable`` when no server answers."""
+    Raises ``BackendUnavailable`` when no server answers, ``ServedModelMismatch`` when the served
+    ``t0_scorer`` was not exported from ``model.name_or_path`` (``check_served_source``)."""
     from transformers import AutoTokenizer
 
     errors = []
@@ -375,6 +449,11 @@ def create_triton_backend(model: ModelConfig, cfg: TritonConfig, urls: list[str]
         if len(errors) == 1:
             raise errors[0]
         raise BackendUnavailable(f"Triton: none of ray.triton_urls {urls} answers ({errors[-1]})")
+    try:
+        check_served_source(scorer.client, model.name_or_path, model.revision, "model.name_or_path")
+    except BaseException:
+        scorer.close()
+        raise
     cfg = cfg.model_copy(update={"url": url})
     tokenizer = AutoTokenizer.from_pretrained(model.name_or_path, revision=model.revision)
     identity = dict(scorer.identity, triton_url=f"{cfg.protocol}://{cfg.url}", wire_dtype=cfg.wire_dtype)

@@ -43,7 +43,7 @@ from typing import Sequence
 
 import numpy as np
 
-from rospr.artifacts import ArtifactError, seal, sha256_file, write_manifest
+from rospr.artifacts import ArtifactError, seal, sha256_file, strict_loads, write_manifest
 from rospr.errors import RosprError
 from rospr.identity import config_digest, weights_digest  # noqa: F401  (the export's names for them)
 
@@ -432,8 +432,8 @@ def find_manifest(out_dir: str | Path) -> dict | None:
     p = Path(out_dir) / "manifest.json"
     if not p.is_file():
         return None
-    try:
-        manifest = json.loads(p.read_text())
+    try:  # a key given twice is refused (logged here), as every JSON file rospr reads
+        manifest = strict_loads(p.read_text(), p, ArtifactError, FIX)
     except (OSError, ValueError) as exc:
         log.warning("%s: unreadable export manifest (%s)", p, exc)
         return None

@@ -58,12 +58,62 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+class _Repeated(dict):
+    """A parsed JSON object in which ``key`` appeared more than once (only while refusing it)."""
+
+    key: str = ""
+
+
+def _member(path: str, key) -> str:
+    return f"{path}.{key}" if isinstance(key, str) and key.isidentifier() else f"{path}[{json.dumps(key)}]"
+
+
+def _find(value, target, path: str) -> str | None:
+    """The path (``$.examples[3].target_scores``) of object ``target`` inside ``value``."""
+    if value is target:
+        return path
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        if isinstance(v, (dict, list)):
+            found = _find(v, target, _member(path, k) if isinstance(value, dict) else f"{path}[{k}]")
+            if found is not None:
+                return found
+    return None
+
+
+def strict_loads(text: str, where: str | Path, error: type[ValueError], fix: str, line: int | None = None):
+    """``json.loads(text)`` that refuses (``error``, naming ``where``, the key and the path of its
+    object, ``$`` the top) an object with a key given twice: ``json.loads`` would keep the last value
+    silently, and which one the writer meant cannot be known (another reader keeps the first).
+    Raises ``json.JSONDecodeError`` for invalid JSON as ``json.loads`` does."""
+    repeated: list[_Repeated] = []
+
+    def pairs_hook(pairs):
+        obj = dict(pairs)
+        if len(obj) != len(pairs):
+            seen: set = set()
+            obj = _Repeated(obj)
+            obj.key = next(k for k, _ in pairs if k in seen or seen.add(k))
+            repeated.append(obj)
+        return obj
+
+    data = json.loads(text, object_pairs_hook=pairs_hook)
+    if repeated:
+        first = repeated[0]
+        path = _find(data, first, "$") or "an object"
+        at = f"line {line}, " if line is not None else ""
+        raise error(f"{where}: {at}key {first.key!r} appears more than once in {path} (JSON keeps only the last "
+                    f"value, so which one was meant cannot be known); {fix}")
+    return data
+
+
 def json_document(text: str, where: str | Path, error: type[ValueError], fix: str, expect: type = dict):
     """The JSON value of ``text``, which must be an ``expect`` (dict or list): the one parser of the JSON
     files a user or a run supplies (checkpoint configs, results files, task.json, row lists). Refuses
-    (``error``, naming ``where``, the position and ``fix``) invalid JSON and a value of another type."""
+    (``error``, naming ``where``, the position and ``fix``) invalid JSON, an object with a key given
+    twice (``strict_loads``: naming the key and its object's path) and a value of another type."""
     try:
-        data = json.loads(text)
+        data = strict_loads(text, where, error, fix)
     except json.JSONDecodeError as exc:
         raise error(f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); {fix}") from None
     if not isinstance(data, expect):
@@ -74,14 +124,14 @@ def json_document(text: str, where: str | Path, error: type[ValueError], fix: st
 
 def json_lines(text: str, where: str | Path, error: type[ValueError], fix: str) -> list[dict]:
     """The objects of JSON-lines ``text`` (blank lines skipped): the one reader of records files and
-    row files. Refuses (``error``, naming ``where``, the line and ``fix``) a line that is not JSON or not
-    a JSON object."""
+    row files. Refuses (``error``, naming ``where``, the line and ``fix``) a line that is not JSON, not
+    a JSON object, or with an object that gives a key twice (``strict_loads``)."""
     out = []
     for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = strict_loads(line, where, error, fix, line=i)
         except json.JSONDecodeError as exc:
             raise error(f"{where}: line {i} is not valid JSON ({exc.msg}); {fix}") from None
         if not isinstance(obj, dict):
@@ -133,15 +183,17 @@ def write_manifest(path: Path, manifest: dict) -> dict:
 def read_manifest(path: Path, kind: str, version: int) -> dict:
     """Read a manifest and check its format, version and ``manifest_hash``.
 
-    Refuses (``ArtifactError``) a missing or unparsable file, another format or version, and a
-    manifest whose content no longer matches its hash (edited on disk).
+    Refuses (``ArtifactError``) a missing or unparsable file, an object with a key given twice
+    (``strict_loads``), another format or version, and a manifest whose content no longer matches its
+    hash (edited on disk).
     """
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: no manifest; build the {kind} first")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        manifest = strict_loads(path.read_text(encoding="utf-8"), path, ArtifactError,
+                                f"rebuild the {kind} or restore the file")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{path}: not a readable JSON manifest ({exc}); rebuild the {kind}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != kind:
         raise ArtifactError(f"{path}: field 'format' is not {kind!r}; this is not a {kind} manifest")

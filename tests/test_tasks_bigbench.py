@@ -222,3 +222,18 @@ def test_url_source_via_file_url(bigbench_dir):
     with pytest.raises(TaskError) as err:
         get_task("bigbench/no_such_task", settings).load("bigbench")
     assert "no_such_task/task.json" in str(err.value)
+
+
+def test_a_key_given_twice_in_task_json_is_refused(tmp_path):
+    settings = DataSettings(bigbench=str(tmp_path))
+    # "4" scored twice: json.loads would keep 0 and grade every answer "4" wrong
+    text = '{"examples": [{"input": "2 + 2 =", "target_scores": {"4": 1, "5": 0}},\n' \
+           '{"input": "3 + 1 =", "target_scores": {"4": 1, "5": 0, "4": 0}}]}'
+    path = write_task(tmp_path, "twice", text)
+    with pytest.raises(TaskError) as err:
+        get_task("bigbench/twice", settings).load("bigbench")
+    msg = str(err.value)
+    assert str(path) in msg and "'4'" in msg and "$.examples[1].target_scores" in msg and "\n" not in msg
+    path = write_task(tmp_path, "top", '{"examples": [], "name": "a", "examples": []}')
+    with pytest.raises(TaskError, match=r"key 'examples' appears more than once in \$ "):
+        get_task("bigbench/top", settings).load("bigbench")

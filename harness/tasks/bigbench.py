@@ -35,7 +35,10 @@ without ``target_scores`` (generative only) are skipped and counted. Duplicated 
 (1e6) of zero. Refused (``TaskError`` naming the file and ``examples[i].target_scores[choice]``):
 booleans (``true`` is not 1 here), strings (``"1"``), ``null``, lists or objects, ``NaN``/``Infinity``
 (which Python's JSON reader accepts) and magnitudes like ``1e308`` or ``10**400``, whose mean over
-a task's examples overflows (a run would write figures it cannot read back).
+a task's examples overflows (a run would write figures it cannot read back). A key given twice in
+any object of a task.json (a choice of ``target_scores`` listed twice, say) is refused too (``TaskError``
+naming the file, the key and the object's path, ``rospr.artifacts.strict_loads``): JSON readers keep
+one of the two values silently, and which score the author meant cannot be known.
 
 The grading rule, BIG-bench's ``measure_multiple_choice_grade`` (``bigbench/api/metrics.py``),
 for every score a file may hold:

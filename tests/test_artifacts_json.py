@@ -1,0 +1,75 @@
+"""rospr.artifacts' JSON readers refuse an object that gives a key twice: results.json, row files,
+manifests (bank, library: ``read_manifest``), each naming the file, the key and where."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rospr.artifacts import ArtifactError, json_document, json_lines, read_manifest, strict_loads, write_manifest
+
+
+class Refused(ValueError):
+    pass
+
+
+def test_json_document_names_the_key_and_its_path():
+    text = '{"units": [{"task": "rte", "accuracy": 0.9}, {"task": "copa", "accuracy": 0.1, "accuracy": 0.9}]}'
+    with pytest.raises(Refused) as exc:
+        json_document(text, "run/results.json", Refused, "restore it")
+    msg = str(exc.value)
+    assert msg.startswith("run/results.json: key 'accuracy' appears more than once in $.units[1] ")
+    assert msg.endswith("; restore it") and "\n" not in msg
+    with pytest.raises(Refused, match=r'in \$\["a b"\]\.c '):
+        json_document('{"a b": {"c": {"x": 1, "x": 1}}}', "f", Refused, "fix")
+    # a key repeated with the same value is refused as well: the writer is not one we know
+    with pytest.raises(Refused, match="key 'x' appears more than once in \\$ "):
+        json_document('{"x": 1, "x": 1}', "f", Refused, "fix")
+    # the same key in two different objects is fine
+    assert json_document('{"a": {"x": 1}, "b": {"x": 2}}', "f", Refused, "fix") == {"a": {"x": 1}, "b": {"x": 2}}
+    assert json_document('[{"x": 1}, {"x": 2}]', "f", Refused, "fix", expect=list) == [{"x": 1}, {"x": 2}]
+    assert strict_loads('{"a": [1, {"b": null}]}', "f", Refused, "fix") == {"a": [1, {"b": None}]}
+
+
+def test_json_lines_names_the_line():
+    text = '{"id": 1, "label": 0}\n\n{"id": 2, "label": 1, "label": 0}\n'
+    with pytest.raises(Refused) as exc:
+        json_lines(text, "rows.jsonl", Refused, "write each key once")
+    assert str(exc.value).startswith("rows.jsonl: line 3, key 'label' appears more than once in $ ")
+    assert json_lines('{"id": 1}\n{"id": 2}', "rows.jsonl", Refused, "fix") == [{"id": 1}, {"id": 2}]
+
+
+def test_results_json_with_a_key_twice_is_refused(tmp_path):
+    from harness.results import read_results
+
+    path = tmp_path / "results.json"
+    path.write_text('{"schema_version": "1.2", "schema_version": "1.0", "units": []}')
+    with pytest.raises(ValueError) as exc:
+        read_results(path)
+    assert str(path) in str(exc.value) and "'schema_version' appears more than once" in str(exc.value)
+
+
+def test_a_manifest_with_a_key_twice_is_refused(tmp_path):
+    path = tmp_path / "manifest.json"
+    sealed = write_manifest(path, {"format": "rospr-test", "version": 1, "weights": "a" * 16})
+    assert read_manifest(path, "rospr-test", 1) == sealed
+    # the sealed value last (json.loads would read it and the seal would pass), another one first
+    text = path.read_text().replace('"format"', f'"weights": "{"b" * 16}",\n  "format"', 1)
+    assert json.loads(text) == sealed
+    path.write_text(text)
+    with pytest.raises(ArtifactError) as exc:
+        read_manifest(path, "rospr-test", 1)
+    assert str(path) in str(exc.value) and "'weights' appears more than once in $" in str(exc.value)
+
+
+def test_an_export_manifest_with_a_key_twice_is_not_used(tmp_path, caplog):
+    from rospr_export.export import ExportIntegrityError, find_manifest, verify_export
+
+    (tmp_path / "manifest.json").write_text('{"format": "rospr-onnx-export", "model_weights": "a", '
+                                            '"model_weights": "b", "graphs": {}}')
+    with caplog.at_level("WARNING"):
+        assert find_manifest(tmp_path) is None
+    assert "'model_weights' appears more than once" in caplog.text
+    with pytest.raises(ExportIntegrityError, match="missing or unreadable"):
+        verify_export(tmp_path)

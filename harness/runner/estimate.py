@@ -205,6 +205,41 @@ def weightless_identity(name_or_path: str) -> dict:
     return backbone_identity(model, str(name_or_path)).as_dict()
 
 
+def _export_folder(config: RunConfig, model: str | None, retriever: str | None):
+    """(the on-demand export folder the run uses for ``model`` or ``retriever``, the ``export_sources``
+    it checks that folder's manifest against): keyed and checked as
+    ``harness.backends.onnxruntime_backend.ensure_export`` does, at the configured revisions, so the
+    plan says "reused" only for an export the run will reuse."""
+    from rospr_export.export import cache_key, export_sources
+
+    from harness.cache import cache_root
+    from harness.config import checkpoint_revision
+
+    revision = None if model is None else config.model.revision
+    rrevision = None if retriever is None else checkpoint_revision(config, retriever)
+    dtype = config.model.dtype if model is not None else "float32"
+    sources = export_sources(model, retriever, revision, rrevision)
+    key = cache_key(model, retriever, dtype, None, revision, rrevision, sources=sources)
+    return cache_root("onnx", config.onnxruntime.cache_dir) / key, sources
+
+
+def _export_status(config: RunConfig, retriever: str) -> str:
+    """What the run does with the retriever's on-demand export: reuse it, or export it (again)."""
+    from rospr_export.export import find_manifest, verify_export
+
+    try:
+        folder, sources = _export_folder(config, None, retriever)
+    except ValueError as exc:  # e.g. a checkpoint folder without weights
+        return f"retriever unknown ({exc})"
+    if find_manifest(folder) is None:
+        return f"retriever exported on first use into {folder}"
+    try:
+        verify_export(folder, sources=sources)
+    except ArtifactError as exc:
+        return f"retriever exported again on first use (the cached one fails its check: {exc})"
+    return f"retriever reused {folder}"
+
+
 def _scorer_identity(config: RunConfig) -> tuple[dict | None, str]:
     """(the backend's identity as the run will have it, or None when only the run can know it; what
     the ONNX export cache holds for it)."""
@@ -212,20 +247,21 @@ def _scorer_identity(config: RunConfig) -> tuple[dict | None, str]:
     if config.backend == "torch":
         return weightless_identity(name), "not used (backend torch)"
     if config.backend == "triton":
-        return None, "not used (backend triton: the server's model is asked for its identity at run time)"
+        return None, ("not used (backend triton: the served model is asked for its identity, and checked against "
+                      "model.name_or_path, at run time)")
     from rospr_export.export import find_manifest, verify_export
 
-    from harness.backends.onnxruntime_backend import export_folder, onnx_identity
+    from harness.backends.onnxruntime_backend import onnx_identity
 
     try:
-        folder = export_folder(name, None, config.model.dtype, config.onnxruntime.cache_dir)
+        folder, sources = _export_folder(config, name, None)
     except ValueError as exc:  # e.g. a checkpoint folder without weights
         return None, f"unknown ({exc})"
     manifest = find_manifest(folder)
     if manifest is None:
         return None, f"exported on first use into {folder}"
     try:
-        verify_export(folder)
+        verify_export(folder, sources=sources)  # as the run's ensure_export checks it
     except ArtifactError as exc:
         return None, f"exported again on first use (the cached one fails its check: {exc})"
     return onnx_identity(config.model, config.onnxruntime, folder, manifest), f"reused {folder}"
@@ -350,14 +386,7 @@ def estimate_run(config: RunConfig, tflops: float | None = None, measure_s: floa
         if library is not None and scorer is not None:
             rospr = rospr_part(library, retriever, rc, config.seed)
         if config.backend == "onnxruntime":
-            from harness.backends.onnxruntime_backend import export_folder
-            from rospr_export.export import find_manifest
-
-            try:
-                rfolder = export_folder(None, retriever, "float32", config.onnxruntime.cache_dir)
-                export += f"; retriever {'reused' if find_manifest(rfolder) else 'exported on first use into'} {rfolder}"
-            except ValueError as exc:  # e.g. a checkpoint folder without weights
-                export += f"; retriever unknown ({exc})"
+            export += "; " + _export_status(config, retriever)
 
     units: list[UnitEstimate] = []
     for spec in plan.specs:

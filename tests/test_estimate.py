@@ -1,0 +1,63 @@
+"""``rospr plan``'s view of the on-demand ONNX export (harness.runner.estimate) is the run's: an export
+in the cache folder of this checkpoint that was made from other weights (model B's, same architecture)
+is reported as exported again, and the run does export it again."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.config import load_config
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_identity import perturbed_copy  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def _config(model_dir, cache: Path):
+    return load_config(None, tree={"model": {"name_or_path": str(model_dir)}, "backend": "onnxruntime",
+                                   "onnxruntime": {"cache_dir": str(cache)},
+                                   "tasks": [{"name": "builtin/sentiment", "limit": 4}]})
+
+
+def test_plan_says_what_the_run_does_with_an_export_of_other_weights(tiny_model_dir, tmp_path, monkeypatch):
+    from harness.backends.onnxruntime_backend import ensure_export
+    from harness.runner.estimate import _export_folder, _export_status, _scorer_identity
+    from rospr_export.export import find_manifest
+    from rospr.identity import weights_digest
+
+    monkeypatch.setenv("ROSPR_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("ROSPR_DIGEST_MEMO", raising=False)
+    cache = tmp_path / "onnx"
+    model_b = perturbed_copy(tiny_model_dir, tmp_path / "tiny-b")
+    a_cfg, b_cfg = _config(tiny_model_dir, cache), _config(model_b, cache)
+
+    assert _scorer_identity(b_cfg)[1].startswith("exported on first use into ")
+    a_folder = ensure_export(tiny_model_dir, None, "float32", cache)
+    assert _export_folder(a_cfg, str(tiny_model_dir), None)[0] == a_folder  # the run's folder
+    identity, status = _scorer_identity(a_cfg)
+    assert status == f"reused {a_folder}" and identity["weights"] == weights_digest(tiny_model_dir)
+
+    # model A's intact, sealed export placed where model B's belongs
+    b_folder = _export_folder(b_cfg, str(model_b), None)[0]
+    assert b_folder != a_folder
+    shutil.copytree(a_folder, b_folder)
+    identity, status = _scorer_identity(b_cfg)
+    assert identity is None and status.startswith("exported again on first use")
+    assert weights_digest(tiny_model_dir) in status and weights_digest(model_b) in status
+    # ... and the run does export it again, from model B
+    assert ensure_export(model_b, None, "float32", cache) == b_folder
+    assert find_manifest(b_folder)["model_weights"] == weights_digest(model_b)
+    assert _scorer_identity(b_cfg)[1] == f"reused {b_folder}"
+
+    # the retriever's export: the same rule
+    r_folder = _export_folder(b_cfg, None, str(model_b))[0]
+    assert _export_status(b_cfg, str(model_b)) == f"retriever exported on first use into {r_folder}"
+    shutil.copytree(ensure_export(None, tiny_model_dir, "float32", cache), r_folder)
+    assert _export_status(b_cfg, str(model_b)).startswith("retriever exported again on first use")
+    assert ensure_export(None, model_b, "float32", cache) == r_folder
+    assert _export_status(b_cfg, str(model_b)) == f"retriever reused {r_folder}"

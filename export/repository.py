@@ -25,12 +25,18 @@ import re
 import shutil
 from pathlib import Path
 
+from rospr.errors import RosprError
 from rospr_export.export import graph_files
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_REPO = REPO_ROOT / "model_repo"
 MODELS = ("t0_scorer", "retriever")
 TRITON_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
+
+
+class RepositoryError(RosprError, FileNotFoundError):
+    """No export, no committed config, or not a model repository where one is needed (the message
+    names the folder and the fix)."""
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -84,16 +90,17 @@ def fill_config(text: str, model: str, graph: dict, identity: dict | None, sourc
 def write_repository(export_dir: str | Path, out: str | Path, source: str | Path = MODEL_REPO) -> Path:
     """Build ``out`` (see the module docstring) from a validated export in ``export_dir``.
 
-    Returns ``out``. Refuses (``FileNotFoundError``) an export without ``manifest.json`` (unfinished or
-    failed validation) or a committed config that is missing, and (``ExportIntegrityError``) an
-    export whose files no longer have their recorded sha256 (read in full: what is served is checked).
+    Returns ``out``. Refuses (``RepositoryError``, a ``FileNotFoundError``) an export without
+    ``manifest.json`` (unfinished or failed validation) or a committed config that is missing, and
+    (``ExportIntegrityError``) an export whose files no longer have their recorded sha256 (read in
+    full: what is served is checked).
     """
     from rospr_export.export import verify_export
 
     export_dir, out, source = Path(export_dir), Path(out), Path(source)
     manifest_path = export_dir / "manifest.json"
     if not manifest_path.is_file():
-        raise FileNotFoundError(f"{manifest_path}: no validated export here; run `rospr export` first")
+        raise RepositoryError(f"{manifest_path}: no validated export here; run `rospr export` first")
     manifest = verify_export(export_dir, full=True)
     twin_model_py = source / "python_twin" / "model.py"
     for flavour in ("triton", "twin"):
@@ -103,7 +110,7 @@ def write_repository(export_dir: str | Path, out: str | Path, source: str | Path
         for flavour, cfg_path in (("triton", source / model / "config.pbtxt"),
                                   ("twin", source / "python_twin" / model / "config.pbtxt")):
             if not cfg_path.is_file():
-                raise FileNotFoundError(f"{cfg_path}: the committed Triton config of {model!r} is missing")
+                raise RepositoryError(f"{cfg_path}: the committed Triton config of {model!r} is missing")
             target = out / flavour / model
             (target / "1").mkdir(parents=True, exist_ok=True)
             text = fill_config(cfg_path.read_text(), model, graph, manifest.get("model"),
@@ -129,7 +136,7 @@ def twin_repository(repo: str | Path) -> Path:
         return repo / "twin"
     if any((d / "config.pbtxt").is_file() for d in repo.iterdir()) if repo.is_dir() else False:
         return repo
-    raise FileNotFoundError(
+    raise RepositoryError(
         f"{repo}: not a model repository (no twin/ and no <model>/config.pbtxt); build one with "
         "`rospr export --model M --out model_repo_build/`"
     )

@@ -53,7 +53,7 @@ import numpy as np
 from harness.backends.base import Backend, BackendUnavailable
 from harness.config import ModelConfig, TritonConfig
 from rospr.artifacts import ArtifactError
-from rospr.errors import RosprError
+from rospr.errors import RosprError, SettingError
 from rospr.scoring import ScoreBatch
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ class TritonModelClient:
                  timeout_s: float = 60.0, retries: int = 3, backoff_s: float = 0.5,
                  shared_memory: bool = False, max_request_batch: int | None = None) -> None:
         if protocol not in ("grpc", "http"):
-            raise ValueError(f"triton.protocol={protocol!r}: choose grpc or http")
+            raise SettingError(f"triton.protocol={protocol!r}: choose grpc or http")
         self.model, self.url, self.protocol = model, url, protocol
         self.concurrency, self.timeout_s, self.retries, self.backoff_s = concurrency, timeout_s, retries, backoff_s
         self.stats = {"requests": 0, "attempts": 0, "retries": 0, "timeouts": 0}
@@ -241,7 +241,7 @@ class TritonModelClient:
         served_max = int(config.get("max_batch_size", 0) or 0)
         self.max_rows = max_request_batch or served_max or 1_000_000
         if served_max and self.max_rows > served_max:
-            raise ValueError(f"triton.max_request_batch={self.max_rows} exceeds {self.model}'s max_batch_size {served_max}")
+            raise SettingError(f"triton.max_request_batch={self.max_rows} exceeds {self.model}'s max_batch_size {served_max}")
         self._shm = None
         if shared_memory:
             self._shm = _ShmPool(self.client, 1 << 20, self.concurrency)
@@ -372,11 +372,11 @@ class TritonScorer:
         served = self.client.inputs.get("prompt_embeds")
         if served is None:
             self.client.close()
-            raise ValueError(f"Triton: model {model!r} has no prompt_embeds input; is triton.model a t0_scorer?")
+            raise SettingError(f"Triton: model {model!r} has no prompt_embeds input; is triton.model a t0_scorer?")
         want = {"float32": "FP32", "float16": "FP16"}[wire_dtype]
         if served != want:
             self.client.close()
-            raise ValueError(
+            raise SettingError(
                 f"triton.wire_dtype={wire_dtype}: the served {model!r} takes prompt_embeds as {served}. Set "
                 f"triton.wire_dtype={'float16' if served == 'FP16' else 'float32'}, or re-export with "
                 f"`rospr export --prompt-dtype {wire_dtype}`."

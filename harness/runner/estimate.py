@@ -39,6 +39,7 @@ from harness.method.unit import retrieval_queries
 from harness.runner.plan import data_settings, plan_run
 from harness.runner.session import unit_cache
 from rospr.artifacts import ArtifactError
+from rospr.errors import SettingError
 from rospr.flops import Flops, ModelShape, encoder_forward, score_row, train_step
 from rospr.scoring import encode_examples
 from rospr.softprompt import PromptBank
@@ -188,8 +189,8 @@ def model_config(name_or_path: str, field_name: str) -> dict:
     try:
         return AutoConfig.from_pretrained(str(name_or_path)).to_dict()
     except (OSError, ValueError) as exc:
-        raise ValueError(f"{field_name}={name_or_path!r}: cannot read its config.json ({str(exc).splitlines()[0]}); "
-                         "give a local checkpoint directory or a hub name reachable from here") from None
+        raise SettingError(f"{field_name}={name_or_path!r}: cannot read its config.json ({str(exc).splitlines()[0]}); "
+                           "give a local checkpoint directory or a hub name reachable from here") from None
 
 
 def weightless_identity(name_or_path: str) -> dict:
@@ -352,7 +353,7 @@ def estimate_run(config: RunConfig, tflops: float | None = None, measure_s: floa
     (``ValueError``) a model whose config cannot be read or a non-positive ``tflops``.
     """
     if tflops is not None and not tflops > 0:
-        raise ValueError(f"--tflops {tflops}: give a positive throughput in TFLOP/s")
+        raise SettingError(f"--tflops {tflops}: give a positive throughput in TFLOP/s")
     from harness.backends.tokenizer import load_tokenizer
 
     name = config.model.name_or_path

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from harness.results import RecordsError, read_results, record_scores, verified_records
+from harness.results import read_results, record_scores, verified_records
+from rospr.errors import SettingError
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def load_baseline(name: str) -> Baseline:
     """The published accuracies of ``name`` (e.g. ``t0_3b``); refuses an unknown name."""
     data = _baseline_data()
     if name not in data:
-        raise ValueError(f"--baseline {name!r}: unknown; known baselines: {sorted(data)}")
+        raise SettingError(f"--baseline {name!r}: unknown; known baselines: {sorted(data)}")
     b = data[name]
     entries = tuple(
         BaselineEntry(key, float(v["accuracy"]) / 100.0, tuple(v.get("tasks", [key])))
@@ -92,10 +93,10 @@ def load_run_scores(run_dir: str | Path, method: str | None = None) -> RunScores
     methods = list(dict.fromkeys(u.method for u in res.units))
     if method is None:
         if len(methods) != 1:
-            raise ValueError(f"{run_dir}: the run has methods {methods}; choose one with --method")
+            raise SettingError(f"{run_dir}: the run has methods {methods}; choose one with --method")
         method = methods[0]
     if method not in methods:
-        raise ValueError(f"{run_dir}: no units for method {method!r}; it has {methods}")
+        raise SettingError(f"{run_dir}: no units for method {method!r}; it has {methods}")
     out = RunScores(run_dir, methods=methods)
     for i, u in enumerate(res.units):
         if u.method != method:
@@ -106,10 +107,7 @@ def load_run_scores(run_dir: str | Path, method: str | None = None) -> RunScores
         if not scores:  # every row skipped: there is no accuracy to compare (it has no mean)
             out.empty.append((u.task, u.prompt))
             continue
-        try:
-            out.units[(u.task, u.prompt)] = {int(r["index"]): s for r, s in zip(recs, scores)}
-        except (KeyError, TypeError, ValueError):
-            raise RecordsError(f"{run_dir / u.records}: a record without an integer 'index'; rerun the unit") from None
+        out.units[(u.task, u.prompt)] = {r.index: s for r, s in zip(recs, scores)}  # a Record's index is an int
     return out
 
 
@@ -250,7 +248,7 @@ def compare_runs(new: RunScores, old: RunScores, threshold: float = 0.01, alpha:
     McNemar on binary scores; p-values are reported either way when the scores are binary).
     """
     if test not in ("bootstrap", "mcnemar"):
-        raise ValueError(f"--test {test!r}: choose bootstrap or mcnemar")
+        raise SettingError(f"--test {test!r}: choose bootstrap or mcnemar")
     rng = np.random.default_rng(seed)
     q = (alpha / 2, 1 - alpha / 2)
     rows, missing = [], []

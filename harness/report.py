@@ -199,10 +199,9 @@ def _rospr_sections(res: ResultsFile, methods: list[str], by_task: dict) -> list
         r = u.retrieval
         if not r:
             continue
-        chosen = ", ".join(f"{pid} ({w:.2f})" for pid, w in zip(r.get("chosen", []), r.get("weights", []))) or "none"
-        cands = "; ".join(
-            f"{c['id']} ×{c['frequency']}" + (f" var {c['var_score']:.3g}" if "var_score" in c else "")
-            for c in r.get("candidates", [])[:3])
+        chosen = ", ".join(f"{pid} ({w:.2f})" for pid, w in zip(r.chosen, r.weights)) or "none"
+        cands = "; ".join(f"{c.id} ×{c.frequency}" + (f" var {c.var_score:.3g}" if c.var_score is not None else "")
+                          for c in r.candidates[:3])
         rows.append([u.task, u.prompt, u.method, chosen, cands])
     lines += _table(["task", "prompt", "method", "chosen (weight)", "top candidates"], rows, text_cols=5)
     return lines

@@ -84,15 +84,10 @@ def retrieved_counts(res: ResultsFile) -> Counter:
     """How often each source prompt was chosen (with its weight for mixtures), over all units."""
     counts: Counter = Counter()
     for u in res.units:
-        log = getattr(u, "retrieval", None)
-        if not log:
+        if u.retrieval is None:
             continue
-        log = log if isinstance(log, dict) else log.model_dump()
-        chosen = log.get("chosen") or []
-        chosen = [chosen] if isinstance(chosen, str) else list(chosen)
-        weights = log.get("weights") or [1.0] * len(chosen)
-        for pid, w in zip(chosen, weights):
-            counts[str(pid)] += float(w)
+        for pid, w in zip(u.retrieval.chosen, u.retrieval.weights):
+            counts[pid] += w
     return counts
 
 

@@ -44,7 +44,7 @@ ranking score equals the top one, when there are several) and ``score`` (the met
 prediction; for a tie the mean value of the tied choices, so a tie between a right and a wrong
 choice earns 0.5, never 1 by the choices' order).
 
-Every number a run writes is finite (``write_results`` and ``rundir.records_text`` refuse NaN and
+Every number a run writes is finite (``write_results`` and ``records_text`` refuse NaN and
 infinities, naming the field): what a run writes, its own tools (``verify``, ``compare``,
 ``--resume``) read back. A unit's ``skipped_reasons`` (optional key within 1.2) says why its
 ``skipped`` rows were left out (``harness.runner.plan.scorable``); a unit with ``n`` 0 has
@@ -70,15 +70,114 @@ from pathlib import Path
 from statistics import mean, median
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from typing import ClassVar, Sequence
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_serializer
 
 from rospr.artifacts import atomic_write_bytes, json_document, json_lines
+from rospr.data import Example, credit
 
 SCHEMA_VERSION = "1.2"
 
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class Sparse(Model):
+    """A model whose ``OMITTED_WHEN_NONE`` keys are left out of its JSON when None (as they have been
+    written since they were added: optional keys, not nulls)."""
+
+    OMITTED_WHEN_NONE: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_none(self, handler):
+        data = handler(self)
+        for key in self.OMITTED_WHEN_NONE:
+            if data.get(key, 0) is None:
+                del data[key]
+        return data
+
+
+class Record(Model):
+    """One example of a unit's records file (one JSON object per line, fields in this order)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    index: int
+    input: str
+    choices: list[str]
+    scores: list[float]  # summed log-probability per choice
+    prediction: int
+    gold: int | None  # the label's index; null for BIG-bench (target_scores) and unlabelled rows
+    target_scores: list[int | float] | None  # BIG-bench, as the task file gives them
+    tied: list[int] | None = None  # the choices tied at the top with the prediction, when several
+    score: float  # the metric value of the prediction (``metric``)
+
+    @classmethod
+    def of(cls, example: Example, encoded, scores, convention) -> "Record":
+        """The record of ``example`` (encoded as ``encoded``) given its choice ``scores``."""
+        from rospr.scoring import rank_classify, tied_choices
+
+        tied = tied_choices(scores, encoded, convention)  # [prediction] when there is no tie
+        return cls(index=example.index, input=example.input_text, choices=list(example.choices),
+                   scores=[float(x) for x in scores], prediction=rank_classify(scores, encoded, convention),
+                   gold=example.label,
+                   target_scores=list(example.target_scores) if example.target_scores is not None else None,
+                   tied=tied if len(tied) > 1 else None, score=example.credit(tied))
+
+    def metric(self) -> float:
+        """The metric value of the prediction, recomputed (``rospr.data.credit``, as ``Example.score_of``).
+        Refuses (``ValueError``) a prediction or a tie that is not a choice, and a record without gold."""
+        n = len(self.choices)
+        if not 0 <= self.prediction < n:
+            raise ValueError(f"prediction {self.prediction!r} is not the index of one of {n} choices")
+        if self.tied is not None and (len(self.tied) < 2 or self.prediction not in self.tied
+                                      or len(set(self.tied)) != len(self.tied)
+                                      or any(not 0 <= i < n for i in self.tied)):
+            raise ValueError(f"field 'tied' {self.tied!r} is not a list of two or more choice indices with the "
+                             "prediction")
+        if self.target_scores is not None and len(self.target_scores) != n:
+            raise ValueError(f"{len(self.target_scores)} target_scores for {n} choices")
+        if self.gold is not None and not 0 <= self.gold < n:
+            raise ValueError(f"gold {self.gold} is outside the {n} choices")
+        return credit(self.tied or [self.prediction], self.gold, self.target_scores)
+
+    def line(self) -> str:
+        """The record's line of a records file (no newline): the one serialiser of records."""
+        return json.dumps(self.model_dump(), ensure_ascii=False, allow_nan=False)
+
+
+class LogCandidate(Sparse):
+    """A candidate prompt in a unit's retrieval log, with its evidence (the VAR fields for +var only)."""
+
+    OMITTED_WHEN_NONE = ("distribution", "variance", "var_score")
+
+    id: str
+    source: str | None
+    frequency: int
+    similarity: float  # summed over the queries' hits
+    distribution: list[float] | None = None
+    variance: float | None = None
+    var_score: float | None = None
+
+
+class RetrievalLog(Sparse):
+    """Why a RoSPr unit got its soft prompt (``units[].retrieval``, schema 1.1)."""
+
+    OMITTED_WHEN_NONE = ("note",)
+
+    method: str
+    queries: list[int]  # row indices of the Q queries
+    hits: int
+    excluded: list[str]  # prompt ids left out (leave-one-out)
+    library: str  # the library's content hash
+    candidates: list[LogCandidate]  # the most frequent
+    n_candidates: int
+    var_rule: str | None  # "choices" or "positions" (+var), else null
+    chosen: list[str]
+    weights: list[float]
+    note: str | None = None  # e.g. no candidate: scored without a soft prompt
 
 
 class UnitResult(Model):
@@ -93,7 +192,7 @@ class UnitResult(Model):
     records: str
     content_hash: str = ""
     wall_s: float = 0.0
-    retrieval: dict[str, Any] | None = None  # RoSPr methods: the retrieval log (schema 1.1)
+    retrieval: RetrievalLog | None = None  # RoSPr methods: the retrieval log (schema 1.1)
     sha256: str = ""  # of the records file (schema 1.2)
     cached: bool = False  # reused from the unit cache (schema 1.2)
 
@@ -155,21 +254,39 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(Path(path), text.encode("utf-8"))
 
 
-def write_records(path: Path, records: list[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+def records_text(records: Sequence[Record], where: str = "a unit") -> str:
+    """A records file's contents: one ``Record.line`` per line. Refuses (``RecordsError`` naming
+    ``where``, the record and the field) a NaN or infinite number (a backend's non-finite
+    log-probability): JSON has none, and the prediction of a NaN is arbitrary."""
+    for i, r in enumerate(records):
+        bad = non_finite(r.model_dump())
+        if bad:
+            raise RecordsError(f"{where}: record {i} (row {r.index}): field {bad} is not a finite number "
+                               "(the backend returned NaN or an infinite log-probability), so the unit cannot be "
+                               "scored; check the model and its export (dtype), or report it")
+    return "".join(r.line() + "\n" for r in records)
 
 
-def read_records(path: Path) -> list[dict]:
+def read_records(path: Path) -> list[Record]:
+    """The records of a records file (``parse_records``)."""
     return parse_records(Path(path).read_bytes(), path)
 
 
-def parse_records(data: bytes, where: str | Path) -> list[dict]:
-    """The records of a records file's bytes. Refuses (``RecordsError``) a line that is not a JSON object."""
+def parse_records(data: bytes, where: str | Path) -> list[Record]:
+    """The records of a records file's bytes. Refuses (``RecordsError``) a line that is not a record."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RecordsError(f"{where}: not UTF-8 text (byte {exc.start}); rerun the unit") from None
-    return json_lines(text, where, RecordsError, "rerun the unit")
+    records = []
+    for i, obj in enumerate(json_lines(text, where, RecordsError, "rerun the unit")):
+        try:
+            records.append(Record.model_validate(obj))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(x) for x in first["loc"])
+            raise RecordsError(f"{where}: record {i}: field {field!r}: {first['msg']}; rerun the unit") from None
+    return records
 
 
 class RecordsError(ValueError):
@@ -201,47 +318,29 @@ def confined(run_dir: str | Path, rel: str, where: str) -> Path:
     return target
 
 
-def _metric(rec: dict, where: str) -> float:
-    """The metric value of a record's prediction, recomputed as ``rospr.data.Example.score_of`` does."""
-    from rospr.data import Example
-
-    try:
-        choices = tuple(str(c) for c in rec["choices"])
-        pred = rec["prediction"]
-        if isinstance(pred, bool) or not isinstance(pred, int) or not 0 <= pred < len(choices):
-            raise ValueError(f"prediction {pred!r} is not the index of one of {len(choices)} choices")
-        ts = rec.get("target_scores")
-        ex = Example("", "", int(rec.get("index", 0)), "", choices, label=rec.get("gold"),
-                     target_scores=tuple(float(x) for x in ts) if ts is not None else None)
-        tied = rec.get("tied")
-        if tied is None:
-            value = ex.score_of(pred)
-        elif (not isinstance(tied, list) or len(tied) < 2 or pred not in tied or len(set(tied)) != len(tied)
-              or any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(choices) for i in tied)):
-            raise ValueError(f"field 'tied' {tied!r} is not a list of two or more choice indices with the prediction")
-        else:
-            value = ex.credit(tied)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RecordsError(f"{where}: {exc}; rerun the unit") from None
-    stored = rec.get("score")
-    if not isinstance(stored, (int, float)) or not math.isclose(float(stored), value, rel_tol=0, abs_tol=1e-12):
-        raise RecordsError(f"{where}: field 'score' is {stored!r} but its prediction scores {value}; rerun the unit")
-    return value
+def record_scores(records: Sequence[Record], where: str | Path) -> list[float]:
+    """Each record's metric value, recomputed (``Record.metric``); refuses (``RecordsError``) a record
+    whose stored ``score`` disagrees, or that has no gold."""
+    out = []
+    for i, rec in enumerate(records):
+        try:
+            value = rec.metric()
+        except ValueError as exc:
+            raise RecordsError(f"{where}: record {i}: {exc}; rerun the unit") from None
+        if not math.isclose(rec.score, value, rel_tol=0, abs_tol=1e-12):
+            raise RecordsError(f"{where}: record {i}: field 'score' is {rec.score!r} but its prediction scores "
+                               f"{value}; rerun the unit")
+        out.append(value)
+    return out
 
 
-def record_scores(records: list[dict], where: str | Path) -> list[float]:
-    """Each record's metric value, recomputed from ``prediction``, ``gold`` and ``target_scores``;
-    refuses (``RecordsError``) a record whose stored ``score`` disagrees, or that has no gold."""
-    return [_metric(r, f"{where}: record {i}") for i, r in enumerate(records)]
-
-
-def unit_figures(records: list[dict], where: str | Path) -> tuple[int, float | None]:
+def unit_figures(records: Sequence[Record], where: str | Path) -> tuple[int, float | None]:
     """A unit's ``n`` and ``accuracy`` (mean metric; None when empty), from its records only."""
     scores = record_scores(records, where)
     return len(scores), (float(sum(scores) / len(scores)) if scores else None)
 
 
-def verified_records(run_dir: str | Path, unit: UnitResult, where: str) -> tuple[bytes, list[dict]]:
+def verified_records(run_dir: str | Path, unit: UnitResult, where: str) -> tuple[bytes, list[Record]]:
     """The bytes and records of ``unit``'s records file, checked: inside ``run_dir``, sha256 as listed.
 
     ``where`` names the results file and the unit's position (``results.json: units[3]``). Refuses
@@ -295,7 +394,6 @@ def write_results(path: Path, results: ResultsFile) -> None:
 def read_results(path: Path) -> ResultsFile:
     """Load and validate a results file. Refuses (``ValueError`` naming the file) a missing or
     malformed file, another major schema version and a file that does not follow the schema."""
-    from pydantic import ValidationError
 
     path = Path(path)
     try:

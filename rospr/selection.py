@@ -28,10 +28,12 @@ can measure there.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
+
+from rospr.errors import SettingError
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class Method:
 
     def __post_init__(self) -> None:
         if not self.retrieve and (self.var or self.inter):
-            raise ValueError("the t0 baseline retrieves nothing: it has neither +var nor +inter")
+            raise SettingError("the t0 baseline retrieves nothing: it has neither +var nor +inter")
 
     @property
     def name(self) -> str:
@@ -64,7 +66,7 @@ class Method:
             return text
         by_name = {m.name: m for m in METHODS}
         if text not in by_name:
-            raise ValueError(f"{text!r} is not one of {list(by_name)}")
+            raise SettingError(f"{text!r} is not one of {list(by_name)}")
         return by_name[text]
 
 
@@ -96,12 +98,13 @@ class VarCandidate:
 
 @dataclass
 class Selection:
-    """The prompt(s) a method chose and their weights (one prompt: weight 1), with the evidence."""
+    """The prompt(s) a method chose and their weights (one prompt: weight 1); ``note`` says why there
+    is none."""
 
     method: str
     prompt_ids: list[str]
     weights: list[float]
-    log: dict = field(default_factory=dict)
+    note: str | None = None
 
 
 def frequency_table(hits: Sequence[Sequence[tuple[str, float]]]) -> list[Candidate]:
@@ -179,7 +182,7 @@ def select(method: Method | str, candidates: Sequence[Candidate], n_inter: int =
     if method.var and var_ranked is None:
         raise ValueError(f"method {method.name!r} needs the VAR ranking")
     if not candidates or (method.var and not var_ranked):
-        return Selection(method.name, [], [], {"note": "no candidate prompt: scored without a soft prompt"})
+        return Selection(method.name, [], [], "no candidate prompt: scored without a soft prompt")
     items = ([(v.prompt_id, v.score) for v in var_ranked] if method.var  # type: ignore[union-attr]
              else [(c.prompt_id, float(c.frequency)) for c in candidates])
     ids, weights = top_weights(items, n_inter if method.inter else 1)

@@ -17,7 +17,8 @@ from harness.compare import (
     load_run_scores,
     mcnemar_exact,
 )
-from harness.results import Provenance, ResultsFile, UnitResult, summarise, write_records, write_results
+from harness.results import (Provenance, Record, ResultsFile, UnitResult, atomic_write_text, records_text, summarise,
+                             write_results)
 
 
 def make_run(path, units: dict[tuple[str, str], list[float]], method="t0"):
@@ -27,9 +28,10 @@ def make_run(path, units: dict[tuple[str, str], list[float]], method="t0"):
     for i, ((task, prompt), scores) in enumerate(units.items()):
         rel = f"records/u{i}.jsonl"
         rows = scores.items() if isinstance(scores, dict) else enumerate(scores)  # a dict: {row index: score}
-        write_records(path / rel, [{"index": j, "score": float(s), "prediction": 0, "gold": 0 if s == 1.0 else 1,
-                                    "target_scores": None, "scores": [0.0, -1.0], "choices": ["a", "b"]}
-                                   for j, s in rows])
+        (path / "records").mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path / rel, records_text([
+            Record(index=j, input="", choices=["a", "b"], scores=[0.0, -1.0], prediction=0, gold=0 if s == 1.0 else 1,
+                   target_scores=None, score=float(s)) for j, s in rows]))
         digest = hashlib.sha256((path / rel).read_bytes()).hexdigest()
         values = list(scores.values()) if isinstance(scores, dict) else scores
         done.append(UnitResult(task=task, prompt=prompt, method=method, n=len(values),

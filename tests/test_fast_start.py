@@ -100,7 +100,7 @@ def test_cached_rospr_var_run_imports_neither_torch_nor_transformers(tiny_model_
     assert cached["heavy"] == [], cached["heavy"]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # the bank and library were reused, not rebuilt
     units = read_results_units(tmp_path / "cached")
-    assert [u.method for u in units] == ["rospr+var"] and units[0].retrieval["var_rule"]
+    assert [u.method for u in units] == ["rospr+var"] and units[0].retrieval.var_rule
 
 
 def read_results_units(run_dir: Path):

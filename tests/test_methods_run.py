@@ -48,15 +48,15 @@ def test_every_method_runs_and_logs_its_retrieval(methods_run):
             assert u.retrieval is None
             continue
         r = u.retrieval
-        assert r["method"] == u.method and len(r["queries"]) == 6 and r["hits"] == 6 * 5
+        assert r.method == u.method and len(r.queries) == 6 and r.hits == 6 * 5
         # leave-one-out: the target's own prompts are excluded and never chosen
-        assert all(pid.startswith(u.task + "/") for pid in r["excluded"]) and r["excluded"]
-        assert all(not pid.startswith(u.task + "/") for pid in r["chosen"])
-        assert sum(c["frequency"] for c in r["candidates"]) == 30
-        assert len(r["chosen"]) == (2 if Method.parse(u.method).inter else 1)
-        assert sum(r["weights"]) == pytest.approx(1.0, abs=1e-5)
+        assert all(pid.startswith(u.task + "/") for pid in r.excluded) and r.excluded
+        assert all(not pid.startswith(u.task + "/") for pid in r.chosen)
+        assert sum(c.frequency for c in r.candidates) == 30
+        assert len(r.chosen) == (2 if Method.parse(u.method).inter else 1)
+        assert sum(r.weights) == pytest.approx(1.0, abs=1e-5)
         if Method.parse(u.method).var:
-            assert r["var_rule"] == "choices" and all("var_score" in c for c in r["candidates"][:4])
+            assert r.var_rule == "choices" and all(c.var_score is not None for c in r.candidates[:4])
 
 
 def test_records_are_scored_with_the_chosen_prompt(methods_run, tiny_backbone):
@@ -66,15 +66,15 @@ def test_records_are_scored_with_the_chosen_prompt(methods_run, tiny_backbone):
     bank = PromptBank.load(root / "bank", identity.as_dict())
     unit = next(u for u in res.units if u.method == "rospr+var+inter")
     r = unit.retrieval
-    prompt = sum(w * bank.get(pid).values.astype(np.float64) for pid, w in zip(r["chosen"], r["weights"]))
+    prompt = sum(w * bank.get(pid).values.astype(np.float64) for pid, w in zip(r.chosen, r.weights))
     records = read_records(root / "run" / unit.records)
     from rospr.data import Example
 
-    examples = [Example(unit.task, unit.prompt, rec["index"], rec["input"], tuple(rec["choices"])) for rec in records]
+    examples = [Example(unit.task, unit.prompt, rec.index, rec.input, tuple(rec.choices)) for rec in records]
     scores = score_encoded(TorchScorer(model), encode_examples(tokenizer, examples, cfg.scoring.convention()),
                            prompt.astype(np.float32), 4)
     for rec, sc in zip(records, scores):
-        np.testing.assert_allclose(rec["scores"], sc, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(rec.scores, sc, rtol=1e-4, atol=1e-4)
 
 
 def test_report_puts_methods_beside_the_baseline(methods_run):

@@ -94,6 +94,6 @@ def test_t0_train_sources_tune_and_run_with_heldout_targets(synth_dir, tiny_mode
     for u in res.units:
         assert u.n > 0
         if u.method != "t0":
-            chosen = u.retrieval["chosen"]
+            chosen = u.retrieval.chosen
             assert chosen and all(pid.split("/")[0] in {s.split("/")[0] for s in sources} for pid in chosen)
-            assert all(c["source"] in sources for c in u.retrieval["candidates"])
+            assert all(c.source in sources for c in u.retrieval.candidates)

@@ -77,9 +77,9 @@ def test_plan_counts_equal_the_run_and_the_second_plan_sees_its_reuse(paper_setu
     # the library the run built, and its retrieval: queries per target as the run logged them
     library = json.loads((tmp / "library" / "manifest.json").read_text())
     assert before["retrieval"]["library_keys"] == library["n_keys"]
-    logged = {(u.task, u.prompt): len(u.retrieval["queries"]) for u in res.units if u.retrieval}
+    logged = {(u.task, u.prompt): len(u.retrieval.queries) for u in res.units if u.retrieval}
     assert before["retrieval"]["queries"] == sum(logged.values())
-    var_used = sum(min(config.rospr.var_candidates, u.retrieval["n_candidates"])
+    var_used = sum(min(config.rospr.var_candidates, u.retrieval.n_candidates)
                    for u in res.units if u.method == "rospr+var")
     assert var_used <= before["retrieval"]["var_candidates_max"]
     assert res.execution["computed"] == before["totals"]["units_to_compute"] == 15

@@ -51,12 +51,16 @@ def test_renders_in_headless_chromium(report):
 
 def test_retrieval_section_counts_chosen_prompts(report):
     from harness.report_html import render_html, retrieved_counts
-    from harness.results import read_results
+    from harness.results import RetrievalLog, read_results
+
+    def log(chosen, weights):
+        return RetrievalLog(method="rospr", queries=[0], hits=1, excluded=[], library="l", candidates=[],
+                            n_candidates=0, var_rule=None, chosen=chosen, weights=weights)
 
     res = read_results(report.parent / "results.json")
-    units = [u.model_copy(update={"method": "rospr+inter", "retrieval": {"chosen": ["a", "b"], "weights": [0.75, 0.25]}})
+    units = [u.model_copy(update={"method": "rospr+inter", "retrieval": log(["a", "b"], [0.75, 0.25])})
              for u in res.units[:2]]
-    units.append(res.units[2].model_copy(update={"method": "rospr", "retrieval": {"chosen": ["b"], "weights": [1.0]}}))
+    units.append(res.units[2].model_copy(update={"method": "rospr", "retrieval": log(["b"], [1.0])}))
     res2 = res.model_copy(update={"units": res.units + units})
     counts = retrieved_counts(res2)
     assert counts == {"a": 1.5, "b": 1.5}  # 2 x 0.75 ; 2 x 0.25 + 1

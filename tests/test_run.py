@@ -49,10 +49,10 @@ def test_records_agree_with_unit_accuracy(demo_run):
         recs = read_records(out / unit.records)
         assert len(recs) == unit.n
         for r in recs:
-            assert len(r["scores"]) == len(r["choices"])
-            assert r["prediction"] == int(np.argmax(r["scores"]))
-            assert r["score"] == float(r["prediction"] == r["gold"])
-        assert unit.accuracy == pytest.approx(sum(r["score"] for r in recs) / len(recs))
+            assert len(r.scores) == len(r.choices)
+            assert r.prediction == int(np.argmax(r.scores))
+            assert r.score == float(r.prediction == r.gold)
+        assert unit.accuracy == pytest.approx(sum(r.score for r in recs) / len(recs))
 
 
 def test_summary_mean_and_median(demo_run):

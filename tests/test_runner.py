@@ -41,12 +41,12 @@ def assert_same_run(run_dir, ref_dir) -> None:
     assert [(u.task, u.prompt, u.method) for u in got.units] == [(u.task, u.prompt, u.method) for u in ref.units]
     for g, r in zip(got.units, ref.units):
         assert g.n == r.n and g.accuracy == r.accuracy, (g.task, g.prompt, g.method)
-        assert (g.retrieval or {}).get("chosen") == (r.retrieval or {}).get("chosen")
+        assert (g.retrieval and g.retrieval.chosen) == (r.retrieval and r.retrieval.chosen)
         grec, rrec = read_records(run_dir / g.records), read_records(ref_dir / r.records)
-        assert [x["index"] for x in grec] == [x["index"] for x in rrec]
-        assert [x["prediction"] for x in grec] == [x["prediction"] for x in rrec]
+        assert [x.index for x in grec] == [x.index for x in rrec]
+        assert [x.prediction for x in grec] == [x.prediction for x in rrec]
         for a, b in zip(grec, rrec):
-            np.testing.assert_allclose(a["scores"], b["scores"], rtol=0, atol=1e-5)
+            np.testing.assert_allclose(a.scores, b.scores, rtol=0, atol=1e-5)
     assert got.overall == pytest.approx(ref.overall, abs=1e-12)
 
 

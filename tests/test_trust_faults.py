@@ -51,9 +51,9 @@ def assert_same_numbers(run_dir: Path, ref_dir: Path) -> None:
     for g, r in zip(got.units, ref.units):
         assert (g.n, g.accuracy) == (r.n, r.accuracy), (g.task, g.prompt)
         grec, rrec = read_records(run_dir / g.records), read_records(ref_dir / r.records)
-        assert [x["prediction"] for x in grec] == [x["prediction"] for x in rrec]
+        assert [x.prediction for x in grec] == [x.prediction for x in rrec]
         for a, b in zip(grec, rrec):
-            np.testing.assert_allclose(a["scores"], b["scores"], rtol=0, atol=1e-5)
+            np.testing.assert_allclose(a.scores, b.scores, rtol=0, atol=1e-5)
     assert got.overall == pytest.approx(ref.overall, abs=1e-12)
 
 

@@ -253,10 +253,10 @@ def test_a_tie_between_a_right_and_a_wrong_choice_earns_half(tiny_model_dir, tmp
     assert unit.n == 5 and unit.accuracy == pytest.approx(sum(map(hand_credit, recs)) / 5) == 0.5
     # the credit is recomputed from the records: a record claiming a full point for its tie is refused
     recs[0]["score"] = 1.0
-    from harness.results import RecordsError, record_scores
+    from harness.results import Record, RecordsError, record_scores
 
     with pytest.raises(RecordsError, match="field 'score' is 1.0 but its prediction scores 0.5"):
-        record_scores(recs, "r.jsonl")
+        record_scores([Record.model_validate(r) for r in recs], "r.jsonl")
 
 
 def test_two_templates_of_one_name_are_refused_naming_both(tiny_model_dir, tmp_path):

@@ -12,11 +12,10 @@ the target's own dataset are excluded from its retrieval, as RoSPr is evaluated 
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from harness.method.prepare import RosprContext
+from harness.results import LogCandidate, RetrievalLog
 from harness.tasks import dataset_of
 from rospr.data import Example
 from rospr.library import Library
@@ -44,7 +43,7 @@ def var_candidates(ctx: RosprContext, table: list[Candidate]) -> list[Candidate]
 
 
 def decide(ctx: RosprContext, method: Method, queries: list[Example], hits: Hits, table: list[Candidate],
-           predictions: dict[str, list[int]] | None = None) -> tuple[Selection, np.ndarray | None, dict]:
+           predictions: dict[str, list[int]] | None = None) -> tuple[Selection, np.ndarray | None, RetrievalLog]:
     """Selection for one RoSPr ``method`` from the unit's retrieval (and, for +var, the candidates'
     predicted choices on the queries): the selection, the soft prompt to score with (None: no
     candidate; INTER: the weighted mix) and the retrieval log."""
@@ -61,28 +60,18 @@ def decide(ctx: RosprContext, method: Method, queries: list[Example], hits: Hits
 
 
 def retrieval_log(sel: Selection, table: list[Candidate], hits: Hits, var_ranked: list[VarCandidate] | None,
-                  rule: str | None, library: Library) -> dict:
+                  rule: str | None, library: Library) -> RetrievalLog:
     """Why the unit got its prompt: queries, exclusions, the candidates with their evidence, the choice."""
     source = dict(zip(library.prompt_ids, library.sources))
     var = {v.prompt_id: v for v in var_ranked or []}
     candidates = []
     for c in table[:LOG_CANDIDATES]:
-        item: dict[str, Any] = {"id": c.prompt_id, "source": source.get(c.prompt_id), "frequency": c.frequency,
-                                "similarity": round(c.similarity, 6)}
-        if c.prompt_id in var:
-            v = var[c.prompt_id]
-            item.update(distribution=[round(x, 6) for x in v.distribution], variance=v.variance, var_score=v.score)
-        candidates.append(item)
-    return {
-        "method": sel.method,
-        "queries": hits.query_indices,
-        "hits": sum(len(h) for h in hits.hits),
-        "excluded": hits.excluded,
-        "library": library.content_hash,
-        "candidates": candidates,
-        "n_candidates": len(table),
-        "var_rule": rule,
-        "chosen": sel.prompt_ids,
-        "weights": [round(w, 6) for w in sel.weights],
-        **sel.log,
-    }
+        v = var.get(c.prompt_id)
+        candidates.append(LogCandidate(
+            id=c.prompt_id, source=source.get(c.prompt_id), frequency=c.frequency, similarity=round(c.similarity, 6),
+            distribution=[round(x, 6) for x in v.distribution] if v else None, variance=v.variance if v else None,
+            var_score=v.score if v else None))
+    return RetrievalLog(method=sel.method, queries=hits.query_indices, hits=sum(len(h) for h in hits.hits),
+                        excluded=hits.excluded, library=library.content_hash, candidates=candidates,
+                        n_candidates=len(table), var_rule=rule, chosen=sel.prompt_ids,
+                        weights=[round(w, 6) for w in sel.weights], note=sel.note)

@@ -48,14 +48,14 @@ from harness.cache import UnitCache, key_parts, rospr_part, scorer_part, unit_ke
 from harness.config import RunConfig
 from harness.method.prepare import RosprContext
 from harness.method.unit import decide, retrieval_queries, var_candidates
-from harness.results import ResultsFile, UnitResult
+from harness.results import Record, ResultsFile, RetrievalLog, UnitResult, records_text
 from harness.runner.executor import Executor, RetrievalRequest
 from harness.runner.plan import TargetSpec
-from harness.runner.rundir import RunDirectory, records_path, records_text
+from harness.runner.rundir import RunDirectory, records_path
 from harness.runner.stages import Stages
 from rospr.data import Example, UnitData
 from rospr.retrieval import Hits
-from rospr.scoring import EncodedExample, encode_examples, plan_batches, rank_classify, tied_choices
+from rospr.scoring import EncodedExample, encode_examples, plan_batches, rank_classify
 from rospr.selection import T0, Candidate, Method, frequency_table
 
 log = logging.getLogger(__name__)
@@ -240,7 +240,7 @@ class Driver:
                     for c, sc in zip(candidates, scores)}
 
     def select(self, method: Method, queries: list[Example], hits: Hits, table: list[Candidate],
-               predictions: dict[str, list[int]], mixes: dict[tuple, Any]) -> tuple[Any, dict]:
+               predictions: dict[str, list[int]], mixes: dict[tuple, Any]) -> tuple[Any, RetrievalLog]:
         """``method``'s prompt as a store handle (None: no prompt) and its retrieval log."""
         with self.stages.timing("select"):
             sel, values, retrieval = decide(self.ctx, method, queries, hits, table, predictions)
@@ -263,7 +263,7 @@ class Driver:
                 self.bank_handles.popitem(last=False)  # batches in flight keep their own reference
         return self.bank_handles[prompt_id]
 
-    async def score_unit(self, target: Target, method: Method, prompt: Any, retrieval: dict | None) -> None:
+    async def score_unit(self, target: Target, method: Method, prompt: Any, retrieval: RetrievalLog | None) -> None:
         """Score every example of ``target`` with ``prompt`` (a handle, None: none), then write the unit."""
         scores = await self.score_rows(target.encoded, prompt, "scoring")
         with self.stages.timing("write"):
@@ -345,24 +345,9 @@ class Driver:
 
 
 def build_records(examples: list[Example], encoded: list[EncodedExample], scores: list[np.ndarray],
-                  convention) -> list[dict]:
+                  convention) -> list[Record]:
     """A unit's records (one per example, in row order): scores, prediction, gold and metric."""
-    records = []
-    for ex, enc, sc in zip(examples, encoded, scores):
-        pred = rank_classify(sc, enc, convention)
-        tied = tied_choices(sc, enc, convention)  # a tie earns the mean of its choices' values
-        records.append({
-            "index": ex.index,
-            "input": ex.input_text,
-            "choices": list(ex.choices),
-            "scores": [float(x) for x in sc],
-            "prediction": pred,
-            "gold": ex.label,
-            "target_scores": list(ex.target_scores) if ex.target_scores is not None else None,
-            "tied": tied if len(tied) > 1 else None,
-            "score": ex.credit(tied) if len(tied) > 1 else ex.score_of(pred),
-        })
-    return records
+    return [Record.of(ex, enc, sc, convention) for ex, enc, sc in zip(examples, encoded, scores)]
 
 
 class RetrievalGroups:

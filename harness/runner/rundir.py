@@ -88,20 +88,6 @@ class ResumeError(RunDirError):
     """A run directory that cannot be resumed with this config (the message says why and what to do)."""
 
 
-def records_text(records: list[dict], where: str = "a unit") -> str:
-    """A records file's contents: one JSON object per line (``harness.results`` documents the fields).
-
-    Refuses (``RecordsError`` naming ``where``, the record and the field) a NaN or infinite number (a
-    backend's non-finite log-probability): JSON has none, and the prediction of a NaN is arbitrary."""
-    for i, r in enumerate(records):
-        bad = non_finite(r)
-        if bad:
-            raise RecordsError(f"{where}: record {i} (row {r.get('index')}): field {bad} is not a finite number "
-                               "(the backend returned NaN or an infinite log-probability), so the unit cannot be "
-                               "scored; check the model and its export (dtype), or report it")
-    return "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in records)
-
-
 def records_path(task: str, prompt: str, method: str) -> str:
     """A unit's records file, relative to the run directory."""
     from harness.runner.plan import unit_slug

@@ -160,3 +160,23 @@ def test_a_repository_without_its_source_is_refused(served_a, tiny_model_dir, tm
     with TritonServer(old) as s:
         with pytest.raises(ServedModelMismatch, match="no valid rospr_source parameter"):
             create_backend(_config(tiny_model_dir, s.grpc_url))
+
+
+@pytest.mark.slow
+def test_an_identity_that_names_other_weights_than_the_source_is_refused(served_a, tiny_model_dir, tmp_path):
+    import re
+
+    from harness.backends import create_backend
+    from harness.serve import TritonServer
+
+    repo, _ = served_a
+    edited = tmp_path / "edited"
+    shutil.copytree(repo / "twin", edited)
+    path = edited / "t0_scorer" / "config.pbtxt"
+    a = weights_digest(tiny_model_dir)
+    text, n = re.subn(r'(key: "rospr_identity".*?\\"weights\\": \\")' + a, r"\g<1>" + "f" * 16, path.read_text())
+    assert n == 1
+    path.write_text(text)
+    with TritonServer(edited) as s:
+        with pytest.raises(ServedModelMismatch, match=f"names weights f{{16}} in rospr_identity and {a}"):
+            create_backend(_config(tiny_model_dir, s.grpc_url))

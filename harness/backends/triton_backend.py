@@ -450,7 +450,12 @@ def create_triton_backend(model: ModelConfig, cfg: TritonConfig, urls: list[str]
             raise errors[0]
         raise BackendUnavailable(f"Triton: none of ray.triton_urls {urls} answers ({errors[-1]})")
     try:
-        check_served_source(scorer.client, model.name_or_path, model.revision, "model.name_or_path")
+        served = check_served_source(scorer.client, model.name_or_path, model.revision, "model.name_or_path")
+        if scorer.identity.get("weights") != served["weights"]:  # provenance and unit-cache keys use it
+            raise ServedModelMismatch(
+                f"Triton: {scorer.client._where()} names weights {scorer.identity.get('weights')} in rospr_identity "
+                f"and {served['weights']} in rospr_source (its config.pbtxt was edited?); rebuild the repository "
+                f"with `rospr export --model {model.name_or_path} --out DIR`, then `rospr serve --repo DIR`")
     except BaseException:
         scorer.close()
         raise

@@ -61,3 +61,30 @@ def test_plan_says_what_the_run_does_with_an_export_of_other_weights(tiny_model_
     assert _export_status(b_cfg, str(model_b)).startswith("retriever exported again on first use")
     assert ensure_export(None, model_b, "float32", cache) == r_folder
     assert _export_status(b_cfg, str(model_b)) == f"retriever reused {r_folder}"
+
+
+def test_plan_refuses_a_library_of_another_retriever_as_the_run_does(tiny_model_dir, tmp_path, monkeypatch):
+    from harness.runner.estimate import _library_status
+    from rospr.artifacts import ArtifactError
+    from rospr.identity import retriever_identity
+    from rospr.library import LibraryEntry, build_library
+    from rospr.softprompt import PromptBank
+    from test_identity import HashEmbedder, WordIds
+
+    monkeypatch.setenv("ROSPR_HOME", str(tmp_path / "home"))
+    model_b = perturbed_copy(tiny_model_dir, tmp_path / "tiny-b")
+    ra = retriever_identity(tiny_model_dir)
+    build_library(tmp_path / "lib", [LibraryEntry("s/a", "s", ("one two",))], HashEmbedder(), WordIds(), ra, "bank")
+    bank = PromptBank.open(tmp_path / "bank", {"name": "tiny", "weights": "0" * 16})
+
+    def config(retriever):
+        return load_config(None, tree={"model": {"name_or_path": str(tiny_model_dir)},
+                                       "tasks": [{"name": "builtin/sentiment"}],
+                                       "rospr": {"retriever": str(retriever), "library": str(tmp_path / "lib")}})
+
+    library, status = _library_status(config(tiny_model_dir), [], bank, [])
+    assert library is not None or status.startswith("built")
+    with pytest.raises(ArtifactError) as exc:
+        _library_status(config(model_b), [], bank, [])
+    assert ra["weights"] in str(exc.value) and retriever_identity(model_b)["weights"] in str(exc.value)
+    assert "rospr.library=" in str(exc.value)

@@ -297,19 +297,22 @@ def _tuning(config: RunConfig, shape: ModelShape, tokenizer, identity: dict) -> 
 
 
 def _library_status(config: RunConfig, jobs: list, bank: PromptBank, to_train: list[str]):
-    """(loaded library or None when it will be built, why)."""
+    """(loaded library or None when it will be built, why). Refuses (``ArtifactError``) what the run
+    refuses (``harness.method.prepare._library``): a library edited on disk, or built by another
+    retriever (its config or weights)."""
     from rospr.library import load_library
 
     path = Path(config.rospr.library)
     if not (path / "manifest.json").exists():
         return None, "built: none at this path"
+    _entries, identity, _bank_hash, key = library_inputs(config, jobs, bank)
     try:
-        library = load_library(path)
+        library = load_library(path, identity)
     except ArtifactError as exc:
         raise ArtifactError(f"{exc} (rospr.library={config.rospr.library!r}; delete it to rebuild)") from None
     if to_train:
         return None, f"built: {len(to_train)} bank prompts are trained first"
-    if library.build_key != library_inputs(config, jobs, bank)[3]:
+    if library.build_key != key:
         return None, "built: stale for this bank, retriever or its settings"
     return library, "reused"
 

@@ -99,8 +99,9 @@ def strict_loads(text: str, where: str | Path, error: type[ValueError], fix: str
 
     data = json.loads(text, object_pairs_hook=pairs_hook)
     if repeated:
-        first = repeated[0]
-        path = _find(data, first, "$") or "an object"
+        # the first one still in the document (an object given twice itself may have been dropped)
+        first, path = next(((r, p) for r in repeated if (p := _find(data, r, "$")) is not None),
+                           (repeated[0], "an object"))
         at = f"line {line}, " if line is not None else ""
         raise error(f"{where}: {at}key {first.key!r} appears more than once in {path} (JSON keeps only the last "
                     f"value, so which one was meant cannot be known); {fix}")

@@ -73,3 +73,10 @@ def test_an_export_manifest_with_a_key_twice_is_not_used(tmp_path, caplog):
     assert "'model_weights' appears more than once" in caplog.text
     with pytest.raises(ExportIntegrityError, match="missing or unreadable"):
         verify_export(tmp_path)
+
+
+def test_a_repeated_object_dropped_by_its_parents_repeat_is_still_named():
+    with pytest.raises(Refused, match=r"key 'a' appears more than once in \$ "):
+        json_document('{"a": {"x": 1, "x": 2}, "a": 3}', "f", Refused, "fix")
+    with pytest.raises(Refused, match=r"key 'x' appears more than once in \$\.b\[0\] "):
+        json_document('{"b": [{"x": 1, "x": 2}]}', "f", Refused, "fix")

@@ -109,3 +109,19 @@ def test_an_edited_library_is_refused_by_the_run(methods_run, tmp_path):
     rospr = cfg.rospr.model_copy(update={"library": str(lib)})
     with pytest.raises(ArtifactError, match="delete it to rebuild"):
         run(cfg.model_copy(update={"method": ["rospr"], "rospr": rospr}), tmp_path / "run")
+
+
+def test_methods_that_choose_one_prompt_share_one_scoring_pass(methods_run):
+    """Per target, one scoring pass per distinct prompt (bank ids and weights; none for t0 and for a
+    unit without candidates): the examples scored are n x (distinct prompts), not n x (methods)."""
+    _cfg, res, _root = methods_run
+    prompts: dict[tuple, set] = {}
+    n: dict[tuple, int] = {}
+    for u in res.units:
+        key = None if u.retrieval is None or not u.retrieval.chosen else (tuple(u.retrieval.chosen),
+                                                                           tuple(u.retrieval.weights))
+        prompts.setdefault((u.task, u.prompt), set()).add(key)
+        n[(u.task, u.prompt)] = u.n
+    shared = sum(n[t] * len(keys) for t, keys in prompts.items())
+    assert res.execution["time"]["scoring_examples"] == shared
+    assert shared < sum(u.n for u in res.units)  # here rospr and rospr+var agree on some target

@@ -18,7 +18,9 @@ units are the methods of the config, and ``Driver.run_target`` does its work fro
    is; the prompt is put in the executor's store once (a bank prompt once per run while recently
    used, an INTER mix once per target);
 9. **score** every example with it, then **write** the unit (``RunDirectory.add``) and store it in
-   the unit cache.
+   the unit cache. Methods of one target that chose the same prompt (the same bank prompt ids and
+   weights, so the same tensor; or none, as t0) share one scoring pass (``Target.scored``), and
+   each still writes its own unit.
 
 Scoring: a unit's rows are cut into length-bucketed batches by ``plan_batches`` on that unit's rows
 alone, so a batch never depends on the executor, the number of actors or the other targets. At
@@ -109,6 +111,18 @@ def drive(config: RunConfig, specs: list[TargetSpec], todo: dict[int, list[Metho
     return final
 
 
+@dataclass(frozen=True)
+class Prompt:
+    """The soft prompt a unit is scored with: its store ``handle`` (None: no prompt) and ``key``, what
+    makes the tensor (the bank prompt ids and their weights; None for no prompt)."""
+
+    handle: Any
+    key: tuple | None
+
+
+NO_PROMPT = Prompt(None, None)
+
+
 @dataclass
 class Target:
     """One (task, prompt) while its units are computed: its rows as loaded and, once encoded, as the
@@ -118,6 +132,8 @@ class Target:
     data: UnitData
     started: float
     encoded: list[EncodedExample] = field(default_factory=list)
+    # one scoring pass per prompt: (prompt ids, weights) of the selection, None for no prompt
+    scored: dict[tuple | None, asyncio.Future] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -179,12 +195,12 @@ class Driver:
         rospr = [m for m in methods if m.retrieve]
         async with Spawned() as units:  # each unit scored and written as a task of its own, awaited here
             if T0 in methods:
-                units.start(self.score_unit(target, T0, None, None))  # alongside the retrieval
+                units.start(self.score_unit(target, T0, NO_PROMPT, None))  # alongside the retrieval
             if not rospr:
                 return
             if not target.data.examples:  # nothing to retrieve for: the units are written empty
                 for method in rospr:
-                    units.start(self.score_unit(target, method, None, None))
+                    units.start(self.score_unit(target, method, NO_PROMPT, None))
                 return
             with self.stages.timing("select"):
                 queries, exclude = retrieval_queries(self.ctx, self.config.seed, spec.task_name, spec.prompt,
@@ -240,18 +256,18 @@ class Driver:
                     for c, sc in zip(candidates, scores)}
 
     def select(self, method: Method, queries: list[Example], hits: Hits, table: list[Candidate],
-               predictions: dict[str, list[int]], mixes: dict[tuple, Any]) -> tuple[Any, RetrievalLog]:
-        """``method``'s prompt as a store handle (None: no prompt) and its retrieval log."""
+               predictions: dict[str, list[int]], mixes: dict[tuple, Any]) -> tuple[Prompt, RetrievalLog]:
+        """``method``'s prompt (store handle and key) and its retrieval log."""
         with self.stages.timing("select"):
             sel, values, retrieval = decide(self.ctx, method, queries, hits, table, predictions)
         if not sel.prompt_ids:
-            return None, retrieval
-        if len(sel.prompt_ids) == 1:
-            return self.bank_handle(sel.prompt_ids[0]), retrieval
+            return NO_PROMPT, retrieval
         key = (tuple(sel.prompt_ids), tuple(sel.weights))
+        if len(sel.prompt_ids) == 1:
+            return Prompt(self.bank_handle(sel.prompt_ids[0]), key), retrieval
         if key not in mixes:
             mixes[key] = self.executor.put(values)
-        return mixes[key], retrieval
+        return Prompt(mixes[key], key), retrieval
 
     def bank_handle(self, prompt_id: str) -> Any:
         """The store handle of a bank prompt: put once, kept while recently used."""
@@ -263,9 +279,13 @@ class Driver:
                 self.bank_handles.popitem(last=False)  # batches in flight keep their own reference
         return self.bank_handles[prompt_id]
 
-    async def score_unit(self, target: Target, method: Method, prompt: Any, retrieval: RetrievalLog | None) -> None:
-        """Score every example of ``target`` with ``prompt`` (a handle, None: none), then write the unit."""
-        scores = await self.score_rows(target.encoded, prompt, "scoring")
+    async def score_unit(self, target: Target, method: Method, prompt: Prompt,
+                         retrieval: RetrievalLog | None) -> None:
+        """Score every example of ``target`` with ``prompt``, once per prompt of the target (a second
+        method with the same prompt awaits the same pass), then write the unit."""
+        if prompt.key not in target.scored:
+            target.scored[prompt.key] = asyncio.ensure_future(self.score_rows(target.encoded, prompt.handle, "scoring"))
+        scores = await target.scored[prompt.key]
         with self.stages.timing("write"):
             records = build_records(target.data.examples, target.encoded, scores, self.conv)
             # n and accuracy: set from the records text by RunDirectory.add (one derivation of every figure)

@@ -134,6 +134,9 @@ class ScoringConfig(settings_model("_ConventionKeys", Convention, "the scoring c
     """Rank classification: the convention (``rospr.scoring.Convention``'s fields) and batching."""
 
     batch_size: int = Field(16, ge=1, le=MAX_BATCH)
+    batch_tokens: int | None = Field(None, ge=1, le=1 << 30,
+                                     description="padded tokens per batch, B x (S + C x T) (rospr.scoring.plan_batches); "
+                                                 "null: batch_size rows whatever their length")
     bucket: bool = True
     threads: int | None = Field(None, ge=1, le=MAX_THREADS, description="intra-op threads of the backend")
 

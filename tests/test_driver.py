@@ -101,9 +101,10 @@ def setup(tiny_model_dir, monkeypatch):
 
     monkeypatch.setattr(TargetSpec, "load", counted_load)
 
-    def run_with(executor, out, resume=False):
+    def run_with(executor, out, resume=False, **scoring):
         monkeypatch.setattr(runner, "build_executor", lambda *a, **k: executor)
-        return runner.run(config, out, observer=tally, backend=backend, resume=resume)
+        cfg = config.model_copy(update={"scoring": config.scoring.model_copy(update=scoring)}) if scoring else config
+        return runner.run(cfg, out, observer=tally, backend=backend, resume=resume)
 
     return run_with, tally
 
@@ -154,3 +155,24 @@ def test_a_run_from_inside_a_running_event_loop_works(setup, tmp_path):
     res = asyncio.run(cell())
     assert res.execution["computed"] == len(res.units) > 0
     assert records(tmp_path / "nb") == records(tmp_path / "ref")
+
+
+def test_a_token_budget_caps_every_batch_and_keeps_the_records(setup, tmp_path):
+    """scoring.batch_tokens: no batch holds more padded tokens than the budget (unless one row alone
+    does), there are more batches than by rows alone, and the records are the same."""
+    from rospr.scoring import batch_tokens
+
+    class Measuring(FakeExecutor):
+        sizes: list = []
+
+        async def score(self, rows, prompt):
+            self.sizes.append((len(rows), batch_tokens(rows)))
+            return await super().score(rows, prompt)
+
+    run_with, _ = setup
+    run_with(FakeExecutor(1, shuffle=False), tmp_path / "rows")
+    fake = Measuring(2)
+    budgeted = run_with(fake, tmp_path / "tokens", batch_tokens=40)
+    assert records(tmp_path / "tokens") == records(tmp_path / "rows")
+    assert all(tokens <= 40 or n == 1 for n, tokens in fake.sizes) and any(n == 1 for n, _ in fake.sizes)
+    assert fake.calls > sum(math.ceil(u.n / 3) for u in budgeted.units)

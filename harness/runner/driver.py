@@ -307,7 +307,7 @@ class Driver:
         if not rows:
             return []
         sc = self.config.scoring
-        batches = plan_batches(rows, sc.batch_size, sc.bucket if bucket is None else bucket)
+        batches = plan_batches(rows, sc.batch_size, sc.bucket if bucket is None else bucket, sc.batch_tokens)
         parts = await together(*(self.score_batch([rows[i] for i in idx], prompt, kind) for idx in batches))
         scores: list = [None] * len(rows)
         for idx, part in zip(batches, parts):

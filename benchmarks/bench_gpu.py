@@ -44,7 +44,7 @@ import sys
 import time
 from pathlib import Path
 
-from rospr.errors import RosprError
+from rospr.errors import RosprError, StateError
 from rospr_bench.common import RESULTS, Timer, positive_int, product_backend, write_result
 
 log = logging.getLogger(__name__)
@@ -102,13 +102,13 @@ def ensure_packages(install: bool) -> dict:
         if _probe(code) == "True":
             continue
         if not install:
-            raise RuntimeError(f"rospr bench gpu: {name} cannot use the GPU in this environment; run without "
-                               f"--no-install, or install it yourself (onnxruntime: pip install '{ORT_GPU}'; "
-                               f"faiss: pip install {FAISS_GPU}; torch: PyPI's CUDA build)")
+            raise StateError(f"rospr bench gpu: {name} cannot use the GPU in this environment; run without "
+                             f"--no-install, or install it yourself (onnxruntime: pip install '{ORT_GPU}'; "
+                             f"faiss: pip install {FAISS_GPU}; torch: PyPI's CUDA build)")
         fix()
         if _probe(code) != "True":
-            raise RuntimeError(f"rospr bench gpu: {name} still cannot use the GPU after installing; check that the "
-                               "driver supports CUDA 12 (nvidia-smi shows 'CUDA Version: 12.x' or later)")
+            raise StateError(f"rospr bench gpu: {name} still cannot use the GPU after installing; check that the "
+                             "driver supports CUDA 12 (nvidia-smi shows 'CUDA Version: 12.x' or later)")
     return {"onnxruntime": _probe("import onnxruntime as o; print(o.__version__)"),
             "faiss": _probe("import faiss; print(faiss.__version__)"),
             "torch": _probe("import torch; print(torch.__version__, torch.version.cuda)")}
@@ -147,8 +147,8 @@ def _session(path: Path):
     scorer = OnnxScorer(make_session(path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"]),
                         io_binding=True)
     if not scorer.on_cuda:
-        raise RuntimeError(f"{path}: onnxruntime fell back to {scorer.session.get_providers()[0]}; its CUDA "
-                           "provider did not load (check the driver supports CUDA 12 and cuDNN 9 is installed)")
+        raise StateError(f"{path}: onnxruntime fell back to {scorer.session.get_providers()[0]}; its CUDA "
+                         "provider did not load (check the driver supports CUDA 12 and cuDNN 9 is installed)")
     return scorer
 
 

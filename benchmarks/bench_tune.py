@@ -37,6 +37,7 @@ import subprocess
 import sys
 import time
 
+from rospr.errors import StateError
 from rospr_bench.common import RESULTS, non_negative_int, positive_int, write_result
 from rospr_bench.workload import model_dir
 
@@ -255,7 +256,7 @@ def _peak_rss_bytes() -> int:
         for line in fh:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
-    raise RuntimeError("/proc/self/status has no VmHWM line: peak memory cannot be read here")
+    raise StateError("/proc/self/status has no VmHWM line: peak memory cannot be read here")
 
 
 def memory_probe(args) -> dict:

@@ -44,7 +44,7 @@ from typing import Sequence
 import numpy as np
 
 from rospr.artifacts import ArtifactError, seal, sha256_file, strict_loads, write_manifest
-from rospr.errors import RosprError
+from rospr.errors import RosprError, SettingError
 from rospr.identity import config_digest, weights_digest  # noqa: F401  (the export's names for them)
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def _torch_dtype(dtype: str):
     import torch
 
     if dtype not in DTYPES:
-        raise ValueError(f"export dtype {dtype!r}: choose one of {list(DTYPES)}")
+        raise SettingError(f"export dtype {dtype!r}: choose one of {list(DTYPES)}")
     return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
 
 
@@ -300,7 +300,7 @@ def export_scorer(model, out: Path, dtype: str = "float32", reference=None, exte
 
     prompt_dtype = prompt_dtype or default_prompt_dtype(dtype)
     if prompt_dtype not in ("float32", "float16"):
-        raise ValueError(f"prompt dtype {prompt_dtype!r}: choose float32 or float16")
+        raise SettingError(f"prompt dtype {prompt_dtype!r}: choose float32 or float16")
     cfg = ScorerOnnxConfig(model.config, task="feature-extraction", float_dtype=_float_tag(prompt_dtype))
     _optimum_export(ScorerForExport(model), cfg, out, external_data, device, dtype)
     half = dtype != "float32" or prompt_dtype != "float32"

@@ -30,6 +30,7 @@ import os
 from typing import Any, Iterator
 
 from harness.config import RayConfig
+from rospr.errors import SettingError, StateError
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,8 @@ def _init_local(**kwargs: Any) -> None:
     node_ip = ray.util.get_node_ip_address()
     if node_ip != LOOPBACK:  # a Ray that resolves the node IP elsewhere: do not run exposed
         ray.shutdown()
-        raise RuntimeError(f"local Ray came up on {node_ip}, not {LOOPBACK}; this Ray version binds the node IP "
-                           "differently: start a cluster yourself and give its address (ray.address)")
+        raise StateError(f"local Ray came up on {node_ip}, not {LOOPBACK}; this Ray version binds the node IP "
+                         "differently: start a cluster yourself and give its address (ray.address)")
 
 
 def _split_address(address: str) -> tuple[str, str] | None:
@@ -109,11 +110,11 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
         with socket.create_connection((host, int(port)), timeout=timeout_s):
             return
     except ValueError:
-        raise RuntimeError(f"ray.address={address!r}: the port is not a number; give host:port, auto or "
+        raise SettingError(f"ray.address={address!r}: the port is not a number; give host:port, auto or "
                            "ray://host:10001") from None
     except OSError as exc:
-        raise RuntimeError(f"ray.address={address!r}: no Ray cluster answers at {host}:{port} ({exc.strerror or exc}); "
-                           "start one (ray start --head) or fix ray.address (or leave it null for a local Ray)") from None
+        raise StateError(f"ray.address={address!r}: no Ray cluster answers at {host}:{port} ({exc.strerror or exc}); "
+                         "start one (ray start --head) or fix ray.address (or leave it null for a local Ray)") from None
 
 
 def _join_kwargs(address: str) -> dict[str, Any]:

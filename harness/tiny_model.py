@@ -17,6 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
+from rospr.errors import SettingError
+
 log = logging.getLogger(__name__)
 
 # Lines holding every printable ASCII character a few times, so each becomes a piece.
@@ -75,7 +77,7 @@ def build_tiny(out: str | Path, size: str = "tiny", seed: int = 0, corpus: Itera
     from transformers import T5Config, T5ForConditionalGeneration
 
     if size not in SIZES:
-        raise ValueError(f"--size {size!r}: choose one of {sorted(SIZES)}")
+        raise SettingError(f"--size {size!r}: choose one of {sorted(SIZES)}")
     spec = SIZES[size]
     out = Path(out)
     if corpus is None:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from rospr.checkpoint import CheckpointError, check_checkpoint, check_safetensors, is_path_like  # noqa: F401
+from rospr.errors import SettingError
 from rospr.identity import backbone_identity
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def load_backbone(name_or_path: str | Path, dtype: torch.dtype = torch.float32, 
         tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
         model = AutoModelForSeq2SeqLM.from_pretrained(name, dtype=dtype, revision=revision)
     except OSError as exc:
-        raise ValueError(
+        raise SettingError(
             f"model.name_or_path={name!r}: cannot load a checkpoint ({exc}). Give a local "
             "checkpoint directory (make one with `rospr tiny --out DIR`) or a hub name with network."
         ) from exc
@@ -49,7 +50,7 @@ def load_backbone(name_or_path: str | Path, dtype: torch.dtype = torch.float32, 
         raise CheckpointError(f"model.name_or_path={name!r}: the checkpoint does not load ({type(exc).__name__}: "
                               f"{first[:300]}); restore or re-download it") from exc
     if not model.config.is_encoder_decoder:
-        raise ValueError(f"model.name_or_path={name!r}: {model.config.model_type} is not an encoder-decoder")
+        raise SettingError(f"model.name_or_path={name!r}: {model.config.model_type} is not an encoder-decoder")
     model.eval()
     model.requires_grad_(False)
     return model, tokenizer, backbone_identity(model, name)

@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from rospr.errors import SettingError
+
 
 def credit(chosen: Sequence[int], label: int | None, target_scores: Sequence[float] | None) -> float:
     """The metric value of a prediction: the one metric of a record (``Example.score_of``, and
@@ -50,20 +52,20 @@ class Example:
 
     def __post_init__(self) -> None:
         if not self.choices and (not self.target_text or self.label is not None or self.target_scores is not None):
-            raise ValueError(f"example {self.task}/{self.prompt}#{self.index}: no answer choices (and no target text)")
+            raise SettingError(f"example {self.task}/{self.prompt}#{self.index}: no answer choices (and no target text)")
         if self.label is not None and not 0 <= self.label < len(self.choices):
-            raise ValueError(
+            raise SettingError(
                 f"example {self.task}/{self.prompt}#{self.index}: label {self.label} is outside "
                 f"the {len(self.choices)} answer choices"
             )
         if self.target_scores is not None:
             if len(self.target_scores) != len(self.choices):
-                raise ValueError(
+                raise SettingError(
                     f"example {self.task}/{self.prompt}#{self.index}: {len(self.target_scores)} "
                     f"target_scores for {len(self.choices)} choices"
                 )
             if not all(math.isfinite(s) for s in self.target_scores):
-                raise ValueError(f"example {self.task}/{self.prompt}#{self.index}: non-finite target_scores")
+                raise SettingError(f"example {self.task}/{self.prompt}#{self.index}: non-finite target_scores")
 
     @property
     def labelled(self) -> bool:
@@ -80,7 +82,7 @@ class Example:
 
     def _check_labelled(self) -> None:
         if self.label is None and self.target_scores is None:
-            raise ValueError(f"example {self.task}/{self.prompt}#{self.index} has no label")
+            raise SettingError(f"example {self.task}/{self.prompt}#{self.index} has no label")
 
     def gold(self) -> int | None:
         """Index of a best choice (the label, or the first maximal target score)."""

@@ -40,6 +40,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from rospr.errors import SettingError
+
 
 @dataclass(frozen=True)
 class ModelShape:
@@ -57,7 +59,7 @@ class ModelShape:
     def __post_init__(self) -> None:
         for name in ("d_model", "d_ff", "num_layers", "num_decoder_layers", "num_heads", "d_kv", "vocab_size"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"model config {name} must be >= 1, got {getattr(self, name)}")
+                raise SettingError(f"model config {name} must be >= 1, got {getattr(self, name)}")
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], where: str = "config.json") -> "ModelShape":
@@ -65,8 +67,8 @@ class ModelShape:
         (``ValueError``, naming ``where`` and the key) a config without the T5 sizes."""
         missing = [k for k in ("d_model", "d_ff", "num_layers", "num_heads", "d_kv", "vocab_size") if k not in config]
         if missing:
-            raise ValueError(f"{where}: no {missing[0]!r}; FLOPs are counted for T5-style encoder-decoders "
-                             "(T5, T5 v1.1, T0) only")
+            raise SettingError(f"{where}: no {missing[0]!r}; FLOPs are counted for T5-style encoder-decoders "
+                               "(T5, T5 v1.1, T0) only")
         proj = str(config.get("feed_forward_proj") or ("gated-gelu" if config.get("is_gated_act") else "relu"))
         return cls(int(config["d_model"]), int(config["d_ff"]), int(config["num_layers"]),
                    int(config.get("num_decoder_layers") or config["num_layers"]), int(config["num_heads"]),

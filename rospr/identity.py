@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from rospr.errors import SettingError
+
 # keys of a checkpoint config that say where or with what it was saved, not what the model is
 VOLATILE_CONFIG_KEYS = ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "_commit_hash")
 
@@ -57,7 +59,7 @@ def weights_digest(name_or_path: str | Path, model=None, full: bool = False, rev
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.suffix in WEIGHT_SUFFIXES)
         if not files:
-            raise ValueError(f"{p}: no weight files (*.safetensors, *.bin) to fingerprint")
+            raise SettingError(f"{p}: no weight files (*.safetensors, *.bin) to fingerprint")
         digests = FileDigests(None if full else default_memo())
         h = hashlib.sha256()
         for f in files:
@@ -69,7 +71,7 @@ def weights_digest(name_or_path: str | Path, model=None, full: bool = False, rev
     if not commit and model is None:
         commit = getattr(_hub_config(str(name_or_path), revision), "_commit_hash", None)
     if not commit:
-        raise ValueError(f"{name_or_path}: neither a local directory nor a hub checkpoint with a commit hash")
+        raise SettingError(f"{name_or_path}: neither a local directory nor a hub checkpoint with a commit hash")
     return f"hub-{commit[:16]}"
 
 
@@ -81,8 +83,8 @@ def _hub_config(name: str, revision: str | None):
         return AutoConfig.from_pretrained(name, revision=revision)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"{name}: neither a local checkpoint folder nor a hub checkpoint reachable from here "
-                         f"({first[:200]})") from None
+        raise SettingError(f"{name}: neither a local checkpoint folder nor a hub checkpoint reachable from here "
+                           f"({first[:200]})") from None
 
 
 def read_config(name_or_path: str | Path, revision: str | None = None) -> dict:
@@ -96,11 +98,11 @@ def read_config(name_or_path: str | Path, revision: str | None = None) -> dict:
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path}: unreadable ({exc}); restore the checkpoint") from None
-        return json_document(text, path, ValueError, "restore the checkpoint")
+            raise SettingError(f"{path}: unreadable ({exc}); restore the checkpoint") from None
+        return json_document(text, path, SettingError, "restore the checkpoint")
     if Path(name_or_path).is_dir():
-        raise ValueError(f"{path}: missing, so {name_or_path} is not a checkpoint folder; give the folder that "
-                         "holds config.json and the weights")
+        raise SettingError(f"{path}: missing, so {name_or_path} is not a checkpoint folder; give the folder that "
+                           "holds config.json and the weights")
     return _hub_config(str(name_or_path), revision).to_dict()
 
 
@@ -155,7 +157,7 @@ def retriever_identity(name_or_path: str | Path, revision: str | None = None) ->
     config = read_config(name, revision)
     dim = config.get("d_model") or config.get("hidden_size")
     if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
-        raise ValueError(f"{name}: its config has no output size (d_model or hidden_size); not an encoder checkpoint")
+        raise SettingError(f"{name}: its config has no output size (d_model or hidden_size); not an encoder checkpoint")
     identity = {"name": display_name(name), "config_hash": checkpoint_config_hash(config), "dim": dim,
                 "weights": weights_digest(name, revision=revision)}
     return identity if revision is None else {**identity, "revision": revision}

@@ -45,6 +45,7 @@ from rospr.artifacts import (
     write_manifest,
 )
 from rospr.canonical import digest_json
+from rospr.errors import SettingError
 from rospr.retriever import Embedder, embed_texts
 
 log = logging.getLogger(__name__)
@@ -67,15 +68,15 @@ class IndexSettings:
 
     def __post_init__(self) -> None:
         if self.type not in ("flat", "ivf", "hnsw"):
-            raise ValueError(f"library index type {self.type!r}: choose flat, ivf or hnsw")
+            raise SettingError(f"library index type {self.type!r}: choose flat, ivf or hnsw")
         for name in ("nlist", "nprobe"):
             v = getattr(self, name)
             if v is not None and v < 1:
-                raise ValueError(f"library index {name} must be >= 1, got {v}")
+                raise SettingError(f"library index {name} must be >= 1, got {v}")
         if self.gpu not in ("auto", "off"):
-            raise ValueError(f"library index gpu {self.gpu!r}: choose auto or off")
+            raise SettingError(f"library index gpu {self.gpu!r}: choose auto or off")
         if self.hnsw_m < 2 or self.hnsw_ef_search < 1:
-            raise ValueError("library index hnsw_m must be >= 2 and hnsw_ef_search >= 1")
+            raise SettingError("library index hnsw_m must be >= 2 and hnsw_ef_search >= 1")
 
 
 @dataclass(frozen=True)
@@ -173,8 +174,8 @@ class Library:
         """Query embeddings made the way the keys were (same truncation, same normalisation)."""
         q = embed_texts(embedder, tokenizer, texts, batch_size=batch_size, max_tokens=self.max_tokens)
         if q.shape[1] != self.keys.shape[1]:
-            raise ValueError(f"{self.root}: the retriever gives vectors of size {q.shape[1]}, the library's keys "
-                             f"are {self.keys.shape[1]}; use the retriever the library was built with")
+            raise SettingError(f"{self.root}: the retriever gives vectors of size {q.shape[1]}, the library's keys "
+                               f"are {self.keys.shape[1]}; use the retriever the library was built with")
         return _normalise(q) if self.normalize else q
 
     def search(self, queries: np.ndarray, k: int, exclude: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
@@ -224,7 +225,7 @@ def build_library(
     if len(set(ids)) != len(ids):
         raise ValueError("a prompt appears twice among the library entries")
     if not any(e.texts for e in entries):
-        raise ValueError("the library would be empty: no entry has instances")
+        raise SettingError("the library would be empty: no entry has instances")
     texts = [t for e in entries for t in e.texts]
     values = np.array([i for i, e in enumerate(entries) for _ in e.texts], dtype=np.int64)
     keys = embed_texts(embedder, tokenizer, texts, batch_size=batch_size, max_tokens=max_tokens)

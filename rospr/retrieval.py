@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from rospr.data import Example
+from rospr.errors import SettingError
 from rospr.library import Library
 from rospr.retriever import Embedder
 
@@ -42,7 +43,7 @@ def draw_queries(examples: Sequence[Example], q: int, seed: int, key: str) -> li
     The draw depends only on ``seed``, ``key`` (e.g. "task/prompt") and the number of examples.
     """
     if q < 1:
-        raise ValueError("the number of queries Q must be >= 1")
+        raise SettingError("the number of queries Q must be >= 1")
     n = len(examples)
     if n <= q:
         picked = list(range(n))
@@ -56,7 +57,7 @@ def retrieve(library: Library, embedder: Embedder, tokenizer, queries: Sequence[
              exclude_sources: Sequence[str] = (), batch_size: int = 32) -> Hits:
     """The top-``top_n`` hits of each query, skipping prompts whose source is in ``exclude_sources``."""
     if top_n < 1:
-        raise ValueError("top-N must be >= 1")
+        raise SettingError("top-N must be >= 1")
     excluded = [i for i, src in enumerate(library.sources) if src in set(exclude_sources)]
     vectors = library.embed(embedder, tokenizer, [q.input_text for q in queries], batch_size=batch_size)
     ids, sims = library.search(vectors, top_n, exclude=excluded)

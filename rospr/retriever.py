@@ -12,6 +12,8 @@ from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from rospr.errors import SettingError
+
 # torch is imported where it is used: a run on an exported retriever (onnxruntime, Triton) imports
 # this module for ``Embedder`` and ``embed_texts`` and never needs torch.
 
@@ -71,7 +73,7 @@ def load_encoder(name_or_path: str, dtype=None, revision: str | None = None):
             model = AutoModel.from_pretrained(name, dtype=dtype, revision=revision)
             encoder = model.get_encoder() if getattr(config, "is_encoder_decoder", False) else model
     except OSError as exc:
-        raise ValueError(f"retriever {name!r}: cannot load a checkpoint ({exc})") from exc
+        raise SettingError(f"retriever {name!r}: cannot load a checkpoint ({exc})") from exc
     encoder.eval()
     encoder.requires_grad_(False)
     return encoder, tokenizer

@@ -14,6 +14,7 @@ from typing import Callable, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from rospr.data import Example
+from rospr.errors import SettingError
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class Convention:
 
     def __post_init__(self) -> None:
         if self.max_input_tokens < 1 or self.max_choice_tokens < 1:
-            raise ValueError("scoring.max_input_tokens and scoring.max_choice_tokens must be >= 1")
+            raise SettingError("scoring.max_input_tokens and scoring.max_choice_tokens must be >= 1")
 
 
 @dataclass
@@ -122,7 +123,7 @@ def encode_examples(tokenizer, examples: Sequence[Example], convention: Conventi
             if convention.choice_eos:
                 cids.append(eos)
             if not cids:
-                raise ValueError(
+                raise SettingError(
                     f"example {ex.task}/{ex.prompt}#{ex.index}: answer choice {choice!r} tokenises to "
                     "nothing; set scoring.choice_eos=true or fix the template's answer_choices"
                 )
@@ -158,9 +159,9 @@ def plan_batches(encoded: Sequence[EncodedExample], batch_size: int, bucket: boo
     The plan depends on the rows and the two limits only.
     """
     if batch_size < 1:
-        raise ValueError("scoring.batch_size must be >= 1")
+        raise SettingError("scoring.batch_size must be >= 1")
     if max_tokens is not None and max_tokens < 1:
-        raise ValueError("scoring.max_tokens must be >= 1 (or null: no token budget)")
+        raise SettingError("scoring.max_tokens must be >= 1 (or null: no token budget)")
     order = list(range(len(encoded)))
     if bucket:
         order.sort(key=lambda i: (len(encoded[i].input_ids), sum(len(c) for c in encoded[i].choice_ids)), reverse=True)
@@ -211,7 +212,7 @@ def collate(
             choice_mask[i, j, : len(ch)] = 1
         if pr is not None:
             if pr.ndim != 2 or pr.shape[1] != prompt_dim:
-                raise ValueError(f"soft prompt of shape {pr.shape} does not fit a backbone of d_model={prompt_dim}")
+                raise SettingError(f"soft prompt of shape {pr.shape} does not fit a backbone of d_model={prompt_dim}")
             # Right-aligned: a shorter prompt's padding goes in front, so its vectors stay next to
             # the input. T5's attention is relative; padding between prompt and input would move
             # them apart and change the scores with the batch's composition.

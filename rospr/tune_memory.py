@@ -40,6 +40,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
+from rospr.errors import SettingError
+
 RESERVE = 0.10  # of a device's memory, for what the formula does not count (CUDA context, fragmentation)
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2}
 GELU_KEPT = 6  # [., d_ff] tensors the gated gelu_new feed-forward keeps (see the module docstring)
@@ -114,9 +116,9 @@ def tuning_memory(shape: BackboneShape, prompt_length: int, input_tokens: int, t
     and targets of ``target_tokens`` tokens (every row at the longest: an upper bound). Refuses
     (``ValueError``) a dtype other than float32/bfloat16 and an optimizer other than adafactor/adamw."""
     if dtype not in DTYPE_BYTES:
-        raise ValueError(f"dtype={dtype!r}: choose float32 or bfloat16")
+        raise SettingError(f"dtype={dtype!r}: choose float32 or bfloat16")
     if optimizer not in ("adafactor", "adamw"):
-        raise ValueError(f"optimizer={optimizer!r}: choose adafactor or adamw")
+        raise SettingError(f"optimizer={optimizer!r}: choose adafactor or adamw")
     b = DTYPE_BYTES[dtype]
     wide = 4 + (b if b != 4 else 0)  # float32 work (softmax, layer norm) and its copy in the backbone dtype
     P, D, T, V = prompt_length, shape.d_model, target_tokens, shape.vocab_size

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from harness.backends.base import Backend, BackendUnavailable
 from harness.config import RunConfig
+from rospr.errors import SettingError
 
 __all__ = ["BACKENDS", "Backend", "BackendUnavailable", "create_backend", "create_embedder"]
 
@@ -70,7 +71,7 @@ def _entry(config: RunConfig) -> tuple[BackendModule, ModuleType]:
     one line listing the known ones) a name the table lacks."""
     entry = BACKENDS.get(config.backend)
     if entry is None:
-        raise ValueError(f"backend {config.backend!r}: not available; the backends are {', '.join(BACKENDS)}")
+        raise SettingError(f"backend {config.backend!r}: not available; the backends are {', '.join(BACKENDS)}")
     return entry, importlib.import_module(entry.module)
 
 

@@ -49,6 +49,7 @@ import numpy as np
 from harness.backends.base import Backend
 from harness.cache import cache_root
 from harness.config import ModelConfig, OnnxRuntimeConfig, ScoringConfig
+from rospr.errors import SettingError
 from rospr.scoring import ScoreBatch
 
 log = logging.getLogger(__name__)
@@ -190,12 +191,12 @@ def make_session(path: str | Path | bytes, threads: int | None = None, graph_opt
     from harness.config import MAX_THREADS
 
     if threads is not None and not (isinstance(threads, int) and 0 <= threads <= MAX_THREADS):
-        raise ValueError(f"onnxruntime.threads={threads!r}: give 1 to {MAX_THREADS} intra-op threads (this machine "
-                         f"has {os.cpu_count()} cores; 0 or unset: one per core)")
+        raise SettingError(f"onnxruntime.threads={threads!r}: give 1 to {MAX_THREADS} intra-op threads (this machine "
+                           f"has {os.cpu_count()} cores; 0 or unset: one per core)")
     import onnxruntime as ort
 
     if graph_optimization not in OPT_LEVELS:
-        raise ValueError(f"onnxruntime.graph_optimization={graph_optimization!r}: choose one of {list(OPT_LEVELS)}")
+        raise SettingError(f"onnxruntime.graph_optimization={graph_optimization!r}: choose one of {list(OPT_LEVELS)}")
     opts = ort.SessionOptions()
     opts.graph_optimization_level = {
         "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -210,8 +211,8 @@ def make_session(path: str | Path | bytes, threads: int | None = None, graph_opt
     providers = list(providers or default_providers(device))
     missing = [p for p in providers if p not in ort.get_available_providers()]
     if missing:
-        raise ValueError(f"onnxruntime.providers: {missing} not available here (have {ort.get_available_providers()}); "
-                         "install onnxruntime-gpu for CUDAExecutionProvider")
+        raise SettingError(f"onnxruntime.providers: {missing} not available here (have {ort.get_available_providers()}); "
+                           "install onnxruntime-gpu for CUDAExecutionProvider")
     model = path if isinstance(path, bytes) else str(path)
     return ort.InferenceSession(model, sess_options=opts, providers=providers)
 

@@ -8,6 +8,7 @@ import torch
 from harness.backends.base import Backend
 from harness.config import ModelConfig, ScoringConfig
 from rospr.backbone import PromptedT5
+from rospr.errors import SettingError
 from rospr.scoring import ScoreBatch
 from rospr.tuning import torch_threads
 
@@ -24,13 +25,13 @@ class TorchScorer:
         try:
             self.device = torch.device(device)
         except RuntimeError as exc:
-            raise ValueError(f"model.device={device!r}: not a device name ({exc}); use cpu, cuda or cuda:N") from None
+            raise SettingError(f"model.device={device!r}: not a device name ({exc}); use cpu, cuda or cuda:N") from None
         if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"model.device={device!r}: no CUDA device here (torch {torch.__version__}); "
-                             "set model.device=cpu")
+            raise SettingError(f"model.device={device!r}: no CUDA device here (torch {torch.__version__}); "
+                               "set model.device=cpu")
         if self.device.type == "cuda" and (self.device.index or 0) >= torch.cuda.device_count():
-            raise ValueError(f"model.device={device!r}: this machine has {torch.cuda.device_count()} CUDA "
-                             "device(s); choose one of them")
+            raise SettingError(f"model.device={device!r}: this machine has {torch.cuda.device_count()} CUDA "
+                               "device(s); choose one of them")
         self.module = PromptedT5(model).to(self.device).eval()
         self.prompt_dim = int(model.config.d_model)
         self.dtype = next(model.parameters()).dtype

@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 
 from harness.config import TuneConfig
 from harness.ray_session import ray_available, ray_started
+from rospr.errors import SettingError
 from rospr.tuning import Trainer, TuneJob, TuneResult, TuneSettings, TuneWorker, in_process
 
 log = logging.getLogger(__name__)
@@ -73,8 +74,8 @@ def start_actors(name_or_path: str, settings: TuneSettings, n: int, num_gpus_per
 
     gpus = ray.cluster_resources().get("GPU", 0)
     if num_gpus_per_worker > gpus:
-        raise ValueError(f"rospr.tune.num_gpus_per_worker={num_gpus_per_worker:g} but the Ray cluster has {gpus:g} GPUs; "
-                         "lower it (0: CPU actors) or join a cluster with GPUs (ray.address)")
+        raise SettingError(f"rospr.tune.num_gpus_per_worker={num_gpus_per_worker:g} but the Ray cluster has {gpus:g} GPUs; "
+                           "lower it (0: CPU actors) or join a cluster with GPUs (ray.address)")
     Actor = ray.remote(num_cpus=settings.threads, num_gpus=num_gpus_per_worker)(PlacedTuneWorker)
     # Paths are resolved here: a Ray worker's working directory is not the driver's.
     path = str(Path(name_or_path).resolve()) if Path(name_or_path).exists() else name_or_path
@@ -90,8 +91,8 @@ def ray_pool(name_or_path: str, settings: TuneSettings, num_cpus: int | None,
         from ray.util import ActorPool
 
         if (settings.device or "cpu").startswith("cuda") and num_gpus_per_worker <= 0:
-            raise ValueError(f"rospr.tune.device={settings.device} on Ray actors that reserve no GPU; set "
-                             "rospr.tune.num_gpus_per_worker=1 (one actor per GPU) or rospr.tune.parallel=off")
+            raise SettingError(f"rospr.tune.device={settings.device} on Ray actors that reserve no GPU; set "
+                               "rospr.tune.num_gpus_per_worker=1 (one actor per GPU) or rospr.tune.parallel=off")
 
         actors: list = []
         with ray_started(None, num_cpus), contextlib.ExitStack() as cleanup:
@@ -102,7 +103,7 @@ def ray_pool(name_or_path: str, settings: TuneSettings, num_cpus: int | None,
             try:
                 placed = ray.get([a.placement.remote() for a in actors])
             except ValueError as exc:  # Ray's error of a refusal in an actor: the refusal's own line
-                raise ValueError(str(getattr(exc, "cause", None) or exc)) from None
+                raise SettingError(str(getattr(exc, "cause", None) or exc)) from None
             for i, where in enumerate(placed):
                 log.info("tuning actor %d: GPUs %s, training on %s", i, where["gpu_ids"] or "none", where["device"])
             pool = ActorPool(actors)

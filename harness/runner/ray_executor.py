@@ -48,6 +48,7 @@ from harness.backends import BackendUnavailable
 from harness.cache import cache_root
 from harness.config import RunConfig
 from harness.runner.executor import Done, RetrievalRequest, RetrievalWorker, ScoringWorker
+from rospr.errors import SettingError, StateError
 from rospr.scoring import EncodedExample
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ class RetrievalActor(RetrievalWorker):
         config = RunConfig.model_validate(tree)
         lib = load_library(library, gpu=config.rospr.index.gpu)
         if lib.content_hash != library_hash:
-            raise RuntimeError(f"{library}: changed since the run prepared it; run again")
+            raise StateError(f"{library}: changed since the run prepared it; run again")
         embedder, tokenizer = create_embedder(config, config.rospr.retriever or config.model.name_or_path)
         super().__init__(lib, embedder, tokenizer)
 
@@ -133,7 +134,7 @@ class RayExecutor:
             cpus = math.floor(100 * max(total_cpus - retrieval_cpus, 1.0) / rc.scorers) / 100
         need_cpus = cpus * rc.scorers + retrieval_cpus
         if need_cpus > total_cpus + 1e-9 or rc.num_gpus_per_scorer * rc.scorers > total_gpus + 1e-9:
-            raise ValueError(
+            raise SettingError(
                 f"ray: {rc.scorers} scorers x {cpus} CPUs (+{retrieval_cpus} retrieval) and x "
                 f"{rc.num_gpus_per_scorer} GPUs need more than the cluster has ({total_cpus:g} CPUs, "
                 f"{total_gpus:g} GPUs); lower ray.scorers or ray.num_cpus_per_scorer / num_gpus_per_scorer")
@@ -258,7 +259,7 @@ class RayExecutor:
         work["attempts"] += 1
         who = "the retrieval actor" if i is None else f"scoring actor {i}"
         if work["attempts"] >= self.rc.max_batch_attempts:
-            raise RuntimeError(
+            raise StateError(
                 f"a {work['kind']} batch failed {work['attempts']} times because {who} died "
                 f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); raise ray.max_restarts "
                 "or ray.max_batch_attempts, or look at the actors' logs") from None

@@ -1,4 +1,4 @@
-"""``rospr-bench NAME [flags]``: the benchmarks' own console entry (``rospr bench`` calls ``run``).
+"""``rospr-bench NAME [flags]``: the benchmarks' own console entry (``rospr bench`` calls ``main``).
 
 Each benchmark is a module ``bench_<name>`` with ``main(argv)``; its flags are its own
 (``rospr-bench NAME --help``). Results go to ``benchmarks/results/`` unless ``--out`` says otherwise.
@@ -45,6 +45,15 @@ def run(name: str, argv: list[str]) -> None:
     BENCHMARKS[name](argv)
 
 
+def _model_as_its_flag(name: str, argv: list[str]) -> list[str]:
+    """``argv`` with ``--model M`` given as the flag of benchmark ``name`` (``model_args``), so that
+    ``rospr-bench NAME --model M`` works for every benchmark with a model choice."""
+    if name not in BENCHMARKS or "--model" not in argv or MODEL_FLAGS.get(name) == "--model":
+        return argv
+    i = argv.index("--model")
+    return argv[:i] + model_args(name, argv[i + 1] if i + 1 < len(argv) else "") + argv[i + 2:]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry: ``rospr-bench NAME [flags]``."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -52,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"usage: rospr-bench {{{','.join(BENCHMARKS)}}} [flags of that benchmark]\n")
         return 0 if argv else 2
     try:
-        run(argv[0], argv[1:])
+        run(argv[0], _model_as_its_flag(argv[0], argv[1:]))
     except ValueError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2

@@ -40,13 +40,15 @@ def cli(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-def error_line(result, *needles: str) -> str:
-    """The one ``error:`` line of a failed command, after checking exit code 2 and no traceback."""
+def error_line(result, *needles: str, bug: bool = False) -> str:
+    """The one ``error:`` line of a failed command, after checking exit code 2, no traceback, and
+    that a refusal of ours is not called a bug ("an unexpected error"; ``bug``: the case is one)."""
     out = result.output
     assert result.exit_code == 2, (result.exit_code, out, result.exception)
     assert "Traceback" not in out
     lines = [ln for ln in out.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1, out
+    assert ("an unexpected error" in lines[0]) == bug, lines[0]
     for n in needles:
         assert n in lines[0], (n, lines[0])
     return lines[0]
@@ -347,7 +349,7 @@ def test_unexpected_error_is_one_line_too(tiny_model_dir, tmp_path, monkeypatch)
 
     monkeypatch.setattr(harness.runner, "run", boom)
     res = cli("run", write_config(tmp_path, tiny_model_dir), "--out", tmp_path / "r")
-    error_line(res, "KeyError", "ROSPR_TRACEBACK=1")
+    error_line(res, "KeyError", "ROSPR_TRACEBACK=1", bug=True)
 
 
 def test_console_entry_point_prints_one_line_without_traceback(tmp_path):
@@ -468,17 +470,26 @@ def test_our_refusals_are_never_called_unexpected(tmp_path, case):
     assert "unexpected" not in line and "report it" not in line
 
 
-def test_a_library_error_our_code_did_not_raise_is_still_unexpected():
+def test_a_refusal_is_known_by_its_type_alone():
     from harness.cli import describe_error, is_refusal
+    from harness.config import ConfigError
+    from harness.tasks.base import TaskError
+    from rospr.errors import RosprError, SettingError
 
     try:
         import numpy as np
 
         np.random.default_rng(-1)
-    except ValueError as exc:
+    except ValueError as exc:  # a library's error: a bug of ours if it reaches the user
         assert not is_refusal(exc)
         assert "an unexpected error" in describe_error(exc)
-    assert is_refusal(ValueError("--flag x: made by the CLI, never raised"))
+    assert is_refusal(SettingError("--flag x: made by the CLI, never raised"))
+    assert describe_error(SettingError("--flag x: give y")) == "--flag x: give y"
+    for cls in (ConfigError, TaskError, SettingError):  # refusals, still caught as ValueError by callers
+        assert issubclass(cls, RosprError) and issubclass(cls, ValueError)
+    # a plain ValueError is no refusal, whoever raised it: our refusals have their own types
+    assert not is_refusal(ValueError("--flag x: a plain ValueError"))
+    assert "an unexpected error" in describe_error(ValueError("n_inter must be >= 1"))
 
 
 def test_rospr_traceback_shows_the_traceback_for_every_refusal_of_run(tmp_path, monkeypatch):
@@ -498,14 +509,17 @@ def test_a_refusal_raised_in_a_ray_actor_is_its_message_not_a_remote_traceback()
 
     from harness.cli import describe_error
     from harness.tasks.base import TaskError
+    from rospr.errors import SettingError
 
     ours = 'Traceback (most recent call last):\n  File "/src/harness/method/tune_pool.py", line 3, in f\n'
     theirs = 'Traceback (most recent call last):\n  File "/site-packages/numpy/core.py", line 3, in f\n'
     for exc in (RayTaskError("f", ours, TaskError("rospr.sources: x; fix")),
-                RayTaskError("f", ours, ValueError("rospr.tune.lr=-1: give a positive rate"))):
+                RayTaskError("f", theirs, SettingError("rospr.tune.lr=-1: give a positive rate"))):
         for raised in (exc, exc.as_instanceof_cause()):
             assert describe_error(raised) == str(exc.cause)
-    assert "an unexpected error" in describe_error(RayTaskError("f", theirs, ValueError("boom")).as_instanceof_cause())
+    for cause in (ValueError("boom"), KeyError("k")):  # not ours by type, wherever the remote traceback ends
+        for where in (ours, theirs):
+            assert "an unexpected error" in describe_error(RayTaskError("f", where, cause).as_instanceof_cause())
 
 
 @pytest.mark.parametrize("args, needle", [(["--http-port", "70000"], "--http-port 70000"),

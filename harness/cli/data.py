@@ -1,0 +1,137 @@
+"""``rospr tasks`` and ``rospr data ...``: the known tasks, and their templates, BIG-bench and rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from harness.cli.common import err, setup_logging
+
+data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Task data: templates, BIG-bench, rows.")
+
+
+def tasks(
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="root laid out like shared/data"),
+    group: Optional[str] = typer.Option(None, "--group", help="list a group's tasks: t0_train, heldout, bigbench, builtin"),
+    name: Optional[str] = typer.Argument(None, help="a task: list its prompts"),
+) -> None:
+    """List the known tasks, a group's tasks, or the prompts of one task.
+
+    A task's prompts are marked: ``original`` (original_task: true, T0's evaluation prompts) and
+    ``training only`` (a template without answer choices: tuned on, never scored)."""
+    from harness.tasks import PromptsourceTask, get_task, group as task_group, list_tasks
+    from harness.tasks.base import DataSettings, TaskError
+
+    settings = DataSettings.from_env(data_dir)
+    if group is not None:
+        if name is not None:
+            raise TaskError("give a task or --group, not both")
+        lines = task_group(group)
+    elif name is None:
+        lines = list_tasks(settings)
+    else:
+        task = get_task(name, settings)
+        lines = [_marked(t) for t in task.templates()] if isinstance(task, PromptsourceTask) else task.prompts()
+    for line in lines:
+        typer.echo(line)
+
+
+def _marked(template) -> str:
+    marks = ["original"] if template.original_task else []
+    if template.answer_choices is None:
+        marks.append("training only")
+    return template.name + (f"\t[{', '.join(marks)}]" if marks else "")
+
+
+@data_app.command("status")
+def data_status_cmd(
+    names: List[str] = typer.Argument(..., help="tasks or groups (t0_train, heldout, bigbench, builtin)"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="root laid out like shared/data"),
+) -> None:
+    """Per task and split: hub id, config, revision, and where its rows come from now (or why not).
+    Reads and downloads nothing. Exits 1 when some rows cannot be had."""
+    from harness.tasks.base import DataSettings
+    from harness.tasks.status import data_status
+
+    rows = data_status(names, DataSettings.from_env(data_dir))
+    typer.echo("task\tsplit\thub id\tconfig\trevision\tsource\twhere")
+    for r in rows:
+        split = r.split if r.role == "eval" or r.split == "train" else f"{r.split} ({r.role})"
+        typer.echo("\t".join([r.task, split, r.hub_id or "-", r.config or "-", r.revision or "-", r.kind, r.where])
+                   + (f"\t{r.note}" if r.note else ""))
+    missing = [r for r in rows if not r.ok]
+    if missing:
+        err.print(f"{len(missing)} of {len(rows)} splits cannot be read now (see the notes)")
+        raise typer.Exit(1)
+
+
+@data_app.command("synth")
+def data_synth_cmd(
+    names: List[str] = typer.Argument(..., help="tasks or groups of promptsource datasets (t0_train, heldout, ...)"),
+    data_dir: Path = typer.Option(..., "--data-dir", help="rows go to DATA_DIR/rows/<dataset>\\[/<subset>]/<split>.jsonl"),
+    rows: int = typer.Option(8, "--rows", min=1, help="rows per split"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Write a few schema-true synthetic rows per dataset (train and evaluation splits), so that the
+    pipeline runs offline (`data.data_dir: DATA_DIR`)."""
+    from harness.tasks import PromptsourceTask, expand, get_task
+    from harness.tasks.base import DataSettings, TaskError
+    from harness.tasks.synth import write_rows
+
+    settings = DataSettings.from_env(data_dir)
+    folders = []
+    for name in expand(names):
+        task = get_task(name, settings)
+        if not isinstance(task, PromptsourceTask):
+            raise TaskError(f"{name}: only promptsource datasets are synthesised (BIG-bench and builtin "
+                            "tasks have their own data)")
+        if task.folder not in folders:
+            folders.append(task.folder)
+    try:
+        paths = write_rows(data_dir / "rows", folders, rows, seed)
+    except OSError as exc:  # the system's own message lacks the folder the rows were going to
+        raise TaskError(f"{data_dir / 'rows'}: cannot write rows: {exc}") from None
+    err.print(f"wrote {len(paths)} row files for {len(folders)} datasets under {data_dir / 'rows'}")
+
+
+@data_app.command("check-hub")
+def data_check_hub_cmd(
+    names: Optional[List[str]] = typer.Argument(None, help="tasks or groups (default: t0_train heldout)"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="root laid out like shared/data (templates)"),
+) -> None:
+    """Ask the hub (metadata only, no rows) whether each catalog entry's repository, revision, config,
+    splits and template columns are there: one line per dataset; exit 1 on any mismatch."""
+    from harness.tasks.base import DataSettings
+    from harness.tasks.hub_check import check_hub
+
+    verdicts = check_hub(names or ["t0_train", "heldout"], DataSettings.from_env(data_dir))
+    typer.echo("dataset\thub\tverdict\twhy")
+    for verdict in verdicts:
+        typer.echo(verdict.line())
+    bad = [v for v in verdicts if not v.ok]
+    if bad:
+        err.print(f"{len(bad)} of {len(verdicts)} catalog entries do not match the hub (see the lines above)")
+        raise typer.Exit(1)
+
+
+@data_app.command("fetch")
+def data_fetch(
+    what: List[str] = typer.Argument(..., help="templates (promptsource 0.2.3) and/or bigbench (bigbench 1.0.0)"),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="default $ROSPR_DATA_CACHE or ~/.cache/rospr/data"),
+    force: bool = typer.Option(False, "--force", help="download and unpack again even when cached"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Download the pinned sdists through pip, check their sha256, unpack their data into the cache;
+    prints where each went and its file count."""
+    setup_logging(verbose)
+    from harness.tasks import fetch as fetching
+    from harness.tasks.base import TaskError
+
+    unknown = [w for w in what if w not in fetching.SOURCES]
+    if unknown:
+        raise TaskError(f"unknown data source(s) {unknown}: choose from {', '.join(fetching.SOURCES)}")
+    for name in dict.fromkeys(what):
+        folder = fetching.fetch(name, cache_dir, force=force)
+        typer.echo(f"{name}: {folder} ({fetching.SOURCES[name].files} files)")

@@ -1,0 +1,132 @@
+"""``rospr run`` and ``rospr plan``: evaluate a config, or say what evaluating it would cost."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from harness.cli.common import err, setup_logging
+from rospr.errors import SettingError
+
+
+class _Bar:
+    """A rich progress bar fed by the runner's observer callbacks."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.p = progress
+        self.task = None
+
+    def start(self, total_units: int) -> None:
+        self.examples = 0
+        self.task = self.p.add_task("units", total=total_units)
+
+    def advance(self, n: int) -> None:
+        self.examples += n
+        self.p.update(self.task, description=f"units ({self.examples} examples scored)")
+
+    def unit_done(self, unit) -> None:
+        acc = "–" if unit.accuracy is None else f"{100 * unit.accuracy:.1f}%"
+        note = "  (reused from cache)" if getattr(unit, "cached", False) else ""
+        self.p.console.print(f"{unit.method:>6}  {unit.task} / {unit.prompt}: {acc} on {unit.n}{note}")
+        self.p.advance(self.task, 1)
+
+
+def run(
+    config: Path = typer.Argument(..., help="YAML run config"),
+    out: Optional[Path] = typer.Option(None, "--out", help="run directory (default runs/<config name>)"),
+    set_: List[str] = typer.Option([], "--set", help="override a config key: key.path=value (repeatable)"),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="finish the interrupted run in this directory "
+                                          "(its finished units are kept; the config must be the same)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Evaluate every (task, prompt) unit of CONFIG and write results.json, records/ and report.md."""
+    setup_logging(verbose)
+    from harness.config import load_config
+    from harness.runner import run as run_config
+
+    if resume is not None and out is not None and resume.resolve() != out.resolve():
+        raise SettingError(f"--resume {resume} and --out {out}: give one run directory")
+    cfg = load_config(config, set_)
+    out_dir = resume or out or Path("runs") / config.stem
+    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=err) as progress:
+        res = run_config(cfg, out_dir, observer=_Bar(progress), resume=resume is not None)
+    for method, acc in res.overall.items():
+        err.print(f"{method}: mean accuracy over tasks {100 * acc:.2f}%")
+    ex = res.execution or {}
+    err.print(f"wrote {out_dir}/results.json, {out_dir}/report.md and {len(res.units)} records files "
+              f"({ex.get('computed', 0)} units computed, {ex.get('cached', 0)} from the cache, "
+              f"{ex.get('resumed', 0)} kept from the interrupted run)")
+
+
+def plan(
+    config: Path = typer.Argument(..., help="YAML run config"),
+    set_: List[str] = typer.Option([], "--set", help="override a config key: key.path=value (repeatable)"),
+    tflops: Optional[float] = typer.Option(None, "--tflops", help="throughput for the time estimate, TFLOP/s "
+                                           "(default: a one-second GEMM measured here)"),
+    json_out: bool = typer.Option(False, "--json", help="print the plan as JSON"),
+    units: bool = typer.Option(False, "--units", help="list every unit"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """What `rospr run CONFIG` would score, tune, reuse and cost (FLOPs, time); runs and writes nothing."""
+    setup_logging(verbose)
+    from harness.config import load_config
+    from harness.runner.estimate import estimate_run
+
+    est = estimate_run(load_config(config, set_), tflops=tflops)
+    if json_out:
+        typer.echo(json.dumps(est.as_dict(), indent=1))
+        return
+    _print_plan(config, est, units)
+
+
+def _print_plan(config: Path, est, list_units: bool) -> None:
+    from rich.table import Table
+
+    out, t = Console(), est.totals()
+    tf = lambda x: f"{x:.3g}"  # noqa: E731
+    out.print(f"plan of {config} (config {est.config_hash}): model {est.model}, backend {est.backend}", highlight=False)
+    out.print(f"units: {t['units']} ({t['units_cached']} in the unit cache, {t['units_to_compute']} to compute); "
+              f"examples {t['examples']}, answer choices {t['choices']} ({t['choice_tokens']} choice tokens)",
+              highlight=False)
+    if est.tuning:
+        tu = est.tuning
+        out.print(f"tuning: {tu.jobs} source prompts; bank {tu.bank}: {len(tu.reused)} reused, {len(tu.to_train)} "
+                  f"to train ({tu.steps} steps x batch {tu.batch_size} in micro-batches of {tu.micro_batch}"
+                  + (", gradient checkpointing" if tu.checkpointing else "") + ")"
+                  + ("" if est.prepares else "; not run: every unit is cached"), highlight=False)
+    if est.retrieval:
+        r = est.retrieval
+        out.print(f"library {r.library}: {r.library_status}" + (f" ({r.library_keys} keys to embed)" if r.library_keys
+                                                                 else ""), highlight=False)
+        out.print(f"retrieval: {r.queries} queries over {r.targets} targets; VAR at most {r.var_candidates_max} "
+                  f"candidates, {r.var_rows_max} query rows scored", highlight=False)
+    out.print(f"onnx export: {est.onnx_export}", highlight=False)
+    out.print(f"unit cache: {est.unit_cache}", highlight=False)
+    for note in est.notes:
+        out.print(f"note: {note}", highlight=False)
+    table = Table(title=f"to compute at {est.throughput.tflops:.3g} TFLOP/s ({est.throughput.source})")
+    for col in ("stage", "forward FLOPs", "backward FLOPs", "total", "time"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    seconds = est.seconds()
+    for stage, f in est.flops().items():
+        table.add_row(stage, tf(f.forward), tf(f.backward), tf(f.total), _duration(seconds[stage]))
+    table.add_row("[b]all[/]", "", "", tf(t["flops"]), _duration(t["seconds"]))
+    out.print(table)
+    if list_units:
+        for u in est.units:
+            mark = {True: "cached", False: "compute", None: "compute (cache unknown)"}[u.cached]
+            out.print(f"{u.method:>16}  {u.task} / {u.prompt}: {u.examples} examples, {u.choices} choices, "
+                      f"{tf(u.flops)} FLOPs, {mark}", highlight=False)
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.3g} s"

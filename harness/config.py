@@ -24,6 +24,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError, create_model,
                       field_validator, model_validator)
 
+from harness.tasks.base import DataSettings
 from rospr.canonical import digest_json
 from rospr.errors import RosprError
 from rospr.library import IndexSettings
@@ -75,15 +76,26 @@ class SettingsModel(Strict):
         return self._settings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self._settings)})
 
 
-def settings_model(name: str, settings: type, doc: str) -> type[SettingsModel]:
+def settings_model(name: str, settings: type, doc: str,
+                   base: type[SettingsModel] = SettingsModel) -> type[SettingsModel]:
     """A pydantic base model whose fields are the fields of the dataclass ``settings``, with its
-    types, defaults and ``metadata["help"]`` as description: the one definition stays the dataclass."""
+    types, defaults and ``metadata["help"]`` as description: the one definition stays the dataclass.
+    ``base``: a ``SettingsModel`` whose own keys come first. A ``Path`` field is a text key, kept as
+    written (the config's hash and results.json show it so); the dataclass makes it a ``Path``."""
     hints = typing.get_type_hints(settings)
-    fields = {f.name: (hints[f.name], Field(f.default, description=f.metadata.get("help")))
+    fields = {f.name: (_key_type(hints[f.name]), Field(f.default, description=f.metadata.get("help")))
               for f in dataclasses.fields(settings)}
-    model = create_model(name, __base__=SettingsModel, __doc__=doc, **fields)
+    model = create_model(name, __base__=base, __doc__=doc, **fields)
     model._settings = settings
     return model
+
+
+def _key_type(hint: Any) -> Any:
+    """A dataclass field's type as a config key: ``Path`` read as ``str``."""
+    args = typing.get_args(hint)
+    if Path in args:
+        return typing.Union[tuple(str if a is Path else a for a in args)]
+    return str if hint is Path else hint
 
 
 def _method(value: Any) -> Method:
@@ -107,20 +119,15 @@ class ModelConfig(Strict):
     device: str = "cpu"
 
 
-class DataConfig(Strict):
+class _DataRoot(SettingsModel):
+    data_dir: str | None = None  # the harness's own key, first (DataSettings.from_env reads the layout)
+
+
+class DataConfig(settings_model("DataConfig", DataSettings, "", base=_DataRoot)):
     """Where task content lives (harness/tasks/base.py ``DataSettings``). ``data_dir`` is a root laid
     out like ``shared/data`` (``promptsource/templates``, ``bigbench``, ``rows``, ``hub``, ``manual``,
     each used when present); the specific keys override it. Unset: templates and BIG-bench from the
     pinned package-registry sdists (``rospr data fetch``), rows from the hub."""
-
-    data_dir: str | None = None
-    templates_dir: str | None = Field(None, description="a promptsource templates/ folder")
-    bigbench: str | None = Field(None, description="a folder of <task>/task.json, or a base URL")
-    rows_dir: str | None = Field(None, description="local rows <rows_dir>/<dataset>[/<subset>]/<split>.jsonl "
-                                                   "(default <data_dir>/rows)")
-    hub_dir: str | None = Field(None, description="snapshots of hub dataset repositories <hub_dir>/<owner>/<name>/")
-    manual_dir: str | None = Field(None, description="manual downloads <manual_dir>/<dataset>[/<subset>]/ "
-                                                     "(StoryCloze's CSVs; default <data_dir>/manual)")
 
 
 class TaskConfig(Strict):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -19,22 +19,31 @@ class TaskError(RosprError, ValueError):
 class DataSettings:
     """Where task content comes from. ``None`` means: the real default (hub / package registry).
 
-    ``templates_dir``: a promptsource ``templates/`` folder (``<dataset>[/<subset>]/templates.yaml``);
-    default: the promptsource 0.2.3 sdist fetched into the data cache (``harness.tasks.fetch``).
-    ``bigbench``: a folder of ``<task>/task.json`` or a base URL; default: the bigbench 1.0.0 sdist.
-    ``rows_dir``: local rows ``<rows_dir>/<dataset>[/<subset>]/<split>.jsonl`` (or ``.json``, a list) in
-    the hub schema. A dataset whose rows file is there reads it; the others go to the hub.
-    ``hub_dir``: a folder of hub dataset repositories (``<hub_dir>/<owner>/<name>/``, e.g. a snapshot
-    of ``aps/super_glue``): ``datasets.load_dataset`` reads that folder instead of the hub.
-    ``manual_dir``: manual downloads as their owners hand them out, ``<manual_dir>/<dataset>[/<subset>]/``
-    (StoryCloze's CSV files under ``story_cloze/2016/``).
+    The one definition of these locations: the run config's ``data:`` section is these fields (their
+    ``help`` its descriptions; ``harness.config.DataConfig``) and a ``data_dir`` root (``from_env``).
+    ``templates_dir``: ``<dataset>[/<subset>]/templates.yaml``; default: the promptsource 0.2.3 sdist
+    fetched into the data cache (``harness.tasks.fetch``). ``bigbench``: default the bigbench 1.0.0
+    sdist. ``rows_dir``: rows files (``.jsonl``, or ``.json``, a list) in the hub schema; a dataset whose
+    rows file is there reads it, the others go to the hub. ``hub_dir``: e.g. a snapshot of
+    ``aps/super_glue``, which ``datasets.load_dataset`` reads instead of the hub. ``manual_dir``: manual
+    downloads as their owners hand them out (StoryCloze's CSV files under ``story_cloze/2016/``).
+    A folder given as text (a config's key) becomes a ``Path``; empty text leaves it unset.
     """
 
-    templates_dir: Path | None = None
-    bigbench: str | None = None
-    rows_dir: Path | None = None
-    hub_dir: Path | None = None
-    manual_dir: Path | None = None
+    templates_dir: Path | None = field(default=None, metadata={"help": "a promptsource templates/ folder"})
+    bigbench: str | None = field(default=None, metadata={"help": "a folder of <task>/task.json, or a base URL"})
+    rows_dir: Path | None = field(default=None, metadata={
+        "help": "local rows <rows_dir>/<dataset>[/<subset>]/<split>.jsonl (default <data_dir>/rows)"})
+    hub_dir: Path | None = field(default=None, metadata={
+        "help": "snapshots of hub dataset repositories <hub_dir>/<owner>/<name>/"})
+    manual_dir: Path | None = field(default=None, metadata={
+        "help": "manual downloads <manual_dir>/<dataset>[/<subset>]/ (StoryCloze's CSVs; default <data_dir>/manual)"})
+
+    def __post_init__(self) -> None:
+        for name in ("templates_dir", "rows_dir", "hub_dir", "manual_dir"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, Path(value) if value else None)
 
     @classmethod
     def from_env(cls, data_dir: str | os.PathLike | None = None) -> "DataSettings":

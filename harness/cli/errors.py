@@ -63,6 +63,16 @@ def _pending(exc: BaseException) -> bool:
     return type(exc) in (ValueError, RuntimeError) and bool(frames) and frames[-1] in PENDING
 
 
+def _pending_remote(exc: BaseException, cause: BaseException) -> bool:
+    """``_pending`` for the cause of a Ray error: its remote traceback (text) ends in a PENDING module."""
+    if type(cause) not in (ValueError, RuntimeError):
+        return False
+    frames = [ln.strip() for ln in str(getattr(exc, "traceback_str", None) or exc).splitlines()
+              if ln.strip().startswith("File ")]
+    files = [f'/{m.replace(".", "/")}.py"' for m in PENDING]
+    return bool(frames) and any(f in frames[-1] for f in files)
+
+
 def describe_error(exc: BaseException) -> str:
     """The message a user sees for ``exc``: its own message for a refusal of ours, the file and a fix
     for an ``OSError`` (found in the exception's causes when a library wrapped a full disk), the
@@ -78,6 +88,8 @@ def describe_error(exc: BaseException) -> str:
         return "out of memory; lower scoring.batch_size or ray.scorers, or use a smaller model"
     remote = _remote_cause(exc)
     if remote is not None:  # an error of a Ray actor: its own message, not Ray's remote traceback
+        if _pending_remote(exc, remote) and str(remote).strip():
+            return str(remote).strip()
         exc = remote
     validation = _validation_error(exc)
     if validation is not None:

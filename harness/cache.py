@@ -10,36 +10,33 @@ scored by another graph (a damaged one, a re-export that differs) never share a 
 and the executor are not in the key: they do not change a prediction (scores agree to 1e-5).
 
 Layout: ``<dir>/<key[:2]>/<key>/records.jsonl`` (the records file as a run writes it) and
-``meta.json`` (format, version, key, the key's parts, the unit's fields, the records' sha256,
-sealed by ``manifest_hash`` as ``rospr.artifacts`` seals manifests). An entry is checked on every
-read (meta readable and sealed, key, sha256 of the records); one that fails is logged and
-recomputed, never trusted, and the new result replaces it. A reused unit's ``n`` and ``accuracy``
+``meta.json`` (format, version, key, the key's parts, the unit's fields, the records' sha256 as
+``sha256`` and in ``files``, sealed by ``manifest_hash``: the manifest of ``rospr.store``, whose
+client this cache is). An entry is checked on every read (meta readable and sealed, key, sha256 of
+the records); one that fails is logged and recomputed, never trusted, and the new result replaces
+it. Entries written before the store (no ``files``) are read from their ``sha256``. A reused unit's ``n`` and ``accuracy``
 are recomputed from its records by the run directory (``harness.results.unit_figures``): the
-metadata's copies are for people, never the source of a number. Entries are written into a
-temporary folder and renamed into place, so a reader never sees half an entry and concurrent
-writers of the same key are harmless (the contents are equal).
+metadata's copies are for people, never the source of a number. Entries are staged and renamed
+into place by the store, so a reader never sees half an entry; of concurrent writers of one key the
+first wins (the contents are equal).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.config import RosprConfig
-from rospr.artifacts import seal
 from rospr.cachedirs import cache_path
 from rospr.canonical import digest_json
 from rospr.identity import weights_digest
 from rospr.library import Library
 from rospr.scoring import Convention
 from rospr.selection import Method
+from rospr.store import ContentStore, StoreError, check_files
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +46,7 @@ CACHE_FORMAT = "rospr-unit-cache"
 CACHE_VERSION = 3
 # Where a model is served from is not what it is.
 _LOCATION_KEYS = ("triton_url",)
+RECORDS = "records.jsonl"
 
 
 def cache_root(kind: str, dir_: str | Path | None = None) -> Path:
@@ -120,68 +118,55 @@ class CachedUnit:
 
 
 class UnitCache:
-    """Content-addressed finished units under ``root``."""
+    """Content-addressed finished units under ``root``: a client of ``rospr.store.ContentStore``
+    (entry ``<key[:2]>/<key>``, manifest ``meta.json``)."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self.store = ContentStore(self.root, CACHE_FORMAT, CACHE_VERSION, manifest_name="meta.json",
+                                  fix="recomputing the unit")
 
     def path(self, key: str) -> Path:
-        return self.root / key[:2] / key
+        return self.store.path(f"{key[:2]}/{key}")
 
     def get(self, key: str) -> CachedUnit | None:
-        """The entry of ``key`` when present and intact; None otherwise (a damaged one is logged)."""
-        entry = self.path(key)
-        if not entry.is_dir():
-            return None
-        try:
-            meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
-            records = (entry / "records.jsonl").read_bytes()
-        except (OSError, ValueError) as exc:
-            log.warning("unit cache %s: unreadable (%s); recomputing the unit", entry, exc)
-            return None
+        """The entry of ``key`` when present and intact; None otherwise (a damaged one is logged and
+        left for ``put`` to replace: reading changes nothing, so ``rospr plan`` may look)."""
+        return self.store.open(f"{key[:2]}/{key}", verify=lambda entry: self._check(entry, key), repair=False)
+
+    def _check(self, entry: Path, key: str) -> CachedUnit:
+        """The verified entry in ``entry``; refuses (``StoreError``) meta.json unsealed, of another
+        format, version or key, and records whose sha256 differs."""
+        meta = self.store.read_manifest(entry)
+        if meta.get("key") != key:
+            raise StoreError(f"{entry / 'meta.json'}: field 'key' is not {key[:12]}…, not this entry's; "
+                             "recomputing the unit")
+        # entries written before the store list their one file as 'sha256'
+        files = meta.get("files") or {RECORDS: meta.get("sha256")}
+        check_files(entry, files, entry / "meta.json", "recomputing the unit")
+        records = (entry / RECORDS).read_bytes()
         digest = hashlib.sha256(records).hexdigest()
-        if (not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT or meta.get("version") != CACHE_VERSION
-                or meta.get("key") != key):
-            log.warning("unit cache %s: not an entry of key %s (format %s); recomputing the unit",
-                        entry, key[:12], meta.get("format") if isinstance(meta, dict) else None)
-            return None
-        try:
-            sealed = seal(meta)["manifest_hash"] == meta.get("manifest_hash")
-        except ValueError:  # not canonical JSON (NaN): not what put wrote
-            sealed = False
-        if not sealed:
-            log.warning("unit cache %s: meta.json does not match its manifest_hash (edited?); recomputing the unit",
-                        entry / "meta.json")
-            return None
-        if meta.get("sha256") != digest:
-            log.warning("unit cache %s: records fail their checksum (sha256 %s, expected %s); recomputing the unit",
-                        entry, digest[:12], str(meta.get("sha256"))[:12])
-            return None
+        if digest != files.get(RECORDS) or digest != meta.get("sha256"):
+            raise StoreError(f"{entry / RECORDS}: sha256 {digest[:12]}… differs from meta.json's; "
+                             "recomputing the unit")
         return CachedUnit(key, records, digest, dict(meta.get("unit") or {}))
 
     def put(self, key: str, parts: dict[str, Any], records: bytes, fields: dict[str, Any]) -> None:
-        """Store a unit (replacing a damaged entry of the same key)."""
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.", dir=target.parent))
+        """Store a unit: a good entry already there (a concurrent writer's) is kept, a damaged one
+        replaced. Raises ``OSError`` for a cache that cannot be written."""
+        stage = self.store.stage(f"{key[:2]}/{key}")
         try:
-            (tmp / "records.jsonl").write_bytes(records)
-            meta = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "key": key, "parts": parts,
-                    "unit": fields, "sha256": hashlib.sha256(records).hexdigest()}
-            (tmp / "meta.json").write_text(json.dumps(seal(meta), indent=1, ensure_ascii=False) + "\n",
-                                           encoding="utf-8")
-            if target.exists():  # damaged (a good one would have been read): move it aside, then replace
-                old = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.old.", dir=target.parent))
-                try:
-                    os.rename(target, old / "entry")
-                except OSError:
-                    pass
-                shutil.rmtree(old, ignore_errors=True)
+            digest = stage.write_bytes(RECORDS, records)
+        except BaseException:
+            self.store.drop(stage)
+            raise
+        meta = {"key": key, "parts": parts, "unit": fields, "sha256": digest}
+
+        def good(entry: Path) -> bool:
             try:
-                os.rename(tmp, target)
-            except OSError:  # another writer got there first: same key, same contents
-                if not target.is_dir():
-                    raise
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+                self._check(entry, key)
+                return True
+            except (StoreError, OSError):
+                return False
+
+        self.store.publish(stage, meta, keep=good)

@@ -17,9 +17,10 @@ An entry is the folder ``<root>/<name>`` (``name`` may hold ``/``: ``ab/abcdefâ€
    place and the parent folder fsynced. A destination already there is kept when ``keep(dest)`` says
    it is good (a concurrent writer was first: this stage is discarded), else moved aside, replaced,
    and removed; if the rename fails the earlier entry is put back.
-4. ``store.open(name, verify)``: ``None`` when absent; else ``verify(folder)`` (default
-   ``verify_sealed``: the sealed manifest and every listed file's sha256) must pass, or the entry is
-   logged, discarded and ``None`` returned (the cache belongs to the program: it is rebuilt).
+4. ``store.open(name, verify)``: ``None`` when absent; else what ``verify(folder)`` returns
+   (default ``verify_sealed``: the sealed manifest, every listed file's sha256 checked); an entry
+   that fails is logged, discarded and ``None`` returned (the cache belongs to the program: it is
+   rebuilt). ``repair=False`` only looks.
 5. ``store.discard(name)``: renamed aside (``.aside-<leaf>-<random>``) first, so no reader sees half
    of it, then removed.
 
@@ -217,21 +218,23 @@ class ContentStore:
             stage.fd = -1
 
     # -- reading -----------------------------------------------------------------------------------
-    def open(self, name: str, verify: Callable[[Path], Any] | None = None) -> Path | None:
-        """The entry ``name`` when present and ``verify(folder)`` (default ``verify_sealed``) passes;
-        ``None`` when absent, and when it fails (logged, then discarded). Dead stages beside it are swept."""
+    def open(self, name: str, verify: Callable[[Path], Any] | None = None, repair: bool = True) -> Any:
+        """What ``verify(folder)`` (default ``verify_sealed``: the manifest) returns for the entry
+        ``name``; ``None`` when it is absent, and when the check fails (``StoreError``, ``ValueError``,
+        ``OSError``: logged, then discarded). Dead stages beside it are swept. ``repair=False``: look
+        only (nothing swept or discarded; a failed entry is left for ``publish`` to replace)."""
         dest = self.path(name)
-        if dest.parent.is_dir():
+        if repair and dest.parent.is_dir():
             sweep(dest.parent)
         if not os.path.lexists(dest):
             return None
         try:
-            (verify or self.verify_sealed)(dest)
+            return (verify or self.verify_sealed)(dest)
         except (StoreError, ValueError, OSError) as exc:
-            log.warning("%s: %s; %s", dest, exc, self.fix)
-            self.discard(name)
+            log.warning("%s", exc if isinstance(exc, StoreError) else f"{dest}: {exc}; {self.fix}")
+            if repair:
+                self.discard(name)
             return None
-        return dest
 
     def read_manifest(self, folder: Path) -> dict:
         """The sealed manifest of ``folder`` (format, version and seal checked). Refuses (``StoreError``)."""

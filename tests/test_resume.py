@@ -185,3 +185,35 @@ def test_cache_key_changes_with_what_the_records_depend_on(reference, tmp_path):
     for change in (["scoring.length_normalize=true"], ["tasks.0.limit=6"]):
         other = run(load_config(None, cache + change, tree=tree), tmp_path / "c")
         assert other.execution["cached"] == 0, change
+
+
+def test_unit_cache_entries_are_store_entries_and_earlier_ones_stay_readable(tmp_path):
+    import hashlib
+
+    from harness.cache import CACHE_FORMAT, CACHE_VERSION, UnitCache
+    from rospr.artifacts import seal
+
+    cache = UnitCache(tmp_path / "u")
+    key = "ab" + "0" * 62
+    records = b'{"index": 0}\n'
+    cache.put(key, {"p": 1}, records, {"n": 1})
+    entry = tmp_path / "u" / "ab" / key
+    assert sorted(os.listdir(entry.parent)) == [key]  # no stage, no lock left beside it
+    meta = json.loads((entry / "meta.json").read_text())
+    assert meta["files"] == {"records.jsonl": hashlib.sha256(records).hexdigest()} and meta["sha256"] == \
+        meta["files"]["records.jsonl"]
+    got = cache.get(key)
+    assert (got.records, got.fields) == (records, {"n": 1})
+    # an entry written before the store (no 'files'): read from its 'sha256'
+    old = seal({"format": CACHE_FORMAT, "version": CACHE_VERSION, "key": key, "parts": {"p": 1}, "unit": {"n": 1},
+                "sha256": hashlib.sha256(records).hexdigest()})
+    (entry / "meta.json").write_text(json.dumps(old, indent=1))
+    assert cache.get(key).records == records
+    # damaged: refused by get (which only looks), replaced by put
+    (entry / "records.jsonl").write_bytes(b'{"index": 1}\n')
+    assert cache.get(key) is None and entry.is_dir()
+    cache.put(key, {"p": 1}, records, {"n": 1})
+    assert cache.get(key).records == records
+    # a good entry already there is kept (a concurrent writer was first)
+    cache.put(key, {"p": 1}, records, {"n": 2})
+    assert cache.get(key).fields == {"n": 1}

@@ -36,8 +36,7 @@ def test_publish_seals_every_file_and_open_verifies(tmp_path):
                                  "sub/x.bin": hashlib.sha256(b"\x00\x01").hexdigest()}
     assert (manifest["format"], manifest["version"], manifest["key"]) == ("test-store", 1, "abcd")
     assert seal(manifest) == manifest  # the seal is rospr.artifacts' one
-    assert store.open("ab/abcd") == entry
-    assert store.verify_sealed(entry)["key"] == "abcd"
+    assert store.open("ab/abcd") == manifest == store.verify_sealed(entry)
 
 
 @pytest.mark.parametrize("damage", ["flip", "edit_manifest", "drop_file", "other_version"])
@@ -68,11 +67,12 @@ def test_a_custom_verify_decides(tmp_path):
     stage = store.stage("e")
     stage.write_bytes("manifest.json", b"{}")  # the client's own manifest
     entry = store.publish(stage)
-    assert store.open("e", verify=lambda folder: None) == entry
+    assert store.open("e", verify=lambda folder: folder) == entry
 
     def refuse(folder):
         raise StoreError(f"{folder}: not mine")
 
+    assert store.open("e", verify=refuse, repair=False) is None and entry.is_dir()  # look only
     assert store.open("e", verify=refuse) is None and not entry.exists()
 
 
@@ -140,7 +140,7 @@ def test_adopt_moves_a_file_in_with_its_digest(tmp_path):
     stage.adopt("data/big.bin", src)
     entry = store.publish(stage, {})
     assert not src.exists() and (entry / "data" / "big.bin").read_bytes() == b"x" * 1000
-    assert store.open("e") == entry
+    assert store.open("e")["files"]["data/big.bin"] == hashlib.sha256(b"x" * 1000).hexdigest()
 
 
 _KILLED_WRITER = """

@@ -102,7 +102,7 @@ def setup(tiny_model_dir, monkeypatch):
     monkeypatch.setattr(TargetSpec, "load", counted_load)
 
     def run_with(executor, out, resume=False, **scoring):
-        monkeypatch.setattr(runner, "build_executor", lambda *a, **k: executor)
+        monkeypatch.setattr(runner, "OnDemand", lambda *a, **k: executor)  # the run's executor is the fake
         cfg = config.model_copy(update={"scoring": config.scoring.model_copy(update=scoring)}) if scoring else config
         return runner.run(cfg, out, observer=tally, backend=backend, resume=resume)
 

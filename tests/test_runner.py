@@ -93,6 +93,26 @@ def test_cli_names_the_lock_holder(reference, tmp_path):
 
 # -- Ray ---------------------------------------------------------------------------------------------
 
+def test_a_run_with_nothing_to_compute_starts_no_ray(reference, tmp_path, monkeypatch):
+    """Every unit in the unit cache: a Ray-enabled run starts no Ray and no actor (the executor is
+    started at its first call, and none comes), and says so in execution."""
+    import harness.runner.session as session
+
+    tree, _, _ = reference
+    cached = {**tree, "cache": {"enabled": True, "dir": str(tmp_path / "units")}}
+    first = run(load_config(None, [], tree=cached), tmp_path / "fill")  # in process: fills the unit cache
+    assert first.execution["computed"] == len(first.units)
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray started for a run with nothing to compute")
+
+    monkeypatch.setattr(session, "run_ray", no_ray)
+    res = run(load_config(None, ["ray.enabled=true"], tree=cached), tmp_path / "again")
+    assert res.execution["cached"] == len(res.units) == len(first.units)
+    assert res.execution["started"] is False and res.execution["scorers"] == 0
+    assert_same_run(tmp_path / "again", tmp_path / "fill")
+
+
 @pytest.mark.slow
 def test_one_actor_gives_the_in_process_numbers(reference, ray_cluster, tmp_path):
     tree, root, _ = reference

@@ -6,9 +6,11 @@
    anything is written;
 2. **run directory** (``rundir.py``: ``open_run``, under ``harness.lock``): an interrupted swap
    recovered, the intact units of an interrupted run kept (``resume=True``) or a fresh run staged;
-3. **executor** (``session.py``): the run's Ray (``harness.ray_session.run_ray``), the backend, the
-   provenance, RoSPr's bank and library (``harness.method.prepare``), the unit cache and the executor
-   (``executor.InProcessExecutor`` or ``ray_executor.RayExecutor``, the same workers);
+3. **executor** (``session.py``): the backend, the provenance, RoSPr's bank and library
+   (``harness.method.prepare``), the unit cache and the executor (``executor.InProcessExecutor`` or
+   ``ray_executor.RayExecutor``, the same workers), started with the run's Ray
+   (``harness.ray_session.run_ray``) only at its first call (``session.OnDemand``): a run whose units
+   are all kept or cached starts no Ray and no actor;
 4. **drive** (``driver.py``: ``drive``): each target one coroutine (``Driver.run_target``) over the
    executor's awaitable calls, each unit written as soon as it is finished;
 5. **report** (``harness.report``, ``harness.report_html``): report.md and report.html.
@@ -19,6 +21,7 @@ A notebook that wants one unit runs ``run`` on a config with one task and one pr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -26,14 +29,13 @@ from harness.backends import Backend, create_backend
 from harness.config import RunConfig
 from harness.lock import RunLock, RunLocked
 from harness.method.prepare import prepare
-from harness.ray_session import run_ray
 from harness.report import write_report
 from harness.report_html import write_html_report
 from harness.results import ResultsFile
 from harness.runner.driver import Observer, Silent, build_records, drive
 from harness.runner.plan import RunPlan, TargetSpec, data_settings, plan_run, plan_targets, unit_slug
 from harness.runner.rundir import ResumeError, RunDirError, RunDirectory, check_out, open_run
-from harness.runner.session import Clock, Stamp, build_executor, unit_cache
+from harness.runner.session import Clock, OnDemand, Stamp, unit_cache
 from harness.runner.stages import Stages
 
 log = logging.getLogger(__name__)
@@ -84,17 +86,17 @@ def compute(config: RunConfig, plan: RunPlan, rundir: RunDirectory, resumed: int
     if resumed:
         log.info("resuming %s: %d units kept, %d to compute", rundir.out, resumed, remaining)
     stages = stages or Stages(clock.started)
-    with run_ray(config.ray) as use_ray:
-        with stages.timing("setup"):  # Ray's start is in the wall time, not in a stage
+    with contextlib.ExitStack() as stack:  # the run's Ray, if the executor starts one (OnDemand)
+        with stages.timing("setup"):
             backend = backend or create_backend(config)
             stamp = Stamp(config, backend, clock)
-        execution = {"executor": "ray" if use_ray else "in_process", "resumed": resumed, "computed": 0, "cached": 0}
-        with stages.timing("write"):
-            rundir.write(stamp(), execution)  # the config is on disk before any work: resumable
         # tune / build what is missing, before scoring
         with stages.timing("prepare"):
             ctx = prepare(config, backend, data_settings(config.data)) if remaining and plan.retrieves else None
-        with stages.timing("executor"):
-            executor = build_executor(config, backend, ctx, use_ray) if remaining else None
+        executor = OnDemand(config, backend, ctx, stack, stages) if remaining else None
+        execution = {"executor": executor.name if executor else ("ray" if config.ray.enabled else "in_process"),
+                     "resumed": resumed, "computed": 0, "cached": 0}
+        with stages.timing("write"):
+            rundir.write(stamp(), execution)  # the config is on disk before any work: resumable
         return drive(config, plan.specs, todo, rundir, backend, ctx, executor, observer, unit_cache(config.cache),
                      stamp, execution, stages)

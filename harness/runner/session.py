@@ -4,13 +4,17 @@
 ``unit_cache`` opens the unit cache when ``cache.enabled``; ``build_executor`` makes the in-process
 executor (the reference) or the Ray executor (a retrieval actor and scoring actors), each running
 the same worker classes (``executor.py``). The run's Ray itself is ``harness.ray_session.run_ray``.
+``OnDemand`` starts the executor (and the run's Ray) at the first call that needs it, so a run whose
+units are all kept or cached starts neither.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any, Awaitable, Sequence
 from datetime import datetime, timezone
 
 from harness.backends import Backend
@@ -19,8 +23,10 @@ from harness.config import CacheConfig, RunConfig, checkpoint_revision
 from harness.method.prepare import RosprContext
 from harness.provenance import git_state, host, package_versions
 from harness.results import Provenance
-from harness.runner.executor import Executor, InProcessExecutor, RetrievalWorker, ScoringWorker
+from harness.ray_session import ray_available, run_ray
+from harness.runner.executor import Done, Executor, InProcessExecutor, RetrievalRequest, RetrievalWorker, ScoringWorker
 from harness.runner.ray_executor import RayExecutor
+from harness.runner.stages import Stages
 
 
 @dataclass
@@ -62,3 +68,44 @@ def build_executor(config: RunConfig, backend: Backend, ctx: RosprContext | None
         return RayExecutor(config, pad, str(ctx.library.root) if ctx else None, ctx.library.content_hash if ctx else "")
     retrieval = RetrievalWorker(ctx.library, ctx.embedder, ctx.retriever_tokenizer) if ctx else None
     return InProcessExecutor(ScoringWorker(backend.scorer, pad), retrieval)
+
+
+class OnDemand:
+    """The run's executor, started at its first ``put``, ``score`` or ``retrieve`` (under the
+    ``executor`` stage): the run's Ray (``run_ray``, entered on ``stack``, left when the run ends) and
+    ``build_executor``'s actors or workers. ``name`` and ``max_in_flight`` come from the config, so the
+    driver plans with them before anything starts; a run that computes nothing never starts it, and its
+    ``stats`` say so (``started: false``, no scorers)."""
+
+    def __init__(self, config: RunConfig, backend: Backend, ctx: RosprContext | None, stack: contextlib.ExitStack,
+                 stages: Stages) -> None:
+        self.config, self.backend, self.ctx, self.stack, self.stages = config, backend, ctx, stack, stages
+        self.uses_ray = config.ray.enabled and ray_available()  # run_ray falls back the same way, with a warning
+        self.name = "ray" if self.uses_ray else "in_process"
+        self.max_in_flight = (config.ray.max_in_flight or 4 * config.ray.scorers) if self.uses_ray else 1
+        self.started: Executor | None = None
+
+    def executor(self) -> Executor:
+        if self.started is None:
+            with self.stages.timing("executor"):  # the run's Ray start included
+                use_ray = self.stack.enter_context(run_ray(self.config.ray))
+                self.started = build_executor(self.config, self.backend, self.ctx, use_ray)
+        return self.started
+
+    def put(self, values) -> Any:
+        return self.executor().put(values)
+
+    def score(self, rows: Sequence, prompt: Any) -> Awaitable[Done]:
+        return self.executor().score(rows, prompt)
+
+    def retrieve(self, requests: Sequence[RetrievalRequest]) -> Awaitable[Done]:
+        return self.executor().retrieve(requests)
+
+    def stats(self) -> dict[str, Any]:
+        if self.started is None:
+            return {"executor": self.name, "scorers": 0, "started": False}
+        return self.started.stats()
+
+    def close(self) -> None:
+        if self.started is not None:
+            self.started.close()

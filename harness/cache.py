@@ -14,8 +14,8 @@ Layout: ``<dir>/<key[:2]>/<key>/records.jsonl`` (the records file as a run write
 ``sha256`` and in ``files``, sealed by ``manifest_hash``: the manifest of ``rospr.store``, whose
 client this cache is). An entry is checked on every read (meta readable and sealed, key, sha256 of
 the records); one that fails is logged and recomputed, never trusted, and the new result replaces
-it. Entries written before the store (no ``files``) are read from their ``sha256``. A reused unit's ``n`` and ``accuracy``
-are recomputed from its records by the run directory (``harness.results.unit_figures``): the
+it. Entries written before the store (no ``files``) are read from their ``sha256``. A reused unit's
+``n`` and ``accuracy`` are recomputed from its records by the run directory (``harness.results.unit_figures``): the
 metadata's copies are for people, never the source of a number. Entries are staged and renamed
 into place by the store, so a reader never sees half an entry; of concurrent writers of one key the
 first wins (the contents are equal).

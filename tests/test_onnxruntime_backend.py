@@ -212,3 +212,37 @@ def test_twin_reports_errors_per_request(twin_model):
     bad = {"input_ids": _Tensor("input_ids", np.zeros((1, 2), np.int64))}
     responses = twin_model.execute([bad, bad])
     assert len(responses) == 2 and all(r.error for r in responses)
+
+
+def test_export_cache_is_a_content_store(tiny_model_dir, tmp_path, monkeypatch):
+    """A killed exporter's stage is swept; a concurrent caller's good export, published first, is kept
+    (this caller's is discarded); a damaged one is replaced."""
+    import os
+
+    import rospr_export.export as export_module
+    from harness.backends import onnxruntime_backend as ob
+
+    cache = tmp_path / "onnx"
+    key = export_module.cache_key(None, tiny_model_dir, "float32")
+    dead = cache / f".stage-{key}-dead"  # a stage whose writer died (its lock file gone with it)
+    dead.mkdir(parents=True)
+    folder = ob.ensure_export(None, tiny_model_dir, "float32", cache)
+    assert sorted(os.listdir(cache)) == [key] and folder == cache / key
+    first = (folder / "retriever.onnx").stat().st_ino
+    real_export = export_module.export_models
+
+    def racing_export(model, out, **kwargs):  # another caller publishes the same export meanwhile
+        real_export(model, out, **kwargs)
+        os.rename(out, out.parent / "other")
+        real_export(model, out, **kwargs)
+        os.rename(out.parent / "other", folder)
+
+    monkeypatch.setattr(export_module, "export_models", racing_export)
+    ob.export_store(cache).discard(key)
+    assert ob.ensure_export(None, tiny_model_dir, "float32", cache) == folder
+    assert sorted(os.listdir(cache)) == [key]
+    monkeypatch.setattr(export_module, "export_models", real_export)
+    (folder / "retriever.onnx").write_bytes(b"damaged")
+    assert ob.ensure_export(None, tiny_model_dir, "float32", cache) == folder
+    assert (folder / "retriever.onnx").stat().st_ino != first and sorted(os.listdir(cache)) == [key]
+    assert export_module.verify_export(folder, full=True)

@@ -3,8 +3,9 @@
 The default backend of ``rospr run``. Graphs come from a content-addressed export cache
 (``<cache>/<key>/``, key = model config + weights (+ retriever) + dtypes + export version; see
 ``rospr_export.export.cache_key``): the first run exports and validates them against PyTorch, later runs
-reuse them. The cache is ``onnxruntime.cache_dir``, else ``$ROSPR_ONNX_CACHE``, else
-``.cache/rospr/onnx``.
+reuse them. The cache is ``onnxruntime.cache_dir``, else ``$ROSPR_ONNX_CACHE``, else ``onnx/`` under
+the user cache root (``rospr.cachedirs.cache_path``); it is a ``rospr.store.ContentStore`` whose
+entries carry the export's own sealed manifest.
 
 Integrity: no graph reaches a session unchecked. ``ensure_export`` verifies a cached export (its
 sealed manifest, validation figures and the sha256 of its files: ``rospr_export.export.verify_export``;
@@ -38,8 +39,6 @@ import functools
 import hashlib
 import logging
 import os
-import shutil
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -47,8 +46,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from harness.backends.base import Backend
-from harness.cache import cache_root
 from harness.config import ModelConfig, OnnxRuntimeConfig, ScoringConfig
+from rospr.cachedirs import cache_path
 from rospr.errors import SettingError
 from rospr.scoring import ScoreBatch
 
@@ -64,49 +63,39 @@ def ensure_export(model: str | Path | None, retriever: str | Path | None = None,
     and ``retriever_revision``) whose files match their
     recorded sha256, exporting it if absent and again if the check fails (``full``: read every byte).
 
-    Concurrent callers (several actors) may export at once: each writes a private temporary folder
-    and renames it into place; the first rename wins and the others discard theirs.
+    Concurrent callers (several actors) may export at once: each fills its own stage of the export
+    store (``rospr.store.ContentStore``: beside the entry, renamed into place); the first good
+    export published wins and the others discard theirs.
     """
     from rospr_export.export import (ExportIntegrityError, cache_key, check_sources, export_models, export_sources,
                                      find_manifest, verify_export)
 
     sources = export_sources(model, retriever, revision, retriever_revision)
     key = cache_key(model, retriever, dtype, prompt_dtype, revision, retriever_revision, sources=sources)
-    root = cache_root("onnx", cache_dir)
-    target = root / key
+    store = export_store(cache_dir)
+    target = store.path(key)
 
-    def usable() -> bool:
-        if find_manifest(target) is None:
-            return False
+    def check(folder: Path) -> dict:
+        return verify_export(folder, full=full, sources=sources)
+
+    def good(folder: Path) -> bool:  # a concurrent caller's export, published first
         try:
-            verify_export(target, full=full, sources=sources)
-            return True
-        except ExportIntegrityError as exc:
-            log.warning("onnx cache: %s; exporting again", exc)
-            _discard(target, root)
+            return bool(check(folder))
+        except (ExportIntegrityError, OSError):
             return False
 
-    if usable():
+    if store.open(key, verify=check) is not None:  # a failed export is logged and discarded
         log.debug("onnx cache hit: %s", target)
         return target
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+    stage = store.stage(key)
     log.info("exporting %s to ONNX (once; cached in %s)", model, target)
     try:
-        export_models(model, tmp, retriever=retriever, dtype=dtype, prompt_dtype=prompt_dtype, scorer=model is not None,
-                      revision=revision, retriever_revision=retriever_revision)
-        try:
-            if target.exists():  # an unfinished folder from a crashed export, or a concurrent caller's
-                if usable():
-                    return target
-                _discard(target, root)
-            os.rename(tmp, target)
-        except OSError:
-            if not usable():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        export_models(model, stage.path, retriever=retriever, dtype=dtype, prompt_dtype=prompt_dtype,
+                      scorer=model is not None, revision=revision, retriever_revision=retriever_revision)
+    except BaseException:
+        store.drop(stage)
+        raise
+    store.publish(stage, keep=good)  # no manifest to seal: export_models wrote and sealed its own
     # a checkpoint that changed while it was exported is refused here (its files were just hashed)
     manifest = find_manifest(target)
     if manifest is None:
@@ -116,6 +105,15 @@ def ensure_export(model: str | Path | None, retriever: str | Path | None = None,
     return target
 
 
+def export_store(cache_dir: str | Path | None = None):
+    """The export cache as a ``rospr.store.ContentStore`` (``cache_path("onnx", cache_dir)``); an
+    entry's manifest is the export's own (``rospr_export.export``: written by ``export_models``)."""
+    from rospr_export.export import MANIFEST_FORMAT, MANIFEST_VERSION
+    from rospr.store import ContentStore
+
+    return ContentStore(cache_path("onnx", cache_dir), MANIFEST_FORMAT, MANIFEST_VERSION, fix="exporting again")
+
+
 def export_folder(model: str | Path | None, retriever: str | Path | None = None, dtype: str = "float32",
                   cache_dir: str | Path | None = None, prompt_dtype: str | None = None, revision: str | None = None,
                   retriever_revision: str | None = None) -> Path:
@@ -123,17 +121,8 @@ def export_folder(model: str | Path | None, retriever: str | Path | None = None,
     there yet: ``<cache>/<cache_key>``. Reads the checkpoints' configs and weight digests only."""
     from rospr_export.export import cache_key
 
-    return cache_root("onnx", cache_dir) / cache_key(model, retriever, dtype, prompt_dtype, revision, retriever_revision)
-
-
-def _discard(folder: Path, root: Path) -> None:
-    """Remove a cache folder that failed its check: renamed aside first (readers never see half of it)."""
-    aside = Path(tempfile.mkdtemp(prefix=f".{folder.name}.bad.", dir=root))
-    try:
-        os.rename(folder, aside / "export")
-    except OSError:  # already gone (a concurrent caller discarded it)
-        pass
-    shutil.rmtree(aside, ignore_errors=True)
+    key = cache_key(model, retriever, dtype, prompt_dtype, revision, retriever_revision)
+    return cache_path("onnx", cache_dir) / key
 
 
 def open_graph(folder: Path, manifest: dict, graph: str, **session_options):

@@ -360,3 +360,18 @@ def test_bigbench_default_location(tmp_path, monkeypatch):
     assert tree(folder) == {"toy/task.json": b"{}"}
     assert bigbench.default_location(fetch_missing=False) == str(folder)
     assert bigbench.BigBenchTask("toy").available()
+
+
+def test_a_killed_fetch_leaves_stages_that_the_next_sweeps(tmp_path):
+    """The data cache is a rospr.store client: stages of dead writers (no lock, or a free one) beside
+    the entry are removed by the next fetch; a copy written before the store stays readable."""
+    archive = make_tar(tmp_path / "toy-1.0.tar.gz", FILES)
+    spec = spec_for(archive)
+    cache = tmp_path / "cache"
+    (cache / ".stage-toy-1.0.download-dead" / "pip-tmp").mkdir(parents=True)
+    (cache / ".stage-toy-1.0-dead").mkdir()
+    (cache / ".stage-toy-1.0-dead2").mkdir()
+    (cache / ".stage-toy-1.0-dead2.lock").write_text("")  # its writer's flock ended with it
+    folder = fetching.install_archive(spec, archive, cache)
+    assert sorted(os.listdir(cache)) == ["toy-1.0"]
+    assert fetching.cached(spec, cache) == folder and fetching.verify(spec, cache) == []

@@ -28,9 +28,10 @@ How pip is used, and why:
   which is then checked again here and unpacked by :func:`install_archive`.
 
 Safety: no member path may leave the target (absolute paths and ``..`` are refused), data files must
-be regular files (links are refused), and an archive that ends early is refused. Atomicity: all is
-written into a temporary folder next to the destination, which is renamed into place last, so a
-half-unpacked folder is never used; ``MANIFEST.json`` (sha256 of every file) is written before the
+be regular files (links are refused), and an archive that ends early is refused. Atomicity: the
+cache is a ``rospr.store.ContentStore``: all is written into a stage next to the destination,
+fsynced and renamed into place last, so a half-unpacked folder is never used, and a stage a killed
+fetch leaves is swept by the next; ``MANIFEST.json`` (sha256 of every file) is written before the
 rename. :func:`cached` checks the manifest and its file count (cheap); :func:`verify` re-hashes every
 file.
 """
@@ -43,11 +44,9 @@ import json
 import logging
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 import zlib
 from dataclasses import dataclass
@@ -56,6 +55,7 @@ from typing import IO, Literal, Union
 
 from harness.tasks.base import TaskError
 from rospr.cachedirs import cache_path
+from rospr.store import ContentStore, Stage, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -241,8 +241,15 @@ def data_cache_dir() -> Path:
     return cache_path("data")
 
 
+def _store(cache_dir: Path | None) -> ContentStore:
+    """The data cache as a ``rospr.store.ContentStore`` (entries ``<dist>/``); its manifest is
+    ``MANIFEST.json`` in this module's dialect (kept, so existing caches stay readable)."""
+    return ContentStore(cache_path("data", cache_dir), "rospr-data-cache", MANIFEST_VERSION, manifest_name=MANIFEST,
+                        fix="fetching again (rospr data fetch --force)")
+
+
 def _dist_dir(spec: Sdist, cache_dir: Path | None) -> Path:
-    return Path(cache_dir if cache_dir is not None else data_cache_dir()) / spec.dist
+    return _store(cache_dir).path(spec.dist)
 
 
 def file_sha256(path: Path) -> str:
@@ -284,10 +291,14 @@ def cached(what: SpecLike, cache_dir: Path | None = None) -> Path | None:
     re-hashes every file.
     """
     spec = _spec(what)
-    dist_dir = _dist_dir(spec, cache_dir)
-    if _read_manifest(spec, dist_dir) is None or not (dist_dir / spec.folder).is_dir():
-        return None
-    return dist_dir / spec.folder
+
+    def check(dist_dir: Path) -> Path:
+        if _read_manifest(spec, dist_dir) is None or not (dist_dir / spec.folder).is_dir():
+            raise StoreError(f"{dist_dir / MANIFEST}: missing, unreadable, or not for {spec.dist} with {spec.files} "
+                             f"files, or no {spec.folder}/ beside it")
+        return dist_dir / spec.folder
+
+    return _store(cache_dir).open(spec.dist, verify=check, repair=False)  # a copy that fails is replaced by _install
 
 
 def verify(what: SpecLike, cache_dir: Path | None = None) -> list[str]:
@@ -344,9 +355,9 @@ def _safe_rel(name: str, where: str) -> PurePosixPath:
 
 
 class _Writer:
-    """Writes the kept files of one sdist into ``stage`` and records their digests."""
+    """Writes the kept files of one sdist into a store ``stage`` and records their digests."""
 
-    def __init__(self, spec: Sdist, stage: Path, where: str) -> None:
+    def __init__(self, spec: Sdist, stage: Stage, where: str) -> None:
         self.spec = spec
         self.stage = stage
         self.where = where
@@ -363,7 +374,7 @@ class _Writer:
         return None
 
     def write(self, dest_rel: str, src: IO[bytes]) -> None:
-        dest = self.stage / dest_rel
+        dest = self.stage.path / dest_rel
         h = hashlib.sha256()
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -381,14 +392,12 @@ class _Writer:
         self.files[dest_rel] = h.hexdigest()
 
     def move(self, dest_rel: str, path: Path) -> None:
-        """Record ``path``'s digest and move it (same file system) to ``dest_rel``."""
-        dest = self.stage / dest_rel
+        """Record ``path``'s digest and move it to ``dest_rel`` (a copy across devices)."""
+        dest = self.stage.path / dest_rel
         if dest_rel in self.files:
             raise TaskError(f"{self.where}: {dest_rel} appears twice; the archive is not a clean sdist")
         try:
-            digest = file_sha256(path)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(path, dest)
+            digest = self.stage.adopt(dest_rel, path)
         except OSError as e:
             raise TaskError(
                 f"{dest}: cannot write: {e}; free disk space or point $ROSPR_DATA_CACHE (or --cache-dir) "
@@ -476,19 +485,17 @@ def _unpack_tree(spec: Sdist, tree: Path, writer: _Writer) -> None:
                 writer.move(dest_rel, path)
 
 
-def _install(spec: Sdist, dist_dir: Path, fill) -> Path:
-    """Build the cache folder of ``spec`` in a temporary folder with ``fill(writer)`` and rename it
-    to ``dist_dir``; returns the data folder. An existing ``dist_dir`` is replaced only after the
-    new one is complete."""
-    parent = dist_dir.parent
+def _install(spec: Sdist, store: ContentStore, fill) -> Path:
+    """Build the cache folder of ``spec`` in a store stage with ``fill(writer)``, write its manifest and
+    publish it (``rospr.store``: fsynced, renamed into place); returns the data folder. An existing
+    copy is replaced only after the new one is complete, and put back if the rename fails."""
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".stage-{spec.dist}-", dir=parent))
+        stage = store.stage(spec.dist)
     except OSError as e:
-        raise TaskError(f"{parent}: cannot create the data cache: {e}; set $ROSPR_DATA_CACHE or --cache-dir") from e
-    old: Path | None = None
+        raise TaskError(f"{store.root}: cannot create the data cache: {e}; set $ROSPR_DATA_CACHE or --cache-dir") from e
+    dist_dir = stage.dest
     try:
-        writer = _Writer(spec, stage, str(stage))
+        writer = _Writer(spec, stage, str(stage.path))
         fill(writer)
         writer.check_count()
         manifest = {
@@ -499,27 +506,15 @@ def _install(spec: Sdist, dist_dir: Path, fill) -> Path:
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "files": dict(sorted(writer.files.items())),
         }
-        (stage / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-        if dist_dir.exists() or dist_dir.is_symlink():
-            old = Path(tempfile.mkdtemp(prefix=f".old-{spec.dist}-", dir=parent))
-            os.rename(dist_dir, old / "d")
-        try:
-            os.rename(stage, dist_dir)
-        except OSError:
-            if old is not None and not dist_dir.exists():  # put the previous copy back
-                os.rename(old / "d", dist_dir)
-                old = None
-            raise
+        stage.write_bytes(MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode("utf-8"))
+        store.publish(stage)
     except OSError as e:
         raise TaskError(
             f"{dist_dir}: cannot write the data cache: {e}; free disk space or set $ROSPR_DATA_CACHE "
             "(or --cache-dir) to a writable folder"
         ) from e
     finally:
-        if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        store.drop(stage)
     log.info("unpacked %d %s files of %s into %s", spec.files, spec.folder, spec.dist, dist_dir)
     return dist_dir / spec.folder
 
@@ -539,7 +534,6 @@ def install_archive(what: SpecLike, archive: Path, cache_dir: Path | None = None
             f"{archive}: sha256 {digest}, the pinned {spec.dist} has {spec.sha256}; the download is "
             "damaged or not the pinned release: delete it and fetch again"
         )
-    dist_dir = _dist_dir(spec, cache_dir)
 
     def fill(writer: _Writer) -> None:
         _unpack_tar(spec, archive, writer)
@@ -547,7 +541,7 @@ def install_archive(what: SpecLike, archive: Path, cache_dir: Path | None = None
             with open(archive, "rb") as src:
                 writer.write(spec.archive_name, src)
 
-    return _install(spec, dist_dir, fill)
+    return _install(spec, _store(cache_dir), fill)
 
 
 # --------------------------------------------------------------------------------------------
@@ -634,18 +628,15 @@ def fetch(what: SpecLike, cache_dir: Path | None = None, *, force: bool = False)
         found = cached(spec, cache_dir)
         if found is not None:
             return found
-    dist_dir = _dist_dir(spec, cache_dir)
-    try:
-        dist_dir.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".download-{spec.dist}-", dir=dist_dir.parent))
+    store = _store(cache_dir)
+    try:  # pip's work folder: a stage never published, so one a killed fetch leaves is swept
+        work = store.stage(f"{spec.dist}.download")
     except OSError as e:
-        raise TaskError(
-            f"{dist_dir.parent}: cannot create the data cache: {e}; set $ROSPR_DATA_CACHE or --cache-dir"
-        ) from e
+        raise TaskError(f"{store.root}: cannot create the data cache: {e}; set $ROSPR_DATA_CACHE or --cache-dir") from e
     try:
-        path, is_archive = _pip_download(spec, work)
+        path, is_archive = _pip_download(spec, work.path)
         if is_archive:
             return install_archive(spec, path, cache_dir)
-        return _install(spec, dist_dir, lambda writer: _unpack_tree(spec, path, writer))
+        return _install(spec, store, lambda writer: _unpack_tree(spec, path, writer))
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        store.drop(work)

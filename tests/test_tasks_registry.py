@@ -33,6 +33,22 @@ def test_tasks_implement_the_protocol(name, data_root):
     assert isinstance(task, Task) and task.name == name
 
 
+def test_the_protocol_says_what_trains_and_where_rows_come_from(data_root):
+    settings = DataSettings.from_env(data_root)
+    wsc, animals, winowhy = (get_task(n, settings) for n in ("super_glue/wsc.fixed", "builtin/animals", "bigbench/winowhy"))
+    marks = wsc.prompt_marks()
+    # the listing is every template (file order); the scored prompts are those with choices
+    assert [p for p, m in marks.items() if "training only" not in m] == wsc.prompts()
+    assert set(wsc.training_prompts()) == set(marks) and any("original" in m for m in marks.values())
+    assert animals.training_prompts() == animals.prompts() and set(animals.prompt_marks().values()) == {()}
+    assert winowhy.training_prompts() == ["bigbench"] and winowhy.prompt_marks() == {"bigbench": ()}
+    assert (wsc.folder, animals.folder, winowhy.folder) == ("super_glue/wsc.fixed", None, None)
+    assert [(s.role, s.kind) for s in animals.split_status()] == [("eval", "builtin")]
+    assert [(s.task, s.split, s.kind, s.ok) for s in winowhy.split_status()] == [
+        ("bigbench/winowhy", "examples", "folder", True)]
+    assert [s.role for s in get_task("rte", settings).split_status()] == ["eval"]  # a held-out setting is a target
+
+
 def test_unknown_task_lists_close_matches_and_families(data_root):
     settings = DataSettings.from_env(data_root)
     with pytest.raises(TaskError) as err:

@@ -19,7 +19,7 @@ from typing import Any
 from harness.backends import Backend, create_embedder
 from harness.config import IndexConfig, RosprConfig, RunConfig, TuneConfig, checkpoint_revision
 from harness.method.tune_pool import trainer
-from harness.tasks import PromptsourceTask, expand, get_task
+from harness.tasks import expand, get_task
 from harness.tasks.base import DataSettings, TaskError
 from rospr.artifacts import ArtifactError
 from rospr.identity import retriever_identity
@@ -60,8 +60,7 @@ def tuning_jobs(rc: RosprConfig, settings: DataSettings) -> list[TuneJob]:
         except TaskError as exc:
             raise TaskError(f"rospr.sources: {exc}") from None
         # every template trains a prompt (generation ones too: the loss is the target text's)
-        prompts = task.training_prompts() if isinstance(task, PromptsourceTask) else task.prompts()
-        for prompt in prompts:
+        for prompt in task.training_prompts():
             data = task.load(prompt, split=rc.tune.source_split, limit=rc.tune.source_rows, training=True)
             examples = tuple(ex for ex in data.examples if ex.labelled or ex.target_text)
             if not examples:

@@ -64,14 +64,54 @@ class DataSettings:
         )
 
 
+@dataclass(frozen=True)
+class SplitStatus:
+    """Where the rows of one (task, split) a run reads come from now (``rospr data status``): ``kind``
+    and ``where`` as :class:`harness.tasks.rows.RowSource` (``folder``/``url`` for BIG-bench,
+    ``builtin`` for a generated task); ``ok`` False when the rows cannot be had as things stand
+    (``note`` says why and how). ``role``: ``train`` (a source) or ``eval`` (a target)."""
+
+    task: str
+    folder: str
+    role: str
+    split: str
+    hub_id: str
+    config: str | None
+    revision: str | None
+    kind: str
+    where: str
+    note: str
+    ok: bool
+
+
 @runtime_checkable
 class Task(Protocol):
-    """A task: its prompts, and the examples of one (task, prompt) unit."""
+    """A task: its prompts, and the examples of one (task, prompt) unit.
+
+    ``folder``: the promptsource folder (``<dataset>[/<subset>]``) whose templates and hub rows the
+    task reads; ``None`` for a task that brings its own (BIG-bench, builtin).
+    """
 
     name: str
+    folder: str | None
 
     def prompts(self) -> list[str]:
         """The names of the hard prompts evaluated for this task, in a stable order."""
+        ...
+
+    def training_prompts(self) -> list[str]:
+        """The names of the prompts a soft prompt is trained on when the task is a source, in a stable
+        order (a promptsource dataset's generation templates too; see ``load(training=True)``)."""
+        ...
+
+    def prompt_marks(self) -> dict[str, tuple[str, ...]]:
+        """Every prompt of the task (``rospr tasks NAME``), in order, with what sets it apart:
+        ``original`` (T0's evaluation prompt, ``original_task: true``), ``training only`` (no answer
+        choices: tuned on, never scored)."""
+        ...
+
+    def split_status(self) -> list[SplitStatus]:
+        """Where the rows of each split a run reads come from now; reads and downloads nothing."""
         ...
 
     def load(self, prompt: str, split: str | None = None, limit: int | None = None, *,

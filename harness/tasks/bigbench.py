@@ -68,7 +68,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.tasks.base import DataSettings, TaskError
+from harness.tasks.base import DataSettings, SplitStatus, TaskError
 from harness.tasks.common import content_hash
 from rospr.artifacts import json_document
 from rospr.data import Example, UnitData
@@ -281,6 +281,8 @@ def _part(subtask: str | None, data: dict, where: str) -> _Part:
 class BigBenchTask:
     """``bigbench/<task>`` or ``bigbench/<task>/<subtask>`` as a :class:`~harness.tasks.base.Task`."""
 
+    folder = None  # no promptsource folder: the rows are the task.json examples
+
     def __init__(self, task: str, subtask: str | None = None, *, location: str | None = None) -> None:
         _check_name(task, "task")
         if subtask is not None:
@@ -293,6 +295,18 @@ class BigBenchTask:
 
     def prompts(self) -> list[str]:
         return [PROMPT]
+
+    def training_prompts(self) -> list[str]:
+        return self.prompts()
+
+    def prompt_marks(self) -> dict[str, tuple[str, ...]]:
+        return {p: () for p in self.prompts()}
+
+    def split_status(self) -> list[SplitStatus]:
+        """The one split, ``examples``: the task.json's folder or URL, ``ok`` when it is there."""
+        where = self._source.where(*([self.task, self.subtask] if self.subtask else [self.task]))
+        return [SplitStatus(self.name, self.name, "eval", "examples", "", None, None,
+                            "url" if self._source.is_url else "folder", where, "", self.available())]
 
     def available(self) -> bool:
         """Whether this task's ``task.json`` exists (always ``True`` for a URL source)."""

@@ -29,7 +29,7 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
-from harness.tasks.base import TaskError
+from harness.tasks.base import SplitStatus, TaskError
 from harness.tasks.common import content_hash
 from harness.tasks.templates import Template, find_template
 from rospr.data import UnitData
@@ -215,6 +215,8 @@ def generate_rows(spec: BuiltinSpec, split: str, n: int, seed: int = DEFAULT_SEE
 class BuiltinTask:
     """A generated task as a :class:`~harness.tasks.base.Task` (evaluation split: ``validation``)."""
 
+    folder = None  # no promptsource folder: the rows are generated
+
     def __init__(
         self, spec: BuiltinSpec, *, seed: int = DEFAULT_SEED, n_train: int = DEFAULT_N_TRAIN,
         n_validation: int = DEFAULT_N_VALIDATION,
@@ -241,6 +243,16 @@ class BuiltinTask:
 
     def prompts(self) -> list[str]:
         return [t.name for t in self._templates]
+
+    def training_prompts(self) -> list[str]:
+        return self.prompts()
+
+    def prompt_marks(self) -> dict[str, tuple[str, ...]]:
+        return {p: () for p in self.prompts()}
+
+    def split_status(self) -> list[SplitStatus]:
+        return [SplitStatus(self.name, self.name, "eval", "generated", "", None, None, "builtin",
+                            "generated in process", "", True)]
 
     def rows(self, split: str = "validation") -> list[dict]:
         """The generated rows of ``split`` (cached)."""

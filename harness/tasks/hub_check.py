@@ -30,7 +30,7 @@ from typing import Any, Iterable
 
 from harness.hub import offline_reason
 from harness.tasks.base import DataSettings, TaskError
-from harness.tasks.catalog import PARQUET_EXPORT, DatasetSpec
+from harness.tasks.catalog import PARQUET_EXPORT, DatasetSpec, dataset_spec
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +177,9 @@ def check_hub(names: list[str] | str, settings: DataSettings, api: Any = None) -
     promptsource dataset.
     """
     from harness.tasks import expand, get_task
-    from harness.tasks.promptsource import PromptsourceTask, template_fields
+    from harness.tasks.promptsource import template_fields
     from harness.tasks.synth import splits_to_write
+    from harness.tasks.templates import load_templates
 
     reason = offline_reason()
     if reason:
@@ -188,18 +189,19 @@ def check_hub(names: list[str] | str, settings: DataSettings, api: Any = None) -
         from huggingface_hub import HfApi
 
         api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None)
-    tasks: dict[str, PromptsourceTask] = {}
+    specs: dict[str, DatasetSpec] = {}
     for name in expand(names):
-        task = get_task(name, settings)
-        if not isinstance(task, PromptsourceTask) or task.spec is None:
+        folder = get_task(name, settings).folder
+        spec = dataset_spec(folder) if folder is not None else None
+        if spec is None:
             raise TaskError(f"{name}: check-hub checks catalogued promptsource datasets "
                             "(harness/data/datasets.yaml); BIG-bench and builtin tasks have no hub entry")
-        tasks.setdefault(task.folder, task)
+        specs.setdefault(folder, spec)
     verdicts = []
-    for folder, task in tasks.items():
-        fields = template_fields(task.all_templates())
+    for folder, spec in specs.items():
+        fields = template_fields(load_templates(settings.templates_dir, spec.dataset, spec.subset))
         try:
-            verdicts.append(check_entry(api, task.spec, fields, splits_to_write(task.spec)))
+            verdicts.append(check_entry(api, spec, fields, splits_to_write(spec)))
         except _network_errors() as e:
             from huggingface_hub.errors import HfHubHTTPError
 

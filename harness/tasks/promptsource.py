@@ -29,7 +29,7 @@ import jinja2
 from jinja2 import meta
 
 from harness.tasks import rows as row_sources
-from harness.tasks.base import DataSettings, TaskError
+from harness.tasks.base import DataSettings, SplitStatus, TaskError
 from harness.tasks.catalog import DatasetSpec, dataset_spec, heldout_settings
 from harness.tasks.common import content_hash
 from harness.tasks.templates import ENV, Template, find_template, load_templates, templates_path
@@ -134,6 +134,12 @@ class PromptsourceTask:
         """Every prompt a soft prompt can be trained on (all templates, less t-zero's blacklist)."""
         return [t.name for t in self.templates() if t0_task_name(self.folder, t.name) not in T0_TASK_BLACKLIST]
 
+    def prompt_marks(self) -> dict[str, tuple[str, ...]]:
+        """Every template of the task, in file order, marked ``original`` and ``training only``."""
+        return {t.name: tuple(mark for mark, on in (("original", t.original_task),
+                                                    ("training only", t.answer_choices is None)) if on)
+                for t in self.templates()}
+
     def template(self, prompt: str) -> Template:
         templates = self.all_templates()
         where = templates[0].source if templates else self.folder
@@ -148,6 +154,26 @@ class PromptsourceTask:
         return {"eval": "validation", "train": "train"}[role]
 
     # ---- rows ------------------------------------------------------------------------------
+
+    def split_status(self) -> list[SplitStatus]:
+        """Per split a run reads (the evaluation split of a held-out setting; else ``train`` and
+        ``eval``, those the catalog has): its catalog entry and the row source in force
+        (:func:`harness.tasks.rows.locate`)."""
+        spec = self.spec
+        roles = ("eval",) if self.original_only else tuple(
+            r for r in ("train", "eval") if spec is None or r in spec.splits)
+        out = []
+        for role in roles:
+            split = self.default_split(role)
+            src = row_sources.locate(spec, self.folder, split, self.settings)
+            out.append(SplitStatus(
+                self.name, self.folder, role, split,
+                spec.hub_id if spec else self.dataset,
+                spec.config if spec else self.subset,
+                spec.revision if spec else None,
+                src.kind, src.where, src.note, src.kind != "missing",
+            ))
+        return out
 
     def rows(self, split: str | None = None, limit: int | None = None) -> tuple[list[dict], str]:
         """The rows of ``split`` (the default split when None), first ``limit``, schema-checked; and

@@ -163,7 +163,10 @@ def _execution_line(res: ResultsFile) -> list[str]:
     ex = res.execution
     if not ex:
         return []
-    where = "Ray, {} scoring actors".format(ex.get("scorers", "?")) if ex.get("executor") == "ray" else "in process"
+    if ex.get("started") is False:  # every unit kept or cached: no executor (or Ray) was started
+        where = "nowhere (nothing to compute: no executor started)"
+    else:
+        where = "Ray, {} scoring actors".format(ex.get("scorers", "?")) if ex.get("executor") == "ray" else "in process"
     return [f"- executed {where}: {ex.get('computed', 0)} units computed, {ex.get('cached', 0)} reused from cache, "
             f"{ex.get('resumed', 0)} kept from an interrupted run"]
 

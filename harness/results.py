@@ -76,6 +76,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_serializer
 
 from rospr.artifacts import atomic_write_bytes, json_document, json_lines
 from rospr.data import Example, credit
+from rospr.errors import RosprError
 
 SCHEMA_VERSION = "1.2"
 
@@ -289,11 +290,16 @@ def parse_records(data: bytes, where: str | Path) -> list[Record]:
     return records
 
 
-class RecordsError(ValueError):
+class RecordsError(RosprError, ValueError):
     """A records file that cannot be trusted or used (the message names the file, the field and the fix)."""
 
 
-class UnsafePath(ValueError):
+class ResultsFileError(RosprError, ValueError):
+    """A results.json that cannot be read as one of ours (missing, unreadable, another major schema
+    version, or not following the schema); the message names the file and the fix."""
+
+
+class UnsafePath(RosprError, ValueError):
     """A path read from a run's own files that would leave the run directory."""
 
 
@@ -392,24 +398,24 @@ def write_results(path: Path, results: ResultsFile) -> None:
 
 
 def read_results(path: Path) -> ResultsFile:
-    """Load and validate a results file. Refuses (``ValueError`` naming the file) a missing or
+    """Load and validate a results file. Refuses (``ResultsFileError`` naming the file) a missing or
     malformed file, another major schema version and a file that does not follow the schema."""
 
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ValueError(f"{path}: no such file; is {path.parent} a run directory?") from None
+        raise ResultsFileError(f"{path}: no such file; is {path.parent} a run directory?") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read it ({exc}); restore it or rerun") from None
-    data = json_document(text, path, ValueError, "not a results file; restore it or rerun")
+        raise ResultsFileError(f"{path}: cannot read it ({exc}); restore it or rerun") from None
+    data = json_document(text, path, ResultsFileError, "not a results file; restore it or rerun")
     version = str(data.get("schema_version", ""))
     if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
-        raise ValueError(f"{path}: schema_version {version!r}; this rospr reads {SCHEMA_VERSION}")
+        raise ResultsFileError(f"{path}: schema_version {version!r}; this rospr reads {SCHEMA_VERSION}")
     try:
         return ResultsFile.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(x) for x in first["loc"])
-        raise ValueError(f"{path}: field {field}: {first['msg']} ({exc.error_count()} error(s)); restore the "
+        raise ResultsFileError(f"{path}: field {field}: {first['msg']} ({exc.error_count()} error(s)); restore the "
                          "file or rerun") from None

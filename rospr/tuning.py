@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
 import numpy as np
 
 from rospr.canonical import digest_json
+from rospr.errors import SettingError, StateError
 from rospr.data import Example
 from rospr.softprompt import IDENTITY_KEYS, PromptBank, SoftPrompt, prompt_id
 
@@ -73,25 +74,25 @@ class TuneSettings:
         for name, top in _UPPER.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
-                raise ValueError(f"rospr.tune.{name} must be >= 1 and <= {top} (a whole number), got {value!r}")
+                raise SettingError(f"rospr.tune.{name} must be >= 1 and <= {top} (a whole number), got {value!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
-            raise ValueError(f"rospr.tune.seed must be >= 0 and < 2**63 (a whole number), got {self.seed!r}")
+            raise SettingError(f"rospr.tune.seed must be >= 0 and < 2**63 (a whole number), got {self.seed!r}")
         if self.dtype not in DTYPES:
-            raise ValueError(f"rospr.tune.dtype={self.dtype!r}: choose float32 or bfloat16")
+            raise SettingError(f"rospr.tune.dtype={self.dtype!r}: choose float32 or bfloat16")
         if self.device is not None and not _DEVICE.fullmatch(self.device):
-            raise ValueError(f"rospr.tune.device={self.device!r}: give cpu, cuda or cuda:N (or null for the model's device)")
+            raise SettingError(f"rospr.tune.device={self.device!r}: give cpu, cuda or cuda:N (or null for the model's device)")
         m = self.micro_batch_size
         if m is not None and (m < 1 or self.batch_size % m):
-            raise ValueError(f"rospr.tune.micro_batch_size={m} does not divide rospr.tune.batch_size={self.batch_size}; "
+            raise SettingError(f"rospr.tune.micro_batch_size={m} does not divide rospr.tune.batch_size={self.batch_size}; "
                              f"give a divisor of it ({_divisors(self.batch_size)}) or null for the whole batch")
         _check_range("lr", self.lr, 0, MAX_LR, low_open=True)
         _check_range("weight_decay", self.weight_decay, 0, 1)
         _check_range("clip_threshold", self.clip_threshold, 0, 1e6, low_open=True)
         _check_range("adafactor_decay_rate", self.adafactor_decay_rate, -1, 0, high_open=True)
         if self.optimizer not in ("adafactor", "adamw"):
-            raise ValueError(f"tune.optimizer {self.optimizer!r}: choose adafactor or adamw")
+            raise SettingError(f"tune.optimizer {self.optimizer!r}: choose adafactor or adamw")
         if self.init not in ("vocab", "uniform"):
-            raise ValueError(f"tune.init {self.init!r}: choose vocab or uniform")
+            raise SettingError(f"tune.init {self.init!r}: choose vocab or uniform")
 
     def training_fields(self) -> dict:
         """The settings that decide the trained numbers, hence the prompt's ``train_key``.
@@ -129,7 +130,7 @@ def _check_range(name: str, value, low: float, high: float, low_open: bool = Fal
     ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
     if not ok:
         interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        raise ValueError(f"rospr.tune.{name} must be a finite number in {interval}, got {value!r}")
+        raise SettingError(f"rospr.tune.{name} must be a finite number in {interval}, got {value!r}")
 
 
 DTYPES = ("float32", "bfloat16")
@@ -158,16 +159,16 @@ def resolve_device(settings: TuneSettings, model=None):
         device = torch.device("cpu")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"rospr.tune.device={settings.device or device}: torch sees no GPU here "
+            raise SettingError(f"rospr.tune.device={settings.device or device}: torch sees no GPU here "
                              "(torch.cuda.is_available() is false: a CPU build of torch, no driver, or no GPU "
                              "reserved: rospr.tune.num_gpus_per_worker); set rospr.tune.device=cpu or run where a GPU is")
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
-            raise ValueError(f"rospr.tune.device={settings.device}: only {count} GPU(s) visible (cuda:0..cuda:{count - 1}); "
+            raise SettingError(f"rospr.tune.device={settings.device}: only {count} GPU(s) visible (cuda:0..cuda:{count - 1}); "
                              "give one of them, or cuda (each Ray actor sees its own GPUs from cuda:0)")
         if settings.dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
             name = torch.cuda.get_device_name(device)
-            raise ValueError(f"rospr.tune.dtype=bfloat16: {name} has no bfloat16 (compute capability below 8.0); "
+            raise SettingError(f"rospr.tune.dtype=bfloat16: {name} has no bfloat16 (compute capability below 8.0); "
                              "set rospr.tune.dtype=float32")
     return device
 
@@ -217,7 +218,7 @@ def target_text(ex: Example) -> str:
         return ex.target_text
     gold = ex.gold()
     if gold is None:
-        raise ValueError(f"example {ex.task}/{ex.prompt}#{ex.index} has no target to train on")
+        raise SettingError(f"example {ex.task}/{ex.prompt}#{ex.index} has no target to train on")
     return ex.choices[gold]
 
 
@@ -321,7 +322,7 @@ def _check_placed(model, settings: TuneSettings):
     param = next(model.parameters())
     if not _is_placed(model, settings):
         device = resolve_device(settings, model)
-        raise ValueError(f"prompt tuning: the backbone is {param.dtype} on {param.device}, the settings ask for "
+        raise SettingError(f"prompt tuning: the backbone is {param.dtype} on {param.device}, the settings ask for "
                          f"{settings.dtype} on {device} (rospr.tune.device / rospr.tune.dtype); move it first "
                          "(rospr.tuning.place_backbone) or change the settings")
     return param.device
@@ -361,7 +362,7 @@ def tune_prompt(model, tokenizer, examples: Sequence[Example], settings: TuneSet
     from rospr.backbone import PromptedT5
 
     if not examples:
-        raise ValueError("no training examples")
+        raise SettingError("no training examples")
     device = _check_placed(model, settings)
     model.eval()  # no dropout: a frozen backbone, deterministic training
     model.requires_grad_(False)
@@ -392,7 +393,7 @@ def tune_prompt(model, tokenizer, examples: Sequence[Example], settings: TuneSet
         opt.step()
         value = float(total)
         if not math.isfinite(value):
-            raise RuntimeError(f"prompt tuning diverged at step {step} (loss {value}); lower tune.lr")
+            raise StateError(f"prompt tuning diverged at step {step} (loss {value}); lower tune.lr")
         losses.append(value)
         if on_step is not None:
             on_step(step, value)
@@ -472,7 +473,7 @@ def tune_bank(
     bank = PromptBank.open(bank_dir, backbone)
     keys = {job.id: job.train_key(settings, backbone) for job in jobs}
     if len(keys) != len(jobs):
-        raise ValueError("two tuning jobs have the same (source, template)")
+        raise SettingError("two tuning jobs have the same (source, template)")
     todo = []
     for job in jobs:
         if bank.has_valid(job.id, keys[job.id]):

@@ -509,7 +509,7 @@ def test_a_refusal_raised_in_a_ray_actor_is_its_message_not_a_remote_traceback()
 
     from harness.cli import describe_error
     from harness.tasks.base import TaskError
-    from rospr.errors import SettingError
+    from rospr.errors import SettingError, StateError
 
     ours = 'Traceback (most recent call last):\n  File "/src/harness/method/tune_pool.py", line 3, in f\n'
     theirs = 'Traceback (most recent call last):\n  File "/site-packages/numpy/core.py", line 3, in f\n'
@@ -520,12 +520,9 @@ def test_a_refusal_raised_in_a_ray_actor_is_its_message_not_a_remote_traceback()
     for cause in (ValueError("boom"), KeyError("k")):  # not ours by type, wherever the remote traceback ends
         for where in (ours, theirs):
             assert "an unexpected error" in describe_error(RayTaskError("f", where, cause).as_instanceof_cause())
-    from harness.cli.errors import PENDING
-
-    if "rospr.tuning" in PENDING:  # transitional: its refusals are plain ValueError / RuntimeError still
-        tuning = 'Traceback (most recent call last):\n  File "/src/rospr/tuning.py", line 3, in f\n'
-        diverged = RuntimeError("prompt tuning diverged at step 3 (loss nan); lower tune.lr")
-        assert describe_error(RayTaskError("f", tuning, diverged).as_instanceof_cause()) == str(diverged)
+    tuning = 'Traceback (most recent call last):\n  File "/src/rospr/tuning.py", line 3, in f\n'
+    diverged = StateError("prompt tuning diverged at step 3 (loss nan); lower tune.lr")
+    assert describe_error(RayTaskError("f", tuning, diverged).as_instanceof_cause()) == str(diverged)
 
 
 @pytest.mark.parametrize("args, needle", [(["--http-port", "70000"], "--http-port 70000"),

@@ -5,10 +5,6 @@ message, one ``error:`` line, exit code 2. So is an ``OSError`` the system raise
 file and a fix), a ``MemoryError``, and a pydantic ``ValidationError`` of a settings model (the config
 line of ``harness.config``). Anything else is a bug of ours: its type and message, "an unexpected
 error ... report it". ``ROSPR_TRACEBACK=1`` raises the exception instead, traceback and all.
-
-One exception to "by type", transitional: ``PENDING`` names the modules whose refusals are still
-plain ``ValueError`` / ``RuntimeError`` (or classes not yet on the base); what they raise is still
-taken as theirs until each adopts ``RosprError`` and leaves the list.
 """
 
 from __future__ import annotations
@@ -45,36 +41,7 @@ _OS_FIXES = {
 
 def is_refusal(exc: BaseException) -> bool:
     """Whether ``exc`` is one of the project's refusals (its message names the file, field and fix)."""
-    return isinstance(exc, RosprError) or _pending(exc)
-
-
-# Transitional, to be emptied: modules (being edited apart) whose refusals are not RosprErrors yet,
-# their classes and the plain ValueError / RuntimeError they raise. Remove a module once it is done.
-PENDING = ("harness.results", "harness.runner.rundir", "harness.runner.driver", "rospr.tuning")
-
-
-def _pending(exc: BaseException) -> bool:
-    if not isinstance(exc, (ValueError, RuntimeError)):
-        return False
-    if type(exc).__module__ in PENDING:  # RecordsError, UnsafePath, RunDirError, ResumeError
-        return True
-    frames, tb = [], exc.__traceback__
-    while tb is not None:
-        frames.append(tb.tb_frame.f_globals.get("__name__"))
-        tb = tb.tb_next
-    while len(frames) > 1 and frames[-1] == "rospr.artifacts":  # json_document raises its caller's class
-        frames.pop()
-    return type(exc) in (ValueError, RuntimeError) and bool(frames) and frames[-1] in PENDING
-
-
-def _pending_remote(exc: BaseException, cause: BaseException) -> bool:
-    """``_pending`` for the cause of a Ray error: its remote traceback (text) ends in a PENDING module."""
-    if type(cause) not in (ValueError, RuntimeError):
-        return False
-    frames = [ln.strip() for ln in str(getattr(exc, "traceback_str", None) or exc).splitlines()
-              if ln.strip().startswith("File ")]
-    files = [f'/{m.replace(".", "/")}.py"' for m in PENDING]
-    return bool(frames) and any(f in frames[-1] for f in files)
+    return isinstance(exc, RosprError)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -92,8 +59,6 @@ def describe_error(exc: BaseException) -> str:
         return "out of memory; lower scoring.batch_size or ray.scorers, or use a smaller model"
     remote = _remote_cause(exc)
     if remote is not None:  # an error of a Ray actor: its own message, not Ray's remote traceback
-        if _pending_remote(exc, remote) and str(remote).strip():
-            return str(remote).strip()
         exc = remote
     validation = _validation_error(exc)
     if validation is not None:

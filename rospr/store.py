@@ -346,3 +346,71 @@ def _remove_if_dead(lock: Path, stage: Path) -> int:
         return 1
     finally:
         os.close(fd)
+
+
+class FolderSwap:
+    """Replace the entries ``names`` of ``folder`` (a folder that cannot itself be renamed: it holds a
+    lock, the user chose it) all at once by those built in the staging folder ``folder/<new>``.
+
+    ``begin`` makes the staging folder; ``commit`` moves the current entries into ``folder/<old>``,
+    the staged ones into place, then renames the staging folder into ``<old>`` too: that rename is
+    the commit point (atomic); ``<old>`` is removed last. Each step is made durable (the folder
+    fsynced) before the next. ``recover``, at the next start, finishes or undoes what a killed
+    process left: with the staging folder still there the swap had not committed and the earlier
+    entries go back; without it only ``<old>`` is removed. ``abort`` drops an uncommitted stage.
+    """
+
+    def __init__(self, folder: str | os.PathLike, names: tuple[str, ...], new: str, old: str) -> None:
+        self.folder, self.names = Path(folder), tuple(names)
+        self.new, self.old = self.folder / new, self.folder / old
+
+    def begin(self) -> Path:
+        """The new staging folder (refuses, ``FileExistsError``, one already there: ``recover`` first)."""
+        self.new.mkdir()
+        fsync_dir(self.folder)
+        return self.new
+
+    def commit(self) -> None:
+        """Put the staged entries in place of the current ones (see the class docstring)."""
+        self.old.mkdir()
+        for name in self.names:
+            if os.path.lexists(self.folder / name):
+                os.rename(self.folder / name, self.old / name)
+        for name in self.names:
+            if os.path.lexists(self.new / name):
+                os.rename(self.new / name, self.folder / name)
+        fsync_dir(self.old)
+        fsync_dir(self.folder)
+        os.rename(self.new, self.old / "staging")  # the commit point
+        fsync_dir(self.folder)
+        shutil.rmtree(self.old)
+
+    def abort(self) -> None:
+        """Drop an uncommitted staging folder; the current entries stay as they are."""
+        shutil.rmtree(self.new, ignore_errors=True)
+
+    def recover(self) -> bool:
+        """Finish or undo a swap that a killed process left; drop a staging folder. True when an
+        interrupted swap was undone (the earlier entries put back)."""
+        undone = False
+        if self.old.is_dir():
+            if self.new.is_dir():  # not committed: the earlier entries go back in place
+                for name in self.names:
+                    if os.path.lexists(self.old / name):
+                        if os.path.lexists(self.folder / name):
+                            _remove(self.folder / name)  # a part of the new entries that was being moved in
+                        os.rename(self.old / name, self.folder / name)
+                fsync_dir(self.folder)
+                undone = True
+            shutil.rmtree(self.old)
+        if self.new.is_dir():
+            shutil.rmtree(self.new)
+        return undone
+
+
+def _remove(path: Path) -> None:
+    """Remove an entry: a link itself (never what it points to), a folder, or a file."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)

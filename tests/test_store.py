@@ -175,3 +175,58 @@ def test_a_stage_without_its_lock_and_an_aside_folder_are_swept(tmp_path):
     (folder / "e").mkdir()
     assert sweep(folder) == 2
     assert _entries(folder) == ["e"]
+
+
+def _swap_folder(tmp_path):
+    from rospr.store import FolderSwap
+
+    folder = tmp_path / "run"
+    (folder / "records").mkdir(parents=True)
+    (folder / "results.json").write_text("old")
+    (folder / "records" / "a").write_text("old a")
+    (folder / "lock").write_text("")  # not an entry: never moved
+    return folder, FolderSwap(folder, ("results.json", "records", "report.md"), new=".new", old=".old")
+
+
+def test_folder_swap_commits_all_entries_at_once(tmp_path):
+    folder, swap = _swap_folder(tmp_path)
+    new = swap.begin()
+    (new / "results.json").write_text("new")
+    (new / "report.md").write_text("new report")
+    swap.commit()
+    assert sorted(os.listdir(folder)) == ["lock", "report.md", "results.json"]  # the old records went too
+    assert (folder / "results.json").read_text() == "new"
+
+
+def test_folder_swap_killed_before_the_commit_point_is_undone(tmp_path):
+    folder, swap = _swap_folder(tmp_path)
+    new = swap.begin()
+    (new / "records").mkdir()
+    (new / "records" / "b").write_text("new b")
+    swap.old.mkdir()  # killed in step 2: one earlier entry aside, one new entry in place
+    os.rename(folder / "records", swap.old / "records")
+    os.rename(new / "records", folder / "records")
+    assert swap.recover() is True
+    assert sorted(os.listdir(folder)) == ["lock", "records", "results.json"]
+    assert (folder / "records" / "a").read_text() == "old a" and (folder / "results.json").read_text() == "old"
+
+
+def test_folder_swap_killed_after_the_commit_point_is_finished(tmp_path):
+    folder, swap = _swap_folder(tmp_path)
+    new = swap.begin()
+    (new / "results.json").write_text("new")
+    swap.old.mkdir()
+    os.rename(folder / "results.json", swap.old / "results.json")
+    os.rename(folder / "records", swap.old / "records")
+    os.rename(new / "results.json", folder / "results.json")
+    os.rename(new, swap.old / "staging")  # committed, killed before the earlier entries were removed
+    assert swap.recover() is False
+    assert sorted(os.listdir(folder)) == ["lock", "results.json"] and (folder / "results.json").read_text() == "new"
+
+
+def test_folder_swap_abort_keeps_the_current_entries(tmp_path):
+    folder, swap = _swap_folder(tmp_path)
+    (swap.begin() / "results.json").write_text("new")
+    swap.abort()
+    assert sorted(os.listdir(folder)) == ["lock", "records", "results.json"]
+    assert (folder / "results.json").read_text() == "old"

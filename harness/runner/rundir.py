@@ -13,8 +13,11 @@ ready and a unit scored or reused). Only then is the earlier run replaced (``_pr
 
 1. the earlier run's entries move into ``.rospr-old/`` (renames inside one directory);
 2. the new run's entries move from ``.rospr-new/`` into place;
-3. ``.rospr-new/`` is removed: this is the commit point; then ``.rospr-old/`` is removed;
+3. ``.rospr-new/`` is renamed into ``.rospr-old/``: this is the commit point (one atomic rename,
+   each step fsynced before it); then ``.rospr-old/`` is removed;
 4. the run goes on writing in place.
+
+The swap is ``rospr.store.FolderSwap``, the content store's replacement of a folder's entries.
 
 A failure before that point (a bad model path, an export that fails, Ctrl-C, SIGKILL) leaves every
 byte of the earlier run where it was: the staging folder is removed on the way out, or at the next
@@ -48,7 +51,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -68,6 +70,7 @@ from harness.results import (
     verified_records,
     write_results,
 )
+from rospr.store import FolderSwap
 
 log = logging.getLogger(__name__)
 
@@ -109,14 +112,6 @@ def config_differences(old: dict, new: dict) -> list[str]:
     a = _flat({k: v for k, v in old.items() if k not in EXECUTION_KEYS})
     b = _flat({k: v for k, v in new.items() if k not in EXECUTION_KEYS})
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-
-
-def _remove(path: Path) -> None:
-    """Remove a run entry: a link itself (never what it points to), a folder, or a file."""
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.is_dir():
-        shutil.rmtree(path)
 
 
 def _own_folder(path: Path) -> Path:
@@ -200,6 +195,7 @@ class RunDirectory:
         self.order = order
         self.units: dict[UnitId, UnitResult] = {}
         self.staged = False
+        self.swap = FolderSwap(self.out, RUN_ENTRIES, new=STAGING, old=TRASH)
 
     @staticmethod
     def key(unit: UnitResult) -> UnitId:
@@ -209,19 +205,10 @@ class RunDirectory:
     def recover(self) -> None:
         """Finish or undo a swap that a killed driver left half done; drop an unpromoted staging
         folder. Call with the run lock held, before anything else."""
-        old = _own_folder(self.out / TRASH)
-        new = _own_folder(self.out / STAGING)
-        if old.is_dir():
-            if new.is_dir():  # the swap had not committed: the earlier run goes back in place
-                for name in RUN_ENTRIES:
-                    if os.path.lexists(old / name):
-                        if os.path.lexists(self.out / name):
-                            _remove(self.out / name)  # a part of the new run that was being moved in
-                        os.rename(old / name, self.out / name)
-                log.warning("%s: an interrupted replacement of the earlier run was undone", self.out)
-            shutil.rmtree(old)
-        if new.is_dir():
-            shutil.rmtree(new)
+        _own_folder(self.out / TRASH)
+        _own_folder(self.out / STAGING)
+        if self.swap.recover():
+            log.warning("%s: an interrupted replacement of the earlier run was undone", self.out)
 
     def start_fresh(self) -> None:
         """A new run. Into a directory that holds an earlier run, it is staged (module docstring)."""
@@ -229,8 +216,7 @@ class RunDirectory:
             return
         log.warning("%s holds an earlier run; it is replaced once this run has written its first unit "
                     "(rospr run --resume %s finishes a run instead)", self.out, self.out)
-        self.root = self.out / STAGING
-        self.root.mkdir()
+        self.root = self.swap.begin()
         self.staged = True
 
     def resume(self) -> int:
@@ -313,21 +299,12 @@ class RunDirectory:
     def abandon(self) -> None:
         """The run failed: a staged run that never started is dropped; the earlier run stays as it was."""
         if self.staged:
-            shutil.rmtree(self.root, ignore_errors=True)
+            self.swap.abort()
             self.root, self.staged = self.out, False
             log.warning("%s: the earlier run was kept (this run failed before its first unit)", self.out)
 
     def _promote(self) -> None:
-        old, new = self.out / TRASH, self.root
-        old.mkdir()
-        for name in RUN_ENTRIES:
-            if os.path.lexists(self.out / name):
-                os.rename(self.out / name, old / name)
-        for name in RUN_ENTRIES:
-            if os.path.lexists(new / name):
-                os.rename(new / name, self.out / name)
-        shutil.rmtree(new)  # the commit point (see ``recover``)
-        shutil.rmtree(old)
+        self.swap.commit()  # the earlier run aside, this one in place, committed, the earlier removed
         self.root, self.staged = self.out, False
         log.info("%s: the earlier run was replaced by this one", self.out)
 

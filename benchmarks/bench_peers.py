@@ -33,7 +33,7 @@ import numpy as np
 from rospr_bench.common import RESULTS, Timer, non_negative_int, positive_int, product_backend, write_result
 from rospr_bench.workload import examples as workload_examples
 from rospr_bench.workload import long_examples, model_dir
-from rospr_export.export import EXPORT_VERSION
+from rospr_export.trace import EXPORT_VERSION
 
 log = logging.getLogger(__name__)
 MAX_TOKENS = 500

@@ -1,1 +1,2 @@
-"""Optimum -> ONNX export of the scorer and retriever, and the Triton model repository writer."""
+"""Optimum -> ONNX export of the scorer and retriever (``export``: the whole export; ``trace``, ``validate``,
+``identity``, ``manifest``: its steps), and the Triton model repository writer (``repository``)."""

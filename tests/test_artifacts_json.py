@@ -64,7 +64,7 @@ def test_a_manifest_with_a_key_twice_is_refused(tmp_path):
 
 
 def test_an_export_manifest_with_a_key_twice_is_not_used(tmp_path, caplog):
-    from rospr_export.export import ExportIntegrityError, find_manifest, verify_export
+    from rospr_export.manifest import ExportIntegrityError, find_manifest, verify_export
 
     (tmp_path / "manifest.json").write_text('{"format": "rospr-onnx-export", "model_weights": "a", '
                                             '"model_weights": "b", "graphs": {}}')

@@ -27,7 +27,7 @@ def _config(model_dir, cache: Path):
 def test_plan_says_what_the_run_does_with_an_export_of_other_weights(tiny_model_dir, tmp_path, monkeypatch):
     from harness.backends.onnxruntime_backend import ensure_export
     from harness.runner.estimate import _export_folder, _export_status, _scorer_identity
-    from rospr_export.export import find_manifest
+    from rospr_export.manifest import find_manifest
     from rospr.identity import weights_digest
 
     monkeypatch.setenv("ROSPR_HOME", str(tmp_path / "home"))

@@ -9,14 +9,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from rospr_export.export import (
-    ExportValidationError,
-    cache_key,
-    export_models,
-    export_retriever,
-    export_scorer,
-    find_manifest,
-)
+from rospr_export.export import export_models
+from rospr_export.identity import cache_key
+from rospr_export.manifest import find_manifest
+from rospr_export.trace import export_retriever, export_scorer
+from rospr_export.validate import ExportValidationError
 from rospr_export.repository import write_repository
 from rospr.retriever import TorchEmbedder, embed_texts, load_encoder
 

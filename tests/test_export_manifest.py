@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from harness.cli import app
 from rospr.artifacts import seal
-from rospr_export.export import HALF_TOLERANCE, SCORER_TOLERANCE, ExportIntegrityError, verify_export
+from rospr_export.manifest import ExportIntegrityError, verify_export
+from rospr_export.validate import HALF_TOLERANCE, SCORER_TOLERANCE
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +130,13 @@ def test_a_half_precision_tolerance_is_refused_on_a_float32_export(exported, tmp
     _resealed(folder, relabel)
     with pytest.raises(ExportIntegrityError, match="tolerance"):
         verify_export(folder)
+
+
+def test_each_graph_and_dtype_has_its_tolerance():
+    from rospr_export.validate import RETRIEVER_TOLERANCE, expected_tolerance
+
+    assert expected_tolerance("retriever", "float16", None) == RETRIEVER_TOLERANCE  # the retriever is float32
+    assert expected_tolerance("t0_scorer", "float32", None) == SCORER_TOLERANCE
+    assert expected_tolerance("t0_scorer", "float32", "float16") == HALF_TOLERANCE  # a float16 prompt input
+    assert expected_tolerance("t0_scorer", "bfloat16", "float32") == HALF_TOLERANCE
+    assert expected_tolerance("t0_scorer", "float16", None) == HALF_TOLERANCE

@@ -249,7 +249,8 @@ def _place(folder: Path, target: Path) -> None:
 
 @pytest.mark.parametrize("role", ["model", "retriever"])
 def test_an_export_of_model_a_is_refused_for_model_b(exports, tiny_model_dir, model_b, role):
-    from rospr_export.export import ExportSourceError, export_sources, verify_export
+    from rospr_export.identity import export_sources
+    from rospr_export.manifest import ExportSourceError, verify_export
 
     _, scorer, retriever = exports
     folder, graph = (scorer, "t0_scorer") if role == "model" else (retriever, "retriever")
@@ -266,7 +267,7 @@ def test_an_export_of_model_a_is_refused_for_model_b(exports, tiny_model_dir, mo
 def test_an_export_of_model_a_placed_in_model_bs_cache_entry_is_exported_again(exports, tiny_model_dir, model_b,
                                                                                  role, caplog):
     from harness.backends.onnxruntime_backend import ensure_export, export_folder
-    from rospr_export.export import find_manifest
+    from rospr_export.manifest import find_manifest
 
     cache, scorer, retriever = exports
     args = (model_b, None) if role == "model" else (None, model_b)
@@ -300,7 +301,7 @@ def test_the_onnxruntime_backend_of_model_b_names_b_s_weights(exports, tiny_mode
 def test_an_unsealed_export_in_the_cache_is_exported_again(exports, tiny_model_dir, tmp_path, caplog):
     """An export written before manifests were sealed: one warning line, then a fresh export."""
     from harness.backends.onnxruntime_backend import ensure_export, export_folder
-    from rospr_export.export import find_manifest
+    from rospr_export.manifest import find_manifest
 
     _, scorer, _ = exports
     cache = tmp_path / "onnx"

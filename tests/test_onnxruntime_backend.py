@@ -170,7 +170,7 @@ def twin_model(ort_backend, tmp_path_factory):
 
 
 def cfg_key(cfg) -> str:
-    from rospr_export.export import cache_key
+    from rospr_export.identity import cache_key
 
     return cache_key(cfg.model.name_or_path, None, cfg.model.dtype)
 

@@ -170,7 +170,7 @@ def test_gradient_reaches_the_prompt_only(tiny_backbone, batches):
 def onnx_session(tiny_backbone, tmp_path_factory):
     import onnxruntime as ort
 
-    from rospr_export.export import export_scorer
+    from rospr_export.trace import export_scorer
 
     path = tmp_path_factory.mktemp("scorer") / "t0_scorer.onnx"
     export_scorer(tiny_backbone[0], path)

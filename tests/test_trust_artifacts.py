@@ -21,7 +21,8 @@ import pytest
 from typer.testing import CliRunner
 
 import rospr.artifacts as digests  # FileDigests, RACY_S, stat_key (re-exported by rospr_export.digests)
-from rospr_export.export import ExportIntegrityError, scorer_check_inputs, verify_export
+from rospr_export.manifest import ExportIntegrityError, verify_export
+from rospr_export.validate import scorer_check_inputs
 from harness.cli import app
 from harness.config import load_config
 from harness.results import read_results

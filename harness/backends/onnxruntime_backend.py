@@ -2,13 +2,13 @@
 
 The default backend of ``rospr run``. Graphs come from a content-addressed export cache
 (``<cache>/<key>/``, key = model config + weights (+ retriever) + dtypes + export version; see
-``rospr_export.export.cache_key``): the first run exports and validates them against PyTorch, later runs
+``rospr_export.identity.cache_key``): the first run exports and validates them against PyTorch, later runs
 reuse them. The cache is ``onnxruntime.cache_dir``, else ``$ROSPR_ONNX_CACHE``, else ``onnx/`` under
 the user cache root (``rospr.cachedirs.cache_path``); it is a ``rospr.store.ContentStore`` whose
 entries carry the export's own sealed manifest.
 
 Integrity: no graph reaches a session unchecked. ``ensure_export`` verifies a cached export (its
-sealed manifest, validation figures and the sha256 of its files: ``rospr_export.export.verify_export``;
+sealed manifest, validation figures and the sha256 of its files: ``rospr_export.manifest.verify_export``;
 a file is re-read when its stat key changed) and that it was made from the weights and config of the
 run's checkpoints (the manifest's digests against ``export_sources``, so an export of another model
 of the same architecture placed in the cache is never scored), and re-exports one that fails: the
@@ -67,8 +67,9 @@ def ensure_export(model: str | Path | None, retriever: str | Path | None = None,
     store (``rospr.store.ContentStore``: beside the entry, renamed into place); the first good
     export published wins and the others discard theirs.
     """
-    from rospr_export.export import (ExportIntegrityError, cache_key, check_sources, export_models, export_sources,
-                                     find_manifest, verify_export)
+    from rospr_export.export import export_models
+    from rospr_export.identity import cache_key, export_sources
+    from rospr_export.manifest import ExportIntegrityError, check_sources, find_manifest, verify_export
 
     sources = export_sources(model, retriever, revision, retriever_revision)
     key = cache_key(model, retriever, dtype, prompt_dtype, revision, retriever_revision, sources=sources)
@@ -108,7 +109,7 @@ def ensure_export(model: str | Path | None, retriever: str | Path | None = None,
 def export_store(cache_dir: str | Path | None = None):
     """The export cache as a ``rospr.store.ContentStore`` (``cache_path("onnx", cache_dir)``); an
     entry's manifest is the export's own (``rospr_export.export``: written by ``export_models``)."""
-    from rospr_export.export import MANIFEST_FORMAT, MANIFEST_VERSION
+    from rospr_export.manifest import MANIFEST_FORMAT, MANIFEST_VERSION
     from rospr.store import ContentStore
 
     return ContentStore(cache_path("onnx", cache_dir), MANIFEST_FORMAT, MANIFEST_VERSION, fix="exporting again")
@@ -119,7 +120,7 @@ def export_folder(model: str | Path | None, retriever: str | Path | None = None,
                   retriever_revision: str | None = None) -> Path:
     """Where the export of ``model`` (and ``retriever``) lives in the cache, whether or not it is
     there yet: ``<cache>/<cache_key>``. Reads the checkpoints' configs and weight digests only."""
-    from rospr_export.export import cache_key
+    from rospr_export.identity import cache_key
 
     key = cache_key(model, retriever, dtype, prompt_dtype, revision, retriever_revision)
     return cache_path("onnx", cache_dir) / key
@@ -128,7 +129,7 @@ def export_folder(model: str | Path | None, retriever: str | Path | None = None,
 def open_graph(folder: Path, manifest: dict, graph: str, **session_options):
     """An ``InferenceSession`` of ``graph`` of a verified export. A graph without external data is
     built from bytes hashed here in full; refuses (``ExportIntegrityError``) bytes that differ."""
-    from rospr_export.export import ExportIntegrityError, graph_files
+    from rospr_export.manifest import ExportIntegrityError, graph_files
 
     path = folder / manifest["graphs"][graph]["file"]
     files = graph_files(path)
@@ -148,7 +149,7 @@ def _verified_session(model, retriever, dtype: str, cache_dir, graph: str, revis
                       retriever_revision: str | None = None, **session_options):
     """(folder, manifest, session) of an on-demand export: checked, re-exported once when a graph fails
     its full check (the cache is the run's own), refused the second time."""
-    from rospr_export.export import ExportIntegrityError, find_manifest
+    from rospr_export.manifest import ExportIntegrityError, find_manifest
 
     for attempt in range(2):
         folder = ensure_export(model, retriever, dtype, cache_dir, full=attempt > 0, revision=revision,
@@ -295,7 +296,7 @@ class OnnxEmbedder:
 def create_onnxruntime_backend(model: ModelConfig, ort_cfg: OnnxRuntimeConfig, scoring: ScoringConfig) -> Backend:
     """The onnxruntime ``Backend`` of ``model`` (exported on first use into ``onnxruntime.cache_dir``),
     with ``onnxruntime.threads`` (else ``scoring.threads``) intra-op threads."""
-    from rospr_export.export import find_manifest
+    from rospr_export.manifest import find_manifest
     from harness.backends.tokenizer import load_tokenizer
 
     # exported and verified now (stat-keyed); the session is opened, from bytes hashed in full, by
@@ -314,7 +315,7 @@ def create_onnxruntime_backend(model: ModelConfig, ort_cfg: OnnxRuntimeConfig, s
 def onnx_identity(model: ModelConfig, ort_cfg: OnnxRuntimeConfig, folder: Path, manifest: dict) -> dict:
     """The onnxruntime backend's identity of the scorer exported in ``folder`` (its ``manifest``):
     the model's, with the export's cache key, dtype, provider and the graph's content hash."""
-    from rospr_export.export import graph_digest
+    from rospr_export.manifest import graph_digest
 
     # The export cache is content-addressed: the same weights exported from another path share the
     # entry, so the name shown is this config's, not the one the entry was first exported under.

@@ -20,6 +20,7 @@ import pytest
 from harness.tasks import fetch as fetching
 from harness.tasks.base import TaskError
 from harness.tasks.fetch import Sdist
+from rospr.artifacts import seal
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -84,7 +85,8 @@ def test_unpacks_only_data_with_manifest(tmp_path):
     manifest = json.loads(got.pop("MANIFEST.json"))
     assert got == expected
     assert manifest["files"] == {rel: sha(data) for rel, data in expected.items()}
-    assert (manifest["name"], manifest["version"], manifest["sdist_sha256"]) == ("toy", "1.0", spec.sha256)
+    assert manifest["sdist"] == {"name": "toy", "version": "1.0", "sha256": spec.sha256}
+    assert (manifest["format"], manifest["version"]) == ("rospr-data-cache", 2) and seal(manifest) == manifest
     assert sorted(os.listdir(cache)) == ["toy-1.0"]  # no staging folder left behind
     assert fetching.cached(spec, cache) == folder
     assert fetching.verify(spec, cache) == []
@@ -374,4 +376,20 @@ def test_a_killed_fetch_leaves_stages_that_the_next_sweeps(tmp_path):
     (cache / ".stage-toy-1.0-dead2.lock").write_text("")  # its writer's flock ended with it
     folder = fetching.install_archive(spec, archive, cache)
     assert sorted(os.listdir(cache)) == ["toy-1.0"]
+    assert fetching.cached(spec, cache) == folder and fetching.verify(spec, cache) == []
+
+
+def test_manifests_written_before_the_store_are_read_and_edited_ones_refused(tmp_path):
+    archive = make_tar(tmp_path / "toy-1.0.tar.gz", FILES)
+    spec = spec_for(archive)
+    cache = tmp_path / "cache"
+    folder = fetching.install_archive(spec, archive, cache)
+    path = cache / "toy-1.0" / "MANIFEST.json"
+    manifest = json.loads(path.read_text())
+    edited = {**manifest, "created": "2020-01-01T00:00:00Z"}  # seal left as it was
+    path.write_text(json.dumps(edited))
+    assert fetching.cached(spec, cache) is None and "missing, unreadable" in fetching.verify(spec, cache)[0]
+    legacy = {"manifest_version": 1, "name": "toy", "version": "1.0", "sdist_sha256": spec.sha256,
+              "created": manifest["created"], "files": manifest["files"]}
+    path.write_text(json.dumps(legacy, indent=1) + "\n")  # the dialect of the cache before the store
     assert fetching.cached(spec, cache) == folder and fetching.verify(spec, cache) == []

@@ -31,8 +31,9 @@ Safety: no member path may leave the target (absolute paths and ``..`` are refus
 be regular files (links are refused), and an archive that ends early is refused. Atomicity: the
 cache is a ``rospr.store.ContentStore``: all is written into a stage next to the destination,
 fsynced and renamed into place last, so a half-unpacked folder is never used, and a stage a killed
-fetch leaves is swept by the next; ``MANIFEST.json`` (sha256 of every file) is written before the
-rename. :func:`cached` checks the manifest and its file count (cheap); :func:`verify` re-hashes every
+fetch leaves is swept by the next; ``MANIFEST.json`` (the pinned sdist and the sha256 of every
+file, sealed by ``manifest_hash`` as every manifest of the store; caches of version 1, unsealed,
+are still read) is written before the rename. :func:`cached` checks the manifest and its file count (cheap); :func:`verify` re-hashes every
 file.
 """
 
@@ -55,12 +56,15 @@ from typing import IO, Literal, Union
 
 from harness.tasks.base import TaskError
 from rospr.cachedirs import cache_path
-from rospr.store import ContentStore, Stage, StoreError
+from rospr.store import ContentStore, Stage, StoreError, read_sealed
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "MANIFEST.json"
-MANIFEST_VERSION = 1
+DATA_FORMAT = "rospr-data-cache"
+# 2: the store's sealed manifest (format, version, sdist, created, files, manifest_hash); 1 (read
+# still): manifest_version, name, version, sdist_sha256, created, files, unsealed
+MANIFEST_VERSION = 2
 _CHUNK = 1 << 20
 
 # Every network read has a total deadline (not only a per-packet one, which a server trickling a
@@ -242,9 +246,8 @@ def data_cache_dir() -> Path:
 
 
 def _store(cache_dir: Path | None) -> ContentStore:
-    """The data cache as a ``rospr.store.ContentStore`` (entries ``<dist>/``); its manifest is
-    ``MANIFEST.json`` in this module's dialect (kept, so existing caches stay readable)."""
-    return ContentStore(cache_path("data", cache_dir), "rospr-data-cache", MANIFEST_VERSION, manifest_name=MANIFEST,
+    """The data cache as a ``rospr.store.ContentStore`` (entries ``<dist>/``, manifest ``MANIFEST.json``)."""
+    return ContentStore(cache_path("data", cache_dir), DATA_FORMAT, MANIFEST_VERSION, manifest_name=MANIFEST,
                         fix="fetching again (rospr data fetch --force)")
 
 
@@ -268,14 +271,28 @@ def file_sha256(path: Path) -> str:
 
 def _read_manifest(spec: Sdist, dist_dir: Path) -> dict | None:
     """The manifest of ``dist_dir`` when it is for ``spec`` and lists the pinned number of data
-    files; ``None`` otherwise (missing, unreadable, other sdist, wrong count)."""
+    files; ``None`` otherwise (missing, unreadable, unsealed or edited, other sdist, wrong count).
+    Two dialects are read: the store's sealed one (``MANIFEST_VERSION``, written now) and version 1
+    (``manifest_version: 1``, unsealed, written before the store), so existing caches stay usable."""
+    path = dist_dir / MANIFEST
     try:
-        data = json.loads((dist_dir / MANIFEST).read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
+    if not isinstance(data, dict):
         return None
-    if (data.get("name"), data.get("version"), data.get("sdist_sha256")) != (spec.name, spec.version, spec.sha256):
+    if data.get("format") == DATA_FORMAT:
+        try:
+            data = read_sealed(path, DATA_FORMAT, MANIFEST_VERSION, "fetch again")
+        except StoreError:
+            return None
+        sdist = data.get("sdist") or {}
+        pinned = (sdist.get("name"), sdist.get("version"), sdist.get("sha256"))
+    elif data.get("manifest_version") == 1:
+        pinned = (data.get("name"), data.get("version"), data.get("sdist_sha256"))
+    else:
+        return None
+    if pinned != (spec.name, spec.version, spec.sha256) or not isinstance(data.get("files"), dict):
         return None
     prefix = spec.folder + "/"
     if sum(1 for rel in data["files"] if rel.startswith(prefix)) != spec.files:
@@ -361,7 +378,7 @@ class _Writer:
         self.spec = spec
         self.stage = stage
         self.where = where
-        self.files: dict[str, str] = {}
+        self.files = stage.files  # what the manifest lists: the data files, the extras, the kept sdist
         self.data_root = PurePosixPath(spec.data_root)
 
     def target(self, rel: PurePosixPath) -> str | None:
@@ -498,16 +515,8 @@ def _install(spec: Sdist, store: ContentStore, fill) -> Path:
         writer = _Writer(spec, stage, str(stage.path))
         fill(writer)
         writer.check_count()
-        manifest = {
-            "manifest_version": MANIFEST_VERSION,
-            "name": spec.name,
-            "version": spec.version,
-            "sdist_sha256": spec.sha256,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "files": dict(sorted(writer.files.items())),
-        }
-        stage.write_bytes(MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode("utf-8"))
-        store.publish(stage)
+        store.publish(stage, {"sdist": {"name": spec.name, "version": spec.version, "sha256": spec.sha256},
+                              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     except OSError as e:
         raise TaskError(
             f"{dist_dir}: cannot write the data cache: {e}; free disk space or set $ROSPR_DATA_CACHE "

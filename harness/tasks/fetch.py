@@ -33,8 +33,8 @@ cache is a ``rospr.store.ContentStore``: all is written into a stage next to the
 fsynced and renamed into place last, so a half-unpacked folder is never used, and a stage a killed
 fetch leaves is swept by the next; ``MANIFEST.json`` (the pinned sdist and the sha256 of every
 file, sealed by ``manifest_hash`` as every manifest of the store; caches of version 1, unsealed,
-are still read) is written before the rename. :func:`cached` checks the manifest and its file count (cheap); :func:`verify` re-hashes every
-file.
+are still read) is written before the rename. :func:`cached` checks the manifest and its file
+count (cheap); :func:`verify` re-hashes every file.
 """
 
 from __future__ import annotations

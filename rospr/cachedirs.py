@@ -10,7 +10,9 @@ exports, units and fetched data. Each kind keeps its own environment override::
     units    $ROSPR_UNIT_CACHE      units/         (finished (task, prompt, method) units)
     digests  $ROSPR_DIGEST_MEMO     digests.json   (checkpoint weight digests by stat key; a file)
 
-Nothing here creates a folder; the code that writes a cache does.
+Nothing here creates a folder; the code that writes a cache does. The folder caches (data, onnx,
+units) are each a ``rospr.store.ContentStore`` rooted at their ``cache_path``: every one of them
+asks this module where it lives, and none decides it itself.
 """
 
 from __future__ import annotations

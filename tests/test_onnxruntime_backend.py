@@ -221,9 +221,10 @@ def test_export_cache_is_a_content_store(tiny_model_dir, tmp_path, monkeypatch):
 
     import rospr_export.export as export_module
     from harness.backends import onnxruntime_backend as ob
+    from rospr_export.identity import cache_key
 
     cache = tmp_path / "onnx"
-    key = export_module.cache_key(None, tiny_model_dir, "float32")
+    key = cache_key(None, tiny_model_dir, "float32")
     dead = cache / f".stage-{key}-dead"  # a stage whose writer died (its lock file gone with it)
     dead.mkdir(parents=True)
     folder = ob.ensure_export(None, tiny_model_dir, "float32", cache)

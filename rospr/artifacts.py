@@ -181,29 +181,36 @@ def write_manifest(path: Path, manifest: dict) -> dict:
     return sealed
 
 
-def read_manifest(path: Path, kind: str, version: int) -> dict:
-    """Read a manifest and check its format, version and ``manifest_hash``.
+def read_manifest(path: Path, kind: str, version: int, fix: str | None = None,
+                  error: type[ValueError] = ArtifactError) -> dict:
+    """Read a manifest and check its format, version and ``manifest_hash``: the one reader of sealed
+    manifests (banks, libraries, and through ``rospr.store`` every cache entry).
 
-    Refuses (``ArtifactError``) a missing or unparsable file, an object with a key given twice
+    Refuses (``error``, default ``ArtifactError``, naming the file, the field and ``fix``, default
+    "rebuild the <kind>") a missing or unparsable file, an object with a key given twice
     (``strict_loads``), another format or version, and a manifest whose content no longer matches its
-    hash (edited on disk).
+    hash (edited on disk) or cannot be hashed (a NaN: not what ``seal`` wrote).
     """
     path = Path(path)
     if not path.is_file():
-        raise ArtifactError(f"{path}: no manifest; build the {kind} first")
+        raise error(f"{path}: no manifest; {fix or f'build the {kind} first'}")
     try:
-        manifest = strict_loads(path.read_text(encoding="utf-8"), path, ArtifactError,
-                                f"rebuild the {kind} or restore the file")
+        manifest = strict_loads(path.read_text(encoding="utf-8"), path, error,
+                                fix or f"rebuild the {kind} or restore the file")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{path}: not a readable JSON manifest ({exc}); rebuild the {kind}") from None
+        raise error(f"{path}: not a readable JSON manifest ({exc}); {fix or f'rebuild the {kind}'}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != kind:
-        raise ArtifactError(f"{path}: field 'format' is not {kind!r}; this is not a {kind} manifest")
+        raise error(f"{path}: field 'format' is not {kind!r}; this is not a {kind} manifest")
     if manifest.get("version") != version:
-        raise ArtifactError(f"{path}: field 'version' is {manifest.get('version')!r}, this rospr reads "
-                            f"{version}; rebuild the {kind}")
-    if seal(manifest)["manifest_hash"] != manifest.get("manifest_hash"):
-        raise ArtifactError(f"{path}: the manifest does not match its manifest_hash (edited on disk?); "
-                            f"rebuild the {kind} or restore the file")
+        raise error(f"{path}: field 'version' is {manifest.get('version')!r}, this rospr reads "
+                    f"{version}; {fix or f'rebuild the {kind}'}")
+    try:
+        sealed = seal(manifest)["manifest_hash"] == manifest.get("manifest_hash")
+    except ValueError:
+        sealed = False
+    if not sealed:
+        raise error(f"{path}: the manifest does not match its manifest_hash (edited on disk?); "
+                    f"{fix or f'rebuild the {kind} or restore the file'}")
     return manifest
 
 

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
-from rospr.artifacts import seal, sha256_file, strict_loads
+from rospr.artifacts import read_manifest, seal, sha256_file
 from rospr.errors import RosprError
 
 log = logging.getLogger(__name__)
@@ -268,22 +268,9 @@ class ContentStore:
 
 def read_sealed(path: Path, format: str, version: int, fix: str) -> dict:
     """A sealed manifest: strict JSON object, ``format`` and ``version`` as given, ``manifest_hash``
-    matching. Refuses (``StoreError`` naming the file, the field and ``fix``)."""
-    try:
-        data = strict_loads(Path(path).read_text(encoding="utf-8"), path, StoreError, fix)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise StoreError(f"{path}: missing or not readable JSON ({exc}); {fix}") from None
-    if not isinstance(data, dict) or data.get("format") != format:
-        raise StoreError(f"{path}: field 'format' is not {format!r}; {fix}")
-    if data.get("version") != version:
-        raise StoreError(f"{path}: field 'version' is {data.get('version')!r}, this rospr reads {version}; {fix}")
-    try:
-        sealed = seal(data)["manifest_hash"] == data.get("manifest_hash")
-    except ValueError:  # not canonical JSON (NaN): not what publish wrote
-        sealed = False
-    if not sealed:
-        raise StoreError(f"{path}: does not match its manifest_hash (edited?); {fix}")
-    return data
+    matching (``rospr.artifacts.read_manifest``, the one reader). Refuses (``StoreError`` naming the
+    file, the field and ``fix``)."""
+    return read_manifest(path, format, version, fix=fix, error=StoreError)
 
 
 def check_files(folder: Path, files: Any, where: Path, fix: str) -> None:

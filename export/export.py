@@ -14,17 +14,11 @@ from typing import Sequence
 
 from rospr.artifacts import sha256_file, write_manifest
 from rospr.identity import config_digest
-from rospr_export.identity import cache_key, export_sources
-from rospr_export.manifest import (MANIFEST_FORMAT, MANIFEST_VERSION, ExportIntegrityError, find_manifest, graph_files,
-                                   verify_export)
+from rospr_export.manifest import MANIFEST_FORMAT, MANIFEST_VERSION, graph_files
 from rospr_export.trace import EXPORT_VERSION, OPSET, default_prompt_dtype, export_retriever, export_scorer, torch_dtype
 from rospr_export.validate import Validation
 
-# Also imported from here, until those modules import them from their homes: by harness/runner/estimate.py
-# (cache_key, export_sources, find_manifest, verify_export), harness/cli/check.py (ExportIntegrityError,
-# verify_export) and export/repository.py (graph_files, verify_export).
-__all__ = ["ExportIntegrityError", "ExportResult", "cache_key", "export_models", "export_sources", "find_manifest",
-           "graph_files", "verify_export"]
+__all__ = ["ExportResult", "export_models"]
 
 
 @dataclass

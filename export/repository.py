@@ -11,7 +11,7 @@ The committed configs are copied with what depends on the model filled in: the w
 ``prompt_embeds`` (d_model) and of ``sentence_embedding``, the prompt's data type, and the model's
 identity as ``rospr_identity`` (so a Triton client knows what it scores with), and the checkpoint it
 was exported from as ``rospr_source`` (JSON: ``config`` and ``weights`` digests, as
-``rospr_export.export.checkpoint_source`` gives them, with the ``source`` path or hub name and its
+``rospr_export.identity.checkpoint_source`` gives them, with the ``source`` path or hub name and its
 ``revision``), from the export's sealed manifest; the Triton backend compares it with the run's
 configured checkpoint and refuses another (``harness.backends.triton_backend.check_served_source``).
 Graph files are hard-linked where possible (T0-3B is 11 GB) and copied otherwise.
@@ -26,7 +26,7 @@ import shutil
 from pathlib import Path
 
 from rospr.errors import RosprError
-from rospr_export.export import graph_files
+from rospr_export.manifest import graph_files
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_REPO = REPO_ROOT / "model_repo"
@@ -95,7 +95,7 @@ def write_repository(export_dir: str | Path, out: str | Path, source: str | Path
     (``ExportIntegrityError``) an export whose files no longer have their recorded sha256 (read in
     full: what is served is checked).
     """
-    from rospr_export.export import verify_export
+    from rospr_export.manifest import verify_export
 
     export_dir, out, source = Path(export_dir), Path(out), Path(source)
     manifest_path = export_dir / "manifest.json"

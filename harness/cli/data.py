@@ -21,7 +21,7 @@ def tasks(
 
     A task's prompts are marked: ``original`` (original_task: true, T0's evaluation prompts) and
     ``training only`` (a template without answer choices: tuned on, never scored)."""
-    from harness.tasks import PromptsourceTask, get_task, group as task_group, list_tasks
+    from harness.tasks import get_task, group as task_group, list_tasks
     from harness.tasks.base import DataSettings, TaskError
 
     settings = DataSettings.from_env(data_dir)
@@ -33,16 +33,9 @@ def tasks(
         lines = list_tasks(settings)
     else:
         task = get_task(name, settings)
-        lines = [_marked(t) for t in task.templates()] if isinstance(task, PromptsourceTask) else task.prompts()
+        lines = [p + (f"\t[{', '.join(m)}]" if m else "") for p, m in task.prompt_marks().items()]
     for line in lines:
         typer.echo(line)
-
-
-def _marked(template) -> str:
-    marks = ["original"] if template.original_task else []
-    if template.answer_choices is None:
-        marks.append("training only")
-    return template.name + (f"\t[{', '.join(marks)}]" if marks else "")
 
 
 @data_app.command("status")
@@ -76,7 +69,7 @@ def data_synth_cmd(
 ) -> None:
     """Write a few schema-true synthetic rows per dataset (train and evaluation splits), so that the
     pipeline runs offline (`data.data_dir: DATA_DIR`)."""
-    from harness.tasks import PromptsourceTask, expand, get_task
+    from harness.tasks import expand, get_task
     from harness.tasks.base import DataSettings, TaskError
     from harness.tasks.synth import write_rows
 
@@ -84,7 +77,7 @@ def data_synth_cmd(
     folders = []
     for name in expand(names):
         task = get_task(name, settings)
-        if not isinstance(task, PromptsourceTask):
+        if task.folder is None:
             raise TaskError(f"{name}: only promptsource datasets are synthesised (BIG-bench and builtin "
                             "tasks have their own data)")
         if task.folder not in folders:

@@ -211,7 +211,7 @@ def _export_folder(config: RunConfig, model: str | None, retriever: str | None):
     it checks that folder's manifest against): keyed and checked as
     ``harness.backends.onnxruntime_backend.ensure_export`` does, at the configured revisions, so the
     plan says "reused" only for an export the run will reuse."""
-    from rospr_export.export import cache_key, export_sources
+    from rospr_export.identity import cache_key, export_sources
 
     from harness.cache import cache_root
     from harness.config import checkpoint_revision
@@ -226,7 +226,7 @@ def _export_folder(config: RunConfig, model: str | None, retriever: str | None):
 
 def _export_status(config: RunConfig, retriever: str) -> str:
     """What the run does with the retriever's on-demand export: reuse it, or export it (again)."""
-    from rospr_export.export import find_manifest, verify_export
+    from rospr_export.manifest import find_manifest, verify_export
 
     try:
         folder, sources = _export_folder(config, None, retriever)
@@ -250,7 +250,7 @@ def _scorer_identity(config: RunConfig) -> tuple[dict | None, str]:
     if config.backend == "triton":
         return None, ("not used (backend triton: the served model is asked for its identity, and checked against "
                       "model.name_or_path, at run time)")
-    from rospr_export.export import find_manifest, verify_export
+    from rospr_export.manifest import find_manifest, verify_export
 
     from harness.backends.onnxruntime_backend import onnx_identity
 
@@ -347,13 +347,95 @@ def measure_tflops(shape: ModelShape, tokens: int = 2048, seconds: float = 1.0) 
 
 
 # -- the estimate -------------------------------------------------------------------------------
+@dataclass
+class _RosprPlan:
+    """What the RoSPr methods of a plan bring to the estimate: tuning, the retrieval counts so far,
+    the driver's context (for its queries and leave-one-out), the units' cache part and the retriever."""
+
+    tuning: TuningEstimate
+    retrieval: RetrievalEstimate
+    ctx: RosprContext
+    rospr: dict | None
+    shape: ModelShape
+    tokenizer: Any
+    export: str
+
+
+def _rospr_plan(config: RunConfig, shape: ModelShape, tokenizer, identity: dict | None,
+                scorer: dict | None) -> _RosprPlan:
+    """The bank's tuning jobs, the library's status and key FLOPs, and the retriever of a RoSPr run."""
+    from harness.backends.tokenizer import load_tokenizer
+
+    rc, name = config.rospr, config.model.name_or_path
+    tuning, jobs, bank = _tuning(config, shape, tokenizer, identity or weightless_identity(name))
+    library, status = _library_status(config, jobs, bank, tuning.to_train)
+    retriever = rc.retriever or name
+    retriever_shape = ModelShape.from_config(model_config(retriever, "rospr.retriever"), f"{retriever}/config.json")
+    rtok = load_tokenizer(retriever)
+    keys = [] if library is not None else [t for job in jobs for t in (ex.input_text for ex in job.examples[: rc.library_n])]
+    key_flops = sum(encoder_forward(retriever_shape, n)
+                    for n in _retriever_tokens(rtok, keys, config.scoring.max_input_tokens))
+    # the queries and leave-one-out of the driver, on the sources the library is built from
+    view = SimpleNamespace(sources=[job.source for job in jobs])
+    ctx = RosprContext(rc, bank, view, None, rtok)  # type: ignore[arg-type]
+    retrieval = RetrievalEstimate(rc.library, status, len(keys), key_flops, 0, 0, 0.0, 0, 0, 0, 0.0)
+    rospr = rospr_part(library, retriever, rc, config.seed) if library is not None and scorer is not None else None
+    export = "; " + _export_status(config, retriever) if config.backend == "onnxruntime" else ""
+    return _RosprPlan(tuning, retrieval, ctx, rospr, retriever_shape, rtok, export)
+
+
+def _target_units(config: RunConfig, spec, data, encoded, shape: ModelShape, methods, cache, scorer: dict | None,
+                  rp: _RosprPlan | None) -> tuple[list[UnitEstimate], list]:
+    """One target's unit estimates (with their cache status where it can be known) and the methods
+    it still has to compute."""
+    conv = config.scoring.convention()
+    counts = dict(examples=len(encoded), choices=sum(len(e.choice_ids) for e in encoded),
+                  choice_tokens=sum(len(c) for e in encoded for c in e.choice_ids),
+                  input_tokens=sum(len(e.input_ids) for e in encoded))
+    units, todo = [], []
+    rospr = rp.rospr if rp is not None else None
+    for method in methods:
+        p = config.rospr.tune.prompt_length if method.retrieve else 0
+        cached = None
+        if cache is not None and data.content_hash and scorer is not None and (rospr or not method.retrieve):
+            key = unit_key(key_parts(scorer, spec.task_name, spec.prompt, data.content_hash, conv, method,
+                                     rospr if method.retrieve else None))
+            cached = cache.get(key) is not None
+        elif cache is not None and method.retrieve and rp is not None and rp.retrieval.library_status != "reused":
+            cached = False  # a new library: new keys
+        units.append(UnitEstimate(spec.task_name, spec.prompt, method.name, prompt_tokens=p,
+                                  flops=_row_flops(shape, encoded, p), cached=cached, **counts))
+        if not cached:
+            todo.append(method)
+    return units, todo
+
+
+def _count_retrieval(config: RunConfig, spec, data, todo, shape: ModelShape, tokenizer, rp: _RosprPlan) -> None:
+    """Add one target's queries, and its VAR candidates and rows at most, to ``rp.retrieval``."""
+    retrieval, rc = rp.retrieval, config.rospr
+    queries, exclude = retrieval_queries(rp.ctx, config.seed, spec.task_name, spec.prompt, data.examples)
+    retrieval.targets += 1
+    retrieval.queries += len(queries)
+    retrieval.query_flops += sum(encoder_forward(rp.shape, n) for n in
+                                 _retriever_tokens(rp.tokenizer, [q.input_text for q in queries],
+                                                   config.scoring.max_input_tokens))
+    if any(m.var for m in todo):
+        eligible = sum(1 for s in rp.ctx.library.sources if s not in set(exclude))
+        k = min(rc.var_candidates, eligible, len(queries) * rc.top_n)
+        retrieval.var_targets += 1
+        retrieval.var_candidates_max += k
+        retrieval.var_rows_max += k * len(queries)
+        retrieval.var_flops_max += k * _row_flops(shape, encode_examples(tokenizer, queries, config.scoring.convention()),
+                                                  rc.tune.prompt_length)
+
+
 def estimate_run(config: RunConfig, tflops: float | None = None, measure_s: float = 1.0) -> RunEstimate:
     """What ``rospr run`` of ``config`` would compute, reuse and cost, running none of it.
 
     ``tflops``: the throughput (TFLOP/s) for the time estimate; None measures one here
     (``measure_tflops``, about ``measure_s`` seconds). Refuses what the run refuses before any work
     (unknown tasks or prompts, sources without rows, an edited bank or library: their errors), and
-    (``ValueError``) a model whose config cannot be read or a non-positive ``tflops``.
+    (``SettingError``) a model whose config cannot be read or a non-positive ``tflops``.
     """
     if tflops is not None and not tflops > 0:
         raise SettingError(f"--tflops {tflops}: give a positive throughput in TFLOP/s")
@@ -362,75 +444,24 @@ def estimate_run(config: RunConfig, tflops: float | None = None, measure_s: floa
     name = config.model.name_or_path
     shape = ModelShape.from_config(model_config(name, "model.name_or_path"), f"{name}/config.json")
     tokenizer = load_tokenizer(name)
-    conv = config.scoring.convention()
     plan = plan_run(config)
     identity, export = _scorer_identity(config)
-    notes: list[str] = []
     cache = unit_cache(config.cache)
     scorer = scorer_part(config.backend, dict(identity), name) if cache is not None and identity else None
-
-    tuning = retrieval = ctx = rospr = None
-    retriever_shape = rtok = None
-    if plan.retrieves:
-        rc = config.rospr
-        bank_identity = identity or weightless_identity(name)
-        tuning, jobs, bank = _tuning(config, shape, tokenizer, bank_identity)
-        library, status = _library_status(config, jobs, bank, tuning.to_train)
-        retriever = rc.retriever or name
-        retriever_shape = ModelShape.from_config(model_config(retriever, "rospr.retriever"), f"{retriever}/config.json")
-        rtok = load_tokenizer(retriever)
-        max_tokens = config.scoring.max_input_tokens
-        keys = [] if library is not None else [t for job in jobs for t in
-                                               (ex.input_text for ex in job.examples[: rc.library_n])]
-        key_flops = sum(encoder_forward(retriever_shape, n) for n in _retriever_tokens(rtok, keys, max_tokens))
-        # the queries and leave-one-out of the driver, on the sources the library is built from
-        view = SimpleNamespace(sources=[job.source for job in jobs])
-        ctx = RosprContext(rc, bank, view, None, rtok)  # type: ignore[arg-type]
-        retrieval = RetrievalEstimate(rc.library, status, len(keys), key_flops, 0, 0, 0.0, 0, 0, 0, 0.0)
-        if library is not None and scorer is not None:
-            rospr = rospr_part(library, retriever, rc, config.seed)
-        if config.backend == "onnxruntime":
-            export += "; " + _export_status(config, retriever)
-
+    rp = _rospr_plan(config, shape, tokenizer, identity, scorer) if plan.retrieves else None
     units: list[UnitEstimate] = []
     for spec in plan.specs:
         data = spec.load()
-        encoded = encode_examples(tokenizer, data.examples, conv)
-        counts = dict(examples=len(encoded), choices=sum(len(e.choice_ids) for e in encoded),
-                      choice_tokens=sum(len(c) for e in encoded for c in e.choice_ids),
-                      input_tokens=sum(len(e.input_ids) for e in encoded))
-        target_todo = []
-        for method in plan.methods:
-            p = config.rospr.tune.prompt_length if method.retrieve else 0
-            cached = None
-            if cache is not None and data.content_hash and scorer is not None and (rospr or not method.retrieve):
-                key = unit_key(key_parts(scorer, spec.task_name, spec.prompt, data.content_hash, conv, method,
-                                         rospr if method.retrieve else None))
-                cached = cache.get(key) is not None
-            elif cache is not None and method.retrieve and retrieval and retrieval.library_status != "reused":
-                cached = False  # a new library: new keys
-            units.append(UnitEstimate(spec.task_name, spec.prompt, method.name, prompt_tokens=p,
-                                      flops=_row_flops(shape, encoded, p), cached=cached, **counts))
-            if not cached:
-                target_todo.append(method)
-        if retrieval is not None and data.examples and any(m.retrieve for m in target_todo):
-            queries, exclude = retrieval_queries(ctx, config.seed, spec.task_name, spec.prompt, data.examples)
-            retrieval.targets += 1
-            retrieval.queries += len(queries)
-            retrieval.query_flops += sum(encoder_forward(retriever_shape, n) for n in
-                                         _retriever_tokens(rtok, [q.input_text for q in queries],
-                                                           config.scoring.max_input_tokens))
-            if any(m.var for m in target_todo):
-                eligible = sum(1 for s in ctx.library.sources if s not in set(exclude))
-                k = min(config.rospr.var_candidates, eligible, len(queries) * config.rospr.top_n)
-                retrieval.var_targets += 1
-                retrieval.var_candidates_max += k
-                retrieval.var_rows_max += k * len(queries)
-                retrieval.var_flops_max += k * _row_flops(shape, encode_examples(tokenizer, queries, conv),
-                                                          config.rospr.tune.prompt_length)
+        encoded = encode_examples(tokenizer, data.examples, config.scoring.convention())
+        target_units, todo = _target_units(config, spec, data, encoded, shape, plan.methods, cache, scorer, rp)
+        units += target_units
+        if rp is not None and data.examples and any(m.retrieve for m in todo):
+            _count_retrieval(config, spec, data, todo, shape, tokenizer, rp)
+    notes = []
     if cache is not None and scorer is None:
         notes.append("unit cache hits cannot be known before the run: the scorer's identity needs "
                      + ("the ONNX export" if config.backend == "onnxruntime" else "the Triton server"))
     throughput = Throughput(tflops, "given (--tflops)") if tflops is not None else measure_tflops(shape, seconds=measure_s)
-    return RunEstimate(config.content_hash(), name, config.backend, shape, retriever_shape, units, tuning, retrieval,
-                       export, str(cache.root) if cache is not None else "disabled", throughput, notes)
+    return RunEstimate(config.content_hash(), name, config.backend, shape, rp.shape if rp else None, units,
+                       rp.tuning if rp else None, rp.retrieval if rp else None, export + (rp.export if rp else ""),
+                       str(cache.root) if cache is not None else "disabled", throughput, notes)

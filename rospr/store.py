@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 STAGE_PREFIX = ".stage-"
 ASIDE_PREFIX = ".aside-"
 LOCK_SUFFIX = ".lock"
+ASIDE_SUFFIX = ".aside"  # a stage's own aside folder: the entry it replaces, until the rename is done
 
 
 class StoreError(RosprError, ValueError):
@@ -191,7 +192,8 @@ class ContentStore:
             if os.path.lexists(dest):
                 if keep is not None and keep(dest):
                     return dest
-                aside = self._aside(dest)
+                # aside under this stage's lock, so no sweep removes it while it may still go back
+                aside = self._aside(dest, stage.path.with_name(stage.path.name + ASIDE_SUFFIX))
             try:
                 os.rename(stage.path, dest)
             except OSError:
@@ -210,8 +212,9 @@ class ContentStore:
 
     def drop(self, stage: Stage) -> None:
         """Remove a stage that will not be published (and its lock). Safe to call twice."""
-        if stage.path.exists():
-            shutil.rmtree(stage.path, ignore_errors=True)
+        for folder in (stage.path, stage.path.with_name(stage.path.name + ASIDE_SUFFIX)):
+            if folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)
         stage.lock.unlink(missing_ok=True)
         if stage.fd >= 0:
             os.close(stage.fd)
@@ -255,9 +258,14 @@ class ContentStore:
             shutil.rmtree(aside, ignore_errors=True)
 
     @staticmethod
-    def _aside(dest: Path) -> Path | None:
-        """Move ``dest`` into a fresh aside folder beside it; the folder (``None`` if ``dest`` went away)."""
-        aside = Path(tempfile.mkdtemp(prefix=f"{ASIDE_PREFIX}{dest.name}-", dir=dest.parent))
+    def _aside(dest: Path, folder: Path | None = None) -> Path | None:
+        """Move ``dest`` into ``folder`` (default: a fresh aside folder beside it), which is returned
+        (``None`` if ``dest`` went away meanwhile)."""
+        if folder is None:
+            aside = Path(tempfile.mkdtemp(prefix=f"{ASIDE_PREFIX}{dest.name}-", dir=dest.parent))
+        else:
+            aside = folder
+            aside.mkdir()
         try:
             os.rename(dest, aside / "entry")
         except FileNotFoundError:  # a concurrent caller moved it first
@@ -291,9 +299,9 @@ def check_files(folder: Path, files: Any, where: Path, fix: str) -> None:
 def sweep(folder: Path) -> int:
     """Remove the stages and aside folders in ``folder`` left by dead writers; returns how many.
 
-    A stage is dead when its lock file is absent or can be locked (its writer's ``flock`` ended with
-    its process); an aside folder is always dead (only ``publish``/``discard`` make one, and remove it
-    before returning)."""
+    A stage (and its own aside folder, ``<stage>.aside``) is dead when its lock file is absent or can
+    be locked (its writer's ``flock`` ended with its process); an aside folder of ``discard`` is
+    always dead (``discard`` removes it at once: a sweep removing it too is harmless)."""
     swept = 0
     try:
         names = os.listdir(folder)
@@ -306,7 +314,8 @@ def sweep(folder: Path) -> int:
             swept += 1
         elif name.startswith(STAGE_PREFIX) and name.endswith(LOCK_SUFFIX):
             swept += _remove_if_dead(path, path.with_name(name[: -len(LOCK_SUFFIX)]))
-        elif name.startswith(STAGE_PREFIX) and not os.path.lexists(f"{path}{LOCK_SUFFIX}"):
+        elif name.startswith(STAGE_PREFIX) and not os.path.lexists(
+                f"{folder}/{name.removesuffix(ASIDE_SUFFIX)}{LOCK_SUFFIX}"):
             # the lock is created before the stage and removed after it: a stage without one is dead,
             # unless its writer published or dropped it just now (then it is gone already)
             shutil.rmtree(path, ignore_errors=True)
@@ -329,6 +338,7 @@ def _remove_if_dead(lock: Path, stage: Path) -> int:
         return 0
     try:  # removed while held: a writer that made this file just now finds it gone and starts again
         shutil.rmtree(stage, ignore_errors=True)
+        shutil.rmtree(f"{stage}{ASIDE_SUFFIX}", ignore_errors=True)
         lock.unlink(missing_ok=True)
         return 1
     finally:

@@ -168,12 +168,23 @@ def test_a_killed_writer_leaves_a_stage_that_the_next_open_sweeps(tmp_path):
     assert store.publish(live, {}) == root / "ab" / "other"
 
 
+def test_a_live_stage_and_its_aside_folder_are_never_swept(tmp_path):
+    store = _store(tmp_path)
+    stage = store.stage("e")
+    aside = stage.path.with_name(stage.path.name + ".aside")
+    (aside / "entry").mkdir(parents=True)  # the entry it replaces, while the rename is under way
+    assert sweep(tmp_path / "c") == 0 and aside.is_dir() and stage.path.is_dir()
+    store.drop(stage)
+    assert _entries(tmp_path / "c") == []
+
+
 def test_a_stage_without_its_lock_and_an_aside_folder_are_swept(tmp_path):
     folder = tmp_path / "c"
     (folder / ".stage-e-abc").mkdir(parents=True)
+    (folder / ".stage-e-abc.aside" / "entry").mkdir(parents=True)
     (folder / ".aside-e-abc" / "entry").mkdir(parents=True)
     (folder / "e").mkdir()
-    assert sweep(folder) == 2
+    assert sweep(folder) == 3
     assert _entries(folder) == ["e"]
 
 

@@ -241,3 +241,23 @@ def test_folder_swap_abort_keeps_the_current_entries(tmp_path):
     swap.abort()
     assert sorted(os.listdir(folder)) == ["lock", "records", "results.json"]
     assert (folder / "results.json").read_text() == "old"
+
+
+_RACING_WRITER = """
+import sys
+from rospr.store import ContentStore
+store = ContentStore(sys.argv[1], "test-store", 1)
+for i in range(20):
+    stage = store.stage(f"k{i}")
+    stage.write_bytes("a", sys.argv[2].encode())
+    store.publish(stage, {}, keep=lambda d: store.open(d.name, repair=False) is not None)
+"""
+
+
+def test_writers_in_several_processes_leave_one_whole_entry_each(tmp_path):
+    root = tmp_path / "c"
+    procs = [subprocess.Popen([sys.executable, "-c", _RACING_WRITER, str(root), f"writer {n}"]) for n in range(4)]
+    assert [p.wait(timeout=120) for p in procs] == [0] * 4
+    assert _entries(root) == sorted(f"k{i}" for i in range(20))  # no stage, lock or aside left
+    store = ContentStore(root, "test-store", 1)
+    assert all(store.open(f"k{i}") is not None for i in range(20))

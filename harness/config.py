@@ -240,7 +240,9 @@ class RayConfig(Strict):
     When Ray is not installed, an enabled run falls back to one process with a warning."""
 
     enabled: bool = False
-    address: str | None = Field(None, description="null: start a local Ray (ray.init()); 'auto' or ray://host:10001: a cluster")
+    address: str | None = Field(None, description="null: $RAY_ADDRESS, else the job's cluster inside `ray job submit` "
+                                                 "($RAY_JOB_ID), else a local Ray on loopback; 'auto', host:port or "
+                                                 "ray://host:10001: that cluster")
     num_cpus: int | None = Field(None, ge=1, le=MAX_CPUS, description="local Ray only: CPUs it may use (default: all cores)")
     scorers: int = Field(2, ge=1, le=1024, description="scoring actors")
     num_cpus_per_scorer: float | None = Field(None, gt=0, le=MAX_THREADS, description="default: the cluster's CPUs / scorers; "
@@ -256,6 +258,8 @@ class RayConfig(Strict):
     triton_urls: list[str] | None = Field(None, description="backend triton: scoring actor i talks to triton_urls[i % n] "
                                                             "(default: triton.url)")
     object_store_memory: int | None = Field(None, ge=1 << 26, le=1 << 50, description="local Ray only: bytes of object store")
+    log_to_driver: bool | None = Field(None, description="actor output to the driver (and `ray job logs`); "
+                                                         "null: on when joining a cluster, off for a local Ray")
 
     @model_validator(mode="after")
     def _address_needs_enabled(self) -> "RayConfig":

@@ -20,6 +20,12 @@ Ray (no ``address``) starts with least privilege:
 
 With ``address`` (``auto``, ``host:port``, ``ray://...``) the cluster is the user's: nothing of the
 above is imposed on it. The session is shut down on exit only if this call started it.
+
+A run's cluster (``cluster_address``): ``ray.address`` when set; else the cluster Ray's own variable
+``RAY_ADDRESS`` names; else, inside a Ray job (``ray job submit``, which sets ``RAY_JOB_ID``), the
+job's cluster (``auto``); a local Ray only when none of these is set. Joining says so in one line.
+Actor output reaches the driver (and so ``ray job logs``) when ``ray.log_to_driver`` is true; null,
+the default, means on when joining a cluster and off for a local Ray.
 """
 
 from __future__ import annotations
@@ -39,8 +45,20 @@ LOOPBACK = "127.0.0.1"
 LOCAL_RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
+def cluster_address(address: str | None) -> tuple[str | None, str]:
+    """The cluster a run joins and why: ``address`` (``ray.address``) when given, else
+    ``$RAY_ADDRESS``, else ``auto`` inside a Ray job (``$RAY_JOB_ID``), else None (a local Ray)."""
+    if address:
+        return address, "ray.address"
+    if os.environ.get("RAY_ADDRESS", "").strip():
+        return os.environ["RAY_ADDRESS"].strip(), "RAY_ADDRESS"
+    if os.environ.get("RAY_JOB_ID", "").strip():
+        return "auto", f"inside Ray job {os.environ['RAY_JOB_ID'].strip()} (RAY_JOB_ID)"
+    return None, "a local Ray"
+
+
 def local_init_kwargs(num_cpus: int | None = None, object_store_memory: int | None = None,
-                      num_gpus: float | None = None) -> dict[str, Any]:
+                      num_gpus: float | None = None, log_to_driver: bool = False) -> dict[str, Any]:
     """The ``ray.init`` keyword arguments of a local, loopback-only Ray without the dashboard
     (``num_gpus`` None: the GPUs Ray detects; a number declares that many, logical ones included)."""
     kwargs: dict[str, Any] = dict(
@@ -50,7 +68,7 @@ def local_init_kwargs(num_cpus: int | None = None, object_store_memory: int | No
         _node_ip_address=LOOPBACK,
         include_dashboard=False,
         dashboard_host=LOOPBACK,
-        log_to_driver=False,
+        log_to_driver=log_to_driver,
         configure_logging=False,
         num_cpus=num_cpus or os.cpu_count(),
     )
@@ -96,7 +114,7 @@ def _split_address(address: str) -> tuple[str, str] | None:
     return host, port
 
 
-def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+def _check_reachable(address: str, timeout_s: float = 5.0, source: str = "ray.address") -> None:
     """Refuse at once a ``host:port`` cluster address where nothing listens (``ray.init`` would retry
     for minutes). ``auto`` and ``ray://`` addresses are left to Ray. The host is tried exactly as
     written (never swapped for the machine's routable address)."""
@@ -110,21 +128,23 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
         with socket.create_connection((host, int(port)), timeout=timeout_s):
             return
     except ValueError:
-        raise SettingError(f"ray.address={address!r}: the port is not a number; give host:port, auto or "
+        raise SettingError(f"{source}={address!r}: the port is not a number; give host:port, auto or "
                            "ray://host:10001") from None
     except OSError as exc:
-        raise StateError(f"ray.address={address!r}: no Ray cluster answers at {host}:{port} ({exc.strerror or exc}); "
-                         "start one (ray start --head) or fix ray.address (or leave it null for a local Ray)") from None
+        fix = ("start one (ray start --head) or fix ray.address (or leave it null for a local Ray)"
+               if source == "ray.address" else f"start one (ray start --head), or fix or unset {source}")
+        raise StateError(f"{source}={address!r}: no Ray cluster answers at {host}:{port} ({exc.strerror or exc}); "
+                         f"{fix}") from None
 
 
-def _join_kwargs(address: str) -> dict[str, Any]:
+def _join_kwargs(address: str, log_to_driver: bool = True) -> dict[str, Any]:
     """``ray.init`` arguments to join ``address``. A cluster on a loopback address other than
     127.0.0.1 (e.g. nodes started with ``--node-ip-address=127.0.0.2``, which Ray keeps as written,
     while it swaps 127.0.0.1 for the routable address) is joined from that address too, so the
     driver's traffic stays on loopback."""
     import ipaddress
 
-    kwargs: dict[str, Any] = dict(address=address, include_dashboard=False, log_to_driver=False,
+    kwargs: dict[str, Any] = dict(address=address, include_dashboard=False, log_to_driver=log_to_driver,
                                   configure_logging=False)
     parts = _split_address(address)
     if parts is not None:
@@ -139,26 +159,28 @@ def _join_kwargs(address: str) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def ray_started(address: str | None = None, num_cpus: int | None = None,
-                object_store_memory: int | None = None, num_gpus: float | None = None) -> Iterator[bool]:
+                object_store_memory: int | None = None, num_gpus: float | None = None,
+                log_to_driver: bool | None = None, source: str = "ray.address") -> Iterator[bool]:
     """Make sure Ray is initialised for the ``with`` block; yields whether this call started it.
 
     Takes the cluster ``address`` (None: a local Ray, see the module docstring; ``num_cpus`` and
     ``object_store_memory`` and ``num_gpus`` apply to a local Ray only). A Ray already initialised in this process
-    is used as it is and left running. Refuses (``RuntimeError``) a local Ray whose node IP is not
+    is used as it is and left running. ``log_to_driver``: actor output to this process (None: on
+    when joining, off for a local Ray). Refuses (``RuntimeError``) a local Ray whose node IP is not
     loopback, and a ``host:port`` address where nothing listens.
     """
     import ray
 
     started = False
     if address:  # a named cluster that does not answer is refused even when this process has a Ray
-        _check_reachable(address)
+        _check_reachable(address, source=source)
     if not ray.is_initialized():
         if address:
             log.info("joining Ray at %s", address)
-            ray.init(**_join_kwargs(address))
+            ray.init(**_join_kwargs(address, True if log_to_driver is None else log_to_driver))
         else:
             log.info("starting a local Ray on %s (%s CPUs)", LOOPBACK, num_cpus or os.cpu_count())
-            _init_local(**local_init_kwargs(num_cpus, object_store_memory, num_gpus))
+            _init_local(**local_init_kwargs(num_cpus, object_store_memory, num_gpus, bool(log_to_driver)))
         started = True
     try:
         yield started
@@ -187,5 +209,9 @@ def run_ray(rc: RayConfig) -> Iterator[bool]:
         log.warning("ray.enabled is true but Ray is not installed: running in one process")
         yield False
         return
-    with ray_started(rc.address, rc.num_cpus, rc.object_store_memory):
+    address, why = cluster_address(rc.address)
+    if address and not rc.address:
+        log.warning("joining the Ray cluster at %s (%s; set ray.address to choose another)", address, why)
+    with ray_started(address, rc.num_cpus, rc.object_store_memory, log_to_driver=rc.log_to_driver,
+                     source=why if why == "RAY_ADDRESS" else "ray.address"):
         yield True

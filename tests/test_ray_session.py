@@ -1,0 +1,47 @@
+"""harness/ray_session.py: which cluster a run joins, and whether actor output reaches the driver."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from harness.config import RayConfig
+from harness.ray_session import _join_kwargs, cluster_address, local_init_kwargs, run_ray
+
+
+@pytest.fixture
+def no_ray_env(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_JOB_ID", raising=False)
+    return monkeypatch
+
+
+def test_the_cluster_comes_from_the_setting_then_ray_address_then_the_job(no_ray_env):
+    assert cluster_address(None) == (None, "a local Ray")
+    no_ray_env.setenv("RAY_JOB_ID", "02000000")
+    assert cluster_address(None)[0] == "auto" and "RAY_JOB_ID" in cluster_address(None)[1]
+    no_ray_env.setenv("RAY_ADDRESS", " 127.0.0.1:6390 ")
+    assert cluster_address(None) == ("127.0.0.1:6390", "RAY_ADDRESS")
+    assert cluster_address("ray://127.0.0.1:10001") == ("ray://127.0.0.1:10001", "ray.address")
+    no_ray_env.setenv("RAY_ADDRESS", "  ")
+    assert cluster_address(None)[0] == "auto"  # a blank variable names no cluster; the job still does
+
+
+def test_actor_output_reaches_the_driver_when_joining_and_not_for_a_local_ray():
+    assert local_init_kwargs(1)["log_to_driver"] is False
+    assert local_init_kwargs(1, log_to_driver=True)["log_to_driver"] is True
+    assert _join_kwargs("127.0.0.1:6390")["log_to_driver"] is True
+    assert _join_kwargs("127.0.0.1:6390", log_to_driver=False)["log_to_driver"] is False
+    assert RayConfig().log_to_driver is None and RayConfig(log_to_driver=True).log_to_driver is True
+
+
+def test_a_run_joins_the_cluster_ray_address_names_and_says_so(no_ray_env, caplog):
+    """Nothing listens at the address: the run is refused at once, naming it (no private Ray started)."""
+    pytest.importorskip("ray")
+    no_ray_env.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    with caplog.at_level(logging.WARNING, logger="harness.ray_session"):
+        with pytest.raises(RuntimeError, match=r"RAY_ADDRESS='127.0.0.1:1': no Ray cluster answers.*unset RAY_ADDRESS"):
+            with run_ray(RayConfig(enabled=True)):
+                pass
+    assert "joining the Ray cluster at 127.0.0.1:1 (RAY_ADDRESS" in caplog.text

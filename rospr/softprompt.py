@@ -3,14 +3,23 @@
 A bank is a directory::
 
     manifest.json               format "rospr-prompt-bank", the backbone's identity, one entry per prompt
+    journal.jsonl               prompts added since the manifest was written (while tuning)
     prompts/<slug>.safetensors  one tensor "prompt", float32 [P, D]
 
 Each manifest entry holds the prompt's ``id`` (``"<source>/<template>"``), ``source``, ``template``,
 ``answer_choices`` of the template, ``P``, ``D``, ``dtype``, the file and its ``sha256``,
 ``train_key`` (the content address of everything that went into training it), ``steps``,
-``final_loss`` and ``seed``. The manifest is sealed by ``manifest_hash``. Prompts are added one at a
-time (file first, then the manifest, both atomic), so an interrupted tuning leaves a valid bank
-holding the prompts finished so far.
+``final_loss`` and ``seed``. The manifest is sealed by ``manifest_hash``.
+
+Prompts are added one at a time, the file first (atomic), then one line appended to the journal
+(fsynced): ``{"entry": ..., "chain": ...}``, where ``chain`` is the digest of the previous line's chain
+(the manifest's ``manifest_hash`` for the first line) and the entry. So a tuning of N prompts writes
+each entry once, not the whole manifest N times, and an interrupted tuning leaves a valid bank holding
+the prompts finished so far. ``compact`` (called when a tuning or an import ends) folds the journal
+into a new sealed manifest and removes it. A reader takes the manifest, then the journal's lines in
+order (an entry replaces the one of its id); a line that does not follow from the manifest and the
+lines before it (edited, reordered, or left from another manifest) is refused, and a torn last line
+(a crash mid-append, no newline) is ignored and cut off by the next ``add``.
 
 Loading refuses, naming the file: a wrong shape or dtype, non-finite values, a backbone other than
 the one asked for, and any file or manifest whose hash does not match (edited on disk).
@@ -28,7 +37,9 @@ prompts stay valid.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,12 +48,14 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from rospr.canonical import digest_json
-from rospr.artifacts import ArtifactError, check_file, read_manifest, sha256_file, write_manifest, atomic_write_bytes
+from rospr.artifacts import (ArtifactError, atomic_write_bytes, check_file, read_manifest, sha256_file, strict_loads,
+                             write_manifest)
 
 log = logging.getLogger(__name__)
 
 BANK_FORMAT = "rospr-prompt-bank"
 BANK_VERSION = 2  # 2: the backbone's weights digest recorded and checked
+JOURNAL = "journal.jsonl"
 TENSOR = "prompt"
 # Architecture fields that must agree between a bank and the backbone it is used with (and that a
 # prompt's train_key covers). The name may differ (a hub name vs a local copy); these may not.
@@ -123,12 +136,13 @@ class PromptBank:
     """A directory of soft prompts with its sealed manifest. Use ``open``/``load``, not the constructor."""
 
     def __init__(self, root: Path, backbone: dict, entries: list[dict], prompts: dict[str, SoftPrompt],
-                 manifest_hash: str = "") -> None:
+                 manifest_hash: str = "", chain: str = "") -> None:
         self.root = Path(root)
         self.backbone = backbone
         self.entries = entries
         self.prompts = prompts
-        self.manifest_hash = manifest_hash
+        self.manifest_hash = manifest_hash  # "" until the first manifest is written
+        self.chain = chain or manifest_hash  # the journal's last link
 
     # -- reading ------------------------------------------------------------------------------
     @classmethod
@@ -144,14 +158,15 @@ class PromptBank:
         path = root / "manifest.json"
         manifest = read_bank_manifest(path)
         check_backbone(manifest["backbone"], backbone, str(path))
-        entries = {e["id"]: e for e in manifest["prompts"]}
+        listed, chain = _with_journal(root, manifest)
+        entries = {e["id"]: e for e in listed}
         wanted = list(entries) if ids is None else list(ids)
         prompts = {}
         for pid in wanted:
             if pid not in entries:
                 raise ArtifactError(f"{path}: no prompt {pid!r}; tune it first (`rospr tune`)")
             prompts[pid] = _read_prompt(root, entries[pid], manifest["backbone"])
-        return cls(root, manifest["backbone"], manifest["prompts"], prompts, manifest["manifest_hash"])
+        return cls(root, manifest["backbone"], listed, prompts, manifest["manifest_hash"], chain)
 
     @classmethod
     def open(cls, root: str | Path, backbone: Mapping[str, Any]) -> "PromptBank":
@@ -161,7 +176,8 @@ class PromptBank:
         if (root / "manifest.json").exists():
             manifest = read_bank_manifest(root / "manifest.json")
             check_backbone(manifest["backbone"], backbone, str(root / "manifest.json"))
-            return cls(root, manifest["backbone"], manifest["prompts"], {}, manifest["manifest_hash"])
+            listed, chain = _with_journal(root, manifest)
+            return cls(root, manifest["backbone"], listed, {}, manifest["manifest_hash"], chain)
         if not backbone.get(WEIGHTS_KEY):
             raise ArtifactError(f"{root}: a new bank needs the backbone's weights digest (field {WEIGHTS_KEY!r} of "
                                 "its identity: rospr.identity.backbone_identity); none was given")
@@ -194,7 +210,8 @@ class PromptBank:
 
     # -- writing ------------------------------------------------------------------------------
     def add(self, prompt: SoftPrompt, extra: Mapping[str, Any] | None = None) -> SoftPrompt:
-        """Save ``prompt`` (file, then manifest; both atomic), replacing an entry with its id."""
+        """Save ``prompt`` (its file, atomic; then its entry: a journal line, or the first manifest),
+        replacing an entry with its id."""
         from safetensors.numpy import save
 
         check_values(prompt.values, f"prompt {prompt.id}", int(self.backbone["d_model"]))
@@ -210,15 +227,24 @@ class PromptBank:
             "final_loss": None if prompt.final_loss is None else float(prompt.final_loss),
             "seed": int(prompt.seed), **dict(extra or {}),
         }
-        self.entries = [e for e in self.entries if e["id"] != prompt.id] + [entry]
-        sealed = write_manifest(self.root / "manifest.json", {
-            "format": BANK_FORMAT, "version": BANK_VERSION, "backbone": self.backbone, "prompts": self.entries,
-        })
-        self.manifest_hash = sealed["manifest_hash"]
+        self.entries = _replaced(self.entries, entry)
+        if self.manifest_hash:
+            self.chain = _append(self.root / JOURNAL, self.chain, entry)
+        else:
+            self.compact()
         saved = SoftPrompt(prompt.id, prompt.source, prompt.template, tuple(prompt.answer_choices), prompt.values,
                            prompt.steps, prompt.final_loss, prompt.seed, prompt.train_key, digest)
         self.prompts[prompt.id] = saved
         return saved
+
+    def compact(self) -> None:
+        """Write every entry into a new sealed manifest (atomic) and remove the journal: the bank's
+        state is the same before and after, in one file."""
+        sealed = write_manifest(self.root / "manifest.json", {
+            "format": BANK_FORMAT, "version": BANK_VERSION, "backbone": self.backbone, "prompts": self.entries,
+        })
+        self.manifest_hash = self.chain = sealed["manifest_hash"]
+        (self.root / JOURNAL).unlink(missing_ok=True)
 
     def content_hash(self, ids: Iterable[str] | None = None) -> str:
         """sha256 over the backbone (architecture and weights) and the entries of ``ids`` (all by
@@ -226,6 +252,62 @@ class PromptBank:
         wanted = set(self.ids() if ids is None else ids)
         return digest_json({"backbone": {k: self.backbone.get(k) for k in BACKBONE_KEYS},
                             "prompts": sorted((e["id"], e["sha256"]) for e in self.entries if e["id"] in wanted)})
+
+
+def _replaced(entries: list[dict], entry: dict) -> list[dict]:
+    return [e for e in entries if e["id"] != entry["id"]] + [entry]
+
+
+def _link(previous: str, entry: dict) -> str:
+    return digest_json({"previous": previous, "entry": entry})
+
+
+def _with_journal(root: Path, manifest: dict) -> tuple[list[dict], str]:
+    """The manifest's entries with the journal's applied in order, and the journal's last link.
+    Refuses (``ArtifactError``) a line that is not JSON or does not follow from the ones before."""
+    path = root / JOURNAL
+    entries, chain = list(manifest["prompts"]), manifest["manifest_hash"]
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return entries, chain
+    *lines, torn = data.split(b"\n")
+    if torn:
+        log.warning("%s: an incomplete last line (a tuning stopped while writing it) is ignored", path)
+    fix = (f"remove the folder to tune again, or delete {path} and tune the prompts it listed again "
+           "(their entries are lost, the manifest's stay)")
+    for i, raw in enumerate(lines, 1):
+        try:
+            line = strict_loads(raw.decode("utf-8"), path, ArtifactError, fix, line=i)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ArtifactError(f"{path}: line {i} is not JSON ({exc}); {fix}") from None
+        entry = line.get("entry") if isinstance(line, dict) else None
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str) or line.get("chain") != _link(chain, entry):
+            raise ArtifactError(f"{path}: line {i} does not follow from the manifest and the lines before it (edited, "
+                                f"reordered, or from another manifest); {fix}")
+        chain = line["chain"]
+        entries = _replaced(entries, entry)
+    return entries, chain
+
+
+def _append(path: Path, chain: str, entry: dict) -> str:
+    """Append ``entry``'s journal line (cutting off a torn last line first) and fsync; its link."""
+    link = _link(chain, entry)
+    line = (json.dumps({"entry": entry, "chain": link}, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        data_len = os.fstat(fd).st_size
+        if data_len:
+            os.lseek(fd, max(data_len - 65536, 0), os.SEEK_SET)
+            tail = os.read(fd, 65536)
+            cut = data_len - (len(tail) - (tail.rfind(b"\n") + 1))
+            if cut != data_len:
+                os.ftruncate(fd, cut)
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return link
 
 
 def read_bank_manifest(path: Path) -> dict:

@@ -495,4 +495,5 @@ def tune_bank(
 
     if todo:
         train(todo, save)
+        bank.compact()  # the journal of this tuning folded into the manifest (an interrupted one keeps it)
     return PromptBank.load(bank_dir, backbone, ids=[job.id for job in jobs])

@@ -27,6 +27,7 @@ def bank_dir(tmp_path: Path) -> Path:
     bank = PromptBank.open(tmp_path / "bank", BACKBONE)
     bank.add(_prompt("src/a", 1))
     bank.add(_prompt("src/b", 2))
+    bank.compact()  # as a tuning does when it ends
     return tmp_path / "bank"
 
 
@@ -105,3 +106,46 @@ def test_no_pickle_in_the_method():
         text = path.read_text()
         for banned in ("import pickle", "torch.save", "torch.load", "allow_pickle=True", "np.save("):
             assert banned not in text, f"{path.name} uses {banned}"
+
+
+def test_prompts_are_journaled_then_compacted(tmp_path):
+    """Each add after the first writes one journal line, not the manifest; a reader sees every prompt;
+    an edited line is refused; a torn last line is ignored and cut by the next add; compact folds the
+    journal into the manifest; opening a bank writes nothing."""
+    root = tmp_path / "bank"
+    bank = PromptBank.open(root, BACKBONE)
+    assert not root.exists()  # opening writes nothing
+    bank.add(_prompt("src/a", 1))
+    manifest = (root / "manifest.json").read_bytes()
+    bank.add(_prompt("src/b", 2))
+    bank.add(_prompt("src/c", 3))
+    assert (root / "manifest.json").read_bytes() == manifest  # not rewritten per prompt
+    lines = (root / "journal.jsonl").read_text().splitlines()
+    assert [json.loads(x)["entry"]["id"] for x in lines] == ["src/b", "src/c"]
+    assert PromptBank.load(root, BACKBONE).ids() == ["src/a", "src/b", "src/c"]
+    np.testing.assert_array_equal(PromptBank.load(root, BACKBONE).get("src/c").values, _prompt("src/c", 3).values)
+
+    with open(root / "journal.jsonl", "ab") as f:  # a crash while appending a line
+        f.write(b'{"entry": {"id": "src/d"')
+    assert PromptBank.load(root, BACKBONE).ids() == ["src/a", "src/b", "src/c"]
+    reopened = PromptBank.open(root, BACKBONE)
+    reopened.add(_prompt("src/d", 4))
+    assert PromptBank.load(root, BACKBONE).ids() == ["src/a", "src/b", "src/c", "src/d"]
+    assert all(json.loads(x) for x in (root / "journal.jsonl").read_text().splitlines())
+
+    journal = (root / "journal.jsonl").read_text().splitlines()
+    edited = json.loads(journal[0])
+    edited["entry"]["final_loss"] = 0.0
+    (root / "journal.jsonl").write_text("\n".join([json.dumps(edited), *journal[1:]]) + "\n")
+    with pytest.raises(ArtifactError, match="line 1 does not follow from the manifest"):
+        PromptBank.load(root, BACKBONE)
+    (root / "journal.jsonl").write_text("\n".join([journal[1], journal[0], *journal[2:]]) + "\n")  # reordered
+    with pytest.raises(ArtifactError, match="line 1 does not follow"):
+        PromptBank.load(root, BACKBONE)
+
+    (root / "journal.jsonl").write_text("\n".join(journal) + "\n")
+    bank = PromptBank.open(root, BACKBONE)
+    bank.compact()
+    assert not (root / "journal.jsonl").exists()
+    assert [e["id"] for e in json.loads((root / "manifest.json").read_text())["prompts"]] == bank.ids()
+    assert PromptBank.load(root, BACKBONE).ids() == ["src/a", "src/b", "src/c", "src/d"]

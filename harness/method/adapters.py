@@ -61,6 +61,7 @@ def import_peft(model: str, bank_dir: str | Path, items: Sequence[AdapterSource]
         choices = template_choices(item.source, item.template, settings, split, rows)
         saved.append(import_adapter(bank, item.adapter, item.source, item.template, choices, shape, split, rows,
                                     check_base_name))
+    bank.compact()  # the journal of the imports folded into the manifest
     return saved
 
 

@@ -70,6 +70,7 @@ from harness.results import (
     verified_records,
     write_results,
 )
+from rospr.errors import RosprError
 from rospr.store import FolderSwap
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ STAGING = ".rospr-new"
 TRASH = ".rospr-old"
 
 
-class RunDirError(ValueError):
+class RunDirError(RosprError, ValueError):
     """An ``--out`` that this run must not write into (the message names it and the fix)."""
 
 

@@ -233,13 +233,15 @@ class RosprConfig(Strict):
 
 class RayConfig(Strict):
     """Ray execution of a run (harness/runner/ray_executor.py; DESIGN.md section 3): a retrieval actor
-    and a pool of scoring actors. The shipped configs (configs/demo.yaml, configs/full.yaml) turn it on:
-    their runs go through a local ``ray.init()`` unless ``ray.address`` names a cluster. A config with no
-    ``ray:`` section runs in process: that executor is the reference (tests, notebooks), gives the same
-    numbers and needs no cluster start.
-    When Ray is not installed, an enabled run falls back to one process with a warning."""
+    and a pool of scoring actors. ``enabled``: true, false, or ``auto`` (the shipped configs), which
+    chooses by ``harness.ray_session.ray_choice``: Ray when a cluster is named (``ray.address``,
+    ``$RAY_ADDRESS``, a Ray job), GPUs are reserved or several are present, or the work is large enough
+    on enough cores to pay for Ray's start; else in process. A config with no ``ray:`` section runs in
+    process: that executor is the reference (tests, notebooks), gives the same numbers and needs no
+    cluster start. When Ray is not installed, a Ray run falls back to one process with a warning."""
 
-    enabled: bool = False
+    enabled: bool | Literal["auto"] = Field(False, description="true, false, or auto (in process on a small "
+                                                               "machine; Ray for a cluster, GPUs or a large run)")
     address: str | None = Field(None, description="null: $RAY_ADDRESS, else the job's cluster inside `ray job submit` "
                                                  "($RAY_JOB_ID), else a local Ray on loopback; 'auto', host:port or "
                                                  "ray://host:10001: that cluster")
@@ -263,7 +265,7 @@ class RayConfig(Strict):
 
     @model_validator(mode="after")
     def _address_needs_enabled(self) -> "RayConfig":
-        if self.address and not self.enabled:
+        if self.address and self.enabled is False:
             raise ValueError(f"ray.address={self.address!r} is set but ray.enabled is false; set ray.enabled=true")
         return self
 

@@ -45,6 +45,41 @@ LOOPBACK = "127.0.0.1"
 LOCAL_RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
+AUTO_MIN_CPUS = 8  # ray.enabled=auto: a local Ray pays for its start (~10 s) only with this many cores
+AUTO_MIN_UNITS = 16  # ... and this many units to compute
+
+
+def gpu_count() -> int:
+    """The NVIDIA GPUs this machine's driver lists (``/proc/driver/nvidia/gpus``; no CUDA import)."""
+    try:
+        return len(os.listdir("/proc/driver/nvidia/gpus"))
+    except OSError:
+        return 0
+
+
+def ray_choice(rc: RayConfig, units: int, cpus: int | None = None, gpus: int | None = None) -> tuple[bool, str]:
+    """Whether a run of ``units`` units to compute uses Ray, and why (one line for the log).
+
+    ``ray.enabled`` true or false decides. ``auto``: Ray when a cluster is named (``ray.address``,
+    ``$RAY_ADDRESS``, inside a Ray job), when GPUs are reserved per scorer or more than one is present
+    (one actor per GPU), or when there are at least ``AUTO_MIN_UNITS`` units on at least
+    ``AUTO_MIN_CPUS`` cores; else in process (measured on 2 cores: a local Ray is slower than in process
+    even with work to do). The numbers are the same either way."""
+    if rc.enabled is not True and rc.enabled is not False:
+        address, why = cluster_address(rc.address)
+        cpus = (os.cpu_count() or 1) if cpus is None else cpus
+        gpus = gpu_count() if gpus is None else gpus
+        if address:
+            return True, f"ray.enabled=auto: Ray, a cluster is named ({why})"
+        if rc.num_gpus_per_scorer > 0 or gpus > 1:
+            return True, f"ray.enabled=auto: Ray, {gpus} GPU(s) (ray.num_gpus_per_scorer={rc.num_gpus_per_scorer})"
+        if units >= AUTO_MIN_UNITS and cpus >= AUTO_MIN_CPUS:
+            return True, f"ray.enabled=auto: Ray, {units} units to compute on {cpus} cores"
+        return False, (f"ray.enabled=auto: in process ({units} units to compute on {cpus} cores, no cluster named, "
+                       f"{gpus} GPU(s); Ray pays for its start from {AUTO_MIN_UNITS} units on {AUTO_MIN_CPUS} cores)")
+    return bool(rc.enabled), f"ray.enabled={str(rc.enabled).lower()}"
+
+
 def cluster_address(address: str | None) -> tuple[str | None, str]:
     """The cluster a run joins and why: ``address`` (``ray.address``) when given, else
     ``$RAY_ADDRESS``, else ``auto`` inside a Ray job (``$RAY_JOB_ID``), else None (a local Ray)."""
@@ -200,13 +235,13 @@ def ray_available() -> bool:
 
 @contextlib.contextmanager
 def run_ray(rc: RayConfig) -> Iterator[bool]:
-    """A run's Ray, from its ``ray`` section: yields whether the run uses Ray (``ray.enabled`` and Ray
-    importable; else a warning and False). Started or joined by ``ray_started``."""
-    if not rc.enabled:
+    """A run's Ray, from its ``ray`` section, for a run that chose Ray (``ray_choice``): yields whether
+    it uses Ray (Ray importable; else a warning and False). Started or joined by ``ray_started``."""
+    if rc.enabled is False:
         yield False
         return
     if not ray_available():
-        log.warning("ray.enabled is true but Ray is not installed: running in one process")
+        log.warning("ray.enabled=%s but Ray is not installed: running in one process", rc.enabled)
         yield False
         return
     address, why = cluster_address(rc.address)

@@ -44,7 +44,7 @@ def _tokenizer_json(retriever: str, revision: str | None):
 
 def _triton_urls(config: RunConfig) -> list[str]:
     """The servers a triton run may talk to: ``ray.triton_urls`` on Ray, else ``triton.url``."""
-    return list(config.ray.triton_urls) if config.ray.enabled and config.ray.triton_urls else [config.triton.url]
+    return list(config.ray.triton_urls) if config.ray.enabled is not False and config.ray.triton_urls else [config.triton.url]
 
 
 BACKENDS: dict[str, BackendModule] = {

@@ -93,8 +93,8 @@ def compute(config: RunConfig, plan: RunPlan, rundir: RunDirectory, resumed: int
         # tune / build what is missing, before scoring
         with stages.timing("prepare"):
             ctx = prepare(config, backend, data_settings(config.data)) if remaining and plan.retrieves else None
-        executor = OnDemand(config, backend, ctx, stack, stages) if remaining else None
-        execution = {"executor": executor.name if executor else ("ray" if config.ray.enabled else "in_process"),
+        executor = OnDemand(config, backend, ctx, stack, stages, remaining) if remaining else None
+        execution = {"executor": executor.name if executor else ("ray" if config.ray.enabled is True else "in_process"),
                      "resumed": resumed, "computed": 0, "cached": 0}
         with stages.timing("write"):
             rundir.write(stamp(), execution)  # the config is on disk before any work: resumable

@@ -11,6 +11,7 @@ units are all kept or cached starts neither.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,10 +24,12 @@ from harness.config import CacheConfig, RunConfig, checkpoint_revision
 from harness.method.prepare import RosprContext
 from harness.provenance import git_state, host, package_versions
 from harness.results import Provenance
-from harness.ray_session import ray_available, run_ray
+from harness.ray_session import ray_available, ray_choice, run_ray
 from harness.runner.executor import Done, Executor, InProcessExecutor, RetrievalRequest, RetrievalWorker, ScoringWorker
 from harness.runner.ray_executor import RayExecutor
 from harness.runner.stages import Stages
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -78,9 +81,12 @@ class OnDemand:
     ``stats`` say so (``started: false``, no scorers)."""
 
     def __init__(self, config: RunConfig, backend: Backend, ctx: RosprContext | None, stack: contextlib.ExitStack,
-                 stages: Stages) -> None:
+                 stages: Stages, units: int = 0) -> None:
         self.config, self.backend, self.ctx, self.stack, self.stages = config, backend, ctx, stack, stages
-        self.uses_ray = config.ray.enabled and ray_available()  # run_ray falls back the same way, with a warning
+        chosen, why = ray_choice(config.ray, units)
+        if config.ray.enabled == "auto":
+            log.info("%s", why)
+        self.uses_ray = chosen and ray_available()  # run_ray falls back the same way, with a warning
         self.name = "ray" if self.uses_ray else "in_process"
         self.max_in_flight = (config.ray.max_in_flight or 4 * config.ray.scorers) if self.uses_ray else 1
         self.started: Executor | None = None
@@ -88,7 +94,7 @@ class OnDemand:
     def executor(self) -> Executor:
         if self.started is None:
             with self.stages.timing("executor"):  # the run's Ray start included
-                use_ray = self.stack.enter_context(run_ray(self.config.ray))
+                use_ray = self.stack.enter_context(run_ray(self.config.ray)) if self.uses_ray else False
                 self.started = build_executor(self.config, self.backend, self.ctx, use_ray)
         return self.started
 

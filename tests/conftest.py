@@ -130,3 +130,57 @@ def offline_hub(monkeypatch, tmp_path):
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-datasets-cache")
     return tmp_path
+
+
+class RunConfigs:
+    """``run_config(**overrides)``: a validated ``RunConfig`` of the tiny model on ``builtin/animals``
+    (``harness.config.load_config``, so a bad override is refused as a user's would be).
+
+    An override is a top-level key (``tasks=[...]``, ``backend="torch"``), a nested mapping merged
+    into the default (``model={"device": "cpu"}`` keeps the tiny model), or a dotted path given by
+    unpacking (``**{"tasks.0.limit": 4}``). ``run_config.tree(**overrides)`` is the same config as the
+    plain tree a user writes, for the tests that hand a YAML file to the CLI."""
+
+    def __init__(self, model_dir: Path) -> None:
+        self.model_dir = model_dir
+
+    def tree(self, **overrides) -> dict:
+        tree: dict = {"model": {"name_or_path": str(self.model_dir)}, "tasks": ["builtin/animals"]}
+        for key, value in overrides.items():
+            if "." in key:
+                *path, last = key.split(".")
+                node = tree
+                for k in path:
+                    if isinstance(node, list):
+                        if isinstance(node[int(k)], str):  # the `- name` shorthand of a task
+                            node[int(k)] = {"name": node[int(k)]}
+                        node = node[int(k)]
+                    else:
+                        node = node.setdefault(k, {})
+                if isinstance(node, list):
+                    node[int(last)] = value
+                else:
+                    node[last] = value
+            elif isinstance(value, dict) and isinstance(tree.get(key), dict):
+                tree[key] = {**tree[key], **value}
+            else:
+                tree[key] = value
+        return tree
+
+    def write(self, path: Path, **overrides) -> Path:
+        """The tree as a YAML file at ``path``; the path."""
+        import yaml
+
+        path.write_text(yaml.safe_dump(self.tree(**overrides)))
+        return path
+
+    def __call__(self, **overrides):
+        from harness.config import load_config
+
+        return load_config(None, tree=self.tree(**overrides))
+
+
+@pytest.fixture(scope="session")
+def run_config(tiny_model_dir) -> RunConfigs:
+    """Build run configs of the tiny model (see ``RunConfigs``)."""
+    return RunConfigs(tiny_model_dir)

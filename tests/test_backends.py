@@ -11,6 +11,7 @@ import pytest
 from harness.backends import BACKENDS, create_backend, create_embedder
 from harness.config import BACKENDS as CONFIG_BACKENDS
 from harness.config import load_config
+from helpers import Listener
 
 
 def config(tiny_model_dir, backend: str, **more):
@@ -83,3 +84,20 @@ def test_the_torch_backend_loads_the_checkpoint(tiny_model_dir):
     assert backend.identity["d_model"] == backend.scorer.prompt_dim
     embedder, tokenizer = create_embedder(config(tiny_model_dir, "torch"), str(tiny_model_dir))
     assert embedder.dim > 0 and tokenizer.eos_token_id is not None
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_a_triton_address_that_accepts_and_never_answers_says_it_timed_out(protocol):
+    pytest.importorskip("tritonclient")
+    from harness.backends.base import BackendUnavailable
+    from harness.backends.triton_backend import TritonModelClient
+
+    server = Listener("silent")
+    try:
+        with pytest.raises(BackendUnavailable) as info:
+            TritonModelClient("t0_scorer", f"127.0.0.1:{server.port}", protocol, timeout_s=1.0)
+    finally:
+        server.close()
+    msg = str(info.value)
+    assert f"{protocol}://127.0.0.1:{server.port}" in msg and "timed out after 1 s" in msg
+    assert ": ." not in msg  # the reason is never empty

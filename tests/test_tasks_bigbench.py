@@ -9,6 +9,7 @@ import pytest
 
 from harness.tasks import DataSettings, TaskError, get_task
 from harness.tasks.bigbench import T0_TASKS, BigBenchTask
+from helpers import Listener, bigbench_task, cli, error_line, one_line_error
 
 T0_BIGBENCH = [
     "code_line_description", "conceptual_combinations", "hindu_knowledge", "known_unknowns",
@@ -135,14 +136,6 @@ def test_novel_concepts_multiple_correct(bigbench_dir):
 # ---- tasks written into tmp_path --------------------------------------------------------------
 
 
-def write_task(root: Path, name: str, data) -> Path:
-    folder = root / name
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "task.json"
-    path.write_text(data if isinstance(data, str) else json.dumps(data), encoding="utf-8")
-    return path
-
-
 EXAMPLES = [
     {"input": "2 + 2 =", "target_scores": {"4": 1, "5": 0}},
     {"input": "name a colour", "target": "red"},  # generative only: skipped
@@ -156,7 +149,7 @@ def test_append_choices_normalised(tmp_path, value, appended):
     data = {"examples": EXAMPLES}
     if value is not None:
         data["append_choices_to_input"] = value
-    write_task(tmp_path, "toy", data)
+    bigbench_task(tmp_path, "toy", data)
     unit = BigBenchTask("toy", location=str(tmp_path)).load()
     assert unit.skipped == 1 and len(unit.examples) == 1
     expected = "\nQ: 2 + 2 =" + ("\n  choice: 4\n  choice: 5" if appended else "") + "\nA: "
@@ -164,7 +157,7 @@ def test_append_choices_normalised(tmp_path, value, appended):
 
 
 def test_append_choices_bad_value(tmp_path):
-    path = write_task(tmp_path, "toy", {"examples": EXAMPLES, "append_choices_to_input": "yes"})
+    path = bigbench_task(tmp_path, "toy", {"examples": EXAMPLES, "append_choices_to_input": "yes"})
     with pytest.raises(TaskError) as err:
         BigBenchTask("toy", location=str(tmp_path)).load()
     assert str(path) in str(err.value) and "append_choices_to_input" in str(err.value)
@@ -172,36 +165,36 @@ def test_append_choices_bad_value(tmp_path):
 
 def test_malformed_task_json(tmp_path):
     settings = DataSettings(bigbench=str(tmp_path))
-    path = write_task(tmp_path, "broken", '{"examples": [')
+    path = bigbench_task(tmp_path, "broken", '{"examples": [')
     with pytest.raises(TaskError) as err:
         get_task("bigbench/broken", settings).load("bigbench")
     assert str(path) in str(err.value) and "JSON" in str(err.value)
 
-    path = write_task(tmp_path, "listy", {"examples": [{"input": "q", "target_scores": ["a", "b"]}]})
+    path = bigbench_task(tmp_path, "listy", {"examples": [{"input": "q", "target_scores": ["a", "b"]}]})
     with pytest.raises(TaskError) as err:
         get_task("bigbench/listy", settings).load("bigbench")
     assert str(path) in str(err.value) and "examples[0].target_scores" in str(err.value)
 
-    path = write_task(tmp_path, "wordy", {"examples": [{"input": "q", "target_scores": {"a": "one"}}]})
+    path = bigbench_task(tmp_path, "wordy", {"examples": [{"input": "q", "target_scores": {"a": "one"}}]})
     with pytest.raises(TaskError) as err:
         get_task("bigbench/wordy", settings).load("bigbench")
     assert str(path) in str(err.value) and "target_scores['a']" in str(err.value)
 
-    path = write_task(tmp_path, "empty", {"name": "empty"})
+    path = bigbench_task(tmp_path, "empty", {"name": "empty"})
     with pytest.raises(TaskError) as err:
         get_task("bigbench/empty", settings).load("bigbench")
     assert str(path) in str(err.value) and "examples" in str(err.value)
 
-    path = write_task(tmp_path, "prefix", {"examples": EXAMPLES, "choice_prefix": 3})
+    path = bigbench_task(tmp_path, "prefix", {"examples": EXAMPLES, "choice_prefix": 3})
     with pytest.raises(TaskError) as err:
         get_task("bigbench/prefix", settings).load("bigbench")
     assert str(path) in str(err.value) and "choice_prefix" in str(err.value)
 
 
 def test_subtasks_list_and_unknown_prompt(tmp_path):
-    write_task(tmp_path, "parent", {"name": "parent", "subtasks": ["b_sub", "a_sub"]})
-    write_task(tmp_path, "parent/a_sub", {"examples": [EXAMPLES[0]], "task_prefix": "A:"})
-    write_task(tmp_path, "parent/b_sub", {"examples": [EXAMPLES[0], EXAMPLES[0]]})
+    bigbench_task(tmp_path, "parent", {"name": "parent", "subtasks": ["b_sub", "a_sub"]})
+    bigbench_task(tmp_path, "parent/a_sub", {"examples": [EXAMPLES[0]], "task_prefix": "A:"})
+    bigbench_task(tmp_path, "parent/b_sub", {"examples": [EXAMPLES[0], EXAMPLES[0]]})
     task = get_task("bigbench/parent", DataSettings(bigbench=str(tmp_path)))
     unit = task.load("bigbench")
     assert [ex.meta["subtask"] for ex in unit.examples] == ["b_sub", "b_sub", "a_sub"]  # list order
@@ -229,11 +222,103 @@ def test_a_key_given_twice_in_task_json_is_refused(tmp_path):
     # "4" scored twice: json.loads would keep 0 and grade every answer "4" wrong
     text = '{"examples": [{"input": "2 + 2 =", "target_scores": {"4": 1, "5": 0}},\n' \
            '{"input": "3 + 1 =", "target_scores": {"4": 1, "5": 0, "4": 0}}]}'
-    path = write_task(tmp_path, "twice", text)
+    path = bigbench_task(tmp_path, "twice", text)
     with pytest.raises(TaskError) as err:
         get_task("bigbench/twice", settings).load("bigbench")
     msg = str(err.value)
     assert str(path) in msg and "'4'" in msg and "$.examples[1].target_scores" in msg and "\n" not in msg
-    path = write_task(tmp_path, "top", '{"examples": [], "name": "a", "examples": []}')
+    path = bigbench_task(tmp_path, "top", '{"examples": [], "name": "a", "examples": []}')
     with pytest.raises(TaskError, match=r"key 'examples' appears more than once in \$ "):
         get_task("bigbench/top", settings).load("bigbench")
+
+
+# -- target_scores must be finite numbers -----------------------------------------------------------
+
+BAD_SCORES = {
+    "bool": '{"a": true, "b": false}',
+    "string": '{"a": "1", "b": 0}',
+    "null": '{"a": null, "b": 1}',
+    "list": '{"a": [1], "b": 0}',
+    "object": '{"a": {"v": 1}, "b": 0}',
+    "nan": '{"a": NaN, "b": 1}',
+    "infinity": '{"a": Infinity, "b": 0}',
+    "minus_infinity": '{"a": -Infinity, "b": 0}',
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SCORES))
+def test_target_scores_that_are_not_finite_numbers_are_refused(tmp_path, case):
+    # written as text: NaN and Infinity are not JSON, but Python's reader accepts them
+    path = bigbench_task(tmp_path, "mytask",
+                         '{"name": "mytask", "examples": [{"input": "ok?", "target_scores": {"a": 1, "b": 0}}, '
+                         f'{{"input": "q", "target_scores": {BAD_SCORES[case]}}}]}}')
+    with pytest.raises(TaskError) as info:
+        BigBenchTask("mytask", location=str(tmp_path)).load()
+    msg = str(info.value)
+    assert str(path) in msg and "examples[1].target_scores['a']" in msg and "finite number" in msg
+
+
+@pytest.mark.parametrize("scores", ["{}", "[1, 0]", '"a"', "1"])
+def test_target_scores_that_are_not_a_nonempty_object_are_refused(tmp_path, scores):
+    bigbench_task(tmp_path, "mytask", f'{{"examples": [{{"input": "q", "target_scores": {scores}}}]}}')
+    with pytest.raises(TaskError) as info:
+        BigBenchTask("mytask", location=str(tmp_path)).load()
+    assert "examples[0].target_scores" in str(info.value) and "non-empty object" in str(info.value)
+
+
+def test_bad_target_score_through_the_cli_is_one_line(tmp_path, run_config):
+    task_json = bigbench_task(tmp_path / "bb", "mytask", {"name": "mytask", "examples": [
+        {"input": "q", "target_scores": {"a": True, "b": False}}]})
+    cfg = run_config.write(tmp_path / "c.yaml", backend="torch", data={"bigbench": str(tmp_path / "bb")},
+                           tasks=["bigbench/mytask"])
+    error_line(cli("run", cfg, "--out", tmp_path / "r"), str(task_json), "target_scores['a']")
+
+
+@pytest.mark.parametrize("score", ["1e308", "-1e308", "1" + "0" * 400, "1e7", "NaN"])
+def test_target_scores_whose_mean_would_overflow_are_refused_at_load(run_config, tmp_path, score):
+    path = bigbench_task(tmp_path / "bb", "huge", '{"examples": [{"input": "q", "target_scores": {"a": 1, "b": 0}}, '
+                         f'{{"input": "r", "target_scores": {{"a": 0, "b": {score}}}}}]}}')
+    cfg = run_config.write(tmp_path / "c.yaml", data={"bigbench": str(tmp_path / "bb")}, tasks=["bigbench/huge"])
+    r = cli("run", cfg, "--out", tmp_path / "run")
+    one_line_error(r, str(path), "examples[1].target_scores['b']", "fix the task file")
+    assert not (tmp_path / "run").exists()
+
+
+def test_several_maxima_name_the_first_in_file_order(tmp_path):
+    bigbench_task(tmp_path, "mytask", {"name": "mytask", "examples": [
+        {"input": "q", "target_scores": {"b": 0, "a": 1, "c": 1}}]})
+    ex = BigBenchTask("mytask", location=str(tmp_path)).load().examples[0]
+    assert ex.choices == ("b", "a", "c") and ex.target_text == "a" and ex.gold() == 1
+    assert [ex.score_of(i) for i in range(3)] == [0.0, 1.0, 1.0]
+
+
+# -- a task read from a URL: the read has a total deadline ------------------------------------------
+
+
+@pytest.fixture(params=["silent", "trickle"])
+def listener(request):
+    server = Listener(request.param)
+    yield server
+    server.close()
+
+
+def test_a_bigbench_url_that_never_finishes_answering_is_cut_at_its_deadline(listener, monkeypatch, caplog):
+    import logging
+
+    monkeypatch.setenv("ROSPR_NET_TIMEOUT", "0.5")
+    caplog.set_level(logging.INFO, logger="harness.tasks.fetch")
+    with pytest.raises(TaskError) as info:
+        BigBenchTask("emoji_movie", location=f"http://127.0.0.1:{listener.port}/tasks").parts()
+    msg = str(info.value)
+    assert f"127.0.0.1:{listener.port}/tasks/emoji_movie/task.json" in msg
+    assert "timed out after 0.5 s" in msg and "ROSPR_NET_TIMEOUT" in msg
+    assert any("waiting up to 0.5 s" in r.getMessage() for r in caplog.records)  # the wait is visible
+
+
+def test_read_url_refuses_a_deadline_setting_that_is_not_a_positive_number(monkeypatch):
+    from harness.tasks.fetch import read_url
+
+    for bad in ("0", "-1", "nan", "soon", "inf"):
+        monkeypatch.setenv("ROSPR_NET_TIMEOUT", bad)
+        with pytest.raises(TaskError, match="ROSPR_NET_TIMEOUT"):
+            read_url("http://127.0.0.1:9/")

@@ -7,6 +7,7 @@ import yaml
 
 from harness.tasks import TaskError
 from harness.tasks.templates import Template, TemplateLoader, load_templates, load_templates_file
+from helpers import cli, one_line_error, toy_task
 
 HEADER = "dataset: toy\ntemplates:\n"
 
@@ -154,3 +155,58 @@ def test_sandbox_blocks_unsafe_attributes():
     t = Template(id="x", name="t", jinja="{{ p.__class__.__mro__ }}")
     with pytest.raises(TaskError):
         t.render({"p": "x"})
+
+
+def test_any_exception_while_a_template_renders_names_template_row_and_cause():
+    # a division by zero in the template's own code: neither a Jinja error nor a schema problem
+    t = Template(id="t-1", name="ratio", jinja="{{ a / b }} ||| x", answer_choices="x ||| y", source="mine.yaml")
+    with pytest.raises(TaskError) as info:
+        t.render({"a": 1, "b": 0}, truncate=False, row_name="row 7 of mine/validation")
+    msg = str(info.value)
+    assert "'ratio'" in msg and "row 7 of mine/validation" in msg and "ZeroDivisionError" in msg and "mine.yaml" in msg
+
+
+def test_two_templates_of_one_name_are_refused_naming_both(run_config, tmp_path):
+    data = toy_task(tmp_path, [("twice", "no ||| yes"), ("twice", "yes ||| no")])
+    cfg = run_config.write(tmp_path / "c.yaml", data=data, tasks=["toy"])
+    r = cli("run", cfg, "--out", tmp_path / "run")
+    one_line_error(r, "templates.yaml", "templates.t1.name", "templates.t0", "rename one")
+    assert not (tmp_path / "run").exists()
+
+
+# -- a template's work per row is bounded ------------------------------------------------------------
+
+BUDGET_CASES = {
+    # the sandbox caps a range's size, not the work of nested loops
+    "nested ranges": "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+    # one loop whose body walks a large list each time (a single call per item)
+    "join in a loop": "{% set l = range(100000)|list %}{% for x in l %}{{ l|join(',')|length }}{% endfor %}",
+    "doubling a string": "{% set ns = namespace(s='ab') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}"
+                         "{% endfor %}{{ ns.s|length }}",
+    "a huge width": "{{ 'a'.ljust(10 ** 12) }}",
+    "a huge format width": "{{ '{:>999999999999}'.format(1) }}",
+    "a huge repetition": "{{ ('x' * 10 ** 12) }}",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BUDGET_CASES))
+def test_a_template_past_its_work_budget_is_one_error_naming_template_and_row(case, monkeypatch):
+    from harness.tasks import templates
+
+    monkeypatch.setattr(templates, "RENDER_STEPS", 20_000)  # small, so that the test is quick
+    monkeypatch.setattr(templates, "RENDER_SIZE", 100_000)
+    t = Template(id="t-9", name=case, jinja=BUDGET_CASES[case] + " ||| a", answer_choices="a ||| b",
+                 source="hostile.yaml")
+    with pytest.raises(TaskError) as info:
+        t.render({"text": "hello"}, truncate=False, row_name="row 5 of hostile/validation")
+    msg = str(info.value)
+    assert f"'{case}'" in msg and "hostile.yaml" in msg and "row 5 of hostile/validation" in msg
+    assert "RENDER_STEPS" in msg
+
+
+def test_ordinary_templates_render_within_the_budget():
+    t = Template(id="t-1", name="ok", jinja="{% for w in text.split() %}{{ loop.index }}:{{ w|upper }} {% endfor %}"
+                 "{{ answer_choices|join(', ') }} ||| {{ answer_choices[label] }}", answer_choices="no ||| yes",
+                 source="fine.yaml")
+    r = t.render({"text": "a long passage " * 500, "label": 1})
+    assert r.label == 1 and r.input_text.startswith("1:A 2:LONG")

@@ -1,6 +1,6 @@
-"""Issue 10, item 4: everyday failures end in one clear line (file or field, and a fix), exit code 2,
-no traceback; a finished run in the output directory stays byte for byte; a unit cache that cannot
-be written is a warning and the run goes on.
+"""`rospr` commands (harness/cli/errors.py): everyday failures end in one clear line (file or field,
+and a fix), exit code 2, no traceback, and a refusal of ours is never called a bug; a finished run in
+the output directory stays byte for byte.
 
 Each case runs the real command (``harness.cli.app``) on the tiny model with the torch backend and
 one built-in task. Disk full and a read-only output folder use real tmpfs mounts when the test runs
@@ -10,8 +10,6 @@ as root (skipped otherwise); disk full is also injected at the atomic write, whi
 from __future__ import annotations
 
 import errno
-import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -20,51 +18,30 @@ import uuid
 from pathlib import Path
 
 import pytest
-import yaml
-from typer.testing import CliRunner
-
-from harness.cli import app
+from helpers import cli, error_line, snapshot
 
 TASK = "builtin/animals"
+# a short torch run: four rows of one built-in task
+SHORT_RUN = {"backend": "torch", "tasks": [{"name": TASK, "limit": 4}], "scoring": {"batch_size": 4}}
 
 
-def write_config(tmp: Path, model: Path | str, **extra) -> Path:
-    tree = {"model": {"name_or_path": str(model)}, "backend": "torch",
-            "tasks": [{"name": TASK, "limit": 4}], "scoring": {"batch_size": 4}, **extra}
-    cfg = tmp / f"config-{uuid.uuid4().hex[:6]}.yaml"
-    cfg.write_text(yaml.safe_dump(tree))
-    return cfg
+@pytest.fixture
+def config_file(run_config, tmp_path):
+    """Write a YAML config of ``SHORT_RUN`` under ``tmp_path`` (``model``: another checkpoint than the
+    tiny one; ``extra``: more settings); its path."""
 
+    def write(model: Path | str | None = None, **extra) -> Path:
+        more = {"model": {"name_or_path": str(model)}} if model is not None else {}
+        return run_config.write(tmp_path / f"config-{uuid.uuid4().hex[:6]}.yaml", **SHORT_RUN, **more, **extra)
 
-def cli(*args: str):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def error_line(result, *needles: str, bug: bool = False) -> str:
-    """The one ``error:`` line of a failed command, after checking exit code 2, no traceback, and
-    that a refusal of ours is not called a bug ("an unexpected error"; ``bug``: the case is one)."""
-    out = result.output
-    assert result.exit_code == 2, (result.exit_code, out, result.exception)
-    assert "Traceback" not in out
-    lines = [ln for ln in out.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, out
-    assert ("an unexpected error" in lines[0]) == bug, lines[0]
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
-
-
-def snapshot(run_dir: Path) -> dict[str, str]:
-    """sha256 of every file of a run directory (the lock file aside: it says who holds the run)."""
-    return {str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(run_dir.rglob("*")) if p.is_file() and p.name != ".lock"}
+    return write
 
 
 @pytest.fixture(scope="module")
-def finished(tiny_model_dir, tmp_path_factory):
+def finished(run_config, tmp_path_factory):
     """A finished run (its directory) and its config."""
     root = tmp_path_factory.mktemp("finished")
-    cfg = write_config(root, tiny_model_dir)
+    cfg = run_config.write(root / "config.yaml", **SHORT_RUN)
     res = cli("run", cfg, "--out", root / "run")
     assert res.exit_code == 0, res.output
     return root / "run", cfg
@@ -96,34 +73,34 @@ def test_truncated_safetensors_is_named_and_earlier_run_kept(tiny_model_dir, fin
     assert snapshot(run_dir) == before
 
 
-def test_safetensors_with_garbage_header_is_named(tiny_model_dir, tmp_path):
+def test_safetensors_with_garbage_header_is_named(config_file, tiny_model_dir, tmp_path):
     model = damaged_model(tiny_model_dir, tmp_path)
     (model / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
-    res = cli("run", write_config(tmp_path, model), "--out", tmp_path / "r")
+    res = cli("run", config_file(model=model), "--out", tmp_path / "r")
     error_line(res, str(model / "model.safetensors"), "header")
 
 
 @pytest.mark.parametrize("name", ["config.json", "tokenizer_config.json", "special_tokens_map.json"])
-def test_malformed_json_in_checkpoint_is_named(tiny_model_dir, tmp_path, name):
+def test_malformed_json_in_checkpoint_is_named(config_file, tiny_model_dir, tmp_path, name):
     model = damaged_model(tiny_model_dir, tmp_path)
     if not (model / name).exists():
         pytest.skip(f"the tiny model has no {name}")
     (model / name).write_text('{"d_model": 32,')
-    res = cli("run", write_config(tmp_path, model), "--out", tmp_path / "r")
+    res = cli("run", config_file(model=model), "--out", tmp_path / "r")
     error_line(res, str(model / name), "not valid JSON")
 
 
-def test_checkpoint_without_config_or_weights_is_named(tiny_model_dir, tmp_path):
+def test_checkpoint_without_config_or_weights_is_named(config_file, tiny_model_dir, tmp_path):
     model = damaged_model(tiny_model_dir, tmp_path)
     (model / "config.json").unlink()
-    error_line(cli("run", write_config(tmp_path, model), "--out", tmp_path / "r"), str(model / "config.json"), "missing")
+    error_line(cli("run", config_file(model=model), "--out", tmp_path / "r"), str(model / "config.json"), "missing")
     model2 = damaged_model(tiny_model_dir, tmp_path / "b")
     (model2 / "model.safetensors").unlink()
-    error_line(cli("run", write_config(tmp_path, model2), "--out", tmp_path / "r"), str(model2), "no weight files")
+    error_line(cli("run", config_file(model=model2), "--out", tmp_path / "r"), str(model2), "no weight files")
 
 
 @pytest.mark.parametrize("name", ["build/tiny-t00", "./x", "/abs/x", "../nowhere/model"])
-def test_missing_path_like_model_is_refused_without_hub_lookup(tmp_path, monkeypatch, name):
+def test_missing_path_like_model_is_refused_without_hub_lookup(config_file, tmp_path, monkeypatch, name):
     import huggingface_hub
     import transformers
 
@@ -134,31 +111,31 @@ def test_missing_path_like_model_is_refused_without_hub_lookup(tmp_path, monkeyp
     for target in (transformers.AutoConfig, transformers.AutoTokenizer, transformers.AutoModelForSeq2SeqLM):
         monkeypatch.setattr(target, "from_pretrained", no_hub)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_hub)
-    res = cli("run", write_config(tmp_path, name), "--out", tmp_path / "r")
+    res = cli("run", config_file(model=name), "--out", tmp_path / "r")
     error_line(res, "model.name_or_path", repr(name), "no such directory")
 
 
-def test_model_path_that_is_a_file_is_named(tmp_path):
+def test_model_path_that_is_a_file_is_named(config_file, tmp_path):
     f = tmp_path / "weights.bin"
     f.write_bytes(b"x")
-    error_line(cli("run", write_config(tmp_path, f), "--out", tmp_path / "r"), "model.name_or_path", "is a file")
+    error_line(cli("run", config_file(model=f), "--out", tmp_path / "r"), "model.name_or_path", "is a file")
 
 
 # -- the output directory and the disk -----------------------------------------------------------
 
 
-def test_output_path_under_a_file_is_named(tiny_model_dir, tmp_path):
+def test_output_path_under_a_file_is_named(config_file, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    res = cli("run", write_config(tmp_path, tiny_model_dir), "--out", blocker / "run")
+    res = cli("run", config_file(), "--out", blocker / "run")
     line = error_line(res, str(blocker))
     assert "not a folder" in line or "a part of the path is a file" in line
 
 
-def test_output_is_an_existing_file(tiny_model_dir, tmp_path):
+def test_output_is_an_existing_file(config_file, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    error_line(cli("run", write_config(tmp_path, tiny_model_dir), "--out", blocker), str(blocker))
+    error_line(cli("run", config_file(), "--out", blocker), str(blocker))
     assert blocker.read_text() == "x"
 
 
@@ -225,23 +202,10 @@ def test_disk_full_on_a_real_small_filesystem(finished, tmpfs):
     assert snapshot(run_dir) == before
 
 
-def test_read_only_output_folder(finished, tiny_model_dir, tmpfs, tmp_path):
+def test_read_only_output_folder(finished, tmpfs, tmp_path):
     ro = tmpfs("ro", "size=4m", "ro")
     res = cli("run", finished[1], "--out", ro / "run")
     error_line(res, str(ro / "run"), "read-only")
-
-
-def test_unwritable_unit_cache_is_a_warning_and_the_run_goes_on(tiny_model_dir, tmp_path):
-    blocker = tmp_path / "not-a-folder"
-    blocker.write_text("x")
-    cfg = write_config(tmp_path, tiny_model_dir, cache={"enabled": True, "dir": str(blocker / "cache")})
-    res = cli("run", cfg, "--out", tmp_path / "r")
-    assert res.exit_code == 0, res.output
-    assert "Traceback" not in res.output
-    text = " ".join(res.output.split())  # rich wraps the log line at the terminal's width
-    assert "unit cache" in text and "cannot be written" in text, res.output
-    results = json.loads((tmp_path / "r" / "results.json").read_text())
-    assert len(results["units"]) == 3  # builtin/animals has three prompts: all written
 
 
 # -- malformed files the CLI reads ----------------------------------------------------------------
@@ -263,8 +227,8 @@ def test_missing_config_file(tmp_path):
     error_line(cli("run", tmp_path / "nope.yaml"), str(tmp_path / "nope.yaml"), "no such config file")
 
 
-def test_malformed_set_value(tiny_model_dir, tmp_path):
-    cfg = write_config(tmp_path, tiny_model_dir)
+def test_malformed_set_value(config_file, tmp_path):
+    cfg = config_file()
     error_line(cli("run", cfg, "--set", "scoring.batch_size=[1"), "--set scoring.batch_size", "not valid YAML")
     error_line(cli("run", cfg, "--set", "scoring.batch_size"), "--set", "key.path=value")
 
@@ -323,39 +287,27 @@ def test_tune_with_missing_model_path(tmp_path):
 # -- templates and tasks ---------------------------------------------------------------------------
 
 
-def test_any_exception_while_a_template_renders_names_template_row_and_cause():
-    from harness.tasks.base import TaskError
-    from harness.tasks.templates import Template
-
-    # a division by zero in the template's own code: neither a Jinja error nor a schema problem
-    t = Template(id="t-1", name="ratio", jinja="{{ a / b }} ||| x", answer_choices="x ||| y", source="mine.yaml")
-    with pytest.raises(TaskError) as info:
-        t.render({"a": 1, "b": 0}, truncate=False, row_name="row 7 of mine/validation")
-    msg = str(info.value)
-    assert "'ratio'" in msg and "row 7 of mine/validation" in msg and "ZeroDivisionError" in msg and "mine.yaml" in msg
-
-
-def test_unknown_task_in_config_is_named(tiny_model_dir, tmp_path):
-    cfg = write_config(tmp_path, tiny_model_dir)
+def test_unknown_task_in_config_is_named(config_file, tmp_path):
+    cfg = config_file()
     res = cli("run", cfg, "--out", tmp_path / "r", "--set", "tasks.0.name=builtin/no_such_task")
     error_line(res, "builtin/no_such_task")
 
 
-def test_unexpected_error_is_one_line_too(tiny_model_dir, tmp_path, monkeypatch):
+def test_unexpected_error_is_one_line_too(config_file, tmp_path, monkeypatch):
     import harness.runner
 
     def boom(*args, **kwargs):
         raise KeyError("something internal")
 
     monkeypatch.setattr(harness.runner, "run", boom)
-    res = cli("run", write_config(tmp_path, tiny_model_dir), "--out", tmp_path / "r")
+    res = cli("run", config_file(), "--out", tmp_path / "r")
     error_line(res, "KeyError", "ROSPR_TRACEBACK=1", bug=True)
 
 
-def test_console_entry_point_prints_one_line_without_traceback(tmp_path):
+def test_console_entry_point_prints_one_line_without_traceback(config_file, tmp_path):
     """The installed command (not the test runner's in-process call) behaves the same."""
     repo = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(write_config(tmp_path, "./nowhere")),
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(config_file(model="./nowhere")),
                            "--out", str(tmp_path / "r")], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(repo)})
     assert proc.returncode == 2, proc.stderr
@@ -364,34 +316,30 @@ def test_console_entry_point_prints_one_line_without_traceback(tmp_path):
     assert len(lines) == 1 and "model.name_or_path='./nowhere'" in lines[0], proc.stderr
 
 
-def test_unreachable_ray_address_is_refused_at_once(tiny_model_dir, tmp_path):
+def test_unreachable_ray_address_is_refused_at_once(config_file, tmp_path):
     pytest.importorskip("ray")
     from harness.serve import free_port
 
     port = free_port()  # nothing listens there
-    cfg = write_config(tmp_path, tiny_model_dir, ray={"enabled": True, "address": f"127.0.0.1:{port}"})
+    cfg = config_file(ray={"enabled": True, "address": f"127.0.0.1:{port}"})
     res = cli("run", cfg, "--out", tmp_path / "r")
     error_line(res, f"ray.address='127.0.0.1:{port}'", "no Ray cluster answers")
 
 
-def test_serve_with_a_missing_repository(tmp_path):
-    error_line(cli("serve", "--repo", tmp_path / "no-repo"), str(tmp_path / "no-repo"), "not a model repository")
-
-
-def test_a_device_this_machine_lacks_is_named(tiny_model_dir, tmp_path):
+def test_a_device_this_machine_lacks_is_named(config_file, tmp_path):
     import torch
 
     if torch.cuda.is_available():
         device = f"cuda:{torch.cuda.device_count()}"  # one past the last
     else:
         device = "cuda"
-    res = cli("run", write_config(tmp_path, tiny_model_dir), "--out", tmp_path / "r", "--set", f"model.device={device}")
+    res = cli("run", config_file(), "--out", tmp_path / "r", "--set", f"model.device={device}")
     error_line(res, f"model.device={device!r}")
-    error_line(cli("run", write_config(tmp_path, tiny_model_dir), "--out", tmp_path / "r",
+    error_line(cli("run", config_file(), "--out", tmp_path / "r",
                    "--set", "model.device=gpu0"), "model.device='gpu0'", "not a device name")
 
 
-# -- issue 18, class 5: errors say what the user did ----------------------------------------------
+# -- errors say what the user did, in the words the user used ----------------------------------------------
 
 BAD_CONFIGS = {
     # text of the file -> what the one error line must say
@@ -423,8 +371,8 @@ def test_a_config_that_is_not_utf8_names_file_line_and_fix(tmp_path):
     error_line(cli("run", cfg, "--out", tmp_path / "r"), f"{cfg}:2", "not UTF-8", "save the config as UTF-8")
 
 
-def test_an_unknown_key_given_by_set_blames_the_set_not_the_file(tiny_model_dir, tmp_path):
-    cfg = write_config(tmp_path, tiny_model_dir)
+def test_an_unknown_key_given_by_set_blames_the_set_not_the_file(config_file, tmp_path):
+    cfg = config_file()
     res = cli("run", cfg, "--out", tmp_path / "r", "--set", "foo=3")
     line = error_line(res, "--set foo=3")
     assert not line.startswith(f"error: {cfg}")
@@ -523,11 +471,3 @@ def test_a_refusal_raised_in_a_ray_actor_is_its_message_not_a_remote_traceback()
     tuning = 'Traceback (most recent call last):\n  File "/src/rospr/tuning.py", line 3, in f\n'
     diverged = StateError("prompt tuning diverged at step 3 (loss nan); lower tune.lr")
     assert describe_error(RayTaskError("f", tuning, diverged).as_instanceof_cause()) == str(diverged)
-
-
-@pytest.mark.parametrize("args, needle", [(["--http-port", "70000"], "--http-port 70000"),
-                                          (["--grpc-port", "-1"], "--grpc-port -1"),
-                                          (["--startup-timeout", "nan"], "--startup-timeout nan"),
-                                          (["--startup-timeout", "1e9"], "--startup-timeout 1000000000.0")])
-def test_serve_refuses_ports_and_waits_out_of_range_before_starting_anything(tmp_path, args, needle):
-    error_line(cli("serve", "--repo", tmp_path, *args), needle)

@@ -1,4 +1,4 @@
-"""Issue 10, item 2: every figure is derived from checksummed records.
+"""Every figure of a whole run is derived from its checksummed records (harness/results.py).
 
 An accuracy edited in results.json does not survive a resume; one edited in a unit-cache entry's
 metadata is not reused (even with the entry's seal redone); ``rospr compare`` refuses records that
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from harness.cli import app
 from harness.config import load_config
 from harness.results import read_results
 from harness.runner import run
+from helpers import bigbench_task, one_line_error, toy_task
 from rospr.artifacts import seal
 
 TASKS = [{"name": "builtin/animals", "limit": 10, "prompts": ["mentions_animal", "is_there_animal"]},
@@ -33,21 +33,11 @@ def hand_accuracy(path: Path) -> float:
     return sum(r["prediction"] == r["gold"] for r in rows) / len(rows)
 
 
-def one_line_error(result, *needles: str) -> None:
-    text = result.output
-    assert result.exit_code == 2 and "Traceback" not in text, text
-    joined = " ".join(text.split())
-    for n in needles:
-        assert n in joined, (n, text)
-
-
 @pytest.fixture(scope="module")
-def finished(tiny_model_dir, tmp_path_factory):
+def finished(run_config, tmp_path_factory):
     root = tmp_path_factory.mktemp("trust-figures")
-    tree = {"model": {"name_or_path": str(tiny_model_dir)}, "tasks": TASKS,
-            "scoring": {"batch_size": 4}, "onnxruntime": {"cache_dir": str(root / "onnx"), "threads": 1}}
-    config = root / "run.yaml"
-    config.write_text(json.dumps(tree))
+    config = run_config.write(root / "run.yaml", tasks=TASKS, scoring={"batch_size": 4},
+                              onnxruntime={"cache_dir": str(root / "onnx"), "threads": 1})
     res = run(load_config(config), root / "golden")
     for u in res.units:  # the harness's figures are the hand computation's
         assert u.accuracy == pytest.approx(hand_accuracy(root / "golden" / u.records), abs=1e-12)
@@ -175,34 +165,7 @@ def test_compare_of_untouched_runs_uses_the_records(finished):
     assert all(r.delta == 0 for r in cmp.rows)
 
 
-# -- issue 18, class 4: figures stay honest on degenerate input ---------------------------------------------
-
-TEMPLATE = """  {id}: !Template
-    answer_choices: {choices}
-    id: {id}
-    jinja: '{{{{text}}}} Which one? ||| {{{{ answer_choices[label] }}}}'
-    metadata: !TemplateMetadata
-      choices_in_prompt: false
-      metrics: [Accuracy]
-      original_task: true
-    name: {name}
-    reference: ''
-"""
-# (a, b, label): rows 1 and 4 offer the same text twice
-ROWS = [("red", "blue", 0), ("green", "green", 0), ("cat", "dog", 1), ("sun", "moon", 1), ("up", "up", 1),
-        ("tea", "milk", 0)]
-
-
-def toy_task(root: Path, templates: list[tuple[str, str]]) -> dict:
-    """A promptsource task ``toy`` with the given (name, answer_choices) templates and ``ROWS``; its data config."""
-    (root / "tpl" / "toy").mkdir(parents=True)
-    body = "".join(TEMPLATE.format(id=f"t{i}", name=name, choices=choices) for i, (name, choices) in enumerate(templates))
-    (root / "tpl" / "toy" / "templates.yaml").write_text("dataset: toy\ntemplates:\n" + body)
-    (root / "rows" / "toy").mkdir(parents=True)
-    (root / "rows" / "toy" / "validation.jsonl").write_text(
-        "".join(json.dumps({"text": f"{a} or {b}", "a": a, "b": b, "label": y}) + "\n" for a, b, y in ROWS))
-    return {"templates_dir": str(root / "tpl"), "rows_dir": str(root / "rows")}
-
+# -- figures stay honest on degenerate input ---------------------------------------------
 
 def hand_credit(rec: dict) -> float:
     """A record's credit by hand: 1/k when the gold is among the k choices sharing the top raw score."""
@@ -211,15 +174,14 @@ def hand_credit(rec: dict) -> float:
     return (rec["gold"] in tied) / len(tied)
 
 
-def test_choices_that_render_the_same_text_are_skipped_with_their_reason(tiny_model_dir, tmp_path):
+def test_choices_that_render_the_same_text_are_skipped_with_their_reason(run_config, tmp_path):
     """'yes ||| yes' on every row, and row-dependent choices equal on two rows: those rows are skipped
     (never counted right by the choices' order), their reason is in results.json and the report, the
     empty unit has no accuracy and stays out of the task mean, and compare lists it."""
     from harness.runner.plan import SAME_CHOICES
 
     data = toy_task(tmp_path, [("same", "yes ||| yes"), ("pair", "'{{a}} ||| {{b}}'"), ("ok", "no ||| yes")])
-    cfg = load_config(None, tree={"model": {"name_or_path": str(tiny_model_dir)}, "data": data, "tasks": ["toy"],
-                                  "onnxruntime": {"cache_dir": str(tmp_path / "onnx"), "threads": 1}})
+    cfg = run_config(data=data, tasks=["toy"], onnxruntime={"cache_dir": str(tmp_path / "onnx"), "threads": 1})
     res = run(cfg, tmp_path / "run")
     units = {u.prompt: u for u in res.units}
     assert (units["same"].n, units["same"].skipped, units["same"].accuracy) == (0, 6, None)
@@ -239,14 +201,13 @@ def test_choices_that_render_the_same_text_are_skipped_with_their_reason(tiny_mo
     assert r.exit_code == 0 and "not compared (no scorable row" in " ".join(r.output.split()), r.output
 
 
-def test_a_tie_between_a_right_and_a_wrong_choice_earns_half(tiny_model_dir, tmp_path):
+def test_a_tie_between_a_right_and_a_wrong_choice_earns_half(run_config, tmp_path):
     """Choices that differ as text but not as tokens ('yes' and fullwidth 'ｙｅｓ', one after NFKC) score
     the same on every row: with gold 0 on every row the first-on-a-tie rule gave 100%; by hand it is 1/2."""
     data = toy_task(tmp_path, [("width", "yes ||| ｙｅｓ")])
     rows = tmp_path / "rows" / "toy" / "validation.jsonl"
     rows.write_text("".join(json.dumps({"text": f"row {i}", "a": "x", "b": "y", "label": 0}) + "\n" for i in range(5)))
-    cfg = load_config(None, tree={"model": {"name_or_path": str(tiny_model_dir)}, "data": data, "tasks": ["toy"],
-                                  "onnxruntime": {"cache_dir": str(tmp_path / "onnx"), "threads": 1}})
+    cfg = run_config(data=data, tasks=["toy"], onnxruntime={"cache_dir": str(tmp_path / "onnx"), "threads": 1})
     (unit,) = run(cfg, tmp_path / "run").units
     recs = [json.loads(line) for line in (tmp_path / "run" / unit.records).read_text().splitlines()]
     assert all(r["scores"][0] == r["scores"][1] and r["tied"] == [0, 1] and r["score"] == 0.5 for r in recs)
@@ -257,50 +218,6 @@ def test_a_tie_between_a_right_and_a_wrong_choice_earns_half(tiny_model_dir, tmp
 
     with pytest.raises(RecordsError, match="field 'score' is 1.0 but its prediction scores 0.5"):
         record_scores([Record.model_validate(r) for r in recs], "r.jsonl")
-
-
-def test_two_templates_of_one_name_are_refused_naming_both(tiny_model_dir, tmp_path):
-    data = toy_task(tmp_path, [("twice", "no ||| yes"), ("twice", "yes ||| no")])
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(json.dumps({"model": {"name_or_path": str(tiny_model_dir)}, "data": data, "tasks": ["toy"]}))
-    r = CliRunner().invoke(app, ["run", str(cfg), "--out", str(tmp_path / "run")])
-    one_line_error(r, "templates.yaml", "templates.t1.name", "templates.t0", "rename one")
-    assert not (tmp_path / "run").exists()
-
-
-@pytest.mark.parametrize("score", ["1e308", "-1e308", "1" + "0" * 400, "1e7", "NaN"])
-def test_target_scores_whose_mean_would_overflow_are_refused_at_load(tiny_model_dir, tmp_path, score):
-    folder = tmp_path / "bb" / "huge"
-    folder.mkdir(parents=True)
-    (folder / "task.json").write_text('{"examples": [{"input": "q", "target_scores": {"a": 1, "b": 0}}, '
-                                      f'{{"input": "r", "target_scores": {{"a": 0, "b": {score}}}}}]}}')
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(json.dumps({"model": {"name_or_path": str(tiny_model_dir)}, "data": {"bigbench": str(tmp_path / "bb")},
-                               "tasks": ["bigbench/huge"]}))
-    r = CliRunner().invoke(app, ["run", str(cfg), "--out", str(tmp_path / "run")])
-    one_line_error(r, str(folder / "task.json"), "examples[1].target_scores['b']", "fix the task file")
-    assert not (tmp_path / "run").exists()
-
-
-def test_a_results_file_with_a_non_finite_figure_is_never_written(tmp_path):
-    """Writing refuses what reading would: NaN or inf anywhere, named by its field."""
-    from harness.results import Provenance, ResultsFile, UnitResult, read_results, write_results
-
-    prov = Provenance(git_revision=None, git_dirty=None, package_versions={}, config_hash="x", model={},
-                      backend="torch", seed=0, host={}, started_at="now", wall_s=0.0)
-    unit = UnitResult(task="t", prompt="p", method="t0", n=2, accuracy=float("inf"), records="records/u.jsonl")
-    path = tmp_path / "results.json"
-    for bad, field in ((ResultsFile(provenance=prov, config={}, units=[unit], tasks=[], overall={}), "units[0].accuracy"),
-                       (ResultsFile(provenance=prov, config={}, units=[], tasks=[], overall={"t0": float("nan")}),
-                        "overall.t0"),
-                       (ResultsFile(provenance=prov, config={}, units=[], tasks=[], overall={},
-                                    execution={"time": {"wall_s": float("-inf")}}), "execution.time.wall_s")):
-        with pytest.raises(ValueError, match=f"field {re.escape(field)} is not a finite number"):
-            write_results(path, bad)
-        assert not path.exists()
-    good = ResultsFile(provenance=prov, config={}, units=[unit.model_copy(update={"accuracy": 0.5})], tasks=[], overall={})
-    write_results(path, good)
-    assert read_results(path) == good
 
 
 class _NaNScorer:
@@ -329,3 +246,39 @@ def test_a_backend_returning_nan_fails_the_unit_in_one_line(finished, tmp_path):
         run(cfg, tmp_path / "run", backend=Backend(real.name, _NaNScorer(real.scorer), real.tokenizer, real.identity))
     for f in (tmp_path / "run").rglob("*.json*"):
         assert "NaN" not in f.read_text(), f
+
+
+# -- BIG-bench scores graded as written down, by hand ------------------------------------------------
+
+# Grades that do not depend on what the model predicts (all scores of an example equal).
+FIXED = [
+    ({"a": 0, "b": 0}, 0.0),                    # all zero: counts, earns 0
+    ({"a": 1, "b": 1.0}, 1.0),                  # several maxima (int and float alike)
+    ({"a": -1, "b": -1}, -1.0),                 # negative: a negative grade, no clipping
+    ({"a": 0.25, "b": 0.25, "c": 0.25}, 0.25),  # fractional
+    ({"a": 2, "b": 2}, 2.0),                    # above 1: no normalisation
+]
+FREE = {"x": 1, "y": 0.5, "z": -0.5}  # the grade is the predicted choice's score
+
+
+def test_unusual_scores_are_graded_as_written_down(run_config, tmp_path):
+    examples = [{"input": f"question {i}", "target_scores": s} for i, (s, _) in enumerate(FIXED)]
+    examples.append({"input": "which one", "target_scores": FREE})
+    bigbench_task(tmp_path / "bb", "mytask", {"name": "mytask", "examples": examples})
+    cfg = run_config(backend="torch", data={"bigbench": str(tmp_path / "bb")}, tasks=["bigbench/mytask"])
+    res = run(cfg, tmp_path / "run")
+    (unit,) = res.units
+    records = [json.loads(line) for line in (tmp_path / "run" / unit.records).read_text().splitlines()]
+    assert len(records) == 6
+    for rec, (_, grade) in zip(records, FIXED):
+        assert rec["score"] == grade
+    free = records[-1]
+    # by hand from the model's own scores: argmax, the first on a tie, then that choice's target score
+    best = max(free["scores"])
+    predicted = free["scores"].index(best)
+    assert free["prediction"] == predicted
+    hand_free = list(FREE.values())[predicted]
+    assert free["score"] == hand_free
+    hand_mean = (0.0 + 1.0 - 1.0 + 0.25 + 2.0 + hand_free) / 6
+    assert unit.accuracy == pytest.approx(hand_mean, abs=1e-12)
+    assert res.overall["t0"] == pytest.approx(hand_mean, abs=1e-12)

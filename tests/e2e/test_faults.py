@@ -1,4 +1,4 @@
-"""Issue 10, item 6: faults at scale give the numbers of an uninterrupted run.
+"""A whole run under faults at scale gives the numbers of an uninterrupted run (harness/runner/ray_executor.py).
 
 - Two Triton servers (``ray.triton_urls``), one SIGKILLed after the first unit: its work moves to the
   other server, the run completes with the uninterrupted run's numbers, and ``execution`` says which
@@ -28,20 +28,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.config import load_config
 from harness.results import read_records, read_results
 from harness.runner import run
+from helpers import descendants, served_repo
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).parent))
-
-
-def tree_for(model_dir: Path, **extra) -> dict:
-    return {"model": {"name_or_path": str(model_dir)}, "method": ["t0"],
-            "tasks": [{"name": "builtin/animals", "limit": 24}, {"name": "builtin/nli", "limit": 24},
-                      {"name": "builtin/sentiment", "limit": 24}],
-            "scoring": {"batch_size": 4}, **extra}
+REPO = Path(__file__).resolve().parents[2]
+# three built-in tasks, 24 rows each: enough units that a fault comes with most of the run to do
+RUN = {"method": ["t0"], "tasks": [{"name": "builtin/animals", "limit": 24}, {"name": "builtin/nli", "limit": 24},
+                                   {"name": "builtin/sentiment", "limit": 24}], "scoring": {"batch_size": 4}}
 
 
 def assert_same_numbers(run_dir: Path, ref_dir: Path) -> None:
@@ -78,11 +73,10 @@ class AfterFirstUnit:
 # -- two Triton servers ------------------------------------------------------------------------------
 
 
-def test_a_triton_server_killed_mid_run_moves_its_work_to_the_other(tiny_model_dir, tmp_path_factory, tmp_path,
-                                                                   ray_cluster, monkeypatch):
+def test_a_triton_server_killed_mid_run_moves_its_work_to_the_other(run_config, tiny_model_dir, tmp_path_factory,
+                                                                   tmp_path, ray_cluster, monkeypatch):
     pytest.importorskip("tritonclient.grpc")
     from harness.serve import ServerError, TritonServer, _process_group_members
-    from test_trust_loopback import served_repo
 
     monkeypatch.setenv("ROSPR_ONNX_CACHE", str(tmp_path_factory.getbasetemp() / "trust-onnx-cache"))
     repo = served_repo(tiny_model_dir, tmp_path_factory)
@@ -91,11 +85,9 @@ def test_a_triton_server_killed_mid_run_moves_its_work_to_the_other(tiny_model_d
     except ServerError as exc:
         pytest.skip(f"no local Triton server: {str(exc).splitlines()[0]}")
     try:
-        tree = tree_for(tiny_model_dir, backend="triton",
-                        triton={"retries": 1, "backoff_s": 0.05, "timeout_s": 20},
-                        ray={"enabled": True, "scorers": 2, "num_cpus_per_scorer": 0.5,
-                             "triton_urls": [first.grpc_url, second.grpc_url]})
-        cfg = load_config(None, tree=tree)
+        cfg = run_config(**RUN, backend="triton", triton={"retries": 1, "backoff_s": 0.05, "timeout_s": 20},
+                         ray={"enabled": True, "scorers": 2, "num_cpus_per_scorer": 0.5,
+                              "triton_urls": [first.grpc_url, second.grpc_url]})
         reference = run(cfg, tmp_path / "uninterrupted")
         assert set(reference.execution["servers"]) == {first.grpc_url, second.grpc_url}
 
@@ -120,12 +112,11 @@ def test_a_triton_server_killed_mid_run_moves_its_work_to_the_other(tiny_model_d
         second.stop()
 
 
-def test_every_server_gone_ends_the_run_with_one_clear_error(tiny_model_dir, tmp_path_factory, tmp_path,
+def test_every_server_gone_ends_the_run_with_one_clear_error(run_config, tiny_model_dir, tmp_path_factory, tmp_path,
                                                              ray_cluster, monkeypatch):
     pytest.importorskip("tritonclient.grpc")
     from harness.backends import BackendUnavailable
     from harness.serve import ServerError, TritonServer
-    from test_trust_loopback import served_repo
 
     monkeypatch.setenv("ROSPR_ONNX_CACHE", str(tmp_path_factory.getbasetemp() / "trust-onnx-cache"))
     repo = served_repo(tiny_model_dir, tmp_path_factory)
@@ -134,10 +125,9 @@ def test_every_server_gone_ends_the_run_with_one_clear_error(tiny_model_dir, tmp
     except ServerError as exc:
         pytest.skip(f"no local Triton server: {str(exc).splitlines()[0]}")
     try:
-        cfg = load_config(None, tree=tree_for(
-            tiny_model_dir, backend="triton", triton={"retries": 1, "backoff_s": 0.05, "timeout_s": 20},
-            ray={"enabled": True, "scorers": 2, "num_cpus_per_scorer": 0.5,
-                 "triton_urls": [s.grpc_url for s in servers]}))
+        cfg = run_config(**RUN, backend="triton", triton={"retries": 1, "backoff_s": 0.05, "timeout_s": 20},
+                         ray={"enabled": True, "scorers": 2, "num_cpus_per_scorer": 0.5,
+                              "triton_urls": [s.grpc_url for s in servers]})
         obs = AfterFirstUnit(lambda: [os.killpg(s.process.pid, signal.SIGKILL) for s in servers])
         with pytest.raises(BackendUnavailable, match="every Triton server of ray.triton_urls is unavailable"):
             run(cfg, tmp_path / "run", observer=obs)
@@ -178,12 +168,6 @@ DRIVER = textwrap.dedent(
 )
 
 
-def _descendants(pid: int) -> list[int]:
-    from test_trust_loopback import descendants
-
-    return descendants(pid)
-
-
 def _comm(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip()
@@ -193,7 +177,7 @@ def _comm(pid: int) -> str:
 
 def _stop(proc: subprocess.Popen) -> None:
     """Stop a ``ray start --block`` by its pid (SIGTERM: it stops the node's processes), then make sure."""
-    kids = _descendants(proc.pid)
+    kids = descendants(proc.pid)
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -208,7 +192,7 @@ def _stop(proc: subprocess.Popen) -> None:
             pass
 
 
-def test_a_ray_worker_node_lost_mid_run_changes_nothing(tiny_model_dir, tmp_path_factory, tmp_path):
+def test_a_ray_worker_node_lost_mid_run_changes_nothing(run_config, tmp_path_factory, tmp_path):
     from harness.serve import free_port
 
     ray_bin = Path(sys.executable).parent / "ray"
@@ -240,7 +224,7 @@ def test_a_ray_worker_node_lost_mid_run_changes_nothing(tiny_model_dir, tmp_path
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         raylet = None
         while time.monotonic() < deadline and raylet is None:
-            raylet = next((p for p in _descendants(worker.pid) if _comm(p) == "raylet"), None)
+            raylet = next((p for p in descendants(worker.pid) if _comm(p) == "raylet"), None)
             time.sleep(0.5)
         assert raylet, "the worker node's raylet did not start"
         while time.monotonic() < deadline:  # and it has joined: two alive nodes, 2 CPUs
@@ -254,7 +238,7 @@ def test_a_ray_worker_node_lost_mid_run_changes_nothing(tiny_model_dir, tmp_path
         # driver resubmits its batches to the head node's actor.
         ray_tree = {"enabled": True, "address": address, "scorers": 2, "num_cpus_per_scorer": 1,
                     "max_restarts": 0, "max_task_retries": 0, "max_batch_attempts": 3}
-        tree = tree_for(tiny_model_dir, ray=ray_tree)
+        tree = run_config.tree(**RUN, ray=ray_tree)
         proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(tree), str(tmp_path / "lost"), str(raylet)],
                               cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -270,6 +254,6 @@ def test_a_ray_worker_node_lost_mid_run_changes_nothing(tiny_model_dir, tmp_path
             _stop(worker)
         _stop(head)
 
-    reference = run(load_config(None, tree=tree_for(tiny_model_dir)), tmp_path / "reference")
+    reference = run(run_config(**RUN), tmp_path / "reference")
     assert reference.execution["executor"] == "in_process"
     assert_same_numbers(tmp_path / "lost", tmp_path / "reference")

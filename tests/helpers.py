@@ -1,0 +1,262 @@
+"""Helpers shared by several test files: the CLI in process and its one error line, a run directory's
+checksums, the processes and listening sockets under a pid (from /proc), a served tiny model, a toy
+promptsource task, and a loopback server that never answers. ``tests/`` is on ``sys.path`` (pytest puts
+the folder of ``conftest.py`` there), so ``from helpers import ...`` works in every test file and in the
+scripts they run with ``sys.path`` pointing here."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+# -- the CLI ------------------------------------------------------------------------------------------
+
+
+def cli(*args):
+    """``rospr <args>`` in process (``harness.cli.app``); the typer result."""
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def error_line(result, *needles: str, bug: bool = False) -> str:
+    """The one ``error:`` line of a failed command, after checking exit code 2, no traceback, and
+    that a refusal of ours is not called a bug ("an unexpected error"; ``bug``: the case is one)."""
+    out = result.output
+    assert result.exit_code == 2, (result.exit_code, out, result.exception)
+    assert "Traceback" not in out
+    lines = [ln for ln in out.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, out
+    assert ("an unexpected error" in lines[0]) == bug, lines[0]
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+def one_line_error(result, *needles: str) -> None:
+    """Exit code 2, no traceback, and each needle somewhere in the output (rich may wrap the line)."""
+    text = result.output
+    assert result.exit_code == 2 and "Traceback" not in text, text
+    joined = " ".join(text.split())
+    for n in needles:
+        assert n in joined, (n, text)
+
+
+# -- run directories ----------------------------------------------------------------------------------
+
+
+def snapshot(run_dir: Path) -> dict[str, str]:
+    """sha256 of every file of a run directory (the lock file aside: it says who holds the run)."""
+    return {str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(run_dir.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+# -- an environment with the default cache places ---------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+# every variable that would move a cache away from $HOME's default (the test wants the defaults)
+CACHE_VARS = ("ROSPR_HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "ROSPR_ONNX_CACHE", "ROSPR_UNIT_CACHE",
+              "ROSPR_DIGEST_MEMO", "ROSPR_DATA_CACHE", "MPLCONFIGDIR", "TORCHINDUCTOR_CACHE_DIR", "HF_HOME",
+              "ORT_DISABLE_TELEMETRY", "ROSPR_SERVE_STATE")
+
+
+def isolated_env(root: Path) -> dict:
+    """The environment less ``CACHE_VARS``, with ``$HOME`` and ``$TMPDIR`` under ``root``, offline."""
+    env = {k: v for k, v in os.environ.items() if k not in CACHE_VARS}
+    env.update(HOME=str(root / "home"), TMPDIR=str(root / "tmp"), PYTHONPATH=str(REPO),
+               HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    return env
+
+
+
+def written_since(marker: Path, roots: list[Path]) -> list[Path]:
+    """Every file and folder under ``roots`` created or changed after ``marker`` (``find -newer``)."""
+    since = marker.stat().st_mtime
+    out = []
+    for root in roots:
+        for folder, dirs, files in os.walk(root):
+            for name in dirs + files:
+                p = Path(folder) / name
+                try:
+                    if p.lstat().st_mtime > since:
+                        out.append(p)
+                except FileNotFoundError:
+                    continue
+    return out
+
+
+# -- processes and sockets, from /proc ----------------------------------------------------------------
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (until the kernel reuses it)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (from /proc/<p>/stat's parent field)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def proc_address(hex_addr: str) -> str:
+    """A /proc/net/tcp address (little-endian words of hex) as text: 127.0.0.1, ::, ::ffff:127.0.0.1."""
+    import ipaddress
+
+    raw = bytes.fromhex(hex_addr)
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    return str(ipaddress.ip_address(words))
+
+
+def listening_sockets(pids: list[int]) -> list[dict]:
+    """The TCP sockets in LISTEN state (st 0A) that the processes ``pids`` hold: pid, address, port."""
+    listen: dict[str, tuple[str, int]] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not Path(table).exists():
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            f = line.split()
+            if f[3] == "0A":
+                addr, port = f[1].split(":")
+                listen[f[9]] = (proc_address(addr), int(port, 16))
+    out = []
+    for pid in pids:
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = fd.readlink().name if hasattr(fd, "readlink") else Path(fd).resolve().name
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inode = target[len("socket:["):-1]
+                if inode in listen:
+                    out.append({"pid": pid, "address": listen[inode][0], "port": listen[inode][1]})
+    return out
+
+
+# -- a served model -----------------------------------------------------------------------------------
+
+
+def served_repo(model_dir: Path, tmp_path_factory) -> Path:
+    """A `rospr export` build folder of the tiny model (scorer and retriever), once per test session."""
+    from rospr_export.export import export_models
+    from rospr_export.repository import write_repository
+
+    out = tmp_path_factory.getbasetemp() / "trust-served-repo"
+    if not (out / "twin").is_dir():
+        export_models(model_dir, out / "onnx", retriever=model_dir)
+        write_repository(out / "onnx", out)
+    return out
+
+
+# -- a toy promptsource task --------------------------------------------------------------------------
+
+TOY_TEMPLATE = """  {id}: !Template
+    answer_choices: {choices}
+    id: {id}
+    jinja: '{{{{text}}}} Which one? ||| {{{{ answer_choices[label] }}}}'
+    metadata: !TemplateMetadata
+      choices_in_prompt: false
+      metrics: [Accuracy]
+      original_task: true
+    name: {name}
+    reference: ''
+"""
+# (a, b, label): rows 1 and 4 offer the same text twice
+TOY_ROWS = [("red", "blue", 0), ("green", "green", 0), ("cat", "dog", 1), ("sun", "moon", 1), ("up", "up", 1),
+            ("tea", "milk", 0)]
+
+
+def toy_task(root: Path, templates: list[tuple[str, str]]) -> dict:
+    """A promptsource task ``toy`` with the given (name, answer_choices) templates and ``TOY_ROWS``; its
+    data config."""
+    (root / "tpl" / "toy").mkdir(parents=True)
+    body = "".join(TOY_TEMPLATE.format(id=f"t{i}", name=name, choices=choices)
+                   for i, (name, choices) in enumerate(templates))
+    (root / "tpl" / "toy" / "templates.yaml").write_text("dataset: toy\ntemplates:\n" + body)
+    (root / "rows" / "toy").mkdir(parents=True)
+    (root / "rows" / "toy" / "validation.jsonl").write_text(
+        "".join(json.dumps({"text": f"{a} or {b}", "a": a, "b": b, "label": y}) + "\n" for a, b, y in TOY_ROWS))
+    return {"templates_dir": str(root / "tpl"), "rows_dir": str(root / "rows")}
+
+
+# -- a BIG-bench task --------------------------------------------------------------------------------
+
+
+def bigbench_task(root: Path, name: str, data) -> Path:
+    """``<root>/<name>/task.json`` holding ``data`` (text as given, anything else as JSON); its path."""
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "task.json"
+    path.write_text(data if isinstance(data, str) else json.dumps(data), encoding="utf-8")
+    return path
+
+
+# -- a loopback server that never answers -------------------------------------------------------------
+
+
+class Listener:
+    """A loopback server that accepts and then never answers (``silent``), or answers one byte at a
+    time (``trickle``: an HTTP response whose body would take minutes)."""
+
+    def __init__(self, mode: str) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.mode, self.conns, self.stop = mode, [], threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            if self.mode == "trickle":
+                threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn) -> None:
+        try:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"{" * 100000:
+                if self.stop.is_set():
+                    return
+                conn.send(bytes([byte]))
+                time.sleep(0.02)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.stop.set()
+        for c in self.conns:
+            c.close()
+        self.sock.close()

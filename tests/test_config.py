@@ -1,0 +1,60 @@
+"""harness/config.py: a config lists each task and each prompt once, work-sized settings have upper
+bounds, and a boolean is never taken for a number; each refusal names the key path (and the ``--set``
+that gave it)."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.config import ConfigError, load_config
+from helpers import cli
+
+
+@pytest.mark.parametrize("tasks, path", [
+    (["builtin/animals", "builtin/nli", "builtin/animals"], "tasks.2"),
+    ([{"name": "builtin/animals", "limit": 5}, {"name": "builtin/animals", "limit": 9}], "tasks.1"),
+    ([{"name": "builtin/animals", "prompts": ["animal_check"]},
+      {"name": "builtin/animals", "prompts": ["mentions_animal"]}], "tasks.1"),
+    (["builtin/animals", {"name": "builtin/animals", "split": "test"}], "tasks.1"),
+])
+def test_a_task_listed_twice_is_refused_with_its_key_path(run_config, tasks, path):
+    with pytest.raises(ConfigError) as info:
+        run_config(tasks=tasks)
+    msg = str(info.value)
+    assert f"{path}: task 'builtin/animals' is already listed at tasks.0" in msg and "list each task once" in msg
+
+
+def test_a_prompt_listed_twice_in_one_entry_is_refused(run_config):
+    with pytest.raises(ConfigError) as info:
+        run_config(tasks=[{"name": "builtin/animals", "prompts": ["animal_check", "mentions_animal", "animal_check"]}])
+    assert "tasks.0.prompts: 'animal_check' is listed twice" in str(info.value)
+
+
+def test_a_task_listed_twice_through_set_is_refused_at_the_cli(run_config, tmp_path):
+    cfg = run_config.write(tmp_path / "c.yaml", tasks=["builtin/animals", "builtin/nli"])
+    res = cli("run", cfg, "--set", "tasks.1.name=builtin/animals")
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert f"error: --set tasks.1.name=builtin/animals: invalid setting (config {cfg})" in res.output
+    assert "tasks.1: task 'builtin/animals' is already listed at tasks.0" in res.output
+
+
+def test_distinct_tasks_are_accepted(run_config):
+    cfg = run_config(tasks=["builtin/animals", "builtin/nli", {"name": "builtin/topic", "prompts": ["a", "b"]}])
+    assert [t.name for t in cfg.tasks] == ["builtin/animals", "builtin/nli", "builtin/topic"]
+
+
+# work-sized settings have upper bounds (a value past them hangs or exhausts memory, it never helps)
+@pytest.mark.parametrize("key", ["onnxruntime.threads", "scoring.threads", "scoring.batch_size", "ray.scorers",
+                                 "ray.max_in_flight", "triton.concurrency", "triton.retries", "rospr.queries",
+                                 "rospr.top_n", "tasks.0.limit"])
+def test_work_sized_settings_have_an_upper_bound(run_config, key):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [f"{key}=100000000000"], tree=run_config.tree())
+    assert f"{key}: Input should be less than or equal to" in str(info.value)
+    assert f"--set {key}=100000000000" in str(info.value).splitlines()[0]
+
+
+@pytest.mark.parametrize("value", ["true", "no", "on"])
+def test_a_boolean_is_not_a_number(run_config, value):
+    with pytest.raises(ConfigError, match="is a boolean, not a number"):
+        load_config(None, [f"tasks.0.limit={value}"], tree=run_config.tree())

@@ -1,0 +1,205 @@
+"""harness/serve.py (`rospr serve`): a port in use is refused before anything starts, ready is never
+reported for a server it did not start, what dead predecessors left (a server, a work folder) is
+swept and nothing a live process owns, and a `rospr serve` killed with SIGKILL leaves no server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import cli, dead_pid, descendants, error_line, served_repo
+
+pytestmark = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _fake_repo(tmp_path: Path) -> Path:
+    """A folder that passes for a model repository (``start`` refuses before anything loads it)."""
+    (tmp_path / "repo" / "t0_scorer").mkdir(parents=True)
+    (tmp_path / "repo" / "t0_scorer" / "config.pbtxt").write_text('name: "t0_scorer"\n')
+    return tmp_path / "repo"
+
+
+def _listening_socket(port: int = 0):
+    import socket
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", port))
+    s.listen()
+    return s
+
+
+def test_serve_with_a_missing_repository(tmp_path):
+    error_line(cli("serve", "--repo", tmp_path / "no-repo"), str(tmp_path / "no-repo"), "not a model repository")
+
+
+@pytest.mark.parametrize("args, needle", [(["--http-port", "70000"], "--http-port 70000"),
+                                          (["--grpc-port", "-1"], "--grpc-port -1"),
+                                          (["--startup-timeout", "nan"], "--startup-timeout nan"),
+                                          (["--startup-timeout", "1e9"], "--startup-timeout 1000000000.0")])
+def test_serve_refuses_ports_and_waits_out_of_range_before_starting_anything(tmp_path, args, needle):
+    error_line(cli("serve", "--repo", tmp_path, *args), needle)
+
+
+@pytest.mark.parametrize("taken", ["http", "grpc"])
+def test_serve_refuses_a_port_in_use_before_starting_anything(tmp_path, taken):
+    from harness.serve import free_port
+
+    busy = _listening_socket()
+    port = busy.getsockname()[1]
+    other = free_port(avoid=(port,))
+    http, grpc = (port, other) if taken == "http" else (other, port)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "harness.cli", "serve", "--repo", str(_fake_repo(tmp_path)),
+                               "--http-port", str(http), "--grpc-port", str(grpc)], cwd=REPO,
+                              capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "ROSPR_SERVE_STATE": str(tmp_path / "state")})
+    finally:
+        busy.close()
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert "Traceback" not in out and "Triton ready" not in out
+    lines = [ln for ln in out.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and f"port {port} ({taken})" in lines[0] and "already in use" in lines[0], out
+    assert not list((tmp_path / "state").glob("*.json"))  # nothing was started, so nothing recorded
+
+
+def _sleeper(tag: str) -> subprocess.Popen:
+    """A process in its own group whose command line carries ``--id=<tag>`` (as a tritonserver's does)."""
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", f"--id={tag}"],
+                            start_new_session=True)
+
+
+def test_reap_ends_only_its_own_stale_servers(tmp_path):
+    from harness.serve import reap_stale_servers
+
+    state = tmp_path / "state"
+    state.mkdir()
+    stale, alive_parent, reused = _sleeper("rospr-stale"), _sleeper("rospr-kept"), _sleeper("someone-else")
+    try:
+        dead = dead_pid()
+        records = {
+            "stale": {"pid": stale.pid, "parent": dead, "id": "rospr-stale"},         # parent gone: reaped
+            "kept": {"pid": alive_parent.pid, "parent": os.getpid(), "id": "rospr-kept"},  # parent alive: kept
+            "reused": {"pid": reused.pid, "parent": dead, "id": "rospr-old"},          # pid reused: not touched
+        }
+        for name, info in records.items():
+            (state / f"{name}.json").write_text(json.dumps(info))
+        (state / "garbage.json").write_text("{")
+        assert reap_stale_servers(state) == [stale.pid]
+        assert stale.wait(timeout=15) is not None
+        assert alive_parent.poll() is None and reused.poll() is None
+        assert sorted(p.name for p in state.glob("*.json")) == ["kept.json"]
+    finally:
+        for p in (stale, alive_parent, reused):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def test_ready_is_never_reported_for_a_server_it_did_not_start(tmp_path, monkeypatch):
+    """Another server answers ready on the port (the port check raced): start refuses, reports nothing."""
+    import http.server
+    import threading
+
+    import harness.serve as serve
+
+    try:
+        serve.tritonserver_dist()
+    except serve.ServerError as exc:
+        pytest.skip(str(exc))
+
+    class Impostor(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # a healthy Triton of someone else
+            body = b'{"name": "triton", "version": "2.51.0"}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    impostor = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Impostor)
+    threading.Thread(target=impostor.serve_forever, daemon=True).start()
+    monkeypatch.setattr(serve, "port_in_use", lambda host, port: False)
+    monkeypatch.setenv("ROSPR_SERVE_STATE", str(tmp_path / "state"))
+    server = serve.TritonServer(_fake_repo(tmp_path), http_port=impostor.server_address[1], startup_timeout_s=60)
+    try:
+        with pytest.raises(serve.ServerError) as info:
+            server.start()
+        assert "another server answers" in str(info.value) or "Address already in use" in str(info.value)
+        assert server.process is None and not list((tmp_path / "state").glob("*.json"))
+    finally:
+        impostor.shutdown()
+        server.stop()
+
+
+@pytest.mark.slow
+def test_serve_killed_with_sigkill_leaves_no_server(tiny_model_dir, tmp_path_factory, tmp_path):
+    import signal
+    import time
+    import urllib.request
+
+    from harness.serve import _process_group_members, free_port
+
+    repo = served_repo(tiny_model_dir, tmp_path_factory)
+    http = free_port()
+    grpc = free_port(avoid=(http,))
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "serve", "--repo", str(repo), "--http-port",
+                             str(http), "--grpc-port", str(grpc)], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "ROSPR_SERVE_STATE": str(tmp_path / "st")})
+    server_pid = None
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.3)
+        kids = [p for p in descendants(proc.pid) if "tritonserver" in Path(f"/proc/{p}/comm").read_text()]
+        assert kids, "no tritonserver under rospr serve"
+        server_pid = kids[0]
+        assert len(list((tmp_path / "st").glob("*.json"))) == 1  # recorded for a later reap
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 60
+        while _process_group_members(server_pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _process_group_members(server_pid) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if server_pid and _process_group_members(server_pid):
+            os.killpg(server_pid, signal.SIGKILL)
+
+
+def test_serve_sweeps_the_work_folders_its_dead_predecessors_left(tmp_path):
+    from harness.serve import OWNER_FILE, WORKDIR_PREFIX, _start_time, sweep_stale_workdirs
+
+    def folder(name: str, owner: dict | None) -> Path:
+        d = tmp_path / f"{WORKDIR_PREFIX}{name}"
+        (d / "backends").mkdir(parents=True)
+        if owner is not None:
+            (d / OWNER_FILE).write_text(json.dumps(owner))
+        return d
+
+    dead = folder("dead", {"pid": dead_pid(), "start": "1"})
+    reused = folder("reused", {"pid": os.getpid(), "start": "0"})  # our pid now, another process then
+    alive = folder("alive", {"pid": os.getpid(), "start": _start_time(os.getpid())})
+    unowned = folder("unowned", None)  # another version's, or one being made: left alone
+    other = tmp_path / "not-ours"
+    other.mkdir()
+    (other / OWNER_FILE).write_text(json.dumps({"pid": dead_pid(), "start": "1"}))
+
+    assert sorted(sweep_stale_workdirs(tmp_path)) == sorted([dead, reused])
+    assert not dead.exists() and not reused.exists()
+    assert alive.is_dir() and unowned.is_dir() and other.is_dir()

@@ -114,7 +114,7 @@ def test_cli_exit_codes(tmp_path):
 
 
 def test_units_without_a_scorable_row_are_listed_never_divided_by(tmp_path):
-    """Issue 18, class 4: a unit whose rows were all skipped (n 0), or two units with no row in common,
+    """A unit whose rows were all skipped (n 0), or two units with no row in common,
     are listed as not compared; the figures of the rest are the hand computation's."""
     new = make_run(tmp_path / "new", {("a", "p1"): [1.0, 0.0, 1.0, 1.0], ("a", "p2"): [], ("b", "p1"): [],
                                       ("c", "p"): {0: 1.0, 1: 0.0}})

@@ -1,4 +1,4 @@
-"""Fast start on cached artifacts (issue 12, item 2).
+"""Fast start on cached artifacts.
 
 - The tokenizer read from tokenizer.json with the ``tokenizers`` library gives transformers' ids.
 - A run whose export is cached, in a fresh interpreter, ends with no torch, transformers, optimum or

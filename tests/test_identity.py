@@ -1,4 +1,4 @@
-"""Identities belong to the weights, not the architecture (issue 18, class 1).
+"""Identities belong to the weights, not the architecture.
 
 Model B is the tiny model with one weight tensor perturbed and saved to another folder: the same
 config, hence the same architecture and config hash, other weights. Every artifact made from one

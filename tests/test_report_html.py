@@ -9,17 +9,15 @@ import tempfile
 
 import pytest
 
-from harness.config import load_config
 from harness.runner import run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
 @pytest.fixture(scope="module")
-def report(tiny_model_dir, tmp_path_factory):
+def report(run_config, tmp_path_factory):
     out = tmp_path_factory.mktemp("html-run")
-    cfg = load_config(None, tree={"model": {"name_or_path": str(tiny_model_dir)},
-                                  "tasks": [{"name": "builtin/nli", "limit": 8}, {"name": "builtin/animals", "limit": 8}]})
+    cfg = run_config(tasks=[{"name": "builtin/nli", "limit": 8}, {"name": "builtin/animals", "limit": 8}])
     run(cfg, out)
     return out / "report.html"
 

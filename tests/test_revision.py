@@ -33,13 +33,12 @@ def test_checkpoint_revision_says_which_commit_applies():
     assert (checkpoint_revision(config, "org/small"), checkpoint_revision(config, "org/t0")) == ("r", "m")
 
 
-def test_model_revision_reaches_every_load_and_the_provenance(tiny_model_dir, tmp_path, monkeypatch):
+def test_model_revision_reaches_every_load_and_the_provenance(run_config, tmp_path, monkeypatch):
     calls: list = []
     for cls in (transformers.AutoModelForSeq2SeqLM, transformers.AutoTokenizer):
         spy(monkeypatch, cls, calls)
-    tree = {"model": {"name_or_path": str(tiny_model_dir), "revision": SHA}, "backend": "torch", "method": ["t0"],
-            "tasks": [{"name": "builtin/sentiment", "limit": 2, "prompts": ["review_sentiment"]}]}
-    run(load_config(None, [], tree=tree), tmp_path / "run")
+    run(run_config(model={"revision": SHA}, backend="torch", method=["t0"],
+                   tasks=[{"name": "builtin/sentiment", "limit": 2, "prompts": ["review_sentiment"]}]), tmp_path / "run")
     assert calls and all(rev == SHA for _, rev in calls), calls
     provenance = json.loads((tmp_path / "run" / "results.json").read_text(encoding="utf-8"))["provenance"]
     assert provenance["model_revision"] == SHA and provenance["retriever_revision"] == SHA
@@ -66,7 +65,7 @@ def test_export_cache_key_follows_the_hub_commit_of_the_revision(monkeypatch):
     assert {rev for _, rev in asked} == {"v1", "v2"}
 
 
-def test_onnxruntime_backend_loads_the_tokenizer_and_export_at_the_revision(tiny_model_dir, tmp_path, monkeypatch):
+def test_onnxruntime_backend_loads_the_tokenizer_and_export_at_the_revision(run_config, tmp_path, monkeypatch):
     import harness.backends.tokenizer as tok_module
     from harness.backends import onnxruntime_backend as ort_backend
 
@@ -83,9 +82,8 @@ def test_onnxruntime_backend_loads_the_tokenizer_and_export_at_the_revision(tiny
 
     monkeypatch.setattr(ort_backend, "ensure_export", ensure_export)
     monkeypatch.setattr(tok_module, "load_tokenizer", load_tokenizer)
-    tree = {"model": {"name_or_path": str(tiny_model_dir), "revision": SHA}, "backend": "onnxruntime", "method": ["t0"],
-            "tasks": [{"name": "builtin/sentiment", "limit": 2, "prompts": ["review_sentiment"]}],
-            "onnxruntime": {"cache_dir": str(tmp_path / "onnx"), "threads": 1}}
-    run(load_config(None, [], tree=tree), tmp_path / "run")
+    run(run_config(model={"revision": SHA}, backend="onnxruntime", method=["t0"],
+                   tasks=[{"name": "builtin/sentiment", "limit": 2, "prompts": ["review_sentiment"]}],
+                   onnxruntime={"cache_dir": str(tmp_path / "onnx"), "threads": 1}), tmp_path / "run")
     assert seen["export"] and set(seen["export"]) == {SHA}
     assert seen["tokenizer"] == [SHA]

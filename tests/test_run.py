@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,9 +18,9 @@ TASKS = [{"name": "builtin/sentiment", "limit": 12}, {"name": "builtin/topic", "
 
 
 @pytest.fixture(scope="module")
-def demo_run(tiny_model_dir, tmp_path_factory):
+def demo_run(run_config, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    cfg = load_config(None, ["scoring.batch_size=5"], tree={"model": {"name_or_path": str(tiny_model_dir)}, "tasks": TASKS})
+    cfg = run_config(tasks=TASKS, scoring={"batch_size": 5})
     return cfg, run(cfg, out), out
 
 
@@ -68,9 +67,8 @@ def test_summary_mean_and_median(demo_run):
     assert f"{100 * res.overall['t0']:.1f}" in report
 
 
-def test_cli_run_and_typo(tiny_model_dir, tmp_path):
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(json.dumps({"model": {"name_or_path": str(tiny_model_dir)}, "tasks": [{"name": "builtin/animals", "limit": 4}]}))
+def test_cli_run_and_typo(run_config, tmp_path):
+    cfg = run_config.write(tmp_path / "c.yaml", tasks=[{"name": "builtin/animals", "limit": 4}])
     runner = CliRunner()
     ok = runner.invoke(app, ["run", str(cfg), "--out", str(tmp_path / "r"), "--set", "scoring.batch_size=3"])
     assert ok.exit_code == 0, ok.output
@@ -98,10 +96,10 @@ def test_config_errors_name_the_key(tree, fragment, tmp_path):
     assert fragment in str(info.value) and str(path) in str(info.value)
 
 
-def test_unknown_task_is_refused_before_scoring(tiny_model_dir, tmp_path):
+def test_unknown_task_is_refused_before_scoring(run_config, tmp_path):
     from harness.tasks.base import TaskError
 
-    cfg = load_config(None, tree={"model": {"name_or_path": str(tiny_model_dir)}, "tasks": ["builtin/sentimnt"]})
+    cfg = run_config(tasks=["builtin/sentimnt"])
     with pytest.raises(TaskError, match="builtin/sentiment"):
         run(cfg, tmp_path / "r")
     assert not (tmp_path / "r").exists()

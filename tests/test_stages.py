@@ -1,4 +1,4 @@
-"""Where the time goes (issue 12, item 4): ``execution.time`` of results.json.
+"""Where the time goes: ``execution.time`` of results.json.
 
 Structure, never durations: every stage is present and non-negative, the driver's stages sum to no
 more than the wall time, the workers' seconds lie inside the driver's wait (in process), and the

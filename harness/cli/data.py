@@ -49,15 +49,13 @@ def data_status_cmd(
     from harness.tasks.status import data_status
 
     rows = data_status(names, DataSettings.from_env(data_dir))
-    typer.echo("task\tsplit\thub id\tconfig\trevision\tsource\twhere")
+    lines = []
     for r in rows:
         split = r.split if r.role == "eval" or r.split == "train" else f"{r.split} ({r.role})"
-        typer.echo("\t".join([r.task, split, r.hub_id or "-", r.config or "-", r.revision or "-", r.kind, r.where])
-                   + (f"\t{r.note}" if r.note else ""))
-    missing = [r for r in rows if not r.ok]
-    if missing:
-        err.print(f"{len(missing)} of {len(rows)} splits cannot be read now (see the notes)")
-        raise typer.Exit(1)
+        lines.append("\t".join([r.task, split, r.hub_id or "-", r.config or "-", r.revision or "-", r.kind, r.where])
+                     + (f"\t{r.note}" if r.note else ""))
+    _table("task\tsplit\thub id\tconfig\trevision\tsource\twhere", lines, sum(not r.ok for r in rows),
+           "splits cannot be read now (see the notes)")
 
 
 @data_app.command("synth")
@@ -100,12 +98,17 @@ def data_check_hub_cmd(
     from harness.tasks.hub_check import check_hub
 
     verdicts = check_hub(names or ["t0_train", "heldout"], DataSettings.from_env(data_dir))
-    typer.echo("dataset\thub\tverdict\twhy")
-    for verdict in verdicts:
-        typer.echo(verdict.line())
-    bad = [v for v in verdicts if not v.ok]
-    if bad:
-        err.print(f"{len(bad)} of {len(verdicts)} catalog entries do not match the hub (see the lines above)")
+    _table("dataset\thub\tverdict\twhy", [v.line() for v in verdicts], sum(not v.ok for v in verdicts),
+           "catalog entries do not match the hub (see the lines above)")
+
+
+def _table(header: str, lines: list[str], failed: int, what: str) -> None:
+    """Print a tab-separated table; exit 1 saying how many of its rows ``what`` when any failed."""
+    typer.echo(header)
+    for line in lines:
+        typer.echo(line)
+    if failed:
+        err.print(f"{failed} of {len(lines)} {what}")
         raise typer.Exit(1)
 
 

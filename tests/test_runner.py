@@ -1,7 +1,7 @@
 """The runner: the same numbers in one process, on one Ray actor and on three (any batch size); a
 scoring actor killed mid-run changes nothing; a run directory is locked against a second driver.
 
-The reference is the in-process run, checked independently elsewhere (tests/test_methods_run.py
+The reference is the in-process run, checked independently elsewhere (tests/e2e/test_methods_run.py
 rescored a unit with PyTorch); here every other executor must reproduce it unit by unit.
 """
 

@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,serve]'
 	# promptsource 0.2.3's templates from its sdist on the package registry (sha256-pinned; the data cache, ~/.cache/rospr/data)
 	$(ROSPR) data fetch templates
 	touch $@

@@ -105,7 +105,8 @@ def tritonserver_dist() -> Path:
 
     spec = importlib.util.find_spec("pytriton")
     if spec is None or not spec.submodule_search_locations:
-        raise ServerError("the nvidia-pytriton wheel is not installed (pip install nvidia-pytriton); "
+        raise ServerError("rospr serve needs the tritonserver of the nvidia-pytriton wheel, which is not installed: "
+                          "install the `serve` extra (pip install -e '.[serve]' in the clone; it pins numpy < 2), "
                           "or serve model_repo_build/triton with the NGC image (docker/)")
     dist = Path(list(spec.submodule_search_locations)[0]) / "tritonserver"
     if not (dist / "bin" / "tritonserver").is_file():
@@ -207,7 +208,6 @@ class TritonServer:
         """Start the server and wait until it is ready. Raises ``ServerError`` when it cannot."""
         if self.process is not None:
             raise ServerError("this server is already started")
-        dist = self._dist = tritonserver_dist()
         reap_stale_servers()
         sweep_stale_workdirs()
         for kind, port in (("http", self.http_port), ("grpc", self.grpc_port)):
@@ -215,6 +215,7 @@ class TritonServer:
                 flag = "--http-port" if kind == "http" else "--grpc-port"
                 raise ServerError(f"port {port} ({kind}) on {self.host} is already in use (another server?); "
                                   f"stop that server, or choose another {flag} (0: a free one)")
+        dist = self._dist = tritonserver_dist()
         self.workdir = make_workdir(WORKDIR_PREFIX)
         backends = self.workdir / "backends"
         self._child = ManagedProcess(

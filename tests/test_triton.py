@@ -37,16 +37,13 @@ def build_repo(model_dir, tmp_path_factory, name: str, prompt_dtype: str | None 
     scorer = ensure_export(model_dir, None, "float32", cache, prompt_dtype=prompt_dtype)
     retriever = ensure_export(None, model_dir, "float32", cache)
     out = tmp_path_factory.mktemp(name)
-    for f in retriever.iterdir():  # one export folder with both graphs
-        if f.name != "manifest.json":
-            os.link(f, out / f.name)
     manifest = json.loads((scorer / "manifest.json").read_text())
     other = json.loads((retriever / "manifest.json").read_text())
+    for folder, listed in ((retriever, other), (scorer, manifest)):  # one export folder with both graphs
+        for file_name in listed.get("files", {}):  # the graphs' files only (not a folder's digest memo)
+            os.link(folder / file_name, out / file_name)
     manifest["graphs"].update(other["graphs"])
     manifest["files"] = {**other.get("files", {}), **manifest.get("files", {})}  # each file with its sha256
-    for f in scorer.iterdir():
-        if f.name != "manifest.json":
-            os.link(f, out / f.name)
     (out / "manifest.json").write_text(json.dumps(seal(manifest)))  # one export of both graphs: sealed anew
     return write_repository(out, out)
 

@@ -65,7 +65,7 @@ def ray_choice(rc: RayConfig, units: int, cpus: int | None = None, gpus: int | N
     (one actor per GPU), or when there are at least ``AUTO_MIN_UNITS`` units on at least
     ``AUTO_MIN_CPUS`` cores; else in process (measured on 2 cores: a local Ray is slower than in process
     even with work to do). The numbers are the same either way."""
-    if rc.enabled is not True and rc.enabled is not False:
+    if rc.enabled == "auto":
         address, why = cluster_address(rc.address)
         cpus = (os.cpu_count() or 1) if cpus is None else cpus
         gpus = gpu_count() if gpus is None else gpus

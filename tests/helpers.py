@@ -17,6 +17,26 @@ import time
 from pathlib import Path
 
 
+# -- a small RoSPr run ----------------------------------------------------------------------------------
+
+
+def rospr_tree(model_dir, root, methods, limit: int, batch_size: int, var_candidates: int, **extra) -> dict:
+    """A demo-like run, reduced: three (task, prompt) targets of two tasks, ``methods``, a bank of a few
+    quickly tuned prompts and its library under ``root``; ``extra`` top-level keys are added."""
+    return {
+        "model": {"name_or_path": str(model_dir)},
+        "method": list(methods),
+        "tasks": [{"name": "builtin/sentiment", "limit": limit, "prompts": ["review_sentiment", "sentiment_label"]},
+                  {"name": "builtin/nli", "limit": limit, "prompts": ["given_that"]}],
+        "scoring": {"batch_size": batch_size},
+        "rospr": {"sources": ["builtin/sentiment", "builtin/nli", "builtin/animals"],
+                  "prompt_bank": str(root / "bank"), "library": str(root / "library"),
+                  "tune": {"steps": 3, "prompt_length": 4, "batch_size": 8, "source_rows": 24, "parallel": "off"},
+                  "library_n": 16, "queries": 6, "top_n": 5, "n_inter": 2, "var_candidates": var_candidates},
+        **extra,
+    }
+
+
 # -- the CLI ------------------------------------------------------------------------------------------
 
 

@@ -16,23 +16,14 @@ from harness.config import load_config
 from harness.lock import RunLock, RunLocked
 from harness.results import read_records, read_results
 from harness.runner import run
+from helpers import rospr_tree
 
 METHODS = ["t0", "rospr", "rospr+inter", "rospr+var"]
 
 
 def small_tree(model_dir, root) -> dict:
     """A demo-like run, reduced: three targets, four methods, a bank of a few quickly tuned prompts."""
-    return {
-        "model": {"name_or_path": str(model_dir)},
-        "method": METHODS,
-        "tasks": [{"name": "builtin/sentiment", "limit": 16, "prompts": ["review_sentiment", "sentiment_label"]},
-                  {"name": "builtin/nli", "limit": 16, "prompts": ["given_that"]}],
-        "scoring": {"batch_size": 4},
-        "rospr": {"sources": ["builtin/sentiment", "builtin/nli", "builtin/animals"],
-                  "prompt_bank": str(root / "bank"), "library": str(root / "library"),
-                  "tune": {"steps": 3, "prompt_length": 4, "batch_size": 8, "source_rows": 24, "parallel": "off"},
-                  "library_n": 16, "queries": 6, "top_n": 5, "n_inter": 2, "var_candidates": 3},
-    }
+    return rospr_tree(model_dir, root, METHODS, limit=16, batch_size=4, var_candidates=3)
 
 
 def assert_same_run(run_dir, ref_dir) -> None:

@@ -14,6 +14,7 @@ from harness.runner import run
 from rospr.selection import Method
 from rospr.scoring import encode_examples, score_encoded
 from rospr.softprompt import PromptBank
+from helpers import rospr_tree
 
 METHODS = ["t0", "rospr", "rospr+inter", "rospr+var", "rospr+var+inter"]
 
@@ -21,18 +22,7 @@ METHODS = ["t0", "rospr", "rospr+inter", "rospr+var", "rospr+var+inter"]
 @pytest.fixture(scope="module")
 def methods_run(tiny_model_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("methods")
-    tree = {
-        "model": {"name_or_path": str(tiny_model_dir)},
-        "backend": "torch",
-        "method": METHODS,
-        "tasks": [{"name": "builtin/sentiment", "limit": 12, "prompts": ["review_sentiment", "sentiment_label"]},
-                  {"name": "builtin/nli", "limit": 12, "prompts": ["given_that"]}],
-        "scoring": {"batch_size": 8},
-        "rospr": {"sources": ["builtin/sentiment", "builtin/nli", "builtin/animals"],
-                  "prompt_bank": str(root / "bank"), "library": str(root / "library"),
-                  "tune": {"steps": 3, "prompt_length": 4, "batch_size": 8, "source_rows": 24, "parallel": "off"},
-                  "library_n": 16, "queries": 6, "top_n": 5, "n_inter": 2, "var_candidates": 4},
-    }
+    tree = rospr_tree(tiny_model_dir, root, METHODS, limit=12, batch_size=8, var_candidates=4, backend="torch")
     cfg = load_config(None, [], tree=tree)
     res = run(cfg, root / "run")
     return cfg, res, root

@@ -92,8 +92,8 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
     from rospr_export.repository import write_repository
-    from harness.backends.onnxruntime_backend import ensure_export
-    from harness.serve import TritonServer
+    from rospr_harness.backends.onnxruntime_backend import ensure_export
+    from rospr_harness.serve import TritonServer
     from rospr.backbone import load_backbone
     from rospr.scoring import Convention, collate, encode_examples, plan_batches
 

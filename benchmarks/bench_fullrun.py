@@ -12,7 +12,7 @@ What it reports (``benchmarks/results/fullrun.json`` and ``fullrun.png``): examp
 (examples over the command's wall time, interpreter start to exit), over the run's own wall time
 (``execution.time.wall_s``), and the scorer's own rate (examples over the workers' scoring seconds,
 and over the seconds inside the scorer's session calls), with every stage of
-``execution.time`` (``harness.runner.stages``). ``--limit N`` scores the first N rows of each task
+``execution.time`` (``rospr_harness.runner.stages``). ``--limit N`` scores the first N rows of each task
 (the 14 tasks hold 137,158 examples, hours on 2 cores); the JSON says which limit was used.
 """
 
@@ -43,7 +43,7 @@ def data_dir() -> str | None:
 
 def run_config(model: Path, limit: int, batch_size: int) -> dict:
     """The run: the 14 BIG-bench tasks (``limit`` rows each; 0: all), t0, onnxruntime in process."""
-    from harness.tasks import group
+    from rospr_harness.tasks import group
 
     tasks = [{"name": name, **({"limit": limit} if limit else {})} for name in group("bigbench")]
     tree = {"model": {"name_or_path": str(model)}, "backend": "onnxruntime", "method": ["t0"], "tasks": tasks,
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
         config = Path(tmp) / "fullrun.json"  # JSON is YAML: the CLI reads it as a config
         config.write_text(json.dumps(run_config(model, args.limit, args.batch_size), indent=1))
         out = Path(tmp) / "run"
-        argv_run = [sys.executable, "-m", "harness.cli", "run", str(config), "--out", str(out)]
+        argv_run = [sys.executable, "-m", "rospr_harness.cli", "run", str(config), "--out", str(out)]
         load_before = load()
         log.info("fullrun: %s (load %.2f)", " ".join(argv_run[1:]), load_before)
         t0 = time.time()

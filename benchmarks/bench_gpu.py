@@ -142,7 +142,7 @@ def _session(path: Path):
     that onnxruntime quietly put on the CPU (it does when the CUDA libraries fail to load). Built here,
     not by ``create_backend``: each dtype's export is traced on CUDA into a folder of its own, which the
     backend's on-demand (CPU-traced, cached) export does not make."""
-    from harness.backends.onnxruntime_backend import OnnxScorer, make_session
+    from rospr_harness.backends.onnxruntime_backend import OnnxScorer, make_session
 
     scorer = OnnxScorer(make_session(path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"]),
                         io_binding=True)

@@ -94,8 +94,8 @@ async def _level(url: str, requests: list[dict], concurrency: int, seconds: floa
 
 def run(size: str, request_batch: int, prompt_length: int, seconds: float, warmup: float, per_task: int) -> dict:
     from rospr_export.repository import write_repository
-    from harness.backends.onnxruntime_backend import ensure_export
-    from harness.serve import TritonServer
+    from rospr_harness.backends.onnxruntime_backend import ensure_export
+    from rospr_harness.serve import TritonServer
     from rospr.backbone import load_backbone
     from rospr.scoring import Convention, collate, encode_examples, plan_batches
 

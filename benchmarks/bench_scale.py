@@ -40,7 +40,7 @@ from rospr_bench.common import RESULTS, positive_int, write_result
 
 log = logging.getLogger("bench_scale")
 REPO = Path(__file__).resolve().parents[1]
-ROSPR = [sys.executable, "-m", "harness.cli"]
+ROSPR = [sys.executable, "-m", "rospr_harness.cli"]
 
 
 def role(proc) -> str:
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         row["examples"], row["examples_per_s"] = examples_per_s(out)
         rows.append(row)
     if not args.skip_triton:
-        from harness.serve import free_port
+        from rospr_harness.serve import free_port
 
         http, grpc = free_port(), free_port()
         serve = subprocess.Popen([*ROSPR, "serve", "--repo", str(work / "repo"), "--http-port", str(http),

@@ -46,7 +46,7 @@ def workload(model: Path, work: Path, limit: int, batch_size: int) -> dict:
 
 def compare(run_dir: Path, ref_dir: Path) -> tuple[bool, float]:
     """(identical predictions, largest |score difference|) of two runs, unit by unit."""
-    from harness.results import read_records, read_results
+    from rospr_harness.results import read_records, read_results
 
     got, ref = read_results(run_dir / "results.json"), read_results(ref_dir / "results.json")
     same, diff = len(got.units) == len(ref.units), 0.0
@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    from harness.config import load_config
-    from harness.runner import run
+    from rospr_harness.config import load_config
+    from rospr_harness.runner import run
 
     cores = os.cpu_count() or 1
     work = REPO / "build" / "bench_scaling" / args.size
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = [row("in_process", None, ref, time.time() - t, examples)]
     rows[0].update(same_predictions=True, max_abs_score_diff=0.0)
     log.info("in process: %s", rows[0])
-    from harness.ray_session import ray_started
+    from rospr_harness.ray_session import ray_started
 
     with ray_started(None, num_cpus=cores):  # loopback only, as a run starts it
         for n in args.actors:

@@ -4,7 +4,7 @@
 
 ``rospr run`` (the CLI, a fresh process each time) of one example with ``t0`` on the onnxruntime
 backend, in process, the unit cache off: once to fill the export cache and the weight-digest memo,
-then ``--runs`` times cached. Each run's ``execution.time`` (``harness.runner.stages``) gives
+then ``--runs`` times cached. Each run's ``execution.time`` (``rospr_harness.runner.stages``) gives
 ``first_batch_s`` (process start to the first scored batch back), ``startup_s`` (process start to
 run start: interpreter and imports) and the ``setup`` stage (export cache verified, session opened,
 tokenizer read). Writes ``benchmarks/results/startup.json``. Target (issue 12): <= 3 s on the tiny
@@ -32,7 +32,7 @@ TARGET_S = 3.0
 
 def one_run(config: Path, out: Path, env: dict) -> dict:
     """One CLI run; its ``execution.time``. Refuses (``RuntimeError``) a run that fails."""
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(config), "--out", str(out)], cwd=REPO,
+    proc = subprocess.run([sys.executable, "-m", "rospr_harness.cli", "run", str(config), "--out", str(out)], cwd=REPO,
                           env=env, capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(f"rospr run failed ({proc.returncode}): {proc.stderr[-2000:]}")

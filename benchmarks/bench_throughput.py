@@ -75,7 +75,7 @@ def run(sizes, backends, batch_sizes, per_task: int, prompt_length: int, threads
     from transformers import AutoConfig
 
     from rospr_export.repository import write_repository
-    from harness.backends.onnxruntime_backend import ensure_export
+    from rospr_harness.backends.onnxruntime_backend import ensure_export
     from rospr.backbone import load_backbone
     from rospr.scoring import Convention, collate, encode_examples, plan_batches
 
@@ -98,7 +98,7 @@ def run(sizes, backends, batch_sizes, per_task: int, prompt_length: int, threads
             scorers["onnxruntime"] = lambda: product_backend("onnxruntime", path, threads=threads).scorer
         server = None
         if "triton" in backends:
-            from harness.serve import TritonServer
+            from rospr_harness.serve import TritonServer
 
             build = write_repository(export_dir, RESULTS.parent.parent / "model_repo_build" / f"bench-{size}")
             server = TritonServer(build).start()

@@ -56,8 +56,8 @@ def check_peft_installed() -> None:
 
 def rows(n: int):
     """``n`` labelled training examples, round-robin over the built-in tasks' first prompts."""
-    from harness.tasks import get_task
-    from harness.tasks.base import DataSettings
+    from rospr_harness.tasks import get_task
+    from rospr_harness.tasks.base import DataSettings
 
     per_task = []
     for name in SOURCES:

@@ -52,11 +52,11 @@ non_negative_float = _checked(float, lambda v: 0 <= v < float("inf"), "a number 
 
 def product_backend(name: str, model: str | Path, threads: int | None = None, device: str = "cpu", **sections):
     """The product's ``Backend`` ``name`` (torch, onnxruntime, triton) of checkpoint ``model``, built by
-    ``harness.backends.create_backend`` as a run builds it, so a benchmark times the scorers runs use.
+    ``rospr_harness.backends.create_backend`` as a run builds it, so a benchmark times the scorers runs use.
     ``threads``: intra-op threads (``scoring.threads``; 0 or None: the backend's default); ``sections``:
     more run-config sections (``triton={"url": ..., "concurrency": c}``)."""
-    from harness.backends import create_backend
-    from harness.config import load_config
+    from rospr_harness.backends import create_backend
+    from rospr_harness.config import load_config
 
     tree = {"model": {"name_or_path": str(model), "device": device}, "backend": name,
             "scoring": {"threads": threads or None}, **sections,
@@ -81,7 +81,7 @@ def machine() -> dict:
                 mem_gb = round(int(line.split()[1]) / 2**20, 1)
     except OSError:
         pass
-    from harness.provenance import git_state, package_versions
+    from rospr_harness.provenance import git_state, package_versions
 
     rev, dirty = git_state()
     return {

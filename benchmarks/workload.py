@@ -18,7 +18,7 @@ BIGBENCH_TASKS = ("bigbench/strategyqa", "bigbench/logical_deduction/five_object
 
 def model_dir(size: str) -> Path:
     """build/<size>-t0, built with `rospr tiny --size SIZE` when absent."""
-    from harness.tiny_model import build_tiny
+    from rospr_harness.tiny_model import build_tiny
 
     path = REPO / "build" / f"{size}-t0"
     if not (path / "config.json").is_file():
@@ -33,8 +33,8 @@ def _settings():
     None when neither is there (nothing is downloaded here)."""
     from dataclasses import replace
 
-    from harness.tasks import fetch as fetching
-    from harness.tasks.base import DataSettings
+    from rospr_harness.tasks import fetch as fetching
+    from rospr_harness.tasks.base import DataSettings
 
     data = os.environ.get("ROSPR_DATA_DIR") or str(REPO.parent / "shared" / "data")
     settings = DataSettings.from_env(data if Path(data, "bigbench").is_dir() else None)
@@ -45,7 +45,7 @@ def _settings():
 
 def examples(n_per_task: int = 24) -> list[Example]:
     """Built-in tasks (2-4 choices) plus BIG-bench tasks (2-7 choices) when the data folder is there."""
-    from harness.tasks import get_task
+    from rospr_harness.tasks import get_task
 
     settings = _settings()
     out: list[Example] = []
@@ -76,7 +76,7 @@ def long_examples(tokenizer, n_per_task: int = 24, min_tokens: int = 200, max_to
     and at most ``max_tokens`` tokens of ``tokenizer`` (the scored model's: lengths are in its tokens)
     and that have ``min_choices`` or more choices. Refuses (``ValueError``) to run without the
     BIG-bench data, since the workload would silently be empty."""
-    from harness.tasks import get_task
+    from rospr_harness.tasks import get_task
 
     settings = _settings()
     if not settings.bigbench:

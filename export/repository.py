@@ -13,7 +13,7 @@ identity as ``rospr_identity`` (so a Triton client knows what it scores with), a
 was exported from as ``rospr_source`` (JSON: ``config`` and ``weights`` digests, as
 ``rospr_export.identity.checkpoint_source`` gives them, with the ``source`` path or hub name and its
 ``revision``), from the export's sealed manifest; the Triton backend compares it with the run's
-configured checkpoint and refuses another (``harness.backends.triton_backend.check_served_source``).
+configured checkpoint and refuses another (``rospr_harness.backends.triton_backend.check_served_source``).
 Graph files are hard-linked where possible (T0-3B is 11 GB) and copied otherwise.
 """
 

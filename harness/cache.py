@@ -15,7 +15,7 @@ Layout: ``<dir>/<key[:2]>/<key>/records.jsonl`` (the records file as a run write
 client this cache is). An entry is checked on every read (meta readable and sealed, key, sha256 of
 the records); one that fails is logged and recomputed, never trusted, and the new result replaces
 it. Entries written before the store (no ``files``) are read from their ``sha256``. A reused unit's
-``n`` and ``accuracy`` are recomputed from its records by the run directory (``harness.results.unit_figures``): the
+``n`` and ``accuracy`` are recomputed from its records by the run directory (``rospr_harness.results.unit_figures``): the
 metadata's copies are for people, never the source of a number. Entries are staged and renamed
 into place by the store, so a reader never sees half an entry; of concurrent writers of one key the
 first wins (the contents are equal).
@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.config import RosprConfig
+from rospr_harness.config import RosprConfig
 from rospr.cachedirs import cache_path
 from rospr.canonical import digest_json
 from rospr.identity import weights_digest

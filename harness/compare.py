@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from harness.results import read_results, record_scores, verified_records
+from rospr_harness.results import read_results, record_scores, verified_records
 from rospr.errors import SettingError
 
 
@@ -40,7 +40,7 @@ class Baseline:
 
 
 def _baseline_data() -> dict:
-    text = resources.files("harness").joinpath("data/baselines.yaml").read_text(encoding="utf-8")
+    text = resources.files("rospr_harness").joinpath("data/baselines.yaml").read_text(encoding="utf-8")
     return yaml.safe_load(text)
 
 
@@ -83,7 +83,7 @@ def load_run_scores(run_dir: str | Path, method: str | None = None) -> RunScores
     not in ``units``, so that no comparison divides by its zero rows.
     Every score comes from a records file checked against the sha256 results.json lists for it,
     inside the run directory, each row's score recomputed from its prediction and gold
-    (``harness.results.verified_records``, ``record_scores``); the accuracies in results.json are
+    (``rospr_harness.results.verified_records``, ``record_scores``); the accuracies in results.json are
     not read. Refuses (``ValueError`` naming the file and field) a missing or malformed results
     file, a records path outside the run, a missing digest and records that fail their checksum.
     """

@@ -24,7 +24,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError, create_model,
                       field_validator, model_validator)
 
-from harness.tasks.base import DataSettings
+from rospr_harness.tasks.base import DataSettings
 from rospr.canonical import digest_json
 from rospr.errors import RosprError
 from rospr.library import IndexSettings
@@ -234,7 +234,7 @@ class RosprConfig(Strict):
 class RayConfig(Strict):
     """Ray execution of a run (harness/runner/ray_executor.py; DESIGN.md section 3): a retrieval actor
     and a pool of scoring actors. ``enabled``: true, false, or ``auto`` (the shipped configs), which
-    chooses by ``harness.ray_session.ray_choice``: Ray when a cluster is named (``ray.address``,
+    chooses by ``rospr_harness.ray_session.ray_choice``: Ray when a cluster is named (``ray.address``,
     ``$RAY_ADDRESS``, a Ray job), GPUs are reserved or several are present, or the work is large enough
     on enough cores to pay for Ray's start; else in process. A config with no ``ray:`` section runs in
     process: that executor is the reference (tests, notebooks), gives the same numbers and needs no

@@ -35,7 +35,7 @@ import logging
 import os
 from typing import Any, Iterator
 
-from harness.config import RayConfig
+from rospr_harness.config import RayConfig
 from rospr.errors import SettingError, StateError
 
 log = logging.getLogger(__name__)

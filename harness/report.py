@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.results import ResultsFile, atomic_write_text
+from rospr_harness.results import ResultsFile, atomic_write_text
 
 
 def pct(x: float | None) -> str:
@@ -117,7 +117,7 @@ WORK_LABELS = {"retrieval": "retrieval (embed + search)", "var": "VAR scoring of
 
 
 def time_rows(time: dict | None) -> tuple[list[list[str]], list[list[str]], list[list[str]]]:
-    """The rows of the three timing tables of a run's ``execution.time`` (``harness.runner.stages``):
+    """The rows of the three timing tables of a run's ``execution.time`` (``rospr_harness.runner.stages``):
     driver stages (seconds, % of wall), executor work (seconds, % of wall x scorers) and rates. Empty
     tables for a run without it (written before it was recorded)."""
     if not time:

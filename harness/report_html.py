@@ -13,8 +13,8 @@ import io
 from collections import Counter
 from statistics import mean
 
-from harness.report import pct, skipped_rows, time_rows, unit_rows
-from harness.results import ResultsFile, atomic_write_text
+from rospr_harness.report import pct, skipped_rows, time_rows, unit_rows
+from rospr_harness.results import ResultsFile, atomic_write_text
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
@@ -71,7 +71,7 @@ def _delta(x: float | None, ref: float | None) -> str:
 
 def published_baseline(res: ResultsFile, name: str = "t0_3b") -> dict[str, float]:
     """Published accuracy per rospr task name (ANLI's average applies to each round)."""
-    from harness.compare import load_baseline
+    from rospr_harness.compare import load_baseline
 
     out = {}
     for e in load_baseline(name).entries:

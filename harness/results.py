@@ -29,7 +29,7 @@
   the cache), ``computed``, ``resubmitted`` (batches re-run after their actor died) and
   ``actor_restarts``. It never changes a number of the results. ``time`` (added within 1.2: an
   optional key of this free-form object) says where the run's time went
-  (``harness.runner.stages``): ``wall_s`` (run start to the last write), ``stages_s`` (seconds per
+  (``rospr_harness.runner.stages``): ``wall_s`` (run start to the last write), ``stages_s`` (seconds per
   driver stage: setup, prepare, executor, load, cache, tokenise, select, wait, write; disjoint, so
   with ``other_s`` they make ``wall_s``), ``work_s`` (the workers' seconds: retrieval, var, scoring
   and model, the part inside the scorer's session calls; summed over actors on Ray),
@@ -47,7 +47,7 @@ choice earns 0.5, never 1 by the choices' order).
 Every number a run writes is finite (``write_results`` and ``records_text`` refuse NaN and
 infinities, naming the field): what a run writes, its own tools (``verify``, ``compare``,
 ``--resume``) read back. A unit's ``skipped_reasons`` (optional key within 1.2) says why its
-``skipped`` rows were left out (``harness.runner.plan.scorable``); a unit with ``n`` 0 has
+``skipped`` rows were left out (``rospr_harness.runner.plan.scorable``); a unit with ``n`` 0 has
 ``accuracy`` null, is left out of ``tasks`` and ``overall``, and is listed, not compared, by
 ``rospr compare``.
 ``rospr schema`` prints the JSON schema of this file.

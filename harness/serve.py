@@ -20,7 +20,7 @@ the port) before it launches anything; the server is started with a unique ``--i
 reported ready only when ``GET /v2`` on its port answers with that id while its process is alive,
 so another server on the same port is never taken for it.
 
-The server is a ``harness.procs.ManagedProcess``: its life is tied to its parent's (a parent-death
+The server is a ``rospr_harness.procs.ManagedProcess``: its life is tied to its parent's (a parent-death
 signal on Linux, so a ``rospr serve`` killed with ``SIGKILL`` leaves no server behind), it is recorded
 in a pid file (``$ROSPR_SERVE_STATE`` or ``<tmp>/rospr-serve-<uid>/``) and the next ``start`` reaps a
 recorded server whose parent is gone and whose command line still carries its ``--id`` (never
@@ -44,9 +44,9 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from harness.procs import ManagedProcess, make_workdir, reap_stale, sweep_workdirs
+from rospr_harness.procs import ManagedProcess, make_workdir, reap_stale, sweep_workdirs
 # also importable from here, as before the helper was apart (tests use them)
-from harness.procs import OWNER_FILE, group_members as _process_group_members, start_time as _start_time  # noqa: F401
+from rospr_harness.procs import OWNER_FILE, group_members as _process_group_members, start_time as _start_time  # noqa: F401
 from rospr.errors import RosprError
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def state_dir() -> Path:
 
 def reap_stale_servers(directory: Path | None = None) -> list[int]:
     """End the servers a dead ``rospr serve`` (or a dead test) left behind; returns their pids
-    (``harness.procs.reap_stale``: only a process whose command line still carries the recorded
+    (``rospr_harness.procs.reap_stale``: only a process whose command line still carries the recorded
     ``--id``; files of live parents are left alone, unreadable ones removed)."""
     return reap_stale(directory or state_dir(), tag_of=lambda info: info.get("tag") or f"--id={info['id']}")
 
@@ -95,7 +95,7 @@ STUB_SHM_PREFIX = "triton_python_backend_shm_region_"  # in /dev/shm: a killed s
 
 def sweep_stale_workdirs(root: Path | None = None) -> list[Path]:
     """Remove the temporary work folders (``<tmp>/rospr-triton-*``) of servers whose ``rospr``
-    process is gone (``harness.procs.sweep_workdirs``); returns them."""
+    process is gone (``rospr_harness.procs.sweep_workdirs``); returns them."""
     return sweep_workdirs(WORKDIR_PREFIX, root)
 
 

@@ -81,7 +81,7 @@ def build_tiny(out: str | Path, size: str = "tiny", seed: int = 0, corpus: Itera
     spec = SIZES[size]
     out = Path(out)
     if corpus is None:
-        from harness.tasks.builtin import corpus as builtin_corpus
+        from rospr_harness.tasks.builtin import corpus as builtin_corpus
 
         corpus = builtin_corpus()
     tok = train_tokenizer(corpus, spec["pieces"], out, seed)

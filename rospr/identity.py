@@ -15,7 +15,7 @@
 - ``ModelIdentity`` (a loaded scorer backbone: the config hash of ``to_dict()``, the weights) and
   ``retriever_identity`` (an encoder checkpoint: a local folder's ``config.json`` read as JSON and its
   weight files, so neither torch nor transformers is imported; a hub name through transformers) are
-  built on them; the unit cache's part of a scorer is ``harness.cache``'s.
+  built on them; the unit cache's part of a scorer is ``rospr_harness.cache``'s.
 """
 
 from __future__ import annotations

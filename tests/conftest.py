@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.tasks import fetch as fetching
+from rospr_harness.tasks import fetch as fetching
 
 REPO = Path(__file__).resolve().parents[1]
 # The per-machine data cache, read before any test touches the environment: the fetched sdists stay
@@ -79,11 +79,11 @@ TINY_CORPUS_WORDS = (
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny T5 v1.1-style checkpoint built once per test session (seconds)."""
-    from harness.tiny_model import build_tiny
+    from rospr_harness.tiny_model import build_tiny
 
     out = tmp_path_factory.mktemp("tiny-t0")
     try:
-        from harness.tasks.builtin import corpus
+        from rospr_harness.tasks.builtin import corpus
 
         texts = corpus()
     except ImportError:  # the built-in suite is optional for model tests
@@ -111,7 +111,7 @@ def ray_cluster():
     a second start in the same process has timed out waiting for its GCS server.
     """
     ray = pytest.importorskip("ray")
-    from harness.ray_session import ray_started
+    from rospr_harness.ray_session import ray_started
 
     with ray_started(None, num_cpus=2):
         yield ray
@@ -134,7 +134,7 @@ def offline_hub(monkeypatch, tmp_path):
 
 class RunConfigs:
     """``run_config(**overrides)``: a validated ``RunConfig`` of the tiny model on ``builtin/animals``
-    (``harness.config.load_config``, so a bad override is refused as a user's would be).
+    (``rospr_harness.config.load_config``, so a bad override is refused as a user's would be).
 
     An override is a top-level key (``tasks=[...]``, ``backend="torch"``), a nested mapping merged
     into the default (``model={"device": "cpu"}`` keeps the tiny model), or a dotted path given by
@@ -175,7 +175,7 @@ class RunConfigs:
         return path
 
     def __call__(self, **overrides):
-        from harness.config import load_config
+        from rospr_harness.config import load_config
 
         return load_config(None, tree=self.tree(**overrides))
 

@@ -41,10 +41,10 @@ def rospr_tree(model_dir, root, methods, limit: int, batch_size: int, var_candid
 
 
 def cli(*args):
-    """``rospr <args>`` in process (``harness.cli.app``); the typer result."""
+    """``rospr <args>`` in process (``rospr_harness.cli.app``); the typer result."""
     from typer.testing import CliRunner
 
-    from harness.cli import app
+    from rospr_harness.cli import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
 

@@ -1,4 +1,4 @@
-"""``harness.backends``: the table of backends routes each name to its module's factories with the
+"""``rospr_harness.backends``: the table of backends routes each name to its module's factories with the
 config sections they take, and an unknown name is refused in one line naming the known ones."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import types
 
 import pytest
 
-from harness.backends import BACKENDS, create_backend, create_embedder
-from harness.config import BACKENDS as CONFIG_BACKENDS
-from harness.config import load_config
+from rospr_harness.backends import BACKENDS, create_backend, create_embedder
+from rospr_harness.config import BACKENDS as CONFIG_BACKENDS
+from rospr_harness.config import load_config
 from helpers import Listener
 
 
@@ -37,7 +37,7 @@ def fake_modules(monkeypatch):
             "create_onnxruntime_embedder", "create_triton_backend")})
         module.TritonEmbedder = types.SimpleNamespace(from_config=recorder("TritonEmbedder.from_config"))
         monkeypatch.setitem(sys.modules, entry.module, module)
-    monkeypatch.setattr("harness.backends.tokenizer.load_tokenizer", lambda retriever, revision: ("tokenizer", retriever))
+    monkeypatch.setattr("rospr_harness.backends.tokenizer.load_tokenizer", lambda retriever, revision: ("tokenizer", retriever))
     return calls
 
 
@@ -89,8 +89,8 @@ def test_the_torch_backend_loads_the_checkpoint(tiny_model_dir):
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_a_triton_address_that_accepts_and_never_answers_says_it_timed_out(protocol):
     pytest.importorskip("tritonclient")
-    from harness.backends.base import BackendUnavailable
-    from harness.backends.triton_backend import TritonModelClient
+    from rospr_harness.backends.base import BackendUnavailable
+    from rospr_harness.backends.triton_backend import TritonModelClient
 
     server = Listener("silent")
     try:

@@ -27,7 +27,7 @@ def scores(scorer, batches) -> list[np.ndarray]:
 
 
 def test_torch_scores_as_the_hand_built_scorer(tiny_model_dir, batches):
-    from harness.backends.torch_backend import TorchScorer
+    from rospr_harness.backends.torch_backend import TorchScorer
     from rospr.backbone import load_backbone
 
     built = product_backend("torch", tiny_model_dir, threads=1)
@@ -38,7 +38,7 @@ def test_torch_scores_as_the_hand_built_scorer(tiny_model_dir, batches):
 
 
 def test_onnxruntime_scores_as_the_hand_built_scorer(tiny_model_dir, batches):
-    from harness.backends.onnxruntime_backend import OnnxScorer, ensure_export, make_session
+    from rospr_harness.backends.onnxruntime_backend import OnnxScorer, ensure_export, make_session
 
     built = product_backend("onnxruntime", tiny_model_dir, threads=0)  # 0: the default, as --threads 0
     by_hand = OnnxScorer(make_session(ensure_export(tiny_model_dir) / "t0_scorer.onnx"))

@@ -60,8 +60,8 @@ def test_cli_one_line_nonzero_exit(tmp_path):
 def test_tuning_check_runs_its_gpu_code_on_the_cpu(tiny_model_dir):
     """The tuning section's code path with the CPU standing in for the GPU: every run learns the same
     prompt's losses within its tolerance of float32 on the CPU, and reports a step time."""
-    from harness.tasks import get_task
-    from harness.tasks.base import DataSettings
+    from rospr_harness.tasks import get_task
+    from rospr_harness.tasks.base import DataSettings
 
     rows = get_task("builtin/animals", DataSettings()).load("mentions_animal", split="train", limit=32).examples
     got = bench_gpu.tuning_check(tiny_model_dir, rows, device="cpu", steps=3, batch_size=8)

@@ -14,7 +14,7 @@ CACHE_VARS = ("ROSPR_ONNX_CACHE", "ROSPR_UNIT_CACHE", "ROSPR_DIGEST_MEMO")
 
 
 def rospr_run(config: Path, cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(config), "--out", str(cwd / "run")],
+    proc = subprocess.run([sys.executable, "-m", "rospr_harness.cli", "run", str(config), "--out", str(cwd / "run")],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc

@@ -13,9 +13,9 @@ import pytest
 import yaml
 from jinja2 import nodes
 
-from harness.tasks import catalog
-from harness.tasks.base import TaskError
-from harness.tasks.templates import ENV, load_templates_file
+from rospr_harness.tasks import catalog
+from rospr_harness.tasks.base import TaskError
+from rospr_harness.tasks.templates import ENV, load_templates_file
 
 DATA = Path(__file__).parent / "data"
 TABLE = Path(catalog.__file__).parents[1] / "data" / "datasets.yaml"

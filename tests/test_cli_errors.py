@@ -2,7 +2,7 @@
 and a fix), exit code 2, no traceback, and a refusal of ours is never called a bug; a finished run in
 the output directory stays byte for byte.
 
-Each case runs the real command (``harness.cli.app``) on the tiny model with the torch backend and
+Each case runs the real command (``rospr_harness.cli.app``) on the tiny model with the torch backend and
 one built-in task. Disk full and a read-only output folder use real tmpfs mounts when the test runs
 as root (skipped otherwise); disk full is also injected at the atomic write, which runs everywhere.
 """
@@ -294,12 +294,12 @@ def test_unknown_task_in_config_is_named(config_file, tmp_path):
 
 
 def test_unexpected_error_is_one_line_too(config_file, tmp_path, monkeypatch):
-    import harness.runner
+    import rospr_harness.runner
 
     def boom(*args, **kwargs):
         raise KeyError("something internal")
 
-    monkeypatch.setattr(harness.runner, "run", boom)
+    monkeypatch.setattr(rospr_harness.runner, "run", boom)
     res = cli("run", config_file(), "--out", tmp_path / "r")
     error_line(res, "KeyError", "ROSPR_TRACEBACK=1", bug=True)
 
@@ -307,7 +307,7 @@ def test_unexpected_error_is_one_line_too(config_file, tmp_path, monkeypatch):
 def test_console_entry_point_prints_one_line_without_traceback(config_file, tmp_path):
     """The installed command (not the test runner's in-process call) behaves the same."""
     repo = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(config_file(model="./nowhere")),
+    proc = subprocess.run([sys.executable, "-m", "rospr_harness.cli", "run", str(config_file(model="./nowhere")),
                            "--out", str(tmp_path / "r")], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(repo)})
     assert proc.returncode == 2, proc.stderr
@@ -318,7 +318,7 @@ def test_console_entry_point_prints_one_line_without_traceback(config_file, tmp_
 
 def test_unreachable_ray_address_is_refused_at_once(config_file, tmp_path):
     pytest.importorskip("ray")
-    from harness.serve import free_port
+    from rospr_harness.serve import free_port
 
     port = free_port()  # nothing listens there
     cfg = config_file(ray={"enabled": True, "address": f"127.0.0.1:{port}"})
@@ -419,9 +419,9 @@ def test_our_refusals_are_never_called_unexpected(tmp_path, case):
 
 
 def test_a_refusal_is_known_by_its_type_alone():
-    from harness.cli import describe_error, is_refusal
-    from harness.config import ConfigError
-    from harness.tasks.base import TaskError
+    from rospr_harness.cli import describe_error, is_refusal
+    from rospr_harness.config import ConfigError
+    from rospr_harness.tasks.base import TaskError
     from rospr.errors import RosprError, SettingError
 
     try:
@@ -455,8 +455,8 @@ def test_a_refusal_raised_in_a_ray_actor_is_its_message_not_a_remote_traceback()
     pytest.importorskip("ray")
     from ray.exceptions import RayTaskError
 
-    from harness.cli import describe_error
-    from harness.tasks.base import TaskError
+    from rospr_harness.cli import describe_error
+    from rospr_harness.tasks.base import TaskError
     from rospr.errors import SettingError, StateError
 
     ours = 'Traceback (most recent call last):\n  File "/src/harness/method/tune_pool.py", line 3, in f\n'

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from harness.cli import app
+from rospr_harness.cli import app
 from rospr.errors import RosprError
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = {"harness": "harness", "rospr": "rospr", "export": "rospr_export", "benchmarks": "rospr_bench"}
+PACKAGES = {"harness": "rospr_harness", "rospr": "rospr", "export": "rospr_export", "benchmarks": "rospr_bench"}
 COMMANDS = ["run", "plan", "tiny", "tasks", "schema", "verify", "compare", "export", "serve", "tune", "bench",
             "data", "data status", "data synth", "data check-hub", "data fetch", "bank", "bank import-peft",
             "bank export-peft", "bank rekey", "library", "library build"]
@@ -85,13 +85,13 @@ def test_harness_imports_nothing_of_benchmarks():
                 assert not (node.module or "").startswith("rospr_bench"), path
             elif isinstance(node, ast.Import):
                 assert not any(a.name.startswith("rospr_bench") for a in node.names), path
-    code = "import sys, harness.cli; print(sorted(m for m in sys.modules if m.startswith('rospr_bench')))"
+    code = "import sys, rospr_harness.cli; print(sorted(m for m in sys.modules if m.startswith('rospr_bench')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "[]"
 
 
 def test_bench_goes_through_the_rospr_bench_console_entry():
-    from harness.cli.bench import bench_entry
+    from rospr_harness.cli.bench import bench_entry
     from rospr_bench import entry
 
     assert bench_entry() is entry.main
@@ -108,5 +108,16 @@ def test_rospr_bench_takes_the_model_flag_of_rospr_bench_as_its_own(monkeypatch)
 
 
 def test_the_command_runs_as_a_module():
-    out = subprocess.run([sys.executable, "-m", "harness.cli", "--help"], capture_output=True, text=True, cwd=REPO)
+    out = subprocess.run([sys.executable, "-m", "rospr_harness.cli", "--help"], capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0 and "Usage" in out.stdout, out.stderr
+
+
+def test_no_top_level_package_named_harness():
+    """The harness installs under our own name (rospr_harness; the folder stays harness/): an unrelated
+    distribution on the package registry is called `harness`. Asked from a folder outside the clone, the
+    installed distribution provides rospr_harness and nothing importable as `harness`."""
+    code = ("import importlib.util, importlib.metadata as md; "
+            "print(importlib.util.find_spec('harness') is None, importlib.util.find_spec('rospr_harness') is not None, "
+            "md.distribution('rospr').entry_points.select(group='console_scripts')['rospr'].value)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", check=True).stdout
+    assert out.split() == ["True", "True", "rospr_harness.cli:main"]

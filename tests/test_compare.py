@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from harness.cli import app
-from harness.compare import (
+from rospr_harness.cli import app
+from rospr_harness.compare import (
     compare_runs,
     compare_to_baseline,
     load_baseline,
     load_run_scores,
     mcnemar_exact,
 )
-from harness.results import (Provenance, Record, ResultsFile, UnitResult, atomic_write_text, records_text, summarise,
+from rospr_harness.results import (Provenance, Record, ResultsFile, UnitResult, atomic_write_text, records_text, summarise,
                              write_results)
 
 
@@ -137,7 +137,7 @@ def test_units_without_a_scorable_row_are_listed_never_divided_by(tmp_path):
 
 
 def test_zero_rows_are_refused_by_the_bootstrap_itself():
-    from harness.compare import bootstrap_weights
+    from rospr_harness.compare import bootstrap_weights
 
     with pytest.raises(ValueError, match="zero rows"):
         bootstrap_weights(0, 10, np.random.default_rng(0))

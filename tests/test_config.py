@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.config import ConfigError, load_config
+from rospr_harness.config import ConfigError, load_config
 from helpers import cli
 
 

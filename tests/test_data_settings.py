@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import ConfigError, DataConfig, load_config
-from harness.tasks.base import DataSettings
+from rospr_harness.config import ConfigError, DataConfig, load_config
+from rospr_harness.tasks.base import DataSettings
 
 
 def test_data_section_is_the_dataclass_fields_after_data_dir():

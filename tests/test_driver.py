@@ -1,4 +1,4 @@
-"""The driver (``harness.runner.driver``) over a fake executor: fast, no model scoring.
+"""The driver (``rospr_harness.runner.driver``) over a fake executor: fast, no model scoring.
 
 ``FakeExecutor`` scores a row by a hand formula of its token ids, and can finish its calls out of
 order (each call yields to the event loop a different number of times) or fail at its n-th call.
@@ -17,12 +17,12 @@ import math
 import numpy as np
 import pytest
 
-import harness.runner as runner
-from harness.backends import BackendUnavailable, create_backend
-from harness.config import load_config
-from harness.results import read_results
-from harness.runner.executor import Done
-from harness.runner.plan import TargetSpec
+import rospr_harness.runner as runner
+from rospr_harness.backends import BackendUnavailable, create_backend
+from rospr_harness.config import load_config
+from rospr_harness.results import read_results
+from rospr_harness.runner.executor import Done
+from rospr_harness.runner.plan import TargetSpec
 
 
 def fake_scores(row) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""``rospr plan``'s view of the on-demand ONNX export (harness.runner.estimate) is the run's: an export
+"""``rospr plan``'s view of the on-demand ONNX export (rospr_harness.runner.estimate) is the run's: an export
 in the cache folder of this checkpoint that was made from other weights (model B's, same architecture)
 is reported as exported again, and the run does export it again."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import load_config
+from rospr_harness.config import load_config
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_identity import perturbed_copy  # noqa: E402
@@ -25,8 +25,8 @@ def _config(model_dir, cache: Path):
 
 
 def test_plan_says_what_the_run_does_with_an_export_of_other_weights(tiny_model_dir, tmp_path, monkeypatch):
-    from harness.backends.onnxruntime_backend import ensure_export
-    from harness.runner.estimate import _export_folder, _export_status, _scorer_identity
+    from rospr_harness.backends.onnxruntime_backend import ensure_export
+    from rospr_harness.runner.estimate import _export_folder, _export_status, _scorer_identity
     from rospr_export.manifest import find_manifest
     from rospr.identity import weights_digest
 
@@ -64,7 +64,7 @@ def test_plan_says_what_the_run_does_with_an_export_of_other_weights(tiny_model_
 
 
 def test_plan_refuses_a_library_of_another_retriever_as_the_run_does(tiny_model_dir, tmp_path, monkeypatch):
-    from harness.runner.estimate import _library_status
+    from rospr_harness.runner.estimate import _library_status
     from rospr.artifacts import ArtifactError
     from rospr.identity import retriever_identity
     from rospr.library import LibraryEntry, build_library

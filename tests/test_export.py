@@ -48,7 +48,7 @@ def test_graphs_have_dynamic_axes(exported):
 def test_retriever_graph_matches_torch(exported, tiny_model_dir):
     encoder, tokenizer = load_encoder(str(tiny_model_dir))
     reference = embed_texts(TorchEmbedder(encoder), tokenizer, TEXTS, batch_size=2)
-    from harness.backends.onnxruntime_backend import OnnxEmbedder, make_session
+    from rospr_harness.backends.onnxruntime_backend import OnnxEmbedder, make_session
 
     got = embed_texts(OnnxEmbedder(make_session(exported.retriever_path)), tokenizer, TEXTS, batch_size=3)
     assert got.shape == reference.shape and got.dtype == np.float32

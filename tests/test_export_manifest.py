@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from harness.cli import app
+from rospr_harness.cli import app
 from rospr.artifacts import seal
 from rospr_export.manifest import ExportIntegrityError, verify_export
 from rospr_export.validate import HALF_TOLERANCE, SCORER_TOLERANCE
@@ -22,7 +22,7 @@ from rospr_export.validate import HALF_TOLERANCE, SCORER_TOLERANCE
 
 @pytest.fixture(scope="module")
 def exported(tiny_model_dir, tmp_path_factory):
-    from harness.backends.onnxruntime_backend import ensure_export
+    from rospr_harness.backends.onnxruntime_backend import ensure_export
 
     cache = tmp_path_factory.mktemp("onnx")
     return {"t0_scorer": ensure_export(tiny_model_dir, None, "float32", cache),

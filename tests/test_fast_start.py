@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 from rospr_export.digests import RACY_S
-from harness.backends.tokenizer import FastTokenizer, load_tokenizer
-from harness.config import load_config
-from harness.runner import run
+from rospr_harness.backends.tokenizer import FastTokenizer, load_tokenizer
+from rospr_harness.config import load_config
+from rospr_harness.runner import run
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "optimum", "ray")
@@ -32,8 +32,8 @@ def hook(event, args):
     if event == "open" and isinstance(args[0], str) and args[0].endswith(weights):
         opens.append(args[0])
 sys.addaudithook(hook)
-from harness.config import load_config
-from harness.runner import run
+from rospr_harness.config import load_config
+from rospr_harness.runner import run
 run(load_config(None, [], tree=json.loads(sys.argv[1])), sys.argv[2])
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "optimum", "ray"))
 print(json.dumps({"heavy": heavy, "weight_opens": len(opens)}))
@@ -104,6 +104,6 @@ def test_cached_rospr_var_run_imports_neither_torch_nor_transformers(tiny_model_
 
 
 def read_results_units(run_dir: Path):
-    from harness.results import read_results
+    from rospr_harness.results import read_results
 
     return read_results(run_dir / "results.json").units

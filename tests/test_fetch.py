@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.tasks import fetch as fetching
-from harness.tasks.base import TaskError
-from harness.tasks.fetch import Sdist
+from rospr_harness.tasks import fetch as fetching
+from rospr_harness.tasks.base import TaskError
+from rospr_harness.tasks.fetch import Sdist
 from rospr.artifacts import seal
 
 REPO = Path(__file__).resolve().parents[1]
@@ -307,7 +307,7 @@ _NO_REGISTRY = ("Could not find a version", "No matching distribution", "Network
 def test_real_fetch_templates(tmp_path):
     cache = tmp_path / "cache"
     proc = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "data", "fetch", "templates", "--cache-dir", str(cache)],
+        [sys.executable, "-m", "rospr_harness.cli", "data", "fetch", "templates", "--cache-dir", str(cache)],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     if proc.returncode != 0 and any(s in proc.stderr for s in _NO_REGISTRY):
@@ -327,7 +327,7 @@ def test_real_fetch_templates(tmp_path):
 
 
 def test_default_templates_dir_uses_the_cache_then_fetches(tmp_path, monkeypatch):
-    from harness.tasks.templates import default_templates_dir
+    from rospr_harness.tasks.templates import default_templates_dir
 
     archive = make_tar(tmp_path / "toy-1.0.tar.gz", FILES)
     monkeypatch.setitem(fetching.SOURCES, "templates", spec_for(archive))
@@ -343,7 +343,7 @@ def test_default_templates_dir_uses_the_cache_then_fetches(tmp_path, monkeypatch
 
 
 def test_bigbench_default_location(tmp_path, monkeypatch):
-    from harness.tasks import bigbench
+    from rospr_harness.tasks import bigbench
 
     files = {"bb-1.0/PKG-INFO": b"Name: bb\n", "bb-1.0/bigbench/benchmark_tasks/toy/task.json": b"{}",
              "bb-1.0/bigbench/benchmark_tasks/toy/results.json": b"{}"}

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.cache import CACHE_FORMAT, CACHE_VERSION, cache_root, key_parts, unit_key
-from harness.config import ConfigError, load_config
-from harness.results import UnitResult
-from harness.runner.plan import plan_run
-from harness.runner.rundir import ResumeError, check_resumable, open_run
+from rospr_harness.cache import CACHE_FORMAT, CACHE_VERSION, cache_root, key_parts, unit_key
+from rospr_harness.config import ConfigError, load_config
+from rospr_harness.results import UnitResult
+from rospr_harness.runner.plan import plan_run
+from rospr_harness.runner.rundir import ResumeError, check_resumable, open_run
 from rospr.scoring import Convention
 from rospr.selection import T0, Method
 
@@ -120,7 +120,7 @@ def test_every_cache_lives_under_one_user_root_never_the_current_folder(kind, en
 
 
 def test_default_locations_of_the_memo_and_the_data_cache_follow_the_root(monkeypatch, tmp_path):
-    from harness.tasks.fetch import data_cache_dir
+    from rospr_harness.tasks.fetch import data_cache_dir
     from rospr_export.digests import default_memo
 
     for var in ("ROSPR_DIGEST_MEMO", "ROSPR_DATA_CACHE"):

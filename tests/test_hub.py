@@ -7,10 +7,10 @@ import socket
 import pytest
 from typer.testing import CliRunner
 
-from harness import hub
-from harness.cli import app
-from harness.tasks import DataSettings, TaskError, get_task
-from harness.tasks.status import data_status
+from rospr_harness import hub
+from rospr_harness.cli import app
+from rospr_harness.tasks import DataSettings, TaskError, get_task
+from rospr_harness.tasks.status import data_status
 
 
 @pytest.mark.parametrize("name", hub.OFFLINE_VARIABLES)

@@ -19,8 +19,8 @@ from urllib.parse import unquote, urlsplit
 import pytest
 from typer.testing import CliRunner
 
-from harness.tasks.base import DataSettings, TaskError
-from harness.tasks.hub_check import check_hub
+from rospr_harness.tasks.base import DataSettings, TaskError
+from rospr_harness.tasks.hub_check import check_hub
 
 SHA = "b3d5f4a2c1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6"
 
@@ -179,7 +179,7 @@ def test_missing_repository_and_config_folder(hub, templates_dir):
 
 
 def test_cli_lines_and_exit_code(hub, templates_dir, monkeypatch):
-    from harness.cli import app
+    from rospr_harness.cli import app
 
     monkeypatch.setattr(DataSettings, "from_env", classmethod(lambda cls, d=None: cls(templates_dir=templates_dir)))
     result = CliRunner().invoke(app, ["data", "check-hub", "trec", "wiki_bio"])

@@ -177,7 +177,7 @@ def test_rekey_refuses_an_edited_old_bank(identities, tmp_path):
 def test_cli_rekey(identities, tiny_model_dir, tmp_path):
     from typer.testing import CliRunner
 
-    from harness.cli import app
+    from rospr_harness.cli import app
 
     a, _ = identities
     root = _version_1_bank(tmp_path / "old", a, a["d_model"])
@@ -235,7 +235,7 @@ def test_a_library_of_retriever_a_is_refused_for_retriever_b(tiny_model_dir, mod
 @pytest.fixture(scope="module")
 def exports(tiny_model_dir, tmp_path_factory):
     """The scorer and retriever exports of model A in a cache of their own."""
-    from harness.backends.onnxruntime_backend import ensure_export
+    from rospr_harness.backends.onnxruntime_backend import ensure_export
 
     cache = tmp_path_factory.mktemp("onnx-a")
     return cache, ensure_export(tiny_model_dir, None, "float32", cache), ensure_export(None, tiny_model_dir,
@@ -266,7 +266,7 @@ def test_an_export_of_model_a_is_refused_for_model_b(exports, tiny_model_dir, mo
 @pytest.mark.parametrize("role", ["model", "retriever"])
 def test_an_export_of_model_a_placed_in_model_bs_cache_entry_is_exported_again(exports, tiny_model_dir, model_b,
                                                                                  role, caplog):
-    from harness.backends.onnxruntime_backend import ensure_export, export_folder
+    from rospr_harness.backends.onnxruntime_backend import ensure_export, export_folder
     from rospr_export.manifest import find_manifest
 
     cache, scorer, retriever = exports
@@ -285,8 +285,8 @@ def test_an_export_of_model_a_placed_in_model_bs_cache_entry_is_exported_again(e
 
 def test_the_onnxruntime_backend_of_model_b_names_b_s_weights(exports, tiny_model_dir, model_b):
     """The run's identity (what the report and the bank check see) is the weights scored."""
-    from harness.backends.onnxruntime_backend import create_onnxruntime_backend, export_folder
-    from harness.config import load_config
+    from rospr_harness.backends.onnxruntime_backend import create_onnxruntime_backend, export_folder
+    from rospr_harness.config import load_config
 
     cache, scorer, _ = exports
     _place(scorer, export_folder(model_b, None, "float32", cache))
@@ -300,7 +300,7 @@ def test_the_onnxruntime_backend_of_model_b_names_b_s_weights(exports, tiny_mode
 
 def test_an_unsealed_export_in_the_cache_is_exported_again(exports, tiny_model_dir, tmp_path, caplog):
     """An export written before manifests were sealed: one warning line, then a fresh export."""
-    from harness.backends.onnxruntime_backend import ensure_export, export_folder
+    from rospr_harness.backends.onnxruntime_backend import ensure_export, export_folder
     from rospr_export.manifest import find_manifest
 
     _, scorer, _ = exports

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.backends import create_backend
-from harness.backends.torch_backend import TorchScorer
-from harness.config import load_config
+from rospr_harness.backends import create_backend
+from rospr_harness.backends.torch_backend import TorchScorer
+from rospr_harness.config import load_config
 from rospr.data import Example
 from rospr.scoring import Convention, collate, encode_examples, rank_classify, score_encoded
 
@@ -113,7 +113,7 @@ def test_identity_and_cache_reuse(ort_backend, monkeypatch):
 
 
 def test_session_options_refuse_unknown(ort_backend, tmp_path):
-    from harness.backends.onnxruntime_backend import make_session
+    from rospr_harness.backends.onnxruntime_backend import make_session
 
     with pytest.raises(ValueError, match="graph_optimization"):
         make_session(tmp_path / "x.onnx", graph_optimization="max")
@@ -149,7 +149,7 @@ def _fake_pb_utils():
 @pytest.fixture(scope="module")
 def twin_model(ort_backend, tmp_path_factory):
     from rospr_export.repository import write_repository
-    from harness.cache import cache_root
+    from rospr_harness.cache import cache_root
 
     _, cfg = ort_backend
     folder = cache_root("onnx", cfg.onnxruntime.cache_dir) / cfg_key(cfg)
@@ -220,7 +220,7 @@ def test_export_cache_is_a_content_store(tiny_model_dir, tmp_path, monkeypatch):
     import os
 
     import rospr_export.export as export_module
-    from harness.backends import onnxruntime_backend as ob
+    from rospr_harness.backends import onnxruntime_backend as ob
     from rospr_export.identity import cache_key
     from rospr_export.manifest import verify_export
 

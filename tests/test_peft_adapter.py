@@ -201,7 +201,7 @@ def test_base_name_of_a_local_copy_is_accepted(bank, identity, tmp_path):
 def test_cli_import_and_export(tiny_model_dir, bank, identity, tmp_path):
     from typer.testing import CliRunner
 
-    from harness.cli import app
+    from rospr_harness.cli import app
 
     pid = bank.ids()[0]
     runner = CliRunner()
@@ -231,7 +231,7 @@ def test_cli_import_and_export(tiny_model_dir, bank, identity, tmp_path):
 def test_cli_import_refuses_a_bank_of_another_backbone(tiny_model_dir, tmp_path, bank):
     from typer.testing import CliRunner
 
-    from harness.cli import app
+    from rospr_harness.cli import app
     from rospr.peft_adapter import export_prompt
 
     folder = export_prompt(bank, bank.ids()[0], tmp_path / "ad")
@@ -247,7 +247,7 @@ def test_cli_import_refuses_a_bank_of_another_backbone(tiny_model_dir, tmp_path,
 def test_cli_import_counts_must_agree(tmp_path):
     from typer.testing import CliRunner
 
-    from harness.cli import app
+    from rospr_harness.cli import app
 
     res = CliRunner().invoke(app, ["bank", "import-peft", "--adapter", "a", "--adapter", "b", "--source", "s",
                                    "--template", "t"])

@@ -8,9 +8,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from harness.cli import app
-from harness.config import load_config
-from harness.runner import run as run_config
+from rospr_harness.cli import app
+from rospr_harness.config import load_config
+from rospr_harness.runner import run as run_config
 
 SOURCES = ["glue/mrpc", "paws/labeled_final"]
 TASKS = ('tasks=[{name: rte, prompts: ["GPT-3 style", "does it follow that"]}, '
@@ -104,7 +104,7 @@ def test_plan_refuses_a_bad_throughput_and_an_unreadable_model(tmp_path):
 
 
 def test_the_backbone_identity_without_weights_is_the_loaded_ones(tiny_model_dir):
-    from harness.runner.estimate import weightless_identity
+    from rospr_harness.runner.estimate import weightless_identity
     from rospr.backbone import load_backbone
 
     # the bank's train keys hold this identity: a plan must key jobs as the run does

@@ -1,4 +1,4 @@
-"""``harness.procs``: a managed child starts, stops within its timeout, dies with a SIGKILLed parent,
+"""``rospr_harness.procs``: a managed child starts, stops within its timeout, dies with a SIGKILLed parent,
 and what dead predecessors left is swept, never what a live process owns. Plain Python children."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.procs import (OWNER_FILE, ManagedProcess, group_members, make_workdir, process_alive, reap_stale,
+from rospr_harness.procs import (OWNER_FILE, ManagedProcess, group_members, make_workdir, process_alive, reap_stale,
                            start_time, sweep_workdirs)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux /proc")
@@ -81,7 +81,7 @@ def test_a_tag_outside_the_command_is_refused():
 
 
 def test_stop_removes_the_shared_memory_its_child_left(tmp_path, monkeypatch):
-    import harness.procs as procs
+    import rospr_harness.procs as procs
 
     monkeypatch.setattr(procs, "SHM_DIR", tmp_path)
     (tmp_path / "region_before").write_text("")  # another server's, there before: kept
@@ -96,7 +96,7 @@ PARENT = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from harness.procs import ManagedProcess, make_workdir
+    from rospr_harness.procs import ManagedProcess, make_workdir
 
     state, root, die = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "1"
     work = make_workdir("rospr-test-", root)

@@ -37,9 +37,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.tasks import fetch as fetching
-from harness.tasks.base import TaskError
-from harness.tasks.templates import _row_seed, load_templates
+from rospr_harness.tasks import fetch as fetching
+from rospr_harness.tasks.base import TaskError
+from rospr_harness.tasks.templates import _row_seed, load_templates
 
 TESTS = Path(__file__).resolve().parent
 
@@ -52,7 +52,7 @@ HELDOUT_FOLDERS = (
 def t0_train_folders() -> list[str]:
     """The 38 folders of T0's training mixture: the catalog's group, else t-zero's BASE rows."""
     try:
-        from harness.tasks.catalog import group
+        from rospr_harness.tasks.catalog import group
     except ImportError:
         with open(TESTS / "data" / "t0_datasets_base.csv", newline="", encoding="utf-8") as f:
             return [r["HF_name"] + (f"/{r['subset']}" if r["subset"] else "") for r in csv.DictReader(f)
@@ -321,10 +321,10 @@ def test_hand_made_rows_render_as_promptsource(ps, templates_root):
 
 def test_synthesised_rows_render_as_promptsource(ps, templates_root):
     try:
-        from harness.tasks.catalog import dataset_spec
-        from harness.tasks.synth import synth_rows
+        from rospr_harness.tasks.catalog import dataset_spec
+        from rospr_harness.tasks.synth import synth_rows
     except ImportError as e:
-        pytest.skip(f"harness.tasks.synth / catalog not importable yet ({e})")
+        pytest.skip(f"rospr_harness.tasks.synth / catalog not importable yet ({e})")
     tally = Tally()
     for folder in FOLDERS:
         spec = dataset_spec(folder)
@@ -364,7 +364,7 @@ EDGE_ROWS = [
 
 
 def test_edge_templates_render_as_promptsource(ps):
-    from harness.tasks.templates import Template
+    from rospr_harness.tasks.templates import Template
 
     tally = Tally()
     for name, jinja, choices in EDGE_TEMPLATES:

@@ -1,11 +1,11 @@
-"""harness.ray_session.ray_choice: what ray.enabled=auto chooses, by hand."""
+"""rospr_harness.ray_session.ray_choice: what ray.enabled=auto chooses, by hand."""
 
 from __future__ import annotations
 
 import pytest
 
-from harness.config import RayConfig, load_config
-from harness.ray_session import AUTO_MIN_CPUS, AUTO_MIN_UNITS, ray_choice
+from rospr_harness.config import RayConfig, load_config
+from rospr_harness.ray_session import AUTO_MIN_CPUS, AUTO_MIN_UNITS, ray_choice
 
 
 @pytest.fixture(autouse=True)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import RayConfig
-from harness.ray_session import _join_kwargs, cluster_address, local_init_kwargs, run_ray
+from rospr_harness.config import RayConfig
+from rospr_harness.ray_session import _join_kwargs, cluster_address, local_init_kwargs, run_ray
 from helpers import proc_address
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,7 +54,7 @@ def test_a_run_joins_the_cluster_ray_address_names_and_says_so(no_ray_env, caplo
     """Nothing listens at the address: the run is refused at once, naming it (no private Ray started)."""
     pytest.importorskip("ray")
     no_ray_env.setenv("RAY_ADDRESS", "127.0.0.1:1")
-    with caplog.at_level(logging.WARNING, logger="harness.ray_session"):
+    with caplog.at_level(logging.WARNING, logger="rospr_harness.ray_session"):
         with pytest.raises(RuntimeError, match=r"RAY_ADDRESS='127.0.0.1:1': no Ray cluster answers.*unset RAY_ADDRESS"):
             with run_ray(RayConfig(enabled=True)):
                 pass
@@ -66,8 +66,8 @@ def test_a_run_joins_the_cluster_ray_address_names_and_says_so(no_ray_env, caplo
 LOOPBACK_SCRIPT = textwrap.dedent(
     """
     import json, os, sys
-    from harness.config import load_config
-    from harness.ray_session import run_ray
+    from rospr_harness.config import load_config
+    from rospr_harness.ray_session import run_ray
 
     cfg = load_config(None, tree={"tasks": ["builtin/animals"], "ray": {"enabled": True, "num_cpus": 1}})
     with run_ray(cfg.ray) as use_ray:

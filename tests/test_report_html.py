@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from harness.runner import run
+from rospr_harness.runner import run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
@@ -48,8 +48,8 @@ def test_renders_in_headless_chromium(report):
 
 
 def test_retrieval_section_counts_chosen_prompts(report):
-    from harness.report_html import render_html, retrieved_counts
-    from harness.results import RetrievalLog, read_results
+    from rospr_harness.report_html import render_html, retrieved_counts
+    from rospr_harness.results import RetrievalLog, read_results
 
     def log(chosen, weights):
         return RetrievalLog(method="rospr", queries=[0], hits=1, excluded=[], library="l", candidates=[],

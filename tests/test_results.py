@@ -9,7 +9,7 @@ import pytest
 
 def test_a_results_file_with_a_non_finite_figure_is_never_written(tmp_path):
     """Writing refuses what reading would: NaN or inf anywhere, named by its field."""
-    from harness.results import Provenance, ResultsFile, UnitResult, read_results, write_results
+    from rospr_harness.results import Provenance, ResultsFile, UnitResult, read_results, write_results
 
     prov = Provenance(git_revision=None, git_dirty=None, package_versions={}, config_hash="x", model={},
                       backend="torch", seed=0, host={}, started_at="now", wall_s=0.0)

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.backends import Backend, BackendUnavailable, create_backend
-from harness.config import load_config
-from harness.results import read_records, read_results
-from harness.runner import ResumeError, run
+from rospr_harness.backends import Backend, BackendUnavailable, create_backend
+from rospr_harness.config import load_config
+from rospr_harness.results import read_records, read_results
+from rospr_harness.runner import ResumeError, run
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ["builtin/sentiment", "builtin/topic", "builtin/animals", "builtin/nli", "builtin/fruit_choice"]
@@ -78,7 +78,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(reference, tmp_path):
     tree, root, ref = reference
     total = len(ref.units)
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(root / "config.yaml"), "--out", str(out)],
+    proc = subprocess.Popen([sys.executable, "-m", "rospr_harness.cli", "run", str(root / "config.yaml"), "--out", str(out)],
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 300
@@ -190,7 +190,7 @@ def test_cache_key_changes_with_what_the_records_depend_on(reference, tmp_path):
 def test_unit_cache_entries_are_store_entries_and_earlier_ones_stay_readable(tmp_path):
     import hashlib
 
-    from harness.cache import CACHE_FORMAT, CACHE_VERSION, UnitCache
+    from rospr_harness.cache import CACHE_FORMAT, CACHE_VERSION, UnitCache
     from rospr.artifacts import seal
 
     cache = UnitCache(tmp_path / "u")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.tasks import get_task
-from harness.tasks.base import DataSettings
-from harness.tasks.builtin import list_builtin
+from rospr_harness.tasks import get_task
+from rospr_harness.tasks.base import DataSettings
+from rospr_harness.tasks.builtin import list_builtin
 from rospr.data import Example
 from rospr.identity import retriever_identity
 from rospr.library import LibraryEntry, build_library

@@ -7,8 +7,8 @@ import json
 
 import transformers
 
-from harness.config import checkpoint_revision, load_config
-from harness.runner import run
+from rospr_harness.config import checkpoint_revision, load_config
+from rospr_harness.runner import run
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
@@ -66,8 +66,8 @@ def test_export_cache_key_follows_the_hub_commit_of_the_revision(monkeypatch):
 
 
 def test_onnxruntime_backend_loads_the_tokenizer_and_export_at_the_revision(run_config, tmp_path, monkeypatch):
-    import harness.backends.tokenizer as tok_module
-    from harness.backends import onnxruntime_backend as ort_backend
+    import rospr_harness.backends.tokenizer as tok_module
+    from rospr_harness.backends import onnxruntime_backend as ort_backend
 
     seen: dict[str, list] = {"export": [], "tokenizer": []}
     real_ensure, real_tok = ort_backend.ensure_export, tok_module.load_tokenizer

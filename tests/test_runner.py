@@ -12,10 +12,10 @@ import json
 import numpy as np
 import pytest
 
-from harness.config import load_config
-from harness.lock import RunLock, RunLocked
-from harness.results import read_records, read_results
-from harness.runner import run
+from rospr_harness.config import load_config
+from rospr_harness.lock import RunLock, RunLocked
+from rospr_harness.results import read_records, read_results
+from rospr_harness.runner import run
 from helpers import rospr_tree
 
 METHODS = ["t0", "rospr", "rospr+inter", "rospr+var"]
@@ -72,7 +72,7 @@ def test_a_locked_run_directory_is_refused(reference, tmp_path):
 def test_cli_names_the_lock_holder(reference, tmp_path):
     from typer.testing import CliRunner
 
-    from harness.cli import app
+    from rospr_harness.cli import app
 
     tree, _, _ = reference
     cfg = tmp_path / "c.yaml"
@@ -87,7 +87,7 @@ def test_cli_names_the_lock_holder(reference, tmp_path):
 def test_a_run_with_nothing_to_compute_starts_no_ray(reference, tmp_path, monkeypatch):
     """Every unit in the unit cache: a Ray-enabled run starts no Ray and no actor (the executor is
     started at its first call, and none comes), and says so in execution."""
-    import harness.runner.session as session
+    import rospr_harness.runner.session as session
 
     tree, _, _ = reference
     cached = {**tree, "cache": {"enabled": True, "dir": str(tmp_path / "units")}}
@@ -127,7 +127,7 @@ def test_scoring_actors_killed_mid_run_change_nothing(reference, ray_cluster, tm
     actor 1 is killed for good (the driver resubmits its batches to the others)."""
     tree, root, _ = reference
     ray = ray_cluster
-    from harness.runner.ray_executor import ACTOR_PREFIX
+    from rospr_harness.runner.ray_executor import ACTOR_PREFIX
 
     class KillAfterFirstUnit:
         killed = False
@@ -160,7 +160,7 @@ def test_scoring_actors_killed_mid_run_change_nothing(reference, ray_cluster, tm
 def test_the_ray_driver_opens_no_scorer_session(reference, ray_cluster, tmp_path):
     """Memory scales with the sessions used: with Ray the actors score, and the driver's onnxruntime
     scorer (exported and verified, for the tokenizer and the identity) never opens its session."""
-    from harness.backends import create_backend
+    from rospr_harness.backends import create_backend
 
     tree, root, _ = reference
     config = load_config(None, ["ray.enabled=true", "ray.scorers=2", "backend=onnxruntime"], tree=tree)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.backends.torch_backend import TorchScorer
+from rospr_harness.backends.torch_backend import TorchScorer
 from rospr.data import Example
 from rospr.scoring import Convention, ScoreBatch, encode_examples, rank_classify, score_encoded
 

@@ -48,14 +48,14 @@ def test_serve_refuses_ports_and_waits_out_of_range_before_starting_anything(tmp
 
 @pytest.mark.parametrize("taken", ["http", "grpc"])
 def test_serve_refuses_a_port_in_use_before_starting_anything(tmp_path, taken):
-    from harness.serve import free_port
+    from rospr_harness.serve import free_port
 
     busy = _listening_socket()
     port = busy.getsockname()[1]
     other = free_port(avoid=(port,))
     http, grpc = (port, other) if taken == "http" else (other, port)
     try:
-        proc = subprocess.run([sys.executable, "-m", "harness.cli", "serve", "--repo", str(_fake_repo(tmp_path)),
+        proc = subprocess.run([sys.executable, "-m", "rospr_harness.cli", "serve", "--repo", str(_fake_repo(tmp_path)),
                                "--http-port", str(http), "--grpc-port", str(grpc)], cwd=REPO,
                               capture_output=True, text=True, timeout=120,
                               env={**os.environ, "ROSPR_SERVE_STATE": str(tmp_path / "state")})
@@ -76,7 +76,7 @@ def _sleeper(tag: str) -> subprocess.Popen:
 
 
 def test_reap_ends_only_its_own_stale_servers(tmp_path):
-    from harness.serve import reap_stale_servers
+    from rospr_harness.serve import reap_stale_servers
 
     state = tmp_path / "state"
     state.mkdir()
@@ -107,7 +107,7 @@ def test_ready_is_never_reported_for_a_server_it_did_not_start(tmp_path, monkeyp
     import http.server
     import threading
 
-    import harness.serve as serve
+    import rospr_harness.serve as serve
 
     try:
         serve.tritonserver_dist()
@@ -146,12 +146,12 @@ def test_serve_killed_with_sigkill_leaves_no_server(tiny_model_dir, tmp_path_fac
     import time
     import urllib.request
 
-    from harness.serve import _process_group_members, free_port
+    from rospr_harness.serve import _process_group_members, free_port
 
     repo = served_repo(tiny_model_dir, tmp_path_factory)
     http = free_port()
     grpc = free_port(avoid=(http,))
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "serve", "--repo", str(repo), "--http-port",
+    proc = subprocess.Popen([sys.executable, "-m", "rospr_harness.cli", "serve", "--repo", str(repo), "--http-port",
                              str(http), "--grpc-port", str(grpc)], cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env={**os.environ, "ROSPR_SERVE_STATE": str(tmp_path / "st")})
     server_pid = None
@@ -183,7 +183,7 @@ def test_serve_killed_with_sigkill_leaves_no_server(tiny_model_dir, tmp_path_fac
 
 
 def test_serve_sweeps_the_work_folders_its_dead_predecessors_left(tmp_path):
-    from harness.serve import OWNER_FILE, WORKDIR_PREFIX, _start_time, sweep_stale_workdirs
+    from rospr_harness.serve import OWNER_FILE, WORKDIR_PREFIX, _start_time, sweep_stale_workdirs
 
     def folder(name: str, owner: dict | None) -> Path:
         d = tmp_path / f"{WORKDIR_PREFIX}{name}"

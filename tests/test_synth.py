@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.tasks import catalog
-from harness.tasks.base import TaskError
-from harness.tasks.synth import splits_to_write, synth_rows, write_rows
-from harness.tasks.templates import load_templates_file
+from rospr_harness.tasks import catalog
+from rospr_harness.tasks.base import TaskError
+from rospr_harness.tasks.synth import splits_to_write, synth_rows, write_rows
+from rospr_harness.tasks.templates import load_templates_file
 
 N = 6  # rows per split: enough for every class of the largest template-branching label (TREC: 6)
 
@@ -137,8 +137,8 @@ def test_trec_rows_from_synth_local_files_and_a_hub_snapshot_meet_in_one_schema(
     the templates read."""
     import datasets
 
-    from harness.tasks import rows as row_sources
-    from harness.tasks.base import DataSettings
+    from rospr_harness.tasks import rows as row_sources
+    from rospr_harness.tasks.base import DataSettings
 
     spec = catalog.dataset_spec("trec")
     expected = synth_rows(spec, "train", 12, seed=0)  # the template schema

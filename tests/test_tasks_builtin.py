@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
-from harness.tasks import DataSettings, get_task, list_tasks
-from harness.tasks.builtin import (
+from rospr_harness.tasks import DataSettings, get_task, list_tasks
+from rospr_harness.tasks.builtin import (
     ANIMALS, FRUITS, NEGATIVE, NLI_MARKERS, POSITIVE, TOPICS, builtin_task, corpus, list_builtin,
 )
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.tasks import DataSettings, TaskError, get_task
-from harness.tasks.catalog import heldout_settings
+from rospr_harness.tasks import DataSettings, TaskError, get_task
+from rospr_harness.tasks.catalog import heldout_settings
 
 HELDOUT = heldout_settings()
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.tasks import DataSettings, PromptsourceTask, TaskError, expand, get_task, group, list_tasks
-from harness.tasks.catalog import dataset_spec, heldout_settings
-from harness.tasks.promptsource import T0_TASK_BLACKLIST, t0_task_name
-from harness.tasks.rows import locate
+from rospr_harness.tasks import DataSettings, PromptsourceTask, TaskError, expand, get_task, group, list_tasks
+from rospr_harness.tasks.catalog import dataset_spec, heldout_settings
+from rospr_harness.tasks.promptsource import T0_TASK_BLACKLIST, t0_task_name
+from rospr_harness.tasks.rows import locate
 
 pytest.importorskip("datasets")
 
@@ -154,7 +154,7 @@ def write_hub_repo(hub_dir: Path, folder: str, splits: dict[str, list[dict]]) ->
 
 @pytest.mark.parametrize("name", [n for n in sorted(heldout_settings()) if n != "story_cloze"])
 def test_heldout_loads_through_load_dataset_from_a_hub_layout_folder(name, templates_dir, tmp_path, offline_hub):
-    from harness.tasks.synth import synth_rows
+    from rospr_harness.tasks.synth import synth_rows
 
     setting = heldout_settings()[name]
     spec = dataset_spec(setting.folder)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.tasks import DataSettings, Task, TaskError, get_task, list_tasks
+from rospr_harness.tasks import DataSettings, Task, TaskError, get_task, list_tasks
 
 HELDOUT = ["anli_r1", "anli_r2", "anli_r3", "cb", "rte", "wsc", "copa", "wic", "winogrande",
            "story_cloze", "hellaswag"]

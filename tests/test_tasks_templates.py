@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from harness.tasks import TaskError
-from harness.tasks.templates import Template, TemplateLoader, load_templates, load_templates_file
+from rospr_harness.tasks import TaskError
+from rospr_harness.tasks.templates import Template, TemplateLoader, load_templates, load_templates_file
 from helpers import cli, one_line_error, toy_task
 
 HEADER = "dataset: toy\ntemplates:\n"
@@ -191,7 +191,7 @@ BUDGET_CASES = {
 
 @pytest.mark.parametrize("case", sorted(BUDGET_CASES))
 def test_a_template_past_its_work_budget_is_one_error_naming_template_and_row(case, monkeypatch):
-    from harness.tasks import templates
+    from rospr_harness.tasks import templates
 
     monkeypatch.setattr(templates, "RENDER_STEPS", 20_000)  # small, so that the test is quick
     monkeypatch.setattr(templates, "RENDER_SIZE", 100_000)

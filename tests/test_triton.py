@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 from rospr_export.repository import write_repository
-from harness.backends import BackendUnavailable, create_backend
-from harness.backends.onnxruntime_backend import ensure_export
-from harness.backends.torch_backend import TorchScorer
-from harness.backends.triton_backend import TritonEmbedder, TritonScorer
-from harness.config import load_config
-from harness.serve import ServerError, TritonServer, _process_group_members, free_port
+from rospr_harness.backends import BackendUnavailable, create_backend
+from rospr_harness.backends.onnxruntime_backend import ensure_export
+from rospr_harness.backends.torch_backend import TorchScorer
+from rospr_harness.backends.triton_backend import TritonEmbedder, TritonScorer
+from rospr_harness.config import load_config
+from rospr_harness.serve import ServerError, TritonServer, _process_group_members, free_port
 from rospr.artifacts import seal
 from rospr.retriever import TorchEmbedder, embed_texts, load_encoder
 from rospr.scoring import Convention, encode_examples, score_encoded
@@ -115,7 +115,7 @@ def _records(run_dir: Path) -> dict:
 
 
 def test_run_same_numbers_as_torch_and_onnxruntime(server, tiny_model_dir, tmp_path, tmp_path_factory):
-    from harness.runner import run
+    from rospr_harness.runner import run
 
     cache = str(tmp_path_factory.getbasetemp() / "onnx-cache")
     runs = {}
@@ -164,7 +164,7 @@ def test_server_down_before_the_run(tiny_model_dir):
 
 
 def test_server_down_during_the_run_keeps_finished_units(repo, tiny_model_dir, tmp_path):
-    from harness.runner import run
+    from rospr_harness.runner import run
 
     with TritonServer(repo) as s:
         cfg = load_config(None, tree=_run_tree(tiny_model_dir, backend="triton",
@@ -184,7 +184,7 @@ def test_server_down_during_the_run_keeps_finished_units(repo, tiny_model_dir, t
             run(cfg, tmp_path / "run", observer=StopAfterFirstUnit())
     # Targets run side by side (max_active), so a unit whose batches were all back when the server went
     # down is finished too: at least the first, never all, each with its whole records file.
-    from harness.runner import plan_targets
+    from rospr_harness.runner import plan_targets
 
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert 1 <= len(results["units"]) < len(plan_targets(cfg)) * len(cfg.method)
@@ -234,7 +234,7 @@ def test_rospr_serve_cli_starts_and_stops_cleanly(repo):
     http = free_port()
     grpc = free_port(avoid=(http,))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "serve", "--repo", str(repo), "--http-port", str(http),
+        [sys.executable, "-m", "rospr_harness.cli", "serve", "--repo", str(repo), "--http-port", str(http),
          "--grpc-port", str(grpc)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
         env={**os.environ, "COLUMNS": "400"},

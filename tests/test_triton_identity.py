@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.backends.triton_backend import ServedModelMismatch, check_served_source
+from rospr_harness.backends.triton_backend import ServedModelMismatch, check_served_source
 from rospr.identity import config_digest, weights_digest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -80,7 +80,7 @@ def test_the_repository_records_the_export_source(tiny_model_dir, tmp_path_facto
 @pytest.fixture(scope="module")
 def served_a(tiny_model_dir, tmp_path_factory):
     pytest.importorskip("tritonclient.grpc")
-    from harness.serve import ServerError, TritonServer
+    from rospr_harness.serve import ServerError, TritonServer
     from test_triton import build_repo
 
     repo = build_repo(tiny_model_dir, tmp_path_factory, "repo-a")
@@ -95,7 +95,7 @@ def served_a(tiny_model_dir, tmp_path_factory):
 
 
 def _config(model_dir, url: str, **extra):
-    from harness.config import load_config
+    from rospr_harness.config import load_config
 
     return load_config(None, tree={"model": {"name_or_path": str(model_dir)}, "backend": "triton",
                                    "triton": {"url": url, "retries": 0}, "tasks": [{"name": "builtin/sentiment"}],
@@ -104,8 +104,8 @@ def _config(model_dir, url: str, **extra):
 
 @pytest.mark.slow
 def test_a_repository_of_model_a_is_refused_for_model_b(served_a, tiny_model_dir, model_b, tmp_path):
-    from harness.backends import create_backend, create_embedder
-    from harness.runner import run
+    from rospr_harness.backends import create_backend, create_embedder
+    from rospr_harness.runner import run
 
     _, server = served_a
     ok = create_backend(_config(tiny_model_dir, server.grpc_url))  # model A: served, accepted
@@ -131,7 +131,7 @@ def test_a_repository_of_model_a_is_refused_for_model_b(served_a, tiny_model_dir
 def test_the_cli_run_says_it_in_one_line(served_a, model_b, tmp_path):
     from typer.testing import CliRunner
 
-    from harness.cli import app
+    from rospr_harness.cli import app
 
     _, server = served_a
     cfg = tmp_path / "run.yaml"
@@ -148,8 +148,8 @@ def test_the_cli_run_says_it_in_one_line(served_a, model_b, tmp_path):
 def test_a_repository_without_its_source_is_refused(served_a, tiny_model_dir, tmp_path):
     import re
 
-    from harness.backends import create_backend
-    from harness.serve import TritonServer
+    from rospr_harness.backends import create_backend
+    from rospr_harness.serve import TritonServer
 
     repo, _ = served_a
     old = tmp_path / "old"
@@ -166,8 +166,8 @@ def test_a_repository_without_its_source_is_refused(served_a, tiny_model_dir, tm
 def test_an_identity_that_names_other_weights_than_the_source_is_refused(served_a, tiny_model_dir, tmp_path):
     import re
 
-    from harness.backends import create_backend
-    from harness.serve import TritonServer
+    from rospr_harness.backends import create_backend
+    from rospr_harness.serve import TritonServer
 
     repo, _ = served_a
     edited = tmp_path / "edited"

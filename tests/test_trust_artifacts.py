@@ -23,10 +23,10 @@ from typer.testing import CliRunner
 import rospr.artifacts as digests  # FileDigests, RACY_S, stat_key (re-exported by rospr_export.digests)
 from rospr_export.manifest import ExportIntegrityError, verify_export
 from rospr_export.validate import scorer_check_inputs
-from harness.cli import app
-from harness.config import load_config
-from harness.results import read_results
-from harness.runner import run
+from rospr_harness.cli import app
+from rospr_harness.config import load_config
+from rospr_harness.results import read_results
+from rospr_harness.runner import run
 
 TASKS = [{"name": "builtin/animals", "limit": 10, "prompts": ["mentions_animal", "is_there_animal"]},
          {"name": "builtin/sentiment", "limit": 8}]
@@ -176,7 +176,7 @@ def test_file_digests_against_hashlib(tmp_path, monkeypatch):
 
 
 def test_an_export_without_recorded_digests_is_exported_again(golden, tmp_path):
-    from harness.backends import create_backend
+    from rospr_harness.backends import create_backend
 
     config, root, _, good = golden
     cache = tmp_path / "onnx"

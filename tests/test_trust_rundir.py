@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from harness.backends import Backend, create_backend
-from harness.cli import app
-from harness.config import load_config
-from harness.results import read_results
-from harness.runner import run
+from rospr_harness.backends import Backend, create_backend
+from rospr_harness.cli import app
+from rospr_harness.config import load_config
+from rospr_harness.results import read_results
+from rospr_harness.runner import run
 
 TASKS = [{"name": "builtin/animals", "limit": 10, "prompts": ["mentions_animal", "is_there_animal"]},
          {"name": "builtin/fruit_choice", "limit": 8}]

@@ -7,12 +7,12 @@ import hashlib
 import numpy as np
 import pytest
 
-from harness.backends.torch_backend import TorchScorer
-from harness.tasks import get_task
-from harness.tasks.base import DataSettings
+from rospr_harness.backends.torch_backend import TorchScorer
+from rospr_harness.tasks import get_task
+from rospr_harness.tasks.base import DataSettings
 from rospr.scoring import Convention, encode_examples, rank_classify, score_encoded
 from rospr.softprompt import PromptBank
-from harness.method.tune_pool import ray_pool
+from rospr_harness.method.tune_pool import ray_pool
 from rospr.tuning import TuneJob, TuneSettings, in_process, tune_bank, tune_prompt
 
 
@@ -278,7 +278,7 @@ def test_settings_at_their_bounds_are_accepted():
 
 
 def test_config_refuses_out_of_bounds_tune_keys():
-    from harness.config import TuneConfig
+    from rospr_harness.config import TuneConfig
 
     with pytest.raises(ValueError, match="rospr.tune.steps must be >= 1 and <= 10000000"):
         TuneConfig(steps=10**8)
@@ -297,8 +297,8 @@ def test_speed_settings_keep_the_content_address_precision_changes_it():
 
 
 def test_config_keys_reach_the_settings():
-    from harness.config import TuneConfig
-    from harness.method.tune_pool import tune_settings
+    from rospr_harness.config import TuneConfig
+    from rospr_harness.method.tune_pool import tune_settings
 
     tune = TuneConfig(dtype="bfloat16", micro_batch_size=8, gradient_checkpointing=True)
     s = tune.settings()
@@ -311,7 +311,7 @@ def test_config_keys_reach_the_settings():
 
 
 def test_worker_counts_follow_cpu_and_gpu_slots():
-    from harness.method.tune_pool import n_workers
+    from rospr_harness.method.tune_pool import n_workers
 
     assert n_workers(10, {"CPU": 16, "GPU": 4}, 1, 1, None) == 4  # N GPUs: N actors
     assert n_workers(10, {"CPU": 16, "GPU": 4}, 1, 0.5, None) == 8
@@ -326,8 +326,8 @@ _LOGICAL_GPUS = r"""
 import json, sys
 import numpy as np
 import ray
-from harness.ray_session import ray_started
-from harness.method.tune_pool import ray_pool, start_actors
+from rospr_harness.ray_session import ray_started
+from rospr_harness.method.tune_pool import ray_pool, start_actors
 from rospr.backbone import load_backbone
 from rospr.tuning import TuneSettings, in_process, tune_bank
 from tests.test_tuning import _jobs

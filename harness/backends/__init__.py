@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable
 
-from harness.backends.base import Backend, BackendUnavailable
-from harness.config import RunConfig
+from rospr_harness.backends.base import Backend, BackendUnavailable
+from rospr_harness.config import RunConfig
 from rospr.errors import SettingError
 
 __all__ = ["BACKENDS", "Backend", "BackendUnavailable", "create_backend", "create_embedder"]
@@ -37,7 +37,7 @@ class BackendModule:
 
 
 def _tokenizer_json(retriever: str, revision: str | None):
-    from harness.backends.tokenizer import load_tokenizer
+    from rospr_harness.backends.tokenizer import load_tokenizer
 
     return load_tokenizer(retriever, revision)
 
@@ -49,17 +49,17 @@ def _triton_urls(config: RunConfig) -> list[str]:
 
 BACKENDS: dict[str, BackendModule] = {
     "torch": BackendModule(
-        "harness.backends.torch_backend",
+        "rospr_harness.backends.torch_backend",
         backend=lambda m, c: m.create_torch_backend(c.model, c.scoring),
         embedder=lambda m, c, retriever, revision: m.create_torch_embedder(retriever, c.model, revision)),
     "onnxruntime": BackendModule(
-        "harness.backends.onnxruntime_backend",
+        "rospr_harness.backends.onnxruntime_backend",
         backend=lambda m, c: m.create_onnxruntime_backend(c.model, c.onnxruntime, c.scoring),
         embedder=lambda m, c, retriever, revision: m.create_onnxruntime_embedder(
             retriever, c.model, c.onnxruntime, c.scoring, revision),
         tokenizer=_tokenizer_json),
     "triton": BackendModule(
-        "harness.backends.triton_backend",
+        "rospr_harness.backends.triton_backend",
         backend=lambda m, c: m.create_triton_backend(c.model, c.triton, _triton_urls(c)),
         embedder=lambda m, c, retriever, revision: m.TritonEmbedder.from_config(c.triton, retriever, revision),
         tokenizer=_tokenizer_json),
@@ -89,7 +89,7 @@ def create_embedder(config: RunConfig, retriever: str):
     """An ``Embedder`` for the retriever checkpoint ``retriever`` on the backend ``config`` names
     (torch: in process; onnxruntime: the exported graph, cached; triton: the served ``retriever``).
     Returns ``(embedder, tokenizer)``. A hub retriever loads at ``checkpoint_revision``'s commit."""
-    from harness.config import checkpoint_revision
+    from rospr_harness.config import checkpoint_revision
     from rospr.checkpoint import check_checkpoint
 
     check_checkpoint(retriever, "rospr.retriever")

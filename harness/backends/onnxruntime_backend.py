@@ -45,8 +45,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from harness.backends.base import Backend
-from harness.config import ModelConfig, OnnxRuntimeConfig, ScoringConfig
+from rospr_harness.backends.base import Backend
+from rospr_harness.config import ModelConfig, OnnxRuntimeConfig, ScoringConfig
 from rospr.cachedirs import cache_path
 from rospr.errors import SettingError
 from rospr.scoring import ScoreBatch
@@ -176,9 +176,9 @@ def default_providers(device: str = "cpu") -> list[str]:
 def make_session(path: str | Path | bytes, threads: int | None = None, graph_optimization: str = "all",
                  providers: Sequence[str] | None = None, device: str = "cpu"):
     """An ``InferenceSession`` of a graph file (or its bytes) with the options above. Refuses a
-    provider that is not installed, and ``threads`` outside 0 .. ``harness.config.MAX_THREADS``
+    provider that is not installed, and ``threads`` outside 0 .. ``rospr_harness.config.MAX_THREADS``
     (onnxruntime starts every thread with the session: 100000 of them hang the machine)."""
-    from harness.config import MAX_THREADS
+    from rospr_harness.config import MAX_THREADS
 
     if threads is not None and not (isinstance(threads, int) and 0 <= threads <= MAX_THREADS):
         raise SettingError(f"onnxruntime.threads={threads!r}: give 1 to {MAX_THREADS} intra-op threads (this machine "
@@ -297,7 +297,7 @@ def create_onnxruntime_backend(model: ModelConfig, ort_cfg: OnnxRuntimeConfig, s
     """The onnxruntime ``Backend`` of ``model`` (exported on first use into ``onnxruntime.cache_dir``),
     with ``onnxruntime.threads`` (else ``scoring.threads``) intra-op threads."""
     from rospr_export.manifest import find_manifest
-    from harness.backends.tokenizer import load_tokenizer
+    from rospr_harness.backends.tokenizer import load_tokenizer
 
     # exported and verified now (stat-keyed); the session is opened, from bytes hashed in full, by
     # the scorer's first use (``_verified_session``: re-exported once if that check fails)

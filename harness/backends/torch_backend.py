@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from harness.backends.base import Backend
-from harness.config import ModelConfig, ScoringConfig
+from rospr_harness.backends.base import Backend
+from rospr_harness.config import ModelConfig, ScoringConfig
 from rospr.backbone import PromptedT5
 from rospr.errors import SettingError
 from rospr.scoring import ScoreBatch

@@ -50,8 +50,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.backends.base import Backend, BackendUnavailable
-from harness.config import ModelConfig, TritonConfig
+from rospr_harness.backends.base import Backend, BackendUnavailable
+from rospr_harness.config import ModelConfig, TritonConfig
 from rospr.artifacts import ArtifactError
 from rospr.errors import RosprError, SettingError
 from rospr.scoring import ScoreBatch

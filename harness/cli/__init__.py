@@ -3,7 +3,7 @@
 ``run`` (run, plan), ``data`` (tasks, data ...), ``bank`` (tune, bank ..., library build), ``check``
 (schema, verify, compare), ``models`` (tiny, export), ``serve`` and ``bench`` (the ``rospr-bench``
 entry). A command calls the library and prints; it catches nothing of ours. The group handler
-(``harness.cli.errors``) turns a failure into one ``error:`` line and exit code 2 by its type: a
+(``rospr_harness.cli.errors``) turns a failure into one ``error:`` line and exit code 2 by its type: a
 ``RosprError`` is a refusal (its own message), anything else a bug of ours ("an unexpected error ...
 report it"); ``ROSPR_TRACEBACK=1`` shows the traceback instead.
 """
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import typer
 
-from harness.cli import bank, bench, check, data, models, run, serve
-from harness.cli.errors import OneLineErrors, describe_error, is_refusal
+from rospr_harness.cli import bank, bench, check, data, models, run, serve
+from rospr_harness.cli.errors import OneLineErrors, describe_error, is_refusal
 
 __all__ = ["app", "describe_error", "is_refusal", "main"]
 

@@ -1,7 +1,7 @@
-"""``python -m harness.cli``: the ``rospr`` command."""
+"""``python -m rospr_harness.cli``: the ``rospr`` command."""
 
 import sys
 
-from harness.cli import main
+from rospr_harness.cli import main
 
 sys.exit(main())

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from harness.cli.common import err, setup_logging
+from rospr_harness.cli.common import err, setup_logging
 from rospr.errors import SettingError
 
 bank_app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -25,8 +25,8 @@ def tune(
 ) -> None:
     """Train one soft prompt per (source dataset, hard prompt); resumes an interrupted tuning."""
     setup_logging(verbose)
-    from harness.method.prepare import tune_sources
-    from harness.tasks.base import DataSettings
+    from rospr_harness.method.prepare import tune_sources
+    from rospr_harness.tasks.base import DataSettings
 
     names = [s.strip() for s in sources.split(",") if s.strip()]
     settings = _tune_settings(set_)
@@ -45,7 +45,7 @@ def _tune_settings(set_: list[str]):
     """The tuning settings of the ``--set`` flags; refuses (``ConfigError``, naming the flag) bad ones."""
     from pydantic import ValidationError
 
-    from harness.config import ConfigError, TuneConfig, apply_overrides, format_validation_error
+    from rospr_harness.config import ConfigError, TuneConfig, apply_overrides, format_validation_error
 
     try:
         return TuneConfig.model_validate(apply_overrides({}, set_))
@@ -70,8 +70,8 @@ def bank_import_peft(
 ) -> None:
     """Put peft PROMPT_TUNING adapters into a prompt bank, each as the prompt of its (source, template)."""
     setup_logging(verbose)
-    from harness.method.adapters import AdapterSource, import_peft
-    from harness.tasks.base import DataSettings
+    from rospr_harness.method.adapters import AdapterSource, import_peft
+    from rospr_harness.tasks.base import DataSettings
 
     if not len(adapter) == len(source) == len(template):
         raise SettingError(f"{len(adapter)} --adapter, {len(source)} --source and {len(template)} --template: give "
@@ -93,7 +93,7 @@ def bank_export_peft(
 ) -> None:
     """Write bank prompts as peft PROMPT_TUNING adapters (PeftModel.from_pretrained loads them)."""
     setup_logging(False)
-    from harness.method.adapters import export_peft
+    from rospr_harness.method.adapters import export_peft
 
     folders = export_peft(bank, out, ids, model)
     for folder in folders:
@@ -130,8 +130,8 @@ def library_build(
 ) -> None:
     """Embed n training instances of every prompt of a bank and write the FAISS library."""
     setup_logging(verbose)
-    from harness.method.prepare import build_library_from_bank
-    from harness.tasks.base import DataSettings
+    from rospr_harness.method.prepare import build_library_from_bank
+    from rospr_harness.tasks.base import DataSettings
     from rospr.backbone import check_checkpoint
 
     check_checkpoint(retriever, "--retriever")
@@ -144,7 +144,7 @@ def _index_config(index: str):
     """The index settings of ``--index``; refuses (``SettingError``) a type that is none of ours."""
     from pydantic import ValidationError
 
-    from harness.config import IndexConfig
+    from rospr_harness.config import IndexConfig
 
     try:
         return IndexConfig(type=index)

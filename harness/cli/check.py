@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from harness.cli.common import err
+from rospr_harness.cli.common import err
 from rospr.errors import SettingError
 
 MAX_BOOT = 1_000_000  # bootstrap replicates: past this the interval does not move, the run only takes longer
@@ -19,7 +19,7 @@ MAX_BOOT = 1_000_000  # bootstrap replicates: past this the interval does not mo
 
 def schema() -> None:
     """Print the JSON schema of results.json."""
-    from harness.results import ResultsFile
+    from rospr_harness.results import ResultsFile
 
     typer.echo(json.dumps(ResultsFile.model_json_schema(), indent=2))
 
@@ -29,7 +29,7 @@ def verify(
 ) -> None:
     """Check every byte: a run's records against their sha256 and figures, an export's files against
     its sealed manifest and its validation figures. Prints one line per problem; exit 1 when there is one."""
-    from harness.runner.rundir import verify_run
+    from rospr_harness.runner.rundir import verify_run
     from rospr_export.manifest import ExportIntegrityError, verify_export
 
     problems, checked = [], 0
@@ -80,8 +80,8 @@ def compare(
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the comparison as JSON"),
 ) -> None:
     """Accuracy deltas with bootstrap intervals; exit 1 on a significant regression over the threshold."""
-    from harness.compare import compare_runs, compare_to_baseline, load_baseline, load_run_scores
-    from harness.results import atomic_write_text
+    from rospr_harness.compare import compare_runs, compare_to_baseline, load_baseline, load_run_scores
+    from rospr_harness.results import atomic_write_text
 
     if (baseline is None) == (against is None):
         raise SettingError("give exactly one of --baseline NAME or --against RUN_DIR")

@@ -6,7 +6,7 @@ import logging
 
 from rich.logging import RichHandler
 
-from harness.cli.errors import err
+from rospr_harness.cli.errors import err
 
 __all__ = ["err", "setup_logging"]
 

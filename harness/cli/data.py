@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from harness.cli.common import err, setup_logging
+from rospr_harness.cli.common import err, setup_logging
 
 data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Task data: templates, BIG-bench, rows.")
 
@@ -21,8 +21,8 @@ def tasks(
 
     A task's prompts are marked: ``original`` (original_task: true, T0's evaluation prompts) and
     ``training only`` (a template without answer choices: tuned on, never scored)."""
-    from harness.tasks import get_task, group as task_group, list_tasks
-    from harness.tasks.base import DataSettings, TaskError
+    from rospr_harness.tasks import get_task, group as task_group, list_tasks
+    from rospr_harness.tasks.base import DataSettings, TaskError
 
     settings = DataSettings.from_env(data_dir)
     if group is not None:
@@ -45,8 +45,8 @@ def data_status_cmd(
 ) -> None:
     """Per task and split: hub id, config, revision, and where its rows come from now (or why not).
     Reads and downloads nothing. Exits 1 when some rows cannot be had."""
-    from harness.tasks.base import DataSettings
-    from harness.tasks.status import data_status
+    from rospr_harness.tasks.base import DataSettings
+    from rospr_harness.tasks.status import data_status
 
     rows = data_status(names, DataSettings.from_env(data_dir))
     lines = []
@@ -67,9 +67,9 @@ def data_synth_cmd(
 ) -> None:
     """Write a few schema-true synthetic rows per dataset (train and evaluation splits), so that the
     pipeline runs offline (`data.data_dir: DATA_DIR`)."""
-    from harness.tasks import expand, get_task
-    from harness.tasks.base import DataSettings, TaskError
-    from harness.tasks.synth import write_rows
+    from rospr_harness.tasks import expand, get_task
+    from rospr_harness.tasks.base import DataSettings, TaskError
+    from rospr_harness.tasks.synth import write_rows
 
     settings = DataSettings.from_env(data_dir)
     folders = []
@@ -94,8 +94,8 @@ def data_check_hub_cmd(
 ) -> None:
     """Ask the hub (metadata only, no rows) whether each catalog entry's repository, revision, config,
     splits and template columns are there: one line per dataset; exit 1 on any mismatch."""
-    from harness.tasks.base import DataSettings
-    from harness.tasks.hub_check import check_hub
+    from rospr_harness.tasks.base import DataSettings
+    from rospr_harness.tasks.hub_check import check_hub
 
     verdicts = check_hub(names or ["t0_train", "heldout"], DataSettings.from_env(data_dir))
     _table("dataset\thub\tverdict\twhy", [v.line() for v in verdicts], sum(not v.ok for v in verdicts),
@@ -122,8 +122,8 @@ def data_fetch(
     """Download the pinned sdists through pip, check their sha256, unpack their data into the cache;
     prints where each went and its file count."""
     setup_logging(verbose)
-    from harness.tasks import fetch as fetching
-    from harness.tasks.base import TaskError
+    from rospr_harness.tasks import fetch as fetching
+    from rospr_harness.tasks.base import TaskError
 
     unknown = [w for w in what if w not in fetching.SOURCES]
     if unknown:

@@ -3,7 +3,7 @@
 Classification is by type alone. A ``RosprError`` (``rospr.errors``) is a refusal of ours: its own
 message, one ``error:`` line, exit code 2. So is an ``OSError`` the system raised with an errno (the
 file and a fix), a ``MemoryError``, and a pydantic ``ValidationError`` of a settings model (the config
-line of ``harness.config``). Anything else is a bug of ours: its type and message, "an unexpected
+line of ``rospr_harness.config``). Anything else is a bug of ours: its type and message, "an unexpected
 error ... report it". ``ROSPR_TRACEBACK=1`` raises the exception instead, traceback and all.
 """
 
@@ -105,7 +105,7 @@ def _validation_error(exc: BaseException) -> str | None:
 
     if not isinstance(exc, ValidationError):
         return None
-    from harness.config import format_validation_error
+    from rospr_harness.config import format_validation_error
 
     return format_validation_error(exc, exc.title)
 

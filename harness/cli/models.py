@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from harness.cli.common import err, setup_logging
+from rospr_harness.cli.common import err, setup_logging
 
 
 def tiny(
@@ -17,7 +17,7 @@ def tiny(
 ) -> None:
     """Build the offline T5 v1.1-style model and tokenizer (a Hugging Face checkpoint directory)."""
     setup_logging(False)
-    from harness.tiny_model import build_tiny
+    from rospr_harness.tiny_model import build_tiny
 
     path = build_tiny(out, size=size, seed=seed)
     err.print(f"wrote {size} model to {path}")

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from harness.cli.common import err, setup_logging
+from rospr_harness.cli.common import err, setup_logging
 from rospr.errors import SettingError
 
 
@@ -46,8 +46,8 @@ def run(
 ) -> None:
     """Evaluate every (task, prompt) unit of CONFIG and write results.json, records/ and report.md."""
     setup_logging(verbose)
-    from harness.config import load_config
-    from harness.runner import run as run_config
+    from rospr_harness.config import load_config
+    from rospr_harness.runner import run as run_config
 
     if resume is not None and out is not None and resume.resolve() != out.resolve():
         raise SettingError(f"--resume {resume} and --out {out}: give one run directory")
@@ -75,8 +75,8 @@ def plan(
 ) -> None:
     """What `rospr run CONFIG` would score, tune, reuse and cost (FLOPs, time); runs and writes nothing."""
     setup_logging(verbose)
-    from harness.config import load_config
-    from harness.runner.estimate import estimate_run
+    from rospr_harness.config import load_config
+    from rospr_harness.runner.estimate import estimate_run
 
     est = estimate_run(load_config(config, set_), tflops=tflops)
     if json_out:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from harness.cli.common import err, setup_logging
+from rospr_harness.cli.common import err, setup_logging
 from rospr.errors import SettingError
 
 
@@ -22,7 +22,7 @@ def serve(
 ) -> None:
     """Serve the twin repository with the tritonserver of the nvidia-pytriton wheel until Ctrl-C / SIGTERM."""
     setup_logging(verbose)
-    from harness.serve import ServerError, TritonServer
+    from rospr_harness.serve import ServerError, TritonServer
 
     for flag, port in (("--http-port", http_port), ("--grpc-port", grpc_port)):
         if not 0 <= port <= 65535:

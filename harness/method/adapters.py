@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from harness.tasks import get_task
-from harness.tasks.base import DataSettings, TaskError
+from rospr_harness.tasks import get_task
+from rospr_harness.tasks.base import DataSettings, TaskError
 from rospr.peft_adapter import export_prompt, import_adapter, model_shape
 from rospr.softprompt import PromptBank, SoftPrompt, _slug
 

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.backends import Backend, create_embedder
-from harness.config import IndexConfig, RosprConfig, RunConfig, TuneConfig, checkpoint_revision
-from harness.method.tune_pool import trainer
-from harness.tasks import expand, get_task
-from harness.tasks.base import DataSettings, TaskError
+from rospr_harness.backends import Backend, create_embedder
+from rospr_harness.config import IndexConfig, RosprConfig, RunConfig, TuneConfig, checkpoint_revision
+from rospr_harness.method.tune_pool import trainer
+from rospr_harness.tasks import expand, get_task
+from rospr_harness.tasks.base import DataSettings, TaskError
 from rospr.artifacts import ArtifactError
 from rospr.identity import retriever_identity
 from rospr.library import Library, LibraryEntry, build_key, build_library, load_library

@@ -23,8 +23,8 @@ import os
 from pathlib import Path
 from typing import Callable, Sequence
 
-from harness.config import TuneConfig
-from harness.ray_session import ray_available, ray_started
+from rospr_harness.config import TuneConfig
+from rospr_harness.ray_session import ray_available, ray_started
 from rospr.errors import SettingError
 from rospr.tuning import Trainer, TuneJob, TuneResult, TuneSettings, TuneWorker, in_process
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.method.prepare import RosprContext
-from harness.results import LogCandidate, RetrievalLog
-from harness.tasks import dataset_of
+from rospr_harness.method.prepare import RosprContext
+from rospr_harness.results import LogCandidate, RetrievalLog
+from rospr_harness.tasks import dataset_of
 from rospr.data import Example
 from rospr.library import Library
 from rospr.retrieval import Hits, draw_queries

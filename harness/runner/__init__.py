@@ -4,16 +4,16 @@
 
 1. **plan** (``plan.py``: ``plan_run``): every (task, prompt) target and the methods, resolved before
    anything is written;
-2. **run directory** (``rundir.py``: ``open_run``, under ``harness.lock``): an interrupted swap
+2. **run directory** (``rundir.py``: ``open_run``, under ``rospr_harness.lock``): an interrupted swap
    recovered, the intact units of an interrupted run kept (``resume=True``) or a fresh run staged;
 3. **executor** (``session.py``): the backend, the provenance, RoSPr's bank and library
-   (``harness.method.prepare``), the unit cache and the executor (``executor.InProcessExecutor`` or
+   (``rospr_harness.method.prepare``), the unit cache and the executor (``executor.InProcessExecutor`` or
    ``ray_executor.RayExecutor``, the same workers), started with the run's Ray
-   (``harness.ray_session.run_ray``) only at its first call (``session.OnDemand``): a run whose units
+   (``rospr_harness.ray_session.run_ray``) only at its first call (``session.OnDemand``): a run whose units
    are all kept or cached starts no Ray and no actor;
 4. **drive** (``driver.py``: ``drive``): each target one coroutine (``Driver.run_target``) over the
    executor's awaitable calls, each unit written as soon as it is finished;
-5. **report** (``harness.report``, ``harness.report_html``): report.md and report.html.
+5. **report** (``rospr_harness.report``, ``rospr_harness.report_html``): report.md and report.html.
 
 A notebook that wants one unit runs ``run`` on a config with one task and one prompt and
 ``ray.enabled: false`` (the in-process executor).
@@ -25,18 +25,18 @@ import contextlib
 import logging
 from pathlib import Path
 
-from harness.backends import Backend, create_backend
-from harness.config import RunConfig
-from harness.lock import RunLock, RunLocked
-from harness.method.prepare import prepare
-from harness.report import write_report
-from harness.report_html import write_html_report
-from harness.results import ResultsFile
-from harness.runner.driver import Observer, Silent, build_records, drive
-from harness.runner.plan import RunPlan, TargetSpec, data_settings, plan_run, plan_targets, unit_slug
-from harness.runner.rundir import ResumeError, RunDirError, RunDirectory, check_out, open_run
-from harness.runner.session import Clock, OnDemand, Stamp, unit_cache
-from harness.runner.stages import Stages
+from rospr_harness.backends import Backend, create_backend
+from rospr_harness.config import RunConfig
+from rospr_harness.lock import RunLock, RunLocked
+from rospr_harness.method.prepare import prepare
+from rospr_harness.report import write_report
+from rospr_harness.report_html import write_html_report
+from rospr_harness.results import ResultsFile
+from rospr_harness.runner.driver import Observer, Silent, build_records, drive
+from rospr_harness.runner.plan import RunPlan, TargetSpec, data_settings, plan_run, plan_targets, unit_slug
+from rospr_harness.runner.rundir import ResumeError, RunDirError, RunDirectory, check_out, open_run
+from rospr_harness.runner.session import Clock, OnDemand, Stamp, unit_cache
+from rospr_harness.runner.stages import Stages
 
 log = logging.getLogger(__name__)
 

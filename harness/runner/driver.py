@@ -14,7 +14,7 @@ units are the methods of the config, and ``Driver.run_target`` does its work fro
 6. **frequency table** of the hits;
 7. **VAR** (only when a +var method is asked): the queries scored with each candidate, while the
    methods that need no VAR are already being scored;
-8. **select and mix** per method (``harness.method.unit.decide``), in the driver, where the bank
+8. **select and mix** per method (``rospr_harness.method.unit.decide``), in the driver, where the bank
    is; the prompt is put in the executor's store once (a bank prompt once per run while recently
    used, an INTER mix once per target);
 9. **score** every example with it, then **write** the unit (``RunDirectory.add``) and store it in
@@ -27,7 +27,7 @@ alone, so a batch never depends on the executor, the number of actors or the oth
 most ``max_in_flight`` batches are awaited at once (backpressure); their scores come back in any
 order and are put back in row order.
 
-Time: each synchronous step is charged to a stage of ``harness.runner.stages.Stages`` (load,
+Time: each synchronous step is charged to a stage of ``rospr_harness.runner.stages.Stages`` (load,
 cache, tokenise, select, write); the event loop's own time, less those stages, is ``wait`` (blocked
 on the executor; in process, the work itself). Each awaited call adds the worker's own seconds
 (retrieval, VAR, scoring, and the scorer's share), whichever executor ran it.
@@ -45,16 +45,16 @@ from typing import Any, Awaitable, Callable, Coroutine, Protocol
 
 import numpy as np
 
-from harness.backends import Backend
-from harness.cache import UnitCache, key_parts, rospr_part, scorer_part, unit_key
-from harness.config import RunConfig
-from harness.method.prepare import RosprContext
-from harness.method.unit import decide, retrieval_queries, var_candidates
-from harness.results import Record, ResultsFile, RetrievalLog, UnitResult, records_text
-from harness.runner.executor import Executor, RetrievalRequest
-from harness.runner.plan import TargetSpec
-from harness.runner.rundir import RunDirectory, records_path
-from harness.runner.stages import Stages
+from rospr_harness.backends import Backend
+from rospr_harness.cache import UnitCache, key_parts, rospr_part, scorer_part, unit_key
+from rospr_harness.config import RunConfig
+from rospr_harness.method.prepare import RosprContext
+from rospr_harness.method.unit import decide, retrieval_queries, var_candidates
+from rospr_harness.results import Record, ResultsFile, RetrievalLog, UnitResult, records_text
+from rospr_harness.runner.executor import Executor, RetrievalRequest
+from rospr_harness.runner.plan import TargetSpec
+from rospr_harness.runner.rundir import RunDirectory, records_path
+from rospr_harness.runner.stages import Stages
 from rospr.data import Example, UnitData
 from rospr.retrieval import Hits
 from rospr.scoring import EncodedExample, encode_examples, plan_batches, rank_classify
@@ -350,7 +350,7 @@ class Driver:
             self.cache = None
 
     def key_parts(self, target: Target, method: Method) -> dict:
-        """What a unit's records depend on (``harness.cache.key_parts``; its parts computed once)."""
+        """What a unit's records depend on (``rospr_harness.cache.key_parts``; its parts computed once)."""
         if self._scorer_part is None:
             self._scorer_part = scorer_part(self.backend.name, dict(self.backend.identity),
                                             self.config.model.name_or_path)

@@ -9,7 +9,7 @@ runner's own steps so that its counts are the run's:
 - the tuning jobs: ``prepare.tuning_jobs``, each keyed by ``TuneJob.train_key`` against the bank
   (``PromptBank.has_valid``), their training pairs tokenised by the tuner's own encoder;
 - the library: reused when its ``build_key`` equals ``prepare.library_inputs``' key;
-- a unit cache hit: ``harness.cache.unit_key`` of the parts the driver keys units by, looked up
+- a unit cache hit: ``rospr_harness.cache.unit_key`` of the parts the driver keys units by, looked up
   with ``UnitCache.get`` (verified, read-only);
 - the queries of a RoSPr target: ``unit.retrieval_queries``, leave-one-out included.
 
@@ -32,12 +32,12 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from harness.cache import key_parts, rospr_part, scorer_part, unit_key
-from harness.config import RunConfig
-from harness.method.prepare import RosprContext, library_inputs, tuning_jobs
-from harness.method.unit import retrieval_queries
-from harness.runner.plan import data_settings, plan_run
-from harness.runner.session import unit_cache
+from rospr_harness.cache import key_parts, rospr_part, scorer_part, unit_key
+from rospr_harness.config import RunConfig
+from rospr_harness.method.prepare import RosprContext, library_inputs, tuning_jobs
+from rospr_harness.method.unit import retrieval_queries
+from rospr_harness.runner.plan import data_settings, plan_run
+from rospr_harness.runner.session import unit_cache
 from rospr.artifacts import ArtifactError
 from rospr.errors import SettingError
 from rospr.flops import Flops, ModelShape, encoder_forward, score_row, train_step
@@ -209,12 +209,12 @@ def weightless_identity(name_or_path: str) -> dict:
 def _export_folder(config: RunConfig, model: str | None, retriever: str | None):
     """(the on-demand export folder the run uses for ``model`` or ``retriever``, the ``export_sources``
     it checks that folder's manifest against): keyed and checked as
-    ``harness.backends.onnxruntime_backend.ensure_export`` does, at the configured revisions, so the
+    ``rospr_harness.backends.onnxruntime_backend.ensure_export`` does, at the configured revisions, so the
     plan says "reused" only for an export the run will reuse."""
     from rospr_export.identity import cache_key, export_sources
 
-    from harness.cache import cache_root
-    from harness.config import checkpoint_revision
+    from rospr_harness.cache import cache_root
+    from rospr_harness.config import checkpoint_revision
 
     revision = None if model is None else config.model.revision
     rrevision = None if retriever is None else checkpoint_revision(config, retriever)
@@ -252,7 +252,7 @@ def _scorer_identity(config: RunConfig) -> tuple[dict | None, str]:
                       "model.name_or_path, at run time)")
     from rospr_export.manifest import find_manifest, verify_export
 
-    from harness.backends.onnxruntime_backend import onnx_identity
+    from rospr_harness.backends.onnxruntime_backend import onnx_identity
 
     try:
         folder, sources = _export_folder(config, name, None)
@@ -298,7 +298,7 @@ def _tuning(config: RunConfig, shape: ModelShape, tokenizer, identity: dict) -> 
 
 def _library_status(config: RunConfig, jobs: list, bank: PromptBank, to_train: list[str]):
     """(loaded library or None when it will be built, why). Refuses (``ArtifactError``) what the run
-    refuses (``harness.method.prepare._library``): a library edited on disk, or built by another
+    refuses (``rospr_harness.method.prepare._library``): a library edited on disk, or built by another
     retriever (its config or weights)."""
     from rospr.library import load_library
 
@@ -364,7 +364,7 @@ class _RosprPlan:
 def _rospr_plan(config: RunConfig, shape: ModelShape, tokenizer, identity: dict | None,
                 scorer: dict | None) -> _RosprPlan:
     """The bank's tuning jobs, the library's status and key FLOPs, and the retriever of a RoSPr run."""
-    from harness.backends.tokenizer import load_tokenizer
+    from rospr_harness.backends.tokenizer import load_tokenizer
 
     rc, name = config.rospr, config.model.name_or_path
     tuning, jobs, bank = _tuning(config, shape, tokenizer, identity or weightless_identity(name))
@@ -439,7 +439,7 @@ def estimate_run(config: RunConfig, tflops: float | None = None, measure_s: floa
     """
     if tflops is not None and not tflops > 0:
         raise SettingError(f"--tflops {tflops}: give a positive throughput in TFLOP/s")
-    from harness.backends.tokenizer import load_tokenizer
+    from rospr_harness.backends.tokenizer import load_tokenizer
 
     name = config.model.name_or_path
     shape = ModelShape.from_config(model_config(name, "model.name_or_path"), f"{name}/config.json")

@@ -1,6 +1,6 @@
 """Where the work of a run executes: the ``Executor`` interface, its workers, the in-process executor.
 
-The driver (``harness.runner.driver``) asks an executor for two kinds of work, each call an awaitable
+The driver (``rospr_harness.runner.driver``) asks an executor for two kinds of work, each call an awaitable
 that resolves to the worker's ``Done``:
 
 - ``await score(rows, prompt)``: one length-bucketed batch of one unit (its encoded examples, in
@@ -11,11 +11,11 @@ that resolves to the worker's ``Done``:
 
 A ``Done`` carries the worker's value and the seconds it took (for scoring, also the seconds inside
 the scorer's own calls), so the driver accounts the work the same way whichever executor ran it
-(``harness.runner.stages``). The driver awaits at most ``max_in_flight`` scoring calls at once.
+(``rospr_harness.runner.stages``). The driver awaits at most ``max_in_flight`` scoring calls at once.
 
 ``InProcessExecutor`` runs the workers in the driver's process: a call runs when it is awaited and
 is done when the await returns (the reference, one item at a time);
-``harness.runner.ray_executor.RayExecutor`` runs the same worker classes as Ray actors, and a call
+``rospr_harness.runner.ray_executor.RayExecutor`` runs the same worker classes as Ray actors, and a call
 resolves when an actor's result is back (after any resubmission). What a batch contains never
 depends on the executor, so every executor gives the same numbers.
 """

@@ -16,10 +16,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.config import DataConfig, RunConfig
-from harness.results import UnitResult
-from harness.tasks import expand, get_task, group_names
-from harness.tasks.base import DataSettings, Task, TaskError
+from rospr_harness.config import DataConfig, RunConfig
+from rospr_harness.results import UnitResult
+from rospr_harness.tasks import expand, get_task, group_names
+from rospr_harness.tasks.base import DataSettings, Task, TaskError
 from rospr.data import UnitData
 from rospr.selection import Method
 

@@ -20,14 +20,14 @@
   Only when no server is left does the error end the run, with its own message; every unit
   finished before it stays written. (The retrieval actor talks to ``triton.url`` alone.)
 - Time: every result is the worker's ``Done`` (its seconds, and those inside the scorer's session
-  calls), passed back as is, so the driver sums what the actors report (``harness.runner.stages``).
+  calls), passed back as is, so the driver sums what the actors report (``rospr_harness.runner.stages``).
 - What did the work: ``stats()`` (merged into ``execution`` of results.json) counts the scoring
   batches per Ray node (``nodes``: node id -> IP and batches) and per Triton server (``servers``),
   names the servers taken out (``servers_lost``) and lists every resubmission (``retried``: batch
   kind, from which actor and server, why; the first 100), besides ``resubmitted`` and the actors'
   restarts.
 
-The run's Ray is started or joined by ``harness.ray_session.run_ray`` (a local Ray listens on
+The run's Ray is started or joined by ``rospr_harness.ray_session.run_ray`` (a local Ray listens on
 127.0.0.1 only, without dashboard or usage statistics), and shut down afterwards only if it was
 started for the run.
 """
@@ -44,10 +44,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from harness.backends import BackendUnavailable
-from harness.cache import cache_root
-from harness.config import RunConfig
-from harness.runner.executor import Done, RetrievalRequest, RetrievalWorker, ScoringWorker
+from rospr_harness.backends import BackendUnavailable
+from rospr_harness.cache import cache_root
+from rospr_harness.config import RunConfig
+from rospr_harness.runner.executor import Done, RetrievalRequest, RetrievalWorker, ScoringWorker
 from rospr.errors import SettingError, StateError
 from rospr.scoring import EncodedExample
 
@@ -73,7 +73,7 @@ class ScoringActor(ScoringWorker):
     """A ``ScoringWorker`` that builds its backend from the config inside the actor."""
 
     def __init__(self, tree: dict, pad_id: int, threads: int, triton_url: str | None) -> None:
-        from harness.backends import create_backend
+        from rospr_harness.backends import create_backend
 
         tree = dict(tree)
         tree["onnxruntime"] = {**tree["onnxruntime"], "threads": tree["onnxruntime"]["threads"] or threads}
@@ -101,7 +101,7 @@ class RetrievalActor(RetrievalWorker):
     """A ``RetrievalWorker`` that loads the library and the retriever inside the actor."""
 
     def __init__(self, tree: dict, library: str, library_hash: str) -> None:
-        from harness.backends import create_embedder
+        from rospr_harness.backends import create_embedder
         from rospr.library import load_library
 
         config = RunConfig.model_validate(tree)

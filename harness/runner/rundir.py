@@ -26,21 +26,21 @@ the next start: with ``.rospr-new/`` still present the swap had not committed an
 is put back; without it the swap had committed and ``.rospr-old/`` is only removed.
 
 **Paths are confined.** A unit's ``records`` path read from results.json must be this unit's own
-records file (``records/<slug>.jsonl``) inside the run directory (``harness.results.confined``);
+records file (``records/<slug>.jsonl``) inside the run directory (``rospr_harness.results.confined``);
 nothing outside the run directory is read, written or removed because a run's own file named it.
 The earlier run is moved aside as whole entries, never file by file from the paths it lists.
 
 **Only our own directories are written.** ``check_out`` runs before anything is created (the lock
 file included): ``--out`` must be absent, empty (a lock file aside), or hold a run of ours, which is
 a ``results.json`` (or, mid-swap, ``.rospr-old/results.json``) that is a regular file and validates
-against our schema (``harness.results.read_results``). A folder that merely has a ``records/`` or
+against our schema (``rospr_harness.results.read_results``). A folder that merely has a ``records/`` or
 a ``report.md``, a results.json of another schema, a file, or a symbolic link is refused in one
 line naming it and the fix (another ``--out``, or empty it): nothing of the user's is moved or removed.
 
 **Resume** (``--resume``) needs a run in the directory (``results.json``; refused otherwise). It
 trusts a listed unit only when its records file is the unit's own and still has the listed sha256,
 and takes the unit's ``n`` and ``accuracy`` from the records, not from results.json
-(``harness.results.unit_figures``); every other unit is recomputed. It refuses a config that differs
+(``rospr_harness.results.unit_figures``); every other unit is recomputed. It refuses a config that differs
 from the interrupted run's in anything but the execution settings (``ray``, ``cache``), naming the
 keys that differ.
 """
@@ -54,9 +54,9 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.config import RunConfig
-from harness.lock import LOCK_NAME
-from harness.results import (
+from rospr_harness.config import RunConfig
+from rospr_harness.lock import LOCK_NAME
+from rospr_harness.results import (
     RecordsError,
     ResultsFile,
     UnitResult,
@@ -78,7 +78,7 @@ log = logging.getLogger(__name__)
 UnitId = tuple[str, str, str]  # (task, prompt, method)
 # Sections that say how a run executes, not what it computes: a resume may change them.
 EXECUTION_KEYS = ("ray", "cache")
-# What a run owns in its directory (the lock file stays: see harness.lock).
+# What a run owns in its directory (the lock file stays: see rospr_harness.lock).
 RUN_ENTRIES = ("results.json", "records", "report.md", "report.html")
 STAGING = ".rospr-new"
 TRASH = ".rospr-old"
@@ -94,7 +94,7 @@ class ResumeError(RunDirError):
 
 def records_path(task: str, prompt: str, method: str) -> str:
     """A unit's records file, relative to the run directory."""
-    from harness.runner.plan import unit_slug
+    from rospr_harness.runner.plan import unit_slug
 
     return f"records/{unit_slug(task, prompt, method)}.jsonl"
 
@@ -265,7 +265,7 @@ class RunDirectory:
 
         ``n`` and ``accuracy`` are taken from ``text`` (the records), whatever ``unit`` says.
         """
-        from harness.results import parse_records
+        from rospr_harness.results import parse_records
 
         data = text.encode("utf-8")
         own = records_path(unit.task, unit.prompt, unit.method)

@@ -3,7 +3,7 @@
 ``Stamp`` writes the run's provenance (git state, versions, host, backend identity, wall time);
 ``unit_cache`` opens the unit cache when ``cache.enabled``; ``build_executor`` makes the in-process
 executor (the reference) or the Ray executor (a retrieval actor and scoring actors), each running
-the same worker classes (``executor.py``). The run's Ray itself is ``harness.ray_session.run_ray``.
+the same worker classes (``executor.py``). The run's Ray itself is ``rospr_harness.ray_session.run_ray``.
 ``OnDemand`` starts the executor (and the run's Ray) at the first call that needs it, so a run whose
 units are all kept or cached starts neither.
 """
@@ -18,16 +18,16 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Sequence
 from datetime import datetime, timezone
 
-from harness.backends import Backend
-from harness.cache import UnitCache, cache_root
-from harness.config import CacheConfig, RunConfig, checkpoint_revision
-from harness.method.prepare import RosprContext
-from harness.provenance import git_state, host, package_versions
-from harness.results import Provenance
-from harness.ray_session import ray_available, ray_choice, run_ray
-from harness.runner.executor import Done, Executor, InProcessExecutor, RetrievalRequest, RetrievalWorker, ScoringWorker
-from harness.runner.ray_executor import RayExecutor
-from harness.runner.stages import Stages
+from rospr_harness.backends import Backend
+from rospr_harness.cache import UnitCache, cache_root
+from rospr_harness.config import CacheConfig, RunConfig, checkpoint_revision
+from rospr_harness.method.prepare import RosprContext
+from rospr_harness.provenance import git_state, host, package_versions
+from rospr_harness.results import Provenance
+from rospr_harness.ray_session import ray_available, ray_choice, run_ray
+from rospr_harness.runner.executor import Done, Executor, InProcessExecutor, RetrievalRequest, RetrievalWorker, ScoringWorker
+from rospr_harness.runner.ray_executor import RayExecutor
+from rospr_harness.runner.stages import Stages
 
 log = logging.getLogger(__name__)
 

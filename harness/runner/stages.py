@@ -20,7 +20,7 @@ Two kinds of time, kept apart because they overlap on Ray:
   The onnxruntime scorer opens its session on first use, so a worker's first ``scoring`` (or
   ``var``) batch also carries that opening, outside ``model``.
 
-``summary`` gives the ``time`` object of results.json's ``execution`` (``harness.results``).
+``summary`` gives the ``time`` object of results.json's ``execution`` (``rospr_harness.results``).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Names:
 
 - a promptsource folder ``<dataset>[/<subset>]`` (``ag_news``, ``adversarial_qa/dbidaf``,
-  ``super_glue/rte``): every template of it (:mod:`harness.tasks.promptsource`);
+  ``super_glue/rte``): every template of it (:mod:`rospr_harness.tasks.promptsource`);
 - the 11 held-out settings ``anli_r1 anli_r2 anli_r3 cb rte wsc copa wic winogrande story_cloze
   hellaswag``: T0's evaluation prompts (``original_task: true``) on the evaluation split;
 - ``bigbench/<task>`` and ``bigbench/<task>/<subtask>``;
@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import difflib
 
-from harness.tasks.base import DataSettings, Task, TaskError
-from harness.tasks.bigbench import T0_TASKS, BigBenchTask, bigbench_task, list_bigbench
-from harness.tasks.builtin import BuiltinTask, builtin_task, corpus, list_builtin
-from harness.tasks.catalog import group as catalog_group
-from harness.tasks.catalog import groups as catalog_groups
-from harness.tasks.catalog import heldout_settings
-from harness.tasks.promptsource import PromptsourceTask, heldout_task, promptsource_folders
-from harness.tasks.templates import Template, load_templates
+from rospr_harness.tasks.base import DataSettings, Task, TaskError
+from rospr_harness.tasks.bigbench import T0_TASKS, BigBenchTask, bigbench_task, list_bigbench
+from rospr_harness.tasks.builtin import BuiltinTask, builtin_task, corpus, list_builtin
+from rospr_harness.tasks.catalog import group as catalog_group
+from rospr_harness.tasks.catalog import groups as catalog_groups
+from rospr_harness.tasks.catalog import heldout_settings
+from rospr_harness.tasks.promptsource import PromptsourceTask, heldout_task, promptsource_folders
+from rospr_harness.tasks.templates import Template, load_templates
 
 FAMILIES = (
     "promptsource folders <dataset>[/<subset>]",
@@ -126,7 +126,7 @@ def get_task(name: str, settings: DataSettings) -> Task:
 
 
 def _has_templates(name: str, settings: DataSettings) -> bool:
-    from harness.tasks.templates import default_templates_dir, templates_path
+    from rospr_harness.tasks.templates import default_templates_dir, templates_path
 
     dataset, _, subset = name.partition("/")
     if not dataset or ".." in name.split("/") or name.startswith("/"):

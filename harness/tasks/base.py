@@ -20,9 +20,9 @@ class DataSettings:
     """Where task content comes from. ``None`` means: the real default (hub / package registry).
 
     The one definition of these locations: the run config's ``data:`` section is these fields (their
-    ``help`` its descriptions; ``harness.config.DataConfig``) and a ``data_dir`` root (``from_env``).
+    ``help`` its descriptions; ``rospr_harness.config.DataConfig``) and a ``data_dir`` root (``from_env``).
     ``templates_dir``: ``<dataset>[/<subset>]/templates.yaml``; default: the promptsource 0.2.3 sdist
-    fetched into the data cache (``harness.tasks.fetch``). ``bigbench``: default the bigbench 1.0.0
+    fetched into the data cache (``rospr_harness.tasks.fetch``). ``bigbench``: default the bigbench 1.0.0
     sdist. ``rows_dir``: rows files (``.jsonl``, or ``.json``, a list) in the hub schema; a dataset whose
     rows file is there reads it, the others go to the hub. ``hub_dir``: e.g. a snapshot of
     ``aps/super_glue``, which ``datasets.load_dataset`` reads instead of the hub. ``manual_dir``: manual
@@ -67,7 +67,7 @@ class DataSettings:
 @dataclass(frozen=True)
 class SplitStatus:
     """Where the rows of one (task, split) a run reads come from now (``rospr data status``): ``kind``
-    and ``where`` as :class:`harness.tasks.rows.RowSource` (``folder``/``url`` for BIG-bench,
+    and ``where`` as :class:`rospr_harness.tasks.rows.RowSource` (``folder``/``url`` for BIG-bench,
     ``builtin`` for a generated task); ``ok`` False when the rows cannot be had as things stand
     (``note`` says why and how). ``role``: ``train`` (a source) or ``eval`` (a target)."""
 

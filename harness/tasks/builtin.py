@@ -18,7 +18,7 @@ soft prompt can learn them. Labels are balanced (class counts differ by at most 
 Each task has a ``train`` and a ``validation`` split (``n_train``, ``n_validation`` rows; default 200
 and 64), generated from different seeds derived from ``seed``, the task and the split. Every task has
 3-4 hard prompts written as promptsource-style Jinja (``|||`` and ``answer_choices``), rendered by
-:class:`harness.tasks.templates.Template` exactly like promptsource files.
+:class:`rospr_harness.tasks.templates.Template` exactly like promptsource files.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
-from harness.tasks.base import SplitStatus, TaskError
-from harness.tasks.common import content_hash
-from harness.tasks.templates import Template, find_template
+from rospr_harness.tasks.base import SplitStatus, TaskError
+from rospr_harness.tasks.common import content_hash
+from rospr_harness.tasks.templates import Template, find_template
 from rospr.data import UnitData
 
 log = logging.getLogger(__name__)
@@ -213,7 +213,7 @@ def generate_rows(spec: BuiltinSpec, split: str, n: int, seed: int = DEFAULT_SEE
 
 
 class BuiltinTask:
-    """A generated task as a :class:`~harness.tasks.base.Task` (evaluation split: ``validation``)."""
+    """A generated task as a :class:`~rospr_harness.tasks.base.Task` (evaluation split: ``validation``)."""
 
     folder = None  # no promptsource folder: the rows are generated
 

@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from harness.tasks.base import TaskError
+from rospr_harness.tasks.base import TaskError
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ _OPTIONAL_KEYS = ("hub_schema",)
 
 
 def _table_path() -> Path:
-    return Path(str(resources.files("harness") / "data" / "datasets.yaml"))
+    return Path(str(resources.files("rospr_harness") / "data" / "datasets.yaml"))
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ import logging
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from harness.tasks.base import TaskError
-from harness.tasks.templates import canonical_json
+from rospr_harness.tasks.base import TaskError
+from rospr_harness.tasks.templates import canonical_json
 from rospr.artifacts import json_document, json_lines
 
 log = logging.getLogger(__name__)

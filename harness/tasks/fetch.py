@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Literal, Union
 
-from harness.tasks.base import TaskError
+from rospr_harness.tasks.base import TaskError
 from rospr.cachedirs import cache_path
 from rospr.store import ContentStore, Stage, StoreError, read_sealed
 

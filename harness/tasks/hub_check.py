@@ -12,7 +12,7 @@ For each catalog entry (``harness/data/datasets.yaml``) :func:`check_entry` asks
 4. the splits a run reads (train, eval, the held-out settings'); a folder ``val``/``dev`` counts as
    ``validation``, as ``datasets`` loads it (``datasets.data_files.SPLIT_KEYWORDS``);
 5. the features of the card's ``dataset_info`` (as ``datasets.Features``): every column the
-   templates read (:func:`harness.tasks.promptsource.template_fields`), under its hub name
+   templates read (:func:`rospr_harness.tasks.promptsource.template_fields`), under its hub name
    (``hub_schema.rename``), and for class labels the hub's class names in the order the catalog
    expects (``hub_schema.relabel``, else the feature's own names).
 
@@ -28,9 +28,9 @@ import os
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from harness.hub import offline_reason
-from harness.tasks.base import DataSettings, TaskError
-from harness.tasks.catalog import PARQUET_EXPORT, DatasetSpec, dataset_spec
+from rospr_harness.hub import offline_reason
+from rospr_harness.tasks.base import DataSettings, TaskError
+from rospr_harness.tasks.catalog import PARQUET_EXPORT, DatasetSpec, dataset_spec
 
 log = logging.getLogger(__name__)
 
@@ -176,10 +176,10 @@ def check_hub(names: list[str] | str, settings: DataSettings, api: Any = None) -
     ``HF_DATASETS_OFFLINE``), an endpoint that cannot be reached, a task that is not a catalogued
     promptsource dataset.
     """
-    from harness.tasks import expand, get_task
-    from harness.tasks.promptsource import template_fields
-    from harness.tasks.synth import splits_to_write
-    from harness.tasks.templates import load_templates
+    from rospr_harness.tasks import expand, get_task
+    from rospr_harness.tasks.promptsource import template_fields
+    from rospr_harness.tasks.synth import splits_to_write
+    from rospr_harness.tasks.templates import load_templates
 
     reason = offline_reason()
     if reason:

@@ -13,7 +13,7 @@ same dataset restricted to T0's evaluation prompts, exactly the templates whose 
 ``original_task: true``, in file order (Sanh et al. 2022; t-zero's ``evaluation/template_list.py``),
 on one split (ANLI: ``dev_r1`` ...).
 
-Rows: :mod:`harness.tasks.rows` (local rows, a manual download, or ``datasets.load_dataset``). Each
+Rows: :mod:`rospr_harness.tasks.rows` (local rows, a manual download, or ``datasets.load_dataset``). Each
 row is checked against the catalog's hub schema, or, for a dataset the catalog lacks, against the
 variables its templates read. Rows a template does not apply to (it renders an empty input) are
 skipped and counted. Templates t-zero's ``TASK_BLACKLIST`` drops are not training prompts.
@@ -28,11 +28,11 @@ from pathlib import Path
 import jinja2
 from jinja2 import meta
 
-from harness.tasks import rows as row_sources
-from harness.tasks.base import DataSettings, SplitStatus, TaskError
-from harness.tasks.catalog import DatasetSpec, dataset_spec, heldout_settings
-from harness.tasks.common import content_hash
-from harness.tasks.templates import ENV, Template, find_template, load_templates, templates_path
+from rospr_harness.tasks import rows as row_sources
+from rospr_harness.tasks.base import DataSettings, SplitStatus, TaskError
+from rospr_harness.tasks.catalog import DatasetSpec, dataset_spec, heldout_settings
+from rospr_harness.tasks.common import content_hash
+from rospr_harness.tasks.templates import ENV, Template, find_template, load_templates, templates_path
 from rospr.data import Example, UnitData
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def template_fields(templates: list[Template]) -> set[str]:
 
 
 class PromptsourceTask:
-    """A promptsource dataset folder as a :class:`~harness.tasks.base.Task`; prompts are template names.
+    """A promptsource dataset folder as a :class:`~rospr_harness.tasks.base.Task`; prompts are template names.
 
     ``name``: the task's name (the folder, or a held-out setting's name); ``original_only``: only the
     ``original_task: true`` templates (T0's evaluation prompts); ``split``: the default split of
@@ -158,7 +158,7 @@ class PromptsourceTask:
     def split_status(self) -> list[SplitStatus]:
         """Per split a run reads (the evaluation split of a held-out setting; else ``train`` and
         ``eval``, those the catalog has): its catalog entry and the row source in force
-        (:func:`harness.tasks.rows.locate`)."""
+        (:func:`rospr_harness.tasks.rows.locate`)."""
         spec = self.spec
         roles = ("eval",) if self.original_only else tuple(
             r for r in ("train", "eval") if spec is None or r in spec.splits)
@@ -267,7 +267,7 @@ _OUTSIDE = object()  # a row whose target is not among its choices (skipped when
 
 def promptsource_folders(settings: DataSettings) -> list[str]:
     """Every ``<dataset>[/<subset>]`` folder with a ``templates.yaml`` under the templates folder."""
-    from harness.tasks.templates import default_templates_dir
+    from rospr_harness.tasks.templates import default_templates_dir
 
     root = Path(settings.templates_dir) if settings.templates_dir is not None else default_templates_dir()
     return sorted(str(p.parent.relative_to(root)) for p in root.glob("**/templates.yaml"))

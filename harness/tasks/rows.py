@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from harness import hub
-from harness.tasks.base import DataSettings, TaskError
-from harness.tasks.catalog import DatasetSpec
-from harness.tasks.common import read_rows
+from rospr_harness import hub
+from rospr_harness.tasks.base import DataSettings, TaskError
+from rospr_harness.tasks.catalog import DatasetSpec
+from rospr_harness.tasks.common import read_rows
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class RowSource:
     """Where the rows of one (folder, split) come from now.
 
     ``kind``: ``local`` | ``manual`` | ``hub_dir`` | ``hub`` | ``datasets-cache`` (the hub while
-    ``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE``: ``harness.hub``) | ``missing`` (a manual download not provided);
+    ``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE``: ``rospr_harness.hub``) | ``missing`` (a manual download not provided);
     ``where``: the file, folder or ``hub_id[:config]@revision``; ``note``: what is missing and how to fix it.
     """
 

@@ -2,15 +2,15 @@
 
 ``rospr data status t0_train heldout`` prints :func:`data_status`: for a promptsource dataset its
 catalog entry (hub id, config, revision) and, per split a run reads (``train`` for a source, the
-evaluation split for a target), the source now in force (:func:`harness.tasks.rows.locate`): local
+evaluation split for a target), the source now in force (:func:`rospr_harness.tasks.rows.locate`): local
 rows, a manual download, a hub snapshot folder, or the hub; or why none (a manual download missing).
 Each task says so itself (``Task.split_status``).
 """
 
 from __future__ import annotations
 
-from harness.tasks import expand, get_task
-from harness.tasks.base import DataSettings, SplitStatus
+from rospr_harness.tasks import expand, get_task
+from rospr_harness.tasks.base import DataSettings, SplitStatus
 
 __all__ = ["SplitStatus", "data_status"]
 

@@ -2,7 +2,7 @@
 
 :func:`synth_rows` builds rows in two steps:
 
-1. every field gets a value of its schema type (:mod:`harness.tasks.catalog` notation): short
+1. every field gets a value of its schema type (:mod:`rospr_harness.tasks.catalog` notation): short
    plausible English for strings, class labels spread over the classes (row ``i`` gets class
    ``i mod k``, so a handful of rows covers every class), lists of 2-4 items, dicts of equal-length
    lists for sequences of dicts, structs field by field;
@@ -30,8 +30,8 @@ import random
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from harness.tasks.base import TaskError
-from harness.tasks.catalog import SCALARS, DatasetSpec, dataset_spec, heldout_settings
+from rospr_harness.tasks.base import TaskError
+from rospr_harness.tasks.catalog import SCALARS, DatasetSpec, dataset_spec, heldout_settings
 
 log = logging.getLogger(__name__)
 

@@ -48,7 +48,7 @@ from jinja2 import nodes
 from jinja2.compiler import CodeGenerator
 from jinja2.sandbox import SandboxedEnvironment
 
-from harness.tasks.base import TaskError
+from rospr_harness.tasks.base import TaskError
 from rospr.data import Example
 
 log = logging.getLogger(__name__)
@@ -395,7 +395,7 @@ class Template:
         except _OverBudget as e:
             raise TaskError(
                 f"{self._where()}: field {what!r} {e} on {row_name}, past the work one row may take "
-                f"(harness.tasks.templates.RENDER_STEPS / RENDER_SIZE); simplify the template's loops"
+                f"(rospr_harness.tasks.templates.RENDER_STEPS / RENDER_SIZE); simplify the template's loops"
             ) from None
         except jinja2.UndefinedError as e:
             raise TaskError(
@@ -540,11 +540,11 @@ def default_templates_dir() -> Path:
     """promptsource 0.2.3's ``templates/`` folder from the data cache, fetched on first use.
 
     The folder comes from the pinned promptsource sdist on the package registry
-    (:mod:`harness.tasks.fetch`); the first call without a cached copy downloads it (about 230 kB).
+    (:mod:`rospr_harness.tasks.fetch`); the first call without a cached copy downloads it (about 230 kB).
     Refuses (``TaskError``) when it is not cached and cannot be fetched, saying how to provide
     templates instead.
     """
-    from harness.tasks import fetch as fetching
+    from rospr_harness.tasks import fetch as fetching
 
     found = fetching.cached("templates")
     if found is not None:

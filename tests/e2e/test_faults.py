@@ -11,7 +11,7 @@
 The cluster stays on loopback: Ray 2.60 swaps ``--node-ip-address=127.0.0.1`` (and only that spelling of
 loopback) for the host's routable address, so the head is ``127.0.0.2`` and the worker ``127.0.0.3``
 (Linux routes all of 127.0.0.0/8 to ``lo``), and the driver joins from ``127.0.0.2``
-(``harness.ray_session._join_kwargs``). No traffic of this test leaves the loopback range.
+(``rospr_harness.ray_session._join_kwargs``). No traffic of this test leaves the loopback range.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.results import read_records, read_results
-from harness.runner import run
+from rospr_harness.results import read_records, read_results
+from rospr_harness.runner import run
 from helpers import descendants, served_repo
 
 pytestmark = pytest.mark.slow
@@ -76,7 +76,7 @@ class AfterFirstUnit:
 def test_a_triton_server_killed_mid_run_moves_its_work_to_the_other(run_config, tiny_model_dir, tmp_path_factory,
                                                                    tmp_path, ray_cluster, monkeypatch):
     pytest.importorskip("tritonclient.grpc")
-    from harness.serve import ServerError, TritonServer, _process_group_members
+    from rospr_harness.serve import ServerError, TritonServer, _process_group_members
 
     monkeypatch.setenv("ROSPR_ONNX_CACHE", str(tmp_path_factory.getbasetemp() / "trust-onnx-cache"))
     repo = served_repo(tiny_model_dir, tmp_path_factory)
@@ -115,8 +115,8 @@ def test_a_triton_server_killed_mid_run_moves_its_work_to_the_other(run_config, 
 def test_every_server_gone_ends_the_run_with_one_clear_error(run_config, tiny_model_dir, tmp_path_factory, tmp_path,
                                                              ray_cluster, monkeypatch):
     pytest.importorskip("tritonclient.grpc")
-    from harness.backends import BackendUnavailable
-    from harness.serve import ServerError, TritonServer
+    from rospr_harness.backends import BackendUnavailable
+    from rospr_harness.serve import ServerError, TritonServer
 
     monkeypatch.setenv("ROSPR_ONNX_CACHE", str(tmp_path_factory.getbasetemp() / "trust-onnx-cache"))
     repo = served_repo(tiny_model_dir, tmp_path_factory)
@@ -143,8 +143,8 @@ def test_every_server_gone_ends_the_run_with_one_clear_error(run_config, tiny_mo
 DRIVER = textwrap.dedent(
     """
     import json, os, signal, sys
-    from harness.config import load_config
-    from harness.runner import run
+    from rospr_harness.config import load_config
+    from rospr_harness.runner import run
 
     tree, out, victim = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 
@@ -193,7 +193,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def test_a_ray_worker_node_lost_mid_run_changes_nothing(run_config, tmp_path_factory, tmp_path):
-    from harness.serve import free_port
+    from rospr_harness.serve import free_port
 
     ray_bin = Path(sys.executable).parent / "ray"
     if not ray_bin.exists():

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from harness.cli import app
-from harness.config import load_config
-from harness.results import read_results
-from harness.runner import run
+from rospr_harness.cli import app
+from rospr_harness.config import load_config
+from rospr_harness.results import read_results
+from rospr_harness.runner import run
 from helpers import bigbench_task, one_line_error, toy_task
 from rospr.artifacts import seal
 
@@ -155,7 +155,7 @@ def test_compare_of_malformed_results_names_the_file(finished, tmp_path):
 def test_compare_of_untouched_runs_uses_the_records(finished):
     """Against itself: delta 0 everywhere and the accuracy per prompt is the hand computation."""
     _, root, golden = finished
-    from harness.compare import compare_runs, load_run_scores
+    from rospr_harness.compare import compare_runs, load_run_scores
 
     scores = load_run_scores(root / "golden")
     cmp = compare_runs(scores, scores, n_boot=50)
@@ -178,7 +178,7 @@ def test_choices_that_render_the_same_text_are_skipped_with_their_reason(run_con
     """'yes ||| yes' on every row, and row-dependent choices equal on two rows: those rows are skipped
     (never counted right by the choices' order), their reason is in results.json and the report, the
     empty unit has no accuracy and stays out of the task mean, and compare lists it."""
-    from harness.runner.plan import SAME_CHOICES
+    from rospr_harness.runner.plan import SAME_CHOICES
 
     data = toy_task(tmp_path, [("same", "yes ||| yes"), ("pair", "'{{a}} ||| {{b}}'"), ("ok", "no ||| yes")])
     cfg = run_config(data=data, tasks=["toy"], onnxruntime={"cache_dir": str(tmp_path / "onnx"), "threads": 1})
@@ -214,7 +214,7 @@ def test_a_tie_between_a_right_and_a_wrong_choice_earns_half(run_config, tmp_pat
     assert unit.n == 5 and unit.accuracy == pytest.approx(sum(map(hand_credit, recs)) / 5) == 0.5
     # the credit is recomputed from the records: a record claiming a full point for its tie is refused
     recs[0]["score"] = 1.0
-    from harness.results import Record, RecordsError, record_scores
+    from rospr_harness.results import Record, RecordsError, record_scores
 
     with pytest.raises(RecordsError, match="field 'score' is 1.0 but its prediction scores 0.5"):
         record_scores([Record.model_validate(r) for r in recs], "r.jsonl")
@@ -237,7 +237,7 @@ class _NaNScorer:
 def test_a_backend_returning_nan_fails_the_unit_in_one_line(finished, tmp_path):
     """NaN log-probabilities would make the prediction arbitrary (argmax picks the first NaN) and the
     records unreadable as JSON: the unit is refused, naming it and the field, and nothing NaN is written."""
-    from harness.backends import Backend, create_backend
+    from rospr_harness.backends import Backend, create_backend
 
     config, root, _ = finished
     cfg = load_config(config)

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from harness.backends.torch_backend import TorchScorer
-from harness.config import load_config
-from harness.results import read_records, read_results
-from harness.runner import run
+from rospr_harness.backends.torch_backend import TorchScorer
+from rospr_harness.config import load_config
+from rospr_harness.results import read_records, read_results
+from rospr_harness.runner import run
 from rospr.selection import Method
 from rospr.scoring import encode_examples, score_encoded
 from rospr.softprompt import PromptBank

@@ -8,12 +8,12 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from harness.cli import app
-from harness.config import load_config
-from harness.results import read_results
-from harness.tasks import group
-from harness.tasks.catalog import dataset_spec
-from harness.tasks.templates import load_templates
+from rospr_harness.cli import app
+from rospr_harness.config import load_config
+from rospr_harness.results import read_results
+from rospr_harness.tasks import group
+from rospr_harness.tasks.catalog import dataset_spec
+from rospr_harness.tasks.templates import load_templates
 
 METHODS = ["t0", "rospr", "rospr+inter", "rospr+var", "rospr+var+inter"]
 ROWS = 8  # synth guarantees every template applies to one of 8 train rows
@@ -83,7 +83,7 @@ def test_t0_train_sources_tune_and_run_with_heldout_targets(synth_dir, tiny_mode
                   "tune": {"steps": 2, "prompt_length": 4, "batch_size": 4, "source_rows": ROWS, "parallel": "off"},
                   "library_n": ROWS, "queries": 4, "top_n": 5, "n_inter": 3, "var_candidates": 3},
     }
-    from harness.runner import run
+    from rospr_harness.runner import run
 
     run(load_config(None, [], tree=tree), tmp_path / "run")
     res = read_results(tmp_path / "run" / "results.json")

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from harness.cli import app
-from harness.config import ConfigError, load_config
-from harness.results import SCHEMA_VERSION, read_records, read_results
-from harness.runner import run
+from rospr_harness.cli import app
+from rospr_harness.config import ConfigError, load_config
+from rospr_harness.results import SCHEMA_VERSION, read_records, read_results
+from rospr_harness.runner import run
 
 TASKS = [{"name": "builtin/sentiment", "limit": 12}, {"name": "builtin/topic", "limit": 10, "prompts": ["topic_label", "section"]}]
 
@@ -97,7 +97,7 @@ def test_config_errors_name_the_key(tree, fragment, tmp_path):
 
 
 def test_unknown_task_is_refused_before_scoring(run_config, tmp_path):
-    from harness.tasks.base import TaskError
+    from rospr_harness.tasks.base import TaskError
 
     cfg = run_config(tasks=["builtin/sentimnt"])
     with pytest.raises(TaskError, match="builtin/sentiment"):

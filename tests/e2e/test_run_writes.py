@@ -1,6 +1,6 @@
 """A whole `rospr run` writes its run directory, our caches (under the user cache root) and the data
 directory, and nothing else: not onnxruntime's telemetry under ``~/.cache/Microsoft/``, not matplotlib's
-or torch's caches under ``$HOME`` or the temporary folder (``harness.thirdparty``); a unit cache that
+or torch's caches under ``$HOME`` or the temporary folder (``rospr_harness.thirdparty``); a unit cache that
 cannot be written is a warning and the run goes on."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def test_a_run_writes_only_its_run_directory_our_caches_and_the_data_directory(r
     marker = tmp_path / "marker"
     marker.write_text("")
     time.sleep(0.05)  # mtimes after the marker's
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(cfg), "--out", str(tmp_path / "cwd" / "run")],
+    proc = subprocess.run([sys.executable, "-m", "rospr_harness.cli", "run", str(cfg), "--out", str(tmp_path / "cwd" / "run")],
                           cwd=tmp_path / "cwd", env=isolated_env(tmp_path), capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -12,11 +12,11 @@ import html
 
 import pytest
 
-from harness.config import load_config
-from harness.results import read_records, read_results
-from harness.runner import run
-from harness.runner import stages as stages_mod
-from harness.runner.stages import STAGES, WORK, Stages
+from rospr_harness.config import load_config
+from rospr_harness.results import read_records, read_results
+from rospr_harness.runner import run
+from rospr_harness.runner import stages as stages_mod
+from rospr_harness.runner.stages import STAGES, WORK, Stages
 
 EPS = 1e-3  # figures are rounded to 4 decimals; nine of them may add 4.5e-4
 

@@ -20,6 +20,12 @@ the port) before it launches anything; the server is started with a unique ``--i
 reported ready only when ``GET /v2`` on its port answers with that id while its process is alive,
 so another server on the same port is never taken for it.
 
+Profilers (issue 21): Triton's Prometheus metrics endpoint (``GET /metrics``), which ``perf_analyzer
+--collect-metrics``, model_analyzer and Prometheus read, is on by default, on its own port
+(``metrics_port``, a free one unless given) bound to the same host as the other two; CPU metrics
+on, GPU metrics off (this build serves on the CPU; the NGC image reports them). ``metrics=False``
+turns it off.
+
 The server is a ``rospr_harness.procs.ManagedProcess``: its life is tied to its parent's (a parent-death
 signal on Linux, so a ``rospr serve`` killed with ``SIGKILL`` leaves no server behind), it is recorded
 in a pid file (``$ROSPR_SERVE_STATE`` or ``<tmp>/rospr-serve-<uid>/``) and the next ``start`` reaps a
@@ -133,13 +139,16 @@ class TritonServer:
 
     def __init__(self, repo: str | Path, host: str = "127.0.0.1", http_port: int | None = None,
                  grpc_port: int | None = None, startup_timeout_s: float = 120.0, log_verbose: int = 0,
-                 log_path: str | Path | None = None) -> None:
+                 log_path: str | Path | None = None, metrics: bool = True,
+                 metrics_port: int | None = None) -> None:
         from rospr_export.repository import twin_repository
 
         self.repo = twin_repository(repo).resolve()
         self.host = host
         self.http_port = http_port or free_port(host)
         self.grpc_port = grpc_port or free_port(host, avoid=(self.http_port,))
+        self.metrics = metrics
+        self.metrics_port = (metrics_port or free_port(host, avoid=(self.http_port, self.grpc_port))) if metrics else None
         self.startup_timeout_s = startup_timeout_s
         self.log_verbose = log_verbose
         self._log_path = Path(log_path) if log_path else None
@@ -156,6 +165,19 @@ class TritonServer:
     @property
     def grpc_url(self) -> str:
         return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str | None:
+        """``host:port/metrics`` of the Prometheus endpoint (what ``perf_analyzer --metrics-url`` takes);
+        None when metrics are off."""
+        return f"{self.host}:{self.metrics_port}/metrics" if self.metrics else None
+
+    def ports(self) -> dict[str, int]:
+        """The ports this server listens on, by kind (``http``, ``grpc`` and, with metrics, ``metrics``)."""
+        ports = {"http": self.http_port, "grpc": self.grpc_port}
+        if self.metrics:
+            ports["metrics"] = self.metrics_port
+        return ports
 
     @property
     def log_file(self) -> Path | None:
@@ -195,7 +217,7 @@ class TritonServer:
             f"--backend-directory={backends}",
             f"--http-address={self.host}", f"--http-port={self.http_port}",
             f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
-            "--allow-metrics=false", "--allow-gpu-metrics=false",
+            *self._metrics_flags(),
             "--exit-on-error=true", "--strict-readiness=true",
             "--disable-auto-complete-config",
             f"--log-verbose={self.log_verbose}",
@@ -204,15 +226,21 @@ class TritonServer:
             "--backend-config=python,shm-growth-byte-size=16777216",
         ]
 
+    def _metrics_flags(self) -> list[str]:
+        if not self.metrics:
+            return ["--allow-metrics=false"]
+        return ["--allow-metrics=true", "--allow-cpu-metrics=true", "--allow-gpu-metrics=false",
+                f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}"]
+
     def start(self) -> "TritonServer":
         """Start the server and wait until it is ready. Raises ``ServerError`` when it cannot."""
         if self.process is not None:
             raise ServerError("this server is already started")
         reap_stale_servers()
         sweep_stale_workdirs()
-        for kind, port in (("http", self.http_port), ("grpc", self.grpc_port)):
+        for kind, port in self.ports().items():
             if port_in_use(self.host, port):
-                flag = "--http-port" if kind == "http" else "--grpc-port"
+                flag = f"--{kind}-port"
                 raise ServerError(f"port {port} ({kind}) on {self.host} is already in use (another server?); "
                                   f"stop that server, or choose another {flag} (0: a free one)")
         dist = self._dist = tritonserver_dist()
@@ -221,7 +249,7 @@ class TritonServer:
         self._child = ManagedProcess(
             self.command(dist, backends), tag=f"--id={self.server_id}", state_dir=state_dir(), name=self.server_id,
             record={"id": self.server_id, "repo": str(self.repo), "http_port": self.http_port,
-                    "grpc_port": self.grpc_port},
+                    "grpc_port": self.grpc_port, "metrics_port": self.metrics_port},
             workdir=self.workdir, shm_prefix=STUB_SHM_PREFIX)
         try:
             self._prepare_backends(dist, backends)
@@ -230,7 +258,8 @@ class TritonServer:
         except BaseException:
             self.stop()
             raise
-        log.info("Triton server ready: grpc %s, http %s, repository %s", self.grpc_url, self.http_url, self.repo)
+        log.info("Triton server ready: grpc %s, http %s, metrics %s, repository %s", self.grpc_url, self.http_url,
+                 self.metrics_url or "off", self.repo)
         return self
 
     @property
@@ -286,7 +315,8 @@ class TritonServer:
         tail = self.log_tail()
         hints = []
         if "Address already in use" in tail or "Socket '" in tail:
-            hints.append(f"a port is taken (http {self.http_port}, grpc {self.grpc_port}): pick others or let them default")
+            taken = ", ".join(f"{kind} {port}" for kind, port in self.ports().items())
+            hints.append(f"a port is taken ({taken}): pick others or let them default")
         if "libpython" in tail or "error while loading shared libraries" in tail:
             hints.append("the python backend stub cannot find a shared library: LD_LIBRARY_PATH must start "
                          f"with {sysconfig.get_config_var('LIBDIR')} and hold the wheel's nvidia_pytriton.libs")

@@ -40,23 +40,26 @@ def test_serve_with_a_missing_repository(tmp_path):
 
 @pytest.mark.parametrize("args, needle", [(["--http-port", "70000"], "--http-port 70000"),
                                           (["--grpc-port", "-1"], "--grpc-port -1"),
+                                          (["--metrics-port", "65536"], "--metrics-port 65536"),
                                           (["--startup-timeout", "nan"], "--startup-timeout nan"),
                                           (["--startup-timeout", "1e9"], "--startup-timeout 1000000000.0")])
 def test_serve_refuses_ports_and_waits_out_of_range_before_starting_anything(tmp_path, args, needle):
     error_line(cli("serve", "--repo", tmp_path, *args), needle)
 
 
-@pytest.mark.parametrize("taken", ["http", "grpc"])
+@pytest.mark.parametrize("taken", ["http", "grpc", "metrics"])
 def test_serve_refuses_a_port_in_use_before_starting_anything(tmp_path, taken):
     from rospr_harness.serve import free_port
 
     busy = _listening_socket()
     port = busy.getsockname()[1]
-    other = free_port(avoid=(port,))
-    http, grpc = (port, other) if taken == "http" else (other, port)
+    ports = {"http": free_port(avoid=(port,))}
+    ports["grpc"] = free_port(avoid=(port, ports["http"]))
+    ports["metrics"] = free_port(avoid=(port, ports["http"], ports["grpc"]))
+    ports[taken] = port
     try:
         proc = subprocess.run([sys.executable, "-m", "rospr_harness.cli", "serve", "--repo", str(_fake_repo(tmp_path)),
-                               "--http-port", str(http), "--grpc-port", str(grpc)], cwd=REPO,
+                               *(a for kind, p in ports.items() for a in (f"--{kind}-port", str(p)))], cwd=REPO,
                               capture_output=True, text=True, timeout=120,
                               env={**os.environ, "ROSPR_SERVE_STATE": str(tmp_path / "state")})
     finally:
@@ -152,7 +155,7 @@ def test_serve_killed_with_sigkill_leaves_no_server(tiny_model_dir, tmp_path_fac
     http = free_port()
     grpc = free_port(avoid=(http,))
     proc = subprocess.Popen([sys.executable, "-m", "rospr_harness.cli", "serve", "--repo", str(repo), "--http-port",
-                             str(http), "--grpc-port", str(grpc)], cwd=REPO, stdout=subprocess.DEVNULL,
+                             str(http), "--grpc-port", str(grpc), "--metrics-port", "0"], cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env={**os.environ, "ROSPR_SERVE_STATE": str(tmp_path / "st")})
     server_pid = None
     try:

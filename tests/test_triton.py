@@ -207,6 +207,32 @@ def test_timeout_is_retried_then_reported(server, reference):
         scorer.close()
 
 
+def _metrics(url: str) -> dict[str, float]:
+    """The samples of a Prometheus text page (``name{labels}`` -> value), comments left out."""
+    with urllib.request.urlopen(f"http://{url}", timeout=10) as r:
+        text = r.read().decode()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line and not line.startswith("#")}
+
+
+def test_metrics_endpoint_counts_what_was_served(server, reference):
+    """Triton's metrics are on by default (perf_analyzer --collect-metrics, model_analyzer and
+    Prometheus read them), on loopback: the scorer's success counter grows by the requests sent."""
+    torch_scorer, encoded = reference
+    assert server.metrics_url == f"127.0.0.1:{server.metrics_port}/metrics"
+    key = 'nv_inference_request_success{model="t0_scorer",version="1"}'
+    before = _metrics(server.metrics_url).get(key, 0.0)
+    scorer = TritonScorer(server.grpc_url, concurrency=1, max_request_batch=2)
+    try:
+        score_encoded(scorer, encoded, None, batch_size=len(encoded))  # 7 rows: ceil(7 / 2) = 4 requests
+    finally:
+        scorer.close()
+    after = _metrics(server.metrics_url)
+    assert after[key] - before == 4
+    assert 'nv_inference_count{model="t0_scorer",version="1"}' in after
+    assert any(k.startswith("nv_cpu_utilization") for k in after)  # CPU metrics on
+
+
 def test_server_stop_leaves_nothing(repo):
     s = TritonServer(repo).start()
     pgid, workdir = s.process.pid, s.workdir
@@ -233,9 +259,10 @@ def test_broken_repository_says_why(repo, tmp_path):
 def test_rospr_serve_cli_starts_and_stops_cleanly(repo):
     http = free_port()
     grpc = free_port(avoid=(http,))
+    metrics = free_port(avoid=(http, grpc))
     proc = subprocess.Popen(
         [sys.executable, "-m", "rospr_harness.cli", "serve", "--repo", str(repo), "--http-port", str(http),
-         "--grpc-port", str(grpc)],
+         "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
         env={**os.environ, "COLUMNS": "400"},
     )
@@ -250,6 +277,8 @@ def test_rospr_serve_cli_starts_and_stops_cleanly(repo):
             except OSError:
                 time.sleep(0.3)
         assert ready, proc.stdout.read() if proc.poll() is not None else "not ready"
+        page = _metrics(f"127.0.0.1:{metrics}/metrics")  # the endpoint `rospr serve` turns on by default
+        assert 'nv_inference_request_success{model="t0_scorer",version="1"}' in page
         server_pid = _children(proc.pid)[0]  # tritonserver, started by the CLI in its own group
         workdir = Path(os.readlink(f"/proc/{server_pid}/cwd"))
         assert workdir.name.startswith("rospr-triton-") and len(_process_group_members(server_pid)) >= 3

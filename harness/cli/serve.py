@@ -17,6 +17,10 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="address to bind (loopback unless told otherwise)"),
     http_port: int = typer.Option(8000, "--http-port", help="0: a free port"),
     grpc_port: int = typer.Option(8001, "--grpc-port", help="0: a free port"),
+    metrics_port: int = typer.Option(8002, "--metrics-port",
+                                     help="Prometheus metrics (GET /metrics, on --host) for perf_analyzer "
+                                          "--collect-metrics, model_analyzer, Prometheus; 0: a free port"),
+    metrics: bool = typer.Option(True, "--metrics/--no-metrics", help="serve the metrics endpoint"),
     startup_timeout: float = typer.Option(120.0, "--startup-timeout", help="seconds to wait for readiness"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Triton's verbose log"),
 ) -> None:
@@ -24,7 +28,7 @@ def serve(
     setup_logging(verbose)
     from rospr_harness.serve import ServerError, TritonServer
 
-    for flag, port in (("--http-port", http_port), ("--grpc-port", grpc_port)):
+    for flag, port in (("--http-port", http_port), ("--grpc-port", grpc_port), ("--metrics-port", metrics_port)):
         if not 0 <= port <= 65535:
             raise SettingError(f"{flag} {port}: give a TCP port, 1 to 65535 (0: a free one)")
     if not 0 < startup_timeout <= 3600:
@@ -32,9 +36,11 @@ def serve(
     signal.signal(signal.SIGTERM, _terminate)
     server = None
     try:
-        server = TritonServer(repo, host, http_port or None, grpc_port or None, startup_timeout, int(verbose))
+        server = TritonServer(repo, host, http_port or None, grpc_port or None, startup_timeout, int(verbose),
+                              metrics=metrics, metrics_port=metrics_port or None)
         server.start()
-        err.print(f"Triton ready: grpc {server.grpc_url}, http {server.http_url} (tritonserver pid "
+        err.print(f"Triton ready: grpc {server.grpc_url}, http {server.http_url}, metrics "
+                  f"{'http://' + server.metrics_url if metrics else 'off'} (tritonserver pid "
                   f"{server.process.pid}, work dir {server.workdir}); Ctrl-C to stop", highlight=False)
         while server.is_alive():
             time.sleep(0.5)

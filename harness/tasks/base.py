@@ -114,6 +114,13 @@ class Task(Protocol):
         """Where the rows of each split a run reads come from now; reads and downloads nothing."""
         ...
 
+    def training_identity(self, prompt: str, split: str | None = None, limit: int | None = None) -> dict | None:
+        """What ``load(prompt, split, limit, training=True)`` renders from, told without reading or
+        rendering the rows: the template's text, the split, the limit and where the rows are
+        (``rows_file``: a file the caller hashes). None when there is no such cheap identity (rows from
+        the hub): the caller renders and compares what was rendered."""
+        ...
+
     def load(self, prompt: str, split: str | None = None, limit: int | None = None, *,
              training: bool = False) -> UnitData:
         """Render the examples of ``prompt`` on ``split`` (the task's evaluation split when None).

@@ -299,6 +299,10 @@ class BigBenchTask:
     def training_prompts(self) -> list[str]:
         return self.prompts()
 
+    def training_identity(self, prompt: str, split: str | None = None, limit: int | None = None) -> dict | None:
+        """None: a BIG-bench source is rendered to be compared (``Task.training_identity``)."""
+        return None
+
     def prompt_marks(self) -> dict[str, tuple[str, ...]]:
         return {p: () for p in self.prompts()}
 

@@ -196,6 +196,17 @@ class PromptsourceTask:
 
     # ---- units -----------------------------------------------------------------------------
 
+    def training_identity(self, prompt: str, split: str | None = None, limit: int | None = None) -> dict | None:
+        """See ``Task.training_identity``: the template's text and the rows file (local rows or a manual
+        download; the catalog's mapping of their columns is code and data of this package); None for
+        rows from the hub."""
+        split = split or self.default_split()
+        source = row_sources.locate(self.spec, self.folder, split, self.settings)
+        if source.kind not in ("local", "manual"):
+            return None
+        return {"task": self.name, "folder": self.folder, "split": split, "limit": limit, "truncate": self.truncate,
+                "template": self.template(prompt).text(), "rows_kind": source.kind, "rows_file": source.where}
+
     def load(self, prompt: str, split: str | None = None, limit: int | None = None, *,
              training: bool = False) -> UnitData:
         """Render ``prompt`` on ``split``; see ``Task.load``.

@@ -1,6 +1,6 @@
 """Helpers shared by several test files: the CLI in process and its one error line, a run directory's
-checksums, the processes and listening sockets under a pid (from /proc), a served tiny model, a toy
-promptsource task, and a loopback server that never answers. ``tests/`` is on ``sys.path`` (pytest puts
+checksums, the processes and listening sockets under a pid (from /proc), a served tiny model, an ONNX
+graph with one weight flipped, a toy promptsource task, and a loopback server that never answers. ``tests/`` is on ``sys.path`` (pytest puts
 the folder of ``conftest.py`` there), so ``from helpers import ...`` works in every test file and in the
 scripts they run with ``sys.path`` pointing here."""
 
@@ -64,9 +64,11 @@ def error_line(result, *needles: str, bug: bool = False) -> str:
 
 
 def one_line_error(result, *needles: str) -> None:
-    """Exit code 2, no traceback, and each needle somewhere in the output (rich may wrap the line)."""
+    """Exit code 2, no traceback, an ``error:`` line, and each needle somewhere in the output (rich may
+    wrap the line)."""
     text = result.output
     assert result.exit_code == 2 and "Traceback" not in text, text
+    assert any(ln.startswith("error:") for ln in text.splitlines()), text
     joined = " ".join(text.split())
     for n in needles:
         assert n in joined, (n, text)
@@ -75,10 +77,19 @@ def one_line_error(result, *needles: str) -> None:
 # -- run directories ----------------------------------------------------------------------------------
 
 
-def snapshot(run_dir: Path) -> dict[str, str]:
-    """sha256 of every file of a run directory (the lock file aside: it says who holds the run)."""
-    return {str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(run_dir.rglob("*")) if p.is_file() and p.name != ".lock"}
+def snapshot(run_dir: Path, links: bool = False) -> dict[str, str]:
+    """sha256 of every file of a run directory (the lock file aside: it says who holds the run);
+    ``links``: a symbolic link is recorded as ``link:<its target>`` instead of what it points to."""
+    out = {}
+    for p in sorted(run_dir.rglob("*")):
+        rel = str(p.relative_to(run_dir))
+        if p.name == ".lock":
+            continue
+        if links and p.is_symlink():
+            out[rel] = "link:" + os.readlink(p)
+        elif p.is_file():
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
 
 
 # -- an environment with the default cache places ---------------------------------------------------
@@ -194,6 +205,27 @@ def served_repo(model_dir: Path, tmp_path_factory) -> Path:
         export_models(model_dir, out / "onnx", retriever=model_dir)
         write_repository(out / "onnx", out)
     return out
+
+
+# -- a damaged export ---------------------------------------------------------------------------------
+
+
+def flip_a_weight(graph: Path) -> None:
+    """XOR the exponent byte of the first value of the LM head's weight (a [d_model, vocab] MatMul) in
+    the ONNX file ``graph``, in place: same size, scores changed."""
+    import onnx
+
+    model = onnx.load(str(graph))
+    head = max((t for t in model.graph.initializer if len(t.dims) == 2 and t.dims[1] > t.dims[0]),
+               key=lambda t: len(t.raw_data))
+    data = graph.read_bytes()
+    at = data.find(head.raw_data[:256])
+    assert at > 0 and data.count(head.raw_data[:256]) == 1
+    with open(graph, "r+b") as fh:
+        fh.seek(at + 3)  # little-endian float32: byte 3 holds the sign and the top of the exponent
+        byte = fh.read(1)[0]
+        fh.seek(at + 3)
+        fh.write(bytes([byte ^ 0x40]))
 
 
 # -- a toy promptsource task --------------------------------------------------------------------------

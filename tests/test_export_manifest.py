@@ -2,17 +2,23 @@
 
 Every field of a real export's manifest (scorer and retriever graphs in one cache) is edited in turn:
 ``rospr verify`` fails on each. A careful forger who reseals the manifest after editing a validation
-figure still fails, on the figure itself.
+figure still fails, on the figure itself. A byte flipped in a graph is found by the stat-keyed check
+even with the mtime put back, and an explicit export with a flipped byte is refused, naming the file.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
+from helpers import flip_a_weight
 from typer.testing import CliRunner
+
+import rospr.artifacts as digests
 
 from rospr_harness.cli import app
 from rospr.artifacts import seal
@@ -140,3 +146,42 @@ def test_each_graph_and_dtype_has_its_tolerance():
     assert expected_tolerance("t0_scorer", "float32", "float16") == HALF_TOLERANCE  # a float16 prompt input
     assert expected_tolerance("t0_scorer", "bfloat16", "float32") == HALF_TOLERANCE
     assert expected_tolerance("t0_scorer", "float16", None) == HALF_TOLERANCE
+
+
+@pytest.fixture
+def remembered(exported, tmp_path, monkeypatch):
+    """A private copy of the scorer export, verified once so that its digests are remembered (stat key
+    of now)."""
+    folder = tmp_path / "onnx" / exported["t0_scorer"].name
+    shutil.copytree(exported["t0_scorer"], folder)
+    monkeypatch.setattr(digests, "RACY_S", -1.0)  # remember at once (the copy is fresh)
+    verify_export(folder)
+    assert str((folder / "t0_scorer.onnx").resolve()) in json.loads((folder / ".digests.json").read_text())["files"]
+    time.sleep(0.05)  # past the ctime tick of the copy, so the flip below gets a ctime of its own
+    return folder
+
+
+def test_the_stat_keyed_check_alone_finds_a_flip_with_the_mtime_restored(remembered):
+    graph = remembered / "t0_scorer.onnx"
+    before = os.stat(graph)
+    flip_a_weight(graph)
+    os.utime(graph, ns=(before.st_atime_ns, before.st_mtime_ns))
+    with pytest.raises(ExportIntegrityError, match=r"t0_scorer\.onnx: sha256 .* differs from .*manifest\.json"):
+        verify_export(remembered)
+
+
+def test_an_explicit_export_with_a_flipped_byte_is_refused_by_name(exported, tmp_path):
+    from rospr_export.repository import write_repository
+
+    export_dir = tmp_path / "export"
+    shutil.copytree(exported["t0_scorer"], export_dir)
+    r = CliRunner().invoke(app, ["verify", str(export_dir), str(exported["t0_scorer"].parent)])
+    assert r.exit_code == 0, r.output
+    flip_a_weight(export_dir / "t0_scorer.onnx")
+    with pytest.raises(ExportIntegrityError, match=str(export_dir / "t0_scorer.onnx")):
+        write_repository(export_dir, tmp_path / "repo")
+    assert not (tmp_path / "repo" / "triton").exists()
+    r = CliRunner().invoke(app, ["verify", str(export_dir)])
+    said = " ".join(r.output.split())
+    assert r.exit_code == 1 and "Traceback" not in said and "failed:" in said, said
+    assert "t0_scorer.onnx: sha256" in said and "differs from" in said, said

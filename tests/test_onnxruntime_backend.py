@@ -247,3 +247,26 @@ def test_export_cache_is_a_content_store(tiny_model_dir, tmp_path, monkeypatch):
     assert ob.ensure_export(None, tiny_model_dir, "float32", cache) == folder
     assert (folder / "retriever.onnx").read_bytes() != b"damaged" and sorted(os.listdir(cache)) == [key]
     assert verify_export(folder, full=True)
+
+
+def test_an_export_without_recorded_digests_is_exported_again(ort_backend, tmp_path):
+    """A cached export whose manifest lists no file digests is not used as it is: the backend exports
+    again, and its identity carries the content hash of the graph it then reads."""
+    import hashlib
+    import shutil
+
+    backend, cfg = ort_backend
+    key = backend.identity["onnx_cache_key"]
+    cache = tmp_path / "onnx"
+    folder = cache / key
+    shutil.copytree(Path(cfg.onnxruntime.cache_dir) / key, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    del manifest["files"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    again = create_backend(load_config(None, tree={"model": {"name_or_path": cfg.model.name_or_path},
+                                                   "tasks": ["builtin/sentiment"],
+                                                   "onnxruntime": {"cache_dir": str(cache), "threads": 1}}))
+    graph_sha = hashlib.sha256((folder / "t0_scorer.onnx").read_bytes()).hexdigest()
+    assert json.loads((folder / "manifest.json").read_text())["files"]["t0_scorer.onnx"] == graph_sha
+    assert again.identity["onnx_graph_sha256"] == hashlib.sha256(
+        json.dumps({"t0_scorer.onnx": graph_sha}, sort_keys=True).encode()).hexdigest()

@@ -1,12 +1,19 @@
-"""rospr.artifacts' JSON readers refuse an object that gives a key twice: results.json, row files,
-manifests (bank, library: ``read_manifest``), each naming the file, the key and where."""
+"""rospr.artifacts: its JSON readers refuse an object that gives a key twice (results.json, row files,
+manifests of banks and libraries: ``read_manifest``), each naming the file, the key and where; its
+remembered file digests (``FileDigests``) equal hashlib's over the bytes, and a file changed with its
+mtime put back is hashed again.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import time
 
 import pytest
 
+import rospr.artifacts as digests
 from rospr.artifacts import ArtifactError, json_document, json_lines, read_manifest, strict_loads, write_manifest
 
 
@@ -80,3 +87,27 @@ def test_a_repeated_object_dropped_by_its_parents_repeat_is_still_named():
         json_document('{"a": {"x": 1, "x": 2}, "a": 3}', "f", Refused, "fix")
     with pytest.raises(Refused, match=r"key 'x' appears more than once in \$\.b\[0\] "):
         json_document('{"b": [{"x": 1, "x": 2}]}', "f", Refused, "fix")
+
+
+def test_file_digests_against_hashlib(tmp_path, monkeypatch):
+    def sha(path):
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    f = tmp_path / "w.bin"
+    f.write_bytes(bytes(range(256)) * 64)
+    memo = tmp_path / "memo.json"
+    fresh = digests.FileDigests(memo)
+    assert fresh.sha256(f) == sha(f)
+    assert fresh.entries == {}  # written just now: too recent to remember (ctime granularity)
+    monkeypatch.setattr(digests, "RACY_S", -1.0)
+    d = digests.FileDigests(memo)
+    assert d.sha256(f) == sha(f)
+    d.save()
+    assert json.loads(memo.read_text())["files"][str(f.resolve())]["sha256"] == sha(f)
+    time.sleep(0.05)
+    st = os.stat(f)
+    with open(f, "r+b") as fh:
+        fh.seek(100)
+        fh.write(b"\xff")
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert digests.FileDigests(memo).sha256(f) == sha(f) != json.loads(memo.read_text())["files"][str(f.resolve())]["sha256"]

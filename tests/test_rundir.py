@@ -1,19 +1,22 @@
-"""Issue 10, item 1: a run never loses what it finished, and nothing outside its directory is touched.
+"""The run directory (harness/runner/rundir.py): a run never loses what it finished, and nothing outside
+its directory is touched.
 
 Each case: the CLI's exit code, its message (one line naming the file or field, no traceback) where
 it fails, and every file of the earlier run intact byte for byte (hashed before and after; the lock
-file, which only names its holder, is left out).
+file, which only names its holder, is left out). A folder that is not a run of ours is never deleted
+or overwritten.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
 
 import pytest
+from helpers import one_line_error
+from helpers import snapshot as _snapshot
 from typer.testing import CliRunner
 
 from rospr_harness.backends import Backend, create_backend
@@ -26,42 +29,17 @@ TASKS = [{"name": "builtin/animals", "limit": 10, "prompts": ["mentions_animal",
          {"name": "builtin/fruit_choice", "limit": 8}]
 
 
-def tree_for(model_dir: Path, cache: Path) -> dict:
-    return {"model": {"name_or_path": str(model_dir)}, "tasks": TASKS, "scoring": {"batch_size": 4},
-            "onnxruntime": {"cache_dir": str(cache), "threads": 1}}
-
-
 def snapshot(run_dir: Path) -> dict[str, str]:
-    """sha256 of every file (and link target) under ``run_dir`` but the lock file."""
-    out = {}
-    for p in sorted(run_dir.rglob("*")):
-        rel = str(p.relative_to(run_dir))
-        if rel == ".lock":
-            continue
-        if p.is_symlink():
-            out[rel] = "link:" + os.readlink(p)
-        elif p.is_file():
-            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
-
-
-def one_line_error(result, *needles: str) -> None:
-    """A failed command: exit code 2, no traceback, an ``error:`` line that names each needle."""
-    text = result.output
-    assert result.exit_code == 2, text
-    assert "Traceback" not in text, text
-    lines = [ln for ln in text.splitlines() if ln.startswith("error:")]
-    assert lines, text
-    joined = " ".join(text.split())  # rich may wrap a long line
-    for n in needles:
-        assert n in joined, (n, text)
+    """sha256 of every file under ``run_dir`` but the lock file, and each link's target."""
+    return _snapshot(run_dir, links=True)
 
 
 @pytest.fixture(scope="module")
-def finished(tiny_model_dir, tmp_path_factory):
-    """A finished run (config file, run directory) and its files' hashes."""
-    root = tmp_path_factory.mktemp("trust-rundir")
-    tree = tree_for(tiny_model_dir, root / "onnx")
+def finished(run_config, tmp_path_factory):
+    """A finished run (config file, run directory, config tree)."""
+    root = tmp_path_factory.mktemp("rundir")
+    tree = run_config.tree(tasks=TASKS, scoring={"batch_size": 4},
+                           onnxruntime={"cache_dir": str(root / "onnx"), "threads": 1})
     config = root / "run.yaml"
     config.write_text(json.dumps(tree))
     res = run(load_config(config), root / "golden")
@@ -228,7 +206,7 @@ def test_a_records_folder_linked_outside_is_refused(used, tmp_path):
     assert snapshot(elsewhere) == before
 
 
-# -- issue 18, class 2: never delete or overwrite what is not ours -----------------------------------------
+# -- a folder that is not a run of ours is never deleted or overwritten -----------------------------------
 
 
 def _plant(root: Path, kind: str) -> None:

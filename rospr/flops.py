@@ -190,3 +190,60 @@ def train_step(shape: ModelShape, input_tokens: int, prompt_tokens: int, target_
     if checkpointing:
         backward += layers_forward
     return Flops(float(forward), float(backward))
+
+
+@dataclass(frozen=True)
+class Gemm:
+    """``count`` matmuls of ``batch`` independent [m, k] x [k, n] products each (``batch`` > 1: a
+    batched matmul, as attention runs one per head and row)."""
+
+    kind: str
+    batch: int
+    m: int
+    k: int
+    n: int
+    count: int = 1
+
+    @property
+    def flops(self) -> float:
+        return 2.0 * self.count * self.batch * self.m * self.k * self.n
+
+
+def score_gemms(shape: ModelShape, input_tokens: Sequence[int], prompt_tokens: int,
+                choice_tokens: Sequence[Sequence[int]]) -> list[Gemm]:
+    """The matmuls the scorer graph (export version 4, ``rospr.backbone.PromptedT5``) runs on one
+    padded batch: row i has ``input_tokens[i]`` input tokens and choices of ``choice_tokens[i]``
+    tokens. The encoder runs on the padded [B, S + P] grid; the decoder's projections, feed-forward
+    and LM head on the K real choice tokens; its self-attention on [N real choices, T] grids and its
+    cross-attention on one [C x T] query sequence per input. Sizes here are what executes, padding
+    included; ``score_row`` counts the useful FLOPs (no padding). On a batch without padding (equal
+    inputs, one choice each of equal length) the two agree exactly."""
+    s, b = shape, len(input_tokens)
+    if b == 0 or b != len(choice_tokens):
+        raise SettingError(f"score_gemms: {b} inputs for {len(choice_tokens)} choice lists")
+    src = max(input_tokens) + prompt_tokens
+    enc_rows = b * src
+    n_choices = sum(len(c) for c in choice_tokens)
+    c_max = max(len(c) for c in choice_tokens)
+    t_max = max((t for c in choice_tokens for t in c), default=0)
+    k = sum(t for c in choice_tokens for t in c)
+    d, h, f, heads, dk = s.d_model, s.inner, s.d_ff, s.num_heads, s.d_kv
+    le, ld, up = s.num_layers, s.num_decoder_layers, s.ffn_matrices - 1
+    return [
+        Gemm("encoder q, k, v", 1, enc_rows, d, h, 3 * le),
+        Gemm("encoder o", 1, enc_rows, h, d, le),
+        Gemm("encoder feed-forward in", 1, enc_rows, d, f, up * le),
+        Gemm("encoder feed-forward out", 1, enc_rows, f, d, le),
+        Gemm("encoder attention scores", b * heads, src, dk, src, le),
+        Gemm("encoder attention sum", b * heads, src, src, dk, le),
+        Gemm("cross-attention k, v", 1, enc_rows, d, h, 2 * ld),
+        Gemm("decoder q, k, v, cross q", 1, k, d, h, 4 * ld),
+        Gemm("decoder o, cross o", 1, k, h, d, 2 * ld),
+        Gemm("decoder feed-forward in", 1, k, d, f, up * ld),
+        Gemm("decoder feed-forward out", 1, k, f, d, ld),
+        Gemm("decoder self-attention scores", n_choices * heads, t_max, dk, t_max, ld),
+        Gemm("decoder self-attention sum", n_choices * heads, t_max, t_max, dk, ld),
+        Gemm("cross-attention scores", b * heads, c_max * t_max, dk, src, ld),
+        Gemm("cross-attention sum", b * heads, c_max * t_max, src, dk, ld),
+        Gemm("LM head", 1, k, d, s.vocab_size, 1),
+    ]

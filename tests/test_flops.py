@@ -67,3 +67,20 @@ def test_shape_from_a_t5_config_and_refusals():
     with pytest.raises(ValueError, match="num_heads must be >= 1"):
         ModelShape(4, 8, 1, 1, 0, 2, 10)
     assert Flops(1, 2) + Flops(3, 4) == Flops(4, 6) and 2 * Flops(1, 2) == Flops(2, 4)
+
+
+def test_gemms_of_an_unpadded_batch_are_the_useful_flops():
+    from rospr.flops import score_gemms
+
+    # two rows of 3 input tokens + 2 prompt vectors, one choice of 2 tokens each: nothing is padded
+    gemms = score_gemms(TINY, [3, 3], 2, [[2], [2]])
+    assert sum(g.flops for g in gemms) == 2 * score_row(TINY, 3, 2, [2])
+    # padding is executed, not useful: a shorter input and a second, shorter choice cost the padded grid
+    padded = score_gemms(TINY, [3, 1], 2, [[2], [2, 1]])
+    assert sum(g.flops for g in padded) > score_row(TINY, 3, 2, [2]) + score_row(TINY, 1, 2, [2, 1])
+    enc_qkv = next(g for g in padded if g.kind == "encoder q, k, v")
+    assert (enc_qkv.batch, enc_qkv.m, enc_qkv.k, enc_qkv.n, enc_qkv.count) == (1, 2 * 5, 4, 4, 3)
+    head = next(g for g in padded if g.kind == "LM head")
+    assert (head.m, head.n) == (2 + 2 + 1, 10)  # the real choice tokens only
+    with pytest.raises(ValueError, match="2 inputs for 1 choice lists"):
+        score_gemms(TINY, [3, 3], 2, [[2]])

@@ -12,7 +12,6 @@ of the ``1 - alpha`` interval is below zero; with ``test="mcnemar"``, McNemar's 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -21,6 +20,10 @@ import numpy as np
 import yaml
 
 from rospr_harness.results import read_results, record_scores, verified_records
+from rospr_harness.stats import bootstrap_means, bootstrap_weights, mcnemar_exact, score_matrix, task_mean
+
+__all__ = ["compare_to_baseline", "compare_runs", "load_baseline", "load_run_scores", "bootstrap_weights",
+           "mcnemar_exact"]
 from rospr.errors import SettingError
 
 
@@ -111,51 +114,6 @@ def load_run_scores(run_dir: str | Path, method: str | None = None) -> RunScores
     return out
 
 
-# ----------------------------------------------------------------------------------------------
-# Statistics
-# ----------------------------------------------------------------------------------------------
-
-
-def _matrix(units: list[dict[int, float]], rows: list[int]) -> np.ndarray:
-    """[n_units, n_rows] scores with NaN where a unit has no such row (template did not apply)."""
-    m = np.full((len(units), len(rows)), np.nan)
-    pos = {r: j for j, r in enumerate(rows)}
-    for i, u in enumerate(units):
-        for r, s in u.items():
-            m[i, pos[r]] = s
-    return m
-
-
-def _task_mean(m: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """Mean over units of each unit's (weighted) mean over its rows. weights: [B, n_rows] counts."""
-    present = ~np.isnan(m)
-    vals = np.where(present, m, 0.0)
-    if weights is None:
-        unit_means = vals.sum(1) / np.maximum(present.sum(1), 1)
-        return unit_means.mean()
-    num = weights @ vals.T  # [B, n_units]
-    den = weights @ present.T.astype(float)
-    return (num / np.maximum(den, 1e-12)).mean(1)
-
-
-def bootstrap_weights(n_rows: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """[n_boot, n_rows] multinomial counts: each bootstrap replicate draws n_rows rows with replacement.
-    Refuses (``ValueError``) zero rows: there is nothing to resample (callers leave empty units out)."""
-    if n_rows < 1:
-        raise ValueError("a bootstrap over zero rows: an empty unit reached the comparison; report it")
-    return rng.multinomial(n_rows, np.full(n_rows, 1.0 / n_rows), size=n_boot).astype(float)
-
-
-def mcnemar_exact(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value from the discordant counts ``b`` and ``c``."""
-    n = b + c
-    if n == 0:
-        return 1.0
-    k = min(b, c)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
-    return min(1.0, 2.0 * tail)
-
-
 @dataclass
 class Row:
     """One line of a comparison: a task (``prompt`` None) or a (task, prompt)."""
@@ -219,14 +177,14 @@ def compare_to_baseline(run: RunScores, baseline: Baseline, threshold: float = 0
         for task in entry.tasks:
             units = [run.units[(task, p)] for p in run.prompts(task)]
             idx = sorted(set().union(*units))
-            m = _matrix(units, idx)
+            m = score_matrix(units, idx)
             n_total += len(idx)
-            task_points.append(_task_mean(m))
-            task_samples.append(_task_mean(m, bootstrap_weights(len(idx), n_boot, rng)))
+            task_points.append(task_mean(m))
+            task_samples.append(bootstrap_means([m], n_boot, rng)[0])
             for p, u in zip(run.prompts(task), units):
-                um = _matrix([u], sorted(u))
-                point = float(_task_mean(um))
-                samp = _task_mean(um, bootstrap_weights(len(u), n_boot, rng))
+                um = score_matrix([u], sorted(u))
+                point = float(task_mean(um))
+                samp = bootstrap_means([um], n_boot, rng)[0]
                 lo, hi = np.quantile(samp - entry.accuracy, q)
                 d = point - entry.accuracy
                 rows.append(Row(task, p, entry.accuracy, point, d, float(lo), float(hi), None, len(u),
@@ -270,23 +228,23 @@ def compare_runs(new: RunScores, old: RunScores, threshold: float = 0.01, alpha:
         if not prompts:
             continue
         idx = sorted(set().union(*(set(x) for x, _ in pairs)))
-        mn, mo = _matrix([x for x, _ in pairs], idx), _matrix([y for _, y in pairs], idx)
-        w = bootstrap_weights(len(idx), n_boot, rng)
-        diff = _task_mean(mn, w) - _task_mean(mo, w)
-        d = float(_task_mean(mn) - _task_mean(mo))
+        mn, mo = score_matrix([x for x, _ in pairs], idx), score_matrix([y for _, y in pairs], idx)
+        sn, so = bootstrap_means([mn, mo], n_boot, rng)  # rows resampled jointly for both runs (paired)
+        diff = sn - so
+        d = float(task_mean(mn) - task_mean(mo))
         lo, hi = np.quantile(diff, q)
         p = _mcnemar_over(pairs)
-        rows.append(Row(task, None, float(_task_mean(mo)), float(_task_mean(mn)), d, float(lo), float(hi), p,
+        rows.append(Row(task, None, float(task_mean(mo)), float(task_mean(mn)), d, float(lo), float(hi), p,
                         len(idx), _verdict(d, hi, p, threshold, alpha, test)))
         for prompt, (x, y) in zip(prompts, pairs):
             ids = sorted(x)
-            a, b = _matrix([x], ids), _matrix([y], ids)
-            wu = bootstrap_weights(len(ids), n_boot, rng)
-            du = _task_mean(a, wu) - _task_mean(b, wu)
-            dd = float(_task_mean(a) - _task_mean(b))
+            a, b = score_matrix([x], ids), score_matrix([y], ids)
+            sa, sb = bootstrap_means([a, b], n_boot, rng)
+            du = sa - sb
+            dd = float(task_mean(a) - task_mean(b))
             lo, hi = np.quantile(du, q)
             pu = _mcnemar_over([(x, y)])
-            rows.append(Row(task, prompt, float(_task_mean(b)), float(_task_mean(a)), dd, float(lo), float(hi), pu,
+            rows.append(Row(task, prompt, float(task_mean(b)), float(task_mean(a)), dd, float(lo), float(hi), pu,
                             len(ids), _verdict(dd, hi, pu, threshold, alpha, test)))
     missing += [f"{t} / {p}" for (t, p) in old.units if (t, p) not in new.units and (t, p) not in blank]
     return Comparison("run", str(old.path), rows, threshold, alpha, missing, empty)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rospr_harness.tasks import fetch as fetching
+from rospr_harness.datatools import fetch as fetching
 
 REPO = Path(__file__).resolve().parents[1]
 # The per-machine data cache, read before any test touches the environment: the fetched sdists stay

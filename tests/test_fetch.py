@@ -1,4 +1,4 @@
-"""harness/tasks/fetch.py: checked, safe, atomic unpacking of pinned sdists into the data cache.
+"""harness/datatools/fetch.py: checked, safe, atomic unpacking of pinned sdists into the data cache.
 
 Offline tests build small archives here; the expected digests are computed with hashlib from the
 bytes the test wrote. One slow test runs the real `rospr data fetch templates` through pip.
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from rospr_harness.tasks import fetch as fetching
+from rospr_harness.datatools import fetch as fetching
 from rospr_harness.tasks.base import TaskError
-from rospr_harness.tasks.fetch import Sdist
+from rospr_harness.datatools.fetch import Sdist
 from rospr.artifacts import seal
 
 REPO = Path(__file__).resolve().parents[1]

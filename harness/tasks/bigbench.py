@@ -4,7 +4,7 @@ Where the tasks come from: a folder of ``<task>/task.json`` (subtasks in sub-fol
 ``<task>/<subtask>/task.json``), or a base URL with the same layout (read with ``urllib``, e.g.
 :data:`DEFAULT_URL`, BIG-bench's GitHub tree). Without a ``bigbench`` setting the default is the
 ``benchmark_tasks/`` folder of the pinned ``bigbench`` 1.0.0 sdist from the package registry
-(:mod:`rospr_harness.tasks.fetch`), fetched when a task is first read (358 MB download, 1.7 GB unpacked);
+(:mod:`rospr_harness.datatools.fetch`), fetched when a task is first read (358 MB download, 1.7 GB unpacked);
 listing tasks never fetches (uncached: the 14 T0 tasks, as for a URL). A task whose ``task.json``
 has no ``examples`` is the union of its subtasks: those its ``subtasks`` list names (folder names,
 or inline task objects), else (folder source only) every sub-folder holding a ``task.json``.
@@ -175,7 +175,7 @@ def default_location(fetch_missing: bool = True) -> str:
     """The ``bigbench`` location used when none is configured: the cached ``benchmark_tasks/``
     folder of the bigbench 1.0.0 sdist; when it is not cached, it is fetched (``fetch_missing``) or
     :data:`DEFAULT_URL` stands in (for listing). Refuses (``TaskError``) a failed fetch, with the fix."""
-    from rospr_harness.tasks import fetch as fetching
+    from rospr_harness.datatools import fetch as fetching
 
     found = fetching.cached("bigbench")
     if found is not None:
@@ -203,7 +203,7 @@ class _Source:
     def read(self, *parts: str) -> tuple[dict, str]:
         where = self.where(*parts)
         if self.is_url:
-            from rospr_harness.tasks.fetch import NetTimeout, read_url
+            from rospr_harness.datatools.fetch import NetTimeout, read_url
 
             try:
                 raw = read_url(where).decode("utf-8")

@@ -1,7 +1,7 @@
 """The ``rospr`` command: a thin layer over library functions, one module per command group.
 
 ``run`` (run, plan), ``data`` (tasks, data ...), ``bank`` (tune, bank ..., library build), ``check``
-(schema, verify, compare), ``models`` (tiny, export), ``serve`` and ``bench`` (the ``rospr-bench``
+(schema, verify, compare), ``models`` (tiny, export, perf-inputs), ``serve`` and ``bench`` (the ``rospr-bench``
 entry). A command calls the library and prints; it catches nothing of ours. The group handler
 (``rospr_harness.cli.errors``) turns a failure into one ``error:`` line and exit code 2 by its type: a
 ``RosprError`` is a refusal (its own message), anything else a bug of ours ("an unexpected error ...
@@ -29,6 +29,7 @@ app.command("schema")(check.schema)
 app.command("verify")(check.verify)
 app.command("compare")(check.compare)
 app.command("export")(models.export)
+app.command("perf-inputs")(models.perf_inputs)
 app.command("serve")(serve.serve)
 app.command("tune")(bank.tune)
 app.add_typer(data.data_app, name="data")

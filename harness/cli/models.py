@@ -44,3 +44,34 @@ def export(
     for v in res.validations:
         err.print(f"{v.graph}: max |onnx - torch| = {v.max_abs_diff:.3g} over shapes {v.shapes} (tolerance {v.tolerance:g})")
     err.print(f"wrote {out}/triton (onnxruntime backend, NGC image), {out}/twin (python backend, `rospr serve`)")
+
+
+def perf_inputs(
+    repo: Path = typer.Option(Path("model_repo_build"), "--repo", help="the folder `rospr export --out` wrote"),
+    task: str = typer.Option("builtin/sentiment", "--task", help="the task whose rendered batch is sent (`rospr tasks`)"),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="its prompt (default: the task's first)"),
+    batch_size: int = typer.Option(8, "--batch-size", "-b", help="rows per request (perf_analyzer's -b)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="the JSON to write (default REPO/perf_analyzer/t0_scorer.json)"),
+    model: Optional[str] = typer.Option(None, "--model", help="the exported checkpoint (default: the export's source)"),
+    bank: Optional[Path] = typer.Option(None, "--bank", help="send a prompt of this prompt bank"),
+    bank_prompt: Optional[str] = typer.Option(None, "--bank-prompt", help="its id (with --bank)"),
+    prompt_length: int = typer.Option(100, "--prompt-length", help="without --bank: P sampled vocabulary embeddings"),
+    no_prompt: bool = typer.Option(False, "--no-prompt", help="no soft prompt (the T0 baseline)"),
+    url: str = typer.Option("127.0.0.1:8001", "--url", help="the server, for the printed command"),
+    protocol: str = typer.Option("grpc", "--protocol", help="grpc or http, for the printed command"),
+    metrics_url: str = typer.Option("127.0.0.1:8002/metrics", "--metrics-url",
+                                    help="the server's metrics, for --collect-metrics ('' leaves it out)"),
+) -> None:
+    """Write perf_analyzer's input data (a real rendered batch, all six t0_scorer inputs) and print
+    the perf_analyzer command that replays it, with every --shape."""
+    setup_logging(False)
+    from rospr.errors import SettingError
+    from rospr_harness.perf_inputs import write_perf_inputs
+
+    if protocol not in ("grpc", "http"):
+        raise SettingError(f"--protocol {protocol!r}: give grpc or http")
+    res = write_perf_inputs(repo, task, prompt, batch_size, out, model, bank, bank_prompt, prompt_length, no_prompt,
+                            url=url, protocol=protocol, metrics_url=metrics_url or None)
+    err.print(f"wrote {res.path}: {res.batch_size} rows of {res.task} / {res.prompt}, soft prompt {res.soft_prompt}",
+              highlight=False)
+    typer.echo(res.command_line())

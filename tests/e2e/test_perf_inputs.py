@@ -1,0 +1,152 @@
+"""`rospr perf-inputs` (harness/perf_inputs.py): perf_analyzer's input-data file of a real rendered
+batch, replayed as perf_analyzer replays it (docs/input_data.md: with ``-b B``, steps 0 .. B-1 of
+``data`` make one request, each input's ``content`` reshaped to its ``shape``, ``b64`` being
+little-endian bytes) through tritonclient against a real `rospr serve` server; the scores equal the
+in-process onnxruntime scorer's on the task's own examples, tokenised and collated by the runner's code."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shlex
+
+import numpy as np
+import pytest
+
+from helpers import cli, error_line, served_repo
+
+INPUTS = ("input_ids", "attention_mask", "prompt_embeds", "prompt_mask", "choice_ids", "choice_mask")
+
+
+@pytest.fixture(scope="module")
+def repo(tiny_model_dir, tmp_path_factory):
+    return served_repo(tiny_model_dir, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def server(repo):
+    from rospr_harness.serve import TritonServer
+
+    with TritonServer(repo) as s:
+        yield s
+
+
+def _decode(value: dict, dtype) -> np.ndarray:
+    """One input of one step, read the way perf_analyzer's docs describe it."""
+    content = value["content"]
+    if isinstance(content, dict):
+        flat = np.frombuffer(base64.b64decode(content["b64"]), dtype=np.dtype(dtype).newbyteorder("<"))
+    else:
+        flat = np.asarray(content, dtype=dtype)
+    return flat.reshape(value["shape"])
+
+
+def _requests(data: dict, batch: int) -> list[dict[str, np.ndarray]]:
+    steps = data["data"]
+    out = []
+    for start in range(0, len(steps), batch):
+        chunk = [steps[(start + i) % len(steps)] for i in range(batch)]
+        out.append({name: np.stack([_decode(s[name], np.float32 if name == "prompt_embeds" else np.int64)
+                                    for s in chunk]) for name in INPUTS})
+    return out
+
+
+def _infer(url: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        inputs = []
+        for name in INPUTS:
+            i = grpcclient.InferInput(name, list(feeds[name].shape), "FP32" if name == "prompt_embeds" else "INT64")
+            i.set_data_from_numpy(feeds[name])
+            inputs.append(i)
+        return client.infer("t0_scorer", inputs).as_numpy("scores")
+    finally:
+        client.close()
+
+
+def _reference(tiny_model_dir, repo, feeds: dict[str, np.ndarray], prompt: str,
+               soft: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The task's examples whose tokens the file carries, collated by rospr.scoring with the file's
+    soft prompt and scored by the in-process onnxruntime scorer."""
+    from rospr.scoring import Convention, collate, encode_examples
+    from rospr_harness.backends.onnxruntime_backend import OnnxScorer, make_session
+    from rospr_harness.backends.tokenizer import load_tokenizer
+    from rospr_harness.tasks import DataSettings, get_task
+
+    examples = get_task("builtin/sentiment", DataSettings()).load(prompt).examples
+    encoded = encode_examples(load_tokenizer(tiny_model_dir), examples, Convention())
+    by_ids = {tuple(e.input_ids): e for e in encoded}
+    rows = []
+    for ids, mask in zip(feeds["input_ids"], feeds["attention_mask"]):
+        row = by_ids[tuple(ids[mask == 1].tolist())]  # each row is a real example of the task, tokenised
+        rows.append(row)
+    d_model = feeds["prompt_embeds"].shape[2]
+    batch = collate(rows, [soft] * len(rows), d_model)
+    assert np.array_equal(batch.choice_ids, feeds["choice_ids"]) and np.array_equal(batch.choice_mask, feeds["choice_mask"])
+    return OnnxScorer(make_session(repo / "onnx" / "t0_scorer.onnx")).score(batch), batch.n_choices
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("soft_prompt", ["vocabulary", "none"])
+def test_perf_inputs_replayed_against_rospr_serve(server, repo, tiny_model_dir, tmp_path, soft_prompt):
+    out = tmp_path / "t0_scorer.json"
+    args = ["perf-inputs", "--repo", repo, "--out", out, "-b", 4, "--url", server.grpc_url,
+            "--metrics-url", server.metrics_url, "--model", tiny_model_dir]
+    args += ["--prompt-length", 10] if soft_prompt == "vocabulary" else ["--no-prompt"]
+    result = cli(*args)
+    assert result.exit_code == 0, result.output
+    command = shlex.split(next(ln for ln in result.output.splitlines() if ln.startswith("perf_analyzer ")))
+    data = json.loads(out.read_text())
+    assert set(data) == {"data"} and len(data["data"]) == 4  # one step per row
+    for step in data["data"]:
+        assert set(step) == set(INPUTS) and all(set(v) == {"content", "shape"} for v in step.values())
+
+    # the command: the model, the file, -b, the server's metrics, and one --shape per input, the file's
+    flags = dict(zip(command[1::2], command[2::2]))
+    assert command[0] == "perf_analyzer" and flags["-m"] == "t0_scorer" and flags["-u"] == server.grpc_url
+    assert flags["--input-data"] == str(out) and flags["-b"] == "4" and flags["-i"] == "grpc"
+    assert "--collect-metrics" in command and command[command.index("--metrics-url") + 1] == server.metrics_url
+    shapes = dict(a.split(":") for a in command[1:] if ":" in a and a.split(":")[0] in INPUTS)
+    assert command.count("--shape") == 6
+    assert shapes == {n: ",".join(map(str, data["data"][0][n]["shape"])) for n in INPUTS}
+
+    (feeds,) = _requests(data, 4)
+    embeddings = None
+    if soft_prompt == "vocabulary":
+        from safetensors.numpy import load_file
+
+        embeddings = load_file(str(tiny_model_dir / "model.safetensors"))["shared.weight"]
+        soft = feeds["prompt_embeds"][0]
+        assert soft.shape == (10, embeddings.shape[1]) and feeds["prompt_mask"].all()
+        assert all((feeds["prompt_embeds"][i] == soft).all() for i in range(4))  # one prompt for the batch
+        for vector in soft:  # each a row of the checkpoint's vocabulary embeddings
+            assert np.any(np.all(embeddings == vector, axis=1))
+    else:
+        soft = None
+        assert feeds["prompt_embeds"].shape[1] == 1 and not feeds["prompt_mask"].any()
+    assert feeds["input_ids"].max() < 4096 and feeds["input_ids"].min() >= 0  # in the tiny vocabulary
+
+    got = _infer(server.grpc_url, feeds)
+    want, n_choices = _reference(tiny_model_dir, repo, feeds, command_prompt(result.output), soft)
+    assert got.shape == want.shape
+    for row, n in enumerate(n_choices):
+        assert np.max(np.abs(got[row, :n] - want[row, :n])) <= 1e-5
+
+
+def command_prompt(output: str) -> str:
+    """The prompt the command reports it rendered ("... rows of <task> / <prompt>, soft prompt ...")."""
+    text = " ".join(output.split())
+    return text.split("rows of builtin/sentiment / ", 1)[1].split(",", 1)[0]
+
+
+def test_perf_inputs_refuses_what_it_cannot_write(tmp_path, tiny_model_dir, tmp_path_factory):
+    error_line(cli("perf-inputs", "--repo", tmp_path), "not a `rospr export` build folder")
+    error_line(cli("perf-inputs", "--repo", tmp_path, "--protocol", "udp"), "--protocol 'udp'")
+
+
+@pytest.mark.slow
+def test_perf_inputs_refuses_a_batch_the_server_would_refuse(repo, tiny_model_dir, tmp_path):
+    error_line(cli("perf-inputs", "--repo", repo, "-b", 17, "--model", tiny_model_dir), "--batch-size 17", "1 to 16")
+    error_line(cli("perf-inputs", "--repo", repo, "--bank", tmp_path, "--model", tiny_model_dir), "--bank-prompt")

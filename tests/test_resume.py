@@ -78,8 +78,11 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(reference, tmp_path):
     tree, root, ref = reference
     total = len(ref.units)
     out = tmp_path / "killed"
+    # its own unit cache: the run computes its units (a cached unit does not rewrite results.json, so a run
+    # of cached units is never caught half-way)
+    env = {**os.environ, "ROSPR_UNIT_CACHE": str(tmp_path / "units")}
     proc = subprocess.Popen([sys.executable, "-m", "rospr_harness.cli", "run", str(root / "config.yaml"), "--out", str(out)],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:

@@ -84,8 +84,8 @@ def drive(config: RunConfig, specs: list[TargetSpec], todo: dict[int, list[Metho
           cache: UnitCache | None, stamp: Callable[[], Any], execution: dict[str, Any],
           stages: Stages | None = None) -> ResultsFile:
     """The drive step: stream the ``todo`` methods of every target through ``executor`` (None:
-    nothing to compute), writing results.json (``stamp()``: the provenance) after every unit and
-    once at the end, whatever happens; the executor is closed. ``stages`` (default: from now) counts
+    nothing to compute), writing results.json (``stamp()``: the provenance) after every computed unit
+    and once at the end, whatever happens; the executor is closed. ``stages`` (default: from now) counts
     where the time went; its summary is ``execution["time"]``. Returns the final results."""
     stages = stages or Stages()
     remaining = sum(len(v) for v in todo.values())
@@ -332,7 +332,8 @@ class Driver:
         if self.cache is not None and not cached and target.data.content_hash:
             with self.stages.timing("cache"):
                 self._store(target, method, unit, text)
-        self.on_write()
+        if not cached:  # results.json after each computed unit; a cached one costs nothing to redo (and rewriting
+            self.on_write()  # the whole file after each of them made a fully cached run quadratic in its units)
         self.observer.unit_done(unit)
 
     def _store(self, target: Target, method: Method, unit: UnitResult, text: str) -> None:

@@ -4,10 +4,12 @@ For each model size and backend, the same workload (built-in + BIG-bench example
 each, every row with a soft prompt of ``--prompt-length`` vectors, as RoSPr feeds T0) is cut into
 length-bucketed batches of B = 1 .. 64 examples and scored one batch at a time.
 
-Model FLOP utilisation (MFU) = the workload's *useful* FLOPs per second (counted analytically from
-the real token counts: no padding, the encoder once per input, the cross-attention keys/values once
-per input, every decoder token of every choice, the LM head) divided by the GEMM FLOPs per second
-this machine reaches in this same process (float32 matmul, all cores; best of several shapes).
+Model FLOP utilisation (MFU) = the workload's *useful* FLOPs per second (``rospr.flops.score_row``,
+from the real token counts: no padding, the encoder once per input, the cross-attention keys/values
+once per input, every decoder token of every choice, the LM head) divided by the rate onnxruntime's
+own MatMul reaches on the GEMM shapes of the same batches (``rospr_bench.ceiling``), measured in this
+same process with the same threads and session options, right after the batch size's first
+backend. An MFU above 100% fails the benchmark (exit 1, nothing written).
 
     python -m rospr_bench.bench_throughput [--sizes tiny small] [--backends torch onnxruntime triton]
 """
@@ -28,39 +30,19 @@ log = logging.getLogger("bench_throughput")
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 
 
-def gemm_peak(threads: int, repeats: int = 5) -> dict:
-    """Best float32 GEMM rate (FLOP/s) over a few square and model-like shapes."""
-    import torch
+def example_flops(shape, encoded, prompt_length: int) -> float:
+    """Useful forward FLOPs of scoring ``encoded`` with ``prompt_length`` prompt vectors on every row."""
+    from rospr.flops import score_row
 
-    torch.set_num_threads(threads)
-    best, shapes = 0.0, {}
-    for m, k, n in ((2048, 2048, 2048), (1024, 1024, 1024), (4096, 512, 2048), (2048, 512, 32128)):
-        a, b = torch.randn(m, k), torch.randn(k, n)
-        torch.matmul(a, b)
-        rates = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            torch.matmul(a, b)
-            rates.append(2.0 * m * k * n / (time.perf_counter() - t))
-        shapes[f"{m}x{k}x{n}"] = max(rates)
-        best = max(best, max(rates))
-    return {"flops_per_s": best, "by_shape": shapes, "threads": threads}
+    return sum(score_row(shape, len(e.input_ids), prompt_length, [len(c) for c in e.choice_ids]) for e in encoded)
 
 
-def example_flops(cfg, s: int, p: int, choice_lens: list[int]) -> float:
-    """Useful forward FLOPs of scoring one example (input S tokens + P prompt vectors) and its choices."""
-    d, dff, L, vocab = cfg.d_model, cfg.d_ff, cfg.num_layers, cfg.vocab_size
-    inner = cfg.num_heads * cfg.d_kv
-    ld = cfg.num_decoder_layers
-    n = s + p
-    ff = 2 * (3 if cfg.is_gated_act else 2) * d * dff  # per token
-    enc = n * L * (2 * 4 * d * inner + ff) + L * 2 * 2 * n * n * inner
-    cross_kv = ld * 2 * 2 * d * inner * n  # K and V of the encoder output, once per input
-    dec = 0.0
-    for t in choice_lens:
-        per_tok = ld * (2 * 4 * d * inner + 2 * 2 * d * inner + ff) + 2 * d * vocab
-        dec += t * per_tok + ld * (2 * 2 * t * t * inner + 2 * 2 * t * n * inner)
-    return float(enc + cross_kv + dec)
+def batch_gemms(shape, encoded, plan, prompt_length: int):
+    """The ``score_gemms`` of each planned batch."""
+    from rospr.flops import score_gemms
+
+    return [score_gemms(shape, [len(encoded[i].input_ids) for i in idx], prompt_length,
+                        [[len(c) for c in encoded[i].choice_ids] for i in idx]) for idx in plan]
 
 
 def measure(scorer, batches) -> float:
@@ -72,23 +54,26 @@ def measure(scorer, batches) -> float:
 
 
 def run(sizes, backends, batch_sizes, per_task: int, prompt_length: int, threads: int) -> dict:
-    from transformers import AutoConfig
+    import json
+
+    from transformers import AutoTokenizer
 
     from rospr_export.repository import write_repository
     from rospr_harness.backends.onnxruntime_backend import ensure_export
-    from rospr.backbone import load_backbone
+    from rospr.flops import ModelShape
     from rospr.scoring import Convention, collate, encode_examples, plan_batches
+    from rospr_bench.ceiling import Ceiling, check_mfu, workload_ceiling
 
-    peak = gemm_peak(threads)
-    log.info("GEMM peak %.1f GFLOP/s", peak["flops_per_s"] / 1e9)
-    rows = []
+    rows, ceilings = [], {}
     for size in sizes:
         path = model_dir(size)
-        cfg = AutoConfig.from_pretrained(path)
-        _, tok, identity = load_backbone(path)
+        shape = ModelShape.from_config(json.loads((path / "config.json").read_text()), str(path / "config.json"))
+        tok = AutoTokenizer.from_pretrained(path)
         encoded = encode_examples(tok, examples(per_task), Convention())
-        prompt = (np.random.default_rng(0).normal(size=(prompt_length, cfg.d_model)) * 0.5).astype(np.float32)
-        flops = sum(example_flops(cfg, len(e.input_ids), prompt_length, [len(c) for c in e.choice_ids]) for e in encoded)
+        prompt = (np.random.default_rng(0).normal(size=(prompt_length, shape.d_model)) * 0.5).astype(np.float32)
+        flops = example_flops(shape, encoded, prompt_length)
+        ceiling, by_batch = Ceiling(threads), {}
+        ceilings[size] = ceiling
         n_choices = sum(len(e.choice_ids) for e in encoded)
         scorers = {}
         if "torch" in backends:
@@ -108,20 +93,26 @@ def run(sizes, backends, batch_sizes, per_task: int, prompt_length: int, threads
             for name, make in scorers.items():
                 scorer = make()
                 for bs in batch_sizes:
-                    batches = [collate([encoded[i] for i in idx], [prompt] * len(idx), cfg.d_model)
-                               for idx in plan_batches(encoded, bs)]
+                    plan = plan_batches(encoded, bs)
+                    batches = [collate([encoded[i] for i in idx], [prompt] * len(idx), shape.d_model) for idx in plan]
                     wall = measure(scorer, batches)
+                    if bs not in by_batch:  # measured right after the first backend's pass at this batch size
+                        by_batch[bs] = workload_ceiling(ceiling, batch_gemms(shape, encoded, plan, prompt_length))
+                    ceil = by_batch[bs]
                     row = {"model": size, "backend": name, "batch_size": bs, "wall_s": wall,
                            "examples_per_s": len(encoded) / wall, "choices_per_s": n_choices / wall,
-                           "model_flops_per_s": flops / wall, "mfu": flops / wall / peak["flops_per_s"]}
+                           "useful_flops": flops, "executed_gemm_flops": ceil["executed_flops"],
+                           "model_flops_per_s": flops / wall, "ceiling_flops_per_s": ceil["flops_per_s"],
+                           "ceiling_gemm_s": ceil["gemm_seconds"], "mfu": flops / wall / ceil["flops_per_s"]}
                     log.info("%s", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})
                     rows.append(row)
                 getattr(scorer, "close", lambda: None)()
         finally:
             if server is not None:
                 server.stop()
-    return {"gemm_peak": peak, "threads": threads, "prompt_length": prompt_length, "per_task": per_task,
-            "rows": rows}
+    check_mfu(rows)
+    return {"ceiling": {size: c.summary() for size, c in ceilings.items()}, "threads": threads,
+            "prompt_length": prompt_length, "per_task": per_task, "rows": rows}
 
 
 def plot(result: dict, path) -> None:
@@ -138,13 +129,13 @@ def plot(result: dict, path) -> None:
             axes[0][j].plot([r["batch_size"] for r in rs], [r["choices_per_s"] for r in rs], "o-", label=backend)
             axes[1][j].plot([r["batch_size"] for r in rs], [100 * r["mfu"] for r in rs], "o-", label=backend)
         axes[0][j].set_title(f"{size} model: scored choices / s")
-        axes[1][j].set_title(f"{size} model: MFU (% of measured GEMM rate)")
+        axes[1][j].set_title(f"{size} model: MFU (% of onnxruntime MatMul on its shapes)")
         for ax in (axes[0][j], axes[1][j]):
             ax.set_xscale("log", base=2)
             ax.set_xlabel("batch size (examples)")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-    fig.suptitle(f"GEMM peak {result['gemm_peak']['flops_per_s'] / 1e9:.0f} GFLOP/s, {result['threads']} threads")
+    fig.suptitle(f"{result['threads']} threads; soft prompt of {result['prompt_length']} vectors")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -10,6 +10,7 @@ import logging
 import sys
 from typing import Callable
 
+from rospr.errors import StateError
 from rospr_bench import (bench_backends, bench_fullrun, bench_gpu, bench_latency, bench_peers, bench_retrieval,
                         bench_scale, bench_scaling, bench_startup, bench_throughput, bench_tune)
 
@@ -65,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
+    except StateError as exc:  # a figure refused after it was measured (an MFU above 100%)
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
     return 0
 
 

@@ -159,6 +159,11 @@ def perf_analyzer_command(path: str | Path, batch_size: int, shapes: dict[str, l
     return command + ["--concurrency-range", "1:4"]
 
 
+def default_path(repo: Path) -> Path:
+    """Where ``write_perf_inputs`` writes for the build folder ``repo`` unless told otherwise."""
+    return repo / "perf_analyzer" / f"{MODEL}.json"
+
+
 def served_max_batch(config: Path) -> int | None:
     """``max_batch_size`` of a config.pbtxt (None when the file or the field is not there)."""
     if not config.is_file():
@@ -218,7 +223,7 @@ def write_perf_inputs(repo: str | Path, task: str = "builtin/sentiment", prompt:
     prompt_dtype = PROMPT_DTYPES[graph.get("prompt_dtype", "float32")]
     feeds, prompt = rendered_feeds(model, task, prompt, batch_size, soft, d_model, prompt_dtype,
                                    data_settings=data_settings, revision=revision)
-    path = Path(out) if out else repo / "perf_analyzer" / f"{MODEL}.json"
+    path = Path(out) if out else default_path(repo)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(input_data(feeds)))

@@ -150,3 +150,24 @@ def test_perf_inputs_refuses_what_it_cannot_write(tmp_path, tiny_model_dir, tmp_
 def test_perf_inputs_refuses_a_batch_the_server_would_refuse(repo, tiny_model_dir, tmp_path):
     error_line(cli("perf-inputs", "--repo", repo, "-b", 17, "--model", tiny_model_dir), "--batch-size 17", "1 to 16")
     error_line(cli("perf-inputs", "--repo", repo, "--bank", tmp_path, "--model", tiny_model_dir), "--bank-prompt")
+
+
+def test_model_analyzer_config_names_what_export_and_perf_inputs_write():
+    """docker/model_analyzer.yaml: the served models, the repository layout `rospr export` writes, the
+    file `rospr perf-inputs` writes by default, batch sizes the served config allows, loopback only."""
+    from pathlib import Path
+
+    import yaml
+
+    from rospr_harness.perf_inputs import default_path, served_max_batch
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = yaml.safe_load((root / "docker" / "model_analyzer.yaml").read_text())
+    assert cfg["model_repository"] == "model_repo_build/triton"  # `rospr export --out model_repo_build`
+    for model, spec in cfg["profile_models"].items():
+        assert (root / "model_repo" / model / "config.pbtxt").is_file()
+        assert max(spec["parameters"]["batch_sizes"]) <= served_max_batch(root / "model_repo" / model / "config.pbtxt")
+    flags = cfg["profile_models"]["t0_scorer"]["perf_analyzer_flags"]
+    assert flags["input-data"] == str(default_path(Path("model_repo_build")))  # the CLI's default --repo
+    for key in ("triton_grpc_endpoint", "triton_http_endpoint", "triton_metrics_url"):
+        assert cfg[key].removeprefix("http://").startswith("127.0.0.1:"), key

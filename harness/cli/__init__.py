@@ -1,8 +1,9 @@
 """The ``rospr`` command: a thin layer over library functions, one module per command group.
 
 ``run`` (run, plan), ``data`` (tasks, data ...), ``bank`` (tune, bank ..., library build), ``check``
-(schema, verify, compare), ``models`` (tiny, export, perf-inputs), ``serve`` and ``bench`` (the ``rospr-bench``
-entry). A command calls the library and prints; it catches nothing of ours. The group handler
+(schema, verify, compare), ``models`` (tiny, export, perf-inputs), ``serve``, ``bench`` (the ``rospr-bench``
+entry) and ``lm-eval`` (lm-evaluation-harness's command line, ``rospr`` model registered). A command
+calls the library and prints; it catches nothing of ours. The group handler
 (``rospr_harness.cli.errors``) turns a failure into one ``error:`` line and exit code 2 by its type: a
 ``RosprError`` is a refusal (its own message), anything else a bug of ours ("an unexpected error ...
 report it"); ``ROSPR_TRACEBACK=1`` shows the traceback instead.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import typer
 
-from rospr_harness.cli import bank, bench, check, data, models, run, serve
+from rospr_harness.cli import bank, bench, check, data, lm_eval, models, run, serve
 from rospr_harness.cli.errors import OneLineErrors, describe_error, is_refusal
 
 __all__ = ["app", "describe_error", "is_refusal", "main"]
@@ -36,6 +37,9 @@ app.add_typer(data.data_app, name="data")
 app.add_typer(bank.bank_app, name="bank")
 app.add_typer(bank.library_app, name="library")
 app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(bench.bench)
+# every argument, --help included, is lm-eval's own
+app.command("lm-eval", add_help_option=False,
+            context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(lm_eval.lm_eval)
 
 
 def main() -> None:  # console script entry point

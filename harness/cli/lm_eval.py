@@ -13,6 +13,8 @@ import sys
 
 import typer
 
+from rospr.errors import StateError
+
 SUBCOMMANDS = ("run", "ls", "validate")
 
 
@@ -33,7 +35,11 @@ def with_rospr_model(argv: list[str]) -> list[str]:
 
 def run_lm_eval(argv: list[str]) -> int:
     """lm-eval's console entry (``lm_eval.__main__.cli_evaluate``) on ``argv``, after registering the
-    ``rospr`` model; returns its exit code."""
+    ``rospr`` model; returns its exit code. Refuses (``StateError``) an environment without lm-eval."""
+    import importlib.util
+
+    if importlib.util.find_spec("lm_eval") is None:
+        raise StateError("rospr lm-eval: lm-evaluation-harness is not installed here; pip install -e '.[lmeval]'")
     import rospr_harness.lm_eval_model  # noqa: F401  registers the model as "rospr"
     from lm_eval.__main__ import cli_evaluate
 

@@ -58,7 +58,7 @@ def compare(run_dir: Path, ref_dir: Path) -> tuple[bool, float]:
 
 
 def row(label: str, actors: int | None, res, wall: float, examples: int) -> dict:
-    ex = res.execution
+    ex = res.execution.model_dump()
     units = ex["computed"]
     return {"executor": label, "actors": actors, "units": units, "examples": examples,
             "driver_s": ex["driver_s"], "wall_s": round(wall, 2),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rospr_harness.results import ResultsFile, atomic_write_text
+from rospr_harness.results import ResultsFile, RunTime, atomic_write_text
 
 
 def pct(x: float | None) -> str:
@@ -116,21 +116,21 @@ WORK_LABELS = {"retrieval": "retrieval (embed + search)", "var": "VAR scoring of
                "scoring": "scoring", "model": "of which inside the scorer's session calls"}
 
 
-def time_rows(time: dict | None) -> tuple[list[list[str]], list[list[str]], list[list[str]]]:
+def time_rows(time: RunTime | None) -> tuple[list[list[str]], list[list[str]], list[list[str]]]:
     """The rows of the three timing tables of a run's ``execution.time`` (``rospr_harness.runner.stages``):
     driver stages (seconds, % of wall), executor work (seconds, % of wall x scorers) and rates. Empty
     tables for a run without it (written before it was recorded)."""
     if not time:
         return [], [], []
-    wall, scorers = float(time.get("wall_s") or 0.0), int(time.get("scorers") or 1)
+    wall, scorers = time.wall_s, time.scorers or 1
 
     def pct(x: float, of: float) -> str:
         return f"{100 * x / of:.1f}" if of > 0 else "–"
 
-    stages = dict(time.get("stages_s") or {}, other=time.get("other_s", 0.0))
+    stages = dict(time.stages_s, other=time.other_s)
     driver = [[STAGE_LABELS.get(k, k), f"{v:.2f}", pct(v, wall)] for k, v in stages.items()]
-    work = [[WORK_LABELS.get(k, k), f"{v:.2f}", pct(v, wall * scorers)] for k, v in (time.get("work_s") or {}).items()]
-    n, scoring = int(time.get("scoring_examples") or 0), float((time.get("work_s") or {}).get("scoring") or 0.0)
+    work = [[WORK_LABELS.get(k, k), f"{v:.2f}", pct(v, wall * scorers)] for k, v in time.work_s]
+    n, scoring = time.scoring_examples, time.work_s.scoring
 
     def secs(x) -> str:
         return "–" if x is None else f"{x:.2f}"
@@ -139,14 +139,14 @@ def time_rows(time: dict | None) -> tuple[list[list[str]], list[list[str]], list
              ["examples / s, end to end (wall)", f"{n / wall:.1f}" if wall > 0 and n else "–"],
              ["examples / s, the scorer's own (scoring work)", f"{n / scoring:.1f}" if scoring > 0 and n else "–"],
              ["model's share of the wall time (x scorers)",
-              "–" if time.get("model_share") is None else f"{100 * time['model_share']:.1f} %"],
-             ["process start to run start (s): interpreter, imports", secs(time.get("startup_s"))],
-             ["process start to first scored batch (s)", secs(time.get("first_batch_s"))]]
+              "–" if time.model_share is None else f"{100 * time.model_share:.1f} %"],
+             ["process start to run start (s): interpreter, imports", secs(time.startup_s)],
+             ["process start to first scored batch (s)", secs(time.first_batch_s)]]
     return driver, work, rates
 
 
 def _time_section(res: ResultsFile) -> list[str]:
-    driver, work, rates = time_rows((res.execution or {}).get("time"))
+    driver, work, rates = time_rows(res.execution.time if res.execution else None)
     if not driver:
         return []
     lines = ["", "## Where the time went", "",
@@ -163,12 +163,13 @@ def _execution_line(res: ResultsFile) -> list[str]:
     ex = res.execution
     if not ex:
         return []
-    if ex.get("started") is False:  # every unit kept or cached: no executor (or Ray) was started
+    if ex.started is False:  # every unit kept or cached: no executor (or Ray) was started
         where = "nowhere (nothing to compute: no executor started)"
     else:
-        where = "Ray, {} scoring actors".format(ex.get("scorers", "?")) if ex.get("executor") == "ray" else "in process"
-    return [f"- executed {where}: {ex.get('computed', 0)} units computed, {ex.get('cached', 0)} reused from cache, "
-            f"{ex.get('resumed', 0)} kept from an interrupted run"]
+        where = f"Ray, {ex.scorers if ex.scorers is not None else '?'} scoring actors" if ex.executor == "ray" \
+            else "in process"
+    return [f"- executed {where}: {ex.computed} units computed, {ex.cached} reused from cache, "
+            f"{ex.resumed} kept from an interrupted run"]
 
 
 def _delta(x: float | None, base: float | None) -> str:

@@ -182,7 +182,7 @@ def render_html(res: ResultsFile) -> str:
             ["examples scored", str(total_n)],
             ["examples / s (in units)", f"{total_n / unit_time:.1f}" if unit_time > 0 else "–"]]
     parts.append(_table(["", "value"], rows))
-    driver, work, rates = time_rows((res.execution or {}).get("time"))
+    driver, work, rates = time_rows(res.execution.time if res.execution else None)
     if driver:
         parts.append("<p class='meta'>Where the time went. Driver stages are disjoint intervals of the driver's "
                      "thread (with 'other' they make the wall time); executor work is what the workers report (in "

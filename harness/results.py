@@ -24,11 +24,20 @@
 - ``tasks``: per (task, method): the number of prompts and the mean, median, min and max accuracy
   over the task's prompts.
 - ``overall``: per method, the mean over tasks of the per-task mean.
-- ``execution`` (since 1.2): how the run was executed: ``executor`` ("in_process" or "ray"),
+- ``statistics`` (since 1.3): how the spreads below are computed (``Statistics``; ``rospr_harness.stats``).
+  Each unit (since 1.3) has ``stderr`` (the accuracy's standard error: sample standard deviation,
+  ddof 1, over sqrt(n), lm-eval's ``acc_stderr``; null for fewer than two rows) and ``ci_low`` /
+  ``ci_high`` (a 95% percentile bootstrap interval over its rows, 2000 replicates seeded by the
+  unit's names); each task summary the same for its mean over prompts (the stderr linearised over
+  rows, the bootstrap resampling rows jointly for all prompts, as ``rospr compare`` does). Like
+  ``n`` and ``accuracy`` they are derived from the records (``unit_figures``), never read back.
+  ``provenance.overrides`` (since 1.3): the ``--set`` overrides the config was loaded with, the
+  ``rospr run`` shortcuts (``--tasks``, ``--limit``, ``--model``) written as the ``--set`` they are.
+- ``execution`` (since 1.2; typed: ``Execution``): how the run was executed: ``executor`` ("in_process" or "ray"),
   ``scorers``, ``resumed`` (units kept from an interrupted run), ``cached`` (units reused from
   the cache), ``computed``, ``resubmitted`` (batches re-run after their actor died) and
-  ``actor_restarts``. It never changes a number of the results. ``time`` (added within 1.2: an
-  optional key of this free-form object) says where the run's time went
+  ``actor_restarts``. It never changes a number of the results. ``time`` (added within 1.2;
+  ``RunTime``) says where the run's time went
   (``rospr_harness.runner.stages``): ``wall_s`` (run start to the last write), ``stages_s`` (seconds per
   driver stage: setup, prepare, executor, load, cache, tokenise, select, wait, write; disjoint, so
   with ``other_s`` they make ``wall_s``), ``work_s`` (the workers' seconds: retrieval, var, scoring
@@ -50,7 +59,9 @@ infinities, naming the field): what a run writes, its own tools (``verify``, ``c
 ``skipped`` rows were left out (``rospr_harness.runner.plan.scorable``); a unit with ``n`` 0 has
 ``accuracy`` null, is left out of ``tasks`` and ``overall``, and is listed, not compared, by
 ``rospr compare``.
-``rospr schema`` prints the JSON schema of this file.
+``rospr schema`` prints the JSON schema of this file (every object above is a model here). A reader
+takes every 1.x file: the keys added since are optional, and a resumed or verified run recomputes
+them from the records.
 
 Where figures come from. A unit's ``n`` and ``accuracy`` (and so ``tasks`` and ``overall``) are
 always derived from its records file (``unit_figures``: each record's ``score`` recomputed from its
@@ -63,22 +74,25 @@ leaves the run directory (absolute, ``..``, or through a symlink).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean, median
-from typing import Any
-
-from typing import ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_serializer
 
 from rospr.artifacts import atomic_write_bytes, json_document, json_lines
 from rospr.data import Example, credit
 from rospr.errors import RosprError
+from rospr_harness.stats import ALPHA, N_BOOT as STATS_N_BOOT
 
-SCHEMA_VERSION = "1.2"
+STATS_LEVEL = 1 - ALPHA
+
+SCHEMA_VERSION = "1.3"
 
 
 class Model(BaseModel):
@@ -196,6 +210,9 @@ class UnitResult(Model):
     retrieval: RetrievalLog | None = None  # RoSPr methods: the retrieval log (schema 1.1)
     sha256: str = ""  # of the records file (schema 1.2)
     cached: bool = False  # reused from the unit cache (schema 1.2)
+    stderr: float | None = None  # of the accuracy: sample (ddof 1), lm-eval's acc_stderr (schema 1.3)
+    ci_low: float | None = None  # bootstrap interval of the accuracy over rows (schema 1.3)
+    ci_high: float | None = None
 
 
 class TaskSummary(Model):
@@ -206,6 +223,9 @@ class TaskSummary(Model):
     median: float
     min: float
     max: float
+    stderr: float | None = None  # of the mean over prompts, linearised over rows (schema 1.3)
+    ci_low: float | None = None  # bootstrap interval of the mean, rows resampled for all prompts (schema 1.3)
+    ci_high: float | None = None
 
 
 class Provenance(Model):
@@ -220,8 +240,104 @@ class Provenance(Model):
     started_at: str
     wall_s: float
     command: list[str] = []
+    overrides: list[str] = []  # the --set overrides of the config, shortcuts (--tasks ...) as their --set (schema 1.3)
     model_revision: str | None = None
     retriever_revision: str | None = None
+
+
+class StageSeconds(Model):
+    """Seconds per driver stage (``rospr_harness.runner.stages``; disjoint, in this order)."""
+
+    setup: float
+    prepare: float
+    executor: float
+    load: float
+    cache: float
+    tokenise: float
+    select: float
+    wait: float
+    write: float
+
+
+class WorkSeconds(Model):
+    """The workers' seconds (summed over actors on Ray); ``model``: inside the scorer's session calls."""
+
+    retrieval: float
+    var: float
+    scoring: float
+    model: float
+
+
+class BatchCounts(Model):
+    var: int
+    scoring: int
+
+
+class RunTime(Model):
+    """``execution.time``: where the run's time went (``rospr_harness.runner.stages.Stages.summary``)."""
+
+    wall_s: float  # run start to the last write
+    scorers: int
+    stages_s: StageSeconds
+    other_s: float  # the wall time outside the stages: plan, run directory, driver loop
+    work_s: WorkSeconds
+    model_share: float | None  # model / (wall x scorers); None for a zero wall time
+    scoring_examples: int
+    batches: BatchCounts
+    startup_s: float | None  # process start to run start (interpreter, imports); None where unknown
+    first_batch_s: float | None  # process start to the first scored batch back; None: no batch
+
+
+class NodeLoad(Model):
+    ip: str | None
+    batches: int
+
+
+class Retry(Model):
+    """A batch re-run after its actor died or its server went away (the first 100 of a run)."""
+
+    kind: str
+    actor: int | None
+    server: str | None
+    attempt: int
+    reason: str
+
+
+class Execution(Sparse):
+    """``execution``: how the run was executed; it never changes a number of the results (schema 1.2).
+    The keys after ``cached`` are written only where they apply (omitted, never null)."""
+
+    OMITTED_WHEN_NONE = ("driver_s", "scorers", "started", "resubmitted", "actor_restarts", "actors_lost", "nodes",
+                         "retried", "servers", "servers_lost", "time")
+
+    executor: str  # "in_process" or "ray"
+    resumed: int = 0  # units kept from an interrupted run
+    computed: int = 0
+    cached: int = 0  # units reused from the unit cache
+    driver_s: float | None = None  # the streaming itself (actors started, bank and library ready)
+    scorers: int | None = None  # scoring workers (0: none was started)
+    started: bool | None = None  # false: nothing to compute, no executor (or Ray) started
+    resubmitted: int | None = None  # Ray: batches re-run after their actor died
+    actor_restarts: int | None = None
+    actors_lost: int | None = None
+    nodes: dict[str, NodeLoad] | None = None  # Ray node id -> its ip and the batches it scored
+    retried: list[Retry] | None = None
+    servers: dict[str, int] | None = None  # Triton url -> batches it scored
+    servers_lost: dict[str, str] | None = None  # Triton url -> why it was taken out
+    time: RunTime | None = None
+
+    def updated(self, **fields: Any) -> "Execution":
+        """This execution with ``fields`` set (validated: an executor's ``stats()``, the driver's counts)."""
+        return Execution.model_validate({**{k: v for k, v in self if v is not None}, **fields})
+
+
+class Statistics(Model):
+    """How ``stderr`` and ``ci_low``/``ci_high`` of units and tasks are computed (``rospr_harness.stats``)."""
+
+    stderr: str = "sample"  # standard deviation with ddof 1 over sqrt(n): lm-eval's acc_stderr
+    bootstrap_replicates: int = STATS_N_BOOT
+    interval: float = STATS_LEVEL  # coverage of the percentile interval
+    seed: str = "sha256 of the unit's task, prompt and method (a task's: task and method)"
 
 
 class ResultsFile(Model):
@@ -231,19 +347,53 @@ class ResultsFile(Model):
     units: list[UnitResult]
     tasks: list[TaskSummary]
     overall: dict[str, float]
-    execution: dict[str, Any] | None = None  # schema 1.2
+    execution: Execution | None = None  # schema 1.2
+    statistics: Statistics | None = None  # schema 1.3
 
 
-def summarise(units: list[UnitResult]) -> tuple[list[TaskSummary], dict[str, float]]:
-    """Per (task, method) mean/median over prompts; per method the mean over tasks."""
-    groups: dict[tuple[str, str], list[float]] = {}
+@dataclass(frozen=True)
+class Spread:
+    """The uncertainty of an accuracy over rows: ``stderr`` and the bootstrap interval (None when undefined)."""
+
+    stderr: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+
+    def fields(self) -> dict[str, float | None]:
+        return {"stderr": self.stderr, "ci_low": self.ci_low, "ci_high": self.ci_high}
+
+
+def spread(units: list[dict[int, float]], seed_names: Sequence[str]) -> Spread:
+    """The ``Spread`` of the mean over ``units`` (row index -> metric value: one unit, or a task's prompts,
+    rows resampled jointly), its interval seeded by ``seed_names`` (``rospr_harness.stats``)."""
+    from rospr_harness.stats import accuracy_interval, mean_stderr, score_matrix, task_stderr
+
+    rows = sorted(set().union(*units)) if units else []
+    if not rows:
+        return Spread()
+    interval = accuracy_interval(units, seed_names)
+    # one unit: lm-eval's formula itself (the linearisation equals it, but for the last bit)
+    stderr = mean_stderr(list(units[0].values())) if len(units) == 1 else task_stderr(score_matrix(units, rows))
+    return Spread(stderr, *(interval or (None, None)))
+
+
+TaskSpread = Callable[[str, str, list[UnitResult]], Spread]
+
+
+def summarise(units: list[UnitResult], task_spread: TaskSpread | None = None
+              ) -> tuple[list[TaskSummary], dict[str, float]]:
+    """Per (task, method) mean/median over prompts; per method the mean over tasks. ``task_spread(task,
+    method, units)`` gives each task's ``Spread`` (None: left out, as for results without records)."""
+    groups: dict[tuple[str, str], list[UnitResult]] = {}
     for u in units:
         if u.n > 0 and u.accuracy is not None:
-            groups.setdefault((u.task, u.method), []).append(u.accuracy)
-    tasks = [
-        TaskSummary(task=t, method=m, n_prompts=len(a), mean=mean(a), median=median(a), min=min(a), max=max(a))
-        for (t, m), a in groups.items()
-    ]
+            groups.setdefault((u.task, u.method), []).append(u)
+    tasks = []
+    for (t, m), us in groups.items():
+        a = [u.accuracy for u in us]
+        extra = task_spread(t, m, us).fields() if task_spread else {}
+        tasks.append(TaskSummary(task=t, method=m, n_prompts=len(a), mean=mean(a), median=median(a), min=min(a),
+                                 max=max(a), **extra))
     per_method: dict[str, list[float]] = {}
     for s in tasks:
         per_method.setdefault(s.method, []).append(s.mean)
@@ -340,10 +490,34 @@ def record_scores(records: Sequence[Record], where: str | Path) -> list[float]:
     return out
 
 
-def unit_figures(records: Sequence[Record], where: str | Path) -> tuple[int, float | None]:
-    """A unit's ``n`` and ``accuracy`` (mean metric; None when empty), from its records only."""
+@dataclass
+class UnitFigures:
+    """What a unit's records say: ``n``, ``accuracy`` (mean metric; None when empty), each row's metric
+    value (``scores``: row index -> value, for a task's figures and ``rospr compare``) and, computed
+    when first asked for, its ``spread`` (the bootstrap seeded by ``unit``: task, prompt, method)."""
+
+    n: int
+    accuracy: float | None
+    scores: dict[int, float]
+    unit: tuple[str, str, str]
+
+    @functools.cached_property
+    def spread(self) -> Spread:
+        return spread([self.scores], ("unit", *self.unit)) if self.n else Spread()
+
+    def fields(self) -> dict[str, Any]:
+        """The ``UnitResult`` fields these figures set."""
+        return {"n": self.n, "accuracy": self.accuracy, **self.spread.fields()}
+
+
+def unit_figures(records: Sequence[Record], where: str | Path, unit: tuple[str, str, str] = ("", "", "")
+                 ) -> UnitFigures:
+    """A unit's figures, from its records only (each record's metric recomputed: ``record_scores``);
+    ``unit`` (task, prompt, method) seeds its bootstrap. The one derivation of a unit's numbers: for
+    writing, resume, cache reuse, ``verify`` and ``compare``. Refuses (``RecordsError``) a bad record."""
     scores = record_scores(records, where)
-    return len(scores), (float(sum(scores) / len(scores)) if scores else None)
+    accuracy = float(sum(scores) / len(scores)) if scores else None
+    return UnitFigures(len(scores), accuracy, {r.index: s for r, s in zip(records, scores)}, tuple(unit))
 
 
 def verified_records(run_dir: str | Path, unit: UnitResult, where: str) -> tuple[bytes, list[Record]]:

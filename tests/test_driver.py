@@ -126,7 +126,7 @@ def test_out_of_order_batches_give_the_in_order_records(setup, tmp_path):
                        for s in got for j, x in enumerate(s))
     # batches of 3 per target (ceil(n / 3) each, the units' n from their records); at most 3 out at once
     batches = sum(math.ceil(u.n / 3) for u in shuffled.units)
-    assert fake.calls == batches == shuffled.execution["time"]["batches"]["scoring"]
+    assert fake.calls == batches == shuffled.execution.time.batches.scoring
     assert 1 < fake.most_out <= 3
     assert tally.most_active <= 2
 
@@ -140,7 +140,7 @@ def test_an_executor_error_ends_the_run_as_raised_and_resume_finishes(setup, tmp
     total = len(read_results(tmp_path / "ref" / "results.json").units)
     assert 1 <= len(kept.units) < total
     res = run_with(FakeExecutor(2), tmp_path / "r", resume=True)
-    assert res.execution["resumed"] == len(kept.units) and res.execution["computed"] == total - len(kept.units)
+    assert res.execution.resumed == len(kept.units) and res.execution.computed == total - len(kept.units)
     assert records(tmp_path / "r") == records(tmp_path / "ref")
 
 
@@ -153,7 +153,7 @@ def test_a_run_from_inside_a_running_event_loop_works(setup, tmp_path):
         return run_with(FakeExecutor(2), tmp_path / "nb")
 
     res = asyncio.run(cell())
-    assert res.execution["computed"] == len(res.units) > 0
+    assert res.execution.computed == len(res.units) > 0
     assert records(tmp_path / "nb") == records(tmp_path / "ref")
 
 

@@ -82,7 +82,7 @@ def test_plan_counts_equal_the_run_and_the_second_plan_sees_its_reuse(paper_setu
     var_used = sum(min(config.rospr.var_candidates, u.retrieval.n_candidates)
                    for u in res.units if u.method == "rospr+var")
     assert var_used <= before["retrieval"]["var_candidates_max"]
-    assert res.execution["computed"] == before["totals"]["units_to_compute"] == 15
+    assert res.execution.computed == before["totals"]["units_to_compute"] == 15
 
     after = plan_json(overrides)
     assert sorted(after["tuning"]["reused"]) == sorted(before["tuning"]["to_train"])
@@ -92,7 +92,7 @@ def test_plan_counts_equal_the_run_and_the_second_plan_sees_its_reuse(paper_setu
     assert all(u["cached"] is True for u in after["units"])
     assert after["totals"]["units_cached"] == 15 and after["totals"]["flops"] == 0
     again = run_config(config, tmp / "run2")
-    assert again.execution["cached"] == after["totals"]["units_cached"]
+    assert again.execution.cached == after["totals"]["units_cached"]
 
 
 def test_plan_refuses_a_bad_throughput_and_an_unreadable_model(tmp_path):

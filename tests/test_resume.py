@@ -100,7 +100,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(reference, tmp_path):
     assert 2 <= len(partial.units) < total
 
     res = run(load_config(None, tree=tree), out, resume=True)
-    ex = res.execution
+    ex = res.execution.model_dump()
     assert ex["resumed"] == len(partial.units) and ex["resumed"] + ex["computed"] == total, ex
     same_units(out, root / "uninterrupted")
     assert not list(out.rglob("*.tmp")) and not list(out.rglob(".*.tmp"))
@@ -114,7 +114,7 @@ def test_resume_recomputes_a_unit_whose_records_changed(reference, tmp_path):
     shutil.copytree(root / "uninterrupted", out)
     tamper(out / ref.units[3].records)
     res = run(load_config(None, tree=tree), out, resume=True)
-    assert res.execution["resumed"] == len(ref.units) - 1 and res.execution["computed"] == 1
+    assert res.execution.resumed == len(ref.units) - 1 and res.execution.computed == 1
     same_units(out, root / "uninterrupted")
 
 
@@ -127,7 +127,7 @@ def test_resume_refuses_another_config(reference, tmp_path):
         run(load_config(None, ["scoring.batch_size=5"], tree=tree), tmp_path / "r", resume=True)
     # execution settings may change on a resume: nothing left to compute, nothing recomputed
     res = run(load_config(None, ["ray.max_in_flight=3"], tree=tree), tmp_path / "r", resume=True)
-    assert res.execution["computed"] == 0 and res.execution["resumed"] == len(res.units)
+    assert res.execution.computed == 0 and res.execution.resumed == len(res.units)
 
 
 class _GoesAway:
@@ -153,7 +153,7 @@ def test_a_backend_gone_mid_run_keeps_finished_units_then_resume_finishes(refere
     kept = read_results(tmp_path / "r" / "results.json")
     assert 1 <= len(kept.units) < len(ref.units)
     res = run(cfg, tmp_path / "r", resume=True, backend=real)
-    assert res.execution["resumed"] == len(kept.units)
+    assert res.execution.resumed == len(kept.units)
     same_units(tmp_path / "r", root / "uninterrupted")
 
 
@@ -161,9 +161,9 @@ def test_unit_cache_reuses_and_recomputes_a_damaged_entry(reference, tmp_path):
     tree, root, ref = reference
     cache = ["cache.enabled=true", f"cache.dir={tmp_path / 'cache'}"]
     first = run(load_config(None, cache, tree=tree), tmp_path / "a")
-    assert first.execution["computed"] == len(ref.units) and first.execution["cached"] == 0
+    assert first.execution.computed == len(ref.units) and first.execution.cached == 0
     second = run(load_config(None, cache, tree=tree), tmp_path / "b")
-    assert second.execution["cached"] == len(ref.units) and all(u.cached for u in second.units)
+    assert second.execution.cached == len(ref.units) and all(u.cached for u in second.units)
     same_units(tmp_path / "b", root / "uninterrupted")
     assert "## Reused from cache" in (tmp_path / "b" / "report.md").read_text()
 
@@ -172,7 +172,7 @@ def test_unit_cache_reuses_and_recomputes_a_damaged_entry(reference, tmp_path):
     original = entries[0].read_bytes()
     tamper(entries[0])
     third = run(load_config(None, cache, tree=tree), tmp_path / "c")
-    assert third.execution["computed"] == 1 and third.execution["cached"] == len(ref.units) - 1
+    assert third.execution.computed == 1 and third.execution.cached == len(ref.units) - 1
     same_units(tmp_path / "c", root / "uninterrupted")
     assert entries[0].read_bytes() == original  # the entry was replaced by the recomputed unit
 
@@ -183,11 +183,11 @@ def test_cache_key_changes_with_what_the_records_depend_on(reference, tmp_path):
     run(load_config(None, cache, tree=tree), tmp_path / "a")
     # batch size and execution settings: not in the key
     same = run(load_config(None, cache + ["scoring.batch_size=3", "ray.max_in_flight=2"], tree=tree), tmp_path / "b")
-    assert same.execution["cached"] == len(same.units) > 0
+    assert same.execution.cached == len(same.units) > 0
     # the convention, the rows: in the key
     for change in (["scoring.length_normalize=true"], ["tasks.0.limit=6"]):
         other = run(load_config(None, cache + change, tree=tree), tmp_path / "c")
-        assert other.execution["cached"] == 0, change
+        assert other.execution.cached == 0, change
 
 
 def test_unit_cache_entries_are_store_entries_and_earlier_ones_stay_readable(tmp_path):

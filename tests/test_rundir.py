@@ -145,7 +145,7 @@ def test_a_records_path_outside_the_run_is_never_touched(used, tmp_path, path_ki
     r = CliRunner().invoke(app, ["run", str(config), "--resume", str(out)])
     assert r.exit_code == 0, r.output
     res = read_results(out / "results.json")
-    assert res.execution["computed"] == 1 and res.execution["resumed"] == 4
+    assert res.execution.computed == 1 and res.execution.resumed == 4
     assert res.units[0].records.startswith("records/")
     assert victim.read_text() == "not rospr's\n"
 
@@ -174,7 +174,7 @@ def test_a_records_file_linked_outside_is_not_followed(used, tmp_path):
     r = CliRunner().invoke(app, ["run", str(config), "--resume", str(out)])
     assert r.exit_code == 0, r.output
     after = read_results(out / "results.json")
-    assert after.execution["computed"] == 1 and not rec.is_symlink()  # recomputed into its own file
+    assert after.execution.computed == 1 and not rec.is_symlink()  # recomputed into its own file
     assert outside.read_bytes() == before
     rec.unlink()
     rec.symlink_to(outside)

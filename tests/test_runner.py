@@ -53,7 +53,7 @@ def reference(tiny_model_dir, tmp_path_factory):
 def test_in_process_reference_is_complete(reference):
     tree, root, res = reference
     assert len(res.units) == 3 * len(METHODS)
-    assert res.execution["executor"] == "in_process" and res.execution["computed"] == 12
+    assert res.execution.executor == "in_process" and res.execution.computed == 12
     assert all(u.sha256 and not u.cached for u in res.units)
 
 
@@ -92,15 +92,15 @@ def test_a_run_with_nothing_to_compute_starts_no_ray(reference, tmp_path, monkey
     tree, _, _ = reference
     cached = {**tree, "cache": {"enabled": True, "dir": str(tmp_path / "units")}}
     first = run(load_config(None, [], tree=cached), tmp_path / "fill")  # in process: fills the unit cache
-    assert first.execution["computed"] == len(first.units)
+    assert first.execution.computed == len(first.units)
 
     def no_ray(*args, **kwargs):
         raise AssertionError("Ray started for a run with nothing to compute")
 
     monkeypatch.setattr(session, "run_ray", no_ray)
     res = run(load_config(None, ["ray.enabled=true"], tree=cached), tmp_path / "again")
-    assert res.execution["cached"] == len(res.units) == len(first.units)
-    assert res.execution["started"] is False and res.execution["scorers"] == 0
+    assert res.execution.cached == len(res.units) == len(first.units)
+    assert res.execution.started is False and res.execution.scorers == 0
     assert_same_run(tmp_path / "again", tmp_path / "fill")
 
 
@@ -108,7 +108,7 @@ def test_a_run_with_nothing_to_compute_starts_no_ray(reference, tmp_path, monkey
 def test_one_actor_gives_the_in_process_numbers(reference, ray_cluster, tmp_path):
     tree, root, _ = reference
     res = run(load_config(None, ["ray.enabled=true", "ray.scorers=1"], tree=tree), tmp_path / "ray1")
-    assert res.execution["executor"] == "ray" and res.execution["scorers"] == 1
+    assert res.execution.executor == "ray" and res.execution.scorers == 1
     assert_same_run(tmp_path / "ray1", root / "in_process")
 
 
@@ -117,7 +117,7 @@ def test_three_actors_at_another_batch_size_give_the_same_numbers(reference, ray
     tree, root, _ = reference
     res = run(load_config(None, ["ray.enabled=true", "ray.scorers=3", "scoring.batch_size=3", "ray.max_in_flight=5",
                                  "ray.retrieval_group=2"], tree=tree), tmp_path / "ray3")
-    assert res.execution["scorers"] == 3 and res.execution["computed"] == 12
+    assert res.execution.scorers == 3 and res.execution.computed == 12
     assert_same_run(tmp_path / "ray3", root / "in_process")
 
 
@@ -151,7 +151,7 @@ def test_scoring_actors_killed_mid_run_change_nothing(reference, ray_cluster, tm
     res = run(load_config(None, ["ray.enabled=true", "ray.scorers=3", "ray.max_in_flight=12"], tree=tree),
               tmp_path / "faults", observer=obs)
     assert obs.killed
-    ex = res.execution
+    ex = res.execution.model_dump()
     assert ex["actor_restarts"] >= 1 and ex["actors_lost"] == 1 and ex["resubmitted"] >= 1, ex
     assert_same_run(tmp_path / "faults", root / "in_process")
 
@@ -166,7 +166,7 @@ def test_the_ray_driver_opens_no_scorer_session(reference, ray_cluster, tmp_path
     config = load_config(None, ["ray.enabled=true", "ray.scorers=2", "backend=onnxruntime"], tree=tree)
     backend = create_backend(config)
     res = run(config, tmp_path / "ray2", backend=backend)
-    assert res.execution["executor"] == "ray"
+    assert res.execution.executor == "ray"
     assert not backend.scorer._lazy.opened
     assert_same_run(tmp_path / "ray2", root / "in_process")
     backend.scorer.prompt_dim  # the first use opens it

@@ -47,6 +47,7 @@ def run(
     """Evaluate every (task, prompt) unit of CONFIG and write results.json, records/ and report.md."""
     setup_logging(verbose)
     from rospr_harness.config import load_config
+    from rospr_harness.results import Execution
     from rospr_harness.runner import run as run_config
 
     if resume is not None and out is not None and resume.resolve() != out.resolve():
@@ -58,10 +59,9 @@ def run(
         res = run_config(cfg, out_dir, observer=_Bar(progress), resume=resume is not None)
     for method, acc in res.overall.items():
         err.print(f"{method}: mean accuracy over tasks {100 * acc:.2f}%")
-    ex = res.execution or {}
+    ex = res.execution or Execution(executor="in_process")
     err.print(f"wrote {out_dir}/results.json, {out_dir}/report.md and {len(res.units)} records files "
-              f"({ex.get('computed', 0)} units computed, {ex.get('cached', 0)} from the cache, "
-              f"{ex.get('resumed', 0)} kept from the interrupted run)")
+              f"({ex.computed} units computed, {ex.cached} from the cache, {ex.resumed} kept from the interrupted run)")
 
 
 def plan(

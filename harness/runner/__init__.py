@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
+from typing import Sequence
 
 from rospr_harness.backends import Backend, create_backend
 from rospr_harness.config import RunConfig
@@ -31,7 +32,7 @@ from rospr_harness.lock import RunLock, RunLocked
 from rospr_harness.method.prepare import prepare
 from rospr_harness.report import write_report
 from rospr_harness.report_html import write_html_report
-from rospr_harness.results import ResultsFile
+from rospr_harness.results import Execution, ResultsFile
 from rospr_harness.runner.driver import Observer, Silent, build_records, drive
 from rospr_harness.runner.plan import RunPlan, TargetSpec, data_settings, plan_run, plan_targets, unit_slug
 from rospr_harness.runner.rundir import ResumeError, RunDirError, RunDirectory, check_out, open_run
@@ -45,7 +46,7 @@ __all__ = ["run", "Observer", "ResumeError", "RunDirError", "RunLocked", "plan_t
 
 
 def run(config: RunConfig, out_dir: str | Path, observer: Observer | None = None, backend: Backend | None = None,
-        resume: bool = False) -> ResultsFile:
+        resume: bool = False, overrides: Sequence[str] = ()) -> ResultsFile:
     """Run every unit of ``config`` into ``out_dir`` (results.json, records/, report.md, report.html).
 
     ``resume``: keep the units an interrupted run in ``out_dir`` finished (their records checked
@@ -56,7 +57,9 @@ def run(config: RunConfig, out_dir: str | Path, observer: Observer | None = None
     run in ``out_dir`` is replaced, but only once this run has written its first unit: a failure
     before that leaves it as it was (``rundir.py``). ``backend``: score with this one in process
     (default: built from the config). Returns the results. Task and config errors are raised before
-    anything is written; ``RunLocked`` when another driver holds ``out_dir``.
+    anything is written; ``RunLocked`` when another driver holds ``out_dir``. ``overrides``: the
+    ``--set`` strings ``config`` was loaded with (the CLI's shortcuts as the ``--set`` they stand for),
+    recorded in the provenance.
     """
     out, clock = Path(out_dir), Clock()
     stages = Stages(clock.started)
@@ -66,7 +69,7 @@ def run(config: RunConfig, out_dir: str | Path, observer: Observer | None = None
     with RunLock(out):
         rundir, resumed = open_run(out, config, plan.order, resume)
         try:
-            final = compute(config, plan, rundir, resumed, observer or Silent(), backend, clock, stages)
+            final = compute(config, plan, rundir, resumed, observer or Silent(), backend, clock, stages, overrides)
         except BaseException:
             rundir.abandon()  # before its first unit: the earlier run stays as it was
             raise
@@ -77,7 +80,8 @@ def run(config: RunConfig, out_dir: str | Path, observer: Observer | None = None
 
 
 def compute(config: RunConfig, plan: RunPlan, rundir: RunDirectory, resumed: int, observer: Observer,
-            backend: Backend | None, clock: Clock, stages: Stages | None = None) -> ResultsFile:
+            backend: Backend | None, clock: Clock, stages: Stages | None = None,
+            overrides: Sequence[str] = ()) -> ResultsFile:
     """Steps 3 and 4 in a locked, prepared run directory: set up what the run computes with, then
     drive the units that ``rundir`` lacks; ``stages`` (default: from ``clock``) counts where the time
     goes. Returns the final results."""
@@ -89,13 +93,13 @@ def compute(config: RunConfig, plan: RunPlan, rundir: RunDirectory, resumed: int
     with contextlib.ExitStack() as stack:  # the run's Ray, if the executor starts one (OnDemand)
         with stages.timing("setup"):
             backend = backend or create_backend(config)
-            stamp = Stamp(config, backend, clock)
+            stamp = Stamp(config, backend, clock, overrides)
         # tune / build what is missing, before scoring
         with stages.timing("prepare"):
             ctx = prepare(config, backend, data_settings(config.data)) if remaining and plan.retrieves else None
         executor = OnDemand(config, backend, ctx, stack, stages, remaining) if remaining else None
-        execution = {"executor": executor.name if executor else ("ray" if config.ray.enabled is True else "in_process"),
-                     "resumed": resumed, "computed": 0, "cached": 0}
+        name = executor.name if executor else ("ray" if config.ray.enabled is True else "in_process")
+        execution = Execution(executor=name, resumed=resumed)
         with stages.timing("write"):
             rundir.write(stamp(), execution)  # the config is on disk before any work: resumable
         return drive(config, plan.specs, todo, rundir, backend, ctx, executor, observer, unit_cache(config.cache),

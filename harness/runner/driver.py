@@ -50,7 +50,7 @@ from rospr_harness.cache import UnitCache, key_parts, rospr_part, scorer_part, u
 from rospr_harness.config import RunConfig
 from rospr_harness.method.prepare import RosprContext
 from rospr_harness.method.unit import decide, retrieval_queries, var_candidates
-from rospr_harness.results import Record, ResultsFile, RetrievalLog, UnitResult, records_text
+from rospr_harness.results import Execution, Record, ResultsFile, RetrievalLog, UnitResult, records_text
 from rospr_harness.runner.executor import Executor, RetrievalRequest
 from rospr_harness.runner.plan import TargetSpec
 from rospr_harness.runner.rundir import RunDirectory, records_path
@@ -81,12 +81,12 @@ class Silent:
 
 def drive(config: RunConfig, specs: list[TargetSpec], todo: dict[int, list[Method]], rundir: RunDirectory,
           backend: Backend, ctx: RosprContext | None, executor: Executor | None, observer: Observer,
-          cache: UnitCache | None, stamp: Callable[[], Any], execution: dict[str, Any],
+          cache: UnitCache | None, stamp: Callable[[], Any], execution: Execution,
           stages: Stages | None = None) -> ResultsFile:
     """The drive step: stream the ``todo`` methods of every target through ``executor`` (None:
     nothing to compute), writing results.json (``stamp()``: the provenance) after every computed unit
     and once at the end, whatever happens; the executor is closed. ``stages`` (default: from now) counts
-    where the time went; its summary is ``execution["time"]``. Returns the final results."""
+    where the time went; its summary is ``execution.time``. Returns the final results."""
     stages = stages or Stages()
     remaining = sum(len(v) for v in todo.values())
     observer.start(remaining)
@@ -96,17 +96,17 @@ def drive(config: RunConfig, specs: list[TargetSpec], todo: dict[int, list[Metho
             max_active = 2 if executor.name == "in_process" else (config.ray.max_active_units or 2 * in_flight)
             driver = Driver(config, specs, todo, rundir, backend, ctx, executor, observer, cache,
                             max_in_flight=in_flight, max_active=max_active, retrieval_group=config.ray.retrieval_group,
-                            on_write=lambda: rundir.write(stamp(), {**execution, **driver.counts}), stages=stages)
+                            on_write=lambda: rundir.write(stamp(), execution.updated(**driver.counts)), stages=stages)
             t_driver = time.time()
             try:
                 driver.run()
             finally:  # driver_s: the streaming itself (actors started, bank and library ready)
-                execution.update(driver.counts, driver_s=round(time.time() - t_driver, 3))
+                execution = execution.updated(**driver.counts, driver_s=round(time.time() - t_driver, 3))
     finally:
         if executor is not None:
-            execution.update(executor.stats())
+            execution = execution.updated(**executor.stats())
             executor.close()
-        execution["time"] = stages.summary(scorers=int(execution.get("scorers") or 1))
+        execution = execution.updated(time=stages.summary(scorers=int(execution.scorers or 1)))
         final = rundir.write(stamp(), execution)
     return final
 

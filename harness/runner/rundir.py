@@ -57,14 +57,18 @@ from typing import Any, Callable
 from rospr_harness.config import RunConfig
 from rospr_harness.lock import LOCK_NAME
 from rospr_harness.results import (
+    Execution,
     RecordsError,
     ResultsFile,
+    Spread,
+    Statistics,
     UnitResult,
     UnsafePath,
     atomic_write_text,
     confined,
     non_finite,
     read_results,
+    spread,
     summarise,
     unit_figures,
     verified_records,
@@ -195,6 +199,8 @@ class RunDirectory:
         self.config = config
         self.order = order
         self.units: dict[UnitId, UnitResult] = {}
+        self.scores: dict[UnitId, dict[int, float]] = {}  # each unit's metric per row, from its records
+        self._spreads: dict[tuple, Spread] = {}  # a task's spread, by its units' records digests
         self.staged = False
         self.swap = FolderSwap(self.out, RUN_ENTRIES, new=STAGING, old=TRASH)
 
@@ -248,14 +254,15 @@ class RunDirectory:
                 if unit.records != own:
                     raise UnsafePath(f"{where}.records: {unit.records!r} is not this unit's records file ({own})")
                 _, records = verified_records(self.out, unit, where)
-                n, acc = unit_figures(records, self.out / own)
+                figures = unit_figures(records, self.out / own, self.key(unit))
             except (UnsafePath, RecordsError) as exc:
                 log.warning("%s / %s / %s: %s; recomputing the unit", unit.task, unit.prompt, unit.method, exc)
                 continue
-            if (n, acc) != (unit.n, unit.accuracy):
+            if (figures.n, figures.accuracy) != (unit.n, unit.accuracy):
                 log.warning("%s: n/accuracy %s/%s differ from its records' %s/%s; the records' are kept",
-                            where, unit.n, unit.accuracy, n, acc)
-            self.units[self.key(unit)] = unit.model_copy(update={"n": n, "accuracy": acc})
+                            where, unit.n, unit.accuracy, figures.n, figures.accuracy)
+            self.units[self.key(unit)] = unit.model_copy(update=figures.fields())
+            self.scores[self.key(unit)] = figures.scores
             kept += 1
         return kept
 
@@ -269,22 +276,31 @@ class RunDirectory:
 
         data = text.encode("utf-8")
         own = records_path(unit.task, unit.prompt, unit.method)
-        n, acc = unit_figures(parse_records(data, own), own)
-        unit = unit.model_copy(update={"sha256": hashlib.sha256(data).hexdigest(), "records": own, "n": n,
-                                       "accuracy": acc})
+        figures = unit_figures(parse_records(data, own), own, self.key(unit))
+        unit = unit.model_copy(update={"sha256": hashlib.sha256(data).hexdigest(), "records": own,
+                                       **figures.fields()})
         # The folder must stay inside; the file itself is replaced by a rename, which never follows a link.
         confined(self.root, str(Path(own).parent), f"unit {unit.task} / {unit.prompt} / {unit.method}: records")
         atomic_write_text(self.root / own, text)
         self.units[self.key(unit)] = unit
+        self.scores[self.key(unit)] = figures.scores
         return unit
 
-    def results(self, provenance, execution: dict[str, Any]) -> ResultsFile:
-        units = sorted(self.units.values(), key=self.order)
-        tasks, overall = summarise(units)
-        return ResultsFile(provenance=provenance, config=self.config.model_dump(mode="json"), units=units,
-                           tasks=tasks, overall=overall, execution=execution)
+    def task_spread(self, task: str, method: str, units: list[UnitResult]) -> Spread:
+        """The spread of a task's mean over its prompts (rows resampled jointly), computed once per set of
+        records (results.json is rewritten after every unit)."""
+        key = (task, method, *sorted(u.sha256 for u in units))
+        if key not in self._spreads:
+            self._spreads[key] = spread([self.scores[self.key(u)] for u in units], ("task", task, method))
+        return self._spreads[key]
 
-    def write(self, provenance, execution: dict[str, Any]) -> ResultsFile:
+    def results(self, provenance, execution: Execution) -> ResultsFile:
+        units = sorted(self.units.values(), key=self.order)
+        tasks, overall = summarise(units, self.task_spread)
+        return ResultsFile(provenance=provenance, config=self.config.model_dump(mode="json"), units=units,
+                           tasks=tasks, overall=overall, execution=execution, statistics=Statistics())
+
+    def write(self, provenance, execution: Execution) -> ResultsFile:
         """Write results.json; a staged run with a unit written replaces the earlier run now."""
         res = self.results(provenance, execution)
         write_results(self.root / "results.json", res)
@@ -338,7 +354,8 @@ def verify_run(run_dir: str | Path) -> list[str]:
         where = f"{path}: units[{i}]"
         try:
             _, records = verified_records(run_dir, unit, where)
-            n, acc = unit_figures(records, run_dir / unit.records)
+            figures = unit_figures(records, run_dir / unit.records, RunDirectory.key(unit))
+            n, acc = figures.n, figures.accuracy
         except (UnsafePath, RecordsError) as exc:
             problems.append(str(exc))
             continue

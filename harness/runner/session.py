@@ -43,8 +43,8 @@ class Clock:
 class Stamp:
     """The run's provenance, read once (git, versions, host) and stamped with the wall time so far."""
 
-    def __init__(self, config: RunConfig, backend: Backend, clock: Clock) -> None:
-        self.config, self.backend, self.clock = config, backend, clock
+    def __init__(self, config: RunConfig, backend: Backend, clock: Clock, overrides: Sequence[str] = ()) -> None:
+        self.config, self.backend, self.clock, self.overrides = config, backend, clock, list(overrides)
         self.rev, self.dirty = git_state()
         self.versions, self.machine = package_versions(), host()
 
@@ -53,7 +53,8 @@ class Stamp:
                           config_hash=self.config.content_hash(), model=self.backend.identity,
                           backend=self.backend.name, seed=self.config.seed, host=self.machine,
                           started_at=self.clock.started_at, wall_s=time.time() - self.clock.started,
-                          command=list(sys.argv), model_revision=self.config.model.revision,
+                          command=list(sys.argv), overrides=self.overrides,
+                          model_revision=self.config.model.revision,
                           retriever_revision=checkpoint_revision(
                               self.config, self.config.rospr.retriever or self.config.model.name_or_path))
 

@@ -20,7 +20,8 @@ Two kinds of time, kept apart because they overlap on Ray:
   The onnxruntime scorer opens its session on first use, so a worker's first ``scoring`` (or
   ``var``) batch also carries that opening, outside ``model``.
 
-``summary`` gives the ``time`` object of results.json's ``execution`` (``rospr_harness.results``).
+``summary`` gives the ``time`` object of results.json's ``execution`` (``rospr_harness.results.RunTime``,
+whose ``StageSeconds`` and ``WorkSeconds`` name the stages and work kinds: one definition).
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-STAGES = ("setup", "prepare", "executor", "load", "cache", "tokenise", "select", "wait", "write")
-WORK = ("retrieval", "var", "scoring", "model")
+from rospr_harness.results import RunTime, StageSeconds, WorkSeconds
+
+STAGES = tuple(StageSeconds.model_fields)  # setup, prepare, executor, load, cache, tokenise, select, wait, write
+WORK = tuple(WorkSeconds.model_fields)  # retrieval, var, scoring, model
 
 
 def process_started() -> float | None:
@@ -92,7 +95,7 @@ class Stages:
         if kind == "scoring":
             self.examples += rows
 
-    def summary(self, scorers: int = 1, until: float | None = None) -> dict:
+    def summary(self, scorers: int = 1, until: float | None = None) -> RunTime:
         """The ``time`` object of ``execution``: ``wall_s`` (run start to ``until``, default now),
         ``stages_s`` (driver stages) and ``other_s`` (the rest of the wall time: plan, run directory,
         driver loop), ``work_s`` (executor work), ``model_share`` (model / (wall x scorers)),
@@ -101,7 +104,7 @@ class Stages:
         wall = max((until or time.time()) - self.started, 0.0)
         stages = {k: round(v, 4) for k, v in self.seconds.items()}
         born = process_started()
-        return {
+        return RunTime.model_validate({
             "wall_s": round(wall, 4),
             "scorers": max(scorers, 1),
             "stages_s": stages,
@@ -112,4 +115,4 @@ class Stages:
             "batches": dict(self.batches),
             "startup_s": round(self.started - born, 3) if born is not None else None,
             "first_batch_s": round(self.first_batch - born, 3) if born is not None and self.first_batch else None,
-        }
+        })

@@ -89,7 +89,7 @@ def test_a_triton_server_killed_mid_run_moves_its_work_to_the_other(run_config, 
                          ray={"enabled": True, "scorers": 2, "num_cpus_per_scorer": 0.5,
                               "triton_urls": [first.grpc_url, second.grpc_url]})
         reference = run(cfg, tmp_path / "uninterrupted")
-        assert set(reference.execution["servers"]) == {first.grpc_url, second.grpc_url}
+        assert set(reference.execution.servers) == {first.grpc_url, second.grpc_url}
 
         def kill_first():
             os.killpg(first.process.pid, signal.SIGKILL)
@@ -98,7 +98,7 @@ def test_a_triton_server_killed_mid_run_moves_its_work_to_the_other(run_config, 
         res = run(cfg, tmp_path / "faulted", observer=obs)
         assert obs.done and obs.total > 3  # the kill came with most of the run still to do
         assert not _process_group_members(first.process.pid)
-        ex = res.execution
+        ex = res.execution.model_dump()
         assert list(ex["servers_lost"]) == [first.grpc_url]
         assert ex["servers"][second.grpc_url] > 0
         assert sum(ex["servers"].values()) == sum(n["batches"] for n in ex["nodes"].values())
@@ -163,7 +163,7 @@ DRIVER = textwrap.dedent(
 
     obs = KillWorkerNode()
     res = run(load_config(None, tree=tree), out, observer=obs)
-    print("RESULT " + json.dumps({"killed": obs.done, "total": obs.total, "execution": res.execution}))
+    print("RESULT " + json.dumps({"killed": obs.done, "total": obs.total, "execution": res.execution.model_dump()}))
     """
 )
 
@@ -255,5 +255,5 @@ def test_a_ray_worker_node_lost_mid_run_changes_nothing(run_config, tmp_path_fac
         _stop(head)
 
     reference = run(run_config(**RUN), tmp_path / "reference")
-    assert reference.execution["executor"] == "in_process"
+    assert reference.execution.executor == "in_process"
     assert_same_numbers(tmp_path / "lost", tmp_path / "reference")

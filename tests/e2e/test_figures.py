@@ -65,7 +65,7 @@ def test_an_accuracy_edited_in_results_json_does_not_survive_resume(finished, tm
     r = CliRunner().invoke(app, ["run", str(config), "--resume", str(out)])
     assert r.exit_code == 0, r.output
     res = read_results(out / "results.json")
-    assert res.execution["resumed"] == len(golden.units) and res.execution["computed"] == 0
+    assert res.execution.resumed == len(golden.units) and res.execution.computed == 0
     assert res.units[0].accuracy == pytest.approx(hand_accuracy(out / res.units[0].records), abs=1e-12)
     assert res.units[0].n == 10
     assert res.overall == golden.overall and res.tasks == golden.tasks
@@ -90,7 +90,7 @@ def test_an_accuracy_edited_in_a_cache_entry_is_not_reused(finished, tmp_path, r
     config, root, golden = finished
     cache = ["cache.enabled=true", f"cache.dir={tmp_path / 'units'}"]
     first = run(load_config(config, cache), tmp_path / "a")
-    assert first.execution["computed"] == len(golden.units)
+    assert first.execution.computed == len(golden.units)
     metas = sorted((tmp_path / "units").glob("*/*/meta.json"))
     assert len(metas) == len(golden.units)
     edited = {}
@@ -103,7 +103,7 @@ def test_an_accuracy_edited_in_a_cache_entry_is_not_reused(finished, tmp_path, r
         edited[meta["key"]] = meta
     second = run(load_config(config, cache), tmp_path / "b")
     # unsealed: every entry is refused and recomputed; resealed: reused, but with the records' figures
-    assert second.execution["cached"] == (len(golden.units) if reseal else 0)
+    assert second.execution.cached == (len(golden.units) if reseal else 0)
     for g, u in zip(golden.units, second.units):
         assert (u.n, u.accuracy) == (g.n, g.accuracy)
         assert u.accuracy == pytest.approx(hand_accuracy(tmp_path / "b" / u.records), abs=1e-12)

@@ -113,5 +113,5 @@ def test_methods_that_choose_one_prompt_share_one_scoring_pass(methods_run):
         prompts.setdefault((u.task, u.prompt), set()).add(key)
         n[(u.task, u.prompt)] = u.n
     shared = sum(n[t] * len(keys) for t, keys in prompts.items())
-    assert res.execution["time"]["scoring_examples"] == shared
+    assert res.execution.time.scoring_examples == shared
     assert shared < sum(u.n for u in res.units)  # here rospr and rospr+var agree on some target

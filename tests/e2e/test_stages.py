@@ -53,7 +53,7 @@ def tree(model_dir, root, methods) -> dict:
 
 
 def check_structure(res, run_dir) -> dict:
-    t = res.execution["time"]
+    t = res.execution.time.model_dump()
     assert set(t["stages_s"]) == set(STAGES) and set(t["work_s"]) == set(WORK)
     assert all(v >= 0 for v in t["stages_s"].values()) and all(v >= 0 for v in t["work_s"].values())
     assert t["wall_s"] > 0 and t["other_s"] >= 0
@@ -79,7 +79,7 @@ def test_in_process_run_records_its_stages(tiny_model_dir, tmp_path):
     # batches of 4: sentiment 10 rows -> 3, nli 7 rows -> 2, per method; VAR: 2 candidates x 5 queries -> 2 each
     assert t["batches"] == {"scoring": 2 * (3 + 2), "var": 2 * 2 * 2}
     disk = read_results(tmp_path / "run" / "results.json")
-    assert disk.execution["time"] == t
+    assert disk.execution.time.model_dump() == t
     md = (tmp_path / "run" / "report.md").read_text()
     page = html.unescape((tmp_path / "run" / "report.html").read_text())
     for text in (md, page):
@@ -95,4 +95,4 @@ def test_ray_run_sums_what_the_actors_report(tiny_model_dir, tmp_path, ray_clust
     t = check_structure(res, tmp_path / "ray")
     assert t["scorers"] == 2 and t["work_s"]["scoring"] > 0
     # the same batches whichever executor scored them
-    assert t["batches"] == ref.execution["time"]["batches"] == {"scoring": 3 + 2, "var": 0}
+    assert t["batches"] == ref.execution.time.batches.model_dump() == {"scoring": 3 + 2, "var": 0}

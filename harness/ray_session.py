@@ -26,6 +26,13 @@ A run's cluster (``cluster_address``): ``ray.address`` when set; else the cluste
 job's cluster (``auto``); a local Ray only when none of these is set. Joining says so in one line.
 Actor output reaches the driver (and so ``ray job logs``) when ``ray.log_to_driver`` is true; null,
 the default, means on when joining a cluster and off for a local Ray.
+
+Token authentication (Ray 2.60) is Ray's alone; nothing here sets, reads or logs a token. A local Ray
+gets it by Ray's own default (``ray.init`` starting a cluster with ``RAY_AUTH_MODE`` unset turns it on,
+generating ``~/.ray/auth_token`` when no token is there, and leaves ``RAY_AUTH_MODE=token`` in this
+process's environment); joining a ``host:port`` address sends the token only with ``RAY_AUTH_MODE=token``
+in the environment, which a Ray job's driver inherits from its cluster (README, "Token authentication";
+``tests/e2e/test_ray_job.py``).
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ def export(
     for v in res.validations:
         err.print(f"{v.graph}: max |onnx - torch| = {v.max_abs_diff:.3g} over shapes {v.shapes} (tolerance {v.tolerance:g})")
     err.print(f"wrote {out}/triton (onnxruntime backend, NGC image), {out}/twin (python backend, `rospr serve`)")
+    err.print(f"perf_analyzer input data and command: rospr perf-inputs --repo {out}", highlight=False)
 
 
 def perf_inputs(

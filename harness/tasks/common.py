@@ -8,19 +8,19 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from rospr_harness.tasks.base import TaskError
-from rospr_harness.tasks.templates import canonical_json
 from rospr.artifacts import json_document, json_lines
+from rospr.canonical import row_text
 
 log = logging.getLogger(__name__)
 
 
 def content_hash(template_text: str, rows: Iterable[Mapping[str, Any] | Any]) -> str:
-    """sha256 (hex) over ``template_text`` and the canonical JSON of every row, in order."""
+    """sha256 (hex) over ``template_text`` and the JSON text (``rospr.canonical.row_text``) of every row, in order."""
     h = hashlib.sha256()
     h.update(template_text.encode("utf-8"))
     for row in rows:
         h.update(b"\n")
-        h.update(canonical_json(row).encode("utf-8"))
+        h.update(row_text(row).encode("utf-8"))
     return h.hexdigest()
 
 

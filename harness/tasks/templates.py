@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextvars
 import functools
 import hashlib
-import json
 import logging
 import random
 import re
@@ -49,6 +48,7 @@ from jinja2.compiler import CodeGenerator
 from jinja2.sandbox import SandboxedEnvironment
 
 from rospr_harness.tasks.base import TaskError
+from rospr.canonical import row_text
 from rospr.data import Example
 
 log = logging.getLogger(__name__)
@@ -521,13 +521,8 @@ def _unprotect(text: str) -> str:
     return text.replace(_PIPE_PROTECTOR, SEPARATOR)
 
 
-def canonical_json(value: Any) -> str:
-    """A stable JSON text of ``value`` (sorted keys; non-JSON values through ``str``)."""
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
-
-
 def _row_seed(template_id: str, row: Mapping[str, Any]) -> int:
-    digest = hashlib.sha256(f"{template_id}\n{canonical_json(dict(row))}".encode()).digest()
+    digest = hashlib.sha256(f"{template_id}\n{row_text(dict(row))}".encode()).digest()
     return int.from_bytes(digest[:8], "big")
 
 

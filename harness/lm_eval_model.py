@@ -266,7 +266,7 @@ class RosprLM(LM):
         context scored in one encoder pass with all its continuations. Refuses documents with a single
         continuation (``refuse_single_continuation``)."""
         refuse_single_continuation(requests)
-        pairs = [tuple(r.args) for r in requests]
+        pairs = [(r.args[0], r.args[1]) for r in requests]
         grouped = group_by_context(self.encoding.encode(pairs))
         log.info("rospr: %d loglikelihood requests, %d contexts (encoder passes), %d choice rows", len(pairs),
                  len(grouped.rows), sum(len(r.choice_ids) for r in grouped.rows))

@@ -26,6 +26,23 @@ def unit_rows(res: ResultsFile, methods: list[str]) -> list[list[str]]:
     return rows
 
 
+def spread_rows(res: ResultsFile) -> list[list[str]]:
+    """The standard-error table of both reports: per task and method its mean over prompts, then each of its
+    units: task, prompt ("mean of N prompts" for the task), method, n, accuracy, ± stderr, 95% interval
+    (``UnitResult``/``TaskSummary`` ``stderr``, ``ci_low``, ``ci_high``; "–" where undefined or not recorded)."""
+    def cells(x, stderr, lo, hi) -> list[str]:
+        return [pct(x), "–" if stderr is None else f"{100 * stderr:.1f}",
+                "–" if lo is None or hi is None else f"{pct(lo)} – {pct(hi)}"]
+
+    rows = []
+    for s in res.tasks:
+        rows.append([s.task, f"mean of {s.n_prompts} prompts", s.method, ""] + cells(s.mean, s.stderr, s.ci_low,
+                                                                                     s.ci_high))
+        rows += [[u.task, u.prompt, u.method, str(u.n)] + cells(u.accuracy, u.stderr, u.ci_low, u.ci_high)
+                 for u in res.units if u.task == s.task and u.method == s.method]
+    return rows
+
+
 def _table(header: list[str], rows: list[list[str]], text_cols: int = 1) -> list[str]:
     """A markdown table; the first ``text_cols`` columns left-aligned, numbers right-aligned."""
     align = ["---"] * text_cols + ["---:"] * (len(header) - text_cols)
@@ -74,6 +91,13 @@ def render_report(res: ResultsFile) -> str:
     lines += _table(header, rows)
     lines += ["", "## Per (task, prompt)", ""]
     lines += _table(["task", "prompt", "n", "skipped"] + methods, unit_rows(res, methods), text_cols=2)
+    lines += ["", "## Standard errors and intervals", "",
+              "Standard error: the sample standard deviation over the rows / sqrt(n), as lm-evaluation-harness's "
+              "`acc_stderr` (a task's: its mean over prompts, linearised over the rows they share). Interval: 95% "
+              "bootstrap over the rows (2000 replicates; a task's rows resampled for all its prompts at once). In "
+              "points of accuracy.", ""]
+    lines += _table(["task", "prompt", "method", "n", "accuracy", "± stderr", "95% interval"], spread_rows(res),
+                    text_cols=3)
     skipped = skipped_rows(res)
     if skipped:
         lines += ["", "## Skipped rows", "",

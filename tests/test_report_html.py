@@ -1,4 +1,5 @@
-"""report.html is self-contained and renders in headless Chromium: tables and decoded images."""
+"""report.html is self-contained and renders in headless Chromium: tables and decoded images (SVG plots, each
+well-formed, with the bars the run's figures give)."""
 
 from __future__ import annotations
 
@@ -22,11 +23,44 @@ def report(run_config, tmp_path_factory):
     return out / "report.html"
 
 
+def svgs(text: str) -> list:
+    """The page's embedded pictures, each parsed as XML (a malformed one raises)."""
+    import base64
+    import xml.etree.ElementTree as ET
+
+    return [ET.fromstring(base64.b64decode(b)) for b in re.findall(r'src="data:image/svg\+xml;base64,([^"]+)"', text)]
+
+
 def test_self_contained(report):
     text = report.read_text()
-    assert "<table" in text and text.count("data:image/png;base64,") >= 2
+    assert "<table" in text and len(svgs(text)) >= 2 and "data:image/png" not in text
     # nothing fetched from elsewhere: no external scripts, styles or images
     assert not re.search(r'(src|href)="(https?:)?//', text)
+
+
+def test_plots_are_drawn_from_the_figures(report):
+    """The task chart has one bar per (task, method) at its mean, with its bootstrap interval; the spread chart
+    one box per (task, method) with several prompts; matplotlib is not needed to draw them."""
+    import subprocess
+    import sys
+
+    from rospr_harness.results import read_results
+
+    res = read_results(report.parent / "results.json")
+    pictures = svgs(report.read_text())
+    ns = "{http://www.w3.org/2000/svg}"
+    bars = [b for b in pictures[0].findall(f"{ns}rect") if b.get("class") == "bar"]
+    top, h = 14.0, 200.0
+    heights = sorted(round(float(b.get("height")), 1) for b in bars)
+    assert heights == sorted(round(h * s.mean, 1) for s in res.tasks)
+    assert len([p for p in pictures[0].findall(f"{ns}path") if p.get("class") == "interval"]) == sum(
+        s.ci_low is not None for s in res.tasks)
+    assert all(float(b.get("y")) == pytest.approx(top + h * (1 - float(b.get("height")) / h), abs=0.11) for b in bars)
+    assert "Spread over prompts" in report.read_text() and "Standard errors and intervals" in report.read_text()
+    code = ("import sys; from rospr_harness.report_html import render_html; from rospr_harness.results import "
+            f"read_results; render_html(read_results({str(report.parent / 'results.json')!r})); "
+            "print('matplotlib' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (.ci/run installs it)")

@@ -11,6 +11,9 @@ is a directory::
     index.faiss          the CPU index in FAISS's own file format (faiss.serialize_index, the bytes
                          faiss.write_index writes; written atomically)
     instances.jsonl      the key texts with their prompt id, for people to read
+    source_key.json      (optional) the key of what the texts were rendered from (``library_source_key``),
+                         sealed, naming the manifest_hash it was checked against: a run that computes
+                         the same key reuses the library without rendering its sources
 
 Index types (``IndexSettings.type``): ``flat`` (exact inner product, the default), ``ivf`` (inverted
 lists, ``nlist`` cells, ``nprobe`` searched) and ``hnsw`` (graph, ``hnsw_m`` links). With faiss-gpu and
@@ -99,6 +102,49 @@ def build_key(entries: Sequence[LibraryEntry], bank_hash: str, retriever: Mappin
         "bank": bank_hash, "retriever": {k: retriever.get(k) for k in RETRIEVER_KEYS},
         "index": asdict(index), "normalize": normalize, "max_tokens": max_tokens,
     })
+
+
+SOURCE_KEY = "source_key.json"
+SOURCE_KEY_FORMAT = "rospr-library-source-key"
+
+
+def library_source_key(prompts: Sequence[tuple[str, str, str | None]], n: int, bank_hash: str,
+                       retriever: Mapping[str, Any], index: IndexSettings, normalize: bool, max_tokens: int) -> str | None:
+    """A library's key told without its texts: ``prompts`` as (id, source, source key: the digest of
+    what the prompt's training rows are rendered from, ``rospr_harness.method.prepare``), the ``n``
+    instances kept per prompt and ``build_key``'s other inputs. Equal source keys give equal texts, so
+    equal keys give equal build keys. None when a prompt has no source key (its texts must be read)."""
+    if any(key is None for _, _, key in prompts):
+        return None
+    return digest_json({
+        "prompts": [list(p) for p in prompts], "n": n, "bank": bank_hash,
+        "retriever": {k: retriever.get(k) for k in RETRIEVER_KEYS}, "index": asdict(index), "normalize": normalize,
+        "max_tokens": max_tokens,
+    })
+
+
+def read_source_key(library: "Library") -> str | None:
+    """The source key recorded beside ``library`` (``source_key.json``, sealed, naming the library's
+    ``manifest_hash``), or None when there is none, it is damaged or it belongs to another build."""
+    path = library.root / SOURCE_KEY
+    if not path.is_file():
+        return None
+    try:
+        record = read_manifest(path, SOURCE_KEY_FORMAT, 1)
+    except ArtifactError as exc:
+        log.warning("%s: %s; the library is checked in full", path, exc)
+        return None
+    if record.get("library") != library.content_hash:
+        return None
+    return record.get("source_key")
+
+
+def record_source_key(library: "Library", key: str) -> "Library":
+    """Write ``key`` beside ``library`` (``source_key.json``: outside the manifest, so the library's
+    content hash, which unit cache keys hold, does not change). Returns ``library``."""
+    write_manifest(library.root / SOURCE_KEY, {"format": SOURCE_KEY_FORMAT, "version": 1,
+                                               "library": library.content_hash, "source_key": key})
+    return library
 
 
 def _gpu_available() -> bool:

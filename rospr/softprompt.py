@@ -237,6 +237,17 @@ class PromptBank:
         self.prompts[prompt.id] = saved
         return saved
 
+    def record_origins(self, origins: Mapping[str, Mapping[str, Any]]) -> None:
+        """Replace the ``origin`` (what a prompt was trained from) of the entries ``origins`` names, in
+        place, their files untouched, and write the sealed manifest (``compact``). The caller has shown
+        that each prompt is the one that origin would train (``rospr_harness.method.prepare``: its
+        ``train_key`` matched). Refuses (``ArtifactError``) an id the bank lacks."""
+        for pid, origin in origins.items():
+            if self.entry(pid) is None:
+                raise ArtifactError(f"{self.root / 'manifest.json'}: no prompt {pid!r}")
+        self.entries = [{**e, "origin": dict(origins[e["id"]])} if e["id"] in origins else e for e in self.entries]
+        self.compact()
+
     def compact(self) -> None:
         """Write every entry into a new sealed manifest (atomic) and remove the journal: the bank's
         state is the same before and after, in one file."""

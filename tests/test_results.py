@@ -109,3 +109,9 @@ def test_units_and_tasks_carry_their_standard_error_and_interval(run_config, tmp
     assert [(t.stderr, t.ci_low, t.ci_high) for t in resumed.tasks] == [(t.stderr, t.ci_low, t.ci_high)
                                                                          for t in res.tasks]
     assert read_results(tmp_path / "run" / "results.json").units == resumed.units
+    md = (tmp_path / "run" / "report.md").read_text()
+    page = (tmp_path / "run" / "report.html").read_text()
+    for u in res.units:
+        cells = [f"{100 * u.accuracy:.1f}", f"{100 * u.stderr:.1f}", f"{100 * u.ci_low:.1f} – {100 * u.ci_high:.1f}"]
+        assert f"| {u.task} | {u.prompt} | {u.method} | {u.n} | " + " | ".join(cells) + " |" in md
+        assert "".join(f'<td class="num">{c}</td>' for c in cells) in page

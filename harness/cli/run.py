@@ -36,15 +36,66 @@ class _Bar:
         self.p.advance(self.task, 1)
 
 
+def _related(a: str, b: str) -> bool:
+    """Whether two dotted config keys are the same or one holds the other (``tasks`` and ``tasks.0.limit``)."""
+    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
+
+
+def _sets_a_limit(key: str) -> bool:
+    """Whether a ``--set`` of ``key`` sets some task's limit: ``tasks``, ``tasks.I`` or ``tasks.I.limit``."""
+    parts = key.split(".")
+    return parts[0] == "tasks" and (len(parts) <= 2 or parts[2:] == ["limit"])
+
+
+def shortcut_overrides(config: Path, set_: list[str], tasks: str | None, limit: int | None,
+                       model: str | None) -> list[str]:
+    """The ``--set`` overrides that ``--tasks``, ``--limit`` and ``--model`` stand for, exactly:
+    ``tasks=[{"name": A}, ...]``, ``tasks.I.limit=N`` for every task I (of the config after ``--set`` and
+    ``--tasks``) and ``model.name_or_path="PATH"``, values JSON-quoted (so a name is never read as a
+    number or a null). Refuses (``SettingError``, one line) a shortcut given with a ``--set`` of its
+    key (or of a key holding it, or held by it) and an empty task name."""
+    from rospr_harness.config import load_config
+
+    shortcuts: list[tuple[str, str, list[str]]] = []  # (flag, the key it sets, its --set strings)
+    if tasks is not None:
+        names = [t.strip() for t in tasks.split(",")]
+        if not all(names):
+            raise SettingError(f"--tasks {tasks!r}: an empty task name; give names separated by commas "
+                               "(--tasks rte,copa)")
+        shortcuts.append(("--tasks", "tasks", [f"tasks={json.dumps([{'name': n} for n in names])}"]))
+    if model is not None:
+        shortcuts.append(("--model", "model.name_or_path", [f"model.name_or_path={json.dumps(model)}"]))
+    if limit is not None:
+        shortcuts.append(("--limit", "tasks.I.limit", []))  # one per task I, counted below
+    given = [item.split("=", 1)[0].strip() for item in set_]
+    for flag, key, _ in shortcuts:
+        clash = next((k for k in given if (_sets_a_limit(k) if flag == "--limit" else _related(k, key))), None)
+        if clash is not None:
+            raise SettingError(f"{flag} and --set {clash}=... both set {key}: give one of them")
+    out = [s for _, _, sets in shortcuts for s in sets]
+    if limit is not None:
+        n_tasks = len(load_config(config, set_ + out).tasks)
+        out += [f"tasks.{i}.limit={limit}" for i in range(n_tasks)]
+    return out
+
+
 def run(
     config: Path = typer.Argument(..., help="YAML run config"),
     out: Optional[Path] = typer.Option(None, "--out", help="run directory (default runs/<config name>)"),
     set_: List[str] = typer.Option([], "--set", help="override a config key: key.path=value (repeatable)"),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="comma-separated tasks, the config's replaced: "
+                                        "--set tasks=[{\"name\": A}, ...]"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="first N rows of every task: "
+                                        "--set tasks.I.limit=N for each task I"),
+    model: Optional[str] = typer.Option(None, "--model", help="hub name or checkpoint directory: "
+                                        "--set model.name_or_path=PATH"),
     resume: Optional[Path] = typer.Option(None, "--resume", help="finish the interrupted run in this directory "
                                           "(its finished units are kept; the config must be the same)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Evaluate every (task, prompt) unit of CONFIG and write results.json, records/ and report.md."""
+    """Evaluate every (task, prompt) unit of CONFIG and write results.json, records/ and report.md.
+    ``--tasks``, ``--limit`` and ``--model`` are the ``--set`` overrides they name, recorded as such
+    (results.json ``provenance.overrides``)."""
     setup_logging(verbose)
     from rospr_harness.config import load_config
     from rospr_harness.results import Execution
@@ -52,11 +103,12 @@ def run(
 
     if resume is not None and out is not None and resume.resolve() != out.resolve():
         raise SettingError(f"--resume {resume} and --out {out}: give one run directory")
-    cfg = load_config(config, set_)
+    overrides = list(set_) + shortcut_overrides(config, list(set_), tasks, limit, model)
+    cfg = load_config(config, overrides)
     out_dir = resume or out or Path("runs") / config.stem
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=err) as progress:
-        res = run_config(cfg, out_dir, observer=_Bar(progress), resume=resume is not None)
+        res = run_config(cfg, out_dir, observer=_Bar(progress), resume=resume is not None, overrides=overrides)
     for method, acc in res.overall.items():
         err.print(f"{method}: mean accuracy over tasks {100 * acc:.2f}%")
     ex = res.execution or Execution(executor="in_process")

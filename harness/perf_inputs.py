@@ -14,6 +14,10 @@ shape for each. ``write_perf_inputs`` makes both from what a run would send:
 3. ``ScoreBatch.feeds`` of that batch (the tensor contract of DESIGN.md section 4) written as
    perf_analyzer's input-data JSON, with the ``perf_analyzer`` command line that replays it.
 
+``write_retriever_inputs`` does the same for the ``retriever`` graph: the same task's rendered inputs
+(RoSPr's queries are hard-prompted instances) as the first batch ``rospr.retriever.embed_texts`` sends,
+through the retriever checkpoint's tokenizer.
+
 The file follows perf_analyzer's ``docs/input_data.md``: ``{"data": [step, ...]}``, each step mapping
 every input to ``{"content": ..., "shape": [...]}``. The served models batch (``max_batch_size`` > 0),
 so a step is one row and its shape leaves the batch dimension out; ``-b B`` makes perf_analyzer send
@@ -42,6 +46,8 @@ log = logging.getLogger(__name__)
 
 MODEL = "t0_scorer"
 INPUTS = ("input_ids", "attention_mask", "prompt_embeds", "prompt_mask", "choice_ids", "choice_mask")
+RETRIEVER = "retriever"
+RETRIEVER_INPUTS = ("input_ids", "attention_mask")
 PROMPT_DTYPES = {"float32": np.float32, "float16": np.float16}
 
 
@@ -50,6 +56,7 @@ class PerfInputs:
     """What ``write_perf_inputs`` wrote: the JSON ``path``, the batch size ``-b`` to replay it with,
     the per-row ``shapes`` of the six inputs (batch dimension left out) and the ``command``."""
 
+    model: str
     path: Path
     batch_size: int
     shapes: dict[str, list[int]]
@@ -125,16 +132,16 @@ def rendered_feeds(model: str | Path, task: str, prompt: str | None, batch_size:
 # -- the file and the command ------------------------------------------------------------------------
 
 
-def input_data(feeds: dict[str, np.ndarray]) -> dict:
-    """perf_analyzer's input-data JSON (see the module docstring) of a batch's ``feeds``: one step
-    per row, each input's ``content`` and ``shape`` without the batch dimension."""
-    missing = [name for name in INPUTS if name not in feeds]
+def input_data(feeds: dict[str, np.ndarray], inputs: tuple[str, ...] = INPUTS) -> dict:
+    """perf_analyzer's input-data JSON (see the module docstring) of a batch's ``feeds`` (the graph's
+    ``inputs``): one step per row, each input's ``content`` and ``shape`` without the batch dimension."""
+    missing = [name for name in inputs if name not in feeds]
     if missing:
         raise ValueError(f"feeds lack {missing}")
     steps = []
     for row in range(feeds["input_ids"].shape[0]):
         step = {}
-        for name in INPUTS:
+        for name in inputs:
             value = np.ascontiguousarray(feeds[name][row])
             if np.issubdtype(value.dtype, np.floating):
                 content = {"b64": base64.b64encode(value.astype(value.dtype.newbyteorder("<")).tobytes()).decode()}
@@ -146,22 +153,31 @@ def input_data(feeds: dict[str, np.ndarray]) -> dict:
 
 
 def perf_analyzer_command(path: str | Path, batch_size: int, shapes: dict[str, list[int]], url: str = "127.0.0.1:8001",
-                          protocol: str = "grpc", metrics_url: str | None = "127.0.0.1:8002/metrics") -> list[str]:
-    """The ``perf_analyzer`` arguments that replay ``path`` against ``t0_scorer`` at ``url``: ``-b``,
+                          protocol: str = "grpc", metrics_url: str | None = "127.0.0.1:8002/metrics",
+                          model: str = MODEL) -> list[str]:
+    """The ``perf_analyzer`` arguments that replay ``path`` against ``model`` at ``url``: ``-b``,
     every ``--shape`` (the file's shapes; perf_analyzer wants one per dynamic input), the server's
     metrics (``--collect-metrics``) when ``metrics_url`` is given."""
-    command = ["perf_analyzer", "-m", MODEL, "-u", url, "-i", protocol, "-b", str(batch_size),
+    command = ["perf_analyzer", "-m", model, "-u", url, "-i", protocol, "-b", str(batch_size),
                "--input-data", str(path)]
-    for name in INPUTS:
+    for name in shapes:
         command += ["--shape", f"{name}:{','.join(str(d) for d in shapes[name])}"]
     if metrics_url:
         command += ["--collect-metrics", "--metrics-url", metrics_url]
     return command + ["--concurrency-range", "1:4"]
 
 
-def default_path(repo: Path) -> Path:
-    """Where ``write_perf_inputs`` writes for the build folder ``repo`` unless told otherwise."""
-    return repo / "perf_analyzer" / f"{MODEL}.json"
+def default_path(repo: Path, model: str = MODEL) -> Path:
+    """Where ``write_perf_inputs`` (``write_retriever_inputs``) writes for the build folder ``repo``
+    unless told otherwise."""
+    return repo / "perf_analyzer" / f"{model}.json"
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
 
 
 def served_max_batch(config: Path) -> int | None:
@@ -224,12 +240,70 @@ def write_perf_inputs(repo: str | Path, task: str = "builtin/sentiment", prompt:
     feeds, prompt = rendered_feeds(model, task, prompt, batch_size, soft, d_model, prompt_dtype,
                                    data_settings=data_settings, revision=revision)
     path = Path(out) if out else default_path(repo)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(input_data(feeds)))
-    tmp.replace(path)
+    _write_json(path, input_data(feeds))
     rows = int(feeds["input_ids"].shape[0])
     shapes = {name: list(feeds[name].shape[1:]) for name in INPUTS}
     command = perf_analyzer_command(path, rows, shapes, url, protocol, metrics_url)
     log.debug("wrote %s: %d rows of %s / %s, soft prompt %s", path, rows, task, prompt, which)
-    return PerfInputs(path, rows, shapes, command, task, prompt, which)
+    return PerfInputs(MODEL, path, rows, shapes, command, task, prompt, which)
+
+
+class _FirstBatch:
+    """An ``Embedder`` that keeps the first batch ``embed_texts`` hands it (and embeds nothing)."""
+
+    dim = 1
+
+    def __init__(self) -> None:
+        self.feeds: dict[str, np.ndarray] | None = None
+
+    def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        if self.feeds is None:
+            self.feeds = {"input_ids": input_ids.copy(), "attention_mask": attention_mask.copy()}
+        return np.zeros((input_ids.shape[0], self.dim), np.float32)
+
+
+def write_retriever_inputs(repo: str | Path, task: str = "builtin/sentiment", prompt: str | None = None,
+                           batch_size: int = 8, out: str | Path | None = None, retriever: str | Path | None = None,
+                           url: str = "127.0.0.1:8001", protocol: str = "grpc",
+                           metrics_url: str | None = "127.0.0.1:8002/metrics", data_settings=None) -> PerfInputs:
+    """perf_analyzer's input data for the ``retriever`` graph of the build folder ``repo`` (default
+    ``repo/perf_analyzer/retriever.json``): ``task``'s rendered inputs of ``prompt`` as the first batch
+    ``rospr.retriever.embed_texts`` sends, tokenised by ``retriever`` (default: the export's recorded
+    retriever source, checked against the export's digests). Refuses an export without a retriever and
+    a ``batch_size`` outside 1 .. the served ``max_batch_size``."""
+    from rospr.retriever import embed_texts
+    from rospr_export.identity import export_sources
+    from rospr_export.manifest import verify_export
+    from rospr_harness.backends.tokenizer import load_tokenizer
+    from rospr_harness.tasks import DataSettings, get_task
+
+    repo = Path(repo)
+    export_dir = repo / "onnx"
+    if not (export_dir / "manifest.json").is_file():
+        raise SettingError(f"{export_dir}/manifest.json: not a `rospr export` build folder; give --repo the folder "
+                           "`rospr export --out` wrote")
+    graph = json.loads((export_dir / "manifest.json").read_text()).get("graphs", {}).get(RETRIEVER)
+    if graph is None:
+        raise SettingError(f"{export_dir}: the export has no {RETRIEVER} graph (`rospr export --retriever R`)")
+    retriever = str(retriever or graph.get("source") or "")
+    if not retriever:
+        raise SettingError(f"{export_dir}/manifest.json records no retriever source: give --retriever")
+    verify_export(export_dir, sources=export_sources(None, retriever, None, graph.get("revision")))
+    max_batch = served_max_batch(repo / "triton" / RETRIEVER / "config.pbtxt") or 64
+    if not 1 <= batch_size <= max_batch:
+        raise SettingError(f"--batch-size {batch_size}: give 1 to {max_batch} (max_batch_size of the served {RETRIEVER})")
+    t = get_task(task, data_settings or DataSettings.from_env())
+    prompt = prompt or t.prompts()[0]
+    examples = t.load(prompt, limit=max(4 * batch_size, 64)).examples
+    if not examples:
+        raise SettingError(f"task {task!r}, prompt {prompt!r}: no example to render")
+    first = _FirstBatch()
+    embed_texts(first, load_tokenizer(retriever, graph.get("revision")), [e.input_text for e in examples],
+                batch_size=batch_size)
+    feeds = first.feeds
+    path = Path(out) if out else default_path(repo, RETRIEVER)
+    _write_json(path, input_data(feeds, RETRIEVER_INPUTS))
+    rows = int(feeds["input_ids"].shape[0])
+    shapes = {name: list(feeds[name].shape[1:]) for name in RETRIEVER_INPUTS}
+    command = perf_analyzer_command(path, rows, shapes, url, protocol, metrics_url, model=RETRIEVER)
+    return PerfInputs(RETRIEVER, path, rows, shapes, command, task, prompt, "none (the retriever takes none)")

@@ -52,8 +52,9 @@ def perf_inputs(
     task: str = typer.Option("builtin/sentiment", "--task", help="the task whose rendered batch is sent (`rospr tasks`)"),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="its prompt (default: the task's first)"),
     batch_size: int = typer.Option(8, "--batch-size", "-b", help="rows per request (perf_analyzer's -b)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="the JSON to write (default REPO/perf_analyzer/t0_scorer.json)"),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="where <model>.json go (default REPO/perf_analyzer)"),
     model: Optional[str] = typer.Option(None, "--model", help="the exported checkpoint (default: the export's source)"),
+    retriever: Optional[str] = typer.Option(None, "--retriever", help="the exported retriever (default: the export's)"),
     bank: Optional[Path] = typer.Option(None, "--bank", help="send a prompt of this prompt bank"),
     bank_prompt: Optional[str] = typer.Option(None, "--bank-prompt", help="its id (with --bank)"),
     prompt_length: int = typer.Option(100, "--prompt-length", help="without --bank: P sampled vocabulary embeddings"),
@@ -63,16 +64,26 @@ def perf_inputs(
     metrics_url: str = typer.Option("127.0.0.1:8002/metrics", "--metrics-url",
                                     help="the server's metrics, for --collect-metrics ('' leaves it out)"),
 ) -> None:
-    """Write perf_analyzer's input data (a real rendered batch, all six t0_scorer inputs) and print
-    the perf_analyzer command that replays it, with every --shape."""
+    """Write perf_analyzer's input data (a real rendered batch: all six t0_scorer inputs, and the
+    retriever's two when the export has one) and print the perf_analyzer commands that replay them,
+    with every --shape."""
     setup_logging(False)
+    import json
+
     from rospr.errors import SettingError
-    from rospr_harness.perf_inputs import write_perf_inputs
+    from rospr_harness.perf_inputs import RETRIEVER, write_perf_inputs, write_retriever_inputs
 
     if protocol not in ("grpc", "http"):
         raise SettingError(f"--protocol {protocol!r}: give grpc or http")
-    res = write_perf_inputs(repo, task, prompt, batch_size, out, model, bank, bank_prompt, prompt_length, no_prompt,
-                            url=url, protocol=protocol, metrics_url=metrics_url or None)
-    err.print(f"wrote {res.path}: {res.batch_size} rows of {res.task} / {res.prompt}, soft prompt {res.soft_prompt}",
-              highlight=False)
-    typer.echo(res.command_line())
+    common = dict(url=url, protocol=protocol, metrics_url=metrics_url or None)
+    out = (lambda name: out_dir / f"{name}.json") if out_dir else (lambda name: None)
+    written = [write_perf_inputs(repo, task, prompt, batch_size, out("t0_scorer"), model, bank, bank_prompt,
+                                 prompt_length, no_prompt, **common)]
+    if RETRIEVER in json.loads((repo / "onnx" / "manifest.json").read_text()).get("graphs", {}):
+        written.append(write_retriever_inputs(repo, task, written[0].prompt, batch_size, out(RETRIEVER), retriever,
+                                              **common))
+    for res in written:
+        err.print(f"wrote {res.path}: {res.batch_size} rows of {res.task} / {res.prompt}"
+                  + (f", soft prompt {res.soft_prompt}" if res.model != RETRIEVER else ""), highlight=False)
+    for res in written:
+        typer.echo(res.command_line())

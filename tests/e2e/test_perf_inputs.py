@@ -41,27 +41,27 @@ def _decode(value: dict, dtype) -> np.ndarray:
     return flat.reshape(value["shape"])
 
 
-def _requests(data: dict, batch: int) -> list[dict[str, np.ndarray]]:
+def _requests(data: dict, batch: int, names=INPUTS) -> list[dict[str, np.ndarray]]:
     steps = data["data"]
     out = []
     for start in range(0, len(steps), batch):
         chunk = [steps[(start + i) % len(steps)] for i in range(batch)]
         out.append({name: np.stack([_decode(s[name], np.float32 if name == "prompt_embeds" else np.int64)
-                                    for s in chunk]) for name in INPUTS})
+                                    for s in chunk]) for name in names})
     return out
 
 
-def _infer(url: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
+def _infer(url: str, feeds: dict[str, np.ndarray], model: str = "t0_scorer", output: str = "scores") -> np.ndarray:
     import tritonclient.grpc as grpcclient
 
     client = grpcclient.InferenceServerClient(url)
     try:
         inputs = []
-        for name in INPUTS:
-            i = grpcclient.InferInput(name, list(feeds[name].shape), "FP32" if name == "prompt_embeds" else "INT64")
-            i.set_data_from_numpy(feeds[name])
+        for name, value in feeds.items():
+            i = grpcclient.InferInput(name, list(value.shape), "FP32" if name == "prompt_embeds" else "INT64")
+            i.set_data_from_numpy(value)
             inputs.append(i)
-        return client.infer("t0_scorer", inputs).as_numpy("scores")
+        return client.infer(model, inputs).as_numpy(output)
     finally:
         client.close()
 
@@ -92,12 +92,12 @@ def _reference(tiny_model_dir, repo, feeds: dict[str, np.ndarray], prompt: str,
 @pytest.mark.parametrize("soft_prompt", ["vocabulary", "none"])
 def test_perf_inputs_replayed_against_rospr_serve(server, repo, tiny_model_dir, tmp_path, soft_prompt):
     out = tmp_path / "t0_scorer.json"
-    args = ["perf-inputs", "--repo", repo, "--out", out, "-b", 4, "--url", server.grpc_url,
+    args = ["perf-inputs", "--repo", repo, "--out-dir", tmp_path, "-b", 4, "--url", server.grpc_url,
             "--metrics-url", server.metrics_url, "--model", tiny_model_dir]
     args += ["--prompt-length", 10] if soft_prompt == "vocabulary" else ["--no-prompt"]
     result = cli(*args)
     assert result.exit_code == 0, result.output
-    command = shlex.split(next(ln for ln in result.output.splitlines() if ln.startswith("perf_analyzer ")))
+    command = shlex.split(next(ln for ln in result.output.splitlines() if ln.startswith("perf_analyzer -m t0_scorer ")))
     data = json.loads(out.read_text())
     assert set(data) == {"data"} and len(data["data"]) == 4  # one step per row
     for step in data["data"]:
@@ -135,6 +135,35 @@ def test_perf_inputs_replayed_against_rospr_serve(server, repo, tiny_model_dir, 
         assert np.max(np.abs(got[row, :n] - want[row, :n])) <= 1e-5
 
 
+@pytest.mark.slow
+def test_retriever_inputs_replayed_against_rospr_serve(server, repo, tiny_model_dir, tmp_path):
+    """The retriever's file: the task's rendered inputs (RoSPr's queries), embedded by the server as the
+    in-process onnxruntime embedder embeds those texts."""
+    from rospr.retriever import embed_texts
+    from rospr_harness.backends.onnxruntime_backend import OnnxEmbedder, make_session
+    from rospr_harness.backends.tokenizer import load_tokenizer
+    from rospr_harness.tasks import DataSettings, get_task
+
+    result = cli("perf-inputs", "--repo", repo, "--out-dir", tmp_path, "-b", 4, "--url", server.grpc_url,
+                 "--prompt-length", 4)
+    assert result.exit_code == 0, result.output
+    command = shlex.split(next(ln for ln in result.output.splitlines() if ln.startswith("perf_analyzer -m retriever ")))
+    data = json.loads((tmp_path / "retriever.json").read_text())
+    assert len(data["data"]) == 4 and all(set(s) == {"input_ids", "attention_mask"} for s in data["data"])
+    assert command[command.index("--input-data") + 1] == str(tmp_path / "retriever.json")
+    assert [a for a in command if a.startswith(("input_ids:", "attention_mask:"))] == [
+        f"{n}:{','.join(map(str, data['data'][0][n]['shape']))}" for n in ("input_ids", "attention_mask")]
+    (feeds,) = _requests(data, 4, ("input_ids", "attention_mask"))
+    got = _infer(server.grpc_url, feeds, "retriever", "sentence_embedding")
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    texts = [e.input_text for e in get_task("builtin/sentiment", DataSettings()).load(command_prompt(result.output)).examples]
+    by_ids = {tuple(ids): text for ids, text in zip(tokenizer(texts, add_special_tokens=False)["input_ids"], texts)}
+    rows = [by_ids[tuple(ids[mask == 1].tolist())] for ids, mask in zip(feeds["input_ids"], feeds["attention_mask"])]
+    want = embed_texts(OnnxEmbedder(make_session(repo / "onnx" / "retriever.onnx")), tokenizer, rows, batch_size=1)
+    assert np.max(np.abs(got - want)) <= 1e-5
+
+
 def command_prompt(output: str) -> str:
     """The prompt the command reports it rendered ("... rows of <task> / <prompt>, soft prompt ...")."""
     text = " ".join(output.split())
@@ -167,7 +196,8 @@ def test_model_analyzer_config_names_what_export_and_perf_inputs_write():
     for model, spec in cfg["profile_models"].items():
         assert (root / "model_repo" / model / "config.pbtxt").is_file()
         assert max(spec["parameters"]["batch_sizes"]) <= served_max_batch(root / "model_repo" / model / "config.pbtxt")
-    flags = cfg["profile_models"]["t0_scorer"]["perf_analyzer_flags"]
-    assert flags["input-data"] == str(default_path(Path("model_repo_build")))  # the CLI's default --repo
+    for model in ("t0_scorer", "retriever"):  # the CLI's default --repo is model_repo_build
+        flags = cfg["profile_models"][model]["perf_analyzer_flags"]
+        assert flags["input-data"] == str(default_path(Path("model_repo_build"), model))
     for key in ("triton_grpc_endpoint", "triton_http_endpoint", "triton_metrics_url"):
         assert cfg[key].removeprefix("http://").startswith("127.0.0.1:"), key

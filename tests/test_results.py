@@ -81,6 +81,7 @@ def test_units_and_tasks_carry_their_standard_error_and_interval(run_config, tmp
     """Per unit: lm-eval's acc_stderr of the records' scores (statistics.stdev, the sample one, / sqrt(n)) and an
     interval around the accuracy; per task, where every prompt scored every row: the stderr of each row's mean
     over the prompts. Both the same when the run is resumed, and in report.md and report.html."""
+    import json
     import math
     import statistics
 
@@ -115,3 +116,13 @@ def test_units_and_tasks_carry_their_standard_error_and_interval(run_config, tmp
         cells = [f"{100 * u.accuracy:.1f}", f"{100 * u.stderr:.1f}", f"{100 * u.ci_low:.1f} – {100 * u.ci_high:.1f}"]
         assert f"| {u.task} | {u.prompt} | {u.method} | {u.n} | " + " | ".join(cells) + " |" in md
         assert "".join(f'<td class="num">{c}</td>' for c in cells) in page
+    # an edited interval is caught by verify, as an edited accuracy is
+    from rospr_harness.runner.rundir import verify_run
+
+    assert verify_run(tmp_path / "run") == []
+    path = tmp_path / "run" / "results.json"
+    data = json.loads(path.read_text())
+    data["units"][1]["ci_high"] = 0.999
+    path.write_text(json.dumps(data))
+    (problem,) = verify_run(tmp_path / "run")
+    assert "units[1]: ci_high 0.999 (records: " in problem

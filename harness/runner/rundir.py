@@ -344,8 +344,8 @@ def check_resumable(out: Path) -> None:
 
 
 def verify_run(run_dir: str | Path) -> list[str]:
-    """Check every unit of a finished run: path confined, records sha256 as listed, figures as the
-    records give them. Returns the problems found (empty: all good). Refuses a directory without a run."""
+    """Check every unit of a finished run: path confined, records sha256 as listed, figures (n,
+    accuracy and, since schema 1.3, stderr and interval) as the records give them. Returns the problems found (empty: all good). Refuses a directory without a run."""
     run_dir = Path(run_dir)
     path = run_dir / "results.json"
     res = read_results(path)
@@ -355,11 +355,15 @@ def verify_run(run_dir: str | Path) -> list[str]:
         try:
             _, records = verified_records(run_dir, unit, where)
             figures = unit_figures(records, run_dir / unit.records, RunDirectory.key(unit))
-            n, acc = figures.n, figures.accuracy
         except (UnsafePath, RecordsError) as exc:
             problems.append(str(exc))
             continue
-        if (n, acc) != (unit.n, unit.accuracy):
-            problems.append(f"{where}: n/accuracy {unit.n}/{unit.accuracy} differ from its records' {n}/{acc} "
-                            "(results.json edited?); rerun with --resume, which takes them from the records")
+        listed = unit.model_dump(include=set(figures.fields()))
+        if unit.stderr is None and unit.ci_low is None and unit.ci_high is None:  # written before schema 1.3
+            listed = {k: listed[k] for k in ("n", "accuracy")}
+        differ = {k: (listed[k], figures.fields()[k]) for k in listed if listed[k] != figures.fields()[k]}
+        if differ:
+            shown = ", ".join(f"{k} {a} (records: {b})" for k, (a, b) in differ.items())
+            problems.append(f"{where}: {shown} differ from its records' (results.json edited?); rerun with --resume, "
+                            "which takes them from the records")
     return problems

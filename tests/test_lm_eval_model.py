@@ -242,3 +242,19 @@ def test_cli_runs_lm_eval_with_the_rospr_model(evaluated, task_dir, tiny_model_d
                    "--include_path", task_dir, "--device", "cpu", "--limit", "2"), "generate_until")
     error_line(cli("lm-eval", "--model_args", f"pretrained={tiny_model_dir}", "--tasks", "rospr_ll",
                    "--include_path", task_dir, "--device", "cpu", "--limit", "2"), "single continuation")
+
+
+@pytest.mark.slow
+def test_triton_backend_when_a_server_is_named(tiny_model_dir, tmp_path_factory, rospr):
+    """``url=`` scores through a real `rospr serve` (the tiny model's repository): the same answers as
+    the in-process onnxruntime backend."""
+    from rospr_harness.lm_eval_model import RosprLM
+    from rospr_harness.serve import TritonServer
+    from tests.helpers import served_repo
+
+    reqs = _instances(EDGE_PAIRS[:6], docs=[0, 0, 1, 1, 2, 2])
+    with TritonServer(served_repo(tiny_model_dir, tmp_path_factory)) as server:
+        served = RosprLM(pretrained=str(tiny_model_dir), url=server.grpc_url, batch_size=2)
+        assert served.backend.name == "triton"
+        got = served.loglikelihood(reqs)
+    np.testing.assert_allclose([g for g, _ in got], [w for w, _ in rospr.loglikelihood(reqs)], atol=TOL, rtol=0)

@@ -31,7 +31,7 @@ def methods_run(tiny_model_dir, tmp_path_factory):
 def test_every_method_runs_and_logs_its_retrieval(methods_run):
     cfg, res, root = methods_run
     disk = read_results(root / "run" / "results.json")
-    assert disk.schema_version == "1.2"
+    assert disk.schema_version == "1.3"
     assert {u.method for u in disk.units} == set(METHODS) and len(disk.units) == 3 * 5
     for u in disk.units:
         if u.method == "t0":

@@ -96,12 +96,13 @@ def vocabulary_prompt(model: str | Path, length: int, seed: int = 0, revision: s
     return weight[rng.integers(0, weight.shape[0], size=length)]
 
 
-def bank_prompt(bank: str | Path, prompt_id: str, d_model: int) -> np.ndarray:
-    """The values [P, D] of prompt ``prompt_id`` of the prompt bank ``bank`` (checked on load);
-    refuses one whose width is not the served model's ``d_model``."""
+def bank_prompt(bank: str | Path, prompt_id: str, d_model: int, backbone: dict | None = None) -> np.ndarray:
+    """The values [P, D] of prompt ``prompt_id`` of the prompt bank ``bank``, checked on load and against
+    ``backbone`` (the served model's identity: a bank tuned on other weights is refused); refuses one
+    whose width is not the served model's ``d_model``."""
     from rospr.softprompt import PromptBank
 
-    values = PromptBank.load(bank, ids=[prompt_id]).get(prompt_id).values
+    values = PromptBank.load(bank, backbone=backbone, ids=[prompt_id]).get(prompt_id).values
     if values.shape[1] != d_model:
         raise SettingError(f"{bank}: prompt {prompt_id!r} is {values.shape[1]} wide, the served t0_scorer takes "
                            f"d_model={d_model}: use a bank tuned for this checkpoint")
@@ -220,7 +221,8 @@ def write_perf_inputs(repo: str | Path, task: str = "builtin/sentiment", prompt:
         raise SettingError(f"{export_dir}/manifest.json records no model source: give --model")
     revision = recorded.get("model_revision")
     # sealed, and made from this very checkpoint: its tokenizer renders what the served graph scores
-    graph = verify_export(export_dir, sources=export_sources(model, None, revision))["graphs"][MODEL]
+    verified = verify_export(export_dir, sources=export_sources(model, None, revision))
+    graph = verified["graphs"][MODEL]
     max_batch = served_max_batch(repo / "triton" / MODEL / "config.pbtxt") or 16
     if not 1 <= batch_size <= max_batch:
         raise SettingError(f"--batch-size {batch_size}: give 1 to {max_batch} (max_batch_size of the served {MODEL})")
@@ -230,7 +232,8 @@ def write_perf_inputs(repo: str | Path, task: str = "builtin/sentiment", prompt:
     if no_prompt:
         soft, which = None, "none (the T0 baseline: prompt_mask all zeros)"
     elif bank is not None:
-        soft, which = bank_prompt(bank, bank_prompt_id, d_model), f"{bank_prompt_id} of the bank {bank}"
+        soft = bank_prompt(bank, bank_prompt_id, d_model, verified.get("model"))
+        which = f"{bank_prompt_id} of the bank {bank}"
     else:
         if not 1 <= prompt_length <= 4096:
             raise SettingError(f"--prompt-length {prompt_length}: give 1 to 4096 vectors")

@@ -88,13 +88,29 @@ def _reference(tiny_model_dir, repo, feeds: dict[str, np.ndarray], prompt: str,
     return OnnxScorer(make_session(repo / "onnx" / "t0_scorer.onnx")).score(batch), batch.n_choices
 
 
+def _bank(root, identity: dict, d_model: int) -> np.ndarray:
+    """A prompt bank for ``identity`` holding one prompt ``src/t`` [3, d_model]; its values."""
+    from rospr.softprompt import PromptBank, SoftPrompt
+
+    values = np.random.default_rng(7).normal(size=(3, d_model)).astype(np.float32)
+    PromptBank.open(root, identity).add(SoftPrompt("src/t", "src", "t", ("yes", "no"), values, 1, 0.5, 0, "k"))
+    return values
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("soft_prompt", ["vocabulary", "none"])
+@pytest.mark.parametrize("soft_prompt", ["vocabulary", "bank", "none"])
 def test_perf_inputs_replayed_against_rospr_serve(server, repo, tiny_model_dir, tmp_path, soft_prompt):
     out = tmp_path / "t0_scorer.json"
     args = ["perf-inputs", "--repo", repo, "--out-dir", tmp_path, "-b", 4, "--url", server.grpc_url,
             "--metrics-url", server.metrics_url, "--model", tiny_model_dir]
-    args += ["--prompt-length", 10] if soft_prompt == "vocabulary" else ["--no-prompt"]
+    manifest = json.loads((repo / "onnx" / "manifest.json").read_text())
+    if soft_prompt == "vocabulary":
+        args += ["--prompt-length", 10]
+    elif soft_prompt == "bank":
+        banked = _bank(tmp_path / "bank", manifest["model"], manifest["graphs"]["t0_scorer"]["d_model"])
+        args += ["--bank", tmp_path / "bank", "--bank-prompt", "src/t"]
+    else:
+        args += ["--no-prompt"]
     result = cli(*args)
     assert result.exit_code == 0, result.output
     command = shlex.split(next(ln for ln in result.output.splitlines() if ln.startswith("perf_analyzer -m t0_scorer ")))
@@ -123,6 +139,9 @@ def test_perf_inputs_replayed_against_rospr_serve(server, repo, tiny_model_dir, 
         assert all((feeds["prompt_embeds"][i] == soft).all() for i in range(4))  # one prompt for the batch
         for vector in soft:  # each a row of the checkpoint's vocabulary embeddings
             assert np.any(np.all(embeddings == vector, axis=1))
+    elif soft_prompt == "bank":
+        soft = banked
+        assert all((feeds["prompt_embeds"][i] == banked).all() for i in range(4)) and feeds["prompt_mask"].all()
     else:
         soft = None
         assert feeds["prompt_embeds"].shape[1] == 1 and not feeds["prompt_mask"].any()
@@ -179,6 +198,11 @@ def test_perf_inputs_refuses_what_it_cannot_write(tmp_path, tiny_model_dir, tmp_
 def test_perf_inputs_refuses_a_batch_the_server_would_refuse(repo, tiny_model_dir, tmp_path):
     error_line(cli("perf-inputs", "--repo", repo, "-b", 17, "--model", tiny_model_dir), "--batch-size 17", "1 to 16")
     error_line(cli("perf-inputs", "--repo", repo, "--bank", tmp_path, "--model", tiny_model_dir), "--bank-prompt")
+    manifest = json.loads((repo / "onnx" / "manifest.json").read_text())
+    other = {**manifest["model"], "weights": "0" * 16}  # the same architecture, other weights
+    _bank(tmp_path / "other", other, manifest["graphs"]["t0_scorer"]["d_model"])
+    error_line(cli("perf-inputs", "--repo", repo, "--bank", tmp_path / "other", "--bank-prompt", "src/t"),
+               "trained on the weights " + repr("0" * 16))
 
 
 def test_model_analyzer_config_names_what_export_and_perf_inputs_write():

@@ -6,8 +6,8 @@ shape for each. ``write_perf_inputs`` makes both from what a run would send:
 
 1. a task's prompt (any task ``rospr tasks`` lists; ``builtin/*`` work offline) rendered and
    tokenised by the served checkpoint's tokenizer under the scoring convention (T0's by default);
-2. the first batch the runner would send (``rospr.scoring.plan_batches``: length-bucketed, the
-   longest inputs first), collated with a soft prompt on every row (``rospr.scoring.collate``): a
+2. the first batch the runner would send for the task's first ``max(64, 4 x B)`` rows
+   (``rospr.scoring.plan_batches``: length-bucketed, the longest inputs first), collated with a soft prompt on every row (``rospr.scoring.collate``): a
    prompt of a prompt bank, or P sampled rows of the checkpoint's vocabulary embeddings (the tuner's
    initialisation: the shape and magnitude of a real prompt), or none (the T0 baseline: one zero
    vector with a zero mask, as ``ScoreBatch.feeds`` sends it);

@@ -64,6 +64,12 @@ def run(sizes, backends, batch_sizes, per_task: int, prompt_length: int, threads
     from rospr.scoring import Convention, collate, encode_examples, plan_batches
     from rospr_bench.ceiling import Ceiling, check_mfu, workload_ceiling
 
+    from rospr_harness.config import ScoringConfig
+
+    defaults = ScoringConfig()  # the shipped batching, measured as its own row
+    plans = [(bs, None) for bs in batch_sizes]
+    if (defaults.batch_size, defaults.batch_tokens) not in plans:
+        plans.append((defaults.batch_size, defaults.batch_tokens))
     rows, ceilings = [], {}
     for size in sizes:
         path = model_dir(size)
@@ -92,14 +98,16 @@ def run(sizes, backends, batch_sizes, per_task: int, prompt_length: int, threads
         try:
             for name, make in scorers.items():
                 scorer = make()
-                for bs in batch_sizes:
-                    plan = plan_batches(encoded, bs)
+                for bs, budget in plans:
+                    plan = plan_batches(encoded, bs, max_tokens=budget)
                     batches = [collate([encoded[i] for i in idx], [prompt] * len(idx), shape.d_model) for idx in plan]
                     wall = measure(scorer, batches)
-                    if bs not in by_batch:  # measured right after the first backend's pass at this batch size
-                        by_batch[bs] = workload_ceiling(ceiling, batch_gemms(shape, encoded, plan, prompt_length))
-                    ceil = by_batch[bs]
-                    row = {"model": size, "backend": name, "batch_size": bs, "wall_s": wall,
+                    if (bs, budget) not in by_batch:  # measured right after the first backend's pass at this batching
+                        by_batch[bs, budget] = workload_ceiling(ceiling, batch_gemms(shape, encoded, plan, prompt_length))
+                    ceil = by_batch[bs, budget]
+                    row = {"model": size, "backend": name, "batch_size": bs, "batch_tokens": budget,
+                           "default_batching": (bs, budget) == (defaults.batch_size, defaults.batch_tokens),
+                           "wall_s": wall,
                            "examples_per_s": len(encoded) / wall, "choices_per_s": n_choices / wall,
                            "useful_flops": flops, "executed_gemm_flops": ceil["executed_flops"],
                            "model_flops_per_s": flops / wall, "ceiling_flops_per_s": ceil["flops_per_s"],
@@ -112,6 +120,7 @@ def run(sizes, backends, batch_sizes, per_task: int, prompt_length: int, threads
                 server.stop()
     check_mfu(rows)
     return {"ceiling": {size: c.summary() for size, c in ceilings.items()}, "threads": threads,
+            "default_batch_size": defaults.batch_size, "default_batch_tokens": defaults.batch_tokens,
             "prompt_length": prompt_length, "per_task": per_task, "rows": rows}
 
 
@@ -126,6 +135,7 @@ def plot(result: dict, path) -> None:
     for j, size in enumerate(sizes):
         for backend in dict.fromkeys(r["backend"] for r in result["rows"]):
             rs = [r for r in result["rows"] if r["model"] == size and r["backend"] == backend]
+            rs = [r for r in rs if r.get("batch_tokens") is None]  # the budgeted default row is in the JSON
             axes[0][j].plot([r["batch_size"] for r in rs], [r["choices_per_s"] for r in rs], "o-", label=backend)
             axes[1][j].plot([r["batch_size"] for r in rs], [100 * r["mfu"] for r in rs], "o-", label=backend)
         axes[0][j].set_title(f"{size} model: scored choices / s")

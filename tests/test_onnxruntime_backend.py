@@ -270,3 +270,89 @@ def test_an_export_without_recorded_digests_is_exported_again(ort_backend, tmp_p
     assert json.loads((folder / "manifest.json").read_text())["files"]["t0_scorer.onnx"] == graph_sha
     assert again.identity["onnx_graph_sha256"] == hashlib.sha256(
         json.dumps({"t0_scorer.onnx": graph_sha}, sort_keys=True).encode()).hexdigest()
+
+
+# -- onnxruntime's optimised graph, saved beside the export ------------------------------------------
+
+
+@pytest.fixture
+def own_export(ort_backend, tmp_path):
+    """A copy of the session's export (its manifest and graph), so files beside it can be changed."""
+    import shutil
+
+    from rospr_export.manifest import find_manifest
+
+    backend, cfg = ort_backend
+    src = Path(cfg.onnxruntime.cache_dir) / backend.identity["onnx_cache_key"]
+    folder = tmp_path / src.name
+    folder.mkdir()
+    for name in ("manifest.json", "t0_scorer.onnx"):
+        shutil.copy2(src / name, folder / name)
+    return folder, find_manifest(folder)
+
+
+def optimised(folder: Path) -> list[Path]:
+    return sorted(folder.glob("t0_scorer.ort-*.onnx"))
+
+
+def test_the_optimised_graph_is_saved_once_and_scores_as_the_graph_does(own_export, reference):
+    from rospr_harness.backends.onnxruntime_backend import OnnxScorer, make_session, open_graph
+
+    folder, manifest = own_export
+    torch_scorer, encoded = reference
+    prompt = prompt_cases(torch_scorer.prompt_dim)["mixed_in_batch"]
+    graph = (folder / "t0_scorer.onnx").read_bytes()
+    online = score_encoded(OnnxScorer(make_session(graph)), encoded, prompt, batch_size=3)
+    plain = score_encoded(OnnxScorer(make_session(graph, graph_optimization="disabled")), encoded, prompt, batch_size=3)
+
+    first = open_graph(folder, manifest, "t0_scorer")  # optimises, and saves the result
+    [saved] = optimised(folder)
+    stat = saved.stat()
+    again = open_graph(folder, manifest, "t0_scorer")  # opens the saved graph, optimisation off
+    assert saved.stat().st_mtime_ns == stat.st_mtime_ns and optimised(folder) == [saved]  # not written again
+    for session in (first, again):
+        got = score_encoded(OnnxScorer(session), encoded, prompt, batch_size=3)
+        for g, o in zip(got, online):
+            np.testing.assert_array_equal(g, o)  # the same kernels on the same graph: the same numbers
+        assert_parity(got, plain, encoded)  # and the unoptimised graph's within the export tolerance (1e-4)
+
+
+def test_a_changed_optimised_graph_is_refused_and_rebuilt(own_export, reference, caplog):
+    from rospr_harness.backends.onnxruntime_backend import OnnxScorer, open_graph
+    from rospr_export.manifest import OptimizedGraphError, verify_export
+
+    folder, manifest = own_export
+    torch_scorer, encoded = reference
+    ref = score_encoded(OnnxScorer(open_graph(folder, manifest, "t0_scorer")), encoded, None, batch_size=4)
+    [saved] = optimised(folder)
+    good = saved.read_bytes()
+    saved.write_bytes(good[:-16] + bytes(16))  # damaged after it was saved
+    with pytest.raises(OptimizedGraphError, match="changed after it was saved"):
+        verify_export(folder, full=True)
+    with caplog.at_level("WARNING"):
+        got = score_encoded(OnnxScorer(open_graph(folder, manifest, "t0_scorer")), encoded, None, batch_size=4)
+    assert "optimising the graph again" in caplog.text
+    assert saved.read_bytes() == good  # rebuilt: the same optimisation of the same graph
+    for g, r in zip(got, ref):
+        np.testing.assert_array_equal(g, r)
+    verify_export(folder, full=True)  # intact again
+
+
+def test_an_optimised_graph_of_another_graph_is_never_opened(own_export, reference):
+    """A record naming another graph's sha256 (a re-export, another onnxruntime) is stale: left unused."""
+    from rospr.artifacts import read_manifest, write_manifest
+    from rospr_harness.backends.onnxruntime_backend import open_graph
+    from rospr_export.manifest import OPTIMIZED_FORMAT, OPTIMIZED_VERSION, optimized_record, verify_export
+
+    folder, manifest = own_export
+    open_graph(folder, manifest, "t0_scorer")
+    [saved] = optimised(folder)
+    record = read_manifest(optimized_record(saved), OPTIMIZED_FORMAT, OPTIMIZED_VERSION)
+    record.pop("manifest_hash")
+    write_manifest(optimized_record(saved), {**record, "graph_sha256": "0" * 64})
+    verify_export(folder, full=True)  # stale, not damaged
+    stat = saved.stat()
+    open_graph(folder, manifest, "t0_scorer")  # not this graph's: optimised again and saved over it
+    assert saved.stat().st_mtime_ns != stat.st_mtime_ns
+    assert read_manifest(optimized_record(saved), OPTIMIZED_FORMAT, OPTIMIZED_VERSION)["graph_sha256"] == \
+        manifest["files"]["t0_scorer.onnx"]

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import os
 import threading
@@ -69,7 +70,8 @@ def ensure_export(model: str | Path | None, retriever: str | Path | None = None,
     """
     from rospr_export.export import export_models
     from rospr_export.identity import cache_key, export_sources
-    from rospr_export.manifest import ExportIntegrityError, check_sources, find_manifest, verify_export
+    from rospr_export.manifest import (ExportIntegrityError, OptimizedGraphError, check_sources, find_manifest,
+                                       verify_export)
 
     sources = export_sources(model, retriever, revision, retriever_revision)
     key = cache_key(model, retriever, dtype, prompt_dtype, revision, retriever_revision, sources=sources)
@@ -77,7 +79,13 @@ def ensure_export(model: str | Path | None, retriever: str | Path | None = None,
     target = store.path(key)
 
     def check(folder: Path) -> dict:
-        return verify_export(folder, full=full, sources=sources)
+        try:
+            return verify_export(folder, full=full, sources=sources)
+        except OptimizedGraphError as exc:  # only onnxruntime's optimised copy is bad: drop it, it is rebuilt
+            log.warning("onnx cache: %s", exc)
+            for f in exc.files:
+                f.unlink(missing_ok=True)
+            return verify_export(folder, full=full, sources=sources)
 
     def good(folder: Path) -> bool:  # a concurrent caller's export, published first
         try:
@@ -128,21 +136,110 @@ def export_folder(model: str | Path | None, retriever: str | Path | None = None,
 
 def open_graph(folder: Path, manifest: dict, graph: str, **session_options):
     """An ``InferenceSession`` of ``graph`` of a verified export. A graph without external data is
-    built from bytes hashed here in full; refuses (``ExportIntegrityError``) bytes that differ."""
+    built from bytes hashed here in full (its optimised copy's too: ``_optimized_session``); refuses
+    (``ExportIntegrityError``) bytes that differ."""
     from rospr_export.manifest import ExportIntegrityError, graph_files
 
     path = folder / manifest["graphs"][graph]["file"]
     files = graph_files(path)
     if len(files) > 1:  # external data: onnxruntime reads it from the folder (checked by verify_export)
         return make_session(path, **session_options)
-    data = path.read_bytes()
     expected = manifest["files"][path.name]
+    opened = _optimized_session(path, expected, **session_options)
+    if opened is not None:
+        return opened
+    data = path.read_bytes()
     got = hashlib.sha256(data).hexdigest()
     if got != expected:
         raise ExportIntegrityError(f"{path}: sha256 {got[:12]}… differs from {folder / 'manifest.json'} "
                                    f"files.{path.name} {expected[:12]}… (changed after the export); delete the "
                                    "folder to export again")
-    return make_session(data, **session_options)
+    return _save_optimized(path, data, expected, **session_options)
+
+
+def optimized_tag(graph_sha256: str, graph_optimization: str, providers: Sequence[str]) -> str:
+    """What an optimised graph depends on, as 16 hex digits: the graph, onnxruntime's version, the level,
+    the providers and the processor (the ALL level chooses layouts for the machine it runs on)."""
+    import platform
+
+    import onnxruntime as ort
+
+    flags = ""
+    try:  # the instruction sets (Linux); elsewhere the machine's name alone
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            flags = next((line for line in fh if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        pass
+    return hashlib.sha256(json.dumps([graph_sha256, ort.__version__, graph_optimization, list(providers),
+                                      platform.machine(), flags]).encode()).hexdigest()[:16]
+
+
+def _optimized_path(path: Path, graph_sha256: str, graph_optimization: str, providers: Sequence[str]) -> Path:
+    return path.with_name(f"{path.stem}.ort-{optimized_tag(graph_sha256, graph_optimization, providers)}.onnx")
+
+
+def _optimized_session(path: Path, graph_sha256: str, graph_optimization: str = "all", device: str = "cpu",
+                       providers: Sequence[str] | None = None, **session_options):
+    """The session of ``path``'s optimised copy saved earlier (opened with optimisation off), when its
+    sealed record names this graph and its bytes, hashed here in full, are the recorded ones; None
+    otherwise (a damaged copy is removed: ``_save_optimized`` makes it again)."""
+    from rospr.artifacts import ArtifactError, read_manifest
+    from rospr_export.manifest import OPTIMIZED_FORMAT, OPTIMIZED_VERSION, optimized_record
+
+    if graph_optimization == "disabled":
+        return None
+    providers = list(providers or default_providers(device))
+    opt = _optimized_path(path, graph_sha256, graph_optimization, providers)
+    record_path = optimized_record(opt)
+    if not record_path.is_file():
+        return None
+    try:
+        record = read_manifest(record_path, OPTIMIZED_FORMAT, OPTIMIZED_VERSION)
+        data = opt.read_bytes()
+    except (ArtifactError, OSError) as exc:
+        log.warning("%s: %s; optimising the graph again", opt, exc)
+        return None
+    if record.get("graph_sha256") != graph_sha256 or hashlib.sha256(data).hexdigest() != record.get("sha256"):
+        log.warning("%s: differs from its record %s (changed after it was saved); optimising the graph again",
+                    opt, record_path)
+        return None
+    return make_session(data, graph_optimization="disabled", providers=providers, device=device, **session_options)
+
+
+def _save_optimized(path: Path, data: bytes, graph_sha256: str, graph_optimization: str = "all", device: str = "cpu",
+                    providers: Sequence[str] | None = None, **session_options):
+    """The session of the verified graph ``data``, optimised by onnxruntime, which also saves the
+    optimised graph beside ``path`` with its sealed record, for the next open. A folder that cannot be
+    written only costs the next run the optimisation again."""
+    from rospr.artifacts import write_manifest
+    from rospr_export.manifest import OPTIMIZED_FORMAT, OPTIMIZED_VERSION, optimized_record
+
+    providers = list(providers or default_providers(device))
+    if graph_optimization == "disabled":
+        return make_session(data, graph_optimization=graph_optimization, providers=providers, device=device,
+                            **session_options)
+    opt = _optimized_path(path, graph_sha256, graph_optimization, providers)
+    tmp = opt.with_name(f".{opt.name}.{os.getpid()}.tmp")
+    session = make_session(data, graph_optimization=graph_optimization, providers=providers, device=device,
+                           save_to=tmp, **session_options)
+    try:
+        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+        os.replace(tmp, opt)
+        write_manifest(optimized_record(opt), {"format": OPTIMIZED_FORMAT, "version": OPTIMIZED_VERSION,
+                                               "graph": path.name, "graph_sha256": graph_sha256,
+                                               "onnxruntime": _ort_version(), "graph_optimization": graph_optimization,
+                                               "providers": providers, "sha256": digest})
+        log.info("onnxruntime's optimised %s saved as %s", path.name, opt.name)
+    except OSError as exc:
+        log.warning("%s: the optimised graph could not be saved (%s); it is optimised again next time", opt, exc)
+        tmp.unlink(missing_ok=True)
+    return session
+
+
+def _ort_version() -> str:
+    import onnxruntime as ort
+
+    return ort.__version__
 
 
 def _verified_session(model, retriever, dtype: str, cache_dir, graph: str, revision: str | None = None,
@@ -174,8 +271,9 @@ def default_providers(device: str = "cpu") -> list[str]:
 
 
 def make_session(path: str | Path | bytes, threads: int | None = None, graph_optimization: str = "all",
-                 providers: Sequence[str] | None = None, device: str = "cpu"):
-    """An ``InferenceSession`` of a graph file (or its bytes) with the options above. Refuses a
+                 providers: Sequence[str] | None = None, device: str = "cpu", save_to: Path | None = None):
+    """An ``InferenceSession`` of a graph file (or its bytes) with the options above (``save_to``:
+    onnxruntime writes the optimised graph there). Refuses a
     provider that is not installed, and ``threads`` outside 0 .. ``rospr_harness.config.MAX_THREADS``
     (onnxruntime starts every thread with the session: 100000 of them hang the machine)."""
     from rospr_harness.config import MAX_THREADS
@@ -198,6 +296,8 @@ def make_session(path: str | Path | bytes, threads: int | None = None, graph_opt
     opts.inter_op_num_threads = 1
     if threads:
         opts.intra_op_num_threads = threads
+    if save_to is not None:
+        opts.optimized_model_filepath = str(save_to)
     providers = list(providers or default_providers(device))
     missing = [p for p in providers if p not in ort.get_available_providers()]
     if missing:

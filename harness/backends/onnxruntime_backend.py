@@ -145,16 +145,14 @@ def open_graph(folder: Path, manifest: dict, graph: str, **session_options):
     if len(files) > 1:  # external data: onnxruntime reads it from the folder (checked by verify_export)
         return make_session(path, **session_options)
     expected = manifest["files"][path.name]
-    opened = _optimized_session(path, expected, **session_options)
-    if opened is not None:
-        return opened
     data = path.read_bytes()
     got = hashlib.sha256(data).hexdigest()
-    if got != expected:
+    if got != expected:  # checked even when the optimised copy is opened: the export itself must be whole
         raise ExportIntegrityError(f"{path}: sha256 {got[:12]}… differs from {folder / 'manifest.json'} "
                                    f"files.{path.name} {expected[:12]}… (changed after the export); delete the "
                                    "folder to export again")
-    return _save_optimized(path, data, expected, **session_options)
+    opened = _optimized_session(path, expected, **session_options)
+    return opened if opened is not None else _save_optimized(path, data, expected, **session_options)
 
 
 def optimized_tag(graph_sha256: str, graph_optimization: str, providers: Sequence[str]) -> str:

@@ -64,7 +64,8 @@ def task_mean(m: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         unit_means = vals.sum(1) / np.maximum(present.sum(1), 1)
         return unit_means.mean()
     num = weights @ vals.T  # [B, n_units]
-    den = weights @ present.T.astype(float)
+    # the counts each unit's rows drew (exact integers either way: every row present, each replicate's total)
+    den = weights @ present.T.astype(float) if not present.all() else weights.sum(1, keepdims=True)
     return (num / np.maximum(den, 1e-12)).mean(1)
 
 

@@ -24,7 +24,12 @@ Session options, and why:
 
 - ``graph_optimization_level`` ALL by default: constant folding, node fusions (attention, GELU,
   layer norm variants) and layout changes; the optimised graph is checked against PyTorch by the
-  same tolerance as the export (the export validation runs with these options).
+  same tolerance as the export (the export validation runs with these options). onnxruntime does
+  this work once: the first session of a graph without external data saves its optimised graph beside
+  the export (``optimized_model_filepath``; ``rospr_export.manifest`` documents the file and its sealed
+  record) and later sessions open that copy, hashed in full, with optimisation off (the same kernels:
+  the same scores). A graph with external data (over 2 GB) is optimised at each open: saving it would
+  write a second copy of its weights (onnxruntime's external-initializer options) to save seconds.
 - ``intra_op_num_threads``: one per core unless set (``onnxruntime.threads`` / ``scoring.threads``).
   Several scoring actors on one machine should each get cores / actors.
 - ``inter_op_num_threads = 1`` and sequential execution: the scorer graph is one chain (encoder, then

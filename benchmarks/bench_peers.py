@@ -79,6 +79,8 @@ def shape_examples(tokenizer, shape: str, n: int) -> list[dict]:
     out: list[dict] = []
     for j, name in enumerate(tasks):
         want = (n - len(out)) // (len(tasks) - j)
+        if want < 1:
+            continue
         task = get_task(name, settings)
         kept = 0
         for e in task.load("bigbench").examples:
@@ -259,7 +261,8 @@ def compare(shape: str, rows: list[dict], tok, size: str, threads: int, opts: di
     }
 
 
-def run(size: str, n: int, shapes, threads: int, opts: dict) -> dict:
+def run(size: str, n: int, shapes, threads: int, opts: dict, on_shape=None) -> dict:
+    """Every shape in turn; ``on_shape(result so far)`` after each (the JSON is written as it goes)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoTokenizer
 
@@ -271,12 +274,16 @@ def run(size: str, n: int, shapes, threads: int, opts: dict) -> dict:
     ensure_export(model)  # exported (or found in the cache) before anything is timed
     tok = AutoTokenizer.from_pretrained(model)
     defaults = ScoringConfig()
+    result = {"model": size, "threads": threads, "export_version": EXPORT_VERSION, "convention": CONVENTION,
+              "ours_batch_size": opts.get("batch_size") or defaults.batch_size,
+              "ours_batch_tokens": opts["batch_tokens"] if opts.get("batch_tokens") is not None else defaults.batch_tokens,
+              "lm_eval_batch_size": opts["peer_batch_size"], "shapes": []}
     with tempfile.TemporaryDirectory() as tmp:
-        results = [compare(s, shape_examples(tok, s, n), tok, size, threads, opts, Path(tmp)) for s in shapes]
-    return {"model": size, "threads": threads, "export_version": EXPORT_VERSION, "convention": CONVENTION,
-            "ours_batch_size": opts.get("batch_size") or defaults.batch_size,
-            "ours_batch_tokens": opts["batch_tokens"] if opts.get("batch_tokens") is not None else defaults.batch_tokens,
-            "lm_eval_batch_size": opts["peer_batch_size"], "shapes": results}
+        for s in shapes:
+            result["shapes"].append(compare(s, shape_examples(tok, s, n), tok, size, threads, opts, Path(tmp)))
+            if on_shape is not None:
+                on_shape(result)
+    return result
 
 
 def plot(result: dict, path) -> None:
@@ -336,7 +343,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         return None
     check_peers_installed()
     opts = {"batch_size": args.batch_size, "batch_tokens": args.batch_tokens, "peer_batch_size": args.peer_batch_size}
-    result = run(args.size, args.n, args.shapes, args.threads, opts)
+    result = run(args.size, args.n, args.shapes, args.threads, opts,
+                 on_shape=lambda partial: write_result("peers", partial, args.out))
     path = write_result("peers", result, args.out)
     plot(result, path.with_suffix(".png"))
     return result

@@ -141,7 +141,9 @@ class ScoringConfig(settings_model("_ConventionKeys", Convention, "the scoring c
     """Rank classification: the convention (``rospr.scoring.Convention``'s fields) and batching."""
 
     batch_size: int = Field(16, ge=1, le=MAX_BATCH)
-    batch_tokens: int | None = Field(None, ge=1, le=1 << 30,
+    # 2048: on ~670-token inputs (small model, benchmarks/README.md "Token-budget batches") the peak RSS
+    # is 1.5 GB against 3.5 GB at 16 rows, at no lower MFU; short inputs still fill batch_size rows
+    batch_tokens: int | None = Field(2048, ge=1, le=1 << 30,
                                      description="padded tokens per batch, B x (S + C x T) (rospr.scoring.plan_batches); "
                                                  "null: batch_size rows whatever their length")
     bucket: bool = True

@@ -184,19 +184,24 @@ def lm_eval_max_length(name_or_path: str, tokenizer) -> int:
     return LM_EVAL_DEFAULT_MAX_LENGTH
 
 
+def _whole(name: str, value: Any, minimum: int = 1) -> int | None:
+    """A whole-number model argument (lm-eval passes ints, or strings from ``--model_args``); None
+    stays None. Refuses (``SettingError``) anything else and a value below ``minimum``."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.lstrip("-").isdigit() or int(text) < minimum:
+        raise SettingError(f"rospr model: {name}={value!r}; give a whole number of {minimum} or more")
+    return int(text)
+
+
 def _batch_size(value: Any) -> int:
     """lm-eval's ``batch_size`` (contexts per scorer call here): a whole number, or ``auto`` /
     ``auto:N``, which mean our default (batches are also bounded by ``max_tokens``)."""
     if isinstance(value, str) and value.startswith("auto"):
         log.info("rospr: batch_size=%s means %d contexts per batch (bound them with max_tokens)", value, DEFAULT_BATCH_SIZE)
         return DEFAULT_BATCH_SIZE
-    try:
-        size = int(value)
-    except (TypeError, ValueError):
-        size = 0
-    if size < 1 or str(size) != str(value).strip():
-        raise SettingError(f"rospr model: batch_size={value!r}; give a whole number of 1 or more, or auto")
-    return size
+    return _whole("batch_size", value) or DEFAULT_BATCH_SIZE
 
 
 @register_model("rospr")
@@ -229,19 +234,18 @@ class RosprLM(LM):
             raise SettingError(f"rospr model: backend={backend!r}; choose one of {', '.join(BACKENDS)}")
         if url and backend != "triton":
             raise SettingError(f"rospr model: url={url!r} names a Triton server, but backend={backend}; drop one")
-        if max_length is not None and int(max_length) < 1:
-            raise SettingError(f"rospr model: max_length={max_length!r}; give 1 or more tokens")
+        max_length, threads = _whole("max_length", max_length), _whole("threads", threads, minimum=0) or None
         self.batch_size = _batch_size(batch_size)
-        self.max_tokens = None if max_tokens is None else int(max_tokens)
+        self.max_tokens = _whole("max_tokens", max_tokens)
         self.convention = convention
         self.backend = self._create_backend(pretrained, backend, url, protocol, threads, device, dtype, revision,
                                             onnx_cache)
         tokenizer = self.backend.tokenizer
         if convention == "lm-eval":
-            self.max_length = int(max_length or lm_eval_max_length(pretrained, tokenizer))
+            self.max_length = max_length or lm_eval_max_length(pretrained, tokenizer)
             self.encoding: LmEvalEncoding | T0Encoding = LmEvalEncoding(tokenizer, self.max_length)
         else:
-            self.max_length = int(max_length or Convention().max_input_tokens)
+            self.max_length = max_length or Convention().max_input_tokens
             self.encoding = T0Encoding(tokenizer, Convention(max_input_tokens=self.max_length))
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
@@ -254,7 +258,7 @@ class RosprLM(LM):
         if device is not None:
             model["device"] = str(device)
         tree: dict[str, Any] = {"model": model, "backend": backend, "tasks": _NO_TASK,
-                                "scoring": {"threads": None if threads in (None, 0) else int(threads)}}
+                                "scoring": {"threads": threads}}
         if url:
             tree["triton"] = {"url": url, "protocol": protocol}
         if onnx_cache:

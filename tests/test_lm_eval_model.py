@@ -221,7 +221,8 @@ def test_refusals(rospr, tiny_model_dir):
         rospr.loglikelihood([Instance("loglikelihood", {}, ("ctx", " end"), 0, ("lam", 0, 1))])
     for kwargs, needle in (({"temperature": 1}, "unknown model_args"), ({"convention": "t5"}, "convention='t5'"),
                            ({"backend": "tensorrt"}, "backend='tensorrt'"), ({"batch_size": "0"}, "batch_size"),
-                           ({"url": "127.0.0.1:1", "backend": "onnxruntime"}, "names a Triton server")):
+                           ({"url": "127.0.0.1:1", "backend": "onnxruntime"}, "names a Triton server"),
+                           ({"max_tokens": "many"}, "max_tokens='many'"), ({"threads": -1}, "threads=-1")):
         with pytest.raises(SettingError, match=needle):
             RosprLM(pretrained=str(tiny_model_dir), **kwargs)
 

@@ -15,9 +15,22 @@ README = Path(__file__).resolve().parent / "README.md"
 BEGIN, END = "<!-- figures:begin -->", "<!-- figures:end -->"
 
 
+# Figures measured before the changes of issue 20 (MFU ceiling, token budgets, peers in fresh
+# processes) are not shown: a result file older than this is listed as not re-run, its figure dropped.
+SINCE = "2026-12-03"
+_DROPPED: list[str] = []
+
+
 def _load(name: str) -> dict | None:
     path = RESULTS / f"{name}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    d = json.loads(path.read_text())
+    if d.get("machine", {}).get("time", "")[:10] < SINCE:
+        if name not in _DROPPED:
+            _DROPPED.append(name)
+        return None
+    return d
 
 
 def _machine(d: dict) -> str:
@@ -59,6 +72,7 @@ def targets() -> list[str]:
 
 
 def section() -> str:
+    _DROPPED.clear()
     out = targets()
     if (d := _load("throughput")):
         out += [f"### Throughput and MFU (`rospr bench throughput`; {_machine(d)})", "",
@@ -140,6 +154,9 @@ def section() -> str:
         out.append("")
     if (d := _load("scaling")):
         out += [f"### Ray scaling (`rospr bench scaling`; {_machine(d)})", "", "```", json.dumps(d.get("rows", d.get("results")), indent=1)[:2000], "```", ""]
+    if _DROPPED:
+        out += [f"Not re-run since {SINCE} (their figures are dropped; the old JSON stays in `results/`): "
+                + ", ".join(f"`{n}`" for n in _DROPPED) + ".", ""]
     return "\n".join(out)
 
 

@@ -11,14 +11,10 @@ import random
 
 import numpy as np
 import pytest
+from lm_eval.api.instance import Instance  # lm-eval and accelerate are in the test extra
 
-from tests.helpers import cli, error_line
-
-lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is in the test extra")  # noqa: F841  (pip install -e '.[test]')
-
-from lm_eval.api.instance import Instance  # noqa: E402
-
-from rospr.errors import RosprError, SettingError  # noqa: E402
+from rospr.errors import RosprError, SettingError
+from helpers import cli, error_line, served_repo
 
 WORDS = ("the a cat dog sat on mat is was happy sad yes no true false movie film great terrible sports politics "
          "science food answer question premise hypothesis because so good bad ball vote atom pizza team red blue").split()
@@ -64,7 +60,8 @@ def task_dir(tmp_path_factory):
               metric_list=[{"metric": "perplexity"}, {"metric": "acc"}]),
     ]
     for t in tasks:
-        t.pop("doc_to_choice") if t["output_type"] != "multiple_choice" else None
+        if t["output_type"] != "multiple_choice":
+            del t["doc_to_choice"]
         (root / f"{t['task']}.yaml").write_text(yaml.safe_dump(t))
     return root
 
@@ -251,7 +248,6 @@ def test_triton_backend_when_a_server_is_named(tiny_model_dir, tmp_path_factory,
     the in-process onnxruntime backend."""
     from rospr_harness.lm_eval_model import RosprLM
     from rospr_harness.serve import TritonServer
-    from tests.helpers import served_repo
 
     reqs = _instances(EDGE_PAIRS[:6], docs=[0, 0, 1, 1, 2, 2])
     with TritonServer(served_repo(tiny_model_dir, tmp_path_factory)) as server:

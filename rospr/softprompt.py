@@ -9,7 +9,9 @@ A bank is a directory::
 Each manifest entry holds the prompt's ``id`` (``"<source>/<template>"``), ``source``, ``template``,
 ``answer_choices`` of the template, ``P``, ``D``, ``dtype``, the file and its ``sha256``,
 ``train_key`` (the content address of everything that went into training it), ``steps``,
-``final_loss`` and ``seed``. The manifest is sealed by ``manifest_hash``.
+``final_loss``, ``seed`` and ``origin`` (the split and rows it was trained on, and ``source_key``: the
+digest of what those rows were rendered from, so a run can tell the prompt is current without
+rendering them: ``rospr_harness.method.prepare``). The manifest is sealed by ``manifest_hash``.
 
 Prompts are added one at a time, the file first (atomic), then one line appended to the journal
 (fsynced): ``{"entry": ..., "chain": ...}``, where ``chain`` is the digest of the previous line's chain

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import scoring_examples
 
 from rospr_harness.backends import create_backend
 from rospr_harness.backends.torch_backend import TorchScorer
@@ -19,16 +20,7 @@ from rospr.scoring import Convention, collate, encode_examples, rank_classify, s
 
 REPO = Path(__file__).resolve().parents[1]
 
-EXAMPLES = [
-    Example("t", "p", 0, "Is the cat happy? yes or no", ("yes", "no")),
-    Example("t", "p", 1, "The movie was great. Sentiment:", ("positive", "negative", "neutral")),
-    Example("t", "p", 2, "Which is food? A: ball B: pizza C: vote", ("A", "B", "C")),
-    Example("t", "p", 3, "premise: the dog sat on the mat. hypothesis: a dog sat. true, false or neither?",
-            ("true", "false", "neither")),
-    Example("t", "p", 4, "short", ("a much longer answer choice with many words", "b")),
-    Example("t", "p", 5, "Team won the election because of the energy of bread", ("sports", "politics", "science", "food")),
-    Example("t", "p", 6, "red", ("a",)),
-]
+EXAMPLES = [*scoring_examples(), Example("t", "p", 6, "red", ("a",))]  # and a one-choice input
 
 
 def prompt_cases(d_model: int) -> dict:
@@ -356,3 +348,19 @@ def test_an_optimised_graph_of_another_graph_is_never_opened(own_export, referen
     assert saved.stat().st_mtime_ns != stat.st_mtime_ns
     assert read_manifest(optimized_record(saved), OPTIMIZED_FORMAT, OPTIMIZED_VERSION)["graph_sha256"] == \
         manifest["files"]["t0_scorer.onnx"]
+
+
+def test_a_graph_whose_optimised_copy_cannot_be_written_still_opens(own_export, reference, caplog):
+    import os
+
+    from rospr_harness.backends.onnxruntime_backend import OnnxScorer, _optimized_path, default_providers, open_graph
+
+    folder, manifest = own_export
+    torch_scorer, encoded = reference
+    opt = _optimized_path(folder / "t0_scorer.onnx", manifest["files"]["t0_scorer.onnx"], "all", default_providers())
+    (opt.parent / f".{opt.name}.{os.getpid()}.tmp").mkdir()  # where onnxruntime would write it: taken
+    with caplog.at_level("WARNING"):
+        session = open_graph(folder, manifest, "t0_scorer")
+    assert "could not save the optimised graph" in caplog.text and optimised(folder) == []
+    assert_parity(score_encoded(OnnxScorer(session), encoded, None, batch_size=4),
+                  score_encoded(torch_scorer, encoded, None, batch_size=4), encoded)

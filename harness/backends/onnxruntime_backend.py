@@ -40,6 +40,7 @@ Session options, and why:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -223,8 +224,19 @@ def _save_optimized(path: Path, data: bytes, graph_sha256: str, graph_optimizati
                             **session_options)
     opt = _optimized_path(path, graph_sha256, graph_optimization, providers)
     tmp = opt.with_name(f".{opt.name}.{os.getpid()}.tmp")
-    session = make_session(data, graph_optimization=graph_optimization, providers=providers, device=device,
-                           save_to=tmp, **session_options)
+    if not os.access(path.parent, os.W_OK):  # a read-only cache: onnxruntime would fail the session, not the save
+        log.info("%s: not writable; the graph is optimised at each open", path.parent)
+        return make_session(data, graph_optimization=graph_optimization, providers=providers, device=device,
+                            **session_options)
+    try:
+        session = make_session(data, graph_optimization=graph_optimization, providers=providers, device=device,
+                               save_to=tmp, **session_options)
+    except Exception as exc:  # onnxruntime's Fail (not a RuntimeError); if it was the save, the session opens without it
+        log.warning("%s: onnxruntime could not save the optimised graph (%s); optimising at each open", opt, exc)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        return make_session(data, graph_optimization=graph_optimization, providers=providers, device=device,
+                            **session_options)
     try:
         digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
         os.replace(tmp, opt)
@@ -235,7 +247,8 @@ def _save_optimized(path: Path, data: bytes, graph_sha256: str, graph_optimizati
         log.info("onnxruntime's optimised %s saved as %s", path.name, opt.name)
     except OSError as exc:
         log.warning("%s: the optimised graph could not be saved (%s); it is optimised again next time", opt, exc)
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     return session
 
 

@@ -102,6 +102,17 @@ def tiny_backbone(tiny_model_dir):
 
 
 @pytest.fixture(scope="session")
+def animals():
+    """``builtin/animals`` under its ``mentions_animal`` prompt: (200 training examples, 64 validation
+    examples never trained on)."""
+    from rospr_harness.tasks import get_task
+    from rospr_harness.tasks.base import DataSettings
+
+    task = get_task("builtin/animals", DataSettings())
+    return task.load("mentions_animal", split="train").examples, task.load("mentions_animal").examples
+
+
+@pytest.fixture(scope="session")
 def ray_cluster():
     """One local Ray for the whole test session (2 CPUs), shared by every test that uses Ray, started
     the way a run starts it (loopback only, no dashboard, no usage statistics: every test's Ray traffic

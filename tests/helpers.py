@@ -1,8 +1,9 @@
 """Helpers shared by several test files: the CLI in process and its one error line, a run directory's
 checksums, the processes and listening sockets under a pid (from /proc), a served tiny model, an ONNX
-graph with one weight flipped, a toy promptsource task, and a loopback server that never answers. ``tests/`` is on ``sys.path`` (pytest puts
-the folder of ``conftest.py`` there), so ``from helpers import ...`` works in every test file and in the
-scripts they run with ``sys.path`` pointing here."""
+graph with one weight flipped, a finished run, the scoring examples, a benchmark refusing without its
+dependency, a toy promptsource task, and a loopback server that never answers. ``tests/`` is on
+``sys.path`` (pytest puts the folder of ``conftest.py`` there), so ``from helpers import ...`` works in
+every test file and in the scripts they run with ``sys.path`` pointing here."""
 
 from __future__ import annotations
 
@@ -72,6 +73,62 @@ def one_line_error(result, *needles: str) -> None:
     joined = " ".join(text.split())
     for n in needles:
         assert n in joined, (n, text)
+
+
+# -- a finished run -----------------------------------------------------------------------------------
+
+
+def finished_run(run_config, root: Path, tasks: list) -> tuple[Path, object]:
+    """A run of the tiny model on ``tasks`` (batch size 4, one onnxruntime thread, the export cache in
+    ``root/onnx``) into ``root/golden``: (its config file ``root/run.yaml``, its ``ResultsFile``)."""
+    from rospr_harness.config import load_config
+    from rospr_harness.runner import run
+
+    tree = run_config.tree(tasks=tasks, scoring={"batch_size": 4},
+                           onnxruntime={"cache_dir": str(root / "onnx"), "threads": 1})
+    config = root / "run.yaml"
+    config.write_text(json.dumps(tree))
+    return config, run(load_config(config), root / "golden")
+
+
+# -- the scored examples of the backend tests ---------------------------------------------------------
+
+
+def scoring_examples() -> list:
+    """Six inputs of 1 to 4 answer choices, short and long, one choice far longer than its input."""
+    from rospr.data import Example
+
+    return [
+        Example("t", "p", 0, "Is the cat happy? yes or no", ("yes", "no")),
+        Example("t", "p", 1, "The movie was great. Sentiment:", ("positive", "negative", "neutral")),
+        Example("t", "p", 2, "Which is food? A: ball B: pizza C: vote", ("A", "B", "C")),
+        Example("t", "p", 3, "premise: the dog sat on the mat. hypothesis: a dog sat. true, false or neither?",
+                ("true", "false", "neither")),
+        Example("t", "p", 4, "short", ("a much longer answer choice with many words", "b")),
+        Example("t", "p", 5, "Team won the election because of the energy of bread",
+                ("sports", "politics", "science", "food")),
+    ]
+
+
+# -- a benchmark without its optional dependency ----------------------------------------------------
+
+
+def refuses_without(module: str, bench, command: str, match: str, monkeypatch, tmp_path) -> None:
+    """With ``module`` not importable, ``bench.main`` refuses (``ValueError`` matching ``match``) before
+    timing anything, ``rospr-bench <command>`` exits 2, and nothing is written under ``tmp_path``."""
+    import importlib.util
+
+    import pytest
+
+    from rospr_bench import entry
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == module else real(n, *a))
+    monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("timed something before refusing"))
+    with pytest.raises(ValueError, match=match):
+        bench.main(["--out", str(tmp_path)])
+    assert entry.main([command, "--out", str(tmp_path)]) == 2
+    assert not list(tmp_path.iterdir())
 
 
 # -- run directories ----------------------------------------------------------------------------------

@@ -3,12 +3,12 @@ and missing BIG-bench are refused before any timing, and every result records th
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import json
 import re
 
 import pytest
+from helpers import refuses_without
 
 from rospr_bench import bench_peers, common, entry, workload
 
@@ -42,13 +42,8 @@ def test_cli_passes_the_model_flag(monkeypatch):
 
 
 def test_peers_refuse_at_once_without_lm_eval(monkeypatch, tmp_path):
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "lm_eval" else real(n, *a))
-    monkeypatch.setattr(bench_peers, "run", lambda *a, **k: pytest.fail("timed something before refusing"))
-    with pytest.raises(ValueError, match=r"needs lm_eval( and accelerate)?: pip install -e '\.\[bench\]'"):
-        bench_peers.main(["--out", str(tmp_path)])
-    assert entry.main(["peers", "--out", str(tmp_path)]) == 2
-    assert not list(tmp_path.iterdir())
+    refuses_without("lm_eval", bench_peers, "peers", r"needs lm_eval( and accelerate)?: pip install -e '\.\[bench\]'",
+                    monkeypatch, tmp_path)
 
 
 def test_long_workload_without_bigbench_is_refused(monkeypatch, tmp_path):

@@ -3,12 +3,12 @@ gives ours and peft's losses step for step (peft is the reference), with sane fi
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
+from helpers import refuses_without
 
-from rospr_bench import bench_tune, entry
+from rospr_bench import bench_tune
 
 
 @pytest.mark.parametrize("argv", [["--steps", "0"], ["--batch-size", "x"], ["--steps", "2", "--warmup", "2"],
@@ -22,13 +22,7 @@ def test_bad_flags_exit_2_before_any_work(argv, monkeypatch, tmp_path):
 
 
 def test_refuses_without_peft(monkeypatch, tmp_path):
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "peft" else real(n, *a))
-    monkeypatch.setattr(bench_tune, "run", lambda *a, **k: pytest.fail("worked before refusing"))
-    with pytest.raises(ValueError, match=r"needs peft.*pip install -e '\.\[test\]'"):
-        bench_tune.main(["--out", str(tmp_path)])
-    assert entry.main(["tune", "--out", str(tmp_path)]) == 2
-    assert not list(tmp_path.iterdir())
+    refuses_without("peft", bench_tune, "tune", r"needs peft.*pip install -e '\.\[test\]'", monkeypatch, tmp_path)
 
 
 def test_tiny_run_ours_equals_peft(tiny_model_dir, monkeypatch, tmp_path):

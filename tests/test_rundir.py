@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import one_line_error
+from helpers import finished_run, one_line_error
 from helpers import snapshot as _snapshot
 from typer.testing import CliRunner
 
@@ -38,13 +38,9 @@ def snapshot(run_dir: Path) -> dict[str, str]:
 def finished(run_config, tmp_path_factory):
     """A finished run (config file, run directory, config tree)."""
     root = tmp_path_factory.mktemp("rundir")
-    tree = run_config.tree(tasks=TASKS, scoring={"batch_size": 4},
-                           onnxruntime={"cache_dir": str(root / "onnx"), "threads": 1})
-    config = root / "run.yaml"
-    config.write_text(json.dumps(tree))
-    res = run(load_config(config), root / "golden")
+    config, res = finished_run(run_config, root, TASKS)
     assert len(res.units) == 3 + 2  # 2 animals prompts + the fruit_choice prompts
-    return config, root / "golden", tree
+    return config, root / "golden", json.loads(config.read_text())
 
 
 @pytest.fixture

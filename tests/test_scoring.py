@@ -5,20 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import scoring_examples
 
 from rospr_harness.backends.torch_backend import TorchScorer
 from rospr.data import Example
 from rospr.scoring import Convention, ScoreBatch, encode_examples, rank_classify, score_encoded
 
-EXAMPLES = [
-    Example("t", "p", 0, "Is the cat happy? yes or no", ("yes", "no")),
-    Example("t", "p", 1, "The movie was great. Sentiment:", ("positive", "negative", "neutral")),
-    Example("t", "p", 2, "Which is food? A: ball B: pizza C: vote", ("A", "B", "C")),
-    Example("t", "p", 3, "premise: the dog sat on the mat. hypothesis: a dog sat. true, false or neither?",
-            ("true", "false", "neither")),
-    Example("t", "p", 4, "short", ("a much longer answer choice with many words", "b")),
-    Example("t", "p", 5, "Team won the election because of the energy of bread", ("sports", "politics", "science", "food")),
-]
+EXAMPLES = scoring_examples()
 
 
 def reference_scores(model, tokenizer, example: Example, prompt: torch.Tensor | None) -> list[float]:

@@ -16,16 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import flip_a_weight
+from helpers import finished_run, flip_a_weight
 from typer.testing import CliRunner
 
 import rospr.artifacts as digests  # FileDigests, RACY_S, stat_key
 from rospr_export.manifest import verify_export
 from rospr_export.validate import scorer_check_inputs
 from rospr_harness.cli import app
-from rospr_harness.config import load_config
 from rospr_harness.results import read_results
-from rospr_harness.runner import run
 
 TASKS = [{"name": "builtin/animals", "limit": 10, "prompts": ["mentions_animal", "is_there_animal"]},
          {"name": "builtin/sentiment", "limit": 8}]
@@ -60,11 +58,7 @@ def graph_sha256(folder: Path) -> str:
 def golden(run_config, tmp_path_factory):
     """An untouched run (and its export cache, whose digests are then remembered)."""
     root = tmp_path_factory.mktemp("export-cache")
-    tree = run_config.tree(tasks=TASKS, scoring={"batch_size": 4},
-                           onnxruntime={"cache_dir": str(root / "onnx"), "threads": 1})
-    config = root / "run.yaml"
-    config.write_text(json.dumps(tree))
-    res = run(load_config(config), root / "golden")
+    config, res = finished_run(run_config, root, TASKS)
     folder = scorer_folder(root / "onnx")
     good = sha(folder / "t0_scorer.onnx")
     assert json.loads((folder / "manifest.json").read_text())["files"]["t0_scorer.onnx"] == good

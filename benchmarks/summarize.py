@@ -38,7 +38,8 @@ def _machine(d: dict) -> str:
     load = ""
     if "load_average_at_start" in m:
         load = f", load {m['load_average_at_start'][0]:.1f} at start, {m['load_average_at_end'][0]:.1f} at end"
-    return f"{m['cpu']}, {m['cores']} cores, {m['time'][:10]}, git {str(m.get('git_revision'))[:8]}{load}"
+    dirty = " with uncommitted changes in the tree" if m.get("git_dirty") else ""
+    return f"{m['cpu']}, {m['cores']} cores, {m['time'][:10]}, git {str(m.get('git_revision'))[:8]}{dirty}{load}"
 
 
 def targets() -> list[str]:

@@ -105,14 +105,15 @@ def batches(tokenizer, examples, settings, seed: int):
 
 
 def step_flops(cfg, batch, p: int) -> float:
-    """Useful FLOPs of one training step: forward (``bench_throughput.example_flops`` per row, real
-    tokens only) plus backward, which needs the input gradient of every matmul (as many FLOPs as its
-    forward) and no weight gradient (the backbone is frozen): 2 x forward. Recomputation under
-    checkpointing is not useful work and is not counted."""
-    from rospr_bench.bench_throughput import example_flops
+    """Useful FLOPs of one training step: forward (``rospr.flops.score_row`` per row, real tokens only)
+    plus backward, which needs the input gradient of every matmul (as many FLOPs as its forward) and no
+    weight gradient (the backbone is frozen): 2 x forward. Recomputation under checkpointing is not
+    useful work and is not counted."""
+    from rospr.flops import ModelShape, score_row
 
+    shape = ModelShape.from_config(cfg.to_dict())
     _, am, _, tm = batch
-    return 2.0 * sum(example_flops(cfg, int(s), p, [int(t)]) for s, t in zip(am.sum(-1), tm[:, 0].sum(-1)))
+    return 2.0 * sum(score_row(shape, int(s), p, [int(t)]) for s, t in zip(am.sum(-1), tm[:, 0].sum(-1)))
 
 
 def gemm_rate(cfg, tokens: int, threads: int, repeats: int = 5) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -209,6 +210,24 @@ def descendants(pid: int) -> list[int]:
             out.append(c)
             todo.append(c)
     return out
+
+
+def stop_ray_node(proc) -> None:
+    """Stop a ``ray start --block`` by its pid (SIGTERM stops its node's processes), then by pid whatever
+    of it is left (only ours: never ``ray stop``, which ends every Ray of the machine)."""
+    kids = descendants(proc.pid)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for pid in kids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def proc_address(hex_addr: str) -> str:

@@ -30,7 +30,7 @@ import pytest
 
 from rospr_harness.results import read_records, read_results
 from rospr_harness.runner import run
-from helpers import descendants, served_repo
+from helpers import descendants, served_repo, stop_ray_node
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -175,23 +175,6 @@ def _comm(pid: int) -> str:
         return ""
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """Stop a ``ray start --block`` by its pid (SIGTERM: it stops the node's processes), then make sure."""
-    kids = descendants(proc.pid)
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    for pid in kids:  # anything of its node that outlived it (by pid, only ours)
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
 def test_a_ray_worker_node_lost_mid_run_changes_nothing(run_config, tmp_path_factory, tmp_path):
     from rospr_harness.serve import free_port
 
@@ -251,8 +234,8 @@ def test_a_ray_worker_node_lost_mid_run_changes_nothing(run_config, tmp_path_fac
         assert ex["resubmitted"] == len(ex["retried"]) and all("died" in r["reason"] for r in ex["retried"]), ex
     finally:
         if worker is not None:
-            _stop(worker)
-        _stop(head)
+            stop_ray_node(worker)
+        stop_ray_node(head)
 
     reference = run(run_config(**RUN), tmp_path / "reference")
     assert reference.execution.executor == "in_process"

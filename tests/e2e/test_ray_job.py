@@ -25,7 +25,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import descendants
+from helpers import stop_ray_node
 
 pytestmark = pytest.mark.slow
 VENV_BIN = Path(sys.executable).parent
@@ -75,24 +74,6 @@ def _wait_http(url: str, timeout_s: float) -> None:
         except OSError:
             time.sleep(0.5)
     raise AssertionError(f"{url} did not answer in {timeout_s:.0f}s")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Stop ``ray start --block`` by its pid (SIGTERM stops its node's processes), then by pid whatever
-    of it is left."""
-    kids = descendants(proc.pid)
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    for pid in kids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def test_ray_job_submit_of_a_run_joins_the_loopback_cluster(tiny_model_dir, tmp_path, tmp_path_factory):
@@ -168,5 +149,5 @@ def test_ray_job_submit_of_a_run_joins_the_loopback_cluster(tiny_model_dir, tmp_
         assert {n["ip"] for n in execution["nodes"].values()} == {"127.0.0.1"}, execution
         assert len(results["units"]) == 2 and all(u["n"] == 8 for u in results["units"])
     finally:
-        _stop(head)
+        stop_ray_node(head)
         shutil.rmtree(temp, ignore_errors=True)

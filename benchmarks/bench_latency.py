@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from rospr_bench.common import (RESULTS, non_negative_float, non_negative_int, positive_float, positive_int,
-                                write_result)
+                                script_logging, write_result)
 from rospr_bench.workload import examples, model_dir
 
 log = logging.getLogger("bench_latency")
@@ -162,7 +162,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for noisy in ("transformers", "optimum", "torch"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    script_logging()
     main()

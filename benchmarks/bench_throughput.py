@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from rospr_bench.common import RESULTS, non_negative_int, positive_int, product_backend, write_result
+from rospr_bench.common import RESULTS, non_negative_int, positive_int, product_backend, write_result, script_logging
 from rospr_bench.workload import examples, model_dir
 
 log = logging.getLogger("bench_throughput")
@@ -169,7 +169,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for noisy in ("transformers", "optimum", "torch"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    script_logging()
     main()

@@ -38,7 +38,7 @@ import sys
 import time
 
 from rospr.errors import StateError
-from rospr_bench.common import RESULTS, non_negative_int, positive_int, write_result
+from rospr_bench.common import RESULTS, non_negative_int, positive_int, write_result, script_logging
 from rospr_bench.workload import model_dir
 
 log = logging.getLogger(__name__)
@@ -434,7 +434,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for noisy in ("transformers", "torch", "peft"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    script_logging("transformers", "torch", "peft")
     main()

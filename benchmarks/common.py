@@ -16,6 +16,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 START_LOAD = os.getloadavg()
 
 
+def script_logging(*noisy: str) -> None:
+    """How a benchmark run as a script logs: its own INFO lines, only errors of the libraries it drives."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for name in noisy or ("transformers", "optimum", "torch"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def warn_if_busy(start: tuple[float, ...]) -> None:
     """Log a warning when the machine was busy as the benchmark started (said with its result, so that
     a benchmark refused for a missing prerequisite prints its one error line only). The load at the

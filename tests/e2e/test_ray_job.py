@@ -119,12 +119,19 @@ def test_ray_job_submit_of_a_run_joins_the_loopback_cluster(tiny_model_dir, tmp_
             "ray": {"enabled": "auto", "scorers": 2, "num_cpus_per_scorer": 0.5},
         }))
         submission = f"rospr-test-{secrets.token_hex(4)}"
-        job = subprocess.run(
-            [str(ray_bin), "job", "submit", "--address", url, "--submission-id", submission,
-             "--runtime-env-json", json.dumps({"env_vars": {"PYTHONUNBUFFERED": "1"}}), "--",
-             str(VENV_BIN / "rospr"), "run", str(config), "--out", str(run_dir)],
-            env=env, capture_output=True, text=True, timeout=300)
-        logs = job.stdout + job.stderr
+        # the dashboard answers before the head's job agent has registered with it: until then a submission
+        # is answered "No available agent to submit job, please try again later" (HTTP 500) and not created
+        deadline = time.monotonic() + 120
+        while True:
+            job = subprocess.run(
+                [str(ray_bin), "job", "submit", "--address", url, "--submission-id", submission,
+                 "--runtime-env-json", json.dumps({"env_vars": {"PYTHONUNBUFFERED": "1"}}), "--",
+                 str(VENV_BIN / "rospr"), "run", str(config), "--out", str(run_dir)],
+                env=env, capture_output=True, text=True, timeout=300)
+            logs = job.stdout + job.stderr
+            if "No available agent to submit job" not in logs or time.monotonic() > deadline:
+                break
+            time.sleep(2)
         assert job.returncode == 0 and f"Job '{submission}' succeeded" in logs, logs[-6000:]
         assert "joining the Ray cluster at 127.0.0.1:" in " ".join(logs.split()), logs[-6000:]
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rospr_bench.common import RESULTS, non_negative_int, positive_int, write_result, script_logging
+from rospr_bench.common import RESULTS, non_negative_int, positive_int, write_result, save_figure, script_logging
 from rospr_bench.workload import model_dir
 
 log = logging.getLogger("bench_batching")
@@ -141,9 +141,7 @@ def plot(result: dict, path) -> None:
         ax.tick_params(labelsize=8)
     fig.suptitle(f"{result['model']} model, {rows[0]['examples']} inputs of {rows[0]['mean_input_tokens']:.0f} tokens "
                  f"+ {result['prompt_length']} prompt vectors, {result['threads']} threads")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict:

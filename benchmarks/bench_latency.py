@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from rospr_bench.common import (RESULTS, non_negative_float, non_negative_int, positive_float, positive_int,
-                                script_logging, write_result)
+                                save_figure, script_logging, write_result)
 from rospr_bench.workload import examples, model_dir
 
 log = logging.getLogger("bench_latency")
@@ -140,9 +140,7 @@ def plot(result: dict, path) -> None:
         ax.grid(alpha=0.3)
     a.legend(fontsize=7)
     fig.suptitle(f"Triton, {result['model']} model, {result['request_batch']} example(s) per request")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from rospr_bench.common import RESULTS, non_negative_int, positive_int, product_backend, write_result, script_logging
+from rospr_bench.common import RESULTS, non_negative_int, positive_int, product_backend, write_result, save_figure, script_logging
 from rospr_bench.workload import examples, model_dir
 
 log = logging.getLogger("bench_throughput")
@@ -146,9 +146,7 @@ def plot(result: dict, path) -> None:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
     fig.suptitle(f"{result['threads']} threads; soft prompt of {result['prompt_length']} vectors")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict:

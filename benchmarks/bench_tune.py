@@ -38,7 +38,7 @@ import sys
 import time
 
 from rospr.errors import StateError
-from rospr_bench.common import RESULTS, non_negative_int, positive_int, write_result, script_logging
+from rospr_bench.common import RESULTS, non_negative_int, positive_int, write_result, save_figure, script_logging
 from rospr_bench.workload import model_dir
 
 log = logging.getLogger(__name__)
@@ -393,9 +393,7 @@ def plot(result: dict, path) -> None:
                  f"ours = {r['off']:.3f}x (runs {result['ratio_by_run']['off']['min']:.3f}-"
                  f"{result['ratio_by_run']['off']['max']:.3f}; checkpointing on: {r['on']:.3f}x); GEMM "
                  f"{result['gemm']['flops_per_s'] / 1e9:.0f} GFLOP/s, {result['threads']} threads")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def add_cli_args(ap: argparse.ArgumentParser) -> None:

@@ -23,6 +23,15 @@ def script_logging(*noisy: str) -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def save_figure(fig, path: Path, dpi: int = 110) -> None:
+    """Lay out, write and close a benchmark's matplotlib figure (closed: a long benchmark keeps no figures)."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
 def warn_if_busy(start: tuple[float, ...]) -> None:
     """Log a warning when the machine was busy as the benchmark started (said with its result, so that
     a benchmark refused for a missing prerequisite prints its one error line only). The load at the

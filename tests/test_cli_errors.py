@@ -471,3 +471,19 @@ def test_a_refusal_raised_in_a_ray_actor_is_its_message_not_a_remote_traceback()
     tuning = 'Traceback (most recent call last):\n  File "/src/rospr/tuning.py", line 3, in f\n'
     diverged = StateError("prompt tuning diverged at step 3 (loss nan); lower tune.lr")
     assert describe_error(RayTaskError("f", tuning, diverged).as_instanceof_cause()) == str(diverged)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["run", "configs/demo.yaml", "--limit", "-3"], "Invalid value for '--limit'"),
+    (["perf-inputs", "/tmp", "/tmp"], "unexpected extra argument"),
+])
+def test_a_command_line_usage_error_is_clicks_usage_message_not_a_bug(argv, says):
+    """A bad option value or a stray argument is a usage error: click's message and exit code 2, never
+    "an unexpected error" (typer vendors its own click, whose exceptions are not click.ClickException)."""
+    from typer.testing import CliRunner
+
+    from rospr_harness.cli import app
+
+    res = CliRunner().invoke(app, argv)
+    assert res.exit_code == 2, res.output
+    assert says in " ".join(res.output.split()) and "unexpected error" not in res.output, res.output

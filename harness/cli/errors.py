@@ -118,13 +118,20 @@ def fail(exc: BaseException) -> None:
     raise typer.Exit(EXIT_REFUSED)
 
 
+# Command-line usage errors are click's to print (usage line, exit 2). Typer >= 0.29 vendors its own click
+# (``typer._click``), whose ClickException is not ``click.ClickException``: both, found from typer's own
+# BadParameter rather than by a private import path.
+_USAGE_ERRORS = tuple({click.exceptions.ClickException,
+                       *(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")})
+
+
 class OneLineErrors(typer.core.TyperGroup):
     """Every command's failure is a message and exit code 2, never a traceback (ROSPR_TRACEBACK=1 shows it)."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, click.exceptions.ClickException, click.exceptions.Exit, KeyboardInterrupt):
+        except (typer.Exit, typer.Abort, *_USAGE_ERRORS, click.exceptions.Exit, KeyboardInterrupt):
             raise
         except BrokenPipeError:  # the reader went away (`rospr tasks | head`): nothing left to say to it
             devnull = os.open(os.devnull, os.O_WRONLY)

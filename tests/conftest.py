@@ -150,7 +150,8 @@ class RunConfigs:
     An override is a top-level key (``tasks=[...]``, ``backend="torch"``), a nested mapping merged
     into the default (``model={"device": "cpu"}`` keeps the tiny model), or a dotted path given by
     unpacking (``**{"tasks.0.limit": 4}``). ``run_config.tree(**overrides)`` is the same config as the
-    plain tree a user writes, for the tests that hand a YAML file to the CLI."""
+    plain tree a user writes, for the tests that hand a YAML file to the CLI. Positional strings are
+    ``--set`` overrides applied after the tree (``run_config("ray.enabled=true", **settings)``)."""
 
     def __init__(self, model_dir: Path) -> None:
         self.model_dir = model_dir
@@ -185,13 +186,26 @@ class RunConfigs:
         path.write_text(yaml.safe_dump(self.tree(**overrides)))
         return path
 
-    def __call__(self, **overrides):
+    def __call__(self, *sets: str, **overrides):
+        """The config of ``tree(**overrides)``, then ``sets`` applied as ``--set`` strings
+        (``"scoring.batch_size=5"``, ``"tasks=[{name: builtin/nli, limit: 8}]"``) as the CLI applies them."""
         from rospr_harness.config import load_config
 
-        return load_config(None, tree=self.tree(**overrides))
+        return load_config(None, list(sets), tree=self.tree(**overrides))
 
 
 @pytest.fixture(scope="session")
 def run_config(tiny_model_dir) -> RunConfigs:
     """Build run configs of the tiny model (see ``RunConfigs``)."""
     return RunConfigs(tiny_model_dir)
+
+
+@pytest.fixture
+def fake_scorer():
+    """For one test: every backend scores with ``fakes.FakeScorer`` (deterministic scores from the
+    token ids; see ``tests/fakes.py``), so ``rospr_harness.runner.run`` and ``rospr run`` in process run
+    in milliseconds. Yields the list of the fake scorers built meanwhile."""
+    from fakes import fake_scoring
+
+    with fake_scoring() as built:
+        yield built

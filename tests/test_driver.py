@@ -1,11 +1,12 @@
 """The driver (``rospr_harness.runner.driver``) over a fake executor: fast, no model scoring.
 
-``FakeExecutor`` scores a row by a hand formula of its token ids, and can finish its calls out of
-order (each call yields to the event loop a different number of times) or fail at its n-th call.
-What must hold: the records do not depend on the order in which batches finish; no more than
-``max_in_flight`` batches are out at once and no more than ``max_active`` targets are loaded; an
-error from the executor ends the run as it was raised, keeps the units written before it, and a
-resume finishes the rest with the same bytes.
+``fakes.FakeExecutor`` scores a row by a hand formula of its token ids (``fakes.fake_scores``), and can
+finish its calls out of order (each call yields to the event loop a different number of times), fail
+at its n-th call or lose an actor at its n-th call; the backend (tokenizer, identity) is the fake one
+(``fake_scorer``). What must hold: the records do not depend on the order in which batches finish;
+no more than ``max_in_flight`` batches are out at once and no more than ``max_active`` targets are
+loaded; an error from the executor ends the run as it was raised, keeps the units written before it,
+and a resume finishes the rest with the same bytes; a lost actor changes no record and is counted.
 """
 
 from __future__ import annotations
@@ -14,57 +15,13 @@ import asyncio
 import json
 import math
 
-import numpy as np
 import pytest
+from fakes import FakeExecutor, fake_scores
 
 import rospr_harness.runner as runner
 from rospr_harness.backends import BackendUnavailable, create_backend
-from rospr_harness.config import load_config
-from rospr_harness.results import read_results
-from rospr_harness.runner.executor import Done
+from rospr_harness.results import read_records, read_results
 from rospr_harness.runner.plan import TargetSpec
-
-
-def fake_scores(row) -> np.ndarray:
-    """The hand formula: choice j scores -(sum of its ids + sum of the input's ids) mod 11, minus j/10."""
-    base = sum(row.input_ids)
-    return np.array([-float((base + sum(c)) % 11) - j / 10 for j, c in enumerate(row.choice_ids)], dtype=np.float32)
-
-
-class FakeExecutor:
-    """An ``Executor`` whose calls finish out of order (``shuffle``) or fail at call ``fail_at``."""
-
-    name = "fake"
-
-    def __init__(self, max_in_flight: int, shuffle: bool = True, fail_at: int | None = None) -> None:
-        self.max_in_flight, self.shuffle, self.fail_at = max_in_flight, shuffle, fail_at
-        self.calls = self.out = self.most_out = 0
-
-    def put(self, values):
-        return values
-
-    async def score(self, rows, prompt) -> Done:
-        self.calls += 1
-        call = self.calls
-        self.out += 1
-        self.most_out = max(self.most_out, self.out)
-        try:
-            for _ in range((call * 7) % 5 if self.shuffle else 0):
-                await asyncio.sleep(0)  # the other calls in flight may finish first
-            if call == self.fail_at:
-                raise BackendUnavailable(f"fake server gone at call {call}")
-            return Done([fake_scores(r) for r in rows], 0.001)
-        finally:
-            self.out -= 1
-
-    async def retrieve(self, requests) -> Done:
-        raise AssertionError("t0 only: nothing to retrieve")
-
-    def stats(self) -> dict:
-        return {"executor": self.name, "scorers": 1}
-
-    def close(self) -> None:
-        pass
 
 
 class Tally:
@@ -84,12 +41,11 @@ class Tally:
 
 
 @pytest.fixture
-def setup(tiny_model_dir, monkeypatch):
-    tree = {"model": {"name_or_path": str(tiny_model_dir)}, "backend": "torch", "method": ["t0"],
-            "tasks": [{"name": "builtin/sentiment", "limit": 13}, {"name": "builtin/nli", "limit": 11},
-                      {"name": "builtin/animals", "limit": 7}],
-            "scoring": {"batch_size": 3}, "ray": {"max_active_units": 2}}
-    config = load_config(None, [], tree=tree)
+def setup(run_config, fake_scorer, monkeypatch):
+    config = run_config(method=["t0"], tasks=[{"name": "builtin/sentiment", "limit": 13},
+                                              {"name": "builtin/nli", "limit": 11},
+                                              {"name": "builtin/animals", "limit": 7}],
+                        scoring={"batch_size": 3}, ray={"max_active_units": 2})
     backend = create_backend(config)
     tally = Tally()
     load = TargetSpec.load
@@ -101,11 +57,15 @@ def setup(tiny_model_dir, monkeypatch):
 
     monkeypatch.setattr(TargetSpec, "load", counted_load)
 
+    on_demand = runner.OnDemand
+
     def run_with(executor, out, resume=False, **scoring):
-        monkeypatch.setattr(runner, "OnDemand", lambda *a, **k: executor)  # the run's executor is the fake
+        """A run with ``executor`` (None: the run's own, in process over the backend's FakeScorer)."""
+        monkeypatch.setattr(runner, "OnDemand", on_demand if executor is None else lambda *a, **k: executor)
         cfg = config.model_copy(update={"scoring": config.scoring.model_copy(update=scoring)}) if scoring else config
         return runner.run(cfg, out, observer=tally, backend=backend, resume=resume)
 
+    run_with.config, run_with.backend = config, backend
     return run_with, tally
 
 
@@ -176,3 +136,41 @@ def test_a_token_budget_caps_every_batch_and_keeps_the_records(setup, tmp_path):
     assert records(tmp_path / "tokens") == records(tmp_path / "rows")
     assert all(tokens <= 40 or n == 1 for n, tokens in fake.sizes) and any(n == 1 for n, _ in fake.sizes)
     assert fake.calls > sum(math.ceil(u.n / 3) for u in budgeted.units)
+
+
+def test_the_records_hold_the_hand_formula_and_the_fake_scorer_writes_the_same(setup, tmp_path):
+    """Every record's scores, recomputed by hand from its input and choices (tokenised under the run's
+    convention), are the formula's; the in-process executor over ``FakeScorer`` (padded batches of 3)
+    writes the same bytes as ``FakeExecutor`` (row by row)."""
+    from rospr.data import Example
+    from rospr.scoring import encode_examples
+
+    run_with, _ = setup
+    res = run_with(FakeExecutor(1, shuffle=False), tmp_path / "fake_executor")
+    checked = 0
+    for unit in res.units:
+        recs = read_records(tmp_path / "fake_executor" / unit.records)
+        examples = [Example("t", "p", r.index, r.input, tuple(r.choices)) for r in recs]
+        encoded = encode_examples(run_with.backend.tokenizer, examples, run_with.config.scoring.convention())
+        for rec, enc in zip(recs, encoded):
+            assert rec.scores == pytest.approx(fake_scores(enc.input_ids, enc.choice_ids).tolist(), abs=1e-6)
+            checked += 1
+    assert checked == sum(u.n for u in res.units) > 0
+    calls_before = run_with.backend.scorer.calls  # 0: the fake executor never called it
+    in_process = run_with(None, tmp_path / "fake_scorer")
+    assert in_process.execution.executor == "in_process"
+    assert calls_before == 0 and run_with.backend.scorer.calls == sum(math.ceil(u.n / 3) for u in in_process.units)
+    assert records(tmp_path / "fake_scorer") == records(tmp_path / "fake_executor")
+
+
+def test_an_actor_lost_mid_run_changes_no_record_and_is_counted(setup, tmp_path):
+    """An actor dies under call 5 (of three): its batch is resubmitted, the records are the same bytes,
+    and execution counts the actor lost and the batch resubmitted."""
+    run_with, _ = setup
+    run_with(FakeExecutor(1, shuffle=False), tmp_path / "ref")
+    res = run_with(FakeExecutor(3, lose_at=5, scorers=3), tmp_path / "lost")
+    assert records(tmp_path / "lost") == records(tmp_path / "ref")
+    ex = read_results(tmp_path / "lost" / "results.json").execution
+    assert (ex.scorers, ex.actors_lost, ex.resubmitted) == (3, 1, 1) == (res.execution.scorers,
+                                                                          res.execution.actors_lost,
+                                                                          res.execution.resubmitted)

@@ -1,4 +1,5 @@
-"""Helpers shared by several test files: the CLI in process and its one error line, a run directory's
+"""Helpers shared by several test files: the configs of a small RoSPr run and of the resume tests' run
+and the check that two runs have the same units, the CLI in process and its one error line, a run directory's
 checksums, the processes and listening sockets under a pid (from /proc), a served tiny model, an ONNX
 graph with one weight flipped, a finished run, the scoring examples, a benchmark refusing without its
 dependency, a toy promptsource task, and a loopback server that never answers. ``tests/`` is on
@@ -24,9 +25,15 @@ from pathlib import Path
 
 def rospr_tree(model_dir, root, methods, limit: int, batch_size: int, var_candidates: int, **extra) -> dict:
     """A demo-like run, reduced: three (task, prompt) targets of two tasks, ``methods``, a bank of a few
-    quickly tuned prompts and its library under ``root``; ``extra`` top-level keys are added."""
+    quickly tuned prompts and its library under ``root``; ``extra`` top-level keys are added. The
+    same tree as ``run_config.tree(**rospr_settings(...), **extra)``."""
+    return {"model": {"name_or_path": str(model_dir)}, **rospr_settings(root, methods, limit, batch_size, var_candidates),
+            **extra}
+
+
+def rospr_settings(root, methods, limit: int, batch_size: int, var_candidates: int) -> dict:
+    """The ``run_config`` overrides of ``rospr_tree``'s run."""
     return {
-        "model": {"name_or_path": str(model_dir)},
         "method": list(methods),
         "tasks": [{"name": "builtin/sentiment", "limit": limit, "prompts": ["review_sentiment", "sentiment_label"]},
                   {"name": "builtin/nli", "limit": limit, "prompts": ["given_that"]}],
@@ -35,8 +42,37 @@ def rospr_tree(model_dir, root, methods, limit: int, batch_size: int, var_candid
                   "prompt_bank": str(root / "bank"), "library": str(root / "library"),
                   "tune": {"steps": 3, "prompt_length": 4, "batch_size": 8, "source_rows": 24, "parallel": "off"},
                   "library_n": 16, "queries": 6, "top_n": 5, "n_inter": 2, "var_candidates": var_candidates},
-        **extra,
     }
+
+
+RESUME_TASKS = ["builtin/sentiment", "builtin/topic", "builtin/animals", "builtin/nli", "builtin/fruit_choice"]
+
+
+def resume_settings(root, limit: int = 48) -> dict:
+    """The ``run_config`` overrides of the resume tests' run: t0 and rospr on five built-in tasks
+    (``limit`` rows each, batches of 8), a bank of a few quickly tuned prompts and its library under
+    ``root``."""
+    return {
+        "method": ["t0", "rospr"],
+        "tasks": [{"name": t, "limit": limit} for t in RESUME_TASKS],
+        "scoring": {"batch_size": 8},
+        "rospr": {"sources": ["builtin/sentiment", "builtin/nli", "builtin/animals"],
+                  "prompt_bank": str(root / "bank"), "library": str(root / "library"),
+                  "tune": {"steps": 3, "prompt_length": 4, "batch_size": 8, "source_rows": 24, "parallel": "off"},
+                  "library_n": 16, "queries": 6, "top_n": 5},
+    }
+
+
+def same_units(run_dir: Path, ref_dir: Path) -> None:
+    """Exactly the reference's units and records (the same executor: the same bytes)."""
+    from rospr_harness.results import read_records, read_results
+
+    got, ref = read_results(run_dir / "results.json"), read_results(ref_dir / "results.json")
+    assert [(u.task, u.prompt, u.method) for u in got.units] == [(u.task, u.prompt, u.method) for u in ref.units]
+    for g, r in zip(got.units, ref.units):
+        assert (g.n, g.accuracy, g.sha256) == (r.n, r.accuracy, r.sha256), (g.task, g.prompt, g.method)
+        assert read_records(run_dir / g.records) == read_records(ref_dir / r.records)
+    assert got.overall == ref.overall and got.tasks == ref.tasks
 
 
 # -- the CLI ------------------------------------------------------------------------------------------

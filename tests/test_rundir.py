@@ -5,6 +5,9 @@ Each case: the CLI's exit code, its message (one line naming the file or field, 
 it fails, and every file of the earlier run intact byte for byte (hashed before and after; the lock
 file, which only names its holder, is left out). A folder that is not a run of ours is never deleted
 or overwritten.
+
+Every run here scores with the fake scorer (``fakes.FakeScorer``): the cases are about files, not the
+model's numbers, so each runs in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from fakes import fake_scoring
 from helpers import finished_run, one_line_error
 from helpers import snapshot as _snapshot
 from typer.testing import CliRunner
@@ -34,8 +38,15 @@ def snapshot(run_dir: Path) -> dict[str, str]:
     return _snapshot(run_dir, links=True)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def fake_backends():
+    """Every run of this module, the CLI's in process included, scores with ``FakeScorer``."""
+    with fake_scoring():
+        yield
+
+
 @pytest.fixture(scope="module")
-def finished(run_config, tmp_path_factory):
+def finished(fake_backends, run_config, tmp_path_factory):
     """A finished run (config file, run directory, config tree)."""
     root = tmp_path_factory.mktemp("rundir")
     config, res = finished_run(run_config, root, TASKS)

@@ -16,20 +16,27 @@ client this cache is). An entry is checked on every read (meta readable and seal
 the records); one that fails is logged and recomputed, never trusted, and the new result replaces
 it. Entries written before the store (no ``files``) are read from their ``sha256``. A reused unit's
 ``n`` and ``accuracy`` are recomputed from its records by the run directory (``rospr_harness.results.unit_figures``): the
-metadata's copies are for people, never the source of a number. Entries are staged and renamed
-into place by the store, so a reader never sees half an entry; of concurrent writers of one key the
-first wins (the contents are equal).
+metadata's copies are for people, never the source of a number. The one exception is the unit's
+bootstrap interval and stderr (``unit.figures``, ``results.spread_fields``): taken again only when the
+records give the same n and accuracy and the statistics are the same, so a fully cached run does not
+draw 2000 replicates per unit again. Entries are staged and renamed into place by the store, so a
+reader never sees half an entry; of concurrent writers of one key the first wins (the contents are
+equal). An entry's records file is read-only: a run reusing it hard-links it as its own records file
+(``rospr.artifacts.atomic_link_or_write``; a copy across file systems), so nothing is copied and
+nothing fsynced for a cached unit.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from rospr_harness.config import RosprConfig
+from rospr.artifacts import FileRef, read_file_ref
 from rospr.cachedirs import cache_path
 from rospr.canonical import digest_json
 from rospr.identity import weights_digest
@@ -115,6 +122,7 @@ class CachedUnit:
     records: bytes
     sha256: str
     fields: dict[str, Any]
+    source: FileRef | None = None  # the records file these bytes were read from (a run links it: no copy)
 
 
 class UnitCache:
@@ -143,13 +151,22 @@ class UnitCache:
                              "recomputing the unit")
         # entries written before the store list their one file as 'sha256'
         files = meta.get("files") or {RECORDS: meta.get("sha256")}
-        check_files(entry, files, entry / "meta.json", "recomputing the unit")
-        records = (entry / RECORDS).read_bytes()
+        if not isinstance(files, dict) or RECORDS not in files:
+            check_files(entry, files, entry / "meta.json", "recomputing the unit")  # refuses it, naming why
+        others = {name: digest for name, digest in files.items() if name != RECORDS}
+        if others:
+            check_files(entry, others, entry / "meta.json", "recomputing the unit")
+        try:  # the records read once, from the regular file itself (a link is refused), and hashed once
+            records, source = read_file_ref(entry / RECORDS)
+        except OSError as exc:
+            what = "missing" if isinstance(exc, FileNotFoundError) else f"not a regular file ({exc.strerror or exc})"
+            raise StoreError(f"{entry / RECORDS}: listed in {entry / 'meta.json'} field 'files' but {what}; "
+                             "recomputing the unit") from None
         digest = hashlib.sha256(records).hexdigest()
         if digest != files.get(RECORDS) or digest != meta.get("sha256"):
             raise StoreError(f"{entry / RECORDS}: sha256 {digest[:12]}… differs from meta.json's; "
                              "recomputing the unit")
-        return CachedUnit(key, records, digest, dict(meta.get("unit") or {}))
+        return CachedUnit(key, records, digest, dict(meta.get("unit") or {}), source)
 
     def put(self, key: str, parts: dict[str, Any], records: bytes, fields: dict[str, Any]) -> None:
         """Store a unit: a good entry already there (a concurrent writer's) is kept, a damaged one
@@ -157,6 +174,9 @@ class UnitCache:
         stage = self.store.stage(f"{key[:2]}/{key}")
         try:
             digest = stage.write_bytes(RECORDS, records)
+            # read-only: a run that reuses the unit hard-links this file as its records (no copy), so an
+            # edit in place of either would change both; the cache's own writers only ever rename
+            os.chmod(stage.path / RECORDS, 0o444)
         except BaseException:
             self.store.drop(stage)
             raise

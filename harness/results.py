@@ -509,6 +509,22 @@ class UnitFigures:
         """The ``UnitResult`` fields these figures set."""
         return {"n": self.n, "accuracy": self.accuracy, **self.spread.fields()}
 
+    def known_spread(self, known: dict[str, Any] | None) -> None:
+        """Take the spread from ``known`` (``spread_fields`` of a unit with these records, e.g. a unit
+        cache entry's) instead of drawing its bootstrap again: only when ``known`` was computed by the
+        same statistics (``Statistics``) for the same ``n`` and ``accuracy``; otherwise it is drawn as usual."""
+        if not known or known.get("statistics") != Statistics().model_dump() or \
+                (known.get("n"), known.get("accuracy")) != (self.n, self.accuracy):
+            return
+        self.__dict__["spread"] = Spread(known.get("stderr"), known.get("ci_low"), known.get("ci_high"))
+
+
+def spread_fields(unit: UnitResult) -> dict[str, Any]:
+    """What ``UnitFigures.known_spread`` takes again: ``unit``'s n, accuracy and spread, with the statistics
+    that computed them."""
+    return {**unit.model_dump(include={"n", "accuracy", "stderr", "ci_low", "ci_high"}),
+            "statistics": Statistics().model_dump()}
+
 
 def unit_figures(records: Sequence[Record], where: str | Path, unit: tuple[str, str, str] = ("", "", "")
                  ) -> UnitFigures:

@@ -30,12 +30,15 @@ is then hashed every time). One helper for every large artifact (exported graphs
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
+import stat
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +169,63 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if tmp:
             Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A regular file as it was when its bytes were read: ``path`` and its (device, inode, size,
+    mtime_ns) then (``read_file_ref``)."""
+
+    path: Path
+    stat: tuple[int, int, int, int]
+
+
+def _stat_sig(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def read_file_ref(path: Path) -> tuple[bytes, FileRef]:
+    """The bytes of the regular file ``path`` (a symbolic link is refused: ``OSError`` ELOOP) and a
+    ``FileRef`` of the file they came from (stat taken on the open file, before and after reading: a
+    file changed while read raises ``OSError``)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            data = fh.read()
+        after = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if _stat_sig(before) != _stat_sig(after) or len(data) != after.st_size:
+        raise OSError(errno.EAGAIN, "changed while it was read", str(path))
+    return data, FileRef(Path(path), _stat_sig(after))
+
+
+def atomic_link_or_write(path: Path, data: bytes, source: FileRef | None) -> bool:
+    """``atomic_write_bytes(path, data)``, done by a hard link to ``source`` when ``source`` is still the
+    file that ``data`` was read from (same device, inode, size and mtime, checked on the new link):
+    nothing is copied and nothing needs an fsync (``source``'s bytes are on disk already). Any failure
+    to link (another file system, links not allowed, the source replaced or gone) writes ``data``
+    instead. Returns whether it linked. The two names then share one file: replacing either by a
+    rename (as every writer here does) leaves the other as it was."""
+    path = Path(path)
+    if source is not None:
+        tmp = path.parent / f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.link"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.link(source.path, tmp, follow_symlinks=False)
+            try:
+                if _stat_sig(os.lstat(tmp)) == source.stat:
+                    os.replace(tmp, path)
+                    return True
+            finally:
+                tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+    atomic_write_bytes(path, data)
+    return False
 
 
 def seal(manifest: dict) -> dict:

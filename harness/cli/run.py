@@ -32,7 +32,9 @@ class _Bar:
     def unit_done(self, unit) -> None:
         acc = "–" if unit.accuracy is None else f"{100 * unit.accuracy:.1f}%"
         note = "  (reused from cache)" if getattr(unit, "cached", False) else ""
-        self.p.console.print(f"{unit.method:>6}  {unit.task} / {unit.prompt}: {acc} on {unit.n}{note}")
+        # data, not markup: a prompt named "[...]" prints as it is (and markup parsing cost ~0.3 ms a unit)
+        self.p.console.print(f"{unit.method:>6}  {unit.task} / {unit.prompt}: {acc} on {unit.n}{note}", markup=False,
+                             highlight=False)
         self.p.advance(self.task, 1)
 
 

@@ -50,11 +50,12 @@ from rospr_harness.cache import UnitCache, key_parts, rospr_part, scorer_part, u
 from rospr_harness.config import RunConfig
 from rospr_harness.method.prepare import RosprContext
 from rospr_harness.method.unit import decide, retrieval_queries, var_candidates
-from rospr_harness.results import Execution, Record, ResultsFile, RetrievalLog, UnitResult, records_text
+from rospr_harness.results import Execution, Record, ResultsFile, RetrievalLog, UnitResult, records_text, spread_fields
 from rospr_harness.runner.executor import Executor, RetrievalRequest
 from rospr_harness.runner.plan import TargetSpec
 from rospr_harness.runner.rundir import RunDirectory, records_path
 from rospr_harness.runner.stages import Stages
+from rospr.artifacts import FileRef
 from rospr.data import Example, UnitData
 from rospr.retrieval import Hits
 from rospr.scoring import EncodedExample, encode_examples, plan_batches, rank_classify
@@ -240,7 +241,8 @@ class Driver:
                               cached=True)
             # debug: the observer prints each unit already ("reused from cache"); an INFO line more cost ~8 ms a unit
             log.debug("%s / %s: reused from the unit cache (%s)", target.name, method.name, hit.key[:12])
-            self.write_unit(target, method, unit, hit.records.decode("utf-8"), cached=True)
+            self.write_unit(target, method, unit, hit.records.decode("utf-8"), cached=True, known=f.get("figures"),
+                            source=hit.source)
         return True
 
     async def var_predictions(self, queries: list[Example], table: list[Candidate]) -> dict[str, list[int]]:
@@ -327,8 +329,9 @@ class Driver:
         return done.value
 
     # -- writing and the unit cache ----------------------------------------------------------------
-    def write_unit(self, target: Target, method: Method, unit: UnitResult, text: str, cached: bool = False) -> None:
-        unit = self.rundir.add(unit, text)
+    def write_unit(self, target: Target, method: Method, unit: UnitResult, text: str, cached: bool = False,
+                   known: dict | None = None, source: FileRef | None = None) -> None:
+        unit = self.rundir.add(unit, text, known, source)
         self.counts["cached" if cached else "computed"] += 1
         if self.cache is not None and not cached and target.data.content_hash:
             with self.stages.timing("cache"):
@@ -343,6 +346,7 @@ class Driver:
         # n and accuracy are stored for people reading the entry; a reuse takes them from the records
         fields = unit.model_dump(include={"n", "accuracy", "skipped", "skipped_reasons", "truncated", "content_hash",
                                           "wall_s", "retrieval"})
+        fields["figures"] = spread_fields(unit)  # its bootstrap, not drawn again on reuse if the records agree
         try:
             self.cache.put(unit_key(parts), parts, text.encode("utf-8"), fields)
         except OSError as exc:  # the unit cache is optional: a run goes on without it

@@ -64,7 +64,6 @@ from rospr_harness.results import (
     Statistics,
     UnitResult,
     UnsafePath,
-    atomic_write_text,
     confined,
     non_finite,
     read_results,
@@ -74,6 +73,7 @@ from rospr_harness.results import (
     verified_records,
     write_results,
 )
+from rospr.artifacts import FileRef, atomic_link_or_write
 from rospr.errors import RosprError
 from rospr.store import FolderSwap
 
@@ -267,21 +267,26 @@ class RunDirectory:
         return kept
 
     # -- writing -----------------------------------------------------------------------------------
-    def add(self, unit: UnitResult, text: str) -> UnitResult:
+    def add(self, unit: UnitResult, text: str, known: dict | None = None, source: FileRef | None = None) -> UnitResult:
         """Write a finished unit's records, then list it in results.json (``write`` does that).
 
-        ``n`` and ``accuracy`` are taken from ``text`` (the records), whatever ``unit`` says.
+        ``n`` and ``accuracy`` are taken from ``text`` (the records), whatever ``unit`` says; so is the
+        spread, unless ``known`` (``results.spread_fields`` of these records, from a unit cache entry) has
+        it for the same n, accuracy and statistics (``UnitFigures.known_spread``). ``source``: the file
+        ``text`` was read from (a unit cache entry's records, verified), hard-linked in place of a copy
+        when it still is that file (``atomic_link_or_write``).
         """
         from rospr_harness.results import parse_records
 
         data = text.encode("utf-8")
         own = records_path(unit.task, unit.prompt, unit.method)
         figures = unit_figures(parse_records(data, own), own, self.key(unit))
+        figures.known_spread(known)
         unit = unit.model_copy(update={"sha256": hashlib.sha256(data).hexdigest(), "records": own,
                                        **figures.fields()})
         # The folder must stay inside; the file itself is replaced by a rename, which never follows a link.
         confined(self.root, str(Path(own).parent), f"unit {unit.task} / {unit.prompt} / {unit.method}: records")
-        atomic_write_text(self.root / own, text)
+        atomic_link_or_write(self.root / own, data, source)
         self.units[self.key(unit)] = unit
         self.scores[self.key(unit)] = figures.scores
         return unit

@@ -1,0 +1,133 @@
+"""The unit cache (``rospr_harness.cache``) as a run uses it: a reused unit's records are a hard link
+to the entry's read-only file (a copy where no link can be made), and its stderr and bootstrap
+interval are taken from the entry only when its records give the same n and accuracy."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from rospr_harness.config import load_config
+from rospr_harness.results import Statistics, UnitFigures, read_results
+from rospr_harness.runner import run
+from rospr.artifacts import FileRef, atomic_link_or_write, read_file_ref
+
+
+def cached_config(run_config, cache: Path):
+    """Two small tasks with ``t0``, the unit cache in ``cache`` (the export cache: the session's)."""
+    tree = run_config.tree(tasks=[{"name": "builtin/animals", "limit": 6}, {"name": "builtin/nli", "limit": 5}],
+                           method=["t0"], cache={"enabled": True, "dir": str(cache)}, onnxruntime={"threads": 1})
+    return load_config(None, [], tree=tree)
+
+
+def plain(units) -> list[dict]:
+    return [u.model_dump(exclude={"wall_s", "cached"}) for u in units]
+
+
+def entry_records(cache: Path) -> list[Path]:
+    return sorted(cache.glob("*/*/records.jsonl"))
+
+
+def test_a_reused_unit_links_the_entrys_records_and_gives_the_computed_numbers(run_config, tmp_path):
+    cache = tmp_path / "cache"
+    first = run(cached_config(run_config, cache), tmp_path / "a")
+    assert first.execution.computed == len(first.units) > 1
+    entries = {p.stat().st_ino: p for p in entry_records(cache)}
+    assert len(entries) == len(first.units)
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o444 for p in entries.values())  # read-only
+
+    second = run(cached_config(run_config, cache), tmp_path / "b")
+    assert second.execution.cached == len(second.units) and second.execution.computed == 0
+    assert plain(second.units) == plain(first.units)  # n, accuracy, stderr, interval, sha256
+    assert second.tasks == first.tasks and second.overall == first.overall
+    for unit in second.units:
+        mine = tmp_path / "b" / unit.records
+        assert mine.stat().st_ino in entries  # the entry's file itself, not a copy
+        assert mine.read_bytes() == (tmp_path / "a" / unit.records).read_bytes()
+    assert plain(read_results(tmp_path / "b" / "results.json").units) == plain(first.units)
+
+
+def test_a_reused_unit_is_copied_where_no_link_can_be_made(run_config, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    first = run(cached_config(run_config, cache), tmp_path / "a")
+
+    def cross_device(*_a, **_k):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+    monkeypatch.setattr(os, "link", cross_device)
+    second = run(cached_config(run_config, cache), tmp_path / "b")
+    assert second.execution.cached == len(second.units)
+    assert plain(second.units) == plain(first.units)
+    inodes = {p.stat().st_ino for p in entry_records(cache)}
+    for unit in second.units:
+        mine = tmp_path / "b" / unit.records
+        assert mine.stat().st_ino not in inodes and mine.read_bytes() == (tmp_path / "a" / unit.records).read_bytes()
+
+
+def test_a_run_records_file_changed_in_place_is_caught_and_the_unit_recomputed(run_config, tmp_path):
+    """Editing a reused unit's records in place changes the entry too (one file): the next run finds the
+    entry damaged and computes the unit again, with the same numbers; the first run keeps its own."""
+    cache = tmp_path / "cache"
+    first = run(cached_config(run_config, cache), tmp_path / "a")
+    run(cached_config(run_config, cache), tmp_path / "b")
+    victim = tmp_path / "b" / first.units[0].records
+    os.chmod(victim, 0o644)
+    with open(victim, "ab") as fh:  # in place, not by a rename
+        fh.write(b"\n")
+    third = run(cached_config(run_config, cache), tmp_path / "c")
+    assert third.execution.computed == 1 and third.execution.cached == len(first.units) - 1
+    assert plain(third.units) == plain(first.units)
+    assert (tmp_path / "a" / first.units[0].records).read_bytes() == (tmp_path / "c" / first.units[0].records).read_bytes()
+
+
+def test_a_reused_unit_draws_no_bootstrap_again(run_config, tmp_path, monkeypatch):
+    import rospr_harness.stats as stats
+
+    cache = tmp_path / "cache"
+    first = run(cached_config(run_config, cache), tmp_path / "a")
+    drawn = []
+    real = stats.accuracy_interval
+    monkeypatch.setattr(stats, "accuracy_interval", lambda units, names, *a, **k: drawn.append(names[0]) or
+                        real(units, names, *a, **k))
+    second = run(cached_config(run_config, cache), tmp_path / "b")
+    assert "unit" not in drawn and "task" in drawn  # a task's spread over its prompts is still drawn
+    assert plain(second.units) == plain(first.units)
+
+
+def figures(n=3, accuracy=2 / 3) -> UnitFigures:
+    return UnitFigures(n, accuracy, {0: 1.0, 1: 1.0, 2: 0.0}, ("t", "p", "t0"))
+
+
+@pytest.mark.parametrize("change", [{"n": 4}, {"accuracy": 0.5}, {"statistics": {"bootstrap_replicates": 10}}, None])
+def test_a_known_spread_is_taken_only_for_the_same_records_and_statistics(change):
+    drawn = figures().spread
+    known = {"n": 3, "accuracy": 2 / 3, "stderr": 9.0, "ci_low": 8.0, "ci_high": 10.0,
+             "statistics": Statistics().model_dump()}
+    if change is None:
+        f = figures()
+        f.known_spread(known)
+        assert (f.spread.stderr, f.spread.ci_low, f.spread.ci_high) == (9.0, 8.0, 10.0)
+        return
+    f = figures()
+    f.known_spread({**known, **change})
+    assert f.spread == drawn
+
+
+def test_read_file_ref_refuses_a_link_and_a_replaced_source_is_written_not_linked(tmp_path):
+    src = tmp_path / "src"
+    src.write_bytes(b"one\n")
+    (tmp_path / "link").symlink_to(src)
+    with pytest.raises(OSError):
+        read_file_ref(tmp_path / "link")
+    data, ref = read_file_ref(src)
+    assert data == b"one\n" and isinstance(ref, FileRef)
+    assert atomic_link_or_write(tmp_path / "a", data, ref) and (tmp_path / "a").stat().st_ino == src.stat().st_ino
+    replacement = tmp_path / "new"
+    replacement.write_bytes(b"two\n")
+    os.replace(replacement, src)  # the source is another file now
+    assert not atomic_link_or_write(tmp_path / "b", data, ref)
+    assert (tmp_path / "b").read_bytes() == b"one\n" and (tmp_path / "b").stat().st_ino != src.stat().st_ino
+    assert not atomic_link_or_write(tmp_path / "c", b"three\n", None) and (tmp_path / "c").read_bytes() == b"three\n"

@@ -77,10 +77,11 @@ def test_the_schema_describes_execution_and_the_spreads():
     assert "overrides" in defs["Provenance"]["properties"] and "statistics" in schema["properties"]
 
 
-def test_units_and_tasks_carry_their_standard_error_and_interval(run_config, tmp_path):
+def test_units_and_tasks_carry_their_standard_error_and_interval(run_config, fake_scorer, tmp_path):
     """Per unit: lm-eval's acc_stderr of the records' scores (statistics.stdev, the sample one, / sqrt(n)) and an
     interval around the accuracy; per task, where every prompt scored every row: the stderr of each row's mean
-    over the prompts. Both the same when the run is resumed, and in report.md and report.html."""
+    over the prompts. Both the same when the run is resumed, and in report.md and report.html. The records'
+    scores are the fake scorer's: the figures are derived from whatever the records hold."""
     import json
     import math
     import statistics
@@ -90,6 +91,7 @@ def test_units_and_tasks_carry_their_standard_error_and_interval(run_config, tmp
 
     cfg = run_config(tasks=[{"name": "builtin/animals", "limit": 12}, {"name": "builtin/nli", "limit": 9}])
     res = run(cfg, tmp_path / "run")
+    assert any(0 < u.accuracy < 1 for u in res.units)  # not a degenerate case: some spread to measure
     by_task: dict = {}
     for u in res.units:
         scores = {r.index: r.score for r in read_records(tmp_path / "run" / u.records)}

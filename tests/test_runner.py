@@ -7,23 +7,21 @@ rescored a unit with PyTorch); here every other executor must reproduce it unit 
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
+from helpers import rospr_settings
 
-from rospr_harness.config import load_config
 from rospr_harness.lock import RunLock, RunLocked
 from rospr_harness.results import read_records, read_results
 from rospr_harness.runner import run
-from helpers import rospr_tree
 
 METHODS = ["t0", "rospr", "rospr+inter", "rospr+var"]
 
 
-def small_tree(model_dir, root) -> dict:
-    """A demo-like run, reduced: three targets, four methods, a bank of a few quickly tuned prompts."""
-    return rospr_tree(model_dir, root, METHODS, limit=16, batch_size=4, var_candidates=3)
+def small_settings(root) -> dict:
+    """The ``run_config`` overrides of a demo-like run, reduced: three targets, four methods, a bank of
+    a few quickly tuned prompts."""
+    return rospr_settings(root, METHODS, limit=16, batch_size=4, var_candidates=3)
 
 
 def assert_same_run(run_dir, ref_dir) -> None:
@@ -42,41 +40,42 @@ def assert_same_run(run_dir, ref_dir) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_model_dir, tmp_path_factory):
-    """The in-process run (it also tunes the bank and builds the library the other runs reuse)."""
+def reference(run_config, tmp_path_factory):
+    """The in-process run on the real scorer (it also tunes the bank and builds the library the other
+    runs reuse): every executor below must reproduce its numbers."""
     root = tmp_path_factory.mktemp("runner")
-    tree = small_tree(tiny_model_dir, root)
-    res = run(load_config(None, [], tree=tree), root / "in_process")
-    return tree, root, res
+    settings = small_settings(root)
+    res = run(run_config(**settings), root / "in_process")
+    return settings, root, res
 
 
 def test_in_process_reference_is_complete(reference):
-    tree, root, res = reference
+    settings, root, res = reference
     assert len(res.units) == 3 * len(METHODS)
     assert res.execution.executor == "in_process" and res.execution.computed == 12
     assert all(u.sha256 and not u.cached for u in res.units)
 
 
-def test_a_locked_run_directory_is_refused(reference, tmp_path):
-    tree, _, _ = reference
+def test_a_locked_run_directory_is_refused(reference, run_config, fake_scorer, tmp_path):
+    """(t0 only, on the fake scorer: what is checked is the lock.)"""
+    settings, _, _ = reference
     with RunLock(tmp_path / "busy"):
         with pytest.raises(RunLocked, match=r"another rospr run is using this directory \(pid \d+ on .*since"):
-            run(load_config(None, ["method=[t0]"], tree=tree), tmp_path / "busy")
+            run(run_config("method=[t0]", **settings), tmp_path / "busy")
     assert not (tmp_path / "busy" / "results.json").exists()
     # released: the same directory is usable again
-    res = run(load_config(None, ["method=[t0]", "tasks.0.limit=4", "tasks=[{name: builtin/nli, limit: 4}]"], tree=tree),
+    res = run(run_config("method=[t0]", "tasks.0.limit=4", "tasks=[{name: builtin/nli, limit: 4}]", **settings),
               tmp_path / "busy")
     assert res.units
 
 
-def test_cli_names_the_lock_holder(reference, tmp_path):
+def test_cli_names_the_lock_holder(reference, run_config, tmp_path):
     from typer.testing import CliRunner
 
     from rospr_harness.cli import app
 
-    tree, _, _ = reference
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(json.dumps({**tree, "method": ["t0"]}))
+    settings, _, _ = reference
+    cfg = run_config.write(tmp_path / "c.yaml", **{**settings, "method": ["t0"]})
     with RunLock(tmp_path / "busy"):
         out = CliRunner().invoke(app, ["run", str(cfg), "--out", str(tmp_path / "busy")])
     assert out.exit_code == 2 and "another rospr run is using this directory" in out.output
@@ -84,48 +83,50 @@ def test_cli_names_the_lock_holder(reference, tmp_path):
 
 # -- Ray ---------------------------------------------------------------------------------------------
 
-def test_a_run_with_nothing_to_compute_starts_no_ray(reference, tmp_path, monkeypatch):
+def test_a_run_with_nothing_to_compute_starts_no_ray(reference, run_config, tmp_path, monkeypatch):
     """Every unit in the unit cache: a Ray-enabled run starts no Ray and no actor (the executor is
-    started at its first call, and none comes), and says so in execution."""
+    started at its first call, and none comes), and says so in execution. (The real scorer: the
+    runs reuse the reference's bank, tuned under the real backbone's identity, which the fake
+    scorer's identity does not match.)"""
     import rospr_harness.runner.session as session
 
-    tree, _, _ = reference
-    cached = {**tree, "cache": {"enabled": True, "dir": str(tmp_path / "units")}}
-    first = run(load_config(None, [], tree=cached), tmp_path / "fill")  # in process: fills the unit cache
+    settings, _, _ = reference
+    cached = {**settings, "cache": {"enabled": True, "dir": str(tmp_path / "units")}}
+    first = run(run_config(**cached), tmp_path / "fill")  # in process: fills the unit cache
     assert first.execution.computed == len(first.units)
 
     def no_ray(*args, **kwargs):
         raise AssertionError("Ray started for a run with nothing to compute")
 
     monkeypatch.setattr(session, "run_ray", no_ray)
-    res = run(load_config(None, ["ray.enabled=true"], tree=cached), tmp_path / "again")
+    res = run(run_config("ray.enabled=true", **cached), tmp_path / "again")
     assert res.execution.cached == len(res.units) == len(first.units)
     assert res.execution.started is False and res.execution.scorers == 0
     assert_same_run(tmp_path / "again", tmp_path / "fill")
 
 
 @pytest.mark.slow
-def test_one_actor_gives_the_in_process_numbers(reference, ray_cluster, tmp_path):
-    tree, root, _ = reference
-    res = run(load_config(None, ["ray.enabled=true", "ray.scorers=1"], tree=tree), tmp_path / "ray1")
+def test_one_actor_gives_the_in_process_numbers(reference, run_config, ray_cluster, tmp_path):
+    settings, root, _ = reference
+    res = run(run_config("ray.enabled=true", "ray.scorers=1", **settings), tmp_path / "ray1")
     assert res.execution.executor == "ray" and res.execution.scorers == 1
     assert_same_run(tmp_path / "ray1", root / "in_process")
 
 
 @pytest.mark.slow
-def test_three_actors_at_another_batch_size_give_the_same_numbers(reference, ray_cluster, tmp_path):
-    tree, root, _ = reference
-    res = run(load_config(None, ["ray.enabled=true", "ray.scorers=3", "scoring.batch_size=3", "ray.max_in_flight=5",
-                                 "ray.retrieval_group=2"], tree=tree), tmp_path / "ray3")
+def test_three_actors_at_another_batch_size_give_the_same_numbers(reference, run_config, ray_cluster, tmp_path):
+    settings, root, _ = reference
+    res = run(run_config("ray.enabled=true", "ray.scorers=3", "scoring.batch_size=3", "ray.max_in_flight=5",
+                         "ray.retrieval_group=2", **settings), tmp_path / "ray3")
     assert res.execution.scorers == 3 and res.execution.computed == 12
     assert_same_run(tmp_path / "ray3", root / "in_process")
 
 
 @pytest.mark.slow
-def test_scoring_actors_killed_mid_run_change_nothing(reference, ray_cluster, tmp_path):
+def test_scoring_actors_killed_mid_run_change_nothing(reference, run_config, ray_cluster, tmp_path):
     """After the first unit: actor 0 is killed and restarted by Ray (its in-flight calls resent),
     actor 1 is killed for good (the driver resubmits its batches to the others)."""
-    tree, root, _ = reference
+    settings, root, _ = reference
     ray = ray_cluster
     from rospr_harness.runner.ray_executor import ACTOR_PREFIX
 
@@ -148,7 +149,7 @@ def test_scoring_actors_killed_mid_run_change_nothing(reference, ray_cluster, tm
             self.killed = True
 
     obs = KillAfterFirstUnit()
-    res = run(load_config(None, ["ray.enabled=true", "ray.scorers=3", "ray.max_in_flight=12"], tree=tree),
+    res = run(run_config("ray.enabled=true", "ray.scorers=3", "ray.max_in_flight=12", **settings),
               tmp_path / "faults", observer=obs)
     assert obs.killed
     ex = res.execution.model_dump()
@@ -157,13 +158,13 @@ def test_scoring_actors_killed_mid_run_change_nothing(reference, ray_cluster, tm
 
 
 @pytest.mark.slow
-def test_the_ray_driver_opens_no_scorer_session(reference, ray_cluster, tmp_path):
+def test_the_ray_driver_opens_no_scorer_session(reference, run_config, ray_cluster, tmp_path):
     """Memory scales with the sessions used: with Ray the actors score, and the driver's onnxruntime
     scorer (exported and verified, for the tokenizer and the identity) never opens its session."""
     from rospr_harness.backends import create_backend
 
-    tree, root, _ = reference
-    config = load_config(None, ["ray.enabled=true", "ray.scorers=2", "backend=onnxruntime"], tree=tree)
+    settings, root, _ = reference
+    config = run_config("ray.enabled=true", "ray.scorers=2", "backend=onnxruntime", **settings)
     backend = create_backend(config)
     res = run(config, tmp_path / "ray2", backend=backend)
     assert res.execution.executor == "ray"

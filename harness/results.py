@@ -1,75 +1,19 @@
 """The results file: one documented, versioned schema, written atomically.
 
-``results.json`` (schema ``SCHEMA_VERSION``) holds:
-
-- ``schema_version``: "MAJOR.MINOR"; a reader refuses another major version.
-- ``provenance``: git revision (and whether the tree was dirty), package versions, config hash,
-  model identity (name, config hash, d_model, vocab, parameter count), backend, seed, host,
-  start time and wall time; ``model_revision`` and ``retriever_revision`` (optional keys added
-  within 1.2): the hub commits the config pinned (``model.revision``, ``rospr.retriever_revision``;
-  null: a local checkpoint, or the hub's main branch).
-- ``config``: the validated run config, as run.
-- ``units``: one object per (task, prompt, method): ``n`` scored examples, ``accuracy`` (mean metric:
-  accuracy, or BIG-bench ``multiple_choice_grade``), ``skipped`` rows the template does not apply to,
-  ``truncated`` inputs, ``records`` (path of the unit's JSONL records, relative to the run directory),
-  ``content_hash`` of the unit's template and rows, ``wall_s``, and (since 1.1, RoSPr methods only)
-  ``retrieval``: why the unit got its soft prompt: ``method``, ``queries`` (row indices of the Q
-  queries), ``hits`` (their number), ``excluded`` (prompt ids left out: leave-one-out), ``library``
-  (its content hash), ``candidates`` (the most frequent, each with ``id``, ``source``, ``frequency``,
-  summed ``similarity`` and, for +var, ``distribution``, ``variance``, ``var_score``),
-  ``n_candidates``, ``var_rule`` ("choices" or "positions"), ``chosen`` (prompt ids) and ``weights``.
-  Since 1.2: ``sha256`` of the unit's records file (a resumed run trusts a unit only when its
-  file still has this digest) and ``cached`` (true: the unit was reused from the unit cache,
-  ``harness/cache.py``, not computed by this run).
-- ``tasks``: per (task, method): the number of prompts and the mean, median, min and max accuracy
-  over the task's prompts.
-- ``overall``: per method, the mean over tasks of the per-task mean.
-- ``statistics`` (since 1.3): how the spreads below are computed (``Statistics``; ``rospr_harness.stats``).
-  Each unit (since 1.3) has ``stderr`` (the accuracy's standard error: sample standard deviation,
-  ddof 1, over sqrt(n), lm-eval's ``acc_stderr``; null for fewer than two rows) and ``ci_low`` /
-  ``ci_high`` (a 95% percentile bootstrap interval over its rows, 2000 replicates seeded by the
-  unit's names); each task summary the same for its mean over prompts (the stderr linearised over
-  rows, the bootstrap resampling rows jointly for all prompts, as ``rospr compare`` does). Like
-  ``n`` and ``accuracy`` they are derived from the records (``unit_figures``), never read back.
-  ``provenance.overrides`` (since 1.3): the ``--set`` overrides the config was loaded with, the
-  ``rospr run`` shortcuts (``--tasks``, ``--limit``, ``--model``) written as the ``--set`` they are.
-- ``execution`` (since 1.2; typed: ``Execution``): how the run was executed: ``executor`` ("in_process" or "ray"),
-  ``scorers``, ``resumed`` (units kept from an interrupted run), ``cached`` (units reused from
-  the cache), ``computed``, ``resubmitted`` (batches re-run after their actor died) and
-  ``actor_restarts``. It never changes a number of the results. ``time`` (added within 1.2;
-  ``RunTime``) says where the run's time went
-  (``rospr_harness.runner.stages``): ``wall_s`` (run start to the last write), ``stages_s`` (seconds per
-  driver stage: setup, prepare, executor, load, cache, tokenise, select, wait, write; disjoint, so
-  with ``other_s`` they make ``wall_s``), ``work_s`` (the workers' seconds: retrieval, var, scoring
-  and model, the part inside the scorer's session calls; summed over actors on Ray),
-  ``model_share`` (model / (wall x ``scorers``)), ``scoring_examples``, ``batches`` (var, scoring),
-  ``startup_s`` (process start to run start) and ``first_batch_s`` (process start to the first
-  scored batch back).
-
-Each line of a records file is one example: ``index`` (row in the split), ``input``, ``choices``,
-``scores`` (summed log-probability per choice), ``prediction``, ``gold`` (label index or null),
-``target_scores`` (BIG-bench, or null), ``tied`` (optional: the choices, prediction included, whose
-ranking score equals the top one, when there are several) and ``score`` (the metric value of the
-prediction; for a tie the mean value of the tied choices, so a tie between a right and a wrong
-choice earns 0.5, never 1 by the choices' order).
+The schema is the pydantic models below: ``ResultsFile`` (``results.json``: ``provenance``, ``config``,
+``units``, ``tasks``, ``overall``, ``statistics``, ``execution``) with ``Provenance``, ``UnitResult``
+(and its ``RetrievalLog``), ``TaskSummary``, ``Statistics``, ``Execution`` (and its ``RunTime``), and
+``Record``, one line of a unit's records file; the comments on the fields say what the less obvious
+ones hold and the schema version that added them. ``rospr schema`` prints the JSON schema. ``SCHEMA_VERSION`` is "MAJOR.MINOR": a reader
+refuses another major version and takes every 1.x file (the keys added since are optional, and a
+resumed or verified run recomputes them from the records).
 
 Every number a run writes is finite (``write_results`` and ``records_text`` refuse NaN and
-infinities, naming the field): what a run writes, its own tools (``verify``, ``compare``,
-``--resume``) read back. A unit's ``skipped_reasons`` (optional key within 1.2) says why its
-``skipped`` rows were left out (``rospr_harness.runner.plan.scorable``); a unit with ``n`` 0 has
-``accuracy`` null, is left out of ``tasks`` and ``overall``, and is listed, not compared, by
-``rospr compare``.
-``rospr schema`` prints the JSON schema of this file (every object above is a model here). A reader
-takes every 1.x file: the keys added since are optional, and a resumed or verified run recomputes
-them from the records.
-
-Where figures come from. A unit's ``n`` and ``accuracy`` (and so ``tasks`` and ``overall``) are
-always derived from its records file (``unit_figures``: each record's ``score`` recomputed from its
-``prediction``, ``gold`` and ``target_scores``), and only from a file whose sha256 is the one
-listed (``verified_records``). A number read back from results.json or from a cache entry's
-metadata is never used: an edited ``accuracy`` does not survive a resume, a cache reuse or a
-``rospr compare``. A unit's ``records`` path is a run's own data too: ``confined`` refuses one that
-leaves the run directory (absolute, ``..``, or through a symlink).
+infinities, naming the field). A unit's ``n``, ``accuracy`` and spreads (and so ``tasks`` and
+``overall``) are always derived from its records file (``unit_figures``), and only from a file
+whose sha256 is the one listed (``verified_records``): a number read back from results.json or a
+cache entry is never used. A unit's ``records`` path must stay inside the run directory
+(``confined``).
 """
 
 from __future__ import annotations

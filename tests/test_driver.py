@@ -174,3 +174,27 @@ def test_an_actor_lost_mid_run_changes_no_record_and_is_counted(setup, tmp_path)
     assert (ex.scorers, ex.actors_lost, ex.resubmitted) == (3, 1, 1) == (res.execution.scorers,
                                                                           res.execution.actors_lost,
                                                                           res.execution.resubmitted)
+
+
+def test_the_fake_scorer_scores_each_row_by_the_hand_formula_in_any_batch():
+    """``FakeScorer`` reads only a row's real ids and prompt vectors: padding (a longer row, a longer
+    prompt, more choices in the batch) changes nothing, and the numbers are the hand computation's."""
+    import numpy as np
+
+    from fakes import FakeScorer
+    from rospr.scoring import EncodedExample, score_batch
+
+    short = EncodedExample([5, 7], [[3, 1], [2, 1]])
+    long = EncodedExample([9, 9, 9, 9, 9], [[4, 4, 4, 1], [1], [6, 1]])
+    prompt = np.full((2, 4), 0.25, np.float32)  # sums to 2.0: code 2000 mod 11 = 9
+    scorer = FakeScorer(4)
+    alone = score_batch(scorer, [short], [None])[0]
+    # S = 12; choice 0: -((12 + 4) mod 11) = -5; choice 1: -((12 + 3) mod 11) - 0.1 = -4.1
+    assert alone.tolist() == pytest.approx([-5.0, -4.1])
+    with_prompt = score_batch(scorer, [short], [prompt])[0]
+    assert with_prompt.tolist() == pytest.approx([-3.0, -2.1])  # (16 + 9) mod 11 = 3, (15 + 9) mod 11 = 2
+    longer_prompt = np.full((5, 4), 0.5, np.float32)
+    batch = score_batch(scorer, [long, short, short], [longer_prompt, None, prompt], pad_id=1)  # padding of 1s
+    assert batch[1].tolist() == alone.tolist() and batch[2].tolist() == with_prompt.tolist()
+    assert batch[0].tolist() == pytest.approx(fake_scores(long.input_ids, long.choice_ids, longer_prompt).tolist())
+    assert (scorer.calls, scorer.rows) == (3, 5)

@@ -51,7 +51,8 @@ def prompt_code(values: np.ndarray | None) -> int:
     return int(math.floor(abs(float(np.asarray(values, dtype=np.float64).sum())) * 1000)) % MOD
 
 
-def fake_scores(input_ids: Sequence[int], choice_ids: Sequence[Sequence[int]], prompt: np.ndarray | None = None) -> np.ndarray:
+def fake_scores(input_ids: Sequence[int], choice_ids: Sequence[Sequence[int]],
+                prompt: np.ndarray | None = None) -> np.ndarray:
     """The hand formula (module docstring) for one example: float32, one score per choice."""
     base = int(sum(input_ids)) + prompt_code(prompt)
     return np.array([-float((base + int(sum(c))) % MOD) - j / 10 for j, c in enumerate(choice_ids)], dtype=np.float32)

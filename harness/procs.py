@@ -12,9 +12,9 @@ A ``ManagedProcess`` is a command started
   its command line still carries the recorded ``tag`` argument, so a reused pid is never touched.
 
 ``stop(timeout_s)`` sends SIGTERM to the process and SIGKILLs its group if any of it is still alive
-``timeout_s`` later; it removes the pid file, the process's work folder and the files with its
-``shm_prefix`` that appeared in ``/dev/shm`` while it ran and that no live process maps. It is safe
-to call twice and also runs at interpreter exit.
+``timeout_s`` later (reaping the process as soon as it exits: see ``end_group``); it removes the pid
+file, the process's work folder and the files with its ``shm_prefix`` that appeared in ``/dev/shm``
+while it ran and that no live process maps. It is safe to call twice and also runs at interpreter exit.
 
 Work folders: ``make_workdir(prefix)`` makes a temporary folder holding ``owner.json`` (this
 process's pid and start time); ``sweep_workdirs(prefix)`` removes those whose owner is gone.
@@ -43,6 +43,7 @@ OWNER_FILE = "owner.json"  # in each work folder: the pid (and start time) of th
 SHM_DIR = Path("/dev/shm")
 STOP_TIMEOUT_S = 30.0  # the grace of SIGTERM before SIGKILL, when no one says (interpreter exit)
 _POLL_S = 0.05
+ORPHAN_GRACE_S = 2.0  # what a stopped leader left in its group has, once the leader exited, before SIGKILL
 
 
 # -- reading processes ------------------------------------------------------------------------------
@@ -100,17 +101,27 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
-def end_group(pgid: int, timeout_s: float, leader_only: bool = False) -> None:
+def end_group(pgid: int, timeout_s: float, leader_only: bool = False,
+              reap: Callable[[], object] | None = None) -> None:
     """SIGTERM to process group ``pgid`` (``leader_only``: to its leader, which ends the rest itself;
     only while the leader is known not to be reaped, or the pid may be another's), then SIGKILL to the
-    group if any of it is alive ``timeout_s`` later. Returns once it is gone."""
+    group if any of it is alive ``timeout_s`` later. Returns once it is gone.
+
+    ``reap`` (the leader's ``Popen.poll``, for a leader that is our child) is called while waiting:
+    a leader that exited is reaped at once, and what it left in its group gets ``ORPHAN_GRACE_S``
+    more (not the rest of ``timeout_s``: the grace is for the leader, which ends its group) before
+    SIGKILL. Both for Triton's python backend stubs, which ignore SIGTERM and watch their parent with
+    ``kill(pid, 0)``: a ``tritonserver`` that SIGTERM ends while it loads its models (its handler is
+    not installed yet) leaves them waiting for it as long as it is an unreaped zombie, and a stub
+    whose model was still initializing may hang in its own exit once it sees the parent gone."""
     try:
         os.kill(pgid, signal.SIGTERM) if leader_only else os.killpg(pgid, signal.SIGTERM)
     except ProcessLookupError:
         pass  # the leader is gone; members of its group may not be
-    if _wait_gone(pgid, timeout_s):
+    if _wait_gone(pgid, timeout_s, reap):
         return
-    log.warning("process group %d did not stop %.3g s after SIGTERM: killing it", pgid, timeout_s)
+    log.warning("process group %d did not stop after SIGTERM (grace %.3g s; %.3g s once its leader was gone): "
+                "killing it", pgid, timeout_s, ORPHAN_GRACE_S)
     try:
         os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
@@ -118,13 +129,18 @@ def end_group(pgid: int, timeout_s: float, leader_only: bool = False) -> None:
     _wait_gone(pgid, 5.0)
 
 
-def _wait_gone(pgid: int, timeout_s: float) -> bool:
+def _wait_gone(pgid: int, timeout_s: float, reap: Callable[[], object] | None = None) -> bool:
+    """Whether group ``pgid`` is gone within ``timeout_s`` (``reap``: see ``end_group``)."""
     deadline = time.monotonic() + timeout_s
-    while group_members(pgid):
+    while True:
+        if reap is not None and reap() is not None:  # the leader exited: reaped (its pgid stays taken
+            reap = None                              # while members of its group live on)
+            deadline = min(deadline, time.monotonic() + ORPHAN_GRACE_S)
+        if not group_members(pgid):
+            return True
         if time.monotonic() >= deadline:
             return False
         time.sleep(_POLL_S)
-    return True
 
 
 def die_with_parent(parent: int) -> Callable[[], None]:
@@ -334,7 +350,7 @@ class _Stop:
         if self.popen is not None:
             running = self.popen.poll() is None  # not reaped yet: its pid is still its own
             if running or group_members(self.popen.pid):
-                end_group(self.popen.pid, timeout_s, leader_only=running)
+                end_group(self.popen.pid, timeout_s, leader_only=running, reap=self.popen.poll)
             try:
                 self.popen.wait(5)
             except subprocess.TimeoutExpired:

@@ -206,3 +206,47 @@ def test_serve_sweeps_the_work_folders_its_dead_predecessors_left(tmp_path):
     assert sorted(sweep_stale_workdirs(tmp_path)) == sorted([dead, reused])
     assert not dead.exists() and not reused.exists()
     assert alive.is_dir() and unowned.is_dir() and other.is_dir()
+
+
+# A leader (a tritonserver SIGTERMed while it loads its models: no handler yet) that dies and leaves a
+# member of its group which ignores SIGTERM and waits for its parent with kill(pid, 0) (a python
+# backend stub): ``stop`` reaps the leader at once, so the member sees it gone and exits by itself;
+# an unreaped leader is a zombie that kill(pid, 0) finds, and the member would wait for SIGKILL.
+_STUB = """
+import os, signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+parent = os.getppid()
+open(sys.argv[1] + ".started", "w").close()
+while True:
+    try:
+        os.kill(parent, 0)
+    except ProcessLookupError:
+        break
+    time.sleep(0.05)
+open(sys.argv[1], "w").write("parent gone")
+"""
+_LEADER = """
+import subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2]])
+time.sleep(600)
+"""
+
+
+def test_stop_reaps_a_leader_that_died_so_its_stubs_see_it_gone(tmp_path):
+    import time
+
+    from rospr_harness.procs import ManagedProcess, group_members
+
+    mark = tmp_path / "stub-saw-its-parent-gone"
+    child = ManagedProcess([sys.executable, "-c", _LEADER, _STUB, str(mark)], tag=str(mark)).start()
+    try:
+        deadline = time.monotonic() + 30
+        while not Path(f"{mark}.started").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(group_members(child.pid)) == 2
+        pgid = child.pid
+        child.stop(timeout_s=20)
+        assert group_members(pgid) == []
+        assert mark.read_text() == "parent gone"  # it ended by itself, not by the SIGKILL
+    finally:
+        child.stop()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -72,6 +73,27 @@ def offline(tmp_path_factory):
         mp.setenv("HF_HUB_OFFLINE", "1")
         mp.setenv("HF_DATASETS_OFFLINE", "1")
         mp.setenv("HF_DATASETS_CACHE", str(tmp_path_factory.mktemp("hf-datasets")))
+        yield
+
+
+@pytest.fixture(scope="module", autouse=True)
+def task_index_built_once():
+    """lm-eval's index of the task folders (its own ~15,000 built-in tasks: 4-5 s of YAML each time
+    a ``TaskManager`` is made) built once per set of folders for this module's five evaluations (two
+    ``simple_evaluate``, three ``rospr lm-eval``), each getting its own copy of the mapping (the
+    task factory adds names to it and deep-copies an entry's config before it builds a task)."""
+    from lm_eval.tasks._index import TaskIndex
+
+    build, built = TaskIndex.build, {}
+
+    def build_once(paths, **kw):
+        key = (tuple(str(Path(p).resolve()) for p in paths), tuple(sorted(kw.items())))
+        if key not in built:
+            built[key] = build(paths, **kw)
+        return dict(built[key])
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(TaskIndex, "build", staticmethod(build_once))
         yield
 
 

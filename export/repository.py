@@ -29,7 +29,10 @@ from rospr.errors import RosprError
 from rospr_export.manifest import graph_files
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-MODEL_REPO = REPO_ROOT / "model_repo"
+# the committed model_repo/: beside this folder in a checkout, or inside the package when installed from a
+# wheel (pyproject maps it to rospr_export.model_repo)
+MODEL_REPO = next((p for p in (REPO_ROOT / "model_repo", Path(__file__).resolve().parent / "model_repo")
+                   if (p / "python_twin" / "model.py").is_file()), REPO_ROOT / "model_repo")
 MODELS = ("t0_scorer", "retriever")
 TRITON_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
 

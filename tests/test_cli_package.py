@@ -121,3 +121,20 @@ def test_no_top_level_package_named_harness():
             "md.distribution('rospr').entry_points.select(group='console_scripts')['rospr'].value)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", check=True).stdout
     assert out.split() == ["True", "True", "rospr_harness.cli:main"]
+
+
+def test_a_wheel_carries_the_committed_model_repo():
+    """`rospr export` copies model_repo/'s Triton configs and the python twin's model.py: pyproject maps the
+    folder into the package (rospr_export.model_repo) and its package data covers every committed file."""
+    import fnmatch
+    import tomllib
+
+    tool = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "rospr_export.model_repo" in tool["packages"]
+    assert tool["package-dir"]["rospr_export.model_repo"] == "model_repo"
+    globs = tool["package-data"]["rospr_export.model_repo"]
+    files = [str(p.relative_to(REPO / "model_repo")) for p in (REPO / "model_repo").rglob("*")
+             if p.is_file() and "__pycache__" not in p.parts]
+    assert "python_twin/model.py" in files and len(files) >= 5
+    for f in files:
+        assert any(fnmatch.fnmatch(f, g) and f.count("/") == g.count("/") for g in globs), f

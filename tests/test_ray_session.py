@@ -1,18 +1,10 @@
-"""harness/ray_session.py: which cluster a run joins, whether actor output reaches the driver, and a
-local Ray of a run listens on 127.0.0.1 only, without dashboard or usage statistics.
-
-The listening sockets are read from the kernel (``/proc/net/tcp{,6}`` joined with each process's
-``/proc/<pid>/fd`` socket inodes), not from Ray, for every process of the Ray session: the driver and
-all its descendants (GCS, raylet, agents, workers, actors). Ray is started in a fresh interpreter, so
-that the test session's own Ray (``ray_cluster`` fixture) is not the one looked at."""
+"""harness/ray_session.py: which cluster a run joins, whether actor output reaches the driver, and how
+the kernel's socket addresses are read. That a local Ray of a run listens on 127.0.0.1 only (a Ray
+started in a fresh interpreter) is tests/e2e/test_ray_session_loopback.py."""
 
 from __future__ import annotations
 
-import json
 import logging
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -63,37 +55,6 @@ def test_a_run_joins_the_cluster_ray_address_names_and_says_so(no_ray_env, caplo
 
 # -- a local Ray listens on loopback only ---------------------------------------------------------------
 
-LOOPBACK_SCRIPT = textwrap.dedent(
-    """
-    import json, os, sys
-    from rospr_harness.config import load_config
-    from rospr_harness.ray_session import run_ray
-
-    cfg = load_config(None, tree={"tasks": ["builtin/animals"], "ray": {"enabled": True, "num_cpus": 1}})
-    with run_ray(cfg.ray) as use_ray:
-        import ray
-        from ray._common.usage import usage_lib
-
-        @ray.remote(num_cpus=0.5)
-        class Probe:
-            def pid(self):
-                return os.getpid()
-
-        actor = Probe.remote()
-        actor_pid = ray.get(actor.pid.remote())
-        sys.path.insert(0, sys.argv[1])
-        from helpers import descendants, listening_sockets
-
-        pids = [os.getpid()] + descendants(os.getpid())
-        out = {"use_ray": use_ray, "actor_pid": actor_pid, "pids": pids,
-               "node_ip": ray.util.get_node_ip_address(),
-               "usage_stats": usage_lib.usage_stats_enabled(),
-               "sockets": listening_sockets(pids)}
-    print("RESULT " + json.dumps(out))
-    """
-)
-
-
 def _loopback(address: str) -> bool:
     import ipaddress
 
@@ -108,23 +69,3 @@ def test_address_decoding_matches_hand_values():
     assert proc_address("00000000") == "0.0.0.0"
     assert proc_address("0000000000000000FFFF00000100007F") == "::ffff:7f00:1"
     assert _loopback("::ffff:7f00:1") and _loopback("::1") and not _loopback("::") and not _loopback("0.0.0.0")
-
-
-@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc")
-def test_local_ray_of_a_run_listens_on_loopback_only():
-    pytest.importorskip("ray")
-    proc = subprocess.run([sys.executable, "-c", LOOPBACK_SCRIPT, str(Path(__file__).parent)], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    res = json.loads(lines[-1][len("RESULT "):])
-    assert res["use_ray"] is True
-    assert res["node_ip"] == "127.0.0.1"
-    assert res["usage_stats"] is False
-    assert res["actor_pid"] in res["pids"]  # the actor's worker process is among those inspected
-    socks = res["sockets"]
-    # GCS, raylet, agents and workers all listen somewhere: an empty list would prove nothing
-    assert len({s["pid"] for s in socks}) >= 4, socks
-    exposed = [s for s in socks if not _loopback(s["address"])]
-    assert exposed == [], exposed
-    assert 8265 not in {s["port"] for s in socks}  # no dashboard on its default port

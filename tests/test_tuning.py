@@ -1,7 +1,7 @@
 """Prompt tuning on the tiny model (rospr/tuning.py): the loss falls, tuning resumes, micro-batches,
-checkpointing and bfloat16 give the same training, settings are refused with the fix, Ray actors agree.
-The whole tuning runs (300 steps that learn; a Ray cluster with logical GPUs) are in
-tests/e2e/test_tuning_runs.py."""
+checkpointing and bfloat16 give the same training, settings are refused with the fix. The whole tuning
+runs (300 steps that learn; a Ray cluster with logical GPUs) are in tests/e2e/test_tuning_runs.py, a
+bank tuned by Ray actors against the in-process one in tests/e2e/test_tuning_ray_actors.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import pytest
 from rospr_harness.tasks import get_task
 from rospr_harness.tasks.base import DataSettings
 from rospr.softprompt import PromptBank
-from rospr_harness.method.tune_pool import ray_pool
 from rospr.tuning import TuneJob, TuneSettings, in_process, tune_bank, tune_prompt
 
 
@@ -71,15 +70,6 @@ def test_interrupted_tuning_resumes_where_it_stopped(tiny_backbone, tiny_model_d
     tune_bank(jobs[:1], tmp_path / "bank", other, identity.as_dict(), in_process(str(tiny_model_dir), other, model, tokenizer),
               on_done=lambda p, r: events.append(r))
     assert events == [False]
-
-
-def test_ray_actors_give_the_same_prompts(tiny_backbone, tiny_model_dir, tmp_path, ray_cluster):
-    model, tokenizer, identity = tiny_backbone
-    jobs = _jobs()[:2]
-    seq = tune_bank(jobs, tmp_path / "seq", SMALL, identity.as_dict(), in_process(str(tiny_model_dir), SMALL, model, tokenizer))
-    par = tune_bank(jobs, tmp_path / "ray", SMALL, identity.as_dict(), ray_pool(str(tiny_model_dir), SMALL, num_cpus=2))
-    for job in jobs:
-        np.testing.assert_array_equal(par.get(job.id).values, seq.get(job.id).values)
 
 
 # --- device, precision, accumulation, checkpointing (rospr.tune.device / dtype / micro_batch_size /

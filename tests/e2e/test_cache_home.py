@@ -1,4 +1,5 @@
-"""One user cache root (rospr/cachedirs.py): a run started from another folder reuses the same export."""
+"""One user cache root (rospr/cachedirs.py): a run started from another folder reuses the same export
+(two whole `rospr run` in subprocesses, from two folders)."""
 
 from __future__ import annotations
 

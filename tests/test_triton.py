@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -53,10 +54,44 @@ def repo(tiny_model_dir, tmp_path_factory):
     return build_repo(tiny_model_dir, tmp_path_factory, "repo")
 
 
+class StopSoon:
+    """Stops, in the background, the servers whose stop is not what a test checks; the module waits for
+    them at its end and fails on a stop that raised. A Triton server's stop waits ~3 s for its models
+    to unload (it looks once a second), time in which the next tests run."""
+
+    def __init__(self) -> None:
+        self.threads: list[threading.Thread] = []
+        self.errors: list[BaseException] = []
+
+    def __call__(self, server: TritonServer) -> None:
+        def stop() -> None:
+            try:
+                server.stop()
+            except BaseException as exc:  # noqa: BLE001 - reported when the module ends
+                self.errors.append(exc)
+
+        thread = threading.Thread(target=stop, name=f"stop {server.server_id}")
+        thread.start()
+        self.threads.append(thread)
+
+    def wait(self) -> None:
+        for thread in self.threads:
+            thread.join()
+        assert not self.errors, self.errors
+
+
 @pytest.fixture(scope="module")
-def server(repo):
-    with TritonServer(repo) as s:
-        yield s
+def stop_soon():
+    stopper = StopSoon()
+    yield stopper
+    stopper.wait()
+
+
+@pytest.fixture(scope="module")
+def server(repo, stop_soon):
+    s = TritonServer(repo).start()
+    yield s
+    stop_soon(s)
 
 
 @pytest.fixture(scope="module")
@@ -140,10 +175,11 @@ def test_wire_dtype_must_match_the_served_model(server):
         TritonScorer(server.grpc_url, wire_dtype="float16")
 
 
-def test_float16_on_the_wire(tiny_model_dir, tmp_path_factory, reference):
+def test_float16_on_the_wire(tiny_model_dir, tmp_path_factory, reference, stop_soon):
     torch_scorer, encoded = reference
     repo16 = build_repo(tiny_model_dir, tmp_path_factory, "repo16", prompt_dtype="float16")
-    with TritonServer(repo16) as s:
+    s = TritonServer(repo16).start()
+    try:
         scorer = TritonScorer(s.grpc_url, wire_dtype="float16")
         try:
             prompt = prompt_cases(torch_scorer.prompt_dim)["soft_prompt"]
@@ -151,6 +187,8 @@ def test_float16_on_the_wire(tiny_model_dir, tmp_path_factory, reference):
             assert_parity(score_encoded(scorer, encoded, prompt, batch_size=4), ref, encoded)
         finally:
             scorer.close()
+    finally:
+        stop_soon(s)
 
 
 def test_server_down_before_the_run(tiny_model_dir):

@@ -78,7 +78,17 @@ def test_the_repository_records_the_export_source(tiny_model_dir, tmp_path_facto
 
 # -- a real server ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def served_a(tiny_model_dir, tmp_path_factory):
+def stop_soon():
+    """Servers stopped in the background, waited for at the module's end (``test_triton.StopSoon``)."""
+    from test_triton import StopSoon
+
+    stopper = StopSoon()
+    yield stopper
+    stopper.wait()
+
+
+@pytest.fixture(scope="module")
+def served_a(tiny_model_dir, tmp_path_factory, stop_soon):
     pytest.importorskip("tritonclient.grpc")
     from rospr_harness.serve import ServerError, TritonServer
     from test_triton import build_repo
@@ -91,7 +101,7 @@ def served_a(tiny_model_dir, tmp_path_factory):
     try:
         yield repo, server
     finally:
-        server.stop()
+        stop_soon(server)
 
 
 def _config(model_dir, url: str, **extra):
@@ -145,7 +155,7 @@ def test_the_cli_run_says_it_in_one_line(served_a, model_b, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_repository_without_its_source_is_refused(served_a, tiny_model_dir, tmp_path):
+def test_a_repository_without_its_source_is_refused(served_a, tiny_model_dir, tmp_path, stop_soon):
     import re
 
     from rospr_harness.backends import create_backend
@@ -157,13 +167,16 @@ def test_a_repository_without_its_source_is_refused(served_a, tiny_model_dir, tm
     for model in ("t0_scorer", "retriever"):
         path = old / model / "config.pbtxt"
         path.write_text(re.sub(r'^parameters \{ key: "rospr_source".*\n', "", path.read_text(), flags=re.M))
-    with TritonServer(old) as s:
+    s = TritonServer(old).start()
+    try:
         with pytest.raises(ServedModelMismatch, match="no valid rospr_source parameter"):
             create_backend(_config(tiny_model_dir, s.grpc_url))
+    finally:
+        stop_soon(s)
 
 
 @pytest.mark.slow
-def test_an_identity_that_names_other_weights_than_the_source_is_refused(served_a, tiny_model_dir, tmp_path):
+def test_an_identity_that_names_other_weights_than_the_source_is_refused(served_a, tiny_model_dir, tmp_path, stop_soon):
     import re
 
     from rospr_harness.backends import create_backend
@@ -177,6 +190,9 @@ def test_an_identity_that_names_other_weights_than_the_source_is_refused(served_
     text, n = re.subn(r'(key: "rospr_identity".*?\\"weights\\": \\")' + a, r"\g<1>" + "f" * 16, path.read_text())
     assert n == 1
     path.write_text(text)
-    with TritonServer(edited) as s:
+    s = TritonServer(edited).start()
+    try:
         with pytest.raises(ServedModelMismatch, match=f"names weights f{{16}} in rospr_identity and {a}"):
             create_backend(_config(tiny_model_dir, s.grpc_url))
+    finally:
+        stop_soon(s)

@@ -132,6 +132,35 @@ def _lls(results, task: str) -> dict[int, list[float]]:
     return {s["doc_id"]: [r[0][0] for r in s["resps"]] for s in results["samples"][task]}
 
 
+@pytest.fixture(scope="module")
+def stop_soon():
+    """Servers stopped in the background, waited for at the module's end (``test_triton.StopSoon``)."""
+    from test_triton import StopSoon
+
+    stopper = StopSoon()
+    yield stopper
+    stopper.wait()
+
+
+# first: its server stops while the module's evaluations run
+@pytest.mark.slow
+def test_triton_backend_when_a_server_is_named(tiny_model_dir, tmp_path_factory, rospr, stop_soon):
+    """``url=`` scores through a real `rospr serve` (the tiny model's repository): the same answers as
+    the in-process onnxruntime backend."""
+    from rospr_harness.lm_eval_model import RosprLM
+    from rospr_harness.serve import TritonServer
+
+    reqs = _instances(EDGE_PAIRS[:6], docs=[0, 0, 1, 1, 2, 2])
+    server = TritonServer(served_repo(tiny_model_dir, tmp_path_factory)).start()
+    try:
+        served = RosprLM(pretrained=str(tiny_model_dir), url=server.grpc_url, batch_size=2)
+        assert served.backend.name == "triton"
+        got = served.loglikelihood(reqs)
+    finally:
+        stop_soon(server)  # its ~3 s stop runs while the next tests of this module do
+    np.testing.assert_allclose([g for g, _ in got], [w for w, _ in rospr.loglikelihood(reqs)], atol=TOL, rtol=0)
+
+
 @pytest.mark.parametrize("task", TASKS)
 def test_simple_evaluate_matches_hf_seq2seq(evaluated, task):
     """Through simple_evaluate and the registry: every request's log-likelihood within 1e-4 of hf's,
@@ -262,18 +291,3 @@ def test_cli_runs_lm_eval_with_the_rospr_model(evaluated, task_dir, tiny_model_d
                    "--include_path", task_dir, "--device", "cpu", "--limit", "2"), "generate_until")
     error_line(cli("lm-eval", "--model_args", f"pretrained={tiny_model_dir}", "--tasks", "rospr_ll",
                    "--include_path", task_dir, "--device", "cpu", "--limit", "2"), "single continuation")
-
-
-@pytest.mark.slow
-def test_triton_backend_when_a_server_is_named(tiny_model_dir, tmp_path_factory, rospr):
-    """``url=`` scores through a real `rospr serve` (the tiny model's repository): the same answers as
-    the in-process onnxruntime backend."""
-    from rospr_harness.lm_eval_model import RosprLM
-    from rospr_harness.serve import TritonServer
-
-    reqs = _instances(EDGE_PAIRS[:6], docs=[0, 0, 1, 1, 2, 2])
-    with TritonServer(served_repo(tiny_model_dir, tmp_path_factory)) as server:
-        served = RosprLM(pretrained=str(tiny_model_dir), url=server.grpc_url, batch_size=2)
-        assert served.backend.name == "triton"
-        got = served.loglikelihood(reqs)
-    np.testing.assert_allclose([g for g, _ in got], [w for w, _ in rospr.loglikelihood(reqs)], atol=TOL, rtol=0)

@@ -132,9 +132,9 @@ def _lls(results, task: str) -> dict[int, list[float]]:
     return {s["doc_id"]: [r[0][0] for r in s["resps"]] for s in results["samples"][task]}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def stop_soon():
-    """Servers stopped in the background, waited for at the module's end (``test_triton.StopSoon``)."""
+    """Servers stopped in the background, waited for at the session's end (``test_triton.StopSoon``)."""
     from test_triton import StopSoon
 
     stopper = StopSoon()

@@ -55,9 +55,10 @@ def repo(tiny_model_dir, tmp_path_factory):
 
 
 class StopSoon:
-    """Stops, in the background, the servers whose stop is not what a test checks; the module waits for
-    them at its end and fails on a stop that raised. A Triton server's stop waits ~3 s for its models
-    to unload (it looks once a second), time in which the next tests run."""
+    """Stops, in the background, the servers whose stop is not what a test checks; the test session
+    waits for them at its end (a session-scoped ``stop_soon``) and fails on a stop that raised. A Triton
+    server's stop waits ~3 s for its models to unload (it looks once a second), time in which the next
+    tests run."""
 
     def __init__(self) -> None:
         self.threads: list[threading.Thread] = []
@@ -80,7 +81,7 @@ class StopSoon:
         assert not self.errors, self.errors
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def stop_soon():
     stopper = StopSoon()
     yield stopper

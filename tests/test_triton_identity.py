@@ -77,9 +77,9 @@ def test_the_repository_records_the_export_source(tiny_model_dir, tmp_path_facto
 
 
 # -- a real server ------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def stop_soon():
-    """Servers stopped in the background, waited for at the module's end (``test_triton.StopSoon``)."""
+    """Servers stopped in the background, waited for at the session's end (``test_triton.StopSoon``)."""
     from test_triton import StopSoon
 
     stopper = StopSoon()

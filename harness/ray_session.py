@@ -13,7 +13,7 @@ Ray (no ``address``) starts with least privilege:
   duration of ``ray.init`` only (a later ``ray.init(address=...)`` of the same process joins clusters as
   usual). Seen on Ray 2.60: without it, GCS, raylet and workers listen on ``::``, the dashboard
   agent and runtime-env agent on the host address; with it, all of them on 127.0.0.1
-  (``tests/test_ray_session.py`` lists the sockets).
+  (``tests/e2e/test_ray_session_loopback.py`` lists the sockets).
 - **No dashboard** (``include_dashboard=False``; Ray still runs its minimal head process, on loopback).
 - **No usage statistics** (``RAY_USAGE_STATS_ENABLED=0``, read by Ray when it starts and inherited
   by its processes).

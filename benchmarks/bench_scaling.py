@@ -53,7 +53,7 @@ def compare(run_dir: Path, ref_dir: Path) -> tuple[bool, float]:
     for g, r in zip(got.units, ref.units):
         for a, b in zip(read_records(run_dir / g.records), read_records(ref_dir / r.records)):
             same &= a.prediction == b.prediction
-            diff = max(diff, max(abs(x - y) for x, y in zip(a["scores"], b["scores"])))
+            diff = max(diff, max(abs(x - y) for x, y in zip(a.scores, b.scores)))
     return same, diff
 
 

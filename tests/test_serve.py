@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import cli, dead_pid, descendants, error_line, served_repo
+from helpers import cli, dead_pid, error_line
 
 pytestmark = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc")
 REPO = Path(__file__).resolve().parents[1]
@@ -141,48 +141,6 @@ def test_ready_is_never_reported_for_a_server_it_did_not_start(tmp_path, monkeyp
     finally:
         impostor.shutdown()
         server.stop()
-
-
-@pytest.mark.slow
-def test_serve_killed_with_sigkill_leaves_no_server(tiny_model_dir, tmp_path_factory, tmp_path):
-    import signal
-    import time
-    import urllib.request
-
-    from rospr_harness.serve import _process_group_members, free_port
-
-    repo = served_repo(tiny_model_dir, tmp_path_factory)
-    http = free_port()
-    grpc = free_port(avoid=(http,))
-    proc = subprocess.Popen([sys.executable, "-m", "rospr_harness.cli", "serve", "--repo", str(repo), "--http-port",
-                             str(http), "--grpc-port", str(grpc), "--metrics-port", "0"], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, "ROSPR_SERVE_STATE": str(tmp_path / "st")})
-    server_pid = None
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.3)
-        kids = [p for p in descendants(proc.pid) if "tritonserver" in Path(f"/proc/{p}/comm").read_text()]
-        assert kids, "no tritonserver under rospr serve"
-        server_pid = kids[0]
-        assert len(list((tmp_path / "st").glob("*.json"))) == 1  # recorded for a later reap
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        deadline = time.monotonic() + 60
-        while _process_group_members(server_pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert _process_group_members(server_pid) == []
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if server_pid and _process_group_members(server_pid):
-            os.killpg(server_pid, signal.SIGKILL)
 
 
 def test_serve_sweeps_the_work_folders_its_dead_predecessors_left(tmp_path):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -202,36 +200,6 @@ def test_server_down_before_the_run(tiny_model_dir):
     assert time.monotonic() - t < 30
 
 
-def test_server_down_during_the_run_keeps_finished_units(repo, tiny_model_dir, tmp_path):
-    from rospr_harness.runner import run
-
-    with TritonServer(repo) as s:
-        cfg = load_config(None, tree=_run_tree(tiny_model_dir, backend="triton",
-                                               triton={"url": s.grpc_url, "retries": 2, "backoff_s": 0.05}))
-
-        class StopAfterFirstUnit:
-            def start(self, total):
-                pass
-
-            def advance(self, n):
-                pass
-
-            def unit_done(self, unit):
-                s.stop()
-
-        with pytest.raises(BackendUnavailable, match="after 3 attempts"):
-            run(cfg, tmp_path / "run", observer=StopAfterFirstUnit())
-    # Targets run side by side (max_active), so a unit whose batches were all back when the server went
-    # down is finished too: at least the first, never all, each with its whole records file.
-    from rospr_harness.runner import plan_targets
-
-    results = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert 1 <= len(results["units"]) < len(plan_targets(cfg)) * len(cfg.method)
-    for unit in results["units"]:
-        lines = (tmp_path / "run" / unit["records"]).read_text().splitlines()
-        assert len(lines) == unit["n"] == 12
-
-
 def test_timeout_is_retried_then_reported(server, reference):
     torch_scorer, encoded = reference
     from rospr.scoring import collate
@@ -293,44 +261,6 @@ def test_broken_repository_says_why(repo, tmp_path):
     assert s.process is None
     with pytest.raises(FileNotFoundError, match="not a model repository"):
         TritonServer(tmp_path / "nothing-here")
-
-
-def test_rospr_serve_cli_starts_and_stops_cleanly(repo):
-    http = free_port()
-    grpc = free_port(avoid=(http,))
-    metrics = free_port(avoid=(http, grpc))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rospr_harness.cli", "serve", "--repo", str(repo), "--http-port", str(http),
-         "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
-        env={**os.environ, "COLUMNS": "400"},
-    )
-    try:
-        deadline = time.monotonic() + 120
-        ready = False
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=1) as r:
-                    ready = r.status == 200
-                    break
-            except OSError:
-                time.sleep(0.3)
-        assert ready, proc.stdout.read() if proc.poll() is not None else "not ready"
-        page = _metrics(f"127.0.0.1:{metrics}/metrics")  # the endpoint `rospr serve` turns on by default
-        assert 'nv_inference_request_success{model="t0_scorer",version="1"}' in page
-        server_pid = _children(proc.pid)[0]  # tritonserver, started by the CLI in its own group
-        workdir = Path(os.readlink(f"/proc/{server_pid}/cwd"))
-        assert workdir.name.startswith("rospr-triton-") and len(_process_group_members(server_pid)) >= 3
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, out
-    assert "stopping Triton" in out
-    assert _process_group_members(server_pid) == []
-    assert not workdir.exists()
 
 
 def _children(pid: int) -> list[int]:

@@ -48,7 +48,6 @@ keys that differ.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from pathlib import Path
@@ -65,7 +64,6 @@ from rospr_harness.results import (
     UnitResult,
     UnsafePath,
     confined,
-    non_finite,
     read_results,
     spread,
     summarise,

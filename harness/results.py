@@ -12,7 +12,9 @@ Every number a run writes is finite (``write_results`` and ``records_text`` refu
 infinities, naming the field). A unit's ``n``, ``accuracy`` and spreads (and so ``tasks`` and
 ``overall``) are always derived from its records file (``unit_figures``), and only from a file
 whose sha256 is the one listed (``verified_records``): a number read back from results.json or a
-cache entry is never used. A unit's ``records`` path must stay inside the run directory
+cache entry is never used, but for one shortcut: a unit reused from the unit cache takes the entry's
+stderr and interval when its records give the entry's n and accuracy under the same ``Statistics``
+(``UnitFigures.known_spread``), rather than drawing the bootstrap again. A unit's ``records`` path must stay inside the run directory
 (``confined``).
 """
 

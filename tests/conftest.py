@@ -4,6 +4,7 @@ caches kept out of the user's cache folder."""
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -76,12 +77,28 @@ TINY_CORPUS_WORDS = (
 ).split()
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    """A tiny T5 v1.1-style checkpoint built once per test session (seconds)."""
+def _tiny_build_key() -> str:
+    """What the tiny model is a function of: every source file of ``rospr`` and ``rospr_harness`` (the
+    builder and the built-in tasks' corpus its tokenizer is trained on) and the versions of the
+    libraries that write it. Equal keys give byte-identical checkpoints (the build is deterministic)."""
+    import hashlib
+    from importlib import metadata
+
+    h = hashlib.sha256()
+    for dist in ("torch", "transformers", "tokenizers", "sentencepiece", "safetensors"):
+        try:
+            h.update(f"{dist}=={metadata.version(dist)}\n".encode())
+        except metadata.PackageNotFoundError:
+            h.update(f"{dist} absent\n".encode())
+    for folder in (REPO / "rospr", REPO / "harness"):
+        for path in sorted(folder.rglob("*.py")):
+            h.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _build_tiny(out: Path) -> Path:
     from rospr_harness.tiny_model import build_tiny
 
-    out = tmp_path_factory.mktemp("tiny-t0")
     try:
         from rospr_harness.tasks.builtin import corpus
 
@@ -92,6 +109,31 @@ def tiny_model_dir(tmp_path_factory) -> Path:
         rng = random.Random(0)
         texts = [" ".join(rng.choice(TINY_CORPUS_WORDS) for _ in range(12)) for _ in range(2000)]
     return build_tiny(out, size="tiny", seed=0, corpus=texts)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny T5 v1.1-style checkpoint, a fresh copy per test session. The build (3-4 s of torch) is
+    kept under ``build/test-tiny/<key>`` (git-ignored, removed by ``make clean``) and reused while the
+    sources and library versions it depends on are unchanged (see ``_tiny_build_key``)."""
+    import shutil
+    import tempfile
+
+    out = tmp_path_factory.mktemp("tiny-t0")
+    kept = REPO / "build" / "test-tiny" / _tiny_build_key()
+    if not (kept / "rospr_tiny.json").is_file():
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        for stale in kept.parent.iterdir():  # builds for other sources; a damaged one for these
+            if not stale.name.startswith("."):
+                shutil.rmtree(stale, ignore_errors=True)
+        staged = Path(tempfile.mkdtemp(dir=kept.parent, prefix=".staged-"))
+        _build_tiny(staged)
+        try:
+            staged.rename(kept)  # another session may have published the same build first
+        except OSError:
+            shutil.rmtree(staged, ignore_errors=True)
+    shutil.copytree(kept, out, dirs_exist_ok=True)
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -110,6 +152,41 @@ def animals():
 
     task = get_task("builtin/animals", DataSettings())
     return task.load("mentions_animal", split="train").examples, task.load("mentions_animal").examples
+
+
+class StopSoon:
+    """Stops, in the background, the servers whose stop is not what a test checks; the test session
+    waits for them at its end (a session-scoped ``stop_soon``) and fails on a stop that raised. A Triton
+    server's stop waits ~3 s for its models to unload (it looks once a second), time in which the next
+    tests run."""
+
+    def __init__(self) -> None:
+        self.threads: list[threading.Thread] = []
+        self.errors: list[BaseException] = []
+
+    def __call__(self, server) -> None:  # a rospr_harness.serve.TritonServer
+        def stop() -> None:
+            try:
+                server.stop()
+            except BaseException as exc:  # noqa: BLE001 - reported when the module ends
+                self.errors.append(exc)
+
+        thread = threading.Thread(target=stop, name=f"stop {server.server_id}")
+        thread.start()
+        self.threads.append(thread)
+
+    def wait(self) -> None:
+        for thread in self.threads:
+            thread.join()
+        assert not self.errors, self.errors
+
+
+@pytest.fixture(scope="session")
+def stop_soon():
+    """Triton servers stopped in the background (``StopSoon``), waited for at the session's end."""
+    stopper = StopSoon()
+    yield stopper
+    stopper.wait()
 
 
 @pytest.fixture(scope="session")

@@ -77,23 +77,21 @@ def offline(tmp_path_factory):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def task_index_built_once():
-    """lm-eval's index of the task folders (its own ~15,000 built-in tasks: 4-5 s of YAML each time
-    a ``TaskManager`` is made) built once per set of folders for this module's five evaluations (two
-    ``simple_evaluate``, three ``rospr lm-eval``), each getting its own copy of the mapping (the
-    task factory adds names to it and deep-copies an entry's config before it builds a task)."""
+def task_index_of_our_folder():
+    """lm-eval's task index holds only this module's task folder. Every task these tests evaluate
+    lives there; lm-eval's own ~15,000 built-in tasks (4-5 s of YAML each time a ``TaskManager`` is
+    made, as each of the two ``simple_evaluate`` and three ``rospr lm-eval`` calls here does) are
+    never loaded, so their folder is left out of the paths ``TaskManager`` asks the index to scan."""
+    import lm_eval.tasks
     from lm_eval.tasks._index import TaskIndex
 
-    build, built = TaskIndex.build, {}
+    build, builtin = TaskIndex.build, Path(lm_eval.tasks.__file__).parent.resolve()
 
-    def build_once(paths, **kw):
-        key = (tuple(str(Path(p).resolve()) for p in paths), tuple(sorted(kw.items())))
-        if key not in built:
-            built[key] = build(paths, **kw)
-        return dict(built[key])
+    def build_ours(paths, **kw):
+        return build([p for p in paths if Path(p).resolve() != builtin], **kw)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(TaskIndex, "build", staticmethod(build_once))
+        mp.setattr(TaskIndex, "build", staticmethod(build_ours))
         yield
 
 
@@ -130,16 +128,6 @@ def evaluated(hf, task_dir, tiny_model_dir):
 
 def _lls(results, task: str) -> dict[int, list[float]]:
     return {s["doc_id"]: [r[0][0] for r in s["resps"]] for s in results["samples"][task]}
-
-
-@pytest.fixture(scope="session")
-def stop_soon():
-    """Servers stopped in the background, waited for at the session's end (``test_triton.StopSoon``)."""
-    from test_triton import StopSoon
-
-    stopper = StopSoon()
-    yield stopper
-    stopper.wait()
 
 
 # first: its server stops while the module's evaluations run

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -50,40 +49,6 @@ def build_repo(model_dir, tmp_path_factory, name: str, prompt_dtype: str | None 
 @pytest.fixture(scope="module")
 def repo(tiny_model_dir, tmp_path_factory):
     return build_repo(tiny_model_dir, tmp_path_factory, "repo")
-
-
-class StopSoon:
-    """Stops, in the background, the servers whose stop is not what a test checks; the test session
-    waits for them at its end (a session-scoped ``stop_soon``) and fails on a stop that raised. A Triton
-    server's stop waits ~3 s for its models to unload (it looks once a second), time in which the next
-    tests run."""
-
-    def __init__(self) -> None:
-        self.threads: list[threading.Thread] = []
-        self.errors: list[BaseException] = []
-
-    def __call__(self, server: TritonServer) -> None:
-        def stop() -> None:
-            try:
-                server.stop()
-            except BaseException as exc:  # noqa: BLE001 - reported when the module ends
-                self.errors.append(exc)
-
-        thread = threading.Thread(target=stop, name=f"stop {server.server_id}")
-        thread.start()
-        self.threads.append(thread)
-
-    def wait(self) -> None:
-        for thread in self.threads:
-            thread.join()
-        assert not self.errors, self.errors
-
-
-@pytest.fixture(scope="session")
-def stop_soon():
-    stopper = StopSoon()
-    yield stopper
-    stopper.wait()
 
 
 @pytest.fixture(scope="module")

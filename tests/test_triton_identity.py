@@ -77,16 +77,6 @@ def test_the_repository_records_the_export_source(tiny_model_dir, tmp_path_facto
 
 
 # -- a real server ------------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def stop_soon():
-    """Servers stopped in the background, waited for at the session's end (``test_triton.StopSoon``)."""
-    from test_triton import StopSoon
-
-    stopper = StopSoon()
-    yield stopper
-    stopper.wait()
-
-
 @pytest.fixture(scope="module")
 def served_a(tiny_model_dir, tmp_path_factory, stop_soon):
     pytest.importorskip("tritonclient.grpc")

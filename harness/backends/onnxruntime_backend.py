@@ -13,8 +13,9 @@ a file is re-read when its stat key changed) and that it was made from the weigh
 run's checkpoints (the manifest's digests against ``export_sources``, so an export of another model
 of the same architecture placed in the cache is never scored), and re-exports one that fails: the
 cache belongs to the run. A graph without external
-data is then read into memory, hashed in full and the session is built from those very bytes, so
-what is scored is what was checked, every time; a graph with external data (over 2 GB) is opened
+data is then hashed in full on every open, and so is the optimised copy the session is built from,
+read by onnxruntime through a descriptor on the file hashed (``/proc/self/fd/N``; elsewhere from
+bytes read into memory and hashed), so what is scored is what was checked, every time; a graph with external data (over 2 GB) is opened
 from its files just after the stat-keyed check (``rospr verify`` reads it all). A graph that fails
 the full check makes the whole export be checked in full and redone once; then the run stops,
 naming the file. The graph's content hash is in the backend's identity (``onnx_graph_sha256``), so
@@ -142,37 +143,57 @@ def export_folder(model: str | Path | None, retriever: str | Path | None = None,
 
 def open_graph(folder: Path, manifest: dict, graph: str, **session_options):
     """An ``InferenceSession`` of ``graph`` of a verified export. A graph without external data is
-    built from bytes hashed here in full: its optimised copy's (``_optimized_session``), or else the
-    graph's own, then optimised and saved. The graph's bytes are hashed in full on every open, the
-    optimised copy opened or not (the export itself must be whole); refuses (``ExportIntegrityError``)
-    bytes that differ from the manifest. That hash runs in a second thread while onnxruntime opens the
-    optimised copy (both release the GIL): on the small model 0.4 s of a 1.4 s open were this hash."""
+    hashed in full on every open, the export itself must be whole; refuses (``ExportIntegrityError``)
+    bytes that differ from the manifest. The session comes from its optimised copy
+    (``_optimized_session``: opened through a descriptor, hashed in full while onnxruntime reads it),
+    or else from the graph's verified bytes, optimised and saved. The two hashes run in threads while
+    onnxruntime opens the copy (all three release the GIL): on the small model the open takes 0.6 s,
+    where reading the copy into memory, hashing it and then building the session from those bytes took 1.0 s."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from rospr_export.manifest import ExportIntegrityError, graph_files
+    from rospr_export.manifest import graph_files
 
     path = folder / manifest["graphs"][graph]["file"]
     files = graph_files(path)
     if len(files) > 1:  # external data: onnxruntime reads it from the folder (checked by verify_export)
         return make_session(path, **session_options)
     expected = manifest["files"][path.name]
-
-    def whole() -> bytes:
-        data = path.read_bytes()
-        got = hashlib.sha256(data).hexdigest()
-        if got != expected:
-            raise ExportIntegrityError(f"{path}: sha256 {got[:12]}… differs from {folder / 'manifest.json'} "
-                                       f"files.{path.name} {expected[:12]}… (changed after the export); delete "
-                                       "the folder to export again")
-        return data
-
-    with ThreadPoolExecutor(1, thread_name_prefix="rospr-graph-sha256") as pool:
-        checked = pool.submit(whole)
+    with ThreadPoolExecutor(2, thread_name_prefix="rospr-graph-sha256") as pool:
+        checked = pool.submit(_check_graph, folder, path, expected)
         try:
-            opened = _optimized_session(path, expected, **session_options)
+            opened = _optimized_session(path, expected, pool, **session_options)
         finally:
-            data = checked.result()  # raises for a graph that differs, whatever was opened
-    return opened if opened is not None else _save_optimized(path, data, expected, **session_options)
+            checked.result()  # raises for a graph that differs, whatever was opened
+    if opened is not None:
+        return opened
+    data = path.read_bytes()  # the first open (or a copy refused): optimised from bytes checked here
+    _check_graph(folder, path, expected, data)
+    return _save_optimized(path, data, expected, **session_options)
+
+
+def _check_graph(folder: Path, path: Path, expected: str, data: bytes | None = None) -> None:
+    from rospr_export.manifest import ExportIntegrityError
+
+    got = hashlib.sha256(data).hexdigest() if data is not None else _sha256_of_file(path)
+    if got != expected:
+        raise ExportIntegrityError(f"{path}: sha256 {got[:12]}… differs from {folder / 'manifest.json'} "
+                                   f"files.{path.name} {expected[:12]}… (changed after the export); delete "
+                                   "the folder to export again")
+
+
+def _sha256_of_file(path: Path | int) -> str:
+    """The sha256 of a file's bytes (a path, or an open descriptor read from offset 0 with ``pread``),
+    read in 4 MiB blocks: no copy of the whole file in memory, and the GIL released while reading and hashing."""
+    fd = os.open(path, os.O_RDONLY) if not isinstance(path, int) else path
+    try:
+        h, offset = hashlib.sha256(), 0
+        while block := os.pread(fd, 4 << 20, offset):
+            h.update(block)
+            offset += len(block)
+        return h.hexdigest()
+    finally:
+        if fd is not path:
+            os.close(fd)
 
 
 def optimized_tag(graph_sha256: str, graph_optimization: str, providers: Sequence[str]) -> str:
@@ -196,11 +217,15 @@ def _optimized_path(path: Path, graph_sha256: str, graph_optimization: str, prov
     return path.with_name(f"{path.stem}.ort-{optimized_tag(graph_sha256, graph_optimization, providers)}.onnx")
 
 
-def _optimized_session(path: Path, graph_sha256: str, graph_optimization: str = "all", device: str = "cpu",
+def _optimized_session(path: Path, graph_sha256: str, pool, graph_optimization: str = "all", device: str = "cpu",
                        providers: Sequence[str] | None = None, **session_options):
     """The session of ``path``'s optimised copy saved earlier (opened with optimisation off), when its
-    sealed record names this graph and its bytes, hashed here in full, are the recorded ones; None
-    otherwise (a damaged copy is removed: ``_save_optimized`` makes it again)."""
+    sealed record names this graph and its bytes, hashed in full, are the recorded ones; None
+    otherwise (``_save_optimized`` then makes the copy again). onnxruntime reads the copy through
+    ``/proc/self/fd/N`` of a descriptor opened here, so it reads the very file (inode) hashed on
+    ``pool`` meanwhile, whatever is renamed over the path; a copy written to during the open (its
+    size, mtime or ctime moved) is refused. Without ``/proc`` the copy is read into memory, hashed,
+    and the session built from those bytes."""
     from rospr.artifacts import ArtifactError, read_manifest
     from rospr_export.manifest import OPTIMIZED_FORMAT, OPTIMIZED_VERSION, optimized_record
 
@@ -213,15 +238,33 @@ def _optimized_session(path: Path, graph_sha256: str, graph_optimization: str = 
         return None
     try:
         record = read_manifest(record_path, OPTIMIZED_FORMAT, OPTIMIZED_VERSION)
-        data = opt.read_bytes()
+        fd = os.open(opt, os.O_RDONLY)
     except (ArtifactError, OSError) as exc:
         log.warning("%s: %s; optimising the graph again", opt, exc)
         return None
-    if record.get("graph_sha256") != graph_sha256 or hashlib.sha256(data).hexdigest() != record.get("sha256"):
+    options = dict(graph_optimization="disabled", providers=providers, device=device, **session_options)
+    try:
+        before, by_fd = os.fstat(fd), Path(f"/proc/self/fd/{fd}")
+        if by_fd.exists():
+            digest = pool.submit(_sha256_of_file, fd)
+            try:
+                session, failed = make_session(by_fd, **options), None
+            except Exception as exc:  # onnxruntime's own errors: a damaged copy, or a real fault (below)
+                session, failed = None, exc
+            got, after = digest.result(), os.fstat(fd)
+        else:
+            data = b"".join(iter(lambda: os.read(fd, 4 << 20), b""))
+            got, session, failed, after = hashlib.sha256(data).hexdigest(), None, None, before
+    finally:
+        os.close(fd)
+    moved = [(s.st_size, s.st_mtime_ns, s.st_ctime_ns) for s in (before, after)]
+    if record.get("graph_sha256") != graph_sha256 or got != record.get("sha256") or moved[0] != moved[1]:
         log.warning("%s: differs from its record %s (changed after it was saved); optimising the graph again",
                     opt, record_path)
         return None
-    return make_session(data, graph_optimization="disabled", providers=providers, device=device, **session_options)
+    if failed is not None:
+        raise failed  # the recorded bytes, and onnxruntime cannot open them: not a damaged file
+    return session if session is not None else make_session(data, **options)
 
 
 def _save_optimized(path: Path, data: bytes, graph_sha256: str, graph_optimization: str = "all", device: str = "cpu",
@@ -429,7 +472,7 @@ def create_onnxruntime_backend(model: ModelConfig, ort_cfg: OnnxRuntimeConfig, s
     from rospr_export.manifest import find_manifest
     from rospr_harness.backends.tokenizer import load_tokenizer
 
-    # exported and verified now (stat-keyed); the session is opened, from bytes hashed in full, by
+    # exported and verified now (stat-keyed); the session is opened, from files hashed in full, by
     # the scorer's first use (``_verified_session``: re-exported once if that check fails)
     folder = ensure_export(model.name_or_path, None, model.dtype, ort_cfg.cache_dir, revision=model.revision)
     manifest = find_manifest(folder)

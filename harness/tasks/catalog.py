@@ -506,7 +506,7 @@ def load_table(path: str | Path) -> Catalog:
     except OSError as e:
         raise TaskError(f"{path}: cannot read the dataset catalog: {e}") from e
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - safe; libyaml's: 10x faster
     except yaml.YAMLError as e:
         raise TaskError(f"{path}: the dataset catalog is not valid YAML: {e}") from e
     return parse_table(data, str(path))

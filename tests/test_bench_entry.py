@@ -41,6 +41,13 @@ def test_cli_passes_the_model_flag(monkeypatch):
     assert result.exit_code == 2 and "has no model choice" in result.output
 
 
+def test_rospr_bench_help_names_every_benchmark():
+    from rospr_harness.cli.bench import bench
+
+    listed = inspect.signature(bench).parameters["name"].default.help  # the harness cannot import the list
+    assert sorted(n.strip() for n in listed.split("|")) == sorted(entry.BENCHMARKS)
+
+
 def test_peers_refuse_at_once_without_lm_eval(monkeypatch, tmp_path):
     refuses_without("lm_eval", bench_peers, "peers", r"needs lm_eval( and accelerate)?: pip install -e '\.\[bench\]'",
                     monkeypatch, tmp_path)

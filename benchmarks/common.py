@@ -99,7 +99,7 @@ def machine() -> dict:
         pass
     from rospr_harness.provenance import git_state, package_versions
 
-    rev, dirty = git_state()
+    rev, dirty = git_state(ignore=("benchmarks/results",))  # the benchmarks' own results are not code measured
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),

@@ -12,15 +12,17 @@ PACKAGES = ("rospr", "torch", "transformers", "tokenizers", "sentencepiece", "nu
             "onnxruntime", "optimum-onnx", "faiss-cpu", "ray", "tritonclient")
 
 
-def git_state(repo: Path | None = None) -> tuple[str | None, bool | None]:
-    """(revision, dirty) of the checkout holding this code, or (None, None) outside git."""
+def git_state(repo: Path | None = None, ignore: tuple[str, ...] = ()) -> tuple[str | None, bool | None]:
+    """(revision, dirty) of the checkout holding this code, or (None, None) outside git; changes under
+    the folders ``ignore`` (relative to the checkout's root) do not make it dirty."""
     cwd = repo or Path(__file__).resolve().parents[1]
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
         if rev.returncode != 0:
             return None, None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/",
+                                *(f":(top,exclude){p}" for p in ignore)],
+                               cwd=cwd, capture_output=True, text=True, timeout=10)
         return rev.stdout.strip(), bool(dirty.stdout.strip())
     except (OSError, subprocess.SubprocessError):
         return None, None

@@ -199,11 +199,24 @@ def section() -> str:
     return "\n".join(out)
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
+    """``python -m rospr_bench.summarize [--check]``: rewrite the figures block of benchmarks/README.md
+    from ``results/*.json``; ``--check`` writes nothing and exits 1 when the block is not what it would write."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m rospr_bench.summarize", description=main.__doc__.split("\n")[0])
+    ap.add_argument("--check", action="store_true", help="exit 1, writing nothing, if README.md's figures are stale")
+    args = ap.parse_args(argv)
     text = README.read_text()
     new = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), BEGIN + "\n" + section() + "\n" + END, text, flags=re.S)
+    if args.check:
+        if new != text:
+            print(f"{README}: the figures block differs from results/*.json; run python -m rospr_bench.summarize")
+            return 1
+        return 0
     README.write_text(new)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -99,3 +99,16 @@ def test_every_numeric_flag_is_checked():
     for name in entry.BENCHMARKS:
         source = inspect.getsource(inspect.getmodule(entry.BENCHMARKS[name]))
         assert not re.search(r"add_argument\([^)]*type=(int|float)\b", source), name
+
+
+def test_summarize_help_writes_nothing_and_the_readme_matches_the_results(capsys):
+    """``summarize --help`` prints its usage (it used to rewrite the README); the committed figures
+    block is what ``summarize`` makes of the committed results (``--check``)."""
+    from rospr_bench import summarize
+
+    before = summarize.README.read_bytes()
+    with pytest.raises(SystemExit) as exit_:
+        summarize.main(["--help"])
+    assert exit_.value.code == 0 and "--check" in capsys.readouterr().out
+    assert summarize.main(["--check"]) == 0
+    assert summarize.README.read_bytes() == before

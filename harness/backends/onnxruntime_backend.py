@@ -172,28 +172,14 @@ def open_graph(folder: Path, manifest: dict, graph: str, **session_options):
 
 
 def _check_graph(folder: Path, path: Path, expected: str, data: bytes | None = None) -> None:
+    from rospr.artifacts import sha256_file
     from rospr_export.manifest import ExportIntegrityError
 
-    got = hashlib.sha256(data).hexdigest() if data is not None else _sha256_of_file(path)
+    got = hashlib.sha256(data).hexdigest() if data is not None else sha256_file(path)
     if got != expected:
         raise ExportIntegrityError(f"{path}: sha256 {got[:12]}… differs from {folder / 'manifest.json'} "
                                    f"files.{path.name} {expected[:12]}… (changed after the export); delete "
                                    "the folder to export again")
-
-
-def _sha256_of_file(path: Path | int) -> str:
-    """The sha256 of a file's bytes (a path, or an open descriptor read from offset 0 with ``pread``),
-    read in 4 MiB blocks: no copy of the whole file in memory, and the GIL released while reading and hashing."""
-    fd = os.open(path, os.O_RDONLY) if not isinstance(path, int) else path
-    try:
-        h, offset = hashlib.sha256(), 0
-        while block := os.pread(fd, 4 << 20, offset):
-            h.update(block)
-            offset += len(block)
-        return h.hexdigest()
-    finally:
-        if fd is not path:
-            os.close(fd)
 
 
 def optimized_tag(graph_sha256: str, graph_optimization: str, providers: Sequence[str]) -> str:
@@ -226,7 +212,7 @@ def _optimized_session(path: Path, graph_sha256: str, pool, graph_optimization: 
     ``pool`` meanwhile, whatever is renamed over the path; a copy written to during the open (its
     size, mtime or ctime moved) is refused. Without ``/proc`` the copy is read into memory, hashed,
     and the session built from those bytes."""
-    from rospr.artifacts import ArtifactError, read_manifest
+    from rospr.artifacts import ArtifactError, read_manifest, sha256_file
     from rospr_export.manifest import OPTIMIZED_FORMAT, OPTIMIZED_VERSION, optimized_record
 
     if graph_optimization == "disabled":
@@ -242,29 +228,35 @@ def _optimized_session(path: Path, graph_sha256: str, pool, graph_optimization: 
     except (ArtifactError, OSError) as exc:
         log.warning("%s: %s; optimising the graph again", opt, exc)
         return None
-    options = dict(graph_optimization="disabled", providers=providers, device=device, **session_options)
-    try:
-        before, by_fd = os.fstat(fd), Path(f"/proc/self/fd/{fd}")
-        if by_fd.exists():
-            digest = pool.submit(_sha256_of_file, fd)
-            try:
-                session, failed = make_session(by_fd, **options), None
-            except Exception as exc:  # onnxruntime's own errors: a damaged copy, or a real fault (below)
-                session, failed = None, exc
-            got, after = digest.result(), os.fstat(fd)
-        else:
-            data = b"".join(iter(lambda: os.read(fd, 4 << 20), b""))
-            got, session, failed, after = hashlib.sha256(data).hexdigest(), None, None, before
-    finally:
-        os.close(fd)
-    moved = [(s.st_size, s.st_mtime_ns, s.st_ctime_ns) for s in (before, after)]
-    if record.get("graph_sha256") != graph_sha256 or got != record.get("sha256") or moved[0] != moved[1]:
+
+    def intact(got: str, before: os.stat_result, after: os.stat_result) -> bool:
+        same = [(st.st_size, st.st_mtime_ns, st.st_ctime_ns) for st in (before, after)]
+        if record.get("graph_sha256") == graph_sha256 and got == record.get("sha256") and same[0] == same[1]:
+            return True
         log.warning("%s: differs from its record %s (changed after it was saved); optimising the graph again",
                     opt, record_path)
+        return False
+
+    options = dict(graph_optimization="disabled", providers=providers, device=device, **session_options)
+    by_fd = Path(f"/proc/self/fd/{fd}")
+    try:
+        before = os.fstat(fd)
+        if not by_fd.exists():  # no /proc: the session is built from the bytes read and hashed here
+            data = b"".join(iter(lambda: os.read(fd, 4 << 20), b""))
+            return make_session(data, **options) if intact(hashlib.sha256(data).hexdigest(), before, before) else None
+        digest = pool.submit(sha256_file, fd)
+        try:
+            session, failed = make_session(by_fd, **options), None
+        except Exception as exc:  # onnxruntime's own errors: a damaged copy, or a real fault (below)
+            session, failed = None, exc
+        got, after = digest.result(), os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not intact(got, before, after):
         return None
     if failed is not None:
         raise failed  # the recorded bytes, and onnxruntime cannot open them: not a damaged file
-    return session if session is not None else make_session(data, **options)
+    return session
 
 
 def _save_optimized(path: Path, data: bytes, graph_sha256: str, graph_optimization: str = "all", device: str = "cpu",

@@ -127,7 +127,7 @@ class DataConfig(settings_model("DataConfig", DataSettings, "", base=_DataRoot))
     """Where task content lives (harness/tasks/base.py ``DataSettings``). ``data_dir`` is a root laid
     out like ``shared/data`` (``promptsource/templates``, ``bigbench``, ``rows``, ``hub``, ``manual``,
     each used when present); the specific keys override it. Unset: templates and BIG-bench from the
-    pinned package-registry sdists (``rospr data fetch``), rows from the hub."""
+    data cache (``rospr data fetch``: pinned releases, every file checked by sha256), rows from the hub."""
 
 
 class TaskConfig(Strict):

@@ -1,5 +1,13 @@
-"""Shared fixtures: the task data (the pinned sdists from the package registry), the tiny model, and
-caches kept out of the user's cache folder."""
+"""Shared fixtures: the real task data where this machine has it, the tiny model, and caches kept out
+of the user's cache folder.
+
+No test downloads anything. The real upstream files (promptsource 0.2.3's templates, BIG-bench 1.0.0's
+14 paper tasks) are installed, checked file by file against the committed manifests, into the session's
+own data cache from the first local copy found: the machine's data cache (``rospr data fetch``),
+``$ROSPR_SHARED_DATA``, or ``../shared/data`` beside the clone (both laid out like it:
+``promptsource/templates``, ``bigbench``). Tests that need them skip, with one line naming the command
+that gets the data, where there is none. ``$ROSPR_DATA_OFFLINE`` is set: a default that would fetch
+refuses instead."""
 
 from __future__ import annotations
 
@@ -12,62 +20,81 @@ import pytest
 from rospr_harness.datatools import fetch as fetching
 
 REPO = Path(__file__).resolve().parents[1]
-# The per-machine data cache, read before any test touches the environment: the fetched sdists stay
-# there (fetched once per machine, as a user's are), while every other cache goes to a session folder.
-DATA_CACHE = fetching.data_cache_dir()
-# An optional stand-in for the sdists: a folder laid out like ../shared/data (promptsource/templates,
-# bigbench). Unset: the tests read what users get, the fetched promptsource 0.2.3 and bigbench 1.0.0.
-SHARED_DATA = os.environ.get("ROSPR_SHARED_DATA")
+# Read before any test touches the environment: the machine's own data cache (what `rospr data fetch`
+# filled), and the folders laid out like ../shared/data.
+MACHINE_DATA_CACHE = fetching.data_cache_dir()
+SHARED_DATA = [Path(p) for p in (os.environ.get("ROSPR_SHARED_DATA"), REPO.parent / "shared" / "data") if p]
+NEEDS = {
+    "templates": "`rospr data fetch templates` (or ROSPR_SHARED_DATA, or ../shared/data beside the clone)",
+    "bigbench": "`rospr data fetch bigbench --from PATH` with the 14 paper tasks (or ROSPR_SHARED_DATA, or "
+                "../shared/data beside the clone)",
+}
+REAL_DATA: dict[str, Path | None] = {}  # what -> the session's checked copy, None where the machine has none
+
+
+def _install_real_data(cache: Path) -> None:
+    """Install each data set into the session's data cache from the first local copy that has it whole."""
+    for what in fetching.WHATS:
+        local = [fetching.LocalSource(p) for p in SHARED_DATA if p.is_dir()]
+        entry = fetching.cached(what, MACHINE_DATA_CACHE)
+        if entry is not None:
+            local.insert(0, fetching.LocalSource(entry.parent))
+        REAL_DATA[what] = None
+        for source in local:
+            try:
+                REAL_DATA[what] = fetching.fetch(what, cache, sources=[source])
+                break
+            except fetching.TaskError:
+                continue
 
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache_home(tmp_path_factory):
-    """``$ROSPR_HOME`` in a session folder, so no test writes exports, units or digest memos into the
-    user cache root; ``$ROSPR_DATA_CACHE`` keeps naming the real data cache (subprocesses inherit both)."""
+    """``$ROSPR_HOME`` and ``$ROSPR_DATA_CACHE`` in session folders, so no test writes exports, units,
+    digest memos or data into the user's caches, and ``$ROSPR_DATA_OFFLINE`` (subprocesses inherit all
+    three); the real data this machine has goes into the session's data cache first."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ROSPR_HOME", str(tmp_path_factory.mktemp("rospr-home")))
-        mp.setenv("ROSPR_DATA_CACHE", str(DATA_CACHE))
+        cache = tmp_path_factory.mktemp("rospr-data")
+        mp.setenv("ROSPR_DATA_CACHE", str(cache))
+        mp.setenv("ROSPR_DATA_OFFLINE", "1")
+        _install_real_data(cache)
         yield
 
 
-def _fetched(what: str) -> Path:
-    try:
-        return fetching.fetch(what, DATA_CACHE)
-    except fetching.TaskError as e:
-        pytest.fail(f"the tests read the pinned {what} sdist from the package registry and could not fetch it: "
-                    f"{e}\nfix: `make test` (it runs `rospr data fetch templates bigbench` first) where the "
-                    "registry is reachable, or set ROSPR_SHARED_DATA to a folder laid out like ../shared/data",
-                    pytrace=False)
+def real_data(what: str) -> Path:
+    """The session's checked copy of the real ``what`` (``templates`` or ``bigbench``); skips the test,
+    naming the command that gets it, where this machine has none."""
+    folder = REAL_DATA.get(what)
+    if folder is None:
+        pytest.skip(f"needs the real {what} files: {NEEDS[what]}")
+    return folder
 
 
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory) -> Path:
-    """A data root laid out like ``../shared/data`` (``promptsource/templates``, ``bigbench``):
-    ``$ROSPR_SHARED_DATA`` when set, else links to the fetched sdists' ``templates/`` and
-    ``benchmark_tasks/`` (fetched here on first use, checked by sha256; cached once per machine)."""
-    if SHARED_DATA:
-        root = Path(SHARED_DATA)
-        if not (root / "bigbench").is_dir() or not (root / "promptsource" / "templates").is_dir():
-            pytest.fail(f"ROSPR_SHARED_DATA={root}: no bigbench/ and promptsource/templates/ there; unset it "
-                        "to use the fetched sdists", pytrace=False)
-        return root
+    """A data root laid out like ``../shared/data``: ``promptsource/templates`` (skips without it) and,
+    where this machine has it, ``bigbench``; links to the session's checked copies."""
+    templates = real_data("templates")
     root = tmp_path_factory.mktemp("data-root")
     (root / "promptsource").mkdir()
-    (root / "promptsource" / "templates").symlink_to(_fetched("templates"), target_is_directory=True)
-    (root / "bigbench").symlink_to(_fetched("bigbench"), target_is_directory=True)
+    (root / "promptsource" / "templates").symlink_to(templates, target_is_directory=True)
+    if REAL_DATA.get("bigbench") is not None:
+        (root / "bigbench").symlink_to(REAL_DATA["bigbench"], target_is_directory=True)
     return root
 
 
 @pytest.fixture(scope="session")
 def templates_dir(data_root: Path) -> Path:
-    """promptsource 0.2.3's ``templates/`` folder (279 ``templates.yaml``)."""
+    """promptsource 0.2.3's ``templates/`` folder (279 ``templates.yaml``); skips where there is none."""
     return data_root / "promptsource" / "templates"
 
 
 @pytest.fixture(scope="session")
-def bigbench_dir(data_root: Path) -> Path:
-    """bigbench 1.0.0's ``benchmark_tasks/`` folder (``<task>[/<subtask>]/task.json``)."""
-    return data_root / "bigbench"
+def bigbench_dir() -> Path:
+    """bigbench 1.0.0's ``benchmark_tasks/`` of the 14 paper tasks (``<task>[/<subtask>]/task.json``);
+    skips where there is none."""
+    return real_data("bigbench")
 
 
 TINY_CORPUS_WORDS = (

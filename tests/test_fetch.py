@@ -1,395 +1,377 @@
-"""harness/datatools/fetch.py: checked, safe, atomic unpacking of pinned sdists into the data cache.
+"""harness/datatools/fetch.py: a data set from several sources tried in order, every file checked
+against its committed sha256 whatever the source, published whole into the data cache.
 
-Offline tests build small archives here; the expected digests are computed with hashlib from the
-bytes the test wrote. One slow test runs the real `rospr data fetch templates` through pip.
-"""
+Offline: the sources are loopback HTTP servers standing in for the package registry, the repository
+archive and the hub, and folders and archives the tests write. A toy data set (its digests computed here
+with hashlib from the bytes the test wrote) stands in for the committed ones; the real 14 BIG-bench
+tasks are used where the machine has them (``bigbench_dir``)."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import logging
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 
 from rospr_harness.datatools import fetch as fetching
+from rospr_harness.datatools.fetch import DataSet
 from rospr_harness.tasks.base import TaskError
-from rospr_harness.datatools.fetch import Sdist
-from rospr.artifacts import seal
 
 REPO = Path(__file__).resolve().parents[1]
 
-FILES = {
-    "toy-1.0/LICENSE": b"Apache License 2.0\n",
-    "toy-1.0/setup.py": b"raise SystemExit('never run')\n",
-    "toy-1.0/toy/__init__.py": b"",
-    "toy-1.0/toy/templates/ag_news/templates.yaml": b"templates: {}\n",
-    "toy-1.0/toy/templates/super_glue/rte/templates.yaml": "templates: {a: caf\u00e9}\n".encode(),
-    "toy-1.0/toy/templates/super_glue/rte/notes.txt": b"not data\n",
+# A toy data set in the layout of BIG-bench's tasks: a task, a task with a subtask, unicode.
+TOY_FILES = {
+    "alpha/task.json": b'{"examples": [{"input": "one", "target_scores": {"a": 1, "b": 0}}]}\n',
+    "beta/task.json": b'{"subtasks": ["gamma"]}\n',
+    "beta/gamma/task.json": '{"examples": [{"input": "caf\u00e9", "target_scores": {"x": 0, "y": 1}}]}\n'.encode(),
 }
+TOY_LICENSE = b"Apache License 2.0 (toy)\n"
 
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def make_tar(path: Path, files: dict[str, bytes], links: dict[str, str] | None = None,
-             extra: list[tarfile.TarInfo] | None = None) -> Path:
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in files.items():
+def toy_set(**kw) -> DataSet:
+    fields = dict(what="bigbench", name="toy-1.0", folder="benchmark_tasks",
+                  files={rel: sha(data) for rel, data in TOY_FILES.items()},
+                  extras={"LICENSE": sha(TOY_LICENSE)}, extra_paths={"LICENSE": ("../../LICENSE", "../LICENSE")},
+                  layouts=("benchmark_tasks", "bigbench/benchmark_tasks"), describe="the toy tasks")
+    fields.update(kw)
+    return DataSet(**fields)
+
+
+def sdist_bytes(files: dict[str, bytes] | None = None, top: str = "toy-1.0", links: dict[str, str] | None = None) -> bytes:
+    """A .tar.gz laid out like an sdist: ``<top>/LICENSE``, ``<top>/bigbench/benchmark_tasks/...``."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        members = {f"{top}/LICENSE": TOY_LICENSE, f"{top}/setup.py": b"raise SystemExit('never run')\n"}
+        members.update({f"{top}/bigbench/benchmark_tasks/{rel}": data for rel, data in (files or TOY_FILES).items()})
+        for name, data in members.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
         for name, target in (links or {}).items():
-            info = tarfile.TarInfo(name)
+            info = tarfile.TarInfo(f"{top}/bigbench/benchmark_tasks/{name}")
             info.type = tarfile.SYMTYPE
             info.linkname = target
             tar.addfile(info)
-        for info in extra or []:
-            tar.addfile(info, io.BytesIO(b"x" * info.size) if info.size else None)
-    return path
+    return buf.getvalue()
 
 
-def spec_for(archive: Path, files: int = 2, **kw) -> Sdist:
-    fields = dict(
-        what="templates", name="toy", version="1.0", sha256=sha(archive.read_bytes()),
-        data_root="toy/templates", folder="templates", data_names=("templates.yaml",),
-        extras=("LICENSE",), files=files, keep_sdist=True,
-    )
-    fields.update(kw)
-    return Sdist(**fields)
+def changed(data: bytes) -> bytes:
+    """One byte changed."""
+    return data[:-2] + bytes([data[-2] ^ 1]) + data[-1:]
 
 
-def tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+def write_folder(root: Path, files: dict[str, bytes]) -> Path:
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return root
 
 
-def test_unpacks_only_data_with_manifest(tmp_path):
-    archive = make_tar(tmp_path / "toy-1.0.tar.gz", FILES)
-    spec = spec_for(archive)
-    cache = tmp_path / "cache"
-    folder = fetching.install_archive(spec, archive, cache)
-    assert folder == cache / "toy-1.0" / "templates"
-    expected = {
-        "LICENSE": FILES["toy-1.0/LICENSE"],
-        "templates/ag_news/templates.yaml": FILES["toy-1.0/toy/templates/ag_news/templates.yaml"],
-        "templates/super_glue/rte/templates.yaml": FILES["toy-1.0/toy/templates/super_glue/rte/templates.yaml"],
-        "toy-1.0.tar.gz": archive.read_bytes(),
-    }
-    got = tree(cache / "toy-1.0")
-    manifest = json.loads(got.pop("MANIFEST.json"))
-    assert got == expected
-    assert manifest["files"] == {rel: sha(data) for rel, data in expected.items()}
-    assert manifest["sdist"] == {"name": "toy", "version": "1.0", "sha256": spec.sha256}
-    assert (manifest["format"], manifest["version"]) == ("rospr-data-cache", 2) and seal(manifest) == manifest
-    assert sorted(os.listdir(cache)) == ["toy-1.0"]  # no staging folder left behind
-    assert fetching.cached(spec, cache) == folder
-    assert fetching.verify(spec, cache) == []
-    assert fetching.sdist_path(spec, cache) == cache / "toy-1.0" / "toy-1.0.tar.gz"
+# --------------------------------------------------------------------------------------------
+# Loopback servers
+# --------------------------------------------------------------------------------------------
 
 
-def test_cached_and_verify_notice_damage(tmp_path):
-    archive = make_tar(tmp_path / "toy-1.0.tar.gz", FILES)
-    spec = spec_for(archive)
-    cache = tmp_path / "cache"
-    fetching.install_archive(spec, archive, cache)
-    dist = cache / "toy-1.0"
-    (dist / "templates/ag_news/templates.yaml").write_bytes(b"templates: {evil: 1}\n")
-    (dist / "templates/stray.yaml").write_bytes(b"")
-    problems = fetching.verify(spec, cache)
-    assert len(problems) == 2
-    assert any("ag_news/templates.yaml: sha256 differs" in p for p in problems)
-    assert any("stray.yaml: not in the manifest" in p for p in problems)
-    # the cheap check trusts the manifest; another pin (count or digest) makes it miss
-    assert fetching.cached(spec, cache) is not None
-    assert fetching.cached(spec_for(archive, files=3), cache) is None
-    assert fetching.cached(spec_for(archive, sha256="0" * 64), cache) is None
-    (dist / "toy-1.0.tar.gz").write_bytes(b"damaged")
-    assert fetching.sdist_path(spec, cache) is None
-    (dist / "MANIFEST.json").unlink()
-    assert fetching.cached(spec, cache) is None
-    assert "missing" in fetching.verify(spec, cache)[0]
+class Site:
+    """A loopback HTTP server answering ``routes`` (path -> bytes, or an int status); every request is
+    logged in ``log`` (shared by all sites of a test, so their order shows)."""
+
+    def __init__(self, name: str, routes: dict, log: list) -> None:
+        site = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                path = unquote(urlsplit(self.path).path)
+                log.append((name, path))
+                body = site.routes.get(path, 404)
+                if isinstance(body, int):
+                    self.send_response(body)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.routes = routes
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
-@pytest.mark.parametrize("member", ["../escape/templates.yaml", "/tmp/abs/templates.yaml",
-                                    "toy-1.0/toy/templates/../../../escape.yaml"])
-def test_member_escaping_the_target_is_refused(tmp_path, member):
-    archive = make_tar(tmp_path / "toy-1.0.tar.gz", {**FILES, member: b"templates: {}\n"})
-    cache = tmp_path / "cache"
-    with pytest.raises(TaskError, match="outside"):
-        fetching.install_archive(spec_for(archive), archive, cache)
-    assert os.listdir(cache) == []  # nothing half-written is left, nothing is cached
-    assert not list(tmp_path.rglob("escape*"))
+@pytest.fixture
+def sites(monkeypatch):
+    """Make loopback sites (``sites(name, routes)``); all are shut at the end. ``sites.log`` orders their requests."""
+    made, log = [], []
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+
+    def make(name: str, routes: dict) -> Site:
+        made.append(Site(name, routes, log))
+        return made[-1]
+
+    make.log = log
+    yield make
+    for site in made:
+        site.close()
 
 
-def test_link_among_data_is_refused(tmp_path):
-    archive = make_tar(tmp_path / "toy-1.0.tar.gz", FILES,
-                       links={"toy-1.0/toy/templates/glue/templates.yaml": "/etc/passwd"})
-    cache = tmp_path / "cache"
-    with pytest.raises(TaskError, match="is a link"):
-        fetching.install_archive(spec_for(archive, files=3), archive, cache)
-    assert os.listdir(cache) == []
+def registry_routes(archive: bytes, *, json_api: bool = True, version: str = "1.0") -> dict:
+    """A simple-API index serving ``toy-<version>.tar.gz`` (and an older release beside it)."""
+    files = [{"filename": "toy-0.1.tar.gz", "url": "/files/toy-0.1.tar.gz", "hashes": {}},
+             {"filename": f"toy-{version}.tar.gz", "url": f"/files/toy-{version}.tar.gz#sha256={sha(archive)}",
+              "hashes": {"sha256": sha(archive)}}]
+    if json_api:
+        page = json.dumps({"meta": {"api-version": "1.0"}, "name": "toy", "files": files}).encode()
+    else:
+        page = "".join(f'<a href="{f["url"]}">{f["filename"]}</a><br/>' for f in files).encode()
+    return {"/simple/toy/": page, f"/files/toy-{version}.tar.gz": archive}
 
 
-def test_hard_link_and_device_among_data_are_refused(tmp_path):
-    hard = tarfile.TarInfo("toy-1.0/toy/templates/x/templates.yaml")
-    hard.type = tarfile.LNKTYPE
-    hard.linkname = "toy-1.0/setup.py"
-    archive = make_tar(tmp_path / "h.tar.gz", FILES, extra=[hard])
-    with pytest.raises(TaskError, match="is a link"):
-        fetching.install_archive(spec_for(archive, files=3), archive, tmp_path / "c1")
-    fifo = tarfile.TarInfo("toy-1.0/toy/templates/y/templates.yaml")
-    fifo.type = tarfile.FIFOTYPE
-    archive = make_tar(tmp_path / "f.tar.gz", FILES, extra=[fifo])
-    with pytest.raises(TaskError, match="not a regular file"):
-        fetching.install_archive(spec_for(archive, files=3), archive, tmp_path / "c2")
+# --------------------------------------------------------------------------------------------
+# The chain
+# --------------------------------------------------------------------------------------------
 
 
-def test_truncated_archive_is_refused(tmp_path):
-    big = {**FILES, "toy-1.0/toy/templates/big/templates.yaml": os.urandom(200_000)}
-    whole = make_tar(tmp_path / "whole.tar.gz", big).read_bytes()
-    archive = tmp_path / "toy-1.0.tar.gz"
-    archive.write_bytes(whole[: len(whole) // 2])
-    cache = tmp_path / "cache"
-    # the digest pinned is the truncated file's, so only the unpacking can notice
+def test_each_source_is_tried_in_order_and_each_file_is_taken_only_with_its_committed_bytes(
+        tmp_path, sites, monkeypatch):
+    """The registry no longer serves the release (as bigbench 1.0.0 today); the repository archive
+    serves every file but one with a changed byte (refused, named); the hub serves that one."""
+    ds = toy_set()
+    registry = sites("registry", {"/simple/toy/": json.dumps({"files": [
+        {"filename": "toy-0.1.tar.gz", "url": "/files/toy-0.1.tar.gz"}]}).encode()})
+    bad = dict(TOY_FILES, **{"beta/gamma/task.json": changed(TOY_FILES["beta/gamma/task.json"])})
+    archive = sites("github", {"/archive/abc123.tar.gz": sdist_bytes(bad, top="toy-abc123")})
+    hub = sites("hub", {f"/datasets/someone/toy/resolve/r1/tasks/{rel}": data for rel, data in TOY_FILES.items()})
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    chain = [fetching.RegistrySource("toy", "1.0", sha(sdist_bytes()), index=f"{registry.url}/simple", label="registry"),
+             fetching.ArchiveSource(f"{archive.url}/archive/abc123.tar.gz", "github"),
+             fetching.parse_source("hub:someone/toy@r1:tasks")]
+    folder = fetching.fetch(ds, tmp_path / "cache", sources=chain)
+
+    assert [name for name, _ in sites.log] == ["registry", "github", "hub"]
+    assert sites.log[2] == ("hub", "/datasets/someone/toy/resolve/r1/tasks/beta/gamma/task.json")  # only what was missing
+    assert {rel: (folder / rel).read_bytes() for rel in TOY_FILES} == TOY_FILES
+    assert fetching.provenance(ds, tmp_path / "cache") == {
+        "alpha/task.json": "github", "beta/task.json": "github", "beta/gamma/task.json": "hub:someone/toy@r1:tasks"}
+    assert (folder.parent / "LICENSE").read_bytes() == TOY_LICENSE  # an extra of the source that gave files
+    assert fetching.verify(ds, tmp_path / "cache") == []
+
+
+def test_when_every_source_fails_one_message_names_each_why_and_the_way_out(tmp_path, sites):
+    ds = toy_set()
+    registry = sites("registry", {"/simple/toy/": json.dumps({"files": []}).encode()})
+    archive = sites("github", {"/a.tar.gz": sdist_bytes({"alpha/task.json": changed(TOY_FILES["alpha/task.json"])})})
+    chain = [fetching.RegistrySource("toy", "1.0", "0" * 64, index=f"{registry.url}/simple", label="registry"),
+             fetching.ArchiveSource(f"{archive.url}/a.tar.gz", "github"),
+             fetching.FilesSource(f"{archive.url}/gone", "hub"),
+             fetching.LocalSource(tmp_path / "nowhere")]
+    with pytest.raises(TaskError) as err:
+        fetching.fetch(ds, tmp_path / "cache", sources=chain)
+    msg = str(err.value)
+    lines = msg.splitlines()
+    assert "no source gave every file of the toy tasks" in lines[0]
+    assert lines[1].startswith("  1. registry: ") and "lists no toy-1.0.tar.gz (it lists: nothing)" in lines[1]
+    assert lines[2].startswith("  2. github: refused 1 file(s)") and "alpha/task.json (sha256" in lines[2]
+    assert lines[3] == "  3. hub: gave 0 of the 3 files still missing"
+    assert lines[4].startswith("  4. local:") and "no such folder or archive" in lines[4]
+    assert "rospr data fetch bigbench --from PATH" in lines[5]
+    assert not (tmp_path / "cache" / "toy-1.0").exists()  # nothing half-made is published
+
+
+def test_the_registry_source_reads_the_json_and_the_html_simple_api_and_checks_the_archive(tmp_path, sites):
+    ds = toy_set()
+    archive = sdist_bytes()
+    for json_api in (True, False):
+        index = sites("registry", registry_routes(archive, json_api=json_api))
+        source = fetching.RegistrySource("toy", "1.0", sha(archive), index=f"{index.url}/simple", label="registry")
+        found = source.get(ds, list(ds.files))
+        assert found.files == TOY_FILES and found.extras == {"LICENSE": TOY_LICENSE}
+    other = sites("registry", registry_routes(changed(archive)))
+    with pytest.raises(TaskError, match=rf"sha256 [0-9a-f]{{64}}, the pinned release has {sha(archive)}"):
+        fetching.RegistrySource("toy", "1.0", sha(archive), index=f"{other.url}/simple").get(ds, list(ds.files))
+
+
+def test_the_index_is_pips(monkeypatch):
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+    assert fetching.package_index() == "http://127.0.0.1:9/simple"
+
+
+@pytest.mark.parametrize("kind", ["folder", "tar.gz", "zip", "files-url", "file-url-archive"])
+def test_one_changed_byte_is_refused_naming_the_file_whatever_the_source(tmp_path, sites, kind):
+    ds = toy_set()
+    bad = dict(TOY_FILES, **{"alpha/task.json": changed(TOY_FILES["alpha/task.json"])})
+    if kind == "folder":
+        source = fetching.LocalSource(write_folder(tmp_path / "copy" / "benchmark_tasks", bad).parent)
+    elif kind == "tar.gz":
+        (tmp_path / "copy.tar.gz").write_bytes(sdist_bytes(bad))
+        source = fetching.LocalSource(tmp_path / "copy.tar.gz")
+    elif kind == "zip":
+        with zipfile.ZipFile(tmp_path / "copy.zip", "w") as zf:
+            for rel, data in bad.items():
+                zf.writestr(f"BIG-bench-x/bigbench/benchmark_tasks/{rel}", data)
+        source = fetching.LocalSource(tmp_path / "copy.zip")
+    elif kind == "files-url":
+        site = sites("raw", {f"/raw/{rel}": data for rel, data in bad.items()})
+        source = fetching.parse_source(f"{site.url}/raw")
+    else:
+        (tmp_path / "copy.tar.gz").write_bytes(sdist_bytes(bad))
+        source = fetching.parse_source((tmp_path / "copy.tar.gz").as_uri())
+    with pytest.raises(TaskError, match=r"refused 1 file\(s\) whose bytes differ from the committed manifest: "
+                                        r"alpha/task\.json \(sha256 [0-9a-f]{16}…, committed " + sha(TOY_FILES["alpha/task.json"])[:16]):
+        fetching.fetch(ds, tmp_path / "cache", sources=[source])
+
+
+def test_allow_modified_takes_the_file_with_a_warning_and_records_it(tmp_path, caplog):
+    ds = toy_set()
+    bad = dict(TOY_FILES, **{"alpha/task.json": changed(TOY_FILES["alpha/task.json"])})
+    source = fetching.LocalSource(write_folder(tmp_path / "copy", bad))
+    caplog.set_level(logging.WARNING, logger="rospr_harness.datatools.fetch")
+    folder = fetching.fetch(ds, tmp_path / "cache", sources=[source], allow_modified=True)
+    assert (folder / "alpha/task.json").read_bytes() == bad["alpha/task.json"]
+    assert "alpha/task.json from local:" in caplog.text and "--allow-modified" in caplog.text
+    assert fetching.provenance(ds, tmp_path / "cache")["alpha/task.json"].endswith("(modified)")
+    caplog.clear()
+    assert fetching.cached(ds, tmp_path / "cache") == folder and "differ from the committed manifest" in caplog.text
+
+
+def test_a_user_folder_is_found_in_its_usual_layouts(tmp_path):
+    ds = toy_set()
+    for layout in ("", "benchmark_tasks", "bigbench/benchmark_tasks"):
+        root = tmp_path / f"copy-{layout.replace('/', '-') or 'flat'}"
+        write_folder(root / layout if layout else root, TOY_FILES)
+        found = fetching.LocalSource(root).get(ds, list(ds.files))
+        assert found.files == TOY_FILES, layout
+
+
+def test_links_and_damaged_archives_are_refused(tmp_path):
+    ds = toy_set()
+    files = {k: v for k, v in TOY_FILES.items() if k != "alpha/task.json"}
+    (tmp_path / "link.tar.gz").write_bytes(sdist_bytes(files, links={"alpha/task.json": "/etc/passwd"}))
+    with pytest.raises(TaskError, match=r"alpha/task\.json is a link; data files must be regular files"):
+        fetching.fetch(ds, tmp_path / "cache", sources=[fetching.LocalSource(tmp_path / "link.tar.gz")])
+    (tmp_path / "short.tar.gz").write_bytes(sdist_bytes()[:200])
     with pytest.raises(TaskError, match="damaged or truncated"):
-        fetching.install_archive(spec_for(archive, files=3), archive, cache)
-    assert os.listdir(cache) == []
+        fetching.fetch(ds, tmp_path / "cache", sources=[fetching.LocalSource(tmp_path / "short.tar.gz")])
+    folder = write_folder(tmp_path / "linked", {k: v for k, v in TOY_FILES.items() if k != "beta/task.json"})
+    (folder / "beta" / "task.json").symlink_to(write_folder(tmp_path / "elsewhere", TOY_FILES) / "beta" / "task.json")
+    with pytest.raises(TaskError, match=r"beta/task\.json is a link"):
+        fetching.fetch(ds, tmp_path / "cache", sources=[fetching.LocalSource(folder)])
 
 
-def test_wrong_digest_names_both(tmp_path):
-    archive = make_tar(tmp_path / "toy-1.0.tar.gz", FILES)
-    pinned = "ab" * 32
-    with pytest.raises(TaskError) as info:
-        fetching.install_archive(spec_for(archive, sha256=pinned), archive, tmp_path / "cache")
-    assert pinned in str(info.value) and sha(archive.read_bytes()) in str(info.value)
-    assert not (tmp_path / "cache").exists()
-
-
-def test_wrong_file_count_is_refused(tmp_path):
-    archive = make_tar(tmp_path / "toy-1.0.tar.gz", FILES)
-    with pytest.raises(TaskError, match="2 files named .* holds 5"):
-        fetching.install_archive(spec_for(archive, files=5), archive, tmp_path / "cache")
-
-
-def test_failed_reinstall_keeps_the_previous_copy(tmp_path):
-    good = make_tar(tmp_path / "good.tar.gz", FILES)
+def test_the_cache_is_checked_and_a_failed_refetch_keeps_the_copy_there(tmp_path):
+    ds = toy_set()
     cache = tmp_path / "cache"
-    fetching.install_archive(spec_for(good), good, cache)
-    before = tree(cache / "toy-1.0")
-    bad = make_tar(tmp_path / "bad.tar.gz", {**FILES, "../x/templates.yaml": b""})
+    folder = fetching.fetch(ds, cache, sources=[fetching.LocalSource(write_folder(tmp_path / "copy", TOY_FILES))])
+    assert fetching.cached(ds, cache) == folder and fetching.verify(ds, cache) == []
     with pytest.raises(TaskError):
-        fetching.install_archive(spec_for(bad), bad, cache)
-    assert tree(cache / "toy-1.0") == before
-    # a successful reinstall replaces it, leaving one folder
-    changed = {**FILES, "toy-1.0/LICENSE": b"MIT\n"}
-    other = make_tar(tmp_path / "other.tar.gz", changed)
-    fetching.install_archive(spec_for(other), other, cache)
-    assert (cache / "toy-1.0" / "LICENSE").read_bytes() == b"MIT\n"
-    assert os.listdir(cache) == ["toy-1.0"]
+        fetching.fetch(ds, cache, sources=[fetching.LocalSource(tmp_path / "nowhere")])
+    assert fetching.cached(ds, cache) == folder  # nothing lost
+    (folder / "alpha/task.json").write_bytes(b"{}")
+    assert any("alpha/task.json: sha256 differs" in p for p in fetching.verify(ds, cache))
+    manifest = folder.parent / "MANIFEST.json"
+    edited = json.loads(manifest.read_text())
+    edited["files"]["benchmark_tasks/alpha/task.json"] = sha(b"{}")  # the seal no longer holds
+    manifest.write_text(json.dumps(edited))
+    assert fetching.cached(ds, cache) is None
+    other = toy_set(files={**toy_set().files, "delta/task.json": sha(b"{}")})  # the committed set grew
+    assert fetching.cached(other, cache) is None
 
 
-def _pip_tree(root: Path, files: dict[str, bytes]) -> Path:
-    for name, data in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    return root / "toy-1.0"
-
-
-def test_fetch_from_the_tree_pip_unpacked(tmp_path, monkeypatch):
-    """pip >= 26 refuses bigbench's metadata after unpacking; the data comes from its tree."""
-    archive = make_tar(tmp_path / "toy-1.0.tar.gz", FILES)
-    spec = spec_for(archive, keep_sdist=False)
-    calls = []
-
-    def fake_pip(spec_, work):
-        calls.append(work)
-        return _pip_tree(work / "pip-tmp", FILES), False
-
-    monkeypatch.setattr(fetching, "_pip_download", fake_pip)
+def test_a_killed_fetch_leaves_only_a_stage_that_the_next_sweeps(tmp_path):
+    ds = toy_set()
     cache = tmp_path / "cache"
-    folder = fetching.fetch(spec, cache)
-    got = tree(cache / "toy-1.0")
-    manifest = json.loads(got.pop("MANIFEST.json"))
-    assert sorted(got) == ["LICENSE", "templates/ag_news/templates.yaml", "templates/super_glue/rte/templates.yaml"]
-    assert manifest["files"] == {rel: sha(data) for rel, data in got.items()}
-    assert folder == cache / "toy-1.0" / "templates"
-    assert os.listdir(cache) == ["toy-1.0"]  # pip's work folder removed
-    # idempotent: cached, pip is not run again; force runs it again
-    assert fetching.fetch(spec, cache) == folder and len(calls) == 1
-    fetching.fetch(spec, cache, force=True)
-    assert len(calls) == 2
+    stage = fetching._store(cache).stage(ds.name)  # as a fetch killed while writing leaves it
+    os.close(stage.fd)  # its writer is gone: the lock is free
+    fetching.fetch(ds, cache, sources=[fetching.LocalSource(write_folder(tmp_path / "copy", TOY_FILES))])
+    assert sorted(p.name for p in cache.iterdir()) == ["toy-1.0"]
 
 
-def test_tree_with_link_among_data_is_refused(tmp_path, monkeypatch):
-    archive = make_tar(tmp_path / "toy-1.0.tar.gz", FILES)
-
-    def fake_pip(spec_, work):
-        top = _pip_tree(work / "pip-tmp", FILES)
-        (top / "toy/templates/glue").mkdir()
-        (top / "toy/templates/glue/templates.yaml").symlink_to("/etc/passwd")
-        return top, False
-
-    monkeypatch.setattr(fetching, "_pip_download", fake_pip)
-    with pytest.raises(TaskError, match="a link"):
-        fetching.fetch(spec_for(archive, files=3), tmp_path / "cache")
-    assert os.listdir(tmp_path / "cache") == []
+def test_default_data_is_not_downloaded_when_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROSPR_DATA_OFFLINE", "1")
+    with pytest.raises(TaskError, match=r"\$ROSPR_DATA_OFFLINE is set, so nothing is downloaded; fix: `rospr data fetch bigbench`"):
+        fetching.fetch("bigbench", tmp_path / "empty")
 
 
-def _fake_run(rc: int, output: str):
-    def run(cmd, **kw):
-        return subprocess.CompletedProcess(cmd, rc, stdout="", stderr=output)
-    return run
+def test_the_default_chain_is_the_registry_then_the_repository():
+    for what in fetching.WHATS:
+        chain = fetching.default_sources(what)
+        assert [type(s).__name__ for s in chain][0] == "RegistrySource" and chain[1].label.startswith("github:")
+    assert fetching.default_sources("templates")[1].url.endswith(fetching.PROMPTSOURCE_COMMIT)
 
 
-def test_pip_hash_mismatch_names_both_digests(tmp_path, monkeypatch):
-    expected, got = "1" * 64, "2" * 64
-    output = ("ERROR: THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE.\n"
-              f"    toy==1.0 from https://files.pythonhosted.org/toy-1.0.tar.gz:\n"
-              f"        Expected sha256 {expected}\n             Got        {got}\n")
-    monkeypatch.setattr(fetching.subprocess, "run", _fake_run(1, output))
-    with pytest.raises(TaskError) as info:
-        fetching.fetch(fetching.SOURCES["templates"], tmp_path / "cache")
-    assert expected in str(info.value) and got in str(info.value)
-    assert os.listdir(tmp_path / "cache") == []
+def test_the_committed_sets_name_the_paper_tasks_and_every_template():
+    from rospr_harness.tasks.bigbench import KNOWN_SUBTASKS, T0_TASKS
+
+    bb = fetching.data_set("bigbench")
+    expected = {f"{t}/task.json" for t in T0_TASKS} | {f"{t}/{s}/task.json" for t, subs in KNOWN_SUBTASKS.items() for s in subs}
+    assert set(bb.files) == expected and len(bb.files) == 23
+    templates = fetching.data_set("templates")
+    assert len(templates.files) == 279 and set(templates.extras) == {"LICENSE", "templates.py"}
+    assert all(len(d) == 64 for d in [*bb.files.values(), *templates.files.values()])
 
 
-def test_pip_failure_says_how_to_do_without(tmp_path, monkeypatch):
-    output = "ERROR: Could not find a version that satisfies the requirement promptsource==0.2.3\n"
-    monkeypatch.setattr(fetching.subprocess, "run", _fake_run(1, output))
-    with pytest.raises(TaskError) as info:
-        fetching.fetch("templates", tmp_path / "cache")
-    msg = str(info.value)
-    assert "Could not find a version" in msg and "data.templates_dir" in msg and "rospr data fetch templates" in msg
+def test_a_config_folder_holding_a_paper_task_with_other_bytes_is_refused(tmp_path):
+    from rospr_harness.tasks import get_task
+    from rospr_harness.tasks.base import DataSettings
+
+    write_folder(tmp_path / "bb", {"winowhy/task.json": b'{"examples": [{"input": "q", "target_scores": {"a": 1}}]}'})
+    task = get_task("bigbench/winowhy", DataSettings(bigbench=str(tmp_path / "bb")))
+    with pytest.raises(TaskError, match=r"winowhy/task\.json: sha256 [0-9a-f]{64} differs from the committed"):
+        task.load("bigbench")
+    write_folder(tmp_path / "bb", {"my_task/task.json": b'{"examples": [{"input": "q", "target_scores": {"a": 1}}]}'})
+    assert get_task("bigbench/my_task", DataSettings(bigbench=str(tmp_path / "bb"))).load("bigbench").examples  # a user's own
 
 
-def test_pip_command_pins_the_digest(tmp_path, monkeypatch):
-    seen = {}
-
-    def run(cmd, **kw):
-        seen["cmd"], seen["env"] = cmd, kw["env"]
-        seen["req"] = Path(cmd[cmd.index("-r") + 1]).read_text()
-        return subprocess.CompletedProcess(cmd, 1, stdout="", stderr="ERROR: offline\n")
-
-    monkeypatch.setattr(fetching.subprocess, "run", run)
-    with pytest.raises(TaskError):
-        fetching.fetch("bigbench", tmp_path / "cache")
-    assert seen["req"] == f"bigbench==1.0.0 --hash=sha256:{fetching.SOURCES['bigbench'].sha256}\n"
-    for flag in ("--require-hashes", "--no-deps", "--ignore-requires-python", "--no-clean"):
-        assert flag in seen["cmd"]
-    assert seen["cmd"][seen["cmd"].index("--no-binary") + 1] == ":all:"
-    assert Path(seen["env"]["TMPDIR"]).is_relative_to(tmp_path / "cache")
+# --------------------------------------------------------------------------------------------
+# The real files, where the machine has them
+# --------------------------------------------------------------------------------------------
 
 
-def test_data_cache_dir_from_env(tmp_path, monkeypatch):
-    monkeypatch.setenv("ROSPR_DATA_CACHE", str(tmp_path / "c"))
-    assert fetching.data_cache_dir() == tmp_path / "c"
-    monkeypatch.delenv("ROSPR_DATA_CACHE")
-    monkeypatch.delenv("ROSPR_HOME", raising=False)  # conftest points it at a session folder
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
-    assert fetching.data_cache_dir() == tmp_path / "x" / "rospr" / "data"
-    monkeypatch.setenv("ROSPR_HOME", str(tmp_path / "home"))  # the one user cache root of every cache
-    assert fetching.data_cache_dir() == tmp_path / "home" / "data"
+def rospr(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rospr_harness.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=120)
 
 
-_NO_REGISTRY = ("Could not find a version", "No matching distribution", "Network is unreachable",
-                "Temporary failure in name resolution", "Failed to establish a new connection",
-                "Max retries exceeded", "ProxyError", "timed out")
+def test_fetch_from_a_folder_of_the_fourteen_tasks_and_status_names_it(bigbench_dir, tmp_path):
+    copy = shutil.copytree(bigbench_dir, tmp_path / "my-copy" / "bigbench")
+    env = {"ROSPR_DATA_CACHE": str(tmp_path / "cache")}
+    done = rospr("data", "fetch", "bigbench", "--from", str(copy.parent), env=env)
+    assert done.returncode == 0, done.stderr
+    assert f"bigbench: {tmp_path / 'cache' / 'bigbench-1.0.0' / 'benchmark_tasks'} (23 files, from local:{copy.parent.resolve()})" in done.stdout
+    status = rospr("data", "status", "bigbench", env=env)
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()[1:]
+    assert len(lines) == 14 and all(f"data cache, from local:{copy.parent.resolve()}" in line for line in lines)
 
 
-@pytest.mark.slow
-def test_real_fetch_templates(tmp_path):
-    cache = tmp_path / "cache"
-    proc = subprocess.run(
-        [sys.executable, "-m", "rospr_harness.cli", "data", "fetch", "templates", "--cache-dir", str(cache)],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-    )
-    if proc.returncode != 0 and any(s in proc.stderr for s in _NO_REGISTRY):
-        pytest.skip(f"pip cannot reach the package registry: {proc.stderr.strip()[-300:]}")
-    assert proc.returncode == 0, proc.stderr
-    folder = cache / "promptsource-0.2.3" / "templates"
-    assert proc.stdout.strip() == f"templates: {folder} (279 files)"
-    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("templates.yaml"))
-    assert len(files) == 279 and "super_glue/rte/templates.yaml" in files
-    archive = cache / "promptsource-0.2.3" / "promptsource-0.2.3.tar.gz"
-    assert hashlib.sha256(archive.read_bytes()).hexdigest() == fetching.SOURCES["templates"].sha256
-    with tarfile.open(archive) as tar:  # every templates.yaml equals the archive's own bytes
-        for name in files:
-            member = tar.extractfile(f"promptsource-0.2.3/promptsource/templates/{name}")
-            assert (folder / name).read_bytes() == member.read(), name
-    assert fetching.verify("templates", cache) == []
-
-
-def test_default_templates_dir_uses_the_cache_then_fetches(tmp_path, monkeypatch):
-    from rospr_harness.tasks.templates import default_templates_dir
-
-    archive = make_tar(tmp_path / "toy-1.0.tar.gz", FILES)
-    monkeypatch.setitem(fetching.SOURCES, "templates", spec_for(archive))
-    monkeypatch.setenv("ROSPR_DATA_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(fetching.subprocess, "run", _fake_run(1, "ERROR: Network is unreachable\n"))
-    with pytest.raises(TaskError) as info:  # nothing cached, pip fails: say how to do without
-        default_templates_dir()
-    msg = str(info.value)
-    assert "Network is unreachable" in msg
-    assert all(s in msg for s in ("rospr data fetch templates", "data.templates_dir", "data.data_dir"))
-    fetching.install_archive("templates", archive)
-    assert default_templates_dir() == tmp_path / "cache" / "toy-1.0" / "templates"
-
-
-def test_bigbench_default_location(tmp_path, monkeypatch):
-    from rospr_harness.tasks import bigbench
-
-    files = {"bb-1.0/PKG-INFO": b"Name: bb\n", "bb-1.0/bigbench/benchmark_tasks/toy/task.json": b"{}",
-             "bb-1.0/bigbench/benchmark_tasks/toy/results.json": b"{}"}
-    archive = make_tar(tmp_path / "bb-1.0.tar.gz", files)
-    spec = spec_for(archive, what="bigbench", name="bb", data_root="bigbench/benchmark_tasks",
-                    folder="benchmark_tasks", data_names=("task.json",), extras=("PKG-INFO",), files=1,
-                    keep_sdist=False)
-    monkeypatch.setitem(fetching.SOURCES, "bigbench", spec)
-    monkeypatch.setenv("ROSPR_DATA_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(fetching.subprocess, "run", _fake_run(1, "ERROR: offline\n"))
-    assert bigbench.default_location(fetch_missing=False) == bigbench.DEFAULT_URL  # listing never fetches
-    with pytest.raises(TaskError, match="data.bigbench"):
-        bigbench.default_location()
-    fetching.install_archive("bigbench", archive)
-    folder = tmp_path / "cache" / "bb-1.0" / "benchmark_tasks"
-    assert tree(folder) == {"toy/task.json": b"{}"}
-    assert bigbench.default_location(fetch_missing=False) == str(folder)
-    assert bigbench.BigBenchTask("toy").available()
-
-
-def test_a_killed_fetch_leaves_stages_that_the_next_sweeps(tmp_path):
-    """The data cache is a rospr.store client: stages of dead writers (no lock, or a free one) beside
-    the entry are removed by the next fetch; a copy written before the store stays readable."""
-    archive = make_tar(tmp_path / "toy-1.0.tar.gz", FILES)
-    spec = spec_for(archive)
-    cache = tmp_path / "cache"
-    (cache / ".stage-toy-1.0.download-dead" / "pip-tmp").mkdir(parents=True)
-    (cache / ".stage-toy-1.0-dead").mkdir()
-    (cache / ".stage-toy-1.0-dead2").mkdir()
-    (cache / ".stage-toy-1.0-dead2.lock").write_text("")  # its writer's flock ended with it
-    folder = fetching.install_archive(spec, archive, cache)
-    assert sorted(os.listdir(cache)) == ["toy-1.0"]
-    assert fetching.cached(spec, cache) == folder and fetching.verify(spec, cache) == []
-
-
-def test_manifests_written_before_the_store_are_read_and_edited_ones_refused(tmp_path):
-    archive = make_tar(tmp_path / "toy-1.0.tar.gz", FILES)
-    spec = spec_for(archive)
-    cache = tmp_path / "cache"
-    folder = fetching.install_archive(spec, archive, cache)
-    path = cache / "toy-1.0" / "MANIFEST.json"
-    manifest = json.loads(path.read_text())
-    edited = {**manifest, "created": "2020-01-01T00:00:00Z"}  # seal left as it was
-    path.write_text(json.dumps(edited))
-    assert fetching.cached(spec, cache) is None and "missing, unreadable" in fetching.verify(spec, cache)[0]
-    legacy = {"manifest_version": 1, "name": "toy", "version": "1.0", "sdist_sha256": spec.sha256,
-              "created": manifest["created"], "files": manifest["files"]}
-    path.write_text(json.dumps(legacy, indent=1) + "\n")  # the dialect of the cache before the store
-    assert fetching.cached(spec, cache) == folder and fetching.verify(spec, cache) == []
+def test_one_changed_byte_in_a_real_task_file_is_refused_naming_it(bigbench_dir, tmp_path):
+    copy = shutil.copytree(bigbench_dir, tmp_path / "bigbench")
+    path = copy / "logical_deduction" / "five_objects" / "task.json"
+    path.write_bytes(changed(path.read_bytes()))
+    done = rospr("data", "fetch", "bigbench", "--from", str(copy), env={"ROSPR_DATA_CACHE": str(tmp_path / "cache")})
+    assert done.returncode != 0
+    assert "refused 1 file(s) whose bytes differ from the committed manifest: logical_deduction/five_objects/task.json" in done.stderr

@@ -1,7 +1,9 @@
 """Our template rendering (harness/tasks/templates.py) equals promptsource 0.2.3's own.
 
-The reference is promptsource's ``promptsource/templates.py``, extracted from the pinned sdist in the
-data cache (`rospr data fetch templates`) and imported by path; its templates are read by its own
+The reference is promptsource's ``promptsource/templates.py``, which `rospr data fetch templates` keeps
+beside the templates (from the registry's sdist or the repository at v0.2.3, checked against its
+committed sha256) and which is imported by path; the tests skip where it is not there (a copy of the
+templates alone, such as ../shared/data, does not hold it); its templates are read by its own
 ``DatasetTemplates`` (PyYAML ``FullLoader`` and its ``!Template`` YAMLObject) from the same
 ``templates/`` folder we read. For every template of the 38 T0 training folders and the 9 held-out
 folders, on hand-made rows with edge cases and on rows synthesised in each dataset's hub schema, the
@@ -31,7 +33,6 @@ import importlib.util
 import random
 import re
 import sys
-import tarfile
 import types
 from pathlib import Path
 
@@ -69,21 +70,20 @@ def split_folder(folder: str) -> tuple[str, str | None]:
 
 
 @pytest.fixture(scope="module")
-def templates_root() -> Path:
-    """The fetched promptsource 0.2.3 sdist's templates (fetched on first use); its archive is kept beside them."""
-    root = fetching.fetch("templates")
-    assert fetching.sdist_path("templates") is not None, f"{fetching.data_cache_dir()}: the sdist is not kept"
-    return root
+def templates_root(templates_dir) -> Path:
+    """promptsource 0.2.3's templates (the session's checked copy; skips without one)."""
+    return templates_dir.resolve()
 
 
 @pytest.fixture(scope="module")
 def ps(templates_root, tmp_path_factory):
-    """promptsource 0.2.3's own templates.py, imported from the sdist."""
-    member = "promptsource-0.2.3/promptsource/templates.py"
-    with tarfile.open(fetching.sdist_path("templates")) as tar:
-        source = tar.extractfile(member).read()
+    """promptsource 0.2.3's own templates.py, kept beside the fetched templates (skips without it)."""
+    kept = fetching.extra_path("templates", "templates.py")
+    if kept is None:
+        pytest.skip("needs promptsource 0.2.3's own templates.py, which `rospr data fetch templates` keeps "
+                    "(from the registry or GitHub; a copy of the templates alone lacks it)")
     path = tmp_path_factory.mktemp("promptsource") / "templates.py"
-    path.write_bytes(source)
+    path.write_bytes(kept.read_bytes())
     stand_in = types.ModuleType("pkg_resources")
     stand_in.resource_filename = lambda package, name: str(templates_root)  # its templates folder
     spec = importlib.util.spec_from_file_location("promptsource_0_2_3_templates", path)

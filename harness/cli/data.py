@@ -114,20 +114,28 @@ def _table(header: str, lines: list[str], failed: int, what: str) -> None:
 
 @data_app.command("fetch")
 def data_fetch(
-    what: List[str] = typer.Argument(..., help="templates (promptsource 0.2.3) and/or bigbench (bigbench 1.0.0)"),
+    what: List[str] = typer.Argument(..., help="templates (promptsource 0.2.3) and/or bigbench (bigbench 1.0.0's 14 paper tasks)"),
+    sources: Optional[List[str]] = typer.Option(
+        None, "--from", help="a folder or archive (.tar.gz, .tgz, .tar, .zip) holding the files, hub:<owner>/<name>"
+        "[@<revision>][:<folder>], or a URL; repeat to try several in order (default: the registry, then GitHub)"),
+    allow_modified: bool = typer.Option(False, "--allow-modified",
+                                        help="take files whose sha256 differs from the committed one, with a warning"),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="default $ROSPR_DATA_CACHE or ~/.cache/rospr/data"),
-    force: bool = typer.Option(False, "--force", help="download and unpack again even when cached"),
+    force: bool = typer.Option(False, "--force", help="fetch again even when cached"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Download the pinned sdists through pip, check their sha256, unpack their data into the cache;
-    prints where each went and its file count."""
+    """Get the pinned task data from the first source that has it (or those --from names), check every
+    file against its committed sha256, publish it into the data cache; prints where each went, its file
+    count and its sources (`rospr data status bigbench` shows them per task)."""
     setup_logging(verbose)
     from rospr_harness.datatools import fetch as fetching
     from rospr_harness.tasks.base import TaskError
 
-    unknown = [w for w in what if w not in fetching.SOURCES]
+    unknown = [w for w in what if w not in fetching.WHATS]
     if unknown:
-        raise TaskError(f"unknown data source(s) {unknown}: choose from {', '.join(fetching.SOURCES)}")
+        raise TaskError(f"unknown data {unknown}: choose from {', '.join(fetching.WHATS)}")
+    chain = [fetching.parse_source(s) for s in sources] if sources else None
     for name in dict.fromkeys(what):
-        folder = fetching.fetch(name, cache_dir, force=force)
-        typer.echo(f"{name}: {folder} ({fetching.SOURCES[name].files} files)")
+        folder = fetching.fetch(name, cache_dir, force=force, sources=chain, allow_modified=allow_modified)
+        origins = sorted(set(fetching.provenance(name, cache_dir).values()))
+        typer.echo(f"{name}: {folder} ({len(fetching.data_set(name).files)} files, from {', '.join(origins)})")

@@ -3,9 +3,9 @@
 Where the tasks come from: a folder of ``<task>/task.json`` (subtasks in sub-folders
 ``<task>/<subtask>/task.json``), or a base URL with the same layout (read with ``urllib``, e.g.
 :data:`DEFAULT_URL`, BIG-bench's GitHub tree). Without a ``bigbench`` setting the default is the
-``benchmark_tasks/`` folder of the pinned ``bigbench`` 1.0.0 sdist from the package registry
-(:mod:`rospr_harness.datatools.fetch`), fetched when a task is first read (358 MB download, 1.7 GB unpacked);
-listing tasks never fetches (uncached: the 14 T0 tasks, as for a URL). A task whose ``task.json``
+``benchmark_tasks/`` folder of the data cache: bigbench 1.0.0's files of the 14 paper tasks, from
+the first of several sources that has them (:mod:`rospr_harness.datatools.fetch`), fetched when a task
+is first read; listing tasks never fetches (uncached: the 14 T0 tasks, as for a URL). A task whose ``task.json``
 has no ``examples`` is the union of its subtasks: those its ``subtasks`` list names (folder names,
 or inline task objects), else (folder source only) every sub-folder holding a ``task.json``.
 
@@ -172,9 +172,10 @@ def parse_bool(value: Any, where: str, field: str) -> bool:
 
 
 def default_location(fetch_missing: bool = True) -> str:
-    """The ``bigbench`` location used when none is configured: the cached ``benchmark_tasks/``
-    folder of the bigbench 1.0.0 sdist; when it is not cached, it is fetched (``fetch_missing``) or
-    :data:`DEFAULT_URL` stands in (for listing). Refuses (``TaskError``) a failed fetch, with the fix."""
+    """The ``bigbench`` location used when none is configured: the data cache's ``benchmark_tasks/``
+    (bigbench 1.0.0's files of the 14 paper tasks, from whichever source had them); when it is not
+    cached, it is fetched (``fetch_missing``) or :data:`DEFAULT_URL` stands in (for listing). Refuses
+    (``TaskError``) a failed fetch: every source tried, why, and the fix."""
     from rospr_harness.datatools import fetch as fetching
 
     found = fetching.cached("bigbench")
@@ -182,8 +183,7 @@ def default_location(fetch_missing: bool = True) -> str:
         return str(found)
     if not fetch_missing:
         return DEFAULT_URL
-    log.info("no bigbench setting and no cached BIG-bench tasks: fetching bigbench 1.0.0 (358 MB) into %s",
-             fetching.data_cache_dir())
+    log.info("no bigbench setting and no cached BIG-bench tasks: fetching them into %s", fetching.data_cache_dir())
     return str(fetching.fetch("bigbench"))
 
 
@@ -194,6 +194,14 @@ class _Source:
         self.location = location or default_location(fetch_missing)
         self.is_url = bool(re.match(r"^[a-z][a-z0-9+.\-]*://", self.location))
         self.root = None if self.is_url else Path(self.location)
+
+    def origin(self) -> dict[str, str]:
+        """task.json path -> the source it was fetched from, when this is the data cache's copy (else ``{}``)."""
+        from rospr_harness.datatools import fetch as fetching
+
+        if self.root is None or self.root != fetching.cached("bigbench"):
+            return {}
+        return fetching.provenance("bigbench")
 
     def where(self, *parts: str) -> str:
         if self.is_url:
@@ -221,6 +229,10 @@ class _Source:
                 ) from e
             except (OSError, UnicodeDecodeError) as e:
                 raise TaskError(f"{where}: cannot read task.json: {e}") from e
+        from rospr_harness.datatools.fetch import check_file
+
+        # a file named as one of the benchmark's must be its bytes, wherever it is read from
+        check_file("bigbench", "/".join([*parts, "task.json"]), raw.encode("utf-8"), where)
         return json_document(raw, where, TaskError, "fix or re-download the file"), where
 
     def subfolders(self, task: str) -> list[str] | None:
@@ -290,8 +302,16 @@ class BigBenchTask:
         self.task = task
         self.subtask = subtask
         self.name = f"bigbench/{task}" + (f"/{subtask}" if subtask else "")
-        self._source = _Source(location)
+        self._location = location
+        self._resolved: _Source | None = None
         self._parts: list[_Part] | None = None
+
+    @property
+    def _source(self) -> _Source:
+        """Where the task's files are; the default is fetched here, on first read, never at construction."""
+        if self._resolved is None:
+            self._resolved = _Source(self._location)
+        return self._resolved
 
     def prompts(self) -> list[str]:
         return [PROMPT]
@@ -308,12 +328,32 @@ class BigBenchTask:
 
     def split_status(self) -> list[SplitStatus]:
         """The one split, ``examples``: the task.json's folder or URL, ``ok`` when it is there."""
-        where = self._source.where(*([self.task, self.subtask] if self.subtask else [self.task]))
-        return [SplitStatus(self.name, self.name, "eval", "examples", "", None, None,
-                            "url" if self._source.is_url else "folder", where, "", self.available())]
+        parts = [self.task, self.subtask] if self.subtask else [self.task]
+        src = self._resolved or _Source(self._location, fetch_missing=False)  # status downloads nothing
+        where = src.where(*parts)
+        kind = "url" if src.is_url else "folder"
+        origin = src.origin().get("/".join([*parts, "task.json"]))
+        if origin is None and self.subtask is None and self.task in KNOWN_SUBTASKS:  # the union: its subtasks' sources
+            got = {src.origin().get(f"{self.task}/{s}/task.json") for s in KNOWN_SUBTASKS[self.task]}
+            origin = ", ".join(sorted(o for o in got if o)) or None
+        if origin is not None:
+            kind = f"data cache, from {origin}"
+        elif self._location is None and src.is_url:  # the default, not fetched: say so rather than name a URL
+            from rospr_harness.datatools.fetch import data_cache_dir
+
+            return [SplitStatus(self.name, self.name, "eval", "examples", "", None, None, "data cache",
+                                str(data_cache_dir()), "not fetched: `rospr data fetch bigbench` (or with --from "
+                                "PATH, a copy you have)", False)]
+        ok = src.is_url or Path(where).is_file()
+        return [SplitStatus(self.name, self.name, "eval", "examples", "", None, None, kind, where, "", ok)]
 
     def available(self) -> bool:
-        """Whether this task's ``task.json`` exists (always ``True`` for a URL source)."""
+        """Whether this task's ``task.json`` exists (always ``True`` for a URL source; for the default not
+        yet fetched, whether it is one of the 14 paper tasks, so that naming one downloads nothing)."""
+        if self._resolved is None and self._location is None:
+            src = _Source(None, fetch_missing=False)
+            if src.is_url:
+                return self.task in T0_TASKS and (self.subtask is None or self.subtask in KNOWN_SUBTASKS.get(self.task, ()))
         src = self._source
         if src.is_url:
             return True
@@ -451,7 +491,7 @@ class BigBenchTask:
 
 def bigbench_task(name: str, settings: DataSettings) -> BigBenchTask:
     """``bigbench/<task>[/<subtask>]`` from ``settings.bigbench`` (a folder or URL; default: the
-    fetched bigbench 1.0.0 sdist, see :func:`default_location`)."""
+    data cache's copy of the 14 paper tasks, see :func:`default_location`)."""
     parts = name.split("/")
     if parts[0] != "bigbench" or len(parts) not in (2, 3) or not all(parts[1:]):
         raise TaskError(f"bad BIG-bench task name {name!r}: use bigbench/<task> or bigbench/<task>/<subtask>")

@@ -535,8 +535,9 @@ def _row_seed(template_id: str, row: Mapping[str, Any]) -> int:
 def default_templates_dir() -> Path:
     """promptsource 0.2.3's ``templates/`` folder from the data cache, fetched on first use.
 
-    The folder comes from the pinned promptsource sdist on the package registry
-    (:mod:`rospr_harness.datatools.fetch`); the first call without a cached copy downloads it (about 230 kB).
+    The folder comes from the first source that has promptsource 0.2.3's templates (the registry's
+    sdist, then the repository at v0.2.3; :mod:`rospr_harness.datatools.fetch`), each file checked
+    against its committed sha256; the first call without a cached copy downloads it (about 230 kB).
     Refuses (``TaskError``) when it is not cached and cannot be fetched, saying how to provide
     templates instead.
     """
@@ -554,7 +555,8 @@ def default_templates_dir() -> Path:
     except TaskError as e:
         raise TaskError(
             f"no promptsource templates folder: none configured, and fetching the default failed: {e}\n"
-            "fix: run `rospr data fetch templates` where the package registry is reachable, or set "
+            "fix: run `rospr data fetch templates` where the package registry is reachable (or "
+            "`rospr data fetch templates --from PATH` with a copy you have), or set "
             "data.templates_dir to a folder of <dataset>[/<subset>]/templates.yaml, or data.data_dir "
             "(or $ROSPR_DATA_DIR) to a root with promptsource/templates/ inside"
         ) from e

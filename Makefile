@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 ROSPR := $(VENV)/bin/rospr
 TINY := build/tiny-t0
 
-.PHONY: setup demo test test-data tiny clean
+.PHONY: setup demo test tiny clean
 
 setup: $(VENV)/.installed
 
@@ -15,8 +15,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test,serve]'
-	# promptsource 0.2.3's templates from its sdist on the package registry (sha256-pinned; the data cache, ~/.cache/rospr/data)
-	$(ROSPR) data fetch templates
+	# promptsource 0.2.3's templates into the data cache (~/.cache/rospr/data): the registry's sdist, else the
+	# repository at v0.2.3, every file checked against harness/data/manifests. Without them the built-in
+	# tasks still run, and the tests that need the templates skip, saying so.
+	$(ROSPR) data fetch templates || echo "warning: no promptsource templates (see above); \
+	  rospr data fetch templates --from PATH takes a copy you have"
 	touch $@
 
 $(TINY)/config.json: $(VENV)/.installed
@@ -28,12 +31,10 @@ demo: $(TINY)/config.json
 	$(ROSPR) run configs/demo.yaml --out runs/demo
 	@echo "report: runs/demo/report.md"
 
-# The suite reads the same promptsource / BIG-bench sdists users get: fetched once per machine into the
-# data cache (pip checks their sha256; a cached copy is only checked, not fetched again).
-test-data: setup
-	$(ROSPR) data fetch templates bigbench
-
-test: test-data
+# The suite downloads nothing. Its real-data tests read the data cache (setup fetched the templates;
+# BIG-bench's 1.0.0 sdist has left the registry: `rospr data fetch bigbench --from PATH` takes a copy),
+# $ROSPR_SHARED_DATA, or ../shared/data beside the clone; where none has a data set, they skip.
+test: setup
 	$(PY) -m pytest -q
 
 clean:

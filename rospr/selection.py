@@ -13,10 +13,13 @@ similarity of its hits (then by id, so the order is total and deterministic).
   every query to one answer has a large variance and is penalised.
 - ``rospr+var+inter``: the top N' by VAR score, weights VAR score / sum of their VAR scores.
 
-Zero-variance guard: a perfectly balanced distribution has variance 0. The variance is floored at
-``2 / (C * Q**2)``, the variance of the most balanced imperfect outcome (one query moved from one
-choice to another): a balanced prompt counts as that good, never infinitely better, and among
-balanced prompts frequency decides.
+Zero variance. The variance of Q queries' counts n_1..n_C over C choices is
+``(C * sum(n_i**2) - Q**2) / (C**2 * Q**2)``, computed exactly from the integer counts. Only a
+perfectly balanced distribution has variance 0 (reachable only when C divides Q); its score uses
+instead the smallest non-zero variance reachable for (Q, C) (``smallest_variance``), so every
+non-zero variance is ranked by frequency / variance exactly as defined, and a balanced prompt ranks
+as if it had the least reachable imbalance: never below an imbalanced prompt of the same or a lower
+frequency. ``rospr+var+inter``'s weights are these same scores.
 
 Choices that differ per example: when every query has the same answer choices (same texts, same
 order), the distribution is over those choices. Otherwise (e.g. COPA, HellaSwag, BIG-bench items
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -121,27 +125,39 @@ def frequency_table(hits: Sequence[Sequence[tuple[str, float]]]) -> list[Candida
     return table
 
 
-def choice_distribution(predictions: Sequence[int], choices: Sequence[Sequence[str]]) -> tuple[np.ndarray, str]:
-    """The share of queries predicted as each choice, and the rule used (``"choices"`` when every
-    query has the same choices, else ``"positions"``; see the module docstring)."""
+def choice_counts(predictions: Sequence[int], choices: Sequence[Sequence[str]]) -> tuple[np.ndarray, str]:
+    """How many queries were predicted as each choice (int64 [C]), and the rule used (``"choices"``
+    when every query has the same choices, else ``"positions"``; see the module docstring)."""
     if not predictions or len(predictions) != len(choices):
         raise ValueError(f"{len(predictions)} predictions for {len(choices)} queries")
     shared = all(tuple(c) == tuple(choices[0]) for c in choices)
     n = len(choices[0]) if shared else max(len(c) for c in choices)
-    counts = np.bincount(np.asarray(predictions, dtype=np.int64), minlength=n).astype(np.float64)
-    return counts / counts.sum(), "choices" if shared else "positions"
+    return np.bincount(np.asarray(predictions, dtype=np.int64), minlength=n), "choices" if shared else "positions"
 
 
-def variance_floor(n_queries: int, n_choices: int) -> float:
-    """``2 / (C * Q**2)``: the variance of the distribution one query away from perfectly balanced."""
-    return 2.0 / (max(n_choices, 1) * max(n_queries, 1) ** 2)
+def variance(counts: Sequence[int]) -> Fraction:
+    """The population variance of the distribution ``counts / Q`` (Q their sum), exactly:
+    ``(C * sum(n**2) - Q**2) / (C**2 * Q**2)``."""
+    c, q = len(counts), int(sum(counts))
+    return Fraction(c * sum(int(n) ** 2 for n in counts) - q * q, c * c * q * q)
 
 
-def var_score(frequency: int, distribution: np.ndarray, n_queries: int) -> tuple[float, float]:
-    """(variance, VAR score): population variance of the distribution, frequency / max(variance, floor)."""
-    p = np.asarray(distribution, dtype=np.float64)
-    variance = float(np.mean((p - p.mean()) ** 2))
-    return variance, float(frequency) / max(variance, variance_floor(n_queries, len(p)))
+def smallest_variance(n_queries: int, n_choices: int) -> Fraction:
+    """The smallest non-zero ``variance`` that Q queries over C choices can reach, exactly. With
+    Q = kC + r: r > 0 gives r(C - r) / (C**2 Q**2) (r choices get k + 1 queries, the others k); r = 0
+    gives 2 / (C Q**2) (one query moved off balance). (C = 1 reaches no non-zero variance; the r = 0
+    value stands in.)"""
+    q, c = max(n_queries, 1), max(n_choices, 1)
+    r = q % c
+    return Fraction(r * (c - r), c * c * q * q) if r else Fraction(2, c * q * q)
+
+
+def var_score(frequency: int, counts: Sequence[int]) -> tuple[float, float]:
+    """(variance, VAR score) of a candidate hit ``frequency`` times whose queries' predictions fall
+    ``counts`` times on each choice: frequency / variance, a zero variance replaced by
+    ``smallest_variance`` (see the module docstring)."""
+    v = variance(counts)
+    return float(v), float(frequency / (v or smallest_variance(int(sum(counts)), len(counts))))
 
 
 def var_rank(candidates: Sequence[Candidate], predictions: Mapping[str, Sequence[int]],
@@ -152,10 +168,10 @@ def var_rank(candidates: Sequence[Candidate], predictions: Mapping[str, Sequence
     for c in candidates:
         if c.prompt_id not in predictions:
             continue
-        dist, rule = choice_distribution(predictions[c.prompt_id], choices)
-        variance, score = var_score(c.frequency, dist, len(choices))
-        ranked.append(VarCandidate(c.prompt_id, c.frequency, c.similarity, tuple(float(x) for x in dist),
-                                   variance, score))
+        counts, rule = choice_counts(predictions[c.prompt_id], choices)
+        v, score = var_score(c.frequency, counts)
+        ranked.append(VarCandidate(c.prompt_id, c.frequency, c.similarity,
+                                   tuple(float(n) / float(counts.sum()) for n in counts), v, score))
     ranked.sort(key=lambda v: (-v.score, -v.frequency, -v.similarity, v.prompt_id))
     return ranked, rule
 

@@ -87,11 +87,11 @@ def scorer_part(backend_name: str, identity: dict, model_path: str) -> dict:
 
 def rospr_part(library: Library, retriever: str, rc: RosprConfig, seed: int) -> dict:
     """A RoSPr method's part of a key: the retriever and its weights, the bank and library the
-    retrieval used, and the settings that decide a unit's prompt (Q, N, N', VAR candidates,
-    leave-one-out, the query seed)."""
+    retrieval used, and the settings that decide a unit's prompt (Q, N, the votes, N', VAR
+    candidates, leave-one-out, the query seed)."""
     return {"retriever": library.manifest.get("retriever"), "retriever_weights": local_weights(retriever),
             "bank": library.manifest.get("bank_hash"), "library": library.content_hash,
-            "queries": rc.queries, "top_n": rc.top_n, "n_inter": rc.n_inter, "var_candidates": rc.var_candidates,
+            "queries": rc.queries, "top_n": rc.top_n, "votes": rc.votes, "n_inter": rc.n_inter, "var_candidates": rc.var_candidates,
             "leave_one_out": rc.leave_one_out, "seed": seed}
 
 

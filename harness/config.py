@@ -185,8 +185,8 @@ class TritonConfig(Strict):
 
 
 class TuneConfig(settings_model("_TuneKeys", TuneSettings, "prompt tuning (rospr/tuning.py)")):
-    """Prompt tuning of the source prompts: ``rospr.tuning.TuneSettings``' fields (defaults: DESIGN.md
-    section 1.1, Lester et al.: vocabulary init, Adafactor, lr 0.3, P=100; steps and batch are ours)
+    """Prompt tuning of the source prompts: ``rospr.tuning.TuneSettings``' fields (defaults: Lester et
+    al.'s prompt tuning, as docs/method.md says: vocabulary init, Adafactor, lr 0.3, P=100; steps and batch are ours)
     and where the training rows come from and how the prompts are spread over workers."""
 
     source_split: str = Field("train", description="the split of each source dataset trained on")
@@ -206,10 +206,20 @@ class TuneConfig(settings_model("_TuneKeys", TuneSettings, "prompt tuning (rospr
 IndexConfig = settings_model("IndexConfig", IndexSettings, "The library's FAISS index (rospr/library.py).")
 
 
+# The four choices the paper leaves open, as ours and as the lab's code (joeljang/ELM) makes them;
+# docs/method.md gives the source of each. ``rospr.preset`` picks a column; a key set explicitly wins.
+PRESETS: dict[str, dict[str, Any]] = {
+    "ours": {"library_sample": "first", "normalize": True, "votes": "all", "pooling": "masked"},
+    "lab_code": {"library_sample": "random", "normalize": False, "votes": "top1", "pooling": "padded"},
+}
+
+
 class RosprConfig(Strict):
-    """RoSPr (DESIGN.md section 1): the sources, where the prompt bank and library live, retrieval
+    """RoSPr (docs/method.md): the sources, where the prompt bank and library live, retrieval
     and selection settings. Used when ``method`` lists anything but t0; the run tunes the bank and
-    builds the library when they are missing or stale, and reuses them otherwise."""
+    builds the library when they are missing or stale, and reuses them otherwise. ``preset`` gives
+    ``library_sample``, ``normalize``, ``votes`` and ``pooling`` the values of ``PRESETS`` unless
+    the config sets them."""
 
     sources: list[str] | str = Field("builtin", description="task names, or a named list: builtin, t0_train")
     prompt_bank: str = Field("build/rospr/prompt_bank", description="directory of the soft prompts")
@@ -223,18 +233,36 @@ class RosprConfig(Strict):
         "hub commit of a hub rospr.retriever (a checkpoint of its own, so model.revision cannot name it); "
         "with rospr.retriever null the backbone's model.revision applies"))
     tune: TuneConfig = TuneConfig()
+    preset: Literal["ours", "lab_code"] = Field("ours", description=(
+        "where library_sample, normalize, votes and pooling come from when the config does not set them: ours, "
+        "or lab_code (as the authors' lab's code does them; docs/method.md)"))
     library_n: int = Field(100, ge=1, le=10**6, description="n, training instances per prompt in the library")
-    normalize: bool = Field(True, description="L2-normalise keys and queries (cosine); the paper is silent")
+    library_sample: Literal["first", "random"] = Field("first", description=(
+        "which n training instances of a prompt become keys: the first, or n drawn at random with the run's seed "
+        "(the same rows for every prompt of a dataset)"))
+    normalize: bool = Field(True, description="L2-normalise keys and queries (cosine); false: the raw dot product")
+    pooling: Literal["masked", "padded"] = Field("masked", description=(
+        "masked: the mean over real tokens, no EOS; padded: EOS appended, keys padded to 256 tokens and averaged "
+        "over every position (embedded in PyTorch), queries averaged over their tokens"))
     index: IndexConfig = IndexConfig()
     queries: int = Field(32, ge=1, le=10**5, description="Q, query instances per target (task, prompt)")
     top_n: int = Field(10, ge=1, le=10**4, description="N, hits per query")
+    votes: Literal["all", "top1"] = Field("all", description=(
+        "which hits vote in the frequency table: all Q x N, or each query's top-1"))
     n_inter: int = Field(3, ge=1, le=10**4, description="N', prompts interpolated by +inter")
     var_candidates: int = Field(10, ge=1, le=10**4, description="most frequent candidates scored by +var")
     leave_one_out: bool = Field(True, description="a target never retrieves prompts of its own dataset")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset", "ours") in PRESETS:  # another name: the field refuses it
+            return {**PRESETS[data.get("preset", "ours")], **data}
+        return data
+
 
 class RayConfig(Strict):
-    """Ray execution of a run (harness/runner/ray_executor.py; DESIGN.md section 3): a retrieval actor
+    """Ray execution of a run (harness/runner/ray_executor.py): a retrieval actor
     and a pool of scoring actors. ``enabled``: true, false, or ``auto`` (the shipped configs), which
     chooses by ``rospr_harness.ray_session.ray_choice``: Ray when a cluster is named (``ray.address``,
     ``$RAY_ADDRESS``, a Ray job), GPUs are reserved or several are present, or the work is large enough

@@ -64,6 +64,7 @@ def render_report(res: ResultsFile) -> str:
         f"config hash `{prov.config_hash}`, seed {prov.seed}",
         f"- started {prov.started_at}, wall time {prov.wall_s:.1f} s",
         *_execution_line(res),
+        *_rospr_line(res, methods),
         "",
         "Accuracy in % (BIG-bench: multiple_choice_grade). Per task: mean and median over its prompts; "
         "overall: mean over tasks of the per-task mean.",
@@ -194,6 +195,18 @@ def _execution_line(res: ResultsFile) -> list[str]:
             else "in process"
     return [f"- executed {where}: {ex.computed} units computed, {ex.cached} reused from cache, "
             f"{ex.resumed} kept from an interrupted run"]
+
+
+def _rospr_line(res: ResultsFile, methods: list[str]) -> list[str]:
+    """The retriever and the settings the paper leaves open (docs/method.md), for a run with RoSPr methods."""
+    rc = res.config.get("rospr") or {}
+    if not any(m != "t0" for m in methods) or not rc:
+        return []
+    r = res.provenance.retriever or {}
+    who = f"retriever `{r.get('name', '?')}` (weights {r.get('weights', '?')})" if r else "retriever not recorded"
+    return [f"- RoSPr: {who}; preset `{rc.get('preset', 'ours')}`: library {rc.get('library_sample', 'first')} "
+            f"{rc.get('library_n')} rows per prompt, {'cosine' if rc.get('normalize', True) else 'dot-product'} "
+            f"similarity, votes {rc.get('votes', 'all')}, {rc.get('pooling', 'masked')} pooling (docs/method.md)"]
 
 
 def _delta(x: float | None, base: float | None) -> str:

@@ -38,7 +38,7 @@ from rospr_harness.stats import ALPHA, N_BOOT as STATS_N_BOOT
 
 STATS_LEVEL = 1 - ALPHA
 
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 
 
 class Model(BaseModel):
@@ -189,6 +189,9 @@ class Provenance(Model):
     overrides: list[str] = []  # the --set overrides of the config, shortcuts (--tasks ...) as their --set (schema 1.3)
     model_revision: str | None = None
     retriever_revision: str | None = None
+    # RoSPr runs: the retriever's identity as the library records it (name, config_hash, dim, the digest of
+    # its weights; base for a weights file) (schema 1.4)
+    retriever: dict[str, Any] | None = None
 
 
 class StageSeconds(Model):

@@ -1,9 +1,9 @@
 """The Source Prompt Library: training instances of every soft prompt as keys, the prompt as value.
 
 For each prompt of a bank, ``n`` of its training instances (the hard-prompted input texts, default
-100, the first ``n`` of its training data) are embedded by the retriever (``rospr.retriever``: the
-mean of the last encoder hidden states over non-pad tokens) and stored in a FAISS index. A library
-is a directory::
+100: the first ``n`` of its training data, or ``n`` drawn at random, ``key_texts``) are embedded by
+the retriever (``rospr.retriever``: the mean of the last encoder hidden states, pooled as the
+library's ``pooling`` says) and stored in a FAISS index. A library is a directory::
 
     manifest.json        format "rospr-source-library": prompt ids and sources, retriever identity,
                          the bank's content hash, settings, the sha256 of every file, build_key
@@ -19,7 +19,9 @@ Index types (``IndexSettings.type``): ``flat`` (exact inner product, the default
 lists, ``nlist`` cells, ``nprobe`` searched) and ``hnsw`` (graph, ``hnsw_m`` links). With faiss-gpu and
 a GPU, ``flat`` and ``ivf`` indexes are cloned to the GPU for search (HNSW has no GPU version in
 FAISS and stays on the CPU). With ``normalize`` (our default; the paper does not say) keys and
-queries are L2-normalised, so inner product is cosine similarity and long inputs do not dominate.
+queries are L2-normalised, so inner product is cosine similarity and long inputs do not dominate;
+without it the similarity is the raw dot product (the lab's code). Queries are embedded as the keys
+were: the manifest records ``normalize``, ``max_tokens`` and ``pooling``.
 
 Loading checks every file against the manifest, the index against the keys (count, dimension), and
 the retriever identity against the one asked for: its config, output size and weights digest
@@ -30,9 +32,11 @@ rebuilding one is cheap and needs no one's word about the retriever.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
+import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
@@ -49,7 +53,7 @@ from rospr.artifacts import (
 )
 from rospr.canonical import digest_json
 from rospr.errors import SettingError
-from rospr.retriever import Embedder, embed_texts
+from rospr.retriever import POOLINGS, Embedder, embed_padded, embed_texts
 
 log = logging.getLogger(__name__)
 
@@ -91,16 +95,41 @@ class LibraryEntry:
     texts: tuple[str, ...]
 
 
+SAMPLES = ("first", "random")
+
+
+def key_texts(texts: Sequence[str], n: int, sample: str = "first", seed: int = 0, key: str = "") -> tuple[str, ...]:
+    """The ``n`` key texts of a prompt from its training inputs ``texts`` (all when fewer): the first
+    ``n`` (``sample="first"``), or ``n`` drawn at random (``"random"``), the draw depending only on
+    ``seed``, ``key`` and ``len(texts)`` and kept in row order. ``key`` the prompt's source dataset:
+    its prompts keep the same rows, as the lab's code keeps one permutation per dataset. Refuses
+    (``SettingError``) another ``sample``."""
+    if sample not in SAMPLES:
+        raise SettingError(f"library sample {sample!r}: choose one of {list(SAMPLES)}")
+    if sample == "first" or len(texts) <= n:
+        return tuple(texts[:n])
+    rng = random.Random(int.from_bytes(hashlib.sha256(f"rospr-library/{seed}/{key}".encode()).digest()[:8], "big"))
+    return tuple(texts[i] for i in sorted(rng.sample(range(len(texts)), n)))
+
+
 RETRIEVER_KEYS = ("config_hash", "dim", "weights")
 
 
+def _pooling(pooling: str) -> dict:
+    """``pooling`` as a key part: nothing for ``masked`` (the keys of libraries built before it was a
+    setting stay valid), else ``{"pooling": ...}``. Refuses (``SettingError``) an unknown pooling."""
+    if pooling not in POOLINGS:
+        raise SettingError(f"pooling {pooling!r}: choose one of {list(POOLINGS)}")
+    return {} if pooling == "masked" else {"pooling": pooling}
+
+
 def build_key(entries: Sequence[LibraryEntry], bank_hash: str, retriever: Mapping[str, Any],
-              index: IndexSettings, normalize: bool, max_tokens: int) -> str:
+              index: IndexSettings, normalize: bool, max_tokens: int, pooling: str = "masked") -> str:
     """Content address of a library: what went into it (texts, bank, retriever, settings)."""
     return digest_json({
         "entries": [[e.prompt_id, e.source, digest_json(list(e.texts))] for e in entries],
         "bank": bank_hash, "retriever": {k: retriever.get(k) for k in RETRIEVER_KEYS},
-        "index": asdict(index), "normalize": normalize, "max_tokens": max_tokens,
+        "index": asdict(index), "normalize": normalize, "max_tokens": max_tokens, **_pooling(pooling),
     })
 
 
@@ -109,17 +138,19 @@ SOURCE_KEY_FORMAT = "rospr-library-source-key"
 
 
 def library_source_key(prompts: Sequence[tuple[str, str, str | None]], n: int, bank_hash: str,
-                       retriever: Mapping[str, Any], index: IndexSettings, normalize: bool, max_tokens: int) -> str | None:
+                       retriever: Mapping[str, Any], index: IndexSettings, normalize: bool, max_tokens: int,
+                       pooling: str = "masked", sample: str = "first", seed: int = 0) -> str | None:
     """A library's key told without its texts: ``prompts`` as (id, source, source key: the digest of
     what the prompt's training rows are rendered from, ``rospr_harness.method.prepare``), the ``n``
-    instances kept per prompt and ``build_key``'s other inputs. Equal source keys give equal texts, so
-    equal keys give equal build keys. None when a prompt has no source key (its texts must be read)."""
+    instances kept per prompt (``key_texts``' ``sample`` and ``seed``) and ``build_key``'s other
+    inputs. Equal source keys give equal texts, so equal keys give equal build keys. None when a
+    prompt has no source key (its texts must be read)."""
     if any(key is None for _, _, key in prompts):
         return None
     return digest_json({
         "prompts": [list(p) for p in prompts], "n": n, "bank": bank_hash,
         "retriever": {k: retriever.get(k) for k in RETRIEVER_KEYS}, "index": asdict(index), "normalize": normalize,
-        "max_tokens": max_tokens,
+        "max_tokens": max_tokens, **_pooling(pooling), **({"sample": sample, "seed": seed} if sample != "first" else {}),
     })
 
 
@@ -204,6 +235,7 @@ class Library:
         self.sources: list[str] = list(manifest["sources"])
         self.normalize = bool(manifest["normalize"])
         self.max_tokens = int(manifest["max_tokens"])
+        self.pooling: str = manifest.get("pooling", "masked")
 
     @property
     def build_key(self) -> str:
@@ -217,8 +249,10 @@ class Library:
         return int(self.values.shape[0])
 
     def embed(self, embedder: Embedder, tokenizer, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """Query embeddings made the way the keys were (same truncation, same normalisation)."""
-        q = embed_texts(embedder, tokenizer, texts, batch_size=batch_size, max_tokens=self.max_tokens)
+        """Query embeddings made the way the keys were (same truncation, pooling and normalisation;
+        the padded pooling's queries: EOS appended, the mean over their tokens, as the lab's code)."""
+        q = embed_texts(embedder, tokenizer, texts, batch_size=batch_size, max_tokens=self.max_tokens,
+                        eos=self.pooling == "padded")
         if q.shape[1] != self.keys.shape[1]:
             raise SettingError(f"{self.root}: the retriever gives vectors of size {q.shape[1]}, the library's keys "
                                f"are {self.keys.shape[1]}; use the retriever the library was built with")
@@ -260,11 +294,13 @@ def build_library(
     normalize: bool = True,
     max_tokens: int = 512,
     batch_size: int = 32,
+    pooling: str = "masked",
 ) -> Library:
     """Embed every entry's texts, build the index and write the library to ``root``.
 
     ``retriever`` is the embedder's identity (``retriever_identity``); ``bank_hash`` the content hash
-    of the prompts the values point to. Refuses an empty library and duplicate prompt ids.
+    of the prompts the values point to; ``pooling`` one of ``rospr.retriever.POOLINGS`` (``padded``
+    needs a ``TorchEmbedder``). Refuses an empty library, duplicate prompt ids and an unknown pooling.
     """
     root = Path(root)
     ids = [e.prompt_id for e in entries]
@@ -274,7 +310,9 @@ def build_library(
         raise SettingError("the library would be empty: no entry has instances")
     texts = [t for e in entries for t in e.texts]
     values = np.array([i for i, e in enumerate(entries) for _ in e.texts], dtype=np.int64)
-    keys = embed_texts(embedder, tokenizer, texts, batch_size=batch_size, max_tokens=max_tokens)
+    _pooling(pooling)
+    keys = (embed_padded(embedder, tokenizer, texts, batch_size=batch_size) if pooling == "padded"  # type: ignore[arg-type]
+            else embed_texts(embedder, tokenizer, texts, batch_size=batch_size, max_tokens=max_tokens))
     if normalize:
         keys = _normalise(keys)
     if not np.isfinite(keys).all():
@@ -294,9 +332,9 @@ def build_library(
         "prompt_ids": ids, "sources": [e.source for e in entries],
         "n_per_prompt": [len(e.texts) for e in entries], "n_keys": int(len(values)), "dim": int(keys.shape[1]),
         "retriever": dict(retriever), "bank_hash": bank_hash, "index": asdict(index), "normalize": normalize,
-        "max_tokens": max_tokens,
+        "max_tokens": max_tokens, "pooling": pooling,
         "files": {name: sha256_file(root / name) for name in ("keys.safetensors", "index.faiss", "instances.jsonl")},
-        "build_key": build_key(entries, bank_hash, retriever, index, normalize, max_tokens),
+        "build_key": build_key(entries, bank_hash, retriever, index, normalize, max_tokens, pooling),
     })
     log.info("library %s: %d keys of %d prompts, %s index", root, len(values), len(entries), index.type)
     return Library(root, manifest, keys, values, _to_search_device(cpu_index, index))

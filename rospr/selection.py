@@ -2,7 +2,8 @@
 
 Given the Q x N hits of the queries (``rospr.retrieval``), every method starts from the
 **frequency table**: how often each prompt id appears among the hits, ties broken by the summed
-similarity of its hits (then by id, so the order is total and deterministic).
+similarity of its hits (then by id, so the order is total and deterministic). Which hits vote is a
+setting (``VOTES``): all Q x N (ours), or each query's top-1 (the lab's code; docs/method.md).
 
 - ``rospr``: the most frequent prompt.
 - ``rospr+inter``: the weighted sum of the top N' (default 3) prompts, weights frequency / sum of
@@ -111,13 +112,19 @@ class Selection:
     note: str | None = None
 
 
-def frequency_table(hits: Sequence[Sequence[tuple[str, float]]]) -> list[Candidate]:
-    """Count prompt ids over all queries' hits; most frequent first, ties by summed similarity
-    (higher first), then by id."""
+VOTES = ("all", "top1")
+
+
+def frequency_table(hits: Sequence[Sequence[tuple[str, float]]], votes: str = "all") -> list[Candidate]:
+    """Count prompt ids over the queries' hits; most frequent first, ties by summed similarity
+    (higher first), then by id. ``votes``: ``"all"`` counts every hit (Q x N), ``"top1"`` only each
+    query's first (one vote per query, as the lab's code counts). Refuses any other ``votes``."""
+    if votes not in VOTES:
+        raise SettingError(f"votes {votes!r}: choose one of {list(VOTES)}")
     freq: dict[str, int] = defaultdict(int)
     sims: dict[str, float] = defaultdict(float)
     for query_hits in hits:
-        for pid, sim in query_hits:
+        for pid, sim in (query_hits[:1] if votes == "top1" else query_hits):
             freq[pid] += 1
             sims[pid] += float(sim)
     table = [Candidate(pid, freq[pid], sims[pid]) for pid in freq]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rospr.artifacts import ArtifactError
-from rospr.library import IndexSettings, LibraryEntry, build_key, build_library, load_library
+from rospr.library import IndexSettings, LibraryEntry, build_key, build_library, key_texts, load_library
 
 DIM = 256
 RETRIEVER = {"name": "bag-of-words", "config_hash": "bow256", "dim": DIM, "weights": "fedcba9876543210"}
@@ -146,3 +146,31 @@ def test_build_key_follows_the_inputs():
     assert build_key(changed, "b", RETRIEVER, IndexSettings(), True, 512) != base
     assert build_key(entries, "b2", RETRIEVER, IndexSettings(), True, 512) != base
     assert build_key(entries, "b", RETRIEVER, IndexSettings(type="hnsw"), True, 512) != base
+
+
+def test_key_texts_first_or_seeded_random_rows_per_dataset():
+    texts = [f"row {i}" for i in range(50)]
+    assert key_texts(texts, 5) == ("row 0", "row 1", "row 2", "row 3", "row 4")
+    drawn = key_texts(texts, 5, "random", seed=0, key="glue/mrpc")
+    assert len(set(drawn)) == 5 and drawn != key_texts(texts, 5)
+    assert list(drawn) == sorted(drawn, key=lambda t: int(t.split()[1]))  # kept in row order
+    # the draw depends on the seed and the dataset only: every prompt of a dataset keeps the same rows
+    other_prompt = [f"other template, row {i}" for i in range(50)]
+    assert [t.split()[-1] for t in key_texts(other_prompt, 5, "random", 0, "glue/mrpc")] == [t.split()[-1] for t in drawn]
+    assert key_texts(texts, 5, "random", seed=1, key="glue/mrpc") != drawn
+    assert key_texts(texts, 5, "random", seed=0, key="paws") != drawn
+    assert key_texts(texts[:3], 5, "random") == tuple(texts[:3])  # fewer rows than n: all of them
+    with pytest.raises(ValueError, match="library sample 'last'"):
+        key_texts(texts, 5, "last")
+
+
+def test_pooling_is_recorded_and_keys_of_the_default_pooling_keep_their_build_key(tmp_path):
+    entries = _entries()
+    old = build_key(entries, "bank0", RETRIEVER, IndexSettings(), True, 512)
+    assert build_key(entries, "bank0", RETRIEVER, IndexSettings(), True, 512, "masked") == old
+    assert build_key(entries, "bank0", RETRIEVER, IndexSettings(), True, 512, "padded") != old
+    lib = build_library(tmp_path / "lib", entries, BagOfWords(), WordTokenizer(), RETRIEVER, "bank0")
+    assert lib.manifest["pooling"] == "masked" and load_library(tmp_path / "lib").pooling == "masked"
+    # padded keys need the encoder's states at pad positions: a bag of words has none
+    with pytest.raises(ValueError, match="only the PyTorch retriever"):
+        build_library(tmp_path / "lib2", entries, BagOfWords(), WordTokenizer(), RETRIEVER, "bank0", pooling="padded")

@@ -36,6 +36,15 @@ def test_frequency_counting_and_similarity_tie_break():
     assert table[2].similarity == pytest.approx(0.6) and table[3].similarity == pytest.approx(0.6)
 
 
+def test_top1_votes_count_each_querys_first_hit_only():
+    # the lab's code: one vote per query, its nearest key's prompt: a (0.9), b (0.7), a (0.3)
+    table = frequency_table(HITS, votes="top1")
+    assert [(c.prompt_id, c.frequency, c.similarity) for c in table] == [("a", 2, pytest.approx(1.2)),
+                                                                         ("b", 1, pytest.approx(0.7))]
+    with pytest.raises(ValueError, match="votes 'top2'"):
+        frequency_table(HITS, votes="top2")
+
+
 def test_full_tie_is_broken_by_id():
     table = frequency_table([[("z", 0.5)], [("y", 0.5)]])
     assert [c.prompt_id for c in table] == ["y", "z"]

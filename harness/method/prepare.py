@@ -40,8 +40,8 @@ from rospr_harness.tasks.base import DataSettings, TaskError
 from rospr.artifacts import ArtifactError, FileDigests, default_memo
 from rospr.canonical import digest_json
 from rospr.identity import retriever_identity
-from rospr.library import (Library, LibraryEntry, build_key, build_library, library_source_key, load_library,
-                           read_source_key, record_source_key)
+from rospr.library import (Library, LibraryEntry, build_key, build_library, key_texts, library_source_key,
+                           load_library, read_source_key, record_source_key)
 from rospr.softprompt import IDENTITY_KEYS, PromptBank, prompt_id
 from rospr.tuning import TuneJob, TuneSettings, tune_bank
 
@@ -178,8 +178,9 @@ def tuning_jobs(rc: RosprConfig, settings: DataSettings, backbone: dict | None =
     return jobs
 
 
-def library_entries(bank: PromptBank, settings: DataSettings, n: int) -> list[LibraryEntry]:
-    """The library entries of every prompt of ``bank``: the first ``n`` training inputs of each,
+def library_entries(bank: PromptBank, settings: DataSettings, n: int, sample: str = "first",
+                    seed: int = 0) -> list[LibraryEntry]:
+    """The library entries of every prompt of ``bank``: ``n`` training inputs of each (``key_texts``),
     re-rendered from its source task with the split and rows recorded when it was tuned."""
     entries = []
     for entry in bank.entries:
@@ -187,21 +188,26 @@ def library_entries(bank: PromptBank, settings: DataSettings, n: int) -> list[Li
         task = get_task(entry["source"], settings)
         data = task.load(entry["template"], split=origin.get("split", "train"), limit=origin.get("rows"),
                          training=True)
-        texts = [ex.input_text for ex in data.examples if ex.labelled or ex.target_text][:n]
-        entries.append(LibraryEntry(entry["id"], entry["source"], tuple(texts)))
+        texts = [ex.input_text for ex in data.examples if ex.labelled or ex.target_text]
+        entries.append(LibraryEntry(entry["id"], entry["source"], key_texts(texts, n, sample, seed, entry["source"])))
     return entries
 
 
+def job_key_texts(job: TuneJob, rc: RosprConfig, seed: int) -> tuple[str, ...]:
+    """The library's key texts of a tuning job: ``rospr.library_n`` of its inputs, ``rospr.library_sample``'s way."""
+    return key_texts([ex.input_text for ex in job.examples], rc.library_n, rc.library_sample, seed, job.source)
+
+
 def library_inputs(config: RunConfig, jobs: list[TuneJob], bank: PromptBank) -> tuple[list[LibraryEntry], dict, str, str]:
-    """What the library of ``jobs``' prompts is built from: its entries (the first ``rospr.library_n``
-    training inputs of each job), the retriever's identity, the bank's hash of those prompts and
-    the ``build_key`` (``rospr plan`` reads the same key to say whether the library is reused)."""
+    """What the library of ``jobs``' prompts is built from: its entries (``job_key_texts`` of each
+    job), the retriever's identity, the bank's hash of those prompts and the ``build_key`` (``rospr
+    plan`` reads the same key to say whether the library is reused)."""
     rc = config.rospr
     identity = _retriever(config)
-    entries = [LibraryEntry(job.id, job.source, tuple(ex.input_text for ex in job.examples[: rc.library_n]))
-               for job in jobs]
+    entries = [LibraryEntry(job.id, job.source, job_key_texts(job, rc, config.seed)) for job in jobs]
     bank_hash = bank.content_hash([job.id for job in jobs])
-    key = build_key(entries, bank_hash, identity, rc.index.settings(), rc.normalize, config.scoring.max_input_tokens)
+    key = build_key(entries, bank_hash, identity, rc.index.settings(), rc.normalize, config.scoring.max_input_tokens,
+                    rc.pooling)
     return entries, identity, bank_hash, key
 
 
@@ -275,7 +281,8 @@ def _library(config: RunConfig, sources: _Sources, bank: PromptBank, ids: list[s
     index = rc.index.settings()
     bank_hash = bank.content_hash(ids)
     skey = library_source_key([(pid, bank.entry(pid)["source"], sources.keys.get(pid)) for pid in ids], rc.library_n,
-                              bank_hash, identity, index, rc.normalize, config.scoring.max_input_tokens)
+                              bank_hash, identity, index, rc.normalize, config.scoring.max_input_tokens, rc.pooling,
+                              rc.library_sample, config.seed)
     library = None
     if (Path(rc.library) / "manifest.json").exists():
         try:
@@ -291,9 +298,23 @@ def _library(config: RunConfig, sources: _Sources, bank: PromptBank, ids: list[s
         log.info("reusing the library %s", rc.library)
         return record_source_key(library, skey) if skey is not None else library
     log.info("building the library %s (%d prompts)", rc.library, len(entries))
-    library = build_library(rc.library, entries, embedder, rtok, identity, bank_hash, index, rc.normalize,
-                            config.scoring.max_input_tokens, config.scoring.batch_size)
+    library = build_library(rc.library, entries, _key_embedder(config, embedder), rtok, identity, bank_hash, index,
+                            rc.normalize, config.scoring.max_input_tokens, config.scoring.batch_size, rc.pooling)
     return record_source_key(library, skey) if skey is not None else library
+
+
+def _key_embedder(config: RunConfig, embedder):
+    """The embedder of the library's keys: the run's, or for the padded pooling (the states at pad
+    positions, which only PyTorch gives) the retriever in PyTorch."""
+    from rospr.retriever import TorchEmbedder
+
+    if config.rospr.pooling != "padded" or isinstance(embedder, TorchEmbedder):
+        return embedder
+    from rospr.retriever import load_encoder  # torch: only when padded keys are embedded
+
+    retriever = config.rospr.retriever or config.model.name_or_path
+    encoder, _ = load_encoder(retriever, revision=checkpoint_revision(config, retriever))
+    return TorchEmbedder(encoder, device=config.model.device)
 
 
 def prepare(config: RunConfig, backend: Backend, data_settings: DataSettings) -> RosprContext:

@@ -208,7 +208,7 @@ class Driver:
                                                      target.data.examples)
             hits = await self.retrievals.hits(RetrievalRequest(tuple(queries), self.ctx.rc.top_n, tuple(exclude)))
             with self.stages.timing("select"):
-                table = frequency_table(hits.hits) if queries else []
+                table = frequency_table(hits.hits, self.ctx.rc.votes) if queries else []
             mixes: dict[tuple, Any] = {}  # an INTER mix is put once per target, whichever methods choose it
             for method in [m for m in rospr if not (m.var and table)]:  # no VAR needed: scored at once
                 handle, retrieval = self.select(method, queries, hits, table, {}, mixes)

@@ -34,13 +34,14 @@ from typing import Any
 
 from rospr_harness.cache import key_parts, rospr_part, scorer_part, unit_key
 from rospr_harness.config import RunConfig
-from rospr_harness.method.prepare import RosprContext, library_inputs, tuning_jobs
+from rospr_harness.method.prepare import RosprContext, job_key_texts, library_inputs, tuning_jobs
 from rospr_harness.method.unit import retrieval_queries
 from rospr_harness.runner.plan import data_settings, plan_run
 from rospr_harness.runner.session import unit_cache
 from rospr.artifacts import ArtifactError
 from rospr.errors import SettingError
 from rospr.flops import Flops, ModelShape, encoder_forward, score_row, train_step
+from rospr.retriever import PADDED_WIDTH
 from rospr.scoring import encode_examples
 from rospr.softprompt import PromptBank
 
@@ -372,9 +373,10 @@ def _rospr_plan(config: RunConfig, shape: ModelShape, tokenizer, identity: dict 
     retriever = rc.retriever or name
     retriever_shape = ModelShape.from_config(model_config(retriever, "rospr.retriever"), f"{retriever}/config.json")
     rtok = load_tokenizer(retriever)
-    keys = [] if library is not None else [t for job in jobs for t in (ex.input_text for ex in job.examples[: rc.library_n])]
-    key_flops = sum(encoder_forward(retriever_shape, n)
-                    for n in _retriever_tokens(rtok, keys, config.scoring.max_input_tokens))
+    keys = [] if library is not None else [t for job in jobs for t in job_key_texts(job, rc, config.seed)]
+    key_tokens = ([PADDED_WIDTH] * len(keys) if rc.pooling == "padded"
+                  else _retriever_tokens(rtok, keys, config.scoring.max_input_tokens))
+    key_flops = sum(encoder_forward(retriever_shape, n) for n in key_tokens)
     # the queries and leave-one-out of the driver, on the sources the library is built from
     view = SimpleNamespace(sources=[job.source for job in jobs])
     ctx = RosprContext(rc, bank, view, None, rtok)  # type: ignore[arg-type]

@@ -41,12 +41,14 @@ class Clock:
 
 
 class Stamp:
-    """The run's provenance, read once (git, versions, host) and stamped with the wall time so far."""
+    """The run's provenance, read once (git, versions, host) and stamped with the wall time so far;
+    ``retriever``: the identity of the retriever the library was built with, once it is prepared."""
 
     def __init__(self, config: RunConfig, backend: Backend, clock: Clock, overrides: Sequence[str] = ()) -> None:
         self.config, self.backend, self.clock, self.overrides = config, backend, clock, list(overrides)
         self.rev, self.dirty = git_state()
         self.versions, self.machine = package_versions(), host()
+        self.retriever: dict | None = None
 
     def __call__(self) -> Provenance:
         return Provenance(git_revision=self.rev, git_dirty=self.dirty, package_versions=self.versions,
@@ -56,7 +58,8 @@ class Stamp:
                           command=list(sys.argv), overrides=self.overrides,
                           model_revision=self.config.model.revision,
                           retriever_revision=checkpoint_revision(
-                              self.config, self.config.rospr.retriever or self.config.model.name_or_path))
+                              self.config, self.config.rospr.retriever or self.config.model.name_or_path),
+                          retriever=self.retriever)
 
 
 def unit_cache(cc: CacheConfig) -> UnitCache | None:

@@ -31,7 +31,7 @@ def methods_run(tiny_model_dir, tmp_path_factory):
 def test_every_method_runs_and_logs_its_retrieval(methods_run):
     cfg, res, root = methods_run
     disk = read_results(root / "run" / "results.json")
-    assert disk.schema_version == "1.3"
+    assert disk.schema_version == "1.4"
     assert {u.method for u in disk.units} == set(METHODS) and len(disk.units) == 3 * 5
     for u in disk.units:
         if u.method == "t0":
@@ -115,3 +115,41 @@ def test_methods_that_choose_one_prompt_share_one_scoring_pass(methods_run):
     shared = sum(n[t] * len(keys) for t, keys in prompts.items())
     assert res.execution.time.scoring_examples == shared
     assert shared < sum(u.n for u in res.units)  # here rospr and rospr+var agree on some target
+
+
+def test_the_lab_code_preset_changes_only_its_four_settings_and_the_report_names_it(methods_run, tiny_model_dir,
+                                                                                     tmp_path):
+    import torch
+    from safetensors.numpy import load_file
+
+    from rospr.retriever import PADDED_WIDTH, load_encoder
+
+    cfg, _, root = methods_run
+    tree = rospr_tree(tiny_model_dir, root, ["rospr"], limit=12, batch_size=8, var_candidates=4)
+    tree["rospr"]["library"] = str(tmp_path / "library")  # the same bank; a library of the lab's keys
+    lab = load_config(None, ["rospr.preset=lab_code"], tree=tree)
+    ours, theirs = load_config(None, [], tree=tree).model_dump(mode="json"), lab.model_dump(mode="json")
+    changed = {k for k in ours["rospr"] if ours["rospr"][k] != theirs["rospr"][k]}
+    assert changed == {"preset", "library_sample", "normalize", "votes", "pooling"}
+    assert {k: v for k, v in ours.items() if k != "rospr"} == {k: v for k, v in theirs.items() if k != "rospr"}
+
+    res = run(lab, tmp_path / "run")  # onnxruntime queries; the padded keys embedded in PyTorch
+    manifest = json.loads((tmp_path / "library" / "manifest.json").read_text())
+    assert manifest["pooling"] == "padded" and manifest["normalize"] is False
+    # a key by hand: its text with EOS, padded to 256 tokens, the tiny encoder's states averaged over all 256
+    first = json.loads((tmp_path / "library" / "instances.jsonl").read_text().splitlines()[0])
+    encoder, tok = load_encoder(str(tiny_model_dir))
+    ids = tok(first["text"], add_special_tokens=False)["input_ids"][: PADDED_WIDTH - 1] + [tok.eos_token_id]
+    x, m = torch.zeros(1, PADDED_WIDTH, dtype=torch.long), torch.zeros(1, PADDED_WIDTH, dtype=torch.long)
+    x[0, : len(ids)], m[0, : len(ids)] = torch.tensor(ids), 1
+    with torch.no_grad():
+        want = encoder(input_ids=x, attention_mask=m).last_hidden_state[0].mean(0).numpy()
+    np.testing.assert_allclose(load_file(str(tmp_path / "library" / "keys.safetensors"))["keys"][0], want,
+                               rtol=1e-5, atol=1e-5)
+    # random rows, not the first 16 of each prompt's training inputs
+    texts = lambda lib: {json.loads(l)["text"] for l in (lib / "instances.jsonl").read_text().splitlines()}
+    assert texts(tmp_path / "library") != texts(root / "library")
+    for u in res.units:  # top-1 votes: one per query
+        assert sum(c.frequency for c in u.retrieval.candidates) == len(u.retrieval.queries) == 6
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "preset `lab_code`: library random 16 rows per prompt, dot-product similarity, votes top1, padded" in report

@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test,serve]'
+	$(PY) -m pip install -q -e '.[test,serve,export]'
 	# promptsource 0.2.3's templates into the data cache (~/.cache/rospr/data): the registry's sdist, else the
 	# repository at v0.2.3, every file checked against harness/data/manifests. Without them the built-in
 	# tasks still run, and the tests that need the templates skip, saying so.

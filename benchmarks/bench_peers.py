@@ -109,7 +109,7 @@ def side_ours(model: Path, exs, threads: int, batch_size: int | None, batch_toke
     """Our product scorer (``create_backend`` on the cached export), scoring defaults of the run
     config unless ``batch_size``/``batch_tokens`` are given."""
     from rospr.scoring import Convention, encode_examples, score_encoded
-    from rospr_harness.backends.tokenizer import load_tokenizer
+    from rospr.tokenizer import load_tokenizer
     from rospr_harness.config import ScoringConfig
     from rospr_bench.common import product_backend
 
@@ -277,7 +277,7 @@ def gemm_bound(rows: list[dict], size: str, threads: int, opts: dict, ours: dict
     from rospr.scoring import Convention, encode_examples, plan_batches
     from rospr_bench.bench_throughput import batch_gemms, example_flops
     from rospr_bench.ceiling import Ceiling, workload_ceiling
-    from rospr_harness.backends.tokenizer import load_tokenizer
+    from rospr.tokenizer import load_tokenizer
     from rospr_harness.config import ScoringConfig
 
     model = model_dir(size)

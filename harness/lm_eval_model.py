@@ -98,9 +98,7 @@ def _ids(tokenizer, texts: list[str], special: bool) -> list[list[int]]:
 
 def _token_text(tokenizer, token_id: int) -> str:
     """The text of one token id as ``tokenizer.decode`` gives it (special tokens kept)."""
-    if hasattr(tokenizer, "decode"):  # transformers
-        return tokenizer.decode(token_id)
-    return tokenizer.tokenizer.decode([token_id], skip_special_tokens=False)  # tokenizers (FastTokenizer)
+    return tokenizer.decode(token_id)
 
 
 class LmEvalEncoding:

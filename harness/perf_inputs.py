@@ -115,7 +115,7 @@ def rendered_feeds(model: str | Path, task: str, prompt: str | None, batch_size:
     """The graph inputs of the first batch a run would send for ``task``'s ``prompt`` (None: its
     first prompt) to a scorer of width ``d_model``, with ``soft_prompt`` [P, D] on every row (None: no
     soft prompt), and the prompt's name. Refuses a task with no example for that prompt."""
-    from rospr_harness.backends.tokenizer import load_tokenizer
+    from rospr.tokenizer import load_tokenizer
     from rospr_harness.tasks import DataSettings, get_task
 
     t = get_task(task, data_settings or DataSettings.from_env())
@@ -277,7 +277,7 @@ def write_retriever_inputs(repo: str | Path, task: str = "builtin/sentiment", pr
     from rospr.retriever import embed_texts
     from rospr_export.identity import export_sources
     from rospr_export.manifest import verify_export
-    from rospr_harness.backends.tokenizer import load_tokenizer
+    from rospr.tokenizer import load_tokenizer
     from rospr_harness.tasks import DataSettings, get_task
 
     repo = Path(repo)

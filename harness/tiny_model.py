@@ -13,7 +13,6 @@ import io
 import json
 import logging
 import string
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
@@ -34,11 +33,13 @@ SIZES = {
 }
 
 
-def train_tokenizer(texts: Iterable[str], pieces: int, out_dir: Path, seed: int = 0):
-    """Train a unigram sentencepiece model (T5 ids: pad 0, eos 1, unk 2; byte fallback) and save a
-    T5 tokenizer loadable with ``AutoTokenizer.from_pretrained(out_dir)``."""
+def train_tokenizer(texts: Iterable[str], pieces: int, out_dir: Path, seed: int = 0) -> "TinyTokenizerInfo":
+    """Train a unigram sentencepiece model (T5 ids: pad 0, eos 1, unk 2) and write a T5 tokenizer that
+    ``AutoTokenizer.from_pretrained(out_dir)`` loads: ``spiece.model``, a ``tokenizer.json`` that encodes
+    as it does (``tokenizer_json``), and the special-token configs. Written from the model file alone, so
+    the files are the same bytes whatever the transformers version (its converters disagree: transformers
+    4's drops the ``▁`` of the first word for this model, 5's saves no ``spiece.model``)."""
     import sentencepiece as spm
-    from transformers import T5TokenizerFast
 
     buf = io.BytesIO()
     texts = [t for t in texts if t.strip()] + ALPHABET
@@ -60,12 +61,52 @@ def train_tokenizer(texts: Iterable[str], pieces: int, out_dir: Path, seed: int 
         minloglevel=2,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        spm_path = Path(tmp) / "spiece.model"
-        spm_path.write_bytes(buf.getvalue())
-        tok = T5TokenizerFast(vocab_file=str(spm_path), extra_ids=0, legacy=False)
-        tok.save_pretrained(str(out_dir))
-    return tok
+    model = buf.getvalue()
+    (out_dir / "spiece.model").write_bytes(model)
+    (out_dir / "tokenizer.json").write_text(tokenizer_json(model), encoding="utf-8")
+    specials = {"eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
+    (out_dir / "special_tokens_map.json").write_text(json.dumps(specials, indent=2), encoding="utf-8")
+    config = {"tokenizer_class": "T5Tokenizer", **specials, "extra_ids": 0, "additional_special_tokens": [],
+              "model_max_length": 512, "legacy": True}
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    return TinyTokenizerInfo(spm.SentencePieceProcessor(model_proto=model).get_piece_size())
+
+
+class TinyTokenizerInfo:
+    """What the builder needs of the tokenizer it wrote: its size."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def tokenizer_json(spm_model: bytes) -> str:
+    """The ``tokenizers`` form of a sentencepiece unigram model, encoding as sentencepiece does: its pieces
+    and scores, its normalisation (the model's own precompiled charsmap, trailing spaces stripped, runs
+    of spaces as one ``▁``), ``▁`` prepended to every text as a real T5 tokenizer does, and ``</s>``
+    appended where special tokens are asked for (tests/test_tokenizer.py checks the two files agree)."""
+    from sentencepiece import sentencepiece_model_pb2
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(spm_model)
+    vocab = [(p.piece, p.score) for p in proto.pieces]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=proto.trainer_spec.unk_id, byte_fallback=False))
+    tok.normalizer = normalizers.Sequence([
+        normalizers.Precompiled(proto.normalizer_spec.precompiled_charsmap),
+        normalizers.Strip(left=False, right=True),
+        normalizers.Replace(Regex(" {2,}"), "\u2581"),
+    ])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always", split=True)
+    tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always", split=True)
+    eos = proto.trainer_spec.eos_id
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                      special_tokens=[("</s>", eos)])
+    tok.add_special_tokens([AddedToken(vocab[i][0], special=True, normalized=False)
+                            for i in (proto.trainer_spec.pad_id, eos, proto.trainer_spec.unk_id)])
+    return tok.to_str(pretty=True)
 
 
 def build_tiny(out: str | Path, size: str = "tiny", seed: int = 0, corpus: Iterable[str] | None = None) -> Path:

@@ -32,12 +32,14 @@ def load_backbone(name_or_path: str | Path, dtype: torch.dtype = torch.float32, 
     Refuses (``ValueError``; ``CheckpointError`` naming the file) a damaged or missing checkpoint
     (``check_checkpoint``), one that fails to load, and one that is not an encoder-decoder.
     """
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import AutoModelForSeq2SeqLM
+
+    from rospr.tokenizer import load_tokenizer
 
     name = str(name_or_path)
     check_checkpoint(name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
+        tokenizer = load_tokenizer(name, revision=revision)  # sentencepiece's ids for T5: one thing on transformers 4 and 5
         model = AutoModelForSeq2SeqLM.from_pretrained(name, dtype=dtype, revision=revision)
     except OSError as exc:
         raise SettingError(

@@ -40,12 +40,18 @@ def checkpoint_config_hash(config_dict: dict) -> str:
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".h5", ".msgpack")
+# what decides a checkpoint's token ids (``rospr.tokenizer``): in the digest beside the weights, so every
+# artifact made with the ids (bank, library, export, unit) is remade when the tokenizer changes
+TOKENIZER_FILES = ("spiece.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json")
 
 
 def weights_digest(name_or_path: str | Path, model=None, full: bool = False, revision: str | None = None) -> str:
-    """16 hex digits naming a checkpoint's weights: of a local directory, the names and sha256 of its
-    weight files (``WEIGHT_SUFFIXES``); of a hub checkpoint, ``hub-`` and its commit (from the loaded
-    ``model``'s config, else resolved at ``revision`` through transformers).
+    """16 hex digits naming a checkpoint's weights and what decides its token ids: of a local directory,
+    the names and sha256 of its weight files (``WEIGHT_SUFFIXES``) and tokenizer files
+    (``TOKENIZER_FILES``), with the tokenization rule's version (``rospr.tokenizer.TOKENIZATION``); of a
+    hub checkpoint, ``hub-`` and its commit, which pins every file (from the loaded ``model``'s config,
+    else resolved at ``revision`` through transformers).
 
     A local file's sha256 is remembered in ``rospr.artifacts.default_memo()`` under its stat key, so
     a checkpoint seen before is not read again (T0-3B: 11 GB, ~15 s); ``full``: read every byte. Any
@@ -60,8 +66,11 @@ def weights_digest(name_or_path: str | Path, model=None, full: bool = False, rev
         files = sorted(f for f in p.iterdir() if f.suffix in WEIGHT_SUFFIXES)
         if not files:
             raise SettingError(f"{p}: no weight files (*.safetensors, *.bin) to fingerprint")
+        from rospr.tokenizer import TOKENIZATION
+
+        files += sorted(p / name for name in TOKENIZER_FILES if (p / name).is_file())
         digests = FileDigests(None if full else default_memo())
-        h = hashlib.sha256()
+        h = hashlib.sha256(TOKENIZATION.encode())
         for f in files:
             h.update(f.name.encode())
             h.update(digests.sha256(f, full=full).encode())

@@ -100,7 +100,7 @@ def fake_backend(config):
     """The ``Backend`` of a ``RunConfig`` under ``fake_scoring``: a ``FakeScorer`` of the model's
     d_model, the model's tokenizer (``tokenizer.json``: no torch), ``fake_identity``."""
     from rospr_harness.backends import Backend
-    from rospr_harness.backends.tokenizer import load_tokenizer
+    from rospr.tokenizer import load_tokenizer
 
     identity = fake_identity(config.model.name_or_path)
     scorer = FakeScorer(identity["d_model"])

@@ -37,7 +37,7 @@ def fake_modules(monkeypatch):
             "create_onnxruntime_embedder", "create_triton_backend")})
         module.TritonEmbedder = types.SimpleNamespace(from_config=recorder("TritonEmbedder.from_config"))
         monkeypatch.setitem(sys.modules, entry.module, module)
-    monkeypatch.setattr("rospr_harness.backends.tokenizer.load_tokenizer", lambda retriever, revision: ("tokenizer", retriever))
+    monkeypatch.setattr("rospr.tokenizer.load_tokenizer", lambda retriever, revision: ("tokenizer", retriever))
     return calls
 
 

@@ -55,10 +55,15 @@ def test_one_architecture_two_weights_digests(tiny_model_dir, model_b, tmp_path)
     assert config_digest(tiny_model_dir) == config_digest(model_b)
     a, b = weights_digest(tiny_model_dir), weights_digest(model_b)
     assert a != b and len(a) == len(b) == 16
-    # by hand: sha256 over each weight file's name and sha256, in name order
-    h = hashlib.sha256()
-    h.update(b"model.safetensors")
-    h.update(hashlib.sha256((model_b / "model.safetensors").read_bytes()).hexdigest().encode())
+    # by hand: sha256 over the tokenization rule, then each weight file's name and sha256, then each
+    # tokenizer file's, in name order
+    from rospr.tokenizer import TOKENIZATION
+
+    h = hashlib.sha256(TOKENIZATION.encode())
+    tokenizer_files = sorted(["spiece.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"])
+    for name in ["model.safetensors", *tokenizer_files]:
+        h.update(name.encode())
+        h.update(hashlib.sha256((model_b / name).read_bytes()).hexdigest().encode())
     assert b == h.hexdigest()[:16] == weights_digest(model_b, full=True)
     # another perturbation, of a size no test would notice in the scores, is another model too
     c = perturbed_copy(tiny_model_dir, tmp_path / "c", scale=1e-7, seed=2)

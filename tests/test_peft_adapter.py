@@ -55,7 +55,10 @@ def test_exported_adapter_equals_prompted_t5_under_peft(tiny_backbone, tiny_mode
     from rospr.backbone import PromptedT5
     from rospr.peft_adapter import export_prompt
 
-    model, tok, _ = tiny_backbone
+    from transformers import AutoTokenizer
+
+    model, _, _ = tiny_backbone
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))  # peft's side reads ids as transformers gives them
     pid = bank.ids()[0]
     adapter = export_prompt(bank, pid, tmp_path / "adapter")
     pm = _peft_model(tiny_model_dir, adapter)

@@ -16,10 +16,10 @@ EXAMPLES = scoring_examples()
 
 def reference_scores(model, tokenizer, example: Example, prompt: torch.Tensor | None) -> list[float]:
     """Sum of token log-likelihoods from HF's forward with ``labels``: -loss * n_tokens, one choice at a time."""
-    ids = tokenizer(example.input_text, add_special_tokens=False, return_tensors="pt").input_ids
+    ids = torch.tensor([tokenizer(example.input_text, add_special_tokens=False)["input_ids"]])
     out = []
     for choice in example.choices:
-        labels = torch.tensor([tokenizer(choice, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]])
+        labels = torch.tensor([tokenizer(choice, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]])
         with torch.no_grad():
             if prompt is None:
                 loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels).loss

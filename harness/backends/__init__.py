@@ -37,7 +37,7 @@ class BackendModule:
 
 
 def _tokenizer_json(retriever: str, revision: str | None):
-    from rospr_harness.backends.tokenizer import load_tokenizer
+    from rospr.tokenizer import load_tokenizer
 
     return load_tokenizer(retriever, revision)
 

@@ -462,7 +462,7 @@ def create_onnxruntime_backend(model: ModelConfig, ort_cfg: OnnxRuntimeConfig, s
     """The onnxruntime ``Backend`` of ``model`` (exported on first use into ``onnxruntime.cache_dir``),
     with ``onnxruntime.threads`` (else ``scoring.threads``) intra-op threads."""
     from rospr_export.manifest import find_manifest
-    from rospr_harness.backends.tokenizer import load_tokenizer
+    from rospr.tokenizer import load_tokenizer
 
     # exported and verified now (stat-keyed); the session is opened, from files hashed in full, by
     # the scorer's first use (``_verified_session``: re-exported once if that check fails)

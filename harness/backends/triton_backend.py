@@ -435,7 +435,7 @@ def create_triton_backend(model: ModelConfig, cfg: TritonConfig, urls: list[str]
     their own). The tokenizer is read from ``model.name_or_path`` (the weights stay on the server).
     Raises ``BackendUnavailable`` when no server answers, ``ServedModelMismatch`` when the served
     ``t0_scorer`` was not exported from ``model.name_or_path`` (``check_served_source``)."""
-    from transformers import AutoTokenizer
+    from rospr.tokenizer import load_tokenizer
 
     errors = []
     for url in urls:
@@ -460,6 +460,6 @@ def create_triton_backend(model: ModelConfig, cfg: TritonConfig, urls: list[str]
         scorer.close()
         raise
     cfg = cfg.model_copy(update={"url": url})
-    tokenizer = AutoTokenizer.from_pretrained(model.name_or_path, revision=model.revision)
+    tokenizer = load_tokenizer(model.name_or_path, model.revision)
     identity = dict(scorer.identity, triton_url=f"{cfg.protocol}://{cfg.url}", wire_dtype=cfg.wire_dtype)
     return Backend("triton", scorer, tokenizer, identity)

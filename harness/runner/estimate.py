@@ -365,7 +365,7 @@ class _RosprPlan:
 def _rospr_plan(config: RunConfig, shape: ModelShape, tokenizer, identity: dict | None,
                 scorer: dict | None) -> _RosprPlan:
     """The bank's tuning jobs, the library's status and key FLOPs, and the retriever of a RoSPr run."""
-    from rospr_harness.backends.tokenizer import load_tokenizer
+    from rospr.tokenizer import load_tokenizer
 
     rc, name = config.rospr, config.model.name_or_path
     tuning, jobs, bank = _tuning(config, shape, tokenizer, identity or weightless_identity(name))
@@ -441,7 +441,7 @@ def estimate_run(config: RunConfig, tflops: float | None = None, measure_s: floa
     """
     if tflops is not None and not tflops > 0:
         raise SettingError(f"--tflops {tflops}: give a positive throughput in TFLOP/s")
-    from rospr_harness.backends.tokenizer import load_tokenizer
+    from rospr.tokenizer import load_tokenizer
 
     name = config.model.name_or_path
     shape = ModelShape.from_config(model_config(name, "model.name_or_path"), f"{name}/config.json")

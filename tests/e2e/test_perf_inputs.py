@@ -72,7 +72,7 @@ def _reference(tiny_model_dir, repo, feeds: dict[str, np.ndarray], prompt: str,
     soft prompt and scored by the in-process onnxruntime scorer."""
     from rospr.scoring import Convention, collate, encode_examples
     from rospr_harness.backends.onnxruntime_backend import OnnxScorer, make_session
-    from rospr_harness.backends.tokenizer import load_tokenizer
+    from rospr.tokenizer import load_tokenizer
     from rospr_harness.tasks import DataSettings, get_task
 
     examples = get_task("builtin/sentiment", DataSettings()).load(prompt).examples
@@ -160,7 +160,7 @@ def test_retriever_inputs_replayed_against_rospr_serve(server, repo, tiny_model_
     in-process onnxruntime embedder embeds those texts."""
     from rospr.retriever import embed_texts
     from rospr_harness.backends.onnxruntime_backend import OnnxEmbedder, make_session
-    from rospr_harness.backends.tokenizer import load_tokenizer
+    from rospr.tokenizer import load_tokenizer
     from rospr_harness.tasks import DataSettings, get_task
 
     result = cli("perf-inputs", "--repo", repo, "--out-dir", tmp_path, "-b", 4, "--url", server.grpc_url,

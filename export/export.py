@@ -47,9 +47,20 @@ def export_models(model_name_or_path: str | Path, out_dir: str | Path, retriever
     ``revision`` / ``retriever_revision`` pin hub checkpoints to a commit (a local directory ignores them).
 
     Writes ``t0_scorer.onnx``, ``retriever.onnx`` and ``manifest.json`` (identity, dtype, opset,
-    validation figures). Raises ``ExportValidationError`` when a graph fails its check, ``ValueError``
-    for a checkpoint that cannot be loaded or an unknown dtype.
+    validation figures). Where this environment cannot run Optimum (transformers >= 4.58, or no
+    optimum-onnx) the same export runs in rospr's export environment (``rospr_export.isolated``).
+    Raises ``ExportValidationError`` when a graph fails its check, ``ValueError`` for a checkpoint that
+    cannot be loaded or an unknown dtype, ``ExportEnvironmentError`` when the export environment fails.
     """
+    from rospr_export.isolated import export_elsewhere, unable_here
+
+    why = unable_here()
+    if why is not None:
+        return export_elsewhere(why, dict(
+            model_name_or_path=str(model_name_or_path), out_dir=str(out_dir),
+            retriever=None if retriever is None else str(retriever), dtype=dtype, external_data=external_data,
+            device=device, scorer=scorer, providers=None if providers is None else list(providers),
+            prompt_dtype=prompt_dtype, revision=revision, retriever_revision=retriever_revision))
     import torch
 
     from rospr.backbone import load_backbone

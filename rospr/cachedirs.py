@@ -8,10 +8,12 @@ exports, units and fetched data. Each kind keeps its own environment override::
     data     $ROSPR_DATA_CACHE      data/          (the fetched promptsource / BIG-bench sdists)
     onnx     $ROSPR_ONNX_CACHE      onnx/          (on-demand ONNX exports)
     units    $ROSPR_UNIT_CACHE      units/         (finished (task, prompt, method) units)
+    retrievers $ROSPR_RETRIEVER_CACHE retrievers/  (retriever checkpoints made from a weights file)
+    export-env $ROSPR_EXPORT_ENV    export-env/    (the environment rospr makes for Optimum's export)
     digests  $ROSPR_DIGEST_MEMO     digests.json   (checkpoint weight digests by stat key; a file)
 
 Nothing here creates a folder; the code that writes a cache does. The folder caches (data, onnx,
-units) are each a ``rospr.store.ContentStore`` rooted at their ``cache_path``: every one of them
+units, retrievers) are each a ``rospr.store.ContentStore`` rooted at their ``cache_path``: every one of them
 asks this module where it lives, and none decides it itself.
 """
 
@@ -25,6 +27,8 @@ CACHES: dict[str, tuple[str, str]] = {
     "data": ("ROSPR_DATA_CACHE", "data"),
     "onnx": ("ROSPR_ONNX_CACHE", "onnx"),
     "units": ("ROSPR_UNIT_CACHE", "units"),
+    "retrievers": ("ROSPR_RETRIEVER_CACHE", "retrievers"),
+    "export-env": ("ROSPR_EXPORT_ENV", "export-env"),
     "digests": ("ROSPR_DIGEST_MEMO", "digests.json"),
 }
 

@@ -17,12 +17,16 @@ from pathlib import Path
 
 import pytest
 
+from rospr.cachedirs import cache_path
 from rospr_harness.datatools import fetch as fetching
 
 REPO = Path(__file__).resolve().parents[1]
 # Read before any test touches the environment: the machine's own data cache (what `rospr data fetch`
 # filled), and the folders laid out like ../shared/data.
 MACHINE_DATA_CACHE = fetching.data_cache_dir()
+# the environment rospr exports in where this one cannot run Optimum (transformers 5): made once per
+# machine by `rospr export-env` (.ci/run's core environment does), never installed by a test
+MACHINE_EXPORT_ENV = cache_path("export-env")
 SHARED_DATA = [Path(p) for p in (os.environ.get("ROSPR_SHARED_DATA"), REPO.parent / "shared" / "data") if p]
 NEEDS = {
     "templates": "`rospr data fetch templates` (or ROSPR_SHARED_DATA, or ../shared/data beside the clone)",
@@ -52,12 +56,16 @@ def _install_real_data(cache: Path) -> None:
 def isolated_cache_home(tmp_path_factory):
     """``$ROSPR_HOME`` and ``$ROSPR_DATA_CACHE`` in session folders, so no test writes exports, units,
     digest memos or data into the user's caches, and ``$ROSPR_DATA_OFFLINE`` (subprocesses inherit all
-    three); the real data this machine has goes into the session's data cache first."""
+    of them); the real data this machine has goes into the session's data cache first. The export
+    environment is the machine's (``$ROSPR_EXPORT_ENV``), used where one was made and never installed
+    (``$ROSPR_EXPORT_ENV_OFFLINE``)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ROSPR_HOME", str(tmp_path_factory.mktemp("rospr-home")))
         cache = tmp_path_factory.mktemp("rospr-data")
         mp.setenv("ROSPR_DATA_CACHE", str(cache))
         mp.setenv("ROSPR_DATA_OFFLINE", "1")
+        mp.setenv("ROSPR_EXPORT_ENV", str(MACHINE_EXPORT_ENV))
+        mp.setenv("ROSPR_EXPORT_ENV_OFFLINE", "1")
         _install_real_data(cache)
         yield
 

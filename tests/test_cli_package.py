@@ -19,7 +19,7 @@ from rospr.errors import RosprError
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = {"harness": "rospr_harness", "rospr": "rospr", "export": "rospr_export", "benchmarks": "rospr_bench"}
-COMMANDS = ["run", "plan", "tiny", "tasks", "schema", "verify", "compare", "export", "serve", "tune", "bench",
+COMMANDS = ["run", "plan", "tiny", "tasks", "schema", "verify", "compare", "export", "export-env", "serve", "tune", "bench",
             "data", "data status", "data synth", "data check-hub", "data fetch", "bank", "bank import-peft",
             "bank export-peft", "bank rekey", "library", "library build"]
 

@@ -47,6 +47,23 @@ def export(
     err.print(f"perf_analyzer input data and command: rospr perf-inputs --repo {out}", highlight=False)
 
 
+def export_env(
+    force: bool = typer.Option(False, "--force", help="make it even where this environment can export itself"),
+) -> None:
+    """Make, once, the environment rospr exports in where this one cannot run Optimum (transformers >= 4.58
+    or no optimum-onnx; needs the package registry); prints its interpreter, or why none is needed. A run
+    that needs an export makes it itself: this is the same step, taken ahead (before going offline)."""
+    setup_logging(False)
+    from rospr_export.isolated import environment, unable_here
+
+    why = unable_here()
+    if why is None and not force:
+        typer.echo("this environment exports in process (transformers < 4.58 with optimum-onnx): none needed")
+        return
+    typer.echo(str(environment()))
+    err.print(f"rospr exports there ({why or 'forced'})")
+
+
 def perf_inputs(
     repo: Path = typer.Option(Path("model_repo_build"), "--repo", help="the folder `rospr export --out` wrote"),
     task: str = typer.Option("builtin/sentiment", "--task", help="the task whose rendered batch is sent (`rospr tasks`)"),

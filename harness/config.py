@@ -214,6 +214,16 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+class RetrieverWeights(Strict):
+    """A retriever published as a weights file for a public architecture, as the authors publish
+    T0-small (``T0_small.pt`` for ``google/t5-small-lm-adapt``); its encoder is used."""
+
+    base: str = Field(..., description="hub name or folder of the checkpoint whose config and tokenizer the "
+                                       "weights are for (e.g. google/t5-small-lm-adapt)")
+    weights: str = Field(..., description="the weights file: a Lightning checkpoint (state_dict, model.-prefixed "
+                                          "keys) or a plain PyTorch state dict")
+
+
 class RosprConfig(Strict):
     """RoSPr (docs/method.md): the sources, where the prompt bank and library live, retrieval
     and selection settings. Used when ``method`` lists anything but t0; the run tunes the bank and
@@ -224,14 +234,14 @@ class RosprConfig(Strict):
     sources: list[str] | str = Field("builtin", description="task names, or a named list: builtin, t0_train")
     prompt_bank: str = Field("build/rospr/prompt_bank", description="directory of the soft prompts")
     library: str = Field("build/rospr/library", description="directory of the Source Prompt Library")
-    retriever: str | None = Field(None, description=(
-        "encoder checkpoint of the retriever: a hub name or directory of a T5 checkpoint (its encoder is used); "
-        "the paper retrieves with a small T0 encoder (T0-small; google/t5-small-lm-adapt is the nearest public "
-        "stand-in). null: the backbone's own encoder, which runs with one checkpoint but is not the paper's "
-        "retrieval space (README, 'Retriever and paper fidelity')"))
+    retriever: str | RetrieverWeights | None = Field(None, description=(
+        "the dense retriever's encoder: a hub name or folder of a checkpoint (its encoder is used), or {base, "
+        "weights}: a weights file for base's architecture (the paper's T0-small, T0_small.pt on "
+        "google/t5-small-lm-adapt; docs/method.md). null: the backbone's own encoder, which runs with one "
+        "checkpoint but is not the paper's retrieval space"))
     retriever_revision: str | None = Field(None, description=(
-        "hub commit of a hub rospr.retriever (a checkpoint of its own, so model.revision cannot name it); "
-        "with rospr.retriever null the backbone's model.revision applies"))
+        "hub commit of a hub rospr.retriever, or of a weights file's base (a checkpoint of its own, so "
+        "model.revision cannot name it); with rospr.retriever null the backbone's model.revision applies"))
     tune: TuneConfig = TuneConfig()
     preset: Literal["ours", "lab_code"] = Field("ours", description=(
         "where library_sample, normalize, votes and pooling come from when the config does not set them: ours, "
@@ -545,12 +555,20 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, tre
         raise ConfigError(format_validation_error(exc, source, overrides)) from None
 
 
+def retriever_name(config: RunConfig) -> str:
+    """The checkpoint that names the retriever's architecture and tokenizer: ``rospr.retriever``, the
+    ``base`` of a weights file, or the backbone when it is null."""
+    r = config.rospr.retriever
+    return r.base if isinstance(r, RetrieverWeights) else (r or config.model.name_or_path)
+
+
 def checkpoint_revision(config: RunConfig, name_or_path: str | Path | None) -> str | None:
     """The hub revision to load ``name_or_path`` at: ``model.revision`` for the backbone (and the retriever
-    when it is the backbone), ``rospr.retriever_revision`` for the configured retriever, else None."""
+    when it is the backbone), ``rospr.retriever_revision`` for the configured retriever (a weights file's
+    base), else None."""
     name = str(name_or_path)
     if name == config.model.name_or_path:
         return config.model.revision
-    if config.rospr.retriever is not None and name == str(config.rospr.retriever):
+    if config.rospr.retriever is not None and name == retriever_name(config):
         return config.rospr.retriever_revision
     return None

@@ -126,6 +126,19 @@ def display_name(name_or_path: str) -> str:
     return Path(name_or_path).name if Path(name_or_path).exists() else name_or_path
 
 
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of one file (a retriever's weights file), remembered by its stat key as
+    ``weights_digest``'s files are. Refuses (``SettingError`` naming it) a path that is no file."""
+    from rospr.artifacts import FileDigests, default_memo
+
+    if not Path(path).is_file():
+        raise SettingError(f"{path}: no such file")
+    digests = FileDigests(default_memo())
+    sha = digests.sha256(Path(path))
+    digests.save()
+    return sha
+
+
 @dataclass(frozen=True)
 class ModelIdentity:
     """What a scorer backbone is, for provenance and keys: name, config hash, sizes, and the digest
@@ -156,10 +169,13 @@ def backbone_identity(model, name: str) -> ModelIdentity:
     )
 
 
-def retriever_identity(name_or_path: str | Path, revision: str | None = None) -> dict:
+def retriever_identity(name_or_path: str | Path, revision: str | None = None,
+                       weights: str | Path | None = None) -> dict:
     """The retriever's identity, no model loaded (so it works for any backend): name, config hash
     (``config_digest``), output dimension and ``weights`` (``weights_digest``); ``revision`` pins a hub
-    checkpoint. A local folder is read as files (``config.json`` as JSON, the weights' remembered
+    checkpoint. With ``weights``, a weights file for ``name_or_path``'s architecture (the authors'
+    T0-small): named by the file, ``base`` the checkpoint, ``weights`` the first 16 hex digits of the
+    file's sha256. A local folder is read as files (``config.json`` as JSON, the weights' remembered
     digests): neither torch nor transformers is imported. Refuses (``ValueError``) a config with
     neither ``d_model`` nor ``hidden_size`` and a checkpoint whose weights cannot be identified."""
     name = str(name_or_path)
@@ -167,6 +183,10 @@ def retriever_identity(name_or_path: str | Path, revision: str | None = None) ->
     dim = config.get("d_model") or config.get("hidden_size")
     if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
         raise SettingError(f"{name}: its config has no output size (d_model or hidden_size); not an encoder checkpoint")
-    identity = {"name": display_name(name), "config_hash": checkpoint_config_hash(config), "dim": dim,
-                "weights": weights_digest(name, revision=revision)}
+    identity = {"name": display_name(name), "config_hash": checkpoint_config_hash(config), "dim": dim}
+    if weights is None:
+        identity["weights"] = weights_digest(name, revision=revision)
+    else:
+        identity = {**identity, "name": Path(weights).name, "base": display_name(name),
+                    "weights": file_sha256(weights)[:16]}
     return identity if revision is None else {**identity, "revision": revision}

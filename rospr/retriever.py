@@ -14,6 +14,7 @@ pools over its mask), so padded keys are embedded by a ``TorchEmbedder``.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -162,3 +163,104 @@ def _padded(rows: Sequence[Sequence[int]], width: int, pad: int) -> tuple[np.nda
         batch[row, : len(x)] = x
         mask[row, : len(x)] = 1
     return batch, mask
+
+
+# -- a retriever published as a weights file (the authors' T0-small) ------------------------------------
+WEIGHTS_FORMAT = "rospr-retriever-from-weights"
+# keys of a seq2seq state dict that are not the encoder's: left out, not refused
+OTHER_HALF = ("decoder.", "lm_head.")
+# the encoder's token embedding is tied to the model's shared one: a file may hold either name
+TIED = {"encoder.embed_tokens.weight": "shared.weight", "shared.weight": "encoder.embed_tokens.weight"}
+
+
+def read_state_dict(path: str | Path) -> dict:
+    """The tensors of a weights file, read with ``torch.load(weights_only=True)``: a Lightning
+    checkpoint's ``state_dict`` or a plain state dict, the ``model.`` prefix of a Lightning module's
+    attribute removed. Refuses (``SettingError`` naming the file and the fix) a file that cannot be
+    read as weights only, and one holding no tensors."""
+    import pickle
+
+    import torch
+
+    try:
+        data = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SettingError(f"{path}: not readable as weights only ({first[:160]}); if you trust the file, save its "
+                           "state dict alone: torch.save(torch.load(f, weights_only=False)['state_dict'], out)") from None
+    state = data.get("state_dict", data) if isinstance(data, dict) else None
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise SettingError(f"{path}: holds no state dict of tensors (a Lightning checkpoint's 'state_dict' or a "
+                           "plain state dict); give the retriever's weights file")
+    return {k.removeprefix("model."): v for k, v in state.items()}
+
+
+def encoder_state(state: dict, expected: Sequence[str], where: str | Path) -> dict:
+    """The tensors of ``state`` that an encoder whose state dict has the keys ``expected`` loads: the
+    seq2seq model's other half (``OTHER_HALF``) left out, a tied embedding (``TIED``) taken from the
+    other name when one is missing. Refuses (``SettingError`` naming them) missing and unexpected keys."""
+    kept = {k: v for k, v in state.items() if not k.startswith(OTHER_HALF)}
+    for key, twin in TIED.items():
+        if key in expected and key not in kept and twin in kept:
+            kept[key] = kept[twin]
+    missing = sorted(set(expected) - set(kept))
+    unexpected = sorted(set(kept) - set(expected))
+    if missing or unexpected:
+        def names(keys: list[str]) -> str:
+            return ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+        raise SettingError(f"{where}: not the encoder of rospr.retriever's base: "
+                           + "; ".join(f"{what} {names(keys)}" for what, keys in
+                                       (("missing", missing), ("unexpected", unexpected)) if keys)
+                           + "; give the base checkpoint these weights were trained from")
+    return kept
+
+
+def weights_checkpoint(base: str, weights: str | Path, revision: str | None = None,
+                       cache_dir: str | Path | None = None) -> Path:
+    """A checkpoint folder of the encoder of ``base``'s architecture holding the weights file
+    ``weights`` (``read_state_dict``, ``encoder_state``), with base's tokenizer files: what every backend
+    loads and exports like any encoder checkpoint. Written once into the ``retrievers`` cache
+    (``rospr.cachedirs``), keyed by base's config and the file's sha256, and reused. ``revision`` pins
+    a hub base. Refuses (``SettingError``) a file that is not that encoder's weights."""
+    from rospr.cachedirs import cache_path
+    from rospr.canonical import digest_json
+    from rospr.identity import config_digest, file_sha256
+    from rospr.store import ContentStore
+
+    sha = file_sha256(weights)
+    key = digest_json({"base_config": config_digest(base, revision), "weights_sha256": sha})[:32]
+    store = ContentStore(cache_path("retrievers", cache_dir), WEIGHTS_FORMAT, 1, fix="it is written again")
+    if store.open(key) is not None:
+        return store.path(key)
+    stage = store.stage(key)
+    try:
+        _write_encoder(base, weights, revision, stage)
+        return store.publish(stage, {"base": str(base), "revision": revision, "weights": Path(weights).name,
+                                     "weights_sha256": sha})
+    finally:
+        store.drop(stage)
+
+
+def _write_encoder(base: str, weights: str | Path, revision: str | None, stage) -> None:
+    """Write ``weights_checkpoint``'s files into ``stage``: the encoder (config and safetensors) and
+    base's tokenizer files (``*.model``, ``*.txt``, and ``*.json`` but its configs)."""
+    import tempfile
+
+    from huggingface_hub import snapshot_download
+    from transformers import AutoConfig, AutoModel, T5EncoderModel
+
+    config = AutoConfig.from_pretrained(base, revision=revision)
+    encoder = T5EncoderModel(config) if config.model_type in ("t5", "mt5", "umt5") else AutoModel.from_config(config)
+    if getattr(config, "is_encoder_decoder", False) and not isinstance(encoder, T5EncoderModel):
+        encoder = encoder.get_encoder()
+    encoder.load_state_dict(encoder_state(read_state_dict(weights), list(encoder.state_dict()), weights))
+    folder = Path(base) if Path(base).is_dir() else Path(snapshot_download(
+        base, revision=revision, allow_patterns=["*.json", "*.model", "*.txt"]))
+    with tempfile.TemporaryDirectory(dir=stage.path.parent) as tmp:
+        encoder.save_pretrained(tmp, safe_serialization=True)
+        for f in sorted(Path(tmp).iterdir()):
+            stage.adopt(f.name, f)
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and f.suffix in (".model", ".txt", ".json") and f.name not in (
+                "config.json", "generation_config.json") and not f.name.endswith(".index.json"):
+            stage.write_bytes(f.name, f.read_bytes())

@@ -31,7 +31,7 @@ def paper_setup(tmp_path, templates_dir, tiny_model_dir, monkeypatch):
                  "rospr.tune.source_rows=8", "rospr.tune.prompt_length=4", "rospr.tune.batch_size=4",
                  "rospr.tune.parallel=off", "rospr.library_n=4", TASKS, f"rospr.sources=[{', '.join(SOURCES)}]",
                  f"rospr.prompt_bank={tmp_path / 'bank'}", f"rospr.library={tmp_path / 'library'}",
-                 "ray.enabled=false"]
+                 "rospr.retriever=null", "ray.enabled=false"]  # the backbone's encoder: no T0_small.pt here
     return overrides, tmp_path
 
 

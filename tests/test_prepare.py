@@ -182,3 +182,24 @@ def test_an_edited_prompt_file_is_refused_without_rendering(sources, renders):
     renders.clear()
     with pytest.raises(ArtifactError, match="sha256"):
         run_prepare(config())
+
+
+def test_a_missing_retriever_weights_file_is_refused_in_one_line_before_any_tuning(run_config, tiny_model_dir,
+                                                                                   tmp_path):
+    from rospr_harness.config import load_config
+    from rospr_harness.method.prepare import retriever_checkpoint
+    from rospr.errors import SettingError
+
+    tree = run_config.tree(rospr={"retriever": {"base": str(tiny_model_dir), "weights": str(tmp_path / "T0_small.pt")},
+                                  "prompt_bank": str(tmp_path / "bank"), "library": str(tmp_path / "library")},
+                           method=["rospr"])
+    config = load_config(None, [], tree=tree)
+    with pytest.raises(SettingError) as err:
+        prepare(config, create_backend(config), data_settings(config.data))
+    message = str(err.value)
+    assert "\n" not in message and "T0_small.pt" in message and "github.com/joeljang/ELM" in message
+    assert "rospr.retriever: null" in message and not (tmp_path / "bank").exists()  # nothing tuned
+    with pytest.raises(SettingError, match="no such file"):
+        retriever_checkpoint(config)
+    with pytest.raises(ValueError, match="unknown key"):
+        load_config(None, ["rospr.retriever.file=x.pt"], tree=tree)

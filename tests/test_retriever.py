@@ -1,6 +1,10 @@
-"""The dense retriever: its two poolings against PyTorch computed by hand."""
+"""The dense retriever: its two poolings against PyTorch computed by hand, and a retriever given as a
+weights file (the authors' T0-small) against the same weights loaded directly."""
 
 from __future__ import annotations
+
+import argparse
+import hashlib
 
 import numpy as np
 import pytest
@@ -55,3 +59,71 @@ def test_token_ids_truncation_keeps_the_eos(encoder):
     assert token_ids(tok, [TEXTS[1]], 4) == [plain[:4]]
     assert token_ids(tok, [TEXTS[1]], 4, eos=True) == [plain[:3] + [tok.eos_token_id]]
     assert token_ids(tok, [""], 4) == [[tok.eos_token_id]] == token_ids(tok, [""], 4, eos=True)
+
+
+# -- a retriever given as a weights file for a base's architecture (the authors' T0-small) -------------------
+def _published(tiny_model_dir, path, lightning: bool = True, edit=None):
+    """The tiny model's whole seq2seq state dict, its weights moved off the base's (so loading the base
+    alone would not pass), saved as the authors saved T0_small.pt: a Lightning checkpoint whose
+    ``state_dict`` has ``model.``-prefixed keys (``lightning``), or a plain state dict."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    model = AutoModelForSeq2SeqLM.from_pretrained(str(tiny_model_dir))
+    state = {k: v + 0.01 * torch.randn(v.shape, generator=torch.Generator().manual_seed(i))
+             for i, (k, v) in enumerate(model.state_dict().items())}
+    for tied in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight"):  # one tensor in the model
+        state[tied] = state["shared.weight"]
+    if edit:
+        edit(state)
+    torch.save({"epoch": 3, "global_step": 100, "state_dict": {f"model.{k}": v for k, v in state.items()}}
+               if lightning else state, path)
+    return state
+
+
+@pytest.mark.parametrize("lightning", [True, False])
+def test_a_weights_file_becomes_the_encoder_it_holds(tiny_model_dir, tmp_path, lightning):
+    from transformers import AutoConfig, T5ForConditionalGeneration
+
+    from rospr.identity import retriever_identity
+    from rospr.retriever import weights_checkpoint
+
+    weights = tmp_path / "T0_small.pt"
+    state = _published(tiny_model_dir, weights, lightning)
+    folder = weights_checkpoint(str(tiny_model_dir), weights, cache_dir=tmp_path / "cache")
+    # the same weights loaded directly into the base's architecture, by transformers' own loading
+    direct = T5ForConditionalGeneration(AutoConfig.from_pretrained(str(tiny_model_dir)))
+    direct.load_state_dict(state)
+    got, tok = load_encoder(str(folder))
+    for name, tensor in direct.get_encoder().state_dict().items():
+        assert torch.equal(got.get_encoder().state_dict()[name], tensor), name
+    np.testing.assert_array_equal(embed_texts(TorchEmbedder(got), tok, TEXTS),
+                                  embed_texts(TorchEmbedder(direct.get_encoder().eval()), tok, TEXTS))
+    assert weights_checkpoint(str(tiny_model_dir), weights, cache_dir=tmp_path / "cache") == folder  # reused
+    # its identity: the file's name and digest, the base's config
+    identity = retriever_identity(str(tiny_model_dir), weights=weights)
+    assert identity["name"] == "T0_small.pt" and identity["base"] == tiny_model_dir.name
+    assert identity["weights"] == hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+    assert identity["config_hash"] == retriever_identity(str(tiny_model_dir))["config_hash"]
+
+
+def test_missing_and_unexpected_encoder_keys_are_refused_by_name(tiny_model_dir, tmp_path):
+    from rospr.retriever import weights_checkpoint
+
+    def drop(state):
+        del state["encoder.block.0.layer.1.DenseReluDense.wo.weight"]
+
+    def extra(state):
+        state["encoder.block.9.layer.0.SelfAttention.q.weight"] = torch.zeros(2, 2)
+
+    _published(tiny_model_dir, tmp_path / "drop.pt", edit=drop)
+    with pytest.raises(ValueError, match=r"missing encoder\.block\.0\.layer\.1\.DenseReluDense\.wo\.weight$|"
+                                         r"missing encoder\.block\.0\.layer\.1\.DenseReluDense\.wo\.weight;"):
+        weights_checkpoint(str(tiny_model_dir), tmp_path / "drop.pt", cache_dir=tmp_path / "cache")
+    _published(tiny_model_dir, tmp_path / "extra.pt", edit=extra)
+    with pytest.raises(ValueError, match=r"unexpected encoder\.block\.9\.layer\.0\.SelfAttention\.q\.weight"):
+        weights_checkpoint(str(tiny_model_dir), tmp_path / "extra.pt", cache_dir=tmp_path / "cache")
+    # a checkpoint that needs full unpickling (objects beside the tensors) is not read
+    torch.save({"state_dict": {}, "hyper_parameters": argparse.Namespace(lr=0.3)}, tmp_path / "pickled.pt")
+    with pytest.raises(ValueError, match="not readable as weights only"):
+        weights_checkpoint(str(tiny_model_dir), tmp_path / "pickled.pt", cache_dir=tmp_path / "cache")
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]  # nothing half-written is left

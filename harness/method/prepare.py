@@ -33,15 +33,18 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from rospr_harness.backends import Backend, create_embedder
-from rospr_harness.config import IndexConfig, RosprConfig, RunConfig, TuneConfig, checkpoint_revision
+from rospr_harness.config import (IndexConfig, RetrieverWeights, RosprConfig, RunConfig, TuneConfig, checkpoint_revision,
+                                   retriever_name)
 from rospr_harness.method.tune_pool import trainer
 from rospr_harness.tasks import expand, get_task
 from rospr_harness.tasks.base import DataSettings, TaskError
 from rospr.artifacts import ArtifactError, FileDigests, default_memo
 from rospr.canonical import digest_json
+from rospr.errors import SettingError
 from rospr.identity import retriever_identity
 from rospr.library import (Library, LibraryEntry, build_key, build_library, key_texts, library_source_key,
                            load_library, read_source_key, record_source_key)
+from rospr.retriever import weights_checkpoint
 from rospr.softprompt import IDENTITY_KEYS, PromptBank, prompt_id
 from rospr.tuning import TuneJob, TuneSettings, tune_bank
 
@@ -212,8 +215,32 @@ def library_inputs(config: RunConfig, jobs: list[TuneJob], bank: PromptBank) -> 
 
 
 def _retriever(config: RunConfig) -> dict:
-    retriever = config.rospr.retriever or config.model.name_or_path
-    return retriever_identity(retriever, checkpoint_revision(config, retriever))
+    """The identity of the run's retriever (``rospr.identity.retriever_identity``): a weights file's is its digest."""
+    name, r = retriever_name(config), config.rospr.retriever
+    return retriever_identity(name, checkpoint_revision(config, name),
+                              weights=_weights_file(r) if isinstance(r, RetrieverWeights) else None)
+
+
+def _weights_file(r: RetrieverWeights) -> Path:
+    """``rospr.retriever.weights`` as a path. Refuses (``SettingError``, one line) a file that is not
+    there, saying where the authors publish T0-small and how to use the backbone's encoder instead."""
+    if not Path(r.weights).is_file():
+        raise SettingError(f"rospr.retriever.weights={r.weights!r}: no such file. T0-small is the authors' own "
+                           "retriever, not a hub model: their lab's code (github.com/joeljang/ELM) reads it from "
+                           "rospr/T0_small.pt (docs/method.md, 'Retriever'); give its path, or set "
+                           "rospr.retriever: null to retrieve with the backbone's own encoder")
+    return Path(r.weights)
+
+
+def retriever_checkpoint(config: RunConfig) -> str:
+    """The checkpoint the run's retriever is loaded (and exported) from: ``rospr.retriever``, the
+    backbone when it is null, or for a weights file its encoder written as a checkpoint folder under
+    the user cache (``rospr.retriever.weights_checkpoint``; once, reused). Refuses (``SettingError``) a
+    missing weights file (``_weights_file``) and one that is not the base's encoder."""
+    r = config.rospr.retriever
+    if not isinstance(r, RetrieverWeights):
+        return retriever_name(config)
+    return str(weights_checkpoint(r.base, _weights_file(r), config.rospr.retriever_revision))
 
 
 @dataclass
@@ -272,9 +299,11 @@ def _bank(config: RunConfig, backend: Backend, sources: _Sources) -> tuple[Promp
     return bank, ids
 
 
-def _library(config: RunConfig, sources: _Sources, bank: PromptBank, ids: list[str], embedder, rtok) -> Library:
+def _library(config: RunConfig, sources: _Sources, bank: PromptBank, ids: list[str], embedder, rtok,
+             checkpoint: str) -> Library:
     """The library of the prompts ``ids``: reused when its recorded source key matches (nothing
-    rendered) or else its ``build_key`` does (then the source key is recorded), else (re)built.
+    rendered) or else its ``build_key`` does (then the source key is recorded), else (re)built with
+    the retriever ``embedder`` (loaded from ``checkpoint``).
     Refuses (``ArtifactError``) a library edited on disk and one built with another retriever."""
     rc = config.rospr
     identity = _retriever(config)
@@ -298,22 +327,21 @@ def _library(config: RunConfig, sources: _Sources, bank: PromptBank, ids: list[s
         log.info("reusing the library %s", rc.library)
         return record_source_key(library, skey) if skey is not None else library
     log.info("building the library %s (%d prompts)", rc.library, len(entries))
-    library = build_library(rc.library, entries, _key_embedder(config, embedder), rtok, identity, bank_hash, index,
+    library = build_library(rc.library, entries, _key_embedder(config, embedder, checkpoint), rtok, identity, bank_hash, index,
                             rc.normalize, config.scoring.max_input_tokens, config.scoring.batch_size, rc.pooling)
     return record_source_key(library, skey) if skey is not None else library
 
 
-def _key_embedder(config: RunConfig, embedder):
+def _key_embedder(config: RunConfig, embedder, checkpoint: str):
     """The embedder of the library's keys: the run's, or for the padded pooling (the states at pad
-    positions, which only PyTorch gives) the retriever in PyTorch."""
+    positions, which only PyTorch gives) the retriever ``checkpoint`` in PyTorch."""
     from rospr.retriever import TorchEmbedder
 
     if config.rospr.pooling != "padded" or isinstance(embedder, TorchEmbedder):
         return embedder
     from rospr.retriever import load_encoder  # torch: only when padded keys are embedded
 
-    retriever = config.rospr.retriever or config.model.name_or_path
-    encoder, _ = load_encoder(retriever, revision=checkpoint_revision(config, retriever))
+    encoder, _ = load_encoder(checkpoint, revision=checkpoint_revision(config, checkpoint))
     return TorchEmbedder(encoder, device=config.model.device)
 
 
@@ -322,10 +350,11 @@ def prepare(config: RunConfig, backend: Backend, data_settings: DataSettings) ->
     kind; rendering only the source prompts whose source key the bank or library does not hold.
     Returns the context the run's units use."""
     rc = config.rospr
+    checkpoint = retriever_checkpoint(config)  # a missing or wrong weights file is refused before any tuning
     sources = _sources(rc, data_settings, rc.prompt_bank, backend.identity)
     bank, ids = _bank(config, backend, sources)
-    embedder, rtok = create_embedder(config, rc.retriever or config.model.name_or_path)
-    return RosprContext(rc, bank, _library(config, sources, bank, ids, embedder, rtok), embedder, rtok)
+    embedder, rtok = create_embedder(config, checkpoint)
+    return RosprContext(rc, bank, _library(config, sources, bank, ids, embedder, rtok, checkpoint), embedder, rtok)
 
 
 def tune_sources(model: str, sources: list[str] | str, out: str, tune: TuneConfig | None = None,

@@ -363,7 +363,7 @@ class Driver:
         rospr = None
         if method.retrieve:
             if self._rospr_part is None:
-                self._rospr_part = rospr_part(self.ctx.library, self.ctx.rc.retriever or self.config.model.name_or_path,
+                self._rospr_part = rospr_part(self.ctx.library, retriever_name(self.config),
                                               self.ctx.rc, self.config.seed)
             rospr = self._rospr_part
         return key_parts(self._scorer_part, target.spec.task_name, target.spec.prompt, target.data.content_hash,

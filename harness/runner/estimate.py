@@ -33,7 +33,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from rospr_harness.cache import key_parts, rospr_part, scorer_part, unit_key
-from rospr_harness.config import RunConfig
+from rospr_harness.config import RunConfig, retriever_name
 from rospr_harness.method.prepare import RosprContext, job_key_texts, library_inputs, tuning_jobs
 from rospr_harness.method.unit import retrieval_queries
 from rospr_harness.runner.plan import data_settings, plan_run
@@ -370,7 +370,7 @@ def _rospr_plan(config: RunConfig, shape: ModelShape, tokenizer, identity: dict 
     rc, name = config.rospr, config.model.name_or_path
     tuning, jobs, bank = _tuning(config, shape, tokenizer, identity or weightless_identity(name))
     library, status = _library_status(config, jobs, bank, tuning.to_train)
-    retriever = rc.retriever or name
+    retriever = retriever_name(config)
     retriever_shape = ModelShape.from_config(model_config(retriever, "rospr.retriever"), f"{retriever}/config.json")
     rtok = load_tokenizer(retriever)
     keys = [] if library is not None else [t for job in jobs for t in job_key_texts(job, rc, config.seed)]

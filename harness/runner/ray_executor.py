@@ -102,13 +102,14 @@ class RetrievalActor(RetrievalWorker):
 
     def __init__(self, tree: dict, library: str, library_hash: str) -> None:
         from rospr_harness.backends import create_embedder
+        from rospr_harness.method.prepare import retriever_checkpoint
         from rospr.library import load_library
 
         config = RunConfig.model_validate(tree)
         lib = load_library(library, gpu=config.rospr.index.gpu)
         if lib.content_hash != library_hash:
             raise StateError(f"{library}: changed since the run prepared it; run again")
-        embedder, tokenizer = create_embedder(config, config.rospr.retriever or config.model.name_or_path)
+        embedder, tokenizer = create_embedder(config, retriever_checkpoint(config))
         super().__init__(lib, embedder, tokenizer)
 
     def info(self) -> dict:

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 
 from rospr_harness.backends import Backend
 from rospr_harness.cache import UnitCache, cache_root
-from rospr_harness.config import CacheConfig, RunConfig, checkpoint_revision
+from rospr_harness.config import CacheConfig, RunConfig, checkpoint_revision, retriever_name
 from rospr_harness.method.prepare import RosprContext
 from rospr_harness.provenance import git_state, host, package_versions
 from rospr_harness.results import Provenance
@@ -57,8 +57,7 @@ class Stamp:
                           started_at=self.clock.started_at, wall_s=time.time() - self.clock.started,
                           command=list(sys.argv), overrides=self.overrides,
                           model_revision=self.config.model.revision,
-                          retriever_revision=checkpoint_revision(
-                              self.config, self.config.rospr.retriever or self.config.model.name_or_path),
+                          retriever_revision=checkpoint_revision(self.config, retriever_name(self.config)),
                           retriever=self.retriever)
 
 

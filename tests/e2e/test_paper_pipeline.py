@@ -97,3 +97,36 @@ def test_t0_train_sources_tune_and_run_with_heldout_targets(synth_dir, tiny_mode
             chosen = u.retrieval.chosen
             assert chosen and all(pid.split("/")[0] in {s.split("/")[0] for s in sources} for pid in chosen)
             assert all(c.source in sources for c in u.retrieval.candidates)
+
+
+def test_configs_paper_runs_with_the_retriever_as_a_weights_file(synth_dir, tiny_model_dir, tmp_path):
+    """configs/paper.yaml as shipped (its retriever a base plus a weights file), scaled down to the tiny
+    model and two source datasets: the weights file is a Lightning-style state dict (``model.`` keys),
+    and results.json names its digest."""
+    import hashlib
+
+    import torch
+    from transformers import AutoModelForSeq2SeqLM
+
+    from rospr_harness.runner import run
+
+    weights = tmp_path / "T0_small.pt"
+    state = AutoModelForSeq2SeqLM.from_pretrained(str(tiny_model_dir)).state_dict()
+    torch.save({"state_dict": {f"model.{k}": v for k, v in state.items()}}, weights)
+    config = load_config("configs/paper.yaml", [
+        f"model.name_or_path={tiny_model_dir}", f"data.data_dir={synth_dir}",
+        f"rospr.retriever.base={tiny_model_dir}", f"rospr.retriever.weights={weights}",
+        "tasks=[{name: rte, prompts: [GPT-3 style]}]", "rospr.sources=[glue/mrpc, paws/labeled_final]",
+        f"rospr.prompt_bank={tmp_path / 'bank'}", f"rospr.library={tmp_path / 'library'}",
+        "rospr.tune.steps=2", f"rospr.tune.source_rows={ROWS}", "rospr.tune.prompt_length=4",
+        "rospr.tune.batch_size=4", "rospr.tune.parallel=off", f"rospr.library_n={ROWS}", "rospr.queries=4",
+        "ray.enabled=false", "cache.enabled=false"])
+    assert config.rospr.retriever.weights == str(weights) and config.rospr.preset == "ours"
+    run(config, tmp_path / "run")
+    res = read_results(tmp_path / "run" / "results.json")
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+    assert res.provenance.retriever["weights"] == digest and res.provenance.retriever["name"] == "T0_small.pt"
+    assert json.loads((tmp_path / "library" / "manifest.json").read_text())["retriever"]["weights"] == digest
+    assert {u.method for u in res.units} == set(METHODS) and all(u.n > 0 for u in res.units)
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert f"retriever `T0_small.pt` (weights {digest}); preset `ours`" in report

@@ -1,6 +1,6 @@
 """Optimum ``OnnxConfig``s and dummy input generators for the two graphs of the tensor contract.
 
-The graphs trace the one PyTorch definition of each computation (DESIGN.md section 4):
+The graphs trace the one PyTorch definition of each computation (the contract: ``rospr.scoring.ScoreBatch``):
 
 - ``t0_scorer`` traces ``rospr.backbone.PromptedT5`` (soft prompt + encoder once per input + decoder
   scoring of every choice; output ``scores`` FP32 [B, C]);

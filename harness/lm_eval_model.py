@@ -32,7 +32,7 @@ What it refuses, each in one line (``LmEvalUnsupported``, a ``RosprError``): ``g
 slides windows over a document), and a document that sends a single continuation (an
 ``output_type: loglikelihood`` task such as lambada), because its ``acc`` reads ``is_greedy``: whether
 each continuation token is the model's argmax, which needs the vocabulary-sized distribution that the
-graph never returns (DESIGN.md section 4). ``is_greedy`` is therefore ``False`` in every answer; the
+graph never returns (its one output is ``scores`` [B, C]). ``is_greedy`` is therefore ``False`` in every answer; the
 multiple-choice metrics (``acc``, ``acc_norm``, ``acc_mutual_info``) read only the log-likelihoods.
 """
 

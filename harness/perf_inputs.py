@@ -11,7 +11,7 @@ shape for each. ``write_perf_inputs`` makes both from what a run would send:
    prompt of a prompt bank, or P sampled rows of the checkpoint's vocabulary embeddings (the tuner's
    initialisation: the shape and magnitude of a real prompt), or none (the T0 baseline: one zero
    vector with a zero mask, as ``ScoreBatch.feeds`` sends it);
-3. ``ScoreBatch.feeds`` of that batch (the tensor contract of DESIGN.md section 4) written as
+3. ``ScoreBatch.feeds`` of that batch (the graph's tensor contract, ``rospr.scoring.ScoreBatch``) written as
    perf_analyzer's input-data JSON, with the ``perf_analyzer`` command line that replays it.
 
 ``write_retriever_inputs`` does the same for the ``retriever`` graph: the same task's rendered inputs

@@ -7,7 +7,7 @@ and tensors, a ``model.py`` running the ONNX graph with onnxruntime; see ``expor
     with TritonServer("model_repo_build") as server:
         client = ...(server.grpc_url)
 
-What it takes care of (facts of DESIGN.md section 5): the python backend stub for this interpreter's
+What it takes care of (facts seen on these machines): the python backend stub for this interpreter's
 version is put next to the backend in a temporary backend directory; the stub finds ``libpython``
 through ``LD_LIBRARY_PATH`` starting with the interpreter's ``LIBDIR``; the interpreter's ``bin`` is
 first on ``PATH``; the server listens on 127.0.0.1 (ports picked free unless given); ``start`` waits

@@ -1,4 +1,4 @@
-"""What third-party libraries would write outside our folders, kept in them (DESIGN.md section 8).
+"""What third-party libraries would write outside our folders, kept in them.
 
 Set once, when ``harness`` is imported, before any of these libraries is (they read the variables at
 import); a variable the user set is left alone. Child processes (Ray workers, Triton's python-backend

@@ -112,7 +112,7 @@ def _checkpointed(blocks, on: bool):
 class PromptedT5(nn.Module):
     """T5 encoder with a soft prompt prepended, decoder scoring of every answer choice.
 
-    Inputs (tensor contract of DESIGN.md section 4): ``input_ids``/``attention_mask`` [B, S],
+    Inputs (the tensor contract, ``rospr.scoring.ScoreBatch``): ``input_ids``/``attention_mask`` [B, S],
     ``prompt_embeds`` [B, P, D], ``prompt_mask`` [B, P] (all zero: no soft prompt), ``choice_ids``/
     ``choice_mask`` [B, C, T]. Output: ``scores`` [B, C], the summed log-probability of each choice's
     unmasked tokens under teacher forcing.

@@ -1,6 +1,6 @@
 """Rank classification: the Scorer protocol, the tokenisation convention, length-bucketed scoring.
 
-A ``Scorer`` turns a ``ScoreBatch`` (the tensor contract of DESIGN.md section 4, as numpy arrays)
+A ``Scorer`` turns a ``ScoreBatch`` (the tensor contract of the exported graphs, as numpy arrays)
 into the summed log-probability of each answer choice. Everything here is backend-agnostic: the
 PyTorch, onnxruntime and Triton backends implement ``Scorer``; this module encodes examples, plans
 length-bucketed batches, restores the original order and takes the argmax.

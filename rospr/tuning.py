@@ -5,7 +5,7 @@ computed by ``rospr.backbone.PromptedT5.encode`` / ``token_logprobs``: the exact
 scores answer choices, so what is trained is what is evaluated. Only the P x D prompt is a
 parameter; the backbone is frozen (checked after every backward pass: no gradient reaches it).
 
-Defaults follow Lester et al. (2021) prompt tuning where DESIGN.md asks for it: init from sampled
+Defaults follow Lester et al. (2021) prompt tuning (docs/method.md gives each source): init from sampled
 vocabulary embeddings (the first ``init_vocab_top`` ids, which in a sentencepiece vocabulary are the
 most frequent pieces), Adafactor with lr 0.3, parameter scaling off, beta2 decay 0.8, weight decay
 1e-5. Our choices where the papers are silent or do not fit a CPU: ``steps`` 1000 (Lester: 30k),

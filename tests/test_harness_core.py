@@ -29,7 +29,7 @@ def cfg(*overrides: str, **tree):
 # -- config -----------------------------------------------------------------------------------------
 def test_settings_defaults_are_the_papers():
     c = cfg()
-    # DESIGN.md section 1: P=100, Adafactor lr 0.3 (Lester et al.); T0 convention; exact inner product
+    # docs/method.md: P=100, Adafactor lr 0.3 (Lester et al.); T0 convention; exact inner product
     assert (c.rospr.tune.prompt_length, c.rospr.tune.optimizer, c.rospr.tune.lr) == (100, "adafactor", 0.3)
     assert (c.scoring.input_eos, c.scoring.choice_eos, c.scoring.length_normalize) == (False, True, False)
     assert c.rospr.index.type == "flat" and c.method == [T0]

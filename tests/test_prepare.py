@@ -197,7 +197,7 @@ def test_a_missing_retriever_weights_file_is_refused_in_one_line_before_any_tuni
     with pytest.raises(SettingError) as err:
         prepare(config, create_backend(config), data_settings(config.data))
     message = str(err.value)
-    assert "\n" not in message and "T0_small.pt" in message and "github.com/joeljang/ELM" in message
+    assert "\n" not in message and "T0_small.pt" in message and "github.com/seonghyeonye/RoSPr" in message
     assert "rospr.retriever: null" in message and not (tmp_path / "bank").exists()  # nothing tuned
     with pytest.raises(SettingError, match="no such file"):
         retriever_checkpoint(config)

@@ -2,7 +2,7 @@
 position-wise work and the LM head on real choice tokens only) against Hugging Face's own forward, one
 (input, choice) at a time with ``labels``, and the exported ONNX graph against both.
 
-Batches are built here by hand in the tensor contract (DESIGN.md section 4): right-padded inputs,
+Batches are built here by hand in the tensor contract (``rospr.scoring.ScoreBatch``): right-padded inputs,
 right-aligned soft prompts of mixed lengths (zeros in front), 1 to many choices of different lengths
 with padded choice slots. The reference sees no padding at all: only the real prompt vectors and
 tokens of one input and the tokens of one choice.
@@ -178,7 +178,7 @@ def onnx_session(tiny_backbone, tmp_path_factory):
 
 
 def test_onnx_contract_unchanged(onnx_session):
-    """DESIGN.md section 4: the same six inputs and one output, names, types and ranks."""
+    """The tensor contract: the same six inputs and one output, names, types and ranks."""
     inputs = {i.name: (i.type, len(i.shape)) for i in onnx_session.get_inputs()}
     assert inputs == {"input_ids": ("tensor(int64)", 2), "attention_mask": ("tensor(int64)", 2),
                       "prompt_embeds": ("tensor(float)", 3), "prompt_mask": ("tensor(int64)", 2),

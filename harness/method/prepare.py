@@ -226,9 +226,10 @@ def _weights_file(r: RetrieverWeights) -> Path:
     there, saying where the authors publish T0-small and how to use the backbone's encoder instead."""
     if not Path(r.weights).is_file():
         raise SettingError(f"rospr.retriever.weights={r.weights!r}: no such file. T0-small is the authors' own "
-                           "retriever, not a hub model: their lab's code (github.com/joeljang/ELM) reads it from "
-                           "rospr/T0_small.pt (docs/method.md, 'Retriever'); give its path, or set "
-                           "rospr.retriever: null to retrieve with the backbone's own encoder")
+                           "retriever, not a hub model: the paper publishes its checkpoints at "
+                           "github.com/seonghyeonye/RoSPr (their lab's code reads rospr/T0_small.pt; docs/method.md, "
+                           "'Retriever'); give its path, or set rospr.retriever: null to retrieve with the backbone's "
+                           "own encoder")
     return Path(r.weights)
 
 

@@ -1,4 +1,4 @@
-"""The Ray executor: a retrieval actor and a pool of scoring actors (DESIGN.md section 3).
+"""The Ray executor: a retrieval actor and a pool of scoring actors.
 
 - Scoring actors (``ray.scorers`` of them) each build their own backend from the config: an
   onnxruntime session with ``floor(num_cpus_per_scorer)`` threads (at least 1), or a Triton client

@@ -146,6 +146,12 @@ def build_tiny(out: str | Path, size: str = "tiny", seed: int = 0, corpus: Itera
     )
     torch.manual_seed(seed)
     model = T5ForConditionalGeneration(config)
+    if model.lm_head.weight.data_ptr() == model.shared.weight.data_ptr():
+        # transformers 5 ties T5's head to the embeddings whatever the config says (it keeps a checkpoint's
+        # own untied head when loading one): untie it as T5 v1.1 / T0 are, drawn as transformers 4 draws it
+        head = torch.empty_like(model.shared.weight).normal_(0.0, 1.0, generator=torch.Generator().manual_seed(seed + 1))
+        model.lm_head.weight = torch.nn.Parameter(head)
+        model.config.tie_word_embeddings = False
     # HF initialises an untied lm_head with std 1, so logits have std ~sqrt(d_model) and a random
     # model puts ~-30 nats on every token; scaled by d_model**-0.5 the logits are O(1), as in a
     # trained T0, and scores stay in the range where float32 comparisons at 1e-5 are meaningful.

@@ -40,7 +40,9 @@ def load_backbone(name_or_path: str | Path, dtype: torch.dtype = torch.float32, 
     check_checkpoint(name)
     try:
         tokenizer = load_tokenizer(name, revision=revision)  # sentencepiece's ids for T5: one thing on transformers 4 and 5
-        model = AutoModelForSeq2SeqLM.from_pretrained(name, dtype=dtype, revision=revision)
+        # eager attention: transformers 5 defaults T5 to sdpa, whose padded rows differ from unpadded ones by
+        # ~1e-6, which breaks batch-size invariance; 4.x and the exported graph are eager
+        model = AutoModelForSeq2SeqLM.from_pretrained(name, dtype=dtype, revision=revision, attn_implementation="eager")
     except OSError as exc:
         raise SettingError(
             f"model.name_or_path={name!r}: cannot load a checkpoint ({exc}). Give a local "
@@ -131,7 +133,10 @@ class PromptedT5(nn.Module):
         self.decoder_start_token_id = int(cfg.decoder_start_token_id if cfg.decoder_start_token_id is not None else cfg.pad_token_id)
         # T5 v1.1 / T0 have untied embeddings: the decoder output is NOT rescaled by d_model**-0.5.
         # Tied checkpoints (original T5) are; read it from the config as HF's own forward does.
-        self.rescale = bool(getattr(cfg, "tie_word_embeddings", True))
+        # transformers 5 says it in scale_decoder_outputs (its T5 config forces tie_word_embeddings to True,
+        # T0's False read into that flag); transformers 4 in tie_word_embeddings
+        scale = getattr(cfg, "scale_decoder_outputs", None)
+        self.rescale = bool(getattr(cfg, "tie_word_embeddings", True) if scale is None else scale)
         self.model_dim = int(cfg.d_model)
 
     def encode(self, input_ids, attention_mask, prompt_embeds, prompt_mask):

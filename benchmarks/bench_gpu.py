@@ -2,9 +2,10 @@
 against float32 PyTorch on the GPU, and measure throughput and latency with I/O binding.
 
 On a machine without an NVIDIA GPU it stops before importing or installing anything (``NoGPUError``:
-one line, non-zero exit). On one with a GPU:
+one line, non-zero exit). ``--no-install`` runs ``gpu_check`` instead: only what the machine has (no
+registry, no Optimum), on random weights of T0-3B's shape. Without it, on a machine with a GPU:
 
-1. **Packages** (unless ``--no-install``): the wheels of PyPI for CUDA 12, replacing the CPU builds in
+1. **Packages**: the wheels of PyPI for CUDA 12, replacing the CPU builds in
    the environment: ``onnxruntime-gpu[cuda,cudnn]==1.26.0`` (the last onnxruntime-gpu on PyPI built for
    CUDA 12; 1.28 and later are CUDA 13) instead of ``onnxruntime``, ``faiss-gpu-cu12`` instead of
    ``faiss-cpu``, and PyPI's CUDA build of the installed torch version when torch sees no GPU. The
@@ -12,25 +13,21 @@ one line, non-zero exit). On one with a GPU:
 2. **Exports** of the scorer in float32, float16 and bfloat16 (``rospr_export.export.export_models`` with the
    CUDA provider; each graph is validated there against float32 PyTorch at the export tolerance).
 3. **Parity** on the benchmark workload: every dtype's graph on the CUDA provider against float32
-   ``PromptedT5`` on the GPU. The tolerance on a choice's score: float16 0.25, the export's
-   ``HALF_TOLERANCE`` (float16 keeps 11 significant bits, 2**-11 ~ 5e-4 relative; on logits of
-   magnitude ~20 through a dozen layers that is ~0.05 per token, a few tokens per choice); bfloat16
-   keeps 8 bits, 8x coarser, so 8 x 0.25 = 2.0; float32 the export's 1e-4 x 10 for TF32-free cuBLAS
-   reduction order. Predictions must be identical wherever float32's margin between the best and the
-   second-best choice exceeds twice the tolerance (two scores each off by up to it); closer calls may
-   flip legitimately and are counted, not failed.
+   ``PromptedT5`` on the GPU (``gpu_check.parity`` and ``TOLERANCE``). Predictions must be identical
+   wherever float32's margin between the best and the second-best choice exceeds twice the tolerance;
+   closer calls may flip legitimately and are counted, not failed.
 4. **Throughput** (examples and choices per second at several batch sizes) and **latency** (one
    example per call: p50/p90/p99) of each graph through ``OnnxScorer`` with I/O binding, with float32
    PyTorch on the GPU as the reference row; a FAISS GPU exact index against the CPU one.
 5. **Tuning** (``tuning_check``): a few prompt-tuning steps of the same prompt, seed and batches,
    float32 on the CPU (the reference), float32 on the GPU, and bfloat16 with gradient checkpointing and
    micro-batches on the GPU: the step time of each (first step apart: kernels, allocator), the peak GPU
-   memory, and each run's losses against the reference (float32 within 1e-3, bfloat16 within 5%, the
-   tolerance of tests/test_tuning.py's bfloat16 test).
+   memory, and each run's losses against the reference (``gpu_check.TUNING_TOLERANCE``).
 
 Writes ``results/gpu.json``.
 
-    python -m rospr_bench.bench_gpu [--size small] [--batch-sizes 1 8 32 128] [--no-install]
+    rospr bench gpu [--size small] [--batch-sizes 1 8 32 128]
+    rospr bench gpu --no-install [--size t0-3b] [--device cuda]   # PYTHONPATH=. python -m benchmarks gpu ...
 """
 
 from __future__ import annotations
@@ -38,43 +35,21 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from rospr.errors import RosprError, StateError
+from rospr.errors import SettingError, StateError
 from rospr_bench.common import RESULTS, Timer, positive_int, product_backend, write_result
+from rospr_bench.gpu_check import (TOLERANCE, TUNING_TOLERANCE, CheckSettings, NoGPUError, check, cuda_gpus,
+                                   faiss_check, parity, timed_tune)
 
 log = logging.getLogger(__name__)
 
 ORT_GPU = "onnxruntime-gpu[cuda,cudnn]==1.26.0"
 FAISS_GPU = "faiss-gpu-cu12"
-TOLERANCE = {"float32": 1e-3, "float16": 0.25, "bfloat16": 2.0}
 DTYPES = ("float32", "float16", "bfloat16")
-
-
-class NoGPUError(RosprError, RuntimeError):
-    """No NVIDIA GPU is visible: the message says what was looked for and where to run instead."""
-
-
-def cuda_gpus() -> list[str]:
-    """The GPUs ``nvidia-smi -L`` lists; raises ``NoGPUError`` when there is none (or no driver)."""
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        raise NoGPUError("rospr bench gpu: no NVIDIA GPU here (nvidia-smi is not on PATH); run it on a machine "
-                         "with an NVIDIA GPU and its driver")
-    try:
-        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise NoGPUError(f"rospr bench gpu: {smi} -L failed ({exc}); check the NVIDIA driver") from None
-    gpus = [line.strip() for line in out.stdout.splitlines() if line.startswith("GPU ")]
-    if out.returncode != 0 or not gpus:
-        why = (out.stderr or out.stdout).strip().splitlines()[:1] or [f"exit {out.returncode}"]
-        raise NoGPUError(f"rospr bench gpu: {smi} -L lists no GPU ({why[0]}); run it on a machine with an "
-                         "NVIDIA GPU and its driver")
-    return gpus
 
 
 def _probe(code: str) -> str:
@@ -88,10 +63,9 @@ def _pip(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "pip", *args], check=True)
 
 
-def ensure_packages(install: bool) -> dict:
-    """Make onnxruntime's CUDA provider, FAISS on the GPU and torch's CUDA available; returns what
-    each reports. Refuses (``RuntimeError`` naming the pip command) when one is missing and
-    ``install`` is off, or still missing after installing."""
+def ensure_packages() -> dict:
+    """Make onnxruntime's CUDA provider, FAISS on the GPU and torch's CUDA available, installing each
+    that is missing; returns what each reports. Refuses (``StateError``) one still missing after installing."""
     checks = {
         "onnxruntime": ("import onnxruntime as o; print('CUDAExecutionProvider' in o.get_available_providers())",
                         lambda: _swap("onnxruntime", ORT_GPU)),
@@ -101,14 +75,11 @@ def ensure_packages(install: bool) -> dict:
     for name, (code, fix) in checks.items():
         if _probe(code) == "True":
             continue
-        if not install:
-            raise StateError(f"rospr bench gpu: {name} cannot use the GPU in this environment; run without "
-                             f"--no-install, or install it yourself (onnxruntime: pip install '{ORT_GPU}'; "
-                             f"faiss: pip install {FAISS_GPU}; torch: PyPI's CUDA build)")
         fix()
         if _probe(code) != "True":
             raise StateError(f"rospr bench gpu: {name} still cannot use the GPU after installing; check that the "
-                             "driver supports CUDA 12 (nvidia-smi shows 'CUDA Version: 12.x' or later)")
+                             "driver supports CUDA 12 (nvidia-smi shows 'CUDA Version: 12.x' or later), or run "
+                             "rospr bench gpu --no-install (what the machine has)")
     return {"onnxruntime": _probe("import onnxruntime as o; print(o.__version__)"),
             "faiss": _probe("import faiss; print(faiss.__version__)"),
             "torch": _probe("import torch; print(torch.__version__, torch.version.cuda)")}
@@ -162,27 +133,6 @@ def _torch_reference(model: Path):
     return product_backend("torch", model, device="cuda").scorer
 
 
-def parity(ref: list, got: list, tol: float) -> dict:
-    """Max |score difference| and prediction agreement of ``got`` against the float32 ``ref`` (one
-    array of choice scores per example); predictions whose float32 margin is at most 2 x ``tol``
-    are close calls, counted apart."""
-    import numpy as np
-
-    diff = max(float(np.max(np.abs(g.astype(np.float64) - r))) for r, g in zip(ref, got))
-    decided = flipped = close = 0
-    for r, g in zip(ref, got):
-        top = np.sort(r)[::-1]
-        margin = float(top[0] - top[1]) if len(top) > 1 else float("inf")
-        same = int(np.argmax(r)) == int(np.argmax(g))
-        if margin > 2 * tol:
-            decided += 1
-            flipped += not same
-        else:
-            close += 1
-    return {"max_abs_diff": diff, "tolerance": tol, "decided": decided, "flipped_decided": flipped,
-            "close_calls": close, "ok": diff <= tol and flipped == 0}
-
-
 def throughput(scorer, enc, batch_sizes) -> list[dict]:
     from rospr.scoring import score_encoded
 
@@ -210,31 +160,9 @@ def latency(scorer, enc, n: int) -> dict:
     return {"requests": n, **{f"p{q}_ms": float(np.percentile(times, q)) for q in (50, 90, 99)}}
 
 
-def faiss_check(dim: int = 512, n_keys: int = 100_000, n_queries: int = 1024, k: int = 10) -> dict:
-    """An exact inner-product index on the GPU against the CPU one: same neighbours, query time."""
-    import faiss
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    keys = rng.normal(size=(n_keys, dim)).astype(np.float32)
-    queries = rng.normal(size=(n_queries, dim)).astype(np.float32)
-    cpu = faiss.IndexFlatIP(dim)
-    cpu.add(keys)
-    gpu = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, cpu)
-    gpu.search(queries[:8], k)
-    with Timer() as t_gpu:
-        _, i_gpu = gpu.search(queries, k)
-    with Timer() as t_cpu:
-        _, i_cpu = cpu.search(queries, k)
-    recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(i_gpu, i_cpu)]))
-    return {"keys": n_keys, "dim": dim, "queries": n_queries, "gpu_ms_per_query": 1000 * t_gpu.s / n_queries,
-            "cpu_ms_per_query": 1000 * t_cpu.s / n_queries, "recall_at_10_vs_cpu": recall}
-
-
 # (name, device: None = the checked device, dtype, gradient checkpointing, micro-batch) of the tuning check
 TUNING_RUNS = (("float32 cpu (reference)", "cpu", "float32", False, None), ("float32", None, "float32", False, None),
                ("bfloat16 checkpointed", None, "bfloat16", True, 4))
-TUNING_TOLERANCE = {"float32": 1e-3, "bfloat16": 0.05}  # |loss - reference|: absolute; bfloat16 relative
 
 
 def tuning_check(model: str | Path, rows, device: str = "cuda", steps: int = 5, batch_size: int = 8) -> dict:
@@ -244,7 +172,7 @@ def tuning_check(model: str | Path, rows, device: str = "cuda", steps: int = 5, 
     run is within ``TUNING_TOLERANCE``. ``device=cpu`` runs the same code on the CPU (the tests)."""
     import torch
 
-    from rospr.tuning import TuneSettings, TuneWorker, tune_prompt
+    from rospr.tuning import TuneSettings, TuneWorker
 
     out, reference = [], None
     for name, where, dtype, ckpt, micro in TUNING_RUNS:
@@ -254,13 +182,9 @@ def tuning_check(model: str | Path, rows, device: str = "cuda", steps: int = 5, 
         on_cuda = worker.device.type == "cuda"
         if on_cuda:
             torch.cuda.reset_peak_memory_stats(worker.device)
-        stamps = [time.perf_counter()]
-        result = tune_prompt(worker.model, worker.tokenizer, rows, settings, seed=0,
-                             on_step=lambda step, loss: stamps.append(time.perf_counter()))
-        times = [b - a for a, b in zip(stamps, stamps[1:])]
+        result, first, step = timed_tune(worker.model, worker.tokenizer, rows, settings)
         row = {"run": name, "device": str(worker.device), "dtype": dtype, "gradient_checkpointing": ckpt,
-               "micro_batch_size": micro, "first_step_s": times[0],
-               "step_s": sum(times[1:]) / max(1, len(times) - 1), "losses": result.losses,
+               "micro_batch_size": micro, "first_step_s": first, "step_s": step, "losses": result.losses,
                "peak_memory_bytes": torch.cuda.max_memory_allocated(worker.device) if on_cuda else None}
         if reference is None:
             reference = result.losses
@@ -274,10 +198,9 @@ def tuning_check(model: str | Path, rows, device: str = "cuda", steps: int = 5, 
             "ok": all(r["ok"] for r in out)}
 
 
-def run(size: str, batch_sizes: list[int], latency_requests: int, install: bool, work: Path,
-        tuning_steps: int = 5) -> dict:
+def run(size: str, batch_sizes: list[int], latency_requests: int, work: Path, tuning_steps: int = 5) -> dict:
     gpus = cuda_gpus()  # first: no GPU, no installs
-    versions = ensure_packages(install)
+    versions = ensure_packages()
     import onnxruntime as ort
     from transformers import AutoTokenizer
 
@@ -321,17 +244,29 @@ def run(size: str, batch_sizes: list[int], latency_requests: int, install: bool,
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", default="small", choices=["tiny", "small"])
+    ap.add_argument("--size", choices=["tiny", "small", "t0-3b"],
+                    help="the model: a checkpoint built by `rospr tiny` (default small); with --no-install the "
+                         "shape of random weights (default t0-3b)")
+    ap.add_argument("--no-install", action="store_true",
+                    help="use only what this machine has (gpu_check): no installs, no export, random weights")
+    ap.add_argument("--device", default="cuda", help="--no-install: where the check runs (cpu: the tests' stand-in)")
     ap.add_argument("--batch-sizes", type=positive_int, nargs="+", default=[1, 8, 32, 128])
     ap.add_argument("--latency-requests", type=positive_int, default=200)
-    ap.add_argument("--no-install", action="store_true", help="refuse instead of installing the CUDA packages")
     ap.add_argument("--work", default="build/gpu-exports", help="where the exports go")
     ap.add_argument("--tuning-steps", type=positive_int, default=5, help="prompt-tuning steps per tuning run")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
-    result = run(args.size, args.batch_sizes, args.latency_requests, not args.no_install, Path(args.work),
-                 args.tuning_steps)
+    if args.no_install:
+        result = check(CheckSettings.of_size(args.size or "t0-3b", device=args.device, steps=args.tuning_steps))
+    elif args.size == "t0-3b":
+        raise SettingError("--size t0-3b: random weights are the --no-install check's; the full path exports a "
+                           "checkpoint: choose tiny or small, or add --no-install")
+    else:
+        result = run(args.size or "small", args.batch_sizes, args.latency_requests, Path(args.work), args.tuning_steps)
     write_result("gpu", result, args.out)
+    if not result.get("ok", True):
+        raise StateError(f"rospr bench gpu: the check failed (losses or scores outside their tolerance); see "
+                         f"{Path(args.out) / 'gpu.json'}")
     return result
 
 

@@ -10,7 +10,7 @@ import logging
 import sys
 from typing import Callable
 
-from rospr.errors import StateError
+from rospr.errors import RosprError, StateError
 from rospr_bench import (bench_backends, bench_batching, bench_fullrun, bench_gpu, bench_latency, bench_lmeval,
                          bench_peers, bench_retrieval, bench_scale, bench_scaling, bench_startup, bench_throughput,
                          bench_tune)
@@ -26,7 +26,7 @@ BENCHMARKS: dict[str, Callable[[list[str]], object]] = {
 MODEL_FLAGS = {"throughput": "--sizes", "latency": "--size", "peers": "--size", "backends": "--size",
                "scaling": "--size", "gpu": "--size", "scale": "--size", "fullrun": "--model", "startup": "--model",
                "tune": "--model", "batching": "--size", "lmeval": "--size"}
-NOISY = ("transformers", "optimum", "torch", "datasets", "lm_eval")
+NOISY = ("transformers", "optimum", "torch", "datasets", "lm_eval", "faiss")
 
 
 def model_args(name: str, model: str) -> list[str]:
@@ -67,9 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
-    except StateError as exc:  # a figure refused after it was measured (an MFU above 100%)
+    except StateError as exc:  # a figure refused after it was measured (an MFU above 100%), a failed check
         sys.stderr.write(f"error: {exc}\n")
         return 1
+    except RosprError as exc:  # another refusal before any work (gpu: no GPU here): one line, as `rospr` prints it
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
     return 0
 
 

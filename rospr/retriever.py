@@ -70,15 +70,13 @@ def load_encoder(name_or_path: str, dtype=None, revision: str | None = None):
     (a local directory ignores it). Returns
     ``(encoder_module, tokenizer)``, frozen, in eval mode."""
     import torch
-    from transformers import AutoConfig, AutoModel, T5EncoderModel
-
-    from rospr.tokenizer import load_tokenizer
+    from transformers import AutoConfig, AutoModel, AutoTokenizer, T5EncoderModel
 
     dtype = dtype or torch.float32
     name = str(name_or_path)
     try:
         config = AutoConfig.from_pretrained(name, revision=revision)
-        tokenizer = load_tokenizer(name, revision=revision)
+        tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
         if config.model_type in ("t5", "mt5", "umt5"):
             encoder = T5EncoderModel.from_pretrained(name, dtype=dtype, revision=revision, attn_implementation="eager")
         else:
@@ -180,16 +178,14 @@ def read_state_dict(path: str | Path) -> dict:
     checkpoint's ``state_dict`` or a plain state dict, the ``model.`` prefix of a Lightning module's
     attribute removed. Refuses (``SettingError`` naming the file and the fix) a file that cannot be
     read as weights only, and one holding no tensors."""
-    import pickle
-
     import torch
 
     try:
         data = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+    except Exception as exc:  # pickle's UnpicklingError (a global weights_only refuses), RuntimeError, EOFError, OSError
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SettingError(f"{path}: not readable as weights only ({first[:160]}); if you trust the file, save its "
-                           "state dict alone: torch.save(torch.load(f, weights_only=False)['state_dict'], out)") from None
+        raise SettingError(f"{path}: not readable as weights only ({first[:160]}); if you trust the file, load it "
+                           "whole in PyTorch and save its 'state_dict' alone, then give that file") from None
     state = data.get("state_dict", data) if isinstance(data, dict) else None
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise SettingError(f"{path}: holds no state dict of tensors (a Lightning checkpoint's 'state_dict' or a "

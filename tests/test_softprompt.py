@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -104,8 +105,12 @@ def test_no_pickle_in_the_method():
     root = Path(__file__).resolve().parents[1] / "rospr"
     for path in root.glob("*.py"):
         text = path.read_text()
-        for banned in ("import pickle", "torch.save", "torch.load", "allow_pickle=True", "np.save("):
+        for banned in ("import pickle", "torch.save", "allow_pickle=True", "np.save("):
             assert banned not in text, f"{path.name} uses {banned}"
+        # one exception: a published weights file (the authors' T0_small.pt) is read, never written, and only
+        # through torch's restricted unpickler (rospr.retriever.read_state_dict)
+        for call in re.findall(r"torch\.load\(.*", text):  # the call, to the end of its line
+            assert "weights_only=True" in call, f"{path.name}: {call}"
 
 
 def test_prompts_are_journaled_then_compacted(tmp_path):

@@ -47,7 +47,7 @@ import numpy as np
 
 from rospr_harness.backends import Backend
 from rospr_harness.cache import UnitCache, key_parts, rospr_part, scorer_part, unit_key
-from rospr_harness.config import RunConfig
+from rospr_harness.config import RunConfig, retriever_name
 from rospr_harness.method.prepare import RosprContext
 from rospr_harness.method.unit import decide, retrieval_queries, var_candidates
 from rospr_harness.results import Execution, Record, ResultsFile, RetrievalLog, UnitResult, records_text, spread_fields

@@ -70,13 +70,15 @@ def load_encoder(name_or_path: str, dtype=None, revision: str | None = None):
     (a local directory ignores it). Returns
     ``(encoder_module, tokenizer)``, frozen, in eval mode."""
     import torch
-    from transformers import AutoConfig, AutoModel, AutoTokenizer, T5EncoderModel
+    from transformers import AutoConfig, AutoModel, T5EncoderModel
+
+    from rospr.tokenizer import load_tokenizer
 
     dtype = dtype or torch.float32
     name = str(name_or_path)
     try:
         config = AutoConfig.from_pretrained(name, revision=revision)
-        tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
+        tokenizer = load_tokenizer(name, revision=revision)
         if config.model_type in ("t5", "mt5", "umt5"):
             encoder = T5EncoderModel.from_pretrained(name, dtype=dtype, revision=revision, attn_implementation="eager")
         else:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from rospr_harness.procs import (OWNER_FILE, ManagedProcess, group_members, make_workdir, process_alive, reap_stale,
-                           start_time, sweep_workdirs)
+from rospr_harness.procs import (OWNER_FILE, ManagedProcess, cmdline, group_members, make_workdir, process_alive,
+                                 reap_stale, same_process, start_time, sweep_workdirs)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux /proc")
 REPO = Path(__file__).resolve().parents[1]
@@ -109,15 +109,25 @@ PARENT = textwrap.dedent(
 
 
 def orphan(tmp_path, die_with_parent: bool) -> int:
-    """Start a parent that starts a managed child, SIGKILL the parent; returns the child's pid."""
+    """Start a parent that starts a managed child, SIGKILL the parent once the child runs its own command;
+    returns the child's pid.
+
+    The parent prints the pid when ``Popen`` returns, which is when the child's close-on-exec descriptors
+    close: a little before the kernel has set up the new program's arguments. Until then the child's
+    ``/proc/<pid>/cmdline`` reads empty (most reads made right after ``Popen`` do), and ``reap_stale``
+    would take it for another process that reused the pid: it would drop the record and end nothing.
+    A child that outlived its parent has long been running its command, so the parent is killed only
+    once the child's command line carries its tag."""
     parent = subprocess.Popen([sys.executable, "-c", PARENT, str(tmp_path / "state"), str(tmp_path),
                                "1" if die_with_parent else "0"], cwd=REPO, stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
         pid = int(parent.stdout.readline())
+        wait_until(lambda: "--id=orphan" in cmdline(pid), "running its own command (--id=orphan)")
     finally:
         parent.kill()
         parent.wait()
+        parent.stdout.close()
     return pid
 
 
@@ -135,7 +145,11 @@ def test_the_child_of_a_sigkilled_parent_dies_and_its_leftovers_are_swept(tmp_pa
 def test_a_child_that_outlived_its_parent_is_reaped_on_the_next_start(tmp_path):
     pid = orphan(tmp_path, die_with_parent=False)  # as where no parent-death signal comes
     try:
-        assert process_alive(pid)
+        assert process_alive(pid) and "--id=orphan" in cmdline(pid)
+        # what reap_stale decides on, checked first: the record names the child, and its parent is gone
+        record = json.loads((tmp_path / "state" / "orphan.json").read_text())
+        assert record["pid"] == pid and record["tag"] == "--id=orphan"
+        assert not same_process(record["parent"], record["parent_start"])
         assert reap_stale(tmp_path / "state") == [pid]
         wait_until(lambda: not group_members(pid), "reaped")
         assert not list((tmp_path / "state").iterdir())

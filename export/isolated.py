@@ -163,6 +163,9 @@ def export_elsewhere(why: str, kwargs: dict):
     proc = subprocess.run([str(python), "-m", "rospr_export.isolated", json.dumps(args)], env=env,
                           capture_output=True, text=True, check=False)
     if proc.returncode != 0:
+        refused = _refusal(proc.stderr)
+        if refused is not None:  # one of ours (a validation that failed, a bad checkpoint): the same error here
+            raise refused
         tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
         raise ExportEnvironmentError(f"the export in {python.parent.parent} failed (exit {proc.returncode}):\n{tail}")
     out = Path(kwargs["out_dir"])
@@ -171,12 +174,38 @@ def export_elsewhere(why: str, kwargs: dict):
     return ExportResult(out, manifest, validations)
 
 
+REFUSAL = "rospr-export-refusal: "
+
+
+def _refusal(stderr: str) -> Exception | None:
+    """The error the child refused with, as the same class (one of rospr's), from its last stderr line."""
+    import importlib
+
+    lines = [line for line in stderr.splitlines() if line.startswith(REFUSAL)]
+    if not lines:
+        return None
+    try:
+        info = json.loads(lines[-1][len(REFUSAL):])
+        cls = getattr(importlib.import_module(info["module"]), info["class"])
+        if isinstance(cls, type) and issubclass(cls, RosprError):
+            return cls(info["message"])
+    except (ValueError, KeyError, ImportError, AttributeError, TypeError):
+        pass
+    return None
+
+
 def main(argv: list[str]) -> int:
-    """The child: ``export_models(**json.loads(argv[0]))`` in process."""
+    """The child: ``export_models(**json.loads(argv[0]))`` in process; a refusal of ours is written as the
+    last stderr line (``REFUSAL``) for the parent to raise as the same error."""
     from rospr_export.export import export_models
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    export_models(**json.loads(argv[0]))
+    try:
+        export_models(**json.loads(argv[0]))
+    except RosprError as exc:
+        info = {"module": type(exc).__module__, "class": type(exc).__name__, "message": str(exc)}
+        print(REFUSAL + json.dumps(info), file=sys.stderr)
+        return 3
     return 0
 
 

@@ -98,7 +98,8 @@ def _hub_config(name: str, revision: str | None):
 
 def read_config(name_or_path: str | Path, revision: str | None = None) -> dict:
     """A checkpoint's config as a dict: a local folder's ``config.json`` read as JSON (no transformers,
-    which would import torch), else the hub config's ``to_dict()`` at ``revision``. Refuses
+    which would import torch), else the hub's ``config.json`` at ``revision`` (transformers' ``to_dict()``
+    where it cannot be had as a file). Refuses
     (``ValueError``, naming the file) a ``config.json`` that is not a JSON object."""
     path = Path(name_or_path) / "config.json"
     if path.is_file():
@@ -112,7 +113,12 @@ def read_config(name_or_path: str | Path, revision: str | None = None) -> dict:
     if Path(name_or_path).is_dir():
         raise SettingError(f"{path}: missing, so {name_or_path} is not a checkpoint folder; give the folder that "
                            "holds config.json and the weights")
-    return _hub_config(str(name_or_path), revision).to_dict()
+    try:  # the hub's config.json as written: the same dict whatever transformers would make of it
+        from huggingface_hub import hf_hub_download
+
+        return read_config(Path(hf_hub_download(str(name_or_path), "config.json", revision=revision)).parent)
+    except Exception:  # noqa: BLE001 - no hub client, no network, no such file: transformers' own resolution
+        return _hub_config(str(name_or_path), revision).to_dict()
 
 
 def config_digest(name_or_path: str | Path, revision: str | None = None) -> str:
@@ -157,11 +163,15 @@ class ModelIdentity:
 
 def backbone_identity(model, name: str) -> ModelIdentity:
     """The identity of a (transformers) encoder-decoder ``model`` loaded from ``name`` (a local folder
-    or a hub checkpoint, whose commit the loaded config carries). Refuses (``ValueError``) a ``name``
-    whose weights cannot be identified (``weights_digest``)."""
+    or a hub checkpoint, whose commit the loaded config carries). The config hash is of the checkpoint's
+    ``config.json`` as written (``config_digest``), not of what the installed transformers makes of it:
+    transformers 4 and 5 give T0 other ``to_dict()``s, and an export, a bank or a library made under one
+    must be the same model under the other. Refuses (``ValueError``) a ``name`` whose weights cannot be
+    identified (``weights_digest``)."""
+    revision = getattr(model.config, "_commit_hash", None)
     return ModelIdentity(
         name=display_name(name),
-        config_hash=checkpoint_config_hash(model.config.to_dict()),
+        config_hash=config_digest(name, None if Path(name).is_dir() else revision),
         d_model=int(model.config.d_model),
         vocab_size=int(model.config.vocab_size),
         n_parameters=sum(p.numel() for p in model.parameters()),

@@ -66,8 +66,16 @@ def test_the_export_made_in_the_other_environment_is_the_same_export(tiny_model_
     assert [v.max_abs_diff <= v.tolerance for v in there.validations] == [True]
 
 
-def test_a_failed_child_says_why(tmp_path, monkeypatch):
+def test_a_refusal_in_the_child_is_the_same_error_here(tmp_path, monkeypatch):
+    """One of ours (here: no checkpoint) comes back as its own class and message; anything else as
+    ExportEnvironmentError with the child's last lines."""
+    from rospr.errors import RosprError
+
     monkeypatch.setattr(isolated, "environment", lambda: Path(sys.executable))
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(RosprError, match=str(missing)) as err:
+        isolated.export_elsewhere("a test", dict(model_name_or_path=str(missing), out_dir=str(tmp_path / "out")))
+    assert not isinstance(err.value, isolated.ExportEnvironmentError)
     with pytest.raises(isolated.ExportEnvironmentError, match=r"failed \(exit 1\)"):
-        isolated.export_elsewhere("a test", dict(model_name_or_path=str(tmp_path / "no-such-model"),
+        isolated.export_elsewhere("a test", dict(model_name_or_path=str(missing), no_such_argument=1,
                                                  out_dir=str(tmp_path / "out")))

@@ -167,14 +167,16 @@ def test_gradient_reaches_the_prompt_only(tiny_backbone, batches):
 
 
 @pytest.fixture(scope="module")
-def onnx_session(tiny_backbone, tmp_path_factory):
+def onnx_session(tiny_model_dir, tmp_path_factory):
+    """The exported graph (in process, or under transformers 5 in rospr's export environment: then the
+    graph traced by transformers 4 is checked against this transformers' forward)."""
     import onnxruntime as ort
 
-    from rospr_export.trace import export_scorer
+    from rospr_export.export import export_models
 
-    path = tmp_path_factory.mktemp("scorer") / "t0_scorer.onnx"
-    export_scorer(tiny_backbone[0], path)
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    folder = tmp_path_factory.mktemp("scorer")
+    export_models(tiny_model_dir, folder)
+    return ort.InferenceSession(str(folder / "t0_scorer.onnx"), providers=["CPUExecutionProvider"])
 
 
 def test_onnx_contract_unchanged(onnx_session):

@@ -200,10 +200,15 @@ def weightless_identity(name_or_path: str) -> dict:
     import torch
     from transformers import AutoConfig, AutoModelForSeq2SeqLM
 
-    from rospr.identity import backbone_identity
+    from rospr.identity import backbone_identity, read_config
 
     with torch.device("meta"):
         model = AutoModelForSeq2SeqLM.from_config(AutoConfig.from_pretrained(str(name_or_path)))
+        head, shared = getattr(model, "lm_head", None), getattr(model, "shared", None)
+        if (head is not None and shared is not None and head.weight is shared.weight
+                and read_config(name_or_path).get("tie_word_embeddings") is False):
+            # transformers 5 ties T5's head at construction; loading T0 keeps its own head: count it
+            head.weight = torch.nn.Parameter(torch.empty_like(shared.weight))
     return backbone_identity(model, str(name_or_path)).as_dict()
 
 

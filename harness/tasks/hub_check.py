@@ -159,12 +159,11 @@ def check_entry(api: Any, spec: DatasetSpec, fields: Iterable[str], splits: Iter
 
 def _network_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [OSError]  # requests' ConnectionError and Timeout are OSErrors
-    try:
-        import httpx  # huggingface_hub >= 1 talks through httpx
-
-        errors.append(httpx.TransportError)
-    except ImportError:
-        pass
+    for module in ("httpx", "httpx2"):  # huggingface_hub 1.x talks through httpx, 2.x through httpx2
+        try:
+            errors.append(__import__(module).TransportError)
+        except (ImportError, AttributeError):
+            pass
     return tuple(errors)
 
 

@@ -95,11 +95,26 @@ def task_index_of_our_folder():
         yield
 
 
+def hf_reference(tiny_model_dir, **kwargs):
+    """lm-eval's own hf model of the checkpoint, as it scores under transformers 4. lm-eval 0.4.13 calls
+    ``model.tie_weights()`` after loading; transformers 5's T5 config forces ``tie_word_embeddings`` to
+    True, so under 5 that call replaces T0's own head with its embeddings (a T5 v1.1 scored with the wrong
+    head: lm-eval's bug on 5, not ours). The checkpoint's head is put back, as 4 keeps it."""
+    import torch
+    from lm_eval.models.huggingface import HFLM
+    from safetensors.torch import load_file
+
+    lm = HFLM(pretrained=str(tiny_model_dir), backend="seq2seq", device="cpu", **kwargs)
+    model = lm.model
+    if model.lm_head.weight.data_ptr() == model.shared.weight.data_ptr():
+        head = load_file(str(tiny_model_dir / "model.safetensors"))["lm_head.weight"]
+        model.lm_head.weight = torch.nn.Parameter(head, requires_grad=False)
+    return lm
+
+
 @pytest.fixture(scope="module")
 def hf(tiny_model_dir):
-    from lm_eval.models.huggingface import HFLM
-
-    return HFLM(pretrained=str(tiny_model_dir), backend="seq2seq", batch_size=3, device="cpu")
+    return hf_reference(tiny_model_dir, batch_size=3)
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +203,7 @@ def test_loglikelihood_edge_cases_match_hf(tiny_model_dir):
     from rospr_harness.lm_eval_model import RosprLM
 
     reqs = _instances(EDGE_PAIRS, docs=[0, 0, 1, 1, 2, 2, 2])
-    theirs = HFLM(pretrained=str(tiny_model_dir), backend="seq2seq", batch_size=2, device="cpu", max_length=12)
+    theirs = hf_reference(tiny_model_dir, batch_size=2, max_length=12)
     ours = RosprLM(pretrained=str(tiny_model_dir), batch_size=2, max_length=12)
     got, want = ours.loglikelihood(reqs), theirs.loglikelihood(reqs)
     np.testing.assert_allclose([g for g, _ in got], [w for w, _ in want], atol=TOL, rtol=0)

@@ -78,10 +78,11 @@ def export_peft(bank_dir: str | Path, out: str | Path, ids: Sequence[str] = (), 
     if model is not None:
         from transformers import AutoConfig
 
-        from rospr.identity import checkpoint_config_hash, display_name, weights_digest
+        from rospr.identity import config_digest, display_name, weights_digest
 
         config = AutoConfig.from_pretrained(model).to_dict()
-        check_backbone(bank.backbone, {"name": display_name(model), "config_hash": checkpoint_config_hash(config),
+        # the hash of config.json as written, as every backbone identity (rospr.identity.backbone_identity)
+        check_backbone(bank.backbone, {"name": display_name(model), "config_hash": config_digest(model),
                                        "d_model": config.get("d_model"), "weights": weights_digest(model)},
                        str(Path(bank_dir) / "manifest.json"))
         shape, base = model_shape(config), model

@@ -11,7 +11,7 @@ built from a T5 config with random weights, and its tokens come from ``IdTokeniz
    in float32 (the whole batch; the reference) and in bfloat16 with gradient checkpointing and
    micro-batches, the same seed and batches. Per run: the step time (first step apart: kernels,
    allocator), the losses (bfloat16 within 5% of float32, ``TUNING_TOLERANCE``), the peak GPU memory
-   against ``rospr.tune_memory.tuning_memory`` for the same settings: the README's table (P 100, inputs
+   against ``rospr.tune_memory.tuning_memory`` for the same settings: the table of docs/tuning.md (P 100, inputs
    of 512, targets of 128 tokens; every row has exactly these lengths), in total and per example.
 2. **Plan**: ``rospr plan``'s estimate of that step (``rospr.flops.train_step`` per example, as
    ``harness/runner/estimate.py`` counts a tuning job, divided by the throughput) at the TFLOP/s of a GEMM
@@ -152,7 +152,7 @@ LENGTHS = {"tiny": dict(prompt_length=8, input_tokens=16, target_tokens=4, batch
 
 @dataclass(frozen=True)
 class CheckSettings:
-    """What the check runs. Lengths are exact (every row has them): those of the README's memory table
+    """What the check runs. Lengths are exact (every row has them): those of the memory table in docs/tuning.md
     (P 100, inputs of 512 and targets of 128 tokens; ``of_size``: the tiny size's ``LENGTHS``). Refuses
     an unknown size and micro-batches that do not divide the batch."""
 

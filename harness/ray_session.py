@@ -31,7 +31,7 @@ Token authentication (Ray 2.60) is Ray's alone; nothing here sets, reads or logs
 gets it by Ray's own default (``ray.init`` starting a cluster with ``RAY_AUTH_MODE`` unset turns it on,
 generating ``~/.ray/auth_token`` when no token is there, and leaves ``RAY_AUTH_MODE=token`` in this
 process's environment); joining a ``host:port`` address sends the token only with ``RAY_AUTH_MODE=token``
-in the environment, which a Ray job's driver inherits from its cluster (README, "Token authentication";
+in the environment, which a Ray job's driver inherits from its cluster (docs/scale.md, "Token authentication";
 ``tests/e2e/test_ray_job.py``).
 """
 

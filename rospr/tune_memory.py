@@ -147,7 +147,7 @@ def largest_micro_batch(memory: TuningMemory, device_bytes: float, batch_size: i
 
 def memory_table(shape: BackboneShape = T0_3B, prompt_length: int = 100, input_tokens: int = 512,
                  target_tokens: int = 128, batch_size: int = 32, devices_gb=(24, 40, 80)) -> str:
-    """The README's Markdown table: per dtype and checkpointing, the bytes of each term and the
+    """The Markdown table of docs/tuning.md: per dtype and checkpointing, the bytes of each term and the
     largest micro-batch (a divisor of ``batch_size``) that fits in each device size (GB = 1e9 bytes)."""
     gb = 1e9
     head = ["dtype", "checkpointing", "weights GB", "prompt + optimizer MB", "activations GB / example"]

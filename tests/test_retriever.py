@@ -91,7 +91,11 @@ def test_a_weights_file_becomes_the_encoder_it_holds(tiny_model_dir, tmp_path, l
     state = _published(tiny_model_dir, weights, lightning)
     folder = weights_checkpoint(str(tiny_model_dir), weights, cache_dir=tmp_path / "cache")
     # the same weights loaded directly into the base's architecture, by transformers' own loading
-    direct = T5ForConditionalGeneration(AutoConfig.from_pretrained(str(tiny_model_dir)))
+    config = AutoConfig.from_pretrained(str(tiny_model_dir))
+    config._attn_implementation = "eager"  # as rospr loads encoders (transformers 5 would build sdpa)
+    direct = T5ForConditionalGeneration(config)
+    if direct.lm_head.weight is direct.shared.weight:  # transformers 5 ties T5's head at construction: the
+        direct.lm_head.weight = torch.nn.Parameter(direct.shared.weight.clone())  # file's own head must not overwrite shared
     direct.load_state_dict(state)
     got, tok = load_encoder(str(folder))
     for name, tensor in direct.get_encoder().state_dict().items():

@@ -33,9 +33,13 @@ def test_tasks_implement_the_protocol(name, data_root):
     assert isinstance(task, Task) and task.name == name
 
 
-def test_the_protocol_says_what_trains_and_where_rows_come_from(data_root):
+def test_the_protocol_says_what_trains_and_where_rows_come_from(data_root, tmp_path):
     settings = DataSettings.from_env(data_root)
-    wsc, animals, winowhy = (get_task(n, settings) for n in ("super_glue/wsc.fixed", "builtin/animals", "bigbench/winowhy"))
+    wsc, animals = (get_task(n, settings) for n in ("super_glue/wsc.fixed", "builtin/animals"))
+    own = tmp_path / "bigbench" / "own_task" / "task.json"  # a BIG-bench task of our own (no download needed)
+    own.parent.mkdir(parents=True)
+    own.write_text('{"examples": [{"input": "Is ice cold?", "target_scores": {"yes": 1, "no": 0}}]}')
+    winowhy = get_task("bigbench/own_task", DataSettings(bigbench=str(tmp_path / "bigbench")))
     marks = wsc.prompt_marks()
     # the listing is every template (file order); the scored prompts are those with choices
     assert [p for p, m in marks.items() if "training only" not in m] == wsc.prompts()
@@ -45,7 +49,7 @@ def test_the_protocol_says_what_trains_and_where_rows_come_from(data_root):
     assert (wsc.folder, animals.folder, winowhy.folder) == ("super_glue/wsc.fixed", None, None)
     assert [(s.role, s.kind) for s in animals.split_status()] == [("eval", "builtin")]
     assert [(s.task, s.split, s.kind, s.ok) for s in winowhy.split_status()] == [
-        ("bigbench/winowhy", "examples", "folder", True)]
+        ("bigbench/own_task", "examples", "folder", True)]
     assert [s.role for s in get_task("rte", settings).split_status()] == ["eval"]  # a held-out setting is a target
 
 

@@ -86,6 +86,16 @@ def test_the_torch_backend_loads_the_checkpoint(tiny_model_dir):
     assert embedder.dim > 0 and tokenizer.eos_token_id is not None
 
 
+def test_the_torch_backends_key_holds_its_precision_and_device(tiny_model_dir):
+    """bfloat16 scores are not float32's: a unit scored in one is never reused for the other."""
+    from rospr_harness.cache import scorer_part
+
+    f32 = create_backend(config(tiny_model_dir, "torch"))
+    bf16 = create_backend(config(tiny_model_dir, "torch", model={"name_or_path": str(tiny_model_dir), "dtype": "bfloat16"}))
+    assert (f32.identity["dtype"], bf16.identity["dtype"], f32.identity["device"]) == ("float32", "bfloat16", "cpu")
+    assert scorer_part("torch", f32.identity, str(tiny_model_dir)) != scorer_part("torch", bf16.identity, str(tiny_model_dir))
+
+
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_a_triton_address_that_accepts_and_never_answers_says_it_timed_out(protocol):
     pytest.importorskip("tritonclient")

@@ -54,13 +54,16 @@ class TorchScorer:
 
 def create_torch_backend(model: ModelConfig, scoring: ScoringConfig) -> Backend:
     """The torch ``Backend``: ``model.name_or_path`` loaded in process (``model.dtype``, hub commit
-    ``model.revision``) and scored on ``model.device`` with ``scoring.threads`` intra-op threads.
-    Refuses what ``load_backbone`` and ``TorchScorer`` refuse."""
+    ``model.revision``) and scored on ``model.device`` with ``scoring.threads`` intra-op threads. Its
+    identity (provenance, and the unit cache's key) holds the precision and the device class, whose
+    numerics differ (bfloat16 scores are not float32's; CUDA's kernels are not the CPU's), beside the
+    checkpoint's. Refuses what ``load_backbone`` and ``TorchScorer`` refuse."""
     from rospr.backbone import load_backbone
 
     loaded, tokenizer, identity = load_backbone(model.name_or_path, dtype=DTYPES[model.dtype], revision=model.revision)
     scorer = TorchScorer(loaded, device=model.device, threads=scoring.threads)
-    return Backend("torch", scorer, tokenizer, identity.as_dict(), loaded)
+    numerics = {"dtype": model.dtype, "device": scorer.device.type}
+    return Backend("torch", scorer, tokenizer, {**identity.as_dict(), **numerics}, loaded)
 
 
 def create_torch_embedder(retriever: str, model: ModelConfig, revision: str | None = None):

@@ -44,9 +44,9 @@ The grading rule, BIG-bench's ``measure_multiple_choice_grade`` (``bigbench/api/
 for every score a file may hold:
 
 - an example's grade is the target score of the *predicted* choice (the argmax of the model's
-  choice scores; a tie between model scores goes to the first choice in file order, where
-  BIG-bench draws one at random), and the task's ``multiple_choice_grade`` (our ``accuracy``) is the
-  mean grade over its examples;
+  choice scores; where model scores tie at the top, the mean of the tied choices' target scores
+  (``rospr.data.credit``): what BIG-bench's random draw among them earns on average), and the task's
+  ``multiple_choice_grade`` (our ``accuracy``) is the mean grade over its examples;
 - several maxima (``{"a": 1, "b": 1, "c": 0}``): predicting any of them earns the maximum;
   ``target_text`` (and ``Example.gold()``) name the first in file order;
 - all scores zero (or all equal): the example counts in the mean and earns that value whatever is

@@ -29,6 +29,12 @@ shape alone:
   dtype, shared by the encoder's blocks); backward recomputes one block at a time, so one block's
   activations come on top (the ``recompute`` term).
 
+  The layers are transformers' own, and its two majors keep different things (``layers``, default the
+  installed one; measured on the tiny model, tests/test_tune_memory.py): transformers 5's T5 attention
+  runs softmax in the backbone dtype, so in bfloat16 the probabilities are kept once, 2 bytes, not 4 + 2
+  (its numerics differ accordingly); and its position bias does not fold the padding mask in, so under
+  checkpointing one H L^2 bias is kept for the whole micro-batch, not one per example (``kept_per_step``).
+
 The peak is weights + prompt state + micro-batch x (kept per example + recompute per example).
 Workspace that the formula does not count (CUDA context, cuBLAS workspace, allocator fragmentation)
 is left as ``RESERVE`` of the device's memory. ``tests/test_tune_memory.py`` checks the count against
@@ -93,28 +99,49 @@ class TuningMemory:
     prompt_state: int
     kept_per_example: int  # what autograd keeps per example until backward
     recompute_per_example: int  # checkpointing: one block recomputed in backward (0 without)
+    kept_per_step: int = 0  # kept once per micro-batch whatever its size (transformers 5's shared position bias)
 
     def peak(self, micro_batch: int) -> int:
-        return self.weights + self.prompt_state + micro_batch * (self.kept_per_example + self.recompute_per_example)
+        return (self.weights + self.prompt_state + self.kept_per_step
+                + micro_batch * (self.kept_per_example + self.recompute_per_example))
 
 
-def _encoder_layer(s: BackboneShape, L: int, b: int, wide: int) -> int:
+def _encoder_layer(s: BackboneShape, L: int, b: int, wide: int, prob: int) -> int:
     hd = s.num_heads * s.d_kv
-    return wide * (2 * L * s.d_model + s.num_heads * L * L) + b * (3 * L * hd + GELU_KEPT * L * s.d_ff)
+    return wide * 2 * L * s.d_model + prob * s.num_heads * L * L + b * (3 * L * hd + GELU_KEPT * L * s.d_ff)
 
 
-def _decoder_layer(s: BackboneShape, L: int, T: int, b: int, wide: int) -> int:
+def _decoder_layer(s: BackboneShape, L: int, T: int, b: int, wide: int, prob: int) -> int:
     hd = s.num_heads * s.d_kv
-    self_attention = wide * (T * s.d_model + s.num_heads * T * T) + b * 3 * T * hd
-    cross = wide * (T * s.d_model + s.num_heads * T * L) + b * (T * hd + 2 * L * hd)
+    self_attention = wide * T * s.d_model + prob * s.num_heads * T * T + b * 3 * T * hd
+    cross = wide * T * s.d_model + prob * s.num_heads * T * L + b * (T * hd + 2 * L * hd)
     return self_attention + cross + wide * T * s.d_model + b * GELU_KEPT * T * s.d_ff
 
 
+LAYERS = ("transformers4", "transformers5")
+
+
+def installed_layers() -> str:
+    """Which transformers' T5 layers run here (``LAYERS``): the installed major, 4 when none is installed."""
+    from importlib import metadata
+
+    try:
+        major = int(metadata.version("transformers").split(".")[0])
+    except (metadata.PackageNotFoundError, ValueError):
+        return "transformers4"
+    return "transformers5" if major >= 5 else "transformers4"
+
+
 def tuning_memory(shape: BackboneShape, prompt_length: int, input_tokens: int, target_tokens: int,
-                  dtype: str = "bfloat16", checkpointing: bool = False, optimizer: str = "adafactor") -> TuningMemory:
+                  dtype: str = "bfloat16", checkpointing: bool = False, optimizer: str = "adafactor",
+                  layers: str | None = None) -> TuningMemory:
     """The memory of one tuning step of a [``prompt_length``, D] prompt on inputs of ``input_tokens``
-    and targets of ``target_tokens`` tokens (every row at the longest: an upper bound). Refuses
-    (``ValueError``) a dtype other than float32/bfloat16 and an optimizer other than adafactor/adamw."""
+    and targets of ``target_tokens`` tokens (every row at the longest: an upper bound), with
+    ``layers``' T5 (``LAYERS``; default the installed transformers). Refuses (``ValueError``) a dtype
+    other than float32/bfloat16, an optimizer other than adafactor/adamw, and unknown layers."""
+    layers = layers or installed_layers()
+    if layers not in LAYERS:
+        raise SettingError(f"layers={layers!r}: choose one of {list(LAYERS)}")
     if dtype not in DTYPE_BYTES:
         raise SettingError(f"dtype={dtype!r}: choose float32 or bfloat16")
     if optimizer not in ("adafactor", "adamw"):
@@ -126,15 +153,18 @@ def tuning_memory(shape: BackboneShape, prompt_length: int, input_tokens: int, t
     state = P + D if optimizer == "adafactor" else 2 * P * D
     prompt_state = 4 * (2 * P * D + state)  # master, gradient, optimizer state: float32
     shared = wide * L * D + 4 * T * V  # the encoder's final layer norm, the LM head's log-softmax
-    enc, dec = _encoder_layer(shape, L, b, wide), _decoder_layer(shape, L, T, b, wide)
+    prob = wide if layers == "transformers4" else b  # softmax kept in float32 (+ its copy), or in the dtype
+    enc, dec = _encoder_layer(shape, L, b, wide, prob), _decoder_layer(shape, L, T, b, wide, prob)
+    per_step = 0
     if checkpointing:
-        inputs = b * (shape.encoder_layers * L * D + shape.decoder_layers * T * D + shape.num_heads * L * L)
-        kept = shared + inputs
+        bias = b * shape.num_heads * L * L  # the position bias the encoder's blocks share
+        per_step = bias if layers == "transformers5" else 0
+        kept = shared + b * (shape.encoder_layers * L * D + shape.decoder_layers * T * D) + (bias - per_step)
         recompute = max(enc, dec)
     else:
         kept = shared + shape.encoder_layers * enc + shape.decoder_layers * dec
         recompute = 0
-    return TuningMemory(b * shape.n_params, prompt_state, kept, recompute)
+    return TuningMemory(b * shape.n_params, prompt_state, kept, recompute, per_step)
 
 
 def largest_micro_batch(memory: TuningMemory, device_bytes: float, batch_size: int = 32) -> int:
@@ -146,16 +176,18 @@ def largest_micro_batch(memory: TuningMemory, device_bytes: float, batch_size: i
 
 
 def memory_table(shape: BackboneShape = T0_3B, prompt_length: int = 100, input_tokens: int = 512,
-                 target_tokens: int = 128, batch_size: int = 32, devices_gb=(24, 40, 80)) -> str:
-    """The Markdown table of docs/tuning.md: per dtype and checkpointing, the bytes of each term and the
-    largest micro-batch (a divisor of ``batch_size``) that fits in each device size (GB = 1e9 bytes)."""
+                 target_tokens: int = 128, batch_size: int = 32, devices_gb=(24, 40, 80),
+                 layers: str = "transformers4") -> str:
+    """The Markdown table of docs/tuning.md (transformers 4's layers, the larger): per dtype and
+    checkpointing, the bytes of each term and the largest micro-batch (a divisor of ``batch_size``) that
+    fits in each device size (GB = 1e9 bytes)."""
     gb = 1e9
     head = ["dtype", "checkpointing", "weights GB", "prompt + optimizer MB", "activations GB / example"]
     head += [f"micro-batch in {d} GB" for d in devices_gb]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for dtype in ("bfloat16", "float32"):
         for ckpt in (False, True):
-            m = tuning_memory(shape, prompt_length, input_tokens, target_tokens, dtype, ckpt)
+            m = tuning_memory(shape, prompt_length, input_tokens, target_tokens, dtype, ckpt, layers=layers)
             fits = [largest_micro_batch(m, d * gb, batch_size) or "none" for d in devices_gb]
             cells = [dtype, "on" if ckpt else "off", f"{m.weights / gb:.1f}", f"{m.prompt_state / 1e6:.1f}",
                      f"{(m.kept_per_example + m.recompute_per_example) / gb:.2f}", *map(str, fits)]

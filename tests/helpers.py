@@ -19,6 +19,10 @@ import threading
 import time
 from pathlib import Path
 
+# A hang guard for a whole process that starts Ray (a cluster, actors, tuning), not a duration check: on
+# 2 cores loaded by CPU burners and another suite, the logical-GPU tuning run took over 300 s.
+WHOLE_PROCESS_TIMEOUT_S = 900
+
 
 # -- a small RoSPr run ----------------------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import stop_ray_node
+from helpers import stop_ray_node, WHOLE_PROCESS_TIMEOUT_S
 
 pytestmark = pytest.mark.slow
 VENV_BIN = Path(sys.executable).parent
@@ -127,7 +127,7 @@ def test_ray_job_submit_of_a_run_joins_the_loopback_cluster(tiny_model_dir, tmp_
                 [str(ray_bin), "job", "submit", "--address", url, "--submission-id", submission,
                  "--runtime-env-json", json.dumps({"env_vars": {"PYTHONUNBUFFERED": "1"}}), "--",
                  str(VENV_BIN / "rospr"), "run", str(config), "--out", str(run_dir)],
-                env=env, capture_output=True, text=True, timeout=300)
+                env=env, capture_output=True, text=True, timeout=WHOLE_PROCESS_TIMEOUT_S)
             logs = job.stdout + job.stderr
             if "No available agent to submit job" not in logs or time.monotonic() > deadline:
                 break

@@ -56,7 +56,7 @@ LOOPBACK_SCRIPT = textwrap.dedent(
 def test_local_ray_of_a_run_listens_on_loopback_only():
     pytest.importorskip("ray")
     proc = subprocess.run([sys.executable, "-c", LOOPBACK_SCRIPT, str(TESTS)], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=WHOLE_PROCESS_TIMEOUT_S)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
     res = json.loads(lines[-1][len("RESULT "):])

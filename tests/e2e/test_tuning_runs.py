@@ -9,6 +9,7 @@ import hashlib
 
 import numpy as np
 import pytest
+from helpers import WHOLE_PROCESS_TIMEOUT_S
 
 from rospr.scoring import Convention, encode_examples, rank_classify, score_encoded
 from rospr.tuning import TuneSettings, tune_prompt
@@ -98,7 +99,7 @@ def test_ray_with_logical_gpus_places_one_gpu_per_tuning_actor(tiny_model_dir, t
     pytest.importorskip("ray")
     repo = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", _LOGICAL_GPUS, str(tiny_model_dir), str(tmp_path)], cwd=repo,
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=WHOLE_PROCESS_TIMEOUT_S)
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     ids = [w["gpu_ids"] for w in got["where"]]

@@ -124,9 +124,9 @@ class _DataRoot(SettingsModel):
 
 
 class DataConfig(settings_model("DataConfig", DataSettings, "", base=_DataRoot)):
-    """Where task content lives (harness/tasks/base.py ``DataSettings``). ``data_dir`` is a root laid
-    out like ``shared/data`` (``promptsource/templates``, ``bigbench``, ``rows``, ``hub``, ``manual``,
-    each used when present); the specific keys override it. Unset: templates and BIG-bench from the
+    """Where task content lives (harness/tasks/base.py ``DataSettings``). ``data_dir`` is a data root
+    (``promptsource/templates``, ``bigbench``, ``rows``, ``hub``, ``manual``, each used when present;
+    docs/data.md); the specific keys override it. Unset: templates and BIG-bench from the
     data cache (``rospr data fetch``: pinned releases, every file checked by sha256), rows from the hub."""
 
 

@@ -33,12 +33,13 @@ SIZES = {
 }
 
 
-def train_tokenizer(texts: Iterable[str], pieces: int, out_dir: Path, seed: int = 0) -> "TinyTokenizerInfo":
+def train_tokenizer(texts: Iterable[str], pieces: int, out_dir: Path, seed: int = 0) -> int:
     """Train a unigram sentencepiece model (T5 ids: pad 0, eos 1, unk 2) and write a T5 tokenizer that
     ``AutoTokenizer.from_pretrained(out_dir)`` loads: ``spiece.model``, a ``tokenizer.json`` that encodes
     as it does (``tokenizer_json``), and the special-token configs. Written from the model file alone, so
     the files are the same bytes whatever the transformers version (its converters disagree: transformers
-    4's drops the ``▁`` of the first word for this model, 5's saves no ``spiece.model``)."""
+    4's drops the ``▁`` of the first word for this model, 5's saves no ``spiece.model``). Returns
+    the number of pieces."""
     import sentencepiece as spm
 
     buf = io.BytesIO()
@@ -69,17 +70,7 @@ def train_tokenizer(texts: Iterable[str], pieces: int, out_dir: Path, seed: int 
     config = {"tokenizer_class": "T5Tokenizer", **specials, "extra_ids": 0, "additional_special_tokens": [],
               "model_max_length": 512, "legacy": True}
     (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-    return TinyTokenizerInfo(spm.SentencePieceProcessor(model_proto=model).get_piece_size())
-
-
-class TinyTokenizerInfo:
-    """What the builder needs of the tokenizer it wrote: its size."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-
-    def __len__(self) -> int:
-        return self.size
+    return spm.SentencePieceProcessor(model_proto=model).get_piece_size()
 
 
 def tokenizer_json(spm_model: bytes) -> str:
@@ -125,8 +116,8 @@ def build_tiny(out: str | Path, size: str = "tiny", seed: int = 0, corpus: Itera
         from rospr_harness.tasks.builtin import corpus as builtin_corpus
 
         corpus = builtin_corpus()
-    tok = train_tokenizer(corpus, spec["pieces"], out, seed)
-    vocab = max(spec["vocab_size"], len(tok))
+    tokenizer_size = train_tokenizer(corpus, spec["pieces"], out, seed)
+    vocab = max(spec["vocab_size"], tokenizer_size)
     config = T5Config(
         vocab_size=vocab,
         d_model=spec["d_model"],
@@ -159,6 +150,6 @@ def build_tiny(out: str | Path, size: str = "tiny", seed: int = 0, corpus: Itera
         model.lm_head.weight.mul_(spec["d_model"] ** -0.5)
     model.eval()
     model.save_pretrained(str(out), safe_serialization=True)
-    (out / "rospr_tiny.json").write_text(json.dumps({"size": size, "seed": seed, "tokenizer_size": len(tok)}, indent=2))
+    (out / "rospr_tiny.json").write_text(json.dumps({"size": size, "seed": seed, "tokenizer_size": tokenizer_size}, indent=2))
     log.info("wrote %s T5 (%d parameters) to %s", size, sum(p.numel() for p in model.parameters()), out)
     return out

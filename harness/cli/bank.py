@@ -19,7 +19,7 @@ def tune(
     model: str = typer.Option("build/tiny-t0", "--model", help="backbone: hub name or checkpoint directory"),
     sources: str = typer.Option("builtin", "--sources", help="groups (t0_train, builtin, ...) and task names, comma-separated"),
     out: Path = typer.Option(Path("prompts"), "--out", help="prompt bank directory (created or extended)"),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="root laid out like shared/data"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="a data root (promptsource/templates/, bigbench/, rows/, hub/, manual/; docs/data.md)"),
     set_: List[str] = typer.Option([], "--set", help="a tuning setting: key=value (keys of rospr.tune in a run config)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -65,7 +65,7 @@ def bank_import_peft(
     rows: Optional[int] = typer.Option(None, "--rows", min=1, help="its first rows (all by default)"),
     ignore_base_name: bool = typer.Option(False, "--ignore-base-name", help="accept an adapter whose "
                                           "base_model_name_or_path names another model of the same shape"),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="root laid out like shared/data"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="a data root (promptsource/templates/, bigbench/, rows/, hub/, manual/; docs/data.md)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Put peft PROMPT_TUNING adapters into a prompt bank, each as the prompt of its (source, template)."""
@@ -125,7 +125,7 @@ def library_build(
     out: Path = typer.Option(Path("library"), "--out", help="library directory to write"),
     n: int = typer.Option(100, "--n", min=1, help="training instances per prompt"),
     index: str = typer.Option("flat", "--index", help="flat (exact inner product), ivf or hnsw"),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="root laid out like shared/data"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="a data root (promptsource/templates/, bigbench/, rows/, hub/, manual/; docs/data.md)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Embed n training instances of every prompt of a bank and write the FAISS library."""

@@ -13,7 +13,7 @@ data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Task da
 
 
 def tasks(
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="root laid out like shared/data"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="a data root (promptsource/templates/, bigbench/, rows/, hub/, manual/; docs/data.md)"),
     group: Optional[str] = typer.Option(None, "--group", help="list a group's tasks: t0_train, heldout, bigbench, builtin"),
     name: Optional[str] = typer.Argument(None, help="a task: list its prompts"),
 ) -> None:
@@ -41,7 +41,7 @@ def tasks(
 @data_app.command("status")
 def data_status_cmd(
     names: List[str] = typer.Argument(..., help="tasks or groups (t0_train, heldout, bigbench, builtin)"),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="root laid out like shared/data"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="a data root (promptsource/templates/, bigbench/, rows/, hub/, manual/; docs/data.md)"),
 ) -> None:
     """Per task and split: hub id, config, revision, and where its rows come from now (or why not).
     Reads and downloads nothing. Exits 1 when some rows cannot be had."""
@@ -90,7 +90,7 @@ def data_synth_cmd(
 @data_app.command("check-hub")
 def data_check_hub_cmd(
     names: Optional[List[str]] = typer.Argument(None, help="tasks or groups (default: t0_train heldout)"),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="root laid out like shared/data (templates)"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="a data root (promptsource/templates/, bigbench/, rows/, hub/, manual/; docs/data.md)"),
 ) -> None:
     """Ask the hub (metadata only, no rows) whether each catalog entry's repository, revision, config,
     splits and template columns are there: one line per dataset; exit 1 on any mismatch."""

@@ -28,7 +28,6 @@ nothing fsynced for a cached unit.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import asdict, dataclass
@@ -38,7 +37,7 @@ from typing import Any
 from rospr_harness.config import RosprConfig
 from rospr.artifacts import FileRef, read_file_ref
 from rospr.cachedirs import cache_path
-from rospr.canonical import digest_json
+from rospr.canonical import digest_bytes, digest_json
 from rospr.identity import weights_digest
 from rospr.library import Library
 from rospr.scoring import Convention
@@ -162,7 +161,7 @@ class UnitCache:
             what = "missing" if isinstance(exc, FileNotFoundError) else f"not a regular file ({exc.strerror or exc})"
             raise StoreError(f"{entry / RECORDS}: listed in {entry / 'meta.json'} field 'files' but {what}; "
                              "recomputing the unit") from None
-        digest = hashlib.sha256(records).hexdigest()
+        digest = digest_bytes(records)
         if digest != files.get(RECORDS) or digest != meta.get("sha256"):
             raise StoreError(f"{entry / RECORDS}: sha256 {digest[:12]}… differs from meta.json's; "
                              "recomputing the unit")
@@ -176,7 +175,7 @@ class UnitCache:
             digest = stage.write_bytes(RECORDS, records)
             # read-only: a run that reuses the unit hard-links this file as its records (no copy), so an
             # edit in place of either would change both; the cache's own writers only ever rename
-            os.chmod(stage.path / RECORDS, 0o444)
+            os.chmod(stage.path / RECORDS, 0o444 & file_mode())  # within the umask, as written
         except BaseException:
             self.store.drop(stage)
             raise

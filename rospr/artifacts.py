@@ -31,11 +31,11 @@ is then hashed every time). One helper for every large artifact (exported graphs
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import logging
 import os
 import stat
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from rospr.cachedirs import cache_path
-from rospr.canonical import digest_json
+from rospr.canonical import digest_json, sha256_file  # sha256_file: imported from here by callers
 from rospr.errors import RosprError
 
 log = logging.getLogger(__name__)
@@ -51,22 +51,6 @@ log = logging.getLogger(__name__)
 
 class ArtifactError(RosprError, ValueError):
     """An artifact on disk that cannot be used. The message names the file, what is wrong and the fix."""
-
-
-def sha256_file(path: Path | int) -> str:
-    """The sha256 of a file's bytes: a path, or an open descriptor read from offset 0 with ``pread``
-    (its offset untouched), in 4 MiB blocks (no copy of the whole file; the GIL is released while reading
-    and hashing, so hashes run in threads side by side)."""
-    fd = path if isinstance(path, int) else os.open(path, os.O_RDONLY)
-    try:
-        h, offset = hashlib.sha256(), 0
-        while block := os.pread(fd, 4 << 20, offset):
-            h.update(block)
-            offset += len(block)
-        return h.hexdigest()
-    finally:
-        if fd is not path:
-            os.close(fd)
 
 
 class _Repeated(dict):
@@ -108,7 +92,11 @@ def strict_loads(text: str, where: str | Path, error: type[ValueError], fix: str
             repeated.append(obj)
         return obj
 
-    data = json.loads(text, object_pairs_hook=pairs_hook)
+    try:
+        data = json.loads(text, object_pairs_hook=pairs_hook)
+    except RecursionError:  # the parser's depth budget is the interpreter's recursion limit
+        raise error(f"{where}: nested deeper than the JSON reader allows (about {sys.getrecursionlimit()} "
+                    f"levels of brackets); {fix}") from None
     if repeated:
         # the first one still in the document (an object given twice itself may have been dropped)
         first, path = next(((r, p) for r in repeated if (p := _find(data, r, "$")) is not None),
@@ -152,9 +140,31 @@ def json_lines(text: str, where: str | Path, error: type[ValueError], fix: str) 
     return out
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def file_mode(private: bool = False) -> int:
+    """The permission bits of a new file: ``0o600`` when ``private`` (secrets), else ``0o666`` less the
+    process's umask, as ``open()`` would give (a user's outputs follow their umask)."""
+    if private:
+        return 0o600
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    try:  # Linux reports the umask without changing it (os.umask must set one to read it)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: Path, data: bytes, private: bool = False) -> None:
     """Write ``data`` to ``path`` so a reader sees the old file or the new one, never a part.
 
+    The file gets ``file_mode(private)``: the umask's mode like any other tool's output, ``0o600``
+    only for secrets (``private=True``).
     An ``OSError`` (disk full, read-only or unwritable folder) is raised again with ``path`` as its
     ``filename`` (a failed ``write`` names no file), the half-written temporary file removed and the
     old file, if any, untouched.
@@ -165,6 +175,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), file_mode(private))  # mkstemp makes 0600 whatever the umask
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -267,14 +278,26 @@ def read_manifest(path: Path, kind: str, version: int, fix: str | None = None,
                                 fix or f"rebuild the {kind} or restore the file")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise error(f"{path}: not a readable JSON manifest ({exc}); {fix or f'rebuild the {kind}'}") from None
+    return check_sealed(manifest, path, kind, version, fix, error)
+
+
+def check_sealed(manifest: Any, path: Path, kind: str, version: int, fix: str | None = None,
+                 error: type[ValueError] = ArtifactError) -> dict:
+    """``manifest`` (read from ``path``) once it is an object of format ``kind`` and ``version`` whose
+    ``manifest_hash`` matches its content: the one seal check (``read_manifest`` reads and checks;
+    a caller that parsed the manifest itself checks it here). Refuses (``error``, naming ``path``,
+    the field and ``fix``)."""
     if not isinstance(manifest, dict) or manifest.get("format") != kind:
         raise error(f"{path}: field 'format' is not {kind!r}; this is not a {kind} manifest")
     if manifest.get("version") != version:
         raise error(f"{path}: field 'version' is {manifest.get('version')!r}, this rospr reads "
                     f"{version}; {fix or f'rebuild the {kind}'}")
+    if "manifest_hash" not in manifest:
+        raise error(f"{path}: field 'manifest_hash' (the seal over every field) is missing: written before rospr "
+                    f"sealed its manifests; {fix or f'rebuild the {kind}'}")
     try:
-        sealed = seal(manifest)["manifest_hash"] == manifest.get("manifest_hash")
-    except ValueError:
+        sealed = seal(manifest)["manifest_hash"] == manifest["manifest_hash"]
+    except (TypeError, ValueError):  # not canonical JSON (a NaN): not what seal wrote
         sealed = False
     if not sealed:
         raise error(f"{path}: the manifest does not match its manifest_hash (edited on disk?); "
@@ -334,13 +357,10 @@ class FileDigests:
         known = self.entries.get(name)
         if not full and known and known.get("stat") == key and isinstance(known.get("sha256"), str):
             return known["sha256"]
-        h = hashlib.sha256()
         with open(path, "rb") as fh:
             before = stat_key(os.fstat(fh.fileno()))
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                h.update(chunk)
+            digest = sha256_file(fh.fileno())
             after = stat_key(os.fstat(fh.fileno()))
-        digest = h.hexdigest()
         settled = before == after and time.time_ns() - after[4] > RACY_S * 1e9
         if settled:
             self.entries[name] = {"stat": after, "sha256": digest}

@@ -111,3 +111,31 @@ def test_file_digests_against_hashlib(tmp_path, monkeypatch):
         fh.write(b"\xff")
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert digests.FileDigests(memo).sha256(f) == sha(f) != json.loads(memo.read_text())["files"][str(f.resolve())]["sha256"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077, 0o002])
+def test_class_8_what_users_meet_a_written_file_follows_the_umask(tmp_path, umask):
+    """class 8: what users meet. ``atomic_write_bytes`` (mkstemp makes 0600) and ``write_manifest`` give a
+    new file, and a file they replace, the mode ``open()`` would give under the umask; ``private=True``
+    (secrets) gives 0600 whatever the umask."""
+    import stat as st
+
+    from rospr.artifacts import atomic_write_bytes, file_mode
+
+    old = os.umask(umask)
+    try:
+        target = tmp_path / "out.bin"
+        atomic_write_bytes(target, b"one")
+        reference = tmp_path / "by_open"
+        reference.write_bytes(b"x")  # what any other tool's output gets
+        assert st.S_IMODE(target.stat().st_mode) == st.S_IMODE(reference.stat().st_mode) == 0o666 & ~umask
+        target.chmod(0o600)
+        atomic_write_bytes(target, b"two")  # a replaced file: the umask's mode again, not the old one
+        assert st.S_IMODE(target.stat().st_mode) == 0o666 & ~umask and target.read_bytes() == b"two"
+        write_manifest(tmp_path / "manifest.json", {"format": "x", "version": 1})
+        assert st.S_IMODE((tmp_path / "manifest.json").stat().st_mode) == 0o666 & ~umask
+        atomic_write_bytes(tmp_path / "token", b"secret", private=True)
+        assert st.S_IMODE((tmp_path / "token").stat().st_mode) == 0o600 == file_mode(private=True)
+        assert os.umask(umask) == umask  # reading it did not change it
+    finally:
+        os.umask(old)

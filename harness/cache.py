@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from rospr_harness.config import RosprConfig
-from rospr.artifacts import FileRef, read_file_ref
+from rospr.artifacts import FileRef, file_mode, read_file_ref
 from rospr.cachedirs import cache_path
 from rospr.canonical import digest_bytes, digest_json
 from rospr.identity import weights_digest

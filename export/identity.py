@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
+from rospr.canonical import sha256_text
 from rospr.identity import config_digest, weights_digest
 from rospr_export.trace import EXPORT_VERSION, OPSET, default_prompt_dtype
 
@@ -44,4 +44,4 @@ def cache_key(model_name: str | Path | None, retriever_name: str | Path | None =
         "export_version": EXPORT_VERSION,
         "opset": OPSET,
     }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+    return sha256_text(json.dumps(parts, sort_keys=True))[:20]  # json's default separators: the keys of existing caches

@@ -22,7 +22,6 @@ Why this rather than stopping with a command to run: a user on transformers 5 th
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -34,6 +33,7 @@ from importlib import metadata, util
 from pathlib import Path
 
 from rospr.cachedirs import cache_path
+from rospr.canonical import sha256_file, sha256_text
 from rospr.errors import RosprError
 from rospr.store import ContentStore, StoreError
 
@@ -82,9 +82,9 @@ def _parent_paths() -> list[str]:
 def env_key() -> str:
     """What the environment is a function of: the pinned requirements, this interpreter, the environment
     it overlays."""
-    text = json.dumps({"requirements": hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest(),
+    text = json.dumps({"requirements": sha256_file(REQUIREMENTS),
                        "python": sys.version, "base": sys.base_prefix, "over": _parent_paths()}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return sha256_text(text)[:16]
 
 
 def _store() -> ContentStore:

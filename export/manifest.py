@@ -24,14 +24,13 @@ deletes the pair and it is rebuilt); a record of another graph (stale) is left u
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from rospr.artifacts import ArtifactError, seal, strict_loads
+from rospr.artifacts import ArtifactError, check_sealed, strict_loads
+from rospr.canonical import digest_json
 from rospr_export.validate import CHECK_SHAPES, expected_tolerance
 
 log = logging.getLogger(__name__)
@@ -122,27 +121,7 @@ def graph_digest(manifest: dict, graph: str) -> str:
     """The content hash of one graph of an export: its files' names and sha256 (from ``files``)."""
     entry = manifest["graphs"][graph]
     own = {entry["file"], entry["file"] + "_data", entry["file"] + ".data"}
-    names = sorted(n for n in manifest.get("files", {}) if n in own)
-    body = json.dumps({n: manifest["files"][n] for n in names}, sort_keys=True)
-    return hashlib.sha256(body.encode()).hexdigest()
-
-
-def check_seal(manifest: dict, mpath: Path) -> None:
-    """Refuse (``ExportIntegrityError``) a manifest that is not a sealed one of this layout
-    (``MANIFEST_FORMAT`` / ``MANIFEST_VERSION``) or whose content no longer matches its seal."""
-    if "manifest_hash" not in manifest or manifest.get("format") != MANIFEST_FORMAT:
-        raise ExportIntegrityError(f"{mpath}: field 'manifest_hash' (the seal over every field) is missing: an export "
-                                   f"made before rospr sealed export manifests; {FIX}")
-    if manifest.get("version") != MANIFEST_VERSION:
-        raise ExportIntegrityError(f"{mpath}: field 'version' is {manifest.get('version')!r}, this rospr reads "
-                                   f"{MANIFEST_VERSION}; {FIX}")
-    try:
-        intact = seal(manifest)["manifest_hash"] == manifest["manifest_hash"]
-    except (TypeError, ValueError):  # not canonical JSON (NaN, say): not what export_models wrote
-        intact = False
-    if not intact:
-        raise ExportIntegrityError(f"{mpath}: the manifest does not match its manifest_hash (edited after the "
-                                   f"export?); {FIX}")
+    return digest_json({n: sha for n, sha in manifest.get("files", {}).items() if n in own})
 
 
 def check_validation(manifest: dict, mpath: Path) -> None:
@@ -228,7 +207,7 @@ def verify_export(folder: str | Path, full: bool = False, sources: dict | None =
     if not isinstance(files, dict) or not files or not isinstance(graphs, dict):
         raise ExportIntegrityError(f"{mpath}: field 'files' (the sha256 of each file) is missing: an export made "
                                    f"before rospr recorded them; {FIX}")
-    check_seal(manifest, mpath)
+    check_sealed(manifest, mpath, MANIFEST_FORMAT, MANIFEST_VERSION, FIX, ExportIntegrityError)
     check_validation(manifest, mpath)
     if sources is not None:
         check_sources(manifest, sources, mpath)

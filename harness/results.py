@@ -21,7 +21,6 @@ stderr and interval when its records give the entry's n and accuracy under the s
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 from pydantic import BaseModel, ConfigDict, ValidationError, model_serializer
 
 from rospr.artifacts import atomic_write_bytes, json_document, json_lines
+from rospr.canonical import digest_bytes
 from rospr.data import Example, credit
 from rospr.errors import RosprError
 from rospr_harness.stats import ALPHA, N_BOOT as STATS_N_BOOT
@@ -500,7 +500,7 @@ def verified_records(run_dir: str | Path, unit: UnitResult, where: str) -> tuple
     if not unit.sha256:
         raise RecordsError(f"{where}.sha256: missing (a run written before schema 1.2), so {path} cannot be "
                            "checked; rerun it with this rospr")
-    digest = hashlib.sha256(data).hexdigest()
+    digest = digest_bytes(data)
     if digest != unit.sha256:
         raise RecordsError(f"{path}: sha256 {digest[:12]}… differs from {where}.sha256 {unit.sha256[:12]}… (the "
                            "records were changed after the run); rerun the unit (rospr run CONFIG --resume RUN_DIR) "

@@ -23,11 +23,12 @@ compare`` (``rospr_harness.compare``) report, so both say the same thing about t
 
 from __future__ import annotations
 
-import hashlib
 import math
 from typing import Sequence
 
 import numpy as np
+
+from rospr.canonical import derive_seed
 
 N_BOOT = 2000  # bootstrap replicates (results.json; rospr compare's default)
 ALPHA = 0.05  # the intervals cover 1 - ALPHA (rospr compare's default alpha)
@@ -115,8 +116,7 @@ def percentile_interval(samples: np.ndarray, alpha: float = ALPHA) -> tuple[floa
 
 def seeded(*names: str) -> np.random.Generator:
     """A generator seeded by ``names`` alone (their sha256): the same draws for the same unit anywhere."""
-    digest = hashlib.sha256("\x1f".join(names).encode("utf-8")).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "big"))
+    return np.random.default_rng(derive_seed(*names, sep="\x1f"))
 
 
 def accuracy_interval(units: list[dict[int, float]], seed_names: Sequence[str], n_boot: int = N_BOOT,

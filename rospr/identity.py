@@ -20,12 +20,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from rospr.canonical import digest_chunks, sha256_text
 from rospr.errors import SettingError
 
 # keys of a checkpoint config that say where or with what it was saved, not what the model is
@@ -36,7 +36,7 @@ def checkpoint_config_hash(config_dict: dict) -> str:
     """16 hex digits identifying a checkpoint config (``PretrainedConfig.to_dict()``), the volatile
     keys left out. Encoding frozen for the artifacts on disk (see the module docstring)."""
     cfg = {k: v for k, v in config_dict.items() if k not in VOLATILE_CONFIG_KEYS}
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return sha256_text(json.dumps(cfg, sort_keys=True, default=str))[:16]
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".h5", ".msgpack")
@@ -70,12 +70,9 @@ def weights_digest(name_or_path: str | Path, model=None, full: bool = False, rev
 
         files += sorted(p / name for name in TOKENIZER_FILES if (p / name).is_file())
         digests = FileDigests(None if full else default_memo())
-        h = hashlib.sha256(TOKENIZATION.encode())
-        for f in files:
-            h.update(f.name.encode())
-            h.update(digests.sha256(f, full=full).encode())
+        digest = digest_chunks([TOKENIZATION, *(part for f in files for part in (f.name, digests.sha256(f, full=full)))])
         digests.save()
-        return h.hexdigest()[:16]
+        return digest[:16]
     commit = getattr(getattr(model, "config", None), "_commit_hash", None)
     if not commit and model is None:
         commit = getattr(_hub_config(str(name_or_path), revision), "_commit_hash", None)

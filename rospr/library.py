@@ -32,7 +32,6 @@ rebuilding one is cheap and needs no one's word about the retriever.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -51,7 +50,7 @@ from rospr.artifacts import (
     sha256_file,
     write_manifest,
 )
-from rospr.canonical import digest_json
+from rospr.canonical import derive_seed, digest_json
 from rospr.errors import SettingError
 from rospr.retriever import POOLINGS, Embedder, embed_padded, embed_texts
 
@@ -108,7 +107,7 @@ def key_texts(texts: Sequence[str], n: int, sample: str = "first", seed: int = 0
         raise SettingError(f"library sample {sample!r}: choose one of {list(SAMPLES)}")
     if sample == "first" or len(texts) <= n:
         return tuple(texts[:n])
-    rng = random.Random(int.from_bytes(hashlib.sha256(f"rospr-library/{seed}/{key}".encode()).digest()[:8], "big"))
+    rng = random.Random(derive_seed("rospr-library", seed, key))
     return tuple(texts[i] for i in sorted(rng.sample(range(len(texts)), n)))
 
 

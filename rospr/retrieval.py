@@ -12,11 +12,11 @@ so that, as in RoSPr's evaluation on unseen tasks, a target never retrieves its 
 
 from __future__ import annotations
 
-import hashlib
 import random
 from dataclasses import dataclass
 from typing import Sequence
 
+from rospr.canonical import derive_seed
 from rospr.data import Example
 from rospr.errors import SettingError
 from rospr.library import Library
@@ -48,7 +48,7 @@ def draw_queries(examples: Sequence[Example], q: int, seed: int, key: str) -> li
     if n <= q:
         picked = list(range(n))
     else:
-        rng = random.Random(int.from_bytes(hashlib.sha256(f"rospr-queries/{seed}/{key}".encode()).digest()[:8], "big"))
+        rng = random.Random(derive_seed("rospr-queries", seed, key))
         picked = sorted(rng.sample(range(n), q))
     return [unlabelled(examples[i]) for i in picked]
 

@@ -38,7 +38,6 @@ prompts stay valid.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -49,7 +48,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from rospr.canonical import digest_json
+from rospr.canonical import digest_json, sha256_text
 from rospr.artifacts import (ArtifactError, atomic_write_bytes, check_file, read_manifest, sha256_file, strict_loads,
                              write_manifest)
 
@@ -92,7 +91,7 @@ def prompt_id(source: str, template: str) -> str:
 
 def _slug(pid: str) -> str:
     clean = re.sub(r"[^A-Za-z0-9._-]+", "_", pid)[:80].strip("_")
-    return f"{clean}__{hashlib.sha256(pid.encode()).hexdigest()[:8]}"
+    return f"{clean}__{sha256_text(pid)[:8]}"
 
 
 def check_values(values: np.ndarray, where: str, d_model: int | None = None, length: int | None = None) -> None:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -43,7 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
-from rospr.artifacts import read_manifest, seal, sha256_file
+from rospr.artifacts import read_manifest, seal
+from rospr.canonical import digest_bytes, sha256_file
 from rospr.errors import RosprError
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ class Stage:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        self.files[rel] = hashlib.sha256(data).hexdigest()
+        self.files[rel] = digest_bytes(data)
         return self.files[rel]
 
     def write_json(self, name: str, value: Any, indent: int | None = 1) -> str:

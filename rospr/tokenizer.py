@@ -19,11 +19,12 @@ Known difference from transformers, written down: special-token text inside an i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
 from typing import Any, Sequence
+
+from rospr.canonical import digest_bytes, sha256_file, sha256_text
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class SentencePieceTokenizer:
         data = self.model_file.read_bytes()
         self.processor = spm.SentencePieceProcessor(model_proto=data)
         self.eos_token_id, self.pad_token_id = eos_token_id, pad_token_id
-        self.digest = _digest(self.kind, hashlib.sha256(data).hexdigest(), eos_token_id, pad_token_id)
+        self.digest = _digest(self.kind, digest_bytes(data), eos_token_id, pad_token_id)
 
     def __call__(self, text: str | Sequence[str], add_special_tokens: bool = True) -> dict[str, Any]:
         """``{"input_ids": ids}``: a list of ids for one text, a list of lists for a list of texts."""
@@ -100,7 +101,7 @@ class FastTokenizer:
 
 def _digest(kind: str, file_sha256: str, eos: int | None, pad: int | None) -> str:
     text = json.dumps({"kind": kind, "file": file_sha256, "eos": eos, "pad": pad}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return sha256_text(text)[:16]
 
 
 def _token(value) -> str | None:
@@ -162,7 +163,7 @@ def fast_tokenizer(folder: Path) -> FastTokenizer | None:
         ids[role] = None if token is None else tok.token_to_id(token)
         if token is not None and ids[role] is None:
             return None
-    return FastTokenizer(tok, ids["eos_token"], ids["pad_token"], hashlib.sha256(path.read_bytes()).hexdigest())
+    return FastTokenizer(tok, ids["eos_token"], ids["pad_token"], sha256_file(path))
 
 
 def _hub_folder(name: str, revision: str | None) -> Path | None:
@@ -206,4 +207,4 @@ def tokenizer_digest(tokenizer) -> str:
     vocab = sorted(tokenizer.get_vocab().items())
     text = json.dumps({"class": type(tokenizer).__name__, "vocab": vocab,
                        "eos": tokenizer.eos_token_id, "pad": tokenizer.pad_token_id})
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return sha256_text(text)[:16]

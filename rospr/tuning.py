@@ -23,7 +23,6 @@ so the numbers do not depend on the path taken.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import re
@@ -33,7 +32,7 @@ from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 
-from rospr.canonical import digest_json
+from rospr.canonical import derive_seed, digest_json
 from rospr.errors import SettingError, StateError
 from rospr.data import Example
 from rospr.softprompt import IDENTITY_KEYS, PromptBank, SoftPrompt, prompt_id
@@ -224,7 +223,7 @@ def target_text(ex: Example) -> str:
 
 def prompt_seed(settings: TuneSettings, pid: str) -> int:
     """A per-prompt seed from the run seed and the prompt id: independent of order and workers."""
-    return int.from_bytes(hashlib.sha256(f"rospr-tune/{settings.seed}/{pid}".encode()).digest()[:4], "big")
+    return derive_seed("rospr-tune", settings.seed, pid, bits=32)
 
 
 @contextlib.contextmanager

@@ -47,7 +47,6 @@ data and finds none cached); ``$ROSPR_DATA_OFFLINE=1`` refuses that with the fix
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -67,7 +66,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Literal, Protocol
 from urllib.parse import quote, urljoin, urlsplit
 
-from rospr.artifacts import sha256_file
+from rospr.canonical import digest_bytes, sha256_file
 from rospr.cachedirs import cache_path
 from rospr.store import ContentStore, StoreError, read_sealed
 from rospr_harness.tasks.base import TaskError
@@ -471,7 +470,7 @@ def hub_source(spec: str) -> FilesSource:
 
 def _check_digest(data: bytes, expected: str | None, where: str) -> None:
     if expected is not None:
-        got = hashlib.sha256(data).hexdigest()
+        got = digest_bytes(data)
         if got != expected:
             raise TaskError(f"{where}: sha256 {got}, the pinned release has {expected}; the server sent other bytes")
 
@@ -626,7 +625,7 @@ def fetch(what: "str | DataSet", cache_dir: Path | None = None, *, force: bool =
         differ = []
         for rel, data in [*found.files.items(), *found.extras.items()]:
             expected = ds.files.get(rel) or ds.extras.get(rel)
-            digest = hashlib.sha256(data).hexdigest()
+            digest = digest_bytes(data)
             if digest == expected:
                 got[rel] = (data, source.label)
             elif allow_modified and rel in ds.files:
@@ -775,7 +774,7 @@ def check_file(what: str, rel: str, data: bytes, where: str, allow_modified: boo
     expected = data_set(what).files.get(rel)
     if expected is None:
         return
-    digest = hashlib.sha256(data).hexdigest()
+    digest = digest_bytes(data)
     if digest == expected:
         return
     if allow_modified:

@@ -26,7 +26,6 @@ code changes the source key and brings back the full check.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +38,7 @@ from rospr_harness.method.tune_pool import trainer
 from rospr_harness.tasks import expand, get_task
 from rospr_harness.tasks.base import DataSettings, TaskError
 from rospr.artifacts import ArtifactError, FileDigests, default_memo
-from rospr.canonical import digest_json
+from rospr.canonical import digest_chunks, digest_json
 from rospr.errors import SettingError
 from rospr.identity import retriever_identity
 from rospr.library import (Library, LibraryEntry, build_key, build_library, key_texts, library_source_key,
@@ -85,11 +84,13 @@ def render_code() -> str:
     tasks = Path(tasks_pkg.__file__).parent
     files = [*sorted(tasks.glob("*.py")), tasks.parent / "data" / "datasets.yaml", Path(rospr.data.__file__),
              Path(rospr.tuning.__file__)]
-    h = hashlib.sha256(f"jinja2 {jinja2.__version__}".encode())
-    for f in files:
-        h.update(f"\0{f.name}\0".encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
+    def chunks():  # one file in memory at a time
+        yield f"jinja2 {jinja2.__version__}"
+        for f in files:
+            yield f"\0{f.name}\0"
+            yield f.read_bytes()
+
+    return digest_chunks(chunks())
 
 
 @dataclass

@@ -10,7 +10,6 @@ the whole benchmark.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import re
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from rospr_harness.config import DataConfig, RunConfig
 from rospr_harness.results import UnitResult
 from rospr_harness.tasks import expand, get_task, group_names
 from rospr_harness.tasks.base import DataSettings, Task, TaskError
+from rospr.canonical import sha256_text
 from rospr.data import UnitData
 from rospr.selection import Method
 
@@ -90,7 +90,7 @@ def scorable(data: UnitData) -> UnitData:
     log.warning("%s / %s: %d of %d rows skipped: their answer choices render to the same text (row %d: %s); "
                 "fix the template's answer_choices", data.task, data.prompt, dropped, len(data.examples),
                 first.index, list(first.choices))
-    digest = hashlib.sha256(f"{data.content_hash}\x00distinct-choices".encode()).hexdigest() if data.content_hash else ""
+    digest = sha256_text(f"{data.content_hash}\x00distinct-choices") if data.content_hash else ""
     return dataclasses.replace(data, examples=keep, skipped=data.skipped + dropped, skip_reasons=reasons,
                                content_hash=digest)
 
@@ -172,4 +172,4 @@ def unit_slug(task: str, prompt: str, method: str) -> str:
     """A file name for a unit: readable, and unique through a short hash of the exact names."""
     key = f"{task}\x00{prompt}\x00{method}"
     clean = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{task}__{prompt}")[:100].strip("_")
-    return f"{clean}__{method}__{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+    return f"{clean}__{method}__{sha256_text(key)[:8]}"

@@ -47,7 +47,6 @@ keys that differ.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -72,6 +71,7 @@ from rospr_harness.results import (
     write_results,
 )
 from rospr.artifacts import FileRef, atomic_link_or_write
+from rospr.canonical import digest_bytes
 from rospr.errors import RosprError
 from rospr.store import FolderSwap
 
@@ -280,7 +280,7 @@ class RunDirectory:
         own = records_path(unit.task, unit.prompt, unit.method)
         figures = unit_figures(parse_records(data, own), own, self.key(unit))
         figures.known_spread(known)
-        unit = unit.model_copy(update={"sha256": hashlib.sha256(data).hexdigest(), "records": own,
+        unit = unit.model_copy(update={"sha256": digest_bytes(data), "records": own,
                                        **figures.fields()})
         # The folder must stay inside; the file itself is replaced by a rename, which never follows a link.
         confined(self.root, str(Path(own).parent), f"unit {unit.task} / {unit.prompt} / {unit.method}: records")

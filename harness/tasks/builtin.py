@@ -23,7 +23,6 @@ and 64), generated from different seeds derived from ``seed``, the task and the 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import Callable
 from rospr_harness.tasks.base import SplitStatus, TaskError
 from rospr_harness.tasks.common import content_hash
 from rospr_harness.tasks.templates import Template, find_template
+from rospr.canonical import derive_seed
 from rospr.data import UnitData
 
 log = logging.getLogger(__name__)
@@ -196,8 +196,7 @@ BUILTIN: dict[str, BuiltinSpec] = {
 
 
 def _seed(seed: int, task: str, split: str) -> int:
-    digest = hashlib.sha256(f"rospr-builtin/{seed}/{task}/{split}".encode()).digest()
-    return int.from_bytes(digest[:8], "big")
+    return derive_seed("rospr-builtin", seed, task, split)
 
 
 def generate_rows(spec: BuiltinSpec, split: str, n: int, seed: int = DEFAULT_SEED) -> list[dict]:

@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from rospr_harness.tasks.base import TaskError
 from rospr.artifacts import json_document, json_lines
-from rospr.canonical import row_text
+from rospr.canonical import digest_chunks, row_text
 
 log = logging.getLogger(__name__)
 
 
 def content_hash(template_text: str, rows: Iterable[Mapping[str, Any] | Any]) -> str:
     """sha256 (hex) over ``template_text`` and the JSON text (``rospr.canonical.row_text``) of every row, in order."""
-    h = hashlib.sha256()
-    h.update(template_text.encode("utf-8"))
-    for row in rows:
-        h.update(b"\n")
-        h.update(row_text(row).encode("utf-8"))
-    return h.hexdigest()
+    def chunks():  # streamed: a long row list is never joined in memory
+        yield template_text
+        for row in rows:
+            yield "\n"
+            yield row_text(row)
+
+    return digest_chunks(chunks())
 
 
 def read_rows(path: Path) -> list[dict]:

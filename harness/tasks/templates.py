@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import hashlib
 import logging
 import random
 import re
@@ -48,7 +47,7 @@ from jinja2.compiler import CodeGenerator
 from jinja2.sandbox import SandboxedEnvironment
 
 from rospr_harness.tasks.base import TaskError
-from rospr.canonical import row_text
+from rospr.canonical import derive_seed, row_text
 from rospr.data import Example
 
 log = logging.getLogger(__name__)
@@ -523,8 +522,7 @@ def _unprotect(text: str) -> str:
 
 
 def _row_seed(template_id: str, row: Mapping[str, Any]) -> int:
-    digest = hashlib.sha256(f"{template_id}\n{row_text(dict(row))}".encode()).digest()
-    return int.from_bytes(digest[:8], "big")
+    return derive_seed(template_id, row_text(dict(row)), sep="\n")
 
 
 # --------------------------------------------------------------------------------------------

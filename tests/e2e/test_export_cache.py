@@ -23,7 +23,7 @@ import rospr.artifacts as digests  # FileDigests, RACY_S, stat_key
 from rospr_export.manifest import verify_export
 from rospr_export.validate import scorer_check_inputs
 from rospr_harness.cli import app
-from rospr_harness.results import read_results
+from rospr_harness.schema import read_results
 
 TASKS = [{"name": "builtin/animals", "limit": 10, "prompts": ["mentions_animal", "is_there_animal"]},
          {"name": "builtin/sentiment", "limit": 8}]
@@ -50,7 +50,7 @@ def scorer_folder(cache: Path) -> Path:
 
 def graph_sha256(folder: Path) -> str:
     """The graph's content hash as the unit-cache key should carry it, from the file bytes."""
-    return hashlib.sha256(json.dumps({"t0_scorer.onnx": sha(folder / "t0_scorer.onnx")}, sort_keys=True)
+    return hashlib.sha256(json.dumps({"t0_scorer.onnx": sha(folder / "t0_scorer.onnx")}, separators=(",", ":"))
                           .encode()).hexdigest()
 
 

@@ -24,6 +24,18 @@ from pathlib import Path
 WHOLE_PROCESS_TIMEOUT_S = 900
 
 
+# -- a config of two built-in tasks ---------------------------------------------------------------------
+TWO_TASKS = {"tasks": [{"name": "builtin/sentiment", "limit": 4},
+                       {"name": "builtin/topic", "limit": 4, "prompts": ["topic_label", "section"]}]}
+
+
+def two_task_config(*overrides: str, **tree):
+    """The config of ``TWO_TASKS`` with ``--set`` style ``overrides`` and top-level ``tree`` keys."""
+    from rospr_harness.config import load_config
+
+    return load_config(None, list(overrides), tree={**TWO_TASKS, **tree})
+
+
 # -- a small RoSPr run ----------------------------------------------------------------------------------
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from rospr_harness.config import load_config
 from rospr_harness.runner import run as run_config
-from test_plan_command import paper_setup, plan_json  # noqa: F401  the fixture and the plan's JSON
+from unit.harness.cli.test_run_plan import paper_setup, plan_json  # noqa: F401  the fixture and the plan's JSON
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from helpers import WHOLE_PROCESS_TIMEOUT_S
-from test_ray_session import _loopback
+from unit.harness.test_ray_session import _loopback
 
 REPO = Path(__file__).resolve().parents[2]
 TESTS = Path(__file__).resolve().parents[1]  # helpers.py, which the script imports

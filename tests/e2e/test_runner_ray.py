@@ -9,7 +9,7 @@ rescored a unit with PyTorch); here every other executor must reproduce it unit 
 from __future__ import annotations
 
 import pytest
-from test_runner import assert_same_run, reference  # noqa: F401  (reference: the module's fixture)
+from unit.harness.test_runner import assert_same_run, reference  # noqa: F401  (reference: the module's fixture)
 
 from rospr_harness.runner import run
 

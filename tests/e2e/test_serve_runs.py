@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from helpers import descendants, served_repo
-from test_triton import _children, _metrics, _run_tree, repo  # noqa: F401  (repo: that module's fixture)
+from unit.harness.backends.test_triton_backend import _children, _metrics, _run_tree, repo  # noqa: F401  (repo: that module's fixture)
 
 from rospr_harness.backends import BackendUnavailable
 from rospr_harness.config import load_config

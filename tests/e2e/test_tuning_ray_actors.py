@@ -8,7 +8,7 @@ import numpy as np
 
 from rospr.tuning import in_process, tune_bank
 from rospr_harness.method.tune_pool import ray_pool
-from test_tuning import SMALL, _jobs
+from unit.rospr.test_tuning import SMALL, _jobs
 
 
 def test_ray_actors_give_the_same_prompts(tiny_backbone, tiny_model_dir, tmp_path, ray_cluster):

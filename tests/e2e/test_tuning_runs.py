@@ -60,7 +60,7 @@ from rospr_harness.ray_session import ray_started
 from rospr_harness.method.tune_pool import ray_pool, start_actors
 from rospr.backbone import load_backbone
 from rospr.tuning import TuneSettings, in_process, tune_bank
-from tests.test_tuning import _jobs
+from unit.rospr.test_tuning import _jobs
 
 model_dir, bank = sys.argv[1], sys.argv[2]
 settings = TuneSettings(prompt_length=4, steps=3, batch_size=8, device="cpu")  # no CUDA: logical GPUs only

@@ -12,6 +12,7 @@ from safetensors.numpy import save_file
 
 from rospr.artifacts import ArtifactError, seal, sha256_file
 from rospr.softprompt import PromptBank, SoftPrompt, mix
+from helpers import REPO
 
 BACKBONE = {"name": "tiny", "config_hash": "abc123", "d_model": 8, "vocab_size": 100, "n_parameters": 1234,
             "weights": "0123456789abcdef"}
@@ -102,7 +103,7 @@ def test_mix_is_the_weighted_sum():
 
 
 def test_no_pickle_in_the_method():
-    root = Path(__file__).resolve().parents[1] / "rospr"
+    root = REPO / "rospr"
     for path in root.glob("*.py"):
         text = path.read_text()
         for banned in ("import pickle", "torch.save", "allow_pickle=True", "np.save("):

@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import REPO
 
 from rospr_harness.procs import (OWNER_FILE, ManagedProcess, cmdline, group_members, make_workdir, process_alive,
                                  reap_stale, same_process, start_time, sweep_workdirs)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux /proc")
-REPO = Path(__file__).resolve().parents[1]
 SLEEP = "import time; time.sleep(600)"
 # a child that ignores SIGTERM: only SIGKILL ends it
 STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(600)"

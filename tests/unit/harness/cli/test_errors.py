@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from helpers import cli, error_line, snapshot
+from helpers import REPO, cli, error_line, snapshot
 
 TASK = "builtin/animals"
 # a short torch run: four rows of one built-in task
@@ -306,7 +306,7 @@ def test_unexpected_error_is_one_line_too(config_file, tmp_path, monkeypatch):
 
 def test_console_entry_point_prints_one_line_without_traceback(config_file, tmp_path):
     """The installed command (not the test runner's in-process call) behaves the same."""
-    repo = Path(__file__).resolve().parents[1]
+    repo = REPO
     proc = subprocess.run([sys.executable, "-m", "rospr_harness.cli", "run", str(config_file(model="./nowhere")),
                            "--out", str(tmp_path / "r")], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(repo)})

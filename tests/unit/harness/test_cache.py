@@ -15,6 +15,12 @@ from rospr_harness.config import load_config
 from rospr_harness.results import Statistics, UnitFigures, read_results
 from rospr_harness.runner import run
 from rospr.artifacts import FileRef, atomic_link_or_write, read_file_ref
+import hashlib
+import json
+from dataclasses import asdict
+from rospr_harness.cache import CACHE_FORMAT, CACHE_VERSION, cache_root, key_parts, unit_key
+from rospr.scoring import Convention
+from rospr.selection import T0, Method
 
 
 def cached_config(run_config, cache: Path):
@@ -131,3 +137,36 @@ def test_read_file_ref_refuses_a_link_and_a_replaced_source_is_written_not_linke
     assert not atomic_link_or_write(tmp_path / "b", data, ref)
     assert (tmp_path / "b").read_bytes() == b"one\n" and (tmp_path / "b").stat().st_ino != src.stat().st_ino
     assert not atomic_link_or_write(tmp_path / "c", b"three\n", None) and (tmp_path / "c").read_bytes() == b"three\n"
+
+
+# -- the unit-cache key and root, against hand-written references --------------------------------------
+def test_cache_key_is_composed_as_documented():
+    scorer = {"backend": "onnxruntime", "identity": {"name": "m"}, "weights": None}
+    rospr = {"library": "L", "bank": "B", "queries": 32}
+    conv = Convention()
+    by_hand = {"model": scorer, "task": "rte", "prompt": "p", "data": "D",
+               "convention": {"input_eos": False, "choice_eos": True, "length_normalize": False,
+                              "max_input_tokens": 1024, "max_choice_tokens": 256},
+               "method": "rospr+var", "rospr": rospr}
+    parts = key_parts(scorer, "rte", "p", "D", conv, Method(var=True), rospr)
+    assert parts == by_hand
+    text = json.dumps({"format": CACHE_FORMAT, "version": CACHE_VERSION, **by_hand}, sort_keys=True,
+                      separators=(",", ":"), ensure_ascii=False)
+    assert unit_key(parts) == hashlib.sha256(text.encode("utf-8")).hexdigest()
+    # t0 carries no retrieval part (and does not need one); a RoSPr method without it is refused
+    t0 = key_parts(scorer, "rte", "p", "D", conv, T0, None)
+    assert "rospr" not in t0 and t0["method"] == "t0"
+    with pytest.raises(ValueError, match="rospr_part"):
+        key_parts(scorer, "rte", "p", "D", conv, Method(), None)
+    assert asdict(conv) == by_hand["convention"]
+
+
+def test_cache_roots(monkeypatch, tmp_path):
+    monkeypatch.delenv("ROSPR_UNIT_CACHE", raising=False)
+    monkeypatch.setenv("ROSPR_ONNX_CACHE", str(tmp_path / "onnx"))
+    monkeypatch.setenv("ROSPR_HOME", str(tmp_path / "home"))
+    assert cache_root("units") == tmp_path / "home" / "units"
+    assert cache_root("onnx") == tmp_path / "onnx"
+    assert cache_root("units", tmp_path / "u") == tmp_path / "u"
+    with pytest.raises(KeyError, match="units or onnx"):
+        cache_root("data")

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from rospr_bench import bench_gpu, gpu_check
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture

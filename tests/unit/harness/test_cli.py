@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from rospr_harness.cli import app
 from rospr.errors import RosprError
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 PACKAGES = {"harness": "rospr_harness", "rospr": "rospr", "export": "rospr_export", "benchmarks": "rospr_bench"}
 COMMANDS = ["run", "plan", "tiny", "tasks", "schema", "verify", "compare", "export", "export-env", "serve", "tune", "bench",
             "data", "data status", "data synth", "data check-hub", "data fetch", "bank", "bank import-peft",

@@ -12,8 +12,7 @@ import pytest
 
 from rospr_harness.config import load_config
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_identity import perturbed_copy  # noqa: E402
+from unit.rospr.test_identity import perturbed_copy  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +68,7 @@ def test_plan_refuses_a_library_of_another_retriever_as_the_run_does(tiny_model_
     from rospr.identity import retriever_identity
     from rospr.library import LibraryEntry, build_library
     from rospr.softprompt import PromptBank
-    from test_identity import HashEmbedder, WordIds
+    from unit.rospr.test_identity import HashEmbedder, WordIds
 
     monkeypatch.setenv("ROSPR_HOME", str(tmp_path / "home"))
     model_b = perturbed_copy(tiny_model_dir, tmp_path / "tiny-b")

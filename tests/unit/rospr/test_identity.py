@@ -22,8 +22,8 @@ import pytest
 from rospr.artifacts import ArtifactError, seal
 from rospr.identity import config_digest, retriever_identity, weights_digest
 from rospr.softprompt import BANK_FORMAT, PromptBank, SoftPrompt, rekey
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def perturbed_copy(src: Path, out: Path, scale: float = 1e-2, seed: int = 1) -> Path:
@@ -319,4 +319,4 @@ def test_an_unsealed_export_in_the_cache_is_exported_again(exports, tiny_model_d
     with caplog.at_level(logging.WARNING):
         ensure_export(tiny_model_dir, None, "float32", cache)
     assert "manifest_hash" in find_manifest(target)
-    assert any("before rospr sealed export manifests" in r.getMessage() for r in caplog.records)
+    assert any("before rospr sealed its manifests" in r.getMessage() for r in caplog.records)

@@ -16,8 +16,9 @@ from jinja2 import nodes
 from rospr_harness.tasks import catalog
 from rospr_harness.tasks.base import TaskError
 from rospr_harness.tasks.templates import ENV, load_templates_file
+from helpers import REPO
 
-DATA = Path(__file__).parent / "data"
+DATA = REPO / "tests" / "data"
 TABLE = Path(catalog.__file__).parents[1] / "data" / "datasets.yaml"
 
 

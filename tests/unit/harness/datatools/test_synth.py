@@ -11,6 +11,7 @@ from rospr_harness.tasks import catalog
 from rospr_harness.tasks.base import TaskError
 from rospr_harness.datatools.synth import splits_to_write, synth_rows, write_rows
 from rospr_harness.tasks.templates import load_templates_file
+from helpers import REPO
 
 N = 6  # rows per split: enough for every class of the largest template-branching label (TREC: 6)
 
@@ -149,7 +150,7 @@ def test_trec_rows_from_synth_local_files_and_a_hub_snapshot_meet_in_one_schema(
     assert local == expected
 
     # the export's features, written out independently (datasets/trec/dataset_infos.json, 2.0.0)
-    export = json.loads((Path(__file__).parent / "data" / "trec_export_classes.json").read_text(encoding="utf-8"))
+    export = json.loads((REPO / "tests" / "data" / "trec_export_classes.json").read_text(encoding="utf-8"))
     TREC_EXPORT_COARSE, TREC_EXPORT_FINE = export["coarse_label"], export["fine_label"]
 
     features = datasets.Features({

@@ -28,6 +28,9 @@ from rospr_harness.cli import app
 from rospr_harness.config import load_config
 from rospr_harness.results import read_results
 from rospr_harness.runner import run
+from helpers import two_task_config
+from rospr_harness.runner.plan import plan_run
+from rospr_harness.runner.rundir import ResumeError, check_resumable, open_run
 
 TASKS = [{"name": "builtin/animals", "limit": 10, "prompts": ["mentions_animal", "is_there_animal"]},
          {"name": "builtin/fruit_choice", "limit": 8}]
@@ -340,3 +343,12 @@ def test_a_task_without_rows_is_an_empty_plan_refused_before_the_earlier_run_is_
     r = CliRunner().invoke(app, ["run", str(empty), "--out", str(out)])
     one_line_error(r, "toy has no rows", "validation.jsonl")
     assert snapshot(out) == before
+
+
+# -- opening a run directory ------------------------------------------------------------------------
+def test_run_directory_opens_fresh_and_refuses_to_resume_nothing(tmp_path):
+    c = two_task_config()
+    with pytest.raises(ResumeError, match="holds no run to resume"):
+        check_resumable(tmp_path / "none")
+    rundir, kept = open_run(tmp_path / "fresh", c, plan_run(c).order, resume=False)
+    assert kept == 0 and rundir.root == tmp_path / "fresh" and not rundir.staged and rundir.units == {}

@@ -8,6 +8,9 @@ import pytest
 
 from rospr_harness.config import ConfigError, load_config
 from helpers import cli
+from helpers import two_task_config
+from rospr.scoring import Convention
+from rospr.selection import T0, Method
 
 
 @pytest.mark.parametrize("tasks, path", [
@@ -58,3 +61,40 @@ def test_work_sized_settings_have_an_upper_bound(run_config, key):
 def test_a_boolean_is_not_a_number(run_config, value):
     with pytest.raises(ConfigError, match="is a boolean, not a number"):
         load_config(None, [f"tasks.0.limit={value}"], tree=run_config.tree())
+
+
+# -- settings defined once, the method parsed once ----------------------------------------------------
+def test_settings_defaults_are_the_papers():
+    c = two_task_config()
+    # docs/method.md: P=100, Adafactor lr 0.3 (Lester et al.); T0 convention; exact inner product
+    assert (c.rospr.tune.prompt_length, c.rospr.tune.optimizer, c.rospr.tune.lr) == (100, "adafactor", 0.3)
+    assert (c.scoring.input_eos, c.scoring.choice_eos, c.scoring.length_normalize) == (False, True, False)
+    assert c.rospr.index.type == "flat" and c.method == [T0]
+    # the config section hands the method its own settings object, field for field
+    assert c.scoring.convention() == Convention(input_eos=False, choice_eos=True, length_normalize=False,
+                                                max_input_tokens=1024, max_choice_tokens=256)
+    tuned = two_task_config("rospr.tune.steps=7", "rospr.tune.threads=2").rospr.tune.settings()
+    assert (tuned.steps, tuned.threads, tuned.batch_size) == (7, 2, 32)
+
+
+@pytest.mark.parametrize("override, words", [
+    ("rospr.tune.steps=0", ["rospr.tune", "tune.steps must be >= 1"]),
+    ("rospr.tune.optimizer=sgd", ["rospr.tune.optimizer"]),
+    ("scoring.max_input_tokens=0", ["scoring", "max_input_tokens"]),
+    ("rospr.index.hnsw_m=1", ["rospr.index", "hnsw_m"]),
+    ("rospr.index.nlsit=4", ["rospr.index.nlsit", "unknown key", "'nlist'"]),
+    ("scoring.batch_size=0", ["scoring.batch_size"]),
+    ("method=[t0, rospr+magic]", ["method.1", "'rospr+magic' is not one of"]),
+    ("method=[rospr, rospr]", ["method", "listed twice"]),
+])
+def test_bad_values_are_refused_naming_the_key(override, words):
+    with pytest.raises(ConfigError) as err:
+        two_task_config(override)
+    for w in words:
+        assert w in str(err.value), (w, str(err.value))
+
+
+def test_methods_are_values_and_dump_as_their_names():
+    c = two_task_config("method=[rospr+var+inter, t0]")
+    assert c.method == [Method(var=True, inter=True), Method(retrieve=False)]
+    assert c.model_dump(mode="json")["method"] == ["rospr+var+inter", "t0"]

@@ -11,9 +11,8 @@ import pytest
 
 from rospr_harness.config import RayConfig
 from rospr_harness.ray_session import _join_kwargs, cluster_address, local_init_kwargs, run_ray
-from helpers import proc_address
+from helpers import REPO, proc_address
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture

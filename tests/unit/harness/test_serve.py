@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import cli, dead_pid, error_line
+from helpers import REPO, cli, dead_pid, error_line
 
 pytestmark = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc")
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _fake_repo(tmp_path: Path) -> Path:

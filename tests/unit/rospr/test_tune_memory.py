@@ -8,7 +8,8 @@ import pytest
 
 from rospr.tune_memory import (RESERVE, T0_3B, BackboneShape, largest_micro_batch, memory_table,
                                tuning_memory)
-from tests.test_tuning import _kept_for_backward
+from unit.rospr.test_tuning import _kept_for_backward
+from helpers import REPO
 
 # D=4, d_ff=8, 2 heads of 2, one layer each side, vocabulary 10; P=1 + 3 input tokens (L=4), T=2, float32
 MICRO = BackboneShape(d_model=4, d_ff=8, num_heads=2, d_kv=2, encoder_layers=1, decoder_layers=1, vocab_size=10)
@@ -66,7 +67,7 @@ def test_kept_bytes_match_what_autograd_keeps(tiny_model_dir, monkeypatch, dtype
 def test_the_tuning_guide_table_is_this_arithmetic():
     from pathlib import Path
 
-    guide = (Path(__file__).resolve().parents[1] / "docs" / "tuning.md").read_text()
+    guide = (REPO / "docs" / "tuning.md").read_text()
     assert memory_table() in guide
 
 

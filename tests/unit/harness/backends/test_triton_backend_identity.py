@@ -20,8 +20,7 @@ import pytest
 from rospr_harness.backends.triton_backend import ServedModelMismatch, check_served_source
 from rospr.identity import config_digest, weights_digest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_identity import perturbed_copy  # noqa: E402
+from unit.rospr.test_identity import perturbed_copy  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +63,7 @@ def test_a_served_model_that_records_no_source_is_refused(tiny_model_dir, raw):
 
 
 def test_the_repository_records_the_export_source(tiny_model_dir, tmp_path_factory):
-    from test_triton import build_repo
+    from unit.harness.backends.test_triton_backend import build_repo
 
     repo = build_repo(tiny_model_dir, tmp_path_factory, "repo-source")
     want = source_of(tiny_model_dir)
@@ -81,7 +80,7 @@ def test_the_repository_records_the_export_source(tiny_model_dir, tmp_path_facto
 def served_a(tiny_model_dir, tmp_path_factory, stop_soon):
     pytest.importorskip("tritonclient.grpc")
     from rospr_harness.serve import ServerError, TritonServer
-    from test_triton import build_repo
+    from unit.harness.backends.test_triton_backend import build_repo
 
     repo = build_repo(tiny_model_dir, tmp_path_factory, "repo-a")
     try:

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from rospr_harness.tasks.base import DataSettings, TaskError
 from rospr_harness.tasks.hub_check import check_hub
+from helpers import REPO
 
 SHA = "b3d5f4a2c1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6"
 
@@ -47,7 +48,7 @@ def _tree(folder, splits):
 
 
 # CogComp/trec: the version 2.0.0 script's card (huggingface/datasets datasets/trec, dataset_info)
-_EXPORT = json.loads((Path(__file__).parent / "data" / "trec_export_classes.json").read_text(encoding="utf-8"))
+_EXPORT = json.loads((REPO / "tests" / "data" / "trec_export_classes.json").read_text(encoding="utf-8"))
 TREC_EXPORT_COARSE, TREC_EXPORT_FINE = _EXPORT["coarse_label"], _EXPORT["fine_label"]
 
 TREC_CARD = {

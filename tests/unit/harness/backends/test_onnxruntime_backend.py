@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import scoring_examples
+from helpers import REPO, scoring_examples
 
 from rospr_harness.backends import create_backend
 from rospr_harness.backends.torch_backend import TorchScorer
@@ -18,7 +18,6 @@ from rospr_harness.config import load_config
 from rospr.data import Example
 from rospr.scoring import Convention, collate, encode_examples, rank_classify, score_encoded
 
-REPO = Path(__file__).resolve().parents[1]
 
 EXAMPLES = [*scoring_examples(), Example("t", "p", 6, "red", ("a",))]  # and a one-choice input
 

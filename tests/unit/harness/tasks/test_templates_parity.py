@@ -41,8 +41,9 @@ import pytest
 from rospr_harness.datatools import fetch as fetching
 from rospr_harness.tasks.base import TaskError
 from rospr_harness.tasks.templates import _row_seed, load_templates
+from helpers import REPO
 
-TESTS = Path(__file__).resolve().parent
+TESTS = REPO / "tests"
 
 HELDOUT_FOLDERS = (
     "anli", "super_glue/cb", "super_glue/rte", "super_glue/wsc.fixed", "super_glue/copa", "super_glue/wic",

@@ -23,11 +23,10 @@ from rospr.artifacts import seal
 from rospr.retriever import TorchEmbedder, embed_texts, load_encoder
 from rospr.scoring import Convention, encode_examples, score_encoded
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_onnxruntime_backend import EXAMPLES, assert_parity, prompt_cases  # noqa: E402
+from unit.harness.backends.test_onnxruntime_backend import EXAMPLES, assert_parity, prompt_cases  # noqa: E402
+from helpers import REPO
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
 
 
 def build_repo(model_dir, tmp_path_factory, name: str, prompt_dtype: str | None = None) -> Path:

@@ -28,8 +28,8 @@ import pytest
 from rospr_harness.datatools import fetch as fetching
 from rospr_harness.datatools.fetch import DataSet
 from rospr_harness.tasks.base import TaskError
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 # A toy data set in the layout of BIG-bench's tasks: a task, a task with a subtask, unicode.
 TOY_FILES = {

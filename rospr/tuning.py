@@ -68,6 +68,9 @@ class TuneSettings:
         "help": "examples per forward/backward, gradients accumulated over the batch; null: the whole batch"})
     gradient_checkpointing: bool = field(default=False, metadata={
         "help": "recompute the frozen backbone's activations in backward (less memory, ~1/3 more compute)"})
+    group_by_length: bool = field(default=False, metadata={
+        "help": "batches of rows of similar input length (each padded to its own longest): less padding, "
+                "other rows share a step"})
 
     def __post_init__(self) -> None:
         for name, top in _UPPER.items():
@@ -100,13 +103,16 @@ class TuneSettings:
         only: accumulation and recomputation give the same prompt, tests/test_tuning.py), and
         ``device`` (float32 on a GPU differs from the CPU by reduction order only, ~1e-6: a bank moved
         between machines is reused, not retrained). ``dtype`` changes the numbers and is kept, except
-        at float32, so that banks tuned before it existed keep their keys.
+        at float32, so that banks tuned before it existed keep their keys; ``group_by_length`` (which
+        rows share a step) likewise, except when off.
         """
         fields = asdict(self)
         for speed_only in ("threads", "device", "micro_batch_size", "gradient_checkpointing"):
             fields.pop(speed_only)
         if fields["dtype"] == "float32":
             fields.pop("dtype")
+        if not fields["group_by_length"]:
+            fields.pop("group_by_length")
         return fields
 
     @property
@@ -270,6 +276,43 @@ def _encode_pairs(tokenizer, examples: Sequence[Example], settings: TuneSettings
     return pairs
 
 
+MEGA_BATCHES = 50  # batches per mega-batch sorted by length, as transformers' LengthGroupedSampler
+
+
+def step_batches(pairs: Sequence[tuple[list[int], list[int]]], settings: TuneSettings,
+                 seed: int) -> Iterator[list[int]]:
+    """The rows (indices into ``pairs``) of every training step, endlessly, drawn with ``seed``.
+
+    Off ``group_by_length``: epochs of shuffled rows, one after the other, ``batch_size`` rows a
+    step (a step may span two epochs). On: each epoch is ``length_grouped_epoch``'s batches, one a
+    step (the epoch's last may be smaller)."""
+    rng = np.random.default_rng(seed)
+    if settings.group_by_length:
+        lengths = [len(i) for i, _t in pairs]  # the input is what a batch pads (the decoder runs packed)
+        while True:
+            yield from length_grouped_epoch(lengths, settings.batch_size, rng)
+    order: list[int] = []
+    while True:
+        if len(order) < settings.batch_size:
+            order += rng.permutation(len(pairs)).tolist()  # epochs of shuffled examples
+        idx, order = order[: settings.batch_size], order[settings.batch_size:]
+        yield idx
+
+
+def length_grouped_epoch(lengths: Sequence[int], batch_size: int, rng: np.random.Generator) -> list[list[int]]:
+    """One epoch of batches of similar length, every row exactly once: the rows shuffled, cut into
+    mega-batches of ``MEGA_BATCHES`` batches, each sorted by length (longest first, stable) and cut
+    into batches of ``batch_size``, then the batches' order shuffled (transformers' ``group_by_length``,
+    with the batch order shuffled too). Only the last mega-batch's last batch may be smaller."""
+    perm = rng.permutation(len(lengths)).tolist()
+    mega = batch_size * MEGA_BATCHES
+    batches = []
+    for start in range(0, len(perm), mega):
+        rows = sorted(perm[start: start + mega], key=lambda i: -lengths[i])
+        batches += [rows[k: k + batch_size] for k in range(0, len(rows), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 def _batch(pairs, idx, pad: int):
     import torch
 
@@ -370,14 +413,11 @@ def tune_prompt(model, tokenizer, examples: Sequence[Example], settings: TuneSet
     pad = tokenizer.pad_token_id or 0
     prompt = torch.nn.Parameter(init_prompt(model, settings, seed).to(device))  # float32 master copy
     opt = _optimizer(prompt, settings)
-    rng = np.random.default_rng(seed)
-    order: list[int] = []
+    batches = step_batches(pairs, settings, seed)
     losses: list[float] = []
     m = settings.micro_batch
     for step in range(settings.steps):
-        if len(order) < settings.batch_size:
-            order += rng.permutation(len(pairs)).tolist()  # epochs of shuffled examples
-        idx, order = order[: settings.batch_size], order[settings.batch_size:]
+        idx = next(batches)
         n_tokens = sum(len(pairs[i][1]) for i in idx)  # the batch's target tokens: one normaliser for all slices
         opt.zero_grad(set_to_none=True)
         total = torch.zeros((), dtype=torch.float32, device=device)
@@ -493,6 +533,5 @@ def tune_bank(
             on_done(saved, False)
 
     if todo:
-        train(todo, save)
-        bank.compact()  # the journal of this tuning folded into the manifest (an interrupted one keeps it)
+        train(todo, save)  # each prompt published on its own: an interrupted tuning keeps every one it finished
     return PromptBank.load(bank_dir, backbone, ids=[job.id for job in jobs])

@@ -36,6 +36,9 @@ class Convention:
     def __post_init__(self) -> None:
         if self.max_input_tokens < 1 or self.max_choice_tokens < 1:
             raise SettingError("scoring.max_input_tokens and scoring.max_choice_tokens must be >= 1")
+        if self.choice_eos and self.max_choice_tokens < 2:  # every choice would be EOS alone: all tied
+            raise SettingError("scoring.max_choice_tokens must be >= 2 with scoring.choice_eos=true (one token "
+                               "of the choice besides its EOS); raise it")
 
 
 @dataclass
@@ -101,7 +104,9 @@ class Scorer(Protocol):
 
 
 def encode_examples(tokenizer, examples: Sequence[Example], convention: Convention) -> list[EncodedExample]:
-    """Tokenise inputs and choices under ``convention``. Refuses a choice that tokenises to nothing."""
+    """Tokenise inputs and choices under ``convention``. Refuses (``SettingError`` naming the example) a
+    choice with no token of its own (``""``, blanks): it would be scored as its EOS alone, or as
+    nothing, and so win or lose on the model's wish to stop, not on its text."""
     eos = tokenizer.eos_token_id
     texts = [ex.input_text for ex in examples]
     input_tok = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
@@ -120,13 +125,14 @@ def encode_examples(tokenizer, examples: Sequence[Example], convention: Conventi
         for choice in ex.choices:
             cids = list(choice_tok[k])[: convention.max_choice_tokens - int(convention.choice_eos)]
             k += 1
-            if convention.choice_eos:
-                cids.append(eos)
             if not cids:
                 raise SettingError(
-                    f"example {ex.task}/{ex.prompt}#{ex.index}: answer choice {choice!r} tokenises to "
-                    "nothing; set scoring.choice_eos=true or fix the template's answer_choices"
+                    f"task {ex.task}, prompt {ex.prompt}, example {ex.index}: answer choice {choice!r} has no "
+                    f"token of its own (it would be scored as {'its EOS alone' if convention.choice_eos else 'nothing'}"
+                    ", whatever the input says); fix the task's or template's answer choices, or drop the example"
                 )
+            if convention.choice_eos:
+                cids.append(eos)
             choices.append(cids)
         if not ids:
             ids = [eos]  # an empty input still needs one encoder position

@@ -31,6 +31,11 @@ Scoring: ``Example.target_scores`` holds every choice's score (several may be 1,
 without ``target_scores`` (generative only) are skipped and counted. Duplicated examples are kept
 (``index`` is the example's position).
 
+An answer choice (a key of ``target_scores``) must have text: ``""`` or blanks are refused
+(``TaskError`` naming the file and the example), since a choice with no token of its own is scored
+as its EOS alone and wins or loses on the model's wish to stop (``rospr.scoring.encode_examples``
+refuses it for every task).
+
 ``target_scores`` values must be JSON numbers: finite ints or floats within ``MAX_TARGET_SCORE``
 (1e6) of zero. Refused (``TaskError`` naming the file and ``examples[i].target_scores[choice]``):
 booleans (``true`` is not 1 here), strings (``"1"``), ``null``, lists or objects, ``NaN``/``Infinity``
@@ -465,6 +470,9 @@ class BigBenchTask:
                 f"choice -> score, got {type(scores).__name__}"
             )
         for choice, score in scores.items():
+            if not choice.strip():  # scored as EOS alone, it wins on the model's wish to stop, not on a text
+                raise TaskError(f"{part.where}: field '{field}.target_scores' has the empty answer choice {choice!r} "
+                                "(no text to score); give it its text or drop the example")
             if (isinstance(score, bool) or not isinstance(score, (int, float))
                     or not -MAX_TARGET_SCORE <= score <= MAX_TARGET_SCORE):  # NaN fails every comparison
                 big = isinstance(score, int) and abs(score) >= 10**30  # repr of 10**400: 401 digits

@@ -142,3 +142,32 @@ def test_token_budget_keeps_scores(setup):
         for a, b, e in zip(alone, score_encoded(scorer, enc, prompt, batch_size=32, max_tokens=budget), enc):
             np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
             assert rank_classify(a, e, Convention()) == rank_classify(b, e, Convention())
+
+
+@pytest.mark.parametrize("choice_eos", [True, False])
+@pytest.mark.parametrize("blank", ["", " ", "  \n"])
+def test_class_4_no_figure_hides_what_happened_a_choice_without_a_token_is_refused(tiny_backbone, blank, choice_eos):
+    """class 4: no figure hides what happened. A choice with no token of its own, from any task (a
+    template's answer choices too), would be scored as its EOS alone (or as nothing) and win or lose on the
+    model's wish to stop: refused, naming the task, prompt and example, under either EOS convention."""
+    from rospr.errors import SettingError
+
+    _, tokenizer, _ = tiny_backbone
+    ok = Example(task="t", prompt="p", index=0, input_text="a question", choices=("yes", "no"), target_text="yes")
+    bad = Example(task="mytask", prompt="my prompt", index=7, input_text="a question", choices=("yes", blank),
+                  target_text="yes")
+    assert tokenizer(blank, add_special_tokens=False)["input_ids"] == []  # the case: nothing of its own
+    encode_examples(tokenizer, [ok], Convention(choice_eos=choice_eos))
+    with pytest.raises(SettingError) as info:
+        encode_examples(tokenizer, [ok, bad], Convention(choice_eos=choice_eos))
+    msg = str(info.value)
+    assert "task mytask, prompt my prompt, example 7" in msg and repr(blank) in msg and "no token of its own" in msg
+
+
+def test_class_4_a_choice_cut_to_its_eos_alone_is_refused_as_a_setting():
+    """class 4: with choice EOS, ``max_choice_tokens=1`` would cut every choice to its EOS alone (all tied)."""
+    from rospr.errors import SettingError
+
+    with pytest.raises(SettingError, match="max_choice_tokens must be >= 2"):
+        Convention(max_choice_tokens=1)
+    assert Convention(max_choice_tokens=1, choice_eos=False).max_choice_tokens == 1

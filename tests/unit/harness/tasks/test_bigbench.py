@@ -747,3 +747,21 @@ def test_read_url_refuses_a_deadline_setting_that_is_not_a_positive_number(monke
         monkeypatch.setenv("ROSPR_NET_TIMEOUT", bad)
         with pytest.raises(TaskError, match="ROSPR_NET_TIMEOUT"):
             read_url("http://127.0.0.1:9/")
+
+
+@pytest.mark.parametrize("empty", ["", " ", "\n\t "])
+def test_class_4_no_figure_hides_what_happened_an_empty_answer_choice_is_refused(run_config, tmp_path, empty):
+    """class 4: no figure hides what happened. A choice with no text (``"": 1``) would be scored as its EOS
+    alone and win on the model's wish to stop (100%, exit 0): refused at load, in one line naming the file,
+    the example and the choice, before anything is written; in any position, as the correct one or not."""
+    path = write_task(tmp_path / "bb", "blank_choice", {"examples": [
+        {"input": "q", "target_scores": {"a": 1, "b": 0}},
+        {"input": "r", "target_scores": {"a": 0, empty: 1}}]})
+    with pytest.raises(TaskError) as info:
+        BigBenchTask("blank_choice", location=str(tmp_path / "bb")).load()
+    assert str(path) in str(info.value) and "examples[1].target_scores" in str(info.value)
+    assert f"empty answer choice {empty!r}" in str(info.value)
+    cfg = run_config.write(tmp_path / "c.yaml", data={"bigbench": str(tmp_path / "bb")}, tasks=["bigbench/blank_choice"])
+    r = cli("run", cfg, "--out", tmp_path / "run")
+    one_line_error(r, str(path), "examples[1].target_scores", "empty answer choice")
+    assert not (tmp_path / "run").exists()

@@ -28,6 +28,8 @@ from rospr_harness.tasks.base import DataSettings
 from rospr.canonical import digest_json
 from rospr.errors import RosprError
 from rospr.library import IndexSettings
+from rospr.parsing import BudgetLoader, read_text
+from rospr.parsing import load_yaml as parse_yaml
 from rospr.scoring import Convention
 from rospr.selection import METHODS, T0, Method
 from rospr.tuning import TuneSettings
@@ -419,32 +421,19 @@ def apply_overrides(tree: dict, overrides: list[str], source: str = "--set") -> 
     return tree
 
 
-class _ConfigLoader(yaml.SafeLoader):
-    """A safe loader for configs: plain data only (no dates, sets or binary, which JSON and the
-    config hash cannot carry) and each key once per mapping (YAML would keep the last silently)."""
+MAX_CONFIG_BYTES = 1 << 20  # a run's config is a few kilobytes; a larger file is not one
 
-    def construct_mapping(self, node, deep=False):
-        seen: dict[Any, Any] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if isinstance(key, typing.Hashable) and key in seen:
-                raise ConfigError(f"{_mark(key_node)}: key {key!r} is given twice in one mapping (first at line "
-                                  f"{seen[key].start_mark.line + 1}); keep one")
-            if isinstance(key, typing.Hashable):
-                seen[key] = key_node
-        return super().construct_mapping(node, deep=deep)
+
+class _ConfigLoader(BudgetLoader):
+    """The budgeted loader (``rospr.parsing``: each key once, bounded depth and alias expansion), for
+    plain data only: no dates, sets or binary, which JSON and the config hash cannot carry."""
 
 
 def _refuse(what: str, fix: str):
     def construct(loader, node):
         text = repr(node.value) if isinstance(node, yaml.ScalarNode) else "the value"
-        raise ConfigError(f"{_mark(node)}: {text} is read by YAML as {what}, which a config cannot hold; {fix}")
+        raise ConfigError(f"{loader.at(node)}: {text} is read by YAML as {what}, which a config cannot hold; {fix}")
     return construct
-
-
-def _mark(node) -> str:
-    name = node.start_mark.name
-    return name if name.startswith("--set") else f"{name}:{node.start_mark.line + 1}"  # a --set is one line
 
 
 _ConfigLoader.add_constructor("tag:yaml.org,2002:timestamp", _refuse("a date", "quote it to give a string"))
@@ -456,15 +445,10 @@ _ConfigLoader.add_constructor("tag:yaml.org,2002:pairs", _refuse("a list of pair
 
 def load_yaml(text: str, source: str) -> Any:
     """The data of a YAML text (``source`` names it in errors). Refuses (``ConfigError`` with the
-    line): malformed YAML, dates, sets, binary and a key given twice in one mapping."""
-    loader = _ConfigLoader(text)
-    loader.name = source
-    try:
-        return loader.get_single_data()
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
-    finally:
-        loader.dispose()
+    line): malformed YAML, dates, sets, binary, a key given twice in one mapping, and what
+    ``rospr.parsing`` bounds (nesting depth, alias expansion)."""
+    return parse_yaml(text, source, ConfigError, "fix the config", loader=_ConfigLoader,
+                      one_line=source.startswith("--set"))  # a --set is one line
 
 
 def _fields_at(loc: tuple, model: Any = None) -> list[str]:
@@ -532,13 +516,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, tre
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"{source}: no such config file")
-        raw = p.read_bytes()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            line = raw[:exc.start].count(b"\n") + 1
-            raise ConfigError(f"{source}:{line}: not UTF-8 text (byte "
-                              f"0x{raw[exc.start]:02x}); save the config as UTF-8") from None
+        text = read_text(p, ConfigError, "save the config as UTF-8", MAX_CONFIG_BYTES)
         tree = load_yaml(text, source) or {}
         if not isinstance(tree, dict):
             raise ConfigError(f"{source}: the top level must be a mapping of keys")

@@ -23,10 +23,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-import yaml
-
 from rospr_harness.tasks.base import TaskError
-from rospr_harness.tasks.templates import FAST_SAFE_LOADER
+from rospr.parsing import load_yaml, read_text
 
 log = logging.getLogger(__name__)
 
@@ -502,15 +500,12 @@ def parse_table(data: Any, source: str) -> Catalog:
 def load_table(path: str | Path) -> Catalog:
     """Read and validate a catalog YAML file (``TaskError`` naming the file for any fault)."""
     path = Path(path)
+    fix = "fix the dataset catalog"
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, TaskError, fix)
     except OSError as e:
         raise TaskError(f"{path}: cannot read the dataset catalog: {e}") from e
-    try:
-        data = yaml.load(text, Loader=FAST_SAFE_LOADER)  # noqa: S506 - a safe loader
-    except yaml.YAMLError as e:
-        raise TaskError(f"{path}: the dataset catalog is not valid YAML: {e}") from e
-    return parse_table(data, str(path))
+    return parse_table(load_yaml(text, str(path), TaskError, fix), str(path))
 
 
 @functools.lru_cache(maxsize=1)

@@ -48,6 +48,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from rospr_harness.tasks.base import TaskError
 from rospr.canonical import derive_seed, row_text
+from rospr.parsing import BudgetLoader, load_yaml, read_text
 from rospr.data import Example
 
 log = logging.getLogger(__name__)
@@ -62,12 +63,10 @@ _RNG_KEY = "__rospr_choice_rng__"  # render-context variable holding the ``choic
 # YAML
 # --------------------------------------------------------------------------------------------
 
-# libyaml's safe loader where PyYAML was built with it (about 10x faster), else the pure-Python one
-FAST_SAFE_LOADER: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class TemplateLoader(FAST_SAFE_LOADER):  # type: ignore[misc, valid-type]
-    """A YAML safe loader that also reads promptsource's ``!Template`` / ``!TemplateMetadata``.
+class TemplateLoader(BudgetLoader):
+    """The budgeted safe loader (``rospr.parsing``: each key once, so neither a template id nor a
+    ``jinja:`` given twice is dropped silently; bounded depth and alias expansion) that also reads
+    promptsource's ``!Template`` / ``!TemplateMetadata``.
 
     Both tags are read as plain mappings; no Python object is constructed from the file.
     """
@@ -576,16 +575,14 @@ def load_templates_file(path: str | Path) -> list[Template]:
     of the same ``name`` (a prompt is chosen by name: the second could never be scored).
     """
     path = Path(path)
+    fix = "fix or re-fetch the file (rospr data fetch templates)"
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, TaskError, fix)
     except FileNotFoundError as e:
         raise TaskError(f"{path}: templates file not found") from e
     except OSError as e:
         raise TaskError(f"{path}: cannot read templates file: {e}") from e
-    try:
-        data = yaml.load(text, Loader=TemplateLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as e:
-        raise TaskError(f"{path}: not valid YAML: {e}") from e
+    data = load_yaml(text, str(path), TaskError, fix, loader=TemplateLoader)
     if not isinstance(data, dict) or not isinstance(data.get("templates"), dict):
         raise TaskError(
             f"{path}: field 'templates' is missing or not a mapping of id -> !Template; check the file"

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from rospr_harness.tasks import TaskError
+from rospr.parsing import BudgetLoader
 from rospr_harness.tasks.templates import Template, TemplateLoader, load_templates, load_templates_file
 from helpers import cli, one_line_error, toy_task
 
@@ -37,7 +38,7 @@ def write(tmp_path, body: str, dataset: str = "toy", subset: str | None = None):
 
 
 def test_reads_tags_with_a_safe_loader(tmp_path):
-    assert issubclass(TemplateLoader, (yaml.SafeLoader, getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
+    assert issubclass(TemplateLoader, BudgetLoader)
     path = write(
         tmp_path,
         template_yaml("a1", "first", "{{premise}} ||| {{answer_choices[label]}}", "Yes ||| No")

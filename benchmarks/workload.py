@@ -33,7 +33,7 @@ def _settings():
     None when neither is there (nothing is downloaded here)."""
     from dataclasses import replace
 
-    from rospr_harness.datatools import fetch as fetching
+    from rospr_harness.tasks import fetch as fetching
     from rospr_harness.tasks.base import DataSettings
 
     data = os.environ.get("ROSPR_DATA_DIR") or str(REPO.parent / "shared" / "data")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from rospr.cachedirs import cache_path
-from rospr_harness.datatools import fetch as fetching
+from rospr_harness.tasks import fetch as fetching
 
 REPO = Path(__file__).resolve().parents[1]
 # Read before any test touches the environment: the machine's own data cache (what `rospr data fetch`

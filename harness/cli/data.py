@@ -69,7 +69,7 @@ def data_synth_cmd(
     pipeline runs offline (`data.data_dir: DATA_DIR`)."""
     from rospr_harness.tasks import expand, get_task
     from rospr_harness.tasks.base import DataSettings, TaskError
-    from rospr_harness.datatools.synth import write_rows
+    from rospr_harness.tasks.synth import write_rows
 
     settings = DataSettings.from_env(data_dir)
     folders = []
@@ -128,7 +128,7 @@ def data_fetch(
     file against its committed sha256, publish it into the data cache; prints where each went, its file
     count and its sources (`rospr data status bigbench` shows them per task)."""
     setup_logging(verbose)
-    from rospr_harness.datatools import fetch as fetching
+    from rospr_harness.tasks import fetch as fetching
     from rospr_harness.tasks.base import TaskError
 
     unknown = [w for w in what if w not in fetching.WHATS]

@@ -22,7 +22,7 @@ class DataSettings:
     The one definition of these locations: the run config's ``data:`` section is these fields (their
     ``help`` its descriptions; ``rospr_harness.config.DataConfig``) and a ``data_dir`` root (``from_env``).
     ``templates_dir``: ``<dataset>[/<subset>]/templates.yaml``; default: promptsource 0.2.3's templates
-    in the data cache (``rospr_harness.datatools.fetch``). ``bigbench``: default bigbench 1.0.0's files of
+    in the data cache (``rospr_harness.tasks.fetch``). ``bigbench``: default bigbench 1.0.0's files of
     the 14 paper tasks in the data cache. ``rows_dir``: rows files (``.jsonl``, or ``.json``, a list) in the hub schema; a dataset whose
     rows file is there reads it, the others go to the hub. ``hub_dir``: e.g. a snapshot of
     ``aps/super_glue``, which ``datasets.load_dataset`` reads instead of the hub. ``manual_dir``: manual

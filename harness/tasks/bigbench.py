@@ -4,7 +4,7 @@ Where the tasks come from: a folder of ``<task>/task.json`` (subtasks in sub-fol
 ``<task>/<subtask>/task.json``), or a base URL with the same layout (read with ``urllib``, e.g.
 :data:`DEFAULT_URL`, BIG-bench's GitHub tree). Without a ``bigbench`` setting the default is the
 ``benchmark_tasks/`` folder of the data cache: bigbench 1.0.0's files of the 14 paper tasks, from
-the first of several sources that has them (:mod:`rospr_harness.datatools.fetch`), fetched when a task
+the first of several sources that has them (:mod:`rospr_harness.tasks.fetch`), fetched when a task
 is first read; listing tasks never fetches (uncached: the 14 T0 tasks, as for a URL). A task whose ``task.json``
 has no ``examples`` is the union of its subtasks: those its ``subtasks`` list names (folder names,
 or inline task objects), else (folder source only) every sub-folder holding a ``task.json``.
@@ -181,7 +181,7 @@ def default_location(fetch_missing: bool = True) -> str:
     (bigbench 1.0.0's files of the 14 paper tasks, from whichever source had them); when it is not
     cached, it is fetched (``fetch_missing``) or :data:`DEFAULT_URL` stands in (for listing). Refuses
     (``TaskError``) a failed fetch: every source tried, why, and the fix."""
-    from rospr_harness.datatools import fetch as fetching
+    from rospr_harness.tasks import fetch as fetching
 
     found = fetching.cached("bigbench")
     if found is not None:
@@ -202,7 +202,7 @@ class _Source:
 
     def origin(self) -> dict[str, str]:
         """task.json path -> the source it was fetched from, when this is the data cache's copy (else ``{}``)."""
-        from rospr_harness.datatools import fetch as fetching
+        from rospr_harness.tasks import fetch as fetching
 
         if self.root is None or self.root != fetching.cached("bigbench"):
             return {}
@@ -216,7 +216,7 @@ class _Source:
     def read(self, *parts: str) -> tuple[dict, str]:
         where = self.where(*parts)
         if self.is_url:
-            from rospr_harness.datatools.fetch import NetTimeout, read_url
+            from rospr_harness.tasks.fetch import NetTimeout, read_url
 
             try:
                 raw = read_url(where).decode("utf-8")
@@ -234,7 +234,7 @@ class _Source:
                 ) from e
             except (OSError, UnicodeDecodeError) as e:
                 raise TaskError(f"{where}: cannot read task.json: {e}") from e
-        from rospr_harness.datatools.fetch import check_file
+        from rospr_harness.tasks.fetch import check_file
 
         # a file named as one of the benchmark's must be its bytes, wherever it is read from
         check_file("bigbench", "/".join([*parts, "task.json"]), raw.encode("utf-8"), where)
@@ -344,7 +344,7 @@ class BigBenchTask:
         if origin is not None:
             kind = f"data cache, from {origin}"
         elif self._location is None and src.is_url:  # the default, not fetched: say so rather than name a URL
-            from rospr_harness.datatools.fetch import data_cache_dir
+            from rospr_harness.tasks.fetch import data_cache_dir
 
             return [SplitStatus(self.name, self.name, "eval", "examples", "", None, None, "data cache",
                                 str(data_cache_dir()), "not fetched: `rospr data fetch bigbench` (or with --from "

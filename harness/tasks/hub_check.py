@@ -177,7 +177,7 @@ def check_hub(names: list[str] | str, settings: DataSettings, api: Any = None) -
     """
     from rospr_harness.tasks import expand, get_task
     from rospr_harness.tasks.promptsource import template_fields
-    from rospr_harness.datatools.synth import splits_to_write
+    from rospr_harness.tasks.synth import splits_to_write
     from rospr_harness.tasks.templates import load_templates
 
     reason = offline_reason()

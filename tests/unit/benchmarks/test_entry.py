@@ -55,7 +55,7 @@ def test_peers_refuse_at_once_without_lm_eval(monkeypatch, tmp_path):
 
 def test_long_workload_without_bigbench_is_refused(monkeypatch, tmp_path):
     monkeypatch.setenv("ROSPR_DATA_DIR", str(tmp_path))  # no bigbench/ there
-    from rospr_harness.datatools import fetch
+    from rospr_harness.tasks import fetch
 
     monkeypatch.setattr(fetch, "cached", lambda what, cache_dir=None: None)
     assert workload._settings().bigbench is None
@@ -66,7 +66,7 @@ def test_long_workload_without_bigbench_is_refused(monkeypatch, tmp_path):
 def test_fetched_bigbench_is_used_without_a_data_folder(monkeypatch, tmp_path):
     (tmp_path / "benchmark_tasks").mkdir()
     monkeypatch.setenv("ROSPR_DATA_DIR", str(tmp_path / "nothing"))
-    from rospr_harness.datatools import fetch
+    from rospr_harness.tasks import fetch
 
     monkeypatch.setattr(fetch, "cached", lambda what, cache_dir=None: tmp_path / "benchmark_tasks")
     assert workload._settings().bigbench == str(tmp_path / "benchmark_tasks")

@@ -30,7 +30,7 @@ def test_every_cache_lives_under_one_user_root_never_the_current_folder(kind, en
 
 
 def test_default_locations_of_the_memo_and_the_data_cache_follow_the_root(monkeypatch, tmp_path):
-    from rospr_harness.datatools.fetch import data_cache_dir
+    from rospr_harness.tasks.fetch import data_cache_dir
     from rospr_export.digests import default_memo
 
     for var in ("ROSPR_DIGEST_MEMO", "ROSPR_DATA_CACHE"):

@@ -731,7 +731,7 @@ def test_a_bigbench_url_that_never_finishes_answering_is_cut_at_its_deadline(lis
     import logging
 
     monkeypatch.setenv("ROSPR_NET_TIMEOUT", "0.5")
-    caplog.set_level(logging.INFO, logger="rospr_harness.datatools.fetch")
+    caplog.set_level(logging.INFO, logger="rospr_harness.tasks.fetch")
     with pytest.raises(TaskError) as info:
         BigBenchTask("emoji_movie", location=f"http://127.0.0.1:{listener.port}/tasks").parts()
     msg = str(info.value)
@@ -741,7 +741,7 @@ def test_a_bigbench_url_that_never_finishes_answering_is_cut_at_its_deadline(lis
 
 
 def test_read_url_refuses_a_deadline_setting_that_is_not_a_positive_number(monkeypatch):
-    from rospr_harness.datatools.fetch import read_url
+    from rospr_harness.tasks.fetch import read_url
 
     for bad in ("0", "-1", "nan", "soon", "inf"):
         monkeypatch.setenv("ROSPR_NET_TIMEOUT", bad)

@@ -154,7 +154,7 @@ def write_hub_repo(hub_dir: Path, folder: str, splits: dict[str, list[dict]]) ->
 
 @pytest.mark.parametrize("name", [n for n in sorted(heldout_settings()) if n != "story_cloze"])
 def test_heldout_loads_through_load_dataset_from_a_hub_layout_folder(name, templates_dir, tmp_path, offline_hub):
-    from rospr_harness.datatools.synth import synth_rows
+    from rospr_harness.tasks.synth import synth_rows
 
     setting = heldout_settings()[name]
     spec = dataset_spec(setting.folder)

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import pytest
 
-from rospr_harness.datatools import fetch as fetching
+from rospr_harness.tasks import fetch as fetching
 from rospr_harness.tasks.base import TaskError
 from rospr_harness.tasks.templates import _row_seed, load_templates
 from helpers import REPO
@@ -338,9 +338,9 @@ def test_hand_made_rows_render_as_promptsource(ps, templates_root):
 def test_synthesised_rows_render_as_promptsource(ps, templates_root):
     try:
         from rospr_harness.tasks.catalog import dataset_spec
-        from rospr_harness.datatools.synth import synth_rows
+        from rospr_harness.tasks.synth import synth_rows
     except ImportError as e:
-        pytest.skip(f"rospr_harness.datatools.synth / catalog not importable yet ({e})")
+        pytest.skip(f"rospr_harness.tasks.synth / catalog not importable yet ({e})")
     tally = Tally()
     for folder in FOLDERS:
         spec = dataset_spec(folder)

@@ -9,7 +9,7 @@ import pytest
 
 from rospr_harness.tasks import catalog
 from rospr_harness.tasks.base import TaskError
-from rospr_harness.datatools.synth import splits_to_write, synth_rows, write_rows
+from rospr_harness.tasks.synth import splits_to_write, synth_rows, write_rows
 from rospr_harness.tasks.templates import load_templates_file
 from helpers import REPO
 

@@ -1,4 +1,4 @@
-"""harness/datatools/fetch.py: a data set from several sources tried in order, every file checked
+"""harness/tasks/fetch.py: a data set from several sources tried in order, every file checked
 against its committed sha256 whatever the source, published whole into the data cache.
 
 Offline: the sources are loopback HTTP servers standing in for the package registry, the repository
@@ -25,8 +25,8 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from rospr_harness.datatools import fetch as fetching
-from rospr_harness.datatools.fetch import DataSet
+from rospr_harness.tasks import fetch as fetching
+from rospr_harness.tasks.fetch import DataSet
 from rospr_harness.tasks.base import TaskError
 from helpers import REPO
 
@@ -249,7 +249,7 @@ def test_allow_modified_takes_the_file_with_a_warning_and_records_it(tmp_path, c
     ds = toy_set()
     bad = dict(TOY_FILES, **{"alpha/task.json": changed(TOY_FILES["alpha/task.json"])})
     source = fetching.LocalSource(write_folder(tmp_path / "copy", bad))
-    caplog.set_level(logging.WARNING, logger="rospr_harness.datatools.fetch")
+    caplog.set_level(logging.WARNING, logger="rospr_harness.tasks.fetch")
     folder = fetching.fetch(ds, tmp_path / "cache", sources=[source], allow_modified=True)
     assert (folder / "alpha/task.json").read_bytes() == bad["alpha/task.json"]
     assert "alpha/task.json from local:" in caplog.text and "--allow-modified" in caplog.text

@@ -533,12 +533,12 @@ def default_templates_dir() -> Path:
     """promptsource 0.2.3's ``templates/`` folder from the data cache, fetched on first use.
 
     The folder comes from the first source that has promptsource 0.2.3's templates (the registry's
-    sdist, then the repository at v0.2.3; :mod:`rospr_harness.datatools.fetch`), each file checked
+    sdist, then the repository at v0.2.3; :mod:`rospr_harness.tasks.fetch`), each file checked
     against its committed sha256; the first call without a cached copy downloads it (about 230 kB).
     Refuses (``TaskError``) when it is not cached and cannot be fetched, saying how to provide
     templates instead.
     """
-    from rospr_harness.datatools import fetch as fetching
+    from rospr_harness.tasks import fetch as fetching
 
     found = fetching.cached("templates")
     if found is not None:

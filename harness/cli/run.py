@@ -100,7 +100,7 @@ def run(
     (results.json ``provenance.overrides``)."""
     setup_logging(verbose)
     from rospr_harness.config import load_config
-    from rospr_harness.results import Execution
+    from rospr_harness.schema import Execution
     from rospr_harness.runner import run as run_config
 
     if resume is not None and out is not None and resume.resolve() != out.resolve():
@@ -124,6 +124,8 @@ def plan(
     tflops: Optional[float] = typer.Option(None, "--tflops", help="throughput for the time estimate, TFLOP/s "
                                            "(default: a one-second GEMM measured here)"),
     json_out: bool = typer.Option(False, "--json", help="print the plan as JSON"),
+    lengths: str = typer.Option("rows", "--lengths", help="tuning FLOPs from the rows' token lengths (rows) or "
+                                "every row at rospr.tune.max_input_tokens / max_target_tokens (maximum)"),
     units: bool = typer.Option(False, "--units", help="list every unit"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -132,11 +134,20 @@ def plan(
     from rospr_harness.config import load_config
     from rospr_harness.runner.estimate import estimate_run
 
-    est = estimate_run(load_config(config, set_), tflops=tflops)
+    est = estimate_run(load_config(config, set_), tflops=tflops, lengths=lengths)
     if json_out:
         typer.echo(json.dumps(est.as_dict(), indent=1))
         return
     _print_plan(config, est, units)
+
+
+def _length_source(tu) -> str:
+    """How the plan counted tuning's tokens, in words."""
+    if tu.length_source == "maximum":
+        return "every row at the maximum (--lengths maximum: an upper bound)"
+    grouped = "grouped by length" if tu.group_by_length else "shuffled"
+    return (f"the rows' own (batches {grouped}, each padded to its longest input): {tu.input_tokens} input tokens, "
+            f"{tu.padded_input_tokens} with padding")
 
 
 def _print_plan(config: Path, est, list_units: bool) -> None:
@@ -154,6 +165,8 @@ def _print_plan(config: Path, est, list_units: bool) -> None:
                   f"to train ({tu.steps} steps x batch {tu.batch_size} in micro-batches of {tu.micro_batch}"
                   + (", gradient checkpointing" if tu.checkpointing else "") + ")"
                   + ("" if est.prepares else "; not run: every unit is cached"), highlight=False)
+        out.print(f"tuning lengths: {_length_source(tu)}; its time below is computed (FLOPs / throughput), "
+                  "not measured", highlight=False)
     if est.retrieval:
         r = est.retrieval
         out.print(f"library {r.library}: {r.library_status}" + (f" ({r.library_keys} keys to embed)" if r.library_keys

@@ -15,9 +15,12 @@ runner's own steps so that its counts are the run's:
 
 FLOPs come from ``rospr.flops`` (per matmul, from the model config; real tokens, padding left
 out). VAR's scoring is an upper bound: it scores at most ``rospr.var_candidates`` prompts per
-target, fewer when the retrieval finds fewer distinct prompts. Tuning is an expectation: each step
-draws ``batch_size`` examples of an epoch-wise shuffle, so a job costs ``steps x batch_size`` times
-its mean example (exact when that is a whole number of epochs).
+target, fewer when the retrieval finds fewer distinct prompts. Tuning is counted from the rows' own
+lengths (``length_source`` "rows"): the tuner's batches replayed with each prompt's seed
+(``rospr.tuning.step_batches``, ``group_by_length`` included), each micro-batch's encoder padded to
+its longest input as the tuner pads it, the decoder on real target tokens (it runs packed). With
+``lengths="maximum"`` every row counts at ``max_input_tokens`` / ``max_target_tokens`` instead: the
+upper bound, what a row-less estimate would give.
 
 The only file that may change is the digest memo of checkpoint weights (``rospr_export.digests``),
 which every run keeps: hashing the weights to key the export is what a run does first.
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -82,7 +86,20 @@ class TuningEstimate:
     flops: Flops  # of the jobs to train
     flops_all: Flops  # of every job, as if the bank were empty
     checkpointing: bool
-    micro_batch: int  # examples per forward/backward (FLOPs do not depend on it; memory does)
+    micro_batch: int  # examples per forward/backward (each padded to its longest input)
+    length_source: str = "rows"  # "rows": the rows' token lengths; "maximum": every row at the maximum
+    group_by_length: bool = False
+    input_tokens: int = 0  # of every job's steps: the rows' real input tokens ...
+    padded_input_tokens: int = 0  # ... and with each micro-batch's padding (the encoder's work, P left out)
+
+
+@dataclass
+class TuningCost:
+    """What one prompt's tuning computes (``tuning_cost``)."""
+
+    flops: Flops
+    input_tokens: int
+    padded_input_tokens: int
 
 
 @dataclass
@@ -275,30 +292,60 @@ def _scorer_identity(config: RunConfig) -> tuple[dict | None, str]:
 
 
 # -- the parts ----------------------------------------------------------------------------------
-def _tuning(config: RunConfig, shape: ModelShape, tokenizer, identity: dict) -> tuple[TuningEstimate, list, PromptBank]:
-    from rospr.tuning import _encode_pairs  # the tuner's own tokenisation (truncation, target EOS)
+def tuning_cost(shape: ModelShape, pairs: list, settings, seed: int) -> TuningCost:
+    """What ``rospr.tuning.tune_prompt`` computes on the tokenised ``pairs`` with ``seed``: its own
+    batches (``step_batches``), each micro-batch's encoder over its longest input plus P, the decoder
+    over each row's own target (packed)."""
+    from rospr.tuning import step_batches
+
+    rows: Counter = Counter()  # (padded input, target) -> rows trained at that shape
+    real = 0
+    batches = step_batches(pairs, settings, seed)
+    for _ in range(settings.steps):
+        idx = next(batches)
+        for start in range(0, len(idx), settings.micro_batch):
+            part = idx[start: start + settings.micro_batch]
+            width = max(len(pairs[i][0]) for i in part)
+            rows.update((width, len(pairs[i][1])) for i in part)
+            real += sum(len(pairs[i][0]) for i in part)
+    flops = sum((train_step(shape, s, settings.prompt_length, t, settings.gradient_checkpointing) * n
+                 for (s, t), n in rows.items()), Flops())
+    return TuningCost(flops, real, sum(s * n for (s, _t), n in rows.items()))
+
+
+def maximum_cost(shape: ModelShape, settings) -> TuningCost:
+    """``tuning_cost`` with every row at ``max_input_tokens`` / ``max_target_tokens`` (the upper bound)."""
+    rows = settings.steps * settings.batch_size
+    step = train_step(shape, settings.max_input_tokens, settings.prompt_length, settings.max_target_tokens,
+                      settings.gradient_checkpointing)
+    return TuningCost(step * rows, rows * settings.max_input_tokens, rows * settings.max_input_tokens)
+
+
+def _tuning(config: RunConfig, shape: ModelShape, tokenizer, identity: dict,
+            lengths: str = "rows") -> tuple[TuningEstimate, list, PromptBank]:
+    from rospr.tuning import _encode_pairs, prompt_seed  # the tuner's own tokenisation (truncation, target EOS)
 
     rc = config.rospr
     settings = rc.tune.settings()
     jobs = tuning_jobs(rc, data_settings(config.data))
     bank = PromptBank.open(rc.prompt_bank, identity)  # reads the manifest if there is one; writes nothing
-    reused, to_train, todo_flops, all_flops, examples = [], [], Flops(), Flops(), 0
-    checkpointing = settings.gradient_checkpointing
+    reused, to_train, todo_flops, examples = [], [], Flops(), 0
+    every = TuningCost(Flops(), 0, 0)
     for job in jobs:
-        pairs = _encode_pairs(tokenizer, job.examples, settings)
-        mean = Flops()
-        for i, t in pairs:
-            mean = mean + train_step(shape, len(i), settings.prompt_length, len(t), checkpointing)
-        job_flops = mean * (settings.steps * settings.batch_size / len(pairs))
-        all_flops = all_flops + job_flops
+        cost = (maximum_cost(shape, settings) if lengths == "maximum" else
+                tuning_cost(shape, _encode_pairs(tokenizer, job.examples, settings), settings,
+                            prompt_seed(settings, job.id)))
+        every = TuningCost(every.flops + cost.flops, every.input_tokens + cost.input_tokens,
+                           every.padded_input_tokens + cost.padded_input_tokens)
         if bank.has_valid(job.id, job.train_key(settings, identity)):
             reused.append(job.id)
         else:
             to_train.append(job.id)
-            todo_flops = todo_flops + job_flops
+            todo_flops = todo_flops + cost.flops
             examples += len(job.examples)
     est = TuningEstimate(rc.prompt_bank, len(jobs), reused, to_train, settings.steps, settings.batch_size, examples,
-                         todo_flops, all_flops, checkpointing, settings.micro_batch)
+                         todo_flops, every.flops, settings.gradient_checkpointing, settings.micro_batch, lengths,
+                         settings.group_by_length, every.input_tokens, every.padded_input_tokens)
     return est, jobs, bank
 
 
@@ -368,12 +415,12 @@ class _RosprPlan:
 
 
 def _rospr_plan(config: RunConfig, shape: ModelShape, tokenizer, identity: dict | None,
-                scorer: dict | None) -> _RosprPlan:
+                scorer: dict | None, lengths: str = "rows") -> _RosprPlan:
     """The bank's tuning jobs, the library's status and key FLOPs, and the retriever of a RoSPr run."""
     from rospr.tokenizer import load_tokenizer
 
     rc, name = config.rospr, config.model.name_or_path
-    tuning, jobs, bank = _tuning(config, shape, tokenizer, identity or weightless_identity(name))
+    tuning, jobs, bank = _tuning(config, shape, tokenizer, identity or weightless_identity(name), lengths)
     library, status = _library_status(config, jobs, bank, tuning.to_train)
     retriever = retriever_name(config)
     retriever_shape = ModelShape.from_config(model_config(retriever, "rospr.retriever"), f"{retriever}/config.json")
@@ -436,16 +483,23 @@ def _count_retrieval(config: RunConfig, spec, data, todo, shape: ModelShape, tok
                                                   rc.tune.prompt_length)
 
 
-def estimate_run(config: RunConfig, tflops: float | None = None, measure_s: float = 1.0) -> RunEstimate:
+LENGTH_SOURCES = ("rows", "maximum")
+
+
+def estimate_run(config: RunConfig, tflops: float | None = None, measure_s: float = 1.0,
+                 lengths: str = "rows") -> RunEstimate:
     """What ``rospr run`` of ``config`` would compute, reuse and cost, running none of it.
 
     ``tflops``: the throughput (TFLOP/s) for the time estimate; None measures one here
-    (``measure_tflops``, about ``measure_s`` seconds). Refuses what the run refuses before any work
+    (``measure_tflops``, about ``measure_s`` seconds). ``lengths``: the tuning rows' token lengths
+    ("rows") or every row at the maximum ("maximum"). Refuses what the run refuses before any work
     (unknown tasks or prompts, sources without rows, an edited bank or library: their errors), and
-    (``SettingError``) a model whose config cannot be read or a non-positive ``tflops``.
+    (``SettingError``) a model whose config cannot be read, a non-positive ``tflops`` or another ``lengths``.
     """
     if tflops is not None and not tflops > 0:
         raise SettingError(f"--tflops {tflops}: give a positive throughput in TFLOP/s")
+    if lengths not in LENGTH_SOURCES:
+        raise SettingError(f"--lengths {lengths!r}: choose {' or '.join(LENGTH_SOURCES)}")
     from rospr.tokenizer import load_tokenizer
 
     name = config.model.name_or_path
@@ -455,7 +509,7 @@ def estimate_run(config: RunConfig, tflops: float | None = None, measure_s: floa
     identity, export = _scorer_identity(config)
     cache = unit_cache(config.cache)
     scorer = scorer_part(config.backend, dict(identity), name) if cache is not None and identity else None
-    rp = _rospr_plan(config, shape, tokenizer, identity, scorer) if plan.retrieves else None
+    rp = _rospr_plan(config, shape, tokenizer, identity, scorer, lengths) if plan.retrieves else None
     units: list[UnitEstimate] = []
     for spec in plan.specs:
         data = spec.load()

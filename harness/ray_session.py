@@ -52,6 +52,8 @@ LOOPBACK = "127.0.0.1"
 LOCAL_RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
+# A cluster GCS completes its handshake in milliseconds; this bounds the wait for one that never does.
+RAY_CONNECT_TIMEOUT_S = 10.0
 AUTO_MIN_CPUS = 8  # ray.enabled=auto: a local Ray pays for its start (~10 s) only with this many cores
 AUTO_MIN_UNITS = 16  # ... and this many units to compute
 
@@ -156,19 +158,21 @@ def _split_address(address: str) -> tuple[str, str] | None:
     return host, port
 
 
-def _check_reachable(address: str, timeout_s: float = 5.0, source: str = "ray.address") -> None:
-    """Refuse at once a ``host:port`` cluster address where nothing listens (``ray.init`` would retry
-    for minutes). ``auto`` and ``ray://`` addresses are left to Ray. The host is tried exactly as
-    written (never swapped for the machine's routable address)."""
+def _check_reachable(address: str, timeout_s: float, source: str = "ray.address") -> None:
+    """Refuse within ``timeout_s`` a cluster address that is not a Ray cluster, where ``ray.init`` would
+    retry for minutes or wait for ever: nothing listens at ``host:port``, or something listens that does
+    not complete the gRPC handshake of Ray's GCS (a silent port, another service, or the address a stale
+    ``ray start`` left for ``auto``). ``auto`` is resolved as Ray resolves it; ``ray://`` addresses are
+    left to Ray. The host is tried exactly as written (never swapped for the routable address)."""
     import socket
 
-    parts = _split_address(address)
+    parts = _auto_address(source) if address == "auto" else _split_address(address)
     if parts is None:
         return
     host, port = parts
     try:
         with socket.create_connection((host, int(port)), timeout=timeout_s):
-            return
+            pass
     except ValueError:
         raise SettingError(f"{source}={address!r}: the port is not a number; give host:port, auto or "
                            "ray://host:10001") from None
@@ -177,6 +181,38 @@ def _check_reachable(address: str, timeout_s: float = 5.0, source: str = "ray.ad
                if source == "ray.address" else f"start one (ray start --head), or fix or unset {source}")
         raise StateError(f"{source}={address!r}: no Ray cluster answers at {host}:{port} ({exc.strerror or exc}); "
                          f"{fix}") from None
+    _check_gcs(address, f"{host}:{port}", timeout_s, source)
+
+
+def _auto_address(source: str) -> tuple[str, str] | None:
+    """``(host, port)`` of the cluster ``auto`` means (``$RAY_ADDRESS``, else the address the last ``ray
+    start`` recorded, else a running GCS), as Ray finds it. Refuses (``StateError``) when there is none."""
+    from ray._private.services import get_ray_address_from_environment
+
+    try:  # as written: not ray.init's swap of 127.0.0.1 for the routable address
+        resolved = get_ray_address_from_environment("auto", None)
+    except (ConnectionError, ValueError) as exc:
+        raise StateError(f"{source}='auto': no running Ray cluster found on this machine ({exc}); start one "
+                         "(ray start --head) or give its host:port") from None
+    return _split_address(resolved) if resolved else None
+
+
+def _check_gcs(address: str, endpoint: str, timeout_s: float, source: str) -> None:
+    """Refuse (``StateError``) ``endpoint`` when it does not complete a gRPC handshake (as Ray's GCS
+    does at once) within ``timeout_s``: a port that accepts and stays silent, or that speaks another
+    protocol, would keep ``ray.init`` waiting."""
+    import grpc
+
+    channel = grpc.insecure_channel(endpoint)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout_s)
+    except grpc.FutureTimeoutError:
+        raise StateError(f"{source}={address!r}: {endpoint} accepts connections but did not answer as a Ray "
+                         f"cluster within {timeout_s:g} s (no gRPC handshake: another service, or an address "
+                         "a stopped cluster left behind); give the address `ray start --head` printed, or "
+                         "start the cluster again") from None
+    finally:
+        channel.close()
 
 
 def _join_kwargs(address: str, log_to_driver: bool = True) -> dict[str, Any]:
@@ -215,7 +251,7 @@ def ray_started(address: str | None = None, num_cpus: int | None = None,
 
     started = False
     if address:  # a named cluster that does not answer is refused even when this process has a Ray
-        _check_reachable(address, source=source)
+        _check_reachable(address, RAY_CONNECT_TIMEOUT_S, source=source)
     if not ray.is_initialized():
         if address:
             log.info("joining Ray at %s", address)

@@ -68,3 +68,75 @@ def test_address_decoding_matches_hand_values():
     assert proc_address("00000000") == "0.0.0.0"
     assert proc_address("0000000000000000FFFF00000100007F") == "::ffff:7f00:1"
     assert _loopback("::ffff:7f00:1") and _loopback("::1") and not _loopback("::") and not _loopback("0.0.0.0")
+
+
+# -- class 3 (issue 32): a Ray connection that does not become a cluster within a bound says so -------------
+
+@pytest.fixture
+def silent_port():
+    """A loopback port that accepts connections and never says a word."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        yield s.getsockname()[1]
+
+
+@pytest.fixture
+def http_port():
+    """A loopback port where another service (an HTTP/1 server) answers."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Quiet(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("port", ["silent_port", "http_port"])
+def test_class3_a_port_that_is_not_a_ray_cluster_is_refused_within_the_bound(port, no_ray_env, request):
+    pytest.importorskip("ray")
+    from rospr_harness import ray_session
+
+    no_ray_env.setattr(ray_session, "RAY_CONNECT_TIMEOUT_S", 0.5)
+    address = f"127.0.0.1:{request.getfixturevalue(port)}"
+    with pytest.raises(RuntimeError, match=rf"ray.address='{address}': {address} accepts connections but did not "
+                                           r"answer as a Ray cluster within 0.5 s"):
+        with ray_session.ray_started(address):
+            pass
+
+
+def test_class3_auto_naming_a_silent_port_is_refused_within_the_bound(silent_port, no_ray_env):
+    """``auto`` resolves as Ray does (here through $RAY_ADDRESS, as a stale address would) and is checked."""
+    pytest.importorskip("ray")
+    from rospr_harness import ray_session
+
+    no_ray_env.setattr(ray_session, "RAY_CONNECT_TIMEOUT_S", 0.5)
+    no_ray_env.setenv("RAY_ADDRESS", f"127.0.0.1:{silent_port}")
+    with pytest.raises(RuntimeError, match=rf"RAY_ADDRESS='auto': 127.0.0.1:{silent_port} accepts connections but "
+                                           "did not answer as a Ray cluster"):
+        with ray_session.ray_started("auto", source="RAY_ADDRESS"):
+            pass
+
+
+def test_class3_a_grpc_server_passes_the_handshake_check():
+    """The check is the handshake a GCS completes: a real gRPC server passes it."""
+    grpc = pytest.importorskip("grpc")
+    from concurrent import futures
+
+    from rospr_harness.ray_session import _check_gcs
+
+    server = grpc.server(futures.ThreadPoolExecutor(1))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        _check_gcs(f"127.0.0.1:{port}", f"127.0.0.1:{port}", 30.0, "ray.address")
+    finally:
+        server.stop(None)

@@ -13,13 +13,9 @@ mtime, ctime) changed since it was last read in full. Given the checkpoints a ru
 (``ExportSourceError``): the same architecture is not the same model. The export's content hash
 (``graph_digest``) is part of the unit-cache key of every unit scored with it.
 
-onnxruntime's optimised graphs. A graph without external data is optimised by onnxruntime once and
-saved beside it (``<graph>.ort-<tag>.onnx``, ``tag``: the graph's sha256, onnxruntime's version, the
-optimisation level, the providers and the processor; ``harness/backends/onnxruntime_backend.py``),
-with a sealed record (``.json`` beside it: format ``rospr-ort-optimized``, the graph's sha256 and the
-optimised file's). ``verify_export`` checks every record whose graph is this export's: a damaged
-record or an optimised file that differs from it is refused (``OptimizedGraphError``: the caller
-deletes the pair and it is rebuilt); a record of another graph (stale) is left unused.
+onnxruntime's optimised graphs are no part of an export: each is an entry of its own store, keyed by
+the graph's sha256 and the session options (``optimized_store`` in
+``harness/backends/onnxruntime_backend.py``), checked by ``rospr.store`` when it is opened.
 """
 
 from __future__ import annotations
@@ -45,47 +41,6 @@ FIX = "delete the folder to export again (an on-demand export is redone by the n
 class ExportIntegrityError(ArtifactError):
     """An export whose files do not match their recorded sha256, or whose manifest is not sealed or
     not what this rospr writes (the message names the file, the field and the fix)."""
-
-
-class OptimizedGraphError(ExportIntegrityError):
-    """An optimised graph saved beside the export (and its record) that does not match: rebuilt."""
-
-    def __init__(self, message: str, files: tuple[Path, ...] = ()) -> None:
-        super().__init__(message)
-        self.files = files  # the optimised file and its record: delete them to rebuild
-
-
-OPTIMIZED_FORMAT = "rospr-ort-optimized"
-OPTIMIZED_VERSION = 1
-OPTIMIZED_GLOB = "*.ort-*.onnx"
-
-
-def optimized_record(path: Path) -> Path:
-    """The sealed record of the optimised graph file ``path``."""
-    return path.with_name(path.name + ".json")
-
-
-def check_optimized(folder: Path, files: dict, digests) -> None:
-    """Check every optimised graph of the export in ``folder`` whose record names one of ``files``'
-    graphs with its sha256 (``digests``: ``FileDigests``). Refuses (``OptimizedGraphError``) a record
-    that is not sealed or an optimised file that differs from its record (or is missing)."""
-    from rospr.artifacts import read_manifest
-
-    for path in sorted(folder.glob(OPTIMIZED_GLOB)):
-        record_path = optimized_record(path)
-        pair = (path, record_path)
-        if not record_path.is_file():
-            continue  # an optimised file whose record was never written (a crash): never opened
-        try:
-            record = read_manifest(record_path, OPTIMIZED_FORMAT, OPTIMIZED_VERSION, error=ExportIntegrityError)
-        except ExportIntegrityError as exc:
-            raise OptimizedGraphError(f"{exc}; it is rebuilt", pair) from None
-        if files.get(record.get("graph")) != record.get("graph_sha256"):
-            continue  # made from another graph (stale): never opened
-        got = digests.sha256(path) if path.is_file() else None
-        if got != record.get("sha256"):
-            raise OptimizedGraphError(f"{path}: sha256 {str(got)[:12]}… differs from {record_path} "
-                                      f"{str(record.get('sha256'))[:12]}… (changed after it was saved); it is rebuilt", pair)
 
 
 class ExportSourceError(ExportIntegrityError):
@@ -192,8 +147,7 @@ def verify_export(folder: str | Path, full: bool = False, sources: dict | None =
     there). Refuses (``ExportIntegrityError``, naming the file, the field and the fix) a folder
     without a manifest, an unsealed (older) or edited manifest, validation figures ``check_validation``
     refuses, a graph file the manifest does not list, and a missing or changed file;
-    (``ExportSourceError``) an export of other weights or another config than ``sources``;
-    (``OptimizedGraphError``) a damaged optimised graph of this export (``check_optimized``).
+    (``ExportSourceError``) an export of other weights or another config than ``sources``.
     """
     from rospr.artifacts import FileDigests
 
@@ -227,7 +181,6 @@ def verify_export(folder: str | Path, full: bool = False, sources: dict | None =
             if got != expected:
                 raise ExportIntegrityError(f"{path}: sha256 {got[:12]}… differs from {mpath} files.{name} "
                                            f"{str(expected)[:12]}… (changed after the export); {FIX}")
-        check_optimized(folder, files, digests)
     finally:
         digests.save()
     return manifest

@@ -26,10 +26,11 @@ Session options, and why:
 - ``graph_optimization_level`` ALL by default: constant folding, node fusions (attention, GELU,
   layer norm variants) and layout changes; the optimised graph is checked against PyTorch by the
   same tolerance as the export (the export validation runs with these options). onnxruntime does
-  this work once: the first session of a graph without external data saves its optimised graph beside
-  the export (``optimized_model_filepath``; ``rospr_export.manifest`` documents the file and its sealed
-  record) and later sessions open that copy, hashed in full, with optimisation off (the same kernels:
-  the same scores). A graph with external data (over 2 GB) is optimised at each open: saving it would
+  this work once: the first session of a graph without external data saves its optimised graph
+  (``optimized_model_filepath``) as an entry of its own store (``optimized_store``: ``ort-optimized/``
+  in the export cache's root, keyed by the export's graph and the session options, staged, sealed and
+  published by ``rospr.store``), and later sessions open that copy, hashed in full, with optimisation
+  off (the same kernels: the same scores). A graph with external data (over 2 GB) is optimised at each open: saving it would
   write a second copy of its weights (onnxruntime's external-initializer options) to save seconds.
 - ``intra_op_num_threads``: one per core unless set (``onnxruntime.threads`` / ``scoring.threads``).
   Several scoring actors on one machine should each get cores / actors.
@@ -41,10 +42,7 @@ Session options, and why:
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import hashlib
-import json
 import logging
 import os
 import threading
@@ -56,7 +54,8 @@ import numpy as np
 from rospr_harness.backends.base import Backend
 from rospr_harness.config import ModelConfig, OnnxRuntimeConfig, ScoringConfig
 from rospr.cachedirs import cache_path
-from rospr.errors import SettingError
+from rospr.canonical import digest_bytes
+from rospr.errors import RosprError, SettingError
 from rospr.scoring import ScoreBatch
 
 log = logging.getLogger(__name__)
@@ -77,8 +76,7 @@ def ensure_export(model: str | Path | None, retriever: str | Path | None = None,
     """
     from rospr_export.export import export_models
     from rospr_export.identity import cache_key, export_sources
-    from rospr_export.manifest import (ExportIntegrityError, OptimizedGraphError, check_sources, find_manifest,
-                                       verify_export)
+    from rospr_export.manifest import ExportIntegrityError, check_sources, find_manifest, verify_export
 
     sources = export_sources(model, retriever, revision, retriever_revision)
     key = cache_key(model, retriever, dtype, prompt_dtype, revision, retriever_revision, sources=sources)
@@ -86,13 +84,7 @@ def ensure_export(model: str | Path | None, retriever: str | Path | None = None,
     target = store.path(key)
 
     def check(folder: Path) -> dict:
-        try:
-            return verify_export(folder, full=full, sources=sources)
-        except OptimizedGraphError as exc:  # only onnxruntime's optimised copy is bad: drop it, it is rebuilt
-            log.warning("onnx cache: %s", exc)
-            for f in exc.files:
-                f.unlink(missing_ok=True)
-            return verify_export(folder, full=full, sources=sources)
+        return verify_export(folder, full=full, sources=sources)
 
     def good(folder: Path) -> bool:  # a concurrent caller's export, published first
         try:
@@ -175,19 +167,33 @@ def _check_graph(folder: Path, path: Path, expected: str, data: bytes | None = N
     from rospr.artifacts import sha256_file
     from rospr_export.manifest import ExportIntegrityError
 
-    got = hashlib.sha256(data).hexdigest() if data is not None else sha256_file(path)
+    got = digest_bytes(data) if data is not None else sha256_file(path)
     if got != expected:
         raise ExportIntegrityError(f"{path}: sha256 {got[:12]}… differs from {folder / 'manifest.json'} "
                                    f"files.{path.name} {expected[:12]}… (changed after the export); delete "
                                    "the folder to export again")
 
 
-def optimized_tag(graph_sha256: str, graph_optimization: str, providers: Sequence[str]) -> str:
-    """What an optimised graph depends on, as 16 hex digits: the graph, onnxruntime's version, the level,
-    the providers and the processor (the ALL level chooses layouts for the machine it runs on)."""
-    import platform
+OPTIMIZED_FORMAT = "rospr-ort-optimized"
+OPTIMIZED_VERSION = 2  # 2: an entry of its own store (1 was a file and a record inside the export)
+OPTIMIZED_DIR = "ort-optimized"  # the store's folder, beside the export entries of the cache
+OPTIMIZED_FILE = "model.onnx"
 
-    import onnxruntime as ort
+
+def optimized_store(export_folder: Path):
+    """The store of onnxruntime's optimised graphs (``rospr.store.ContentStore``): the folder
+    ``ort-optimized`` beside the export entry ``export_folder`` (in the export cache's root)."""
+    from rospr.store import ContentStore
+
+    return ContentStore(Path(export_folder).parent / OPTIMIZED_DIR, OPTIMIZED_FORMAT, OPTIMIZED_VERSION,
+                        fix="optimising the graph again")
+
+
+def optimized_fields(graph: str, graph_sha256: str, graph_optimization: str, providers: Sequence[str]) -> dict:
+    """What an optimised graph depends on: the export's graph (name and sha256), onnxruntime's version,
+    the level, the providers and the processor (the ALL level chooses layouts for the machine it runs
+    on). Its ``digest_json`` is the entry's name; the entry's sealed manifest records it."""
+    import platform
 
     flags = ""
     try:  # the instruction sets (Linux); elsewhere the machine's name alone
@@ -195,46 +201,54 @@ def optimized_tag(graph_sha256: str, graph_optimization: str, providers: Sequenc
             flags = next((line for line in fh if line.startswith(("flags", "Features"))), "")
     except OSError:
         pass
-    return hashlib.sha256(json.dumps([graph_sha256, ort.__version__, graph_optimization, list(providers),
-                                      platform.machine(), flags]).encode()).hexdigest()[:16]
+    return {"graph": graph, "graph_sha256": graph_sha256, "onnxruntime": _ort_version(),
+            "graph_optimization": graph_optimization, "providers": list(providers),
+            "machine": platform.machine(), "cpu_flags": digest_bytes(flags.encode("utf-8"))}
 
 
-def _optimized_path(path: Path, graph_sha256: str, graph_optimization: str, providers: Sequence[str]) -> Path:
-    return path.with_name(f"{path.stem}.ort-{optimized_tag(graph_sha256, graph_optimization, providers)}.onnx")
+def optimized_name(fields: dict) -> str:
+    """The store entry of an optimised graph: the digest of its ``optimized_fields``."""
+    from rospr.canonical import digest_json
+
+    return digest_json(fields)
 
 
 def _optimized_session(path: Path, graph_sha256: str, pool, graph_optimization: str = "all", device: str = "cpu",
                        providers: Sequence[str] | None = None, **session_options):
-    """The session of ``path``'s optimised copy saved earlier (opened with optimisation off), when its
-    sealed record names this graph and its bytes, hashed in full, are the recorded ones; None
-    otherwise (``_save_optimized`` then makes the copy again). onnxruntime reads the copy through
-    ``/proc/self/fd/N`` of a descriptor opened here, so it reads the very file (inode) hashed on
-    ``pool`` meanwhile, whatever is renamed over the path; a copy written to during the open (its
-    size, mtime or ctime moved) is refused. Without ``/proc`` the copy is read into memory, hashed,
-    and the session built from those bytes."""
-    from rospr.artifacts import ArtifactError, read_manifest, sha256_file
-    from rospr_export.manifest import OPTIMIZED_FORMAT, OPTIMIZED_VERSION, optimized_record
+    """The session of ``path``'s optimised graph saved earlier in ``optimized_store`` (opened with
+    optimisation off), when its entry's sealed manifest records these ``optimized_fields`` and the
+    file's bytes, hashed in full, are the recorded ones; None otherwise (the entry is discarded and
+    ``_save_optimized`` makes it again). The store checks the seal; the file is hashed here, on
+    ``pool``, while onnxruntime reads it through ``/proc/self/fd/N`` of a descriptor opened here, so
+    what is hashed is the very file (inode) opened; a file written to during the open (its size,
+    mtime or ctime moved) is refused. Without ``/proc`` the file is read into memory, hashed, and the
+    session built from those bytes."""
+    from rospr.artifacts import sha256_file
 
     if graph_optimization == "disabled":
         return None
     providers = list(providers or default_providers(device))
-    opt = _optimized_path(path, graph_sha256, graph_optimization, providers)
-    record_path = optimized_record(opt)
-    if not record_path.is_file():
+    store, fields = optimized_store(path.parent), optimized_fields(path.name, graph_sha256, graph_optimization, providers)
+    name = optimized_name(fields)
+    record = store.open(name, verify=store.read_manifest)  # the seal; the file is hashed below
+    if record is None:
         return None
+    opt = store.path(name) / OPTIMIZED_FILE
     try:
-        record = read_manifest(record_path, OPTIMIZED_FORMAT, OPTIMIZED_VERSION)
-        fd = os.open(opt, os.O_RDONLY)
-    except (ArtifactError, OSError) as exc:
+        fd = os.open(opt, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
         log.warning("%s: %s; optimising the graph again", opt, exc)
+        store.discard(name)
         return None
 
     def intact(got: str, before: os.stat_result, after: os.stat_result) -> bool:
         same = [(st.st_size, st.st_mtime_ns, st.st_ctime_ns) for st in (before, after)]
-        if record.get("graph_sha256") == graph_sha256 and got == record.get("sha256") and same[0] == same[1]:
+        recorded = {k: record.get(k) for k in fields} == fields
+        if recorded and got == (record.get("files") or {}).get(OPTIMIZED_FILE) and same[0] == same[1]:
             return True
         log.warning("%s: differs from its record %s (changed after it was saved); optimising the graph again",
-                    opt, record_path)
+                    opt, opt.with_name(store.manifest_name))
+        store.discard(name)
         return False
 
     options = dict(graph_optimization="disabled", providers=providers, device=device, **session_options)
@@ -243,7 +257,7 @@ def _optimized_session(path: Path, graph_sha256: str, pool, graph_optimization: 
         before = os.fstat(fd)
         if not by_fd.exists():  # no /proc: the session is built from the bytes read and hashed here
             data = b"".join(iter(lambda: os.read(fd, 4 << 20), b""))
-            return make_session(data, **options) if intact(hashlib.sha256(data).hexdigest(), before, before) else None
+            return make_session(data, **options) if intact(digest_bytes(data), before, before) else None
         digest = pool.submit(sha256_file, fd)
         try:
             session, failed = make_session(by_fd, **options), None
@@ -261,44 +275,46 @@ def _optimized_session(path: Path, graph_sha256: str, pool, graph_optimization: 
 
 def _save_optimized(path: Path, data: bytes, graph_sha256: str, graph_optimization: str = "all", device: str = "cpu",
                     providers: Sequence[str] | None = None, **session_options):
-    """The session of the verified graph ``data``, optimised by onnxruntime, which also saves the
-    optimised graph beside ``path`` with its sealed record, for the next open. A folder that cannot be
-    written only costs the next run the optimisation again."""
-    from rospr.artifacts import write_manifest
-    from rospr_export.manifest import OPTIMIZED_FORMAT, OPTIMIZED_VERSION, optimized_record
-
+    """The session of the verified graph ``data``, optimised by onnxruntime, which also writes the
+    optimised graph into a stage of ``optimized_store``; the entry is then sealed and published for
+    the next open (a concurrent writer's intact entry is kept). A store that cannot be written only
+    costs the next run the optimisation again."""
     providers = list(providers or default_providers(device))
+    options = dict(graph_optimization=graph_optimization, providers=providers, device=device, **session_options)
     if graph_optimization == "disabled":
-        return make_session(data, graph_optimization=graph_optimization, providers=providers, device=device,
-                            **session_options)
-    opt = _optimized_path(path, graph_sha256, graph_optimization, providers)
-    tmp = opt.with_name(f".{opt.name}.{os.getpid()}.tmp")
-    if not os.access(path.parent, os.W_OK):  # a read-only cache: onnxruntime would fail the session, not the save
-        log.info("%s: not writable; the graph is optimised at each open", path.parent)
-        return make_session(data, graph_optimization=graph_optimization, providers=providers, device=device,
-                            **session_options)
+        return make_session(data, **options)
+    store, fields = optimized_store(path.parent), optimized_fields(path.name, graph_sha256, graph_optimization, providers)
+    name = optimized_name(fields)
     try:
-        session = make_session(data, graph_optimization=graph_optimization, providers=providers, device=device,
-                               save_to=tmp, **session_options)
+        stage = store.stage(name)
+    except (OSError, RosprError) as exc:  # a read-only cache, a file in the store's place
+        log.warning("%s: the optimised graph cannot be saved (%s); optimising at each open", store.root, exc)
+        return make_session(data, **options)
+    written = stage.path / f".{OPTIMIZED_FILE}"
+    try:
+        session = make_session(data, save_to=written, **options)
     except Exception as exc:  # onnxruntime's Fail (not a RuntimeError); if it was the save, the session opens without it
-        log.warning("%s: onnxruntime could not save the optimised graph (%s); optimising at each open", opt, exc)
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        return make_session(data, graph_optimization=graph_optimization, providers=providers, device=device,
-                            **session_options)
+        store.drop(stage)
+        log.warning("%s: onnxruntime could not save the optimised graph (%s); optimising at each open",
+                    store.path(name), exc)
+        return make_session(data, **options)
     try:
-        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
-        os.replace(tmp, opt)
-        write_manifest(optimized_record(opt), {"format": OPTIMIZED_FORMAT, "version": OPTIMIZED_VERSION,
-                                               "graph": path.name, "graph_sha256": graph_sha256,
-                                               "onnxruntime": _ort_version(), "graph_optimization": graph_optimization,
-                                               "providers": providers, "sha256": digest})
-        log.info("onnxruntime's optimised %s saved as %s", path.name, opt.name)
-    except OSError as exc:
-        log.warning("%s: the optimised graph could not be saved (%s); it is optimised again next time", opt, exc)
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+        stage.adopt(OPTIMIZED_FILE, written)
+        store.publish(stage, fields, keep=lambda entry: _intact_entry(store, entry))
+        log.info("onnxruntime's optimised %s saved in %s", path.name, store.path(name))
+    except (OSError, RosprError) as exc:
+        store.drop(stage)
+        log.warning("%s: the optimised graph could not be saved (%s); it is optimised again next time",
+                    store.path(name), exc)
     return session
+
+
+def _intact_entry(store, entry: Path) -> bool:
+    """Whether the entry (a concurrent writer's, published first) passes the store's full check."""
+    try:
+        return bool(store.verify_sealed(entry))
+    except (RosprError, ValueError, OSError):
+        return False
 
 
 def _ort_version() -> str:

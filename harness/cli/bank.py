@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from rospr_harness.cli.common import err, setup_logging
+from rospr.destination import claim_folder
 from rospr.errors import SettingError
 
 bank_app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -95,7 +96,9 @@ def bank_export_peft(
     setup_logging(False)
     from rospr_harness.method.adapters import export_peft
 
-    folders = export_peft(bank, out, ids, model)
+    with claim_folder(out, "peft-adapters", fix="choose a new or empty --out (rospr replaces only adapters it "
+                      "wrote there)"):
+        folders = export_peft(bank, out, ids, model)
     for folder in folders:
         typer.echo(str(folder))
     err.print(f"wrote {len(folders)} peft adapter(s) under {out}")
@@ -135,9 +138,22 @@ def library_build(
     from rospr.backbone import check_checkpoint
 
     check_checkpoint(retriever, "--retriever")
-    lib = build_library_from_bank(str(prompts), retriever, str(out), n, _index_config(index),
-                                  data_settings=DataSettings.from_env(data_dir))
+    with claim_folder(out, "library", fix="choose a new or empty --out (rospr replaces only a library it wrote there)",
+                      ours=_holds_library):
+        lib = build_library_from_bank(str(prompts), retriever, str(out), n, _index_config(index),
+                                      data_settings=DataSettings.from_env(data_dir))
     err.print(f"library {out}: {len(lib)} keys of {len(lib.prompt_ids)} prompts")
+
+
+def _holds_library(folder: Path) -> bool:
+    """Whether ``folder`` holds a sealed library of ours (one built before rospr marked its folders)."""
+    from rospr.artifacts import ArtifactError, read_manifest
+    from rospr.library import LIBRARY_FORMAT, LIBRARY_VERSION
+
+    try:
+        return bool(read_manifest(folder / "manifest.json", LIBRARY_FORMAT, LIBRARY_VERSION))
+    except (ArtifactError, OSError):
+        return False
 
 
 def _index_config(index: str):

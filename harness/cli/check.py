@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from rospr_harness.cli.common import err
+from rospr.destination import claim_file
 from rospr.errors import SettingError
 
 MAX_BOOT = 1_000_000  # bootstrap replicates: past this the interval does not move, the run only takes longer
@@ -86,6 +87,9 @@ def compare(
     if (baseline is None) == (against is None):
         raise SettingError("give exactly one of --baseline NAME or --against RUN_DIR")
     _check_compare_args(threshold, alpha, n_boot, seed)
+    if json_out:  # before any work: never the run read, nor a file that is not a comparison of ours
+        claim_file(json_out, fix="give --json a new file name (outside the runs compared)", ours=_is_comparison,
+                   inputs=[Path(d) / "results.json" for d in (run_dir, against) if d is not None])
     new = load_run_scores(run_dir, method)
     if baseline is not None:
         cmp = compare_to_baseline(new, load_baseline(baseline), threshold / 100, alpha, n_boot, seed)
@@ -104,6 +108,16 @@ def compare(
                   + ", ".join(r.task + (f" / {r.prompt}" if r.prompt else "") for r in cmp.regressions))
         raise typer.Exit(1)
     out.print("no significant regression over the threshold")
+
+
+def _is_comparison(path: Path) -> bool:
+    """Whether ``path`` holds a comparison ``rospr compare --json`` wrote (its fields, nothing else)."""
+    try:
+        body = json.loads(path.read_bytes()[: 1 << 26])
+    except (OSError, ValueError):
+        return False
+    return isinstance(body, dict) and set(body) == {"kind", "reference", "threshold", "alpha", "missing", "empty",
+                                                    "rows", "regressions"}
 
 
 def _table(run_dir: Path, cmp, alpha: float):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from rospr_harness.cli.common import err, setup_logging
+from rospr.destination import SYNTHETIC_ROWS, claim_folder
 
 data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Task data: templates, BIG-bench, rows.")
 
@@ -81,10 +83,28 @@ def data_synth_cmd(
         if task.folder not in folders:
             folders.append(task.folder)
     try:
-        paths = write_rows(data_dir / "rows", folders, rows, seed)
+        with contextlib.ExitStack() as held:  # each dataset's folder: absent, empty or synthetic rows of ours
+            for folder in folders:
+                held.enter_context(claim_folder(
+                    _rows_folder(data_dir / "rows", folder), SYNTHETIC_ROWS,
+                    fix="real rows are never replaced by synthetic ones: give another --data-dir"))
+            paths = write_rows(data_dir / "rows", folders, rows, seed)
     except OSError as exc:  # the system's own message lacks the folder the rows were going to
         raise TaskError(f"{data_dir / 'rows'}: cannot write rows: {exc}") from None
     err.print(f"wrote {len(paths)} row files for {len(folders)} datasets under {data_dir / 'rows'}")
+
+
+def _rows_folder(root: Path, folder: str) -> Path:
+    """``root/folder``; refuses (``ForeignDestination``) a symbolic link on the way: links are not followed."""
+    from rospr.destination import ForeignDestination
+
+    at = root
+    for part in (".", *Path(folder).parts):
+        at = at / part if part != "." else at
+        if at.is_symlink():
+            raise ForeignDestination(f"{at}: is a symbolic link; synthetic rows are never written through a link: "
+                                     "give another --data-dir")
+    return at
 
 
 @data_app.command("check-hub")

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from rospr_harness.cli.common import err, setup_logging
+from rospr.destination import claim_folder
 
 
 def tiny(
@@ -19,7 +20,9 @@ def tiny(
     setup_logging(False)
     from rospr_harness.tiny_model import build_tiny
 
-    path = build_tiny(out, size=size, seed=seed)
+    with claim_folder(out, "tiny-model", fix="choose a new or empty --out (rospr replaces only a model it wrote "
+                      "there)"):
+        path = build_tiny(out, size=size, seed=seed)
     err.print(f"wrote {size} model to {path}")
 
 
@@ -38,13 +41,29 @@ def export(
     from rospr_export.export import export_models
     from rospr_export.repository import write_repository
 
-    res = export_models(model, out / "onnx", retriever=retriever, dtype=dtype, prompt_dtype=prompt_dtype,
-                        external_data=external_data, device=device)
-    write_repository(out / "onnx", out)
+    with claim_folder(out, "model-repository", fix="choose a new or empty --out (rospr replaces only a model "
+                      "repository it wrote there)", ours=_holds_export):
+        res = export_models(model, out / "onnx", retriever=retriever, dtype=dtype, prompt_dtype=prompt_dtype,
+                            external_data=external_data, device=device)
+        write_repository(out / "onnx", out)
     for v in res.validations:
         err.print(f"{v.graph}: max |onnx - torch| = {v.max_abs_diff:.3g} over shapes {v.shapes} (tolerance {v.tolerance:g})")
     err.print(f"wrote {out}/triton (onnxruntime backend, NGC image), {out}/twin (python backend, `rospr serve`)")
     err.print(f"perf_analyzer input data and command: rospr perf-inputs --repo {out}", highlight=False)
+
+
+def _holds_export(folder: Path) -> bool:
+    """Whether ``folder`` holds a model repository of ours (one built before rospr marked its folders):
+    a sealed export manifest in ``onnx/``, and nothing but what ``rospr export`` writes beside it."""
+    from rospr.artifacts import ArtifactError, read_manifest
+    from rospr_export.manifest import MANIFEST_FORMAT, MANIFEST_VERSION
+
+    if not {p.name for p in folder.iterdir()} <= {"onnx", "triton", "twin", "perf_analyzer"}:
+        return False
+    try:
+        return bool(read_manifest(folder / "onnx" / "manifest.json", MANIFEST_FORMAT, MANIFEST_VERSION))
+    except (ArtifactError, OSError):
+        return False
 
 
 def export_env(

@@ -202,7 +202,7 @@ class PromptsourceTask:
         rows from the hub."""
         split = split or self.default_split()
         source = row_sources.locate(self.spec, self.folder, split, self.settings)
-        if source.kind not in ("local", "manual"):
+        if source.kind not in ("local", "synthetic", "manual"):  # rows_kind keeps synthetic rows apart
             return None
         return {"task": self.name, "folder": self.folder, "split": split, "limit": limit, "truncate": self.truncate,
                 "template": self.template(prompt).text(), "rows_kind": source.kind, "rows_file": source.where}

@@ -30,6 +30,7 @@ from typing import Any, Callable
 from rospr_harness import hub
 from rospr_harness.tasks.base import DataSettings, TaskError
 from rospr_harness.tasks.catalog import DatasetSpec
+from rospr.destination import is_synthetic
 from rospr_harness.tasks.common import read_rows
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 class RowSource:
     """Where the rows of one (folder, split) come from now.
 
-    ``kind``: ``local`` | ``manual`` | ``hub_dir`` | ``hub`` | ``datasets-cache`` (the hub while
+    ``kind``: ``local`` | ``synthetic`` (local rows ``rospr data synth`` wrote: never the real dataset) | ``manual`` | ``hub_dir`` | ``hub`` | ``datasets-cache`` (the hub while
     ``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE``: ``rospr_harness.hub``) | ``missing`` (a manual download not provided);
     ``where``: the file, folder or ``hub_id[:config]@revision``; ``note``: what is missing and how to fix it.
     """
@@ -95,7 +96,7 @@ def locate(spec: DatasetSpec | None, folder: str, split: str, settings: DataSett
     """Where the rows of ``folder``/``split`` would come from, without reading or downloading them."""
     path = local_file(settings, folder, split)
     if path is not None:
-        return RowSource(folder, split, "local", str(path))
+        return RowSource(folder, split, "synthetic" if is_synthetic(path.parent) else "local", str(path))
     if folder in MANUAL_READERS:
         found = manual_files(settings, folder, split)
         if found:
@@ -129,8 +130,8 @@ def read(spec: DatasetSpec | None, folder: str, split: str, settings: DataSettin
     source = locate(spec, folder, split, settings)
     if source.kind == "missing":
         raise TaskError(f"dataset {folder!r} split {split!r}: {source.note}")
-    if source.kind == "local":
-        rows, where = read_rows(Path(source.where)), source.where
+    if source.kind in ("local", "synthetic"):
+        rows, where = read_rows(Path(source.where)), source.where + (" (synthetic rows)" if source.kind == "synthetic" else "")
     elif source.kind == "manual":
         rows, where = MANUAL_READERS[folder](manual_files(settings, folder, split)[0]), source.where
     else:

@@ -93,7 +93,7 @@ def test_every_field_is_sealed(exported, graph, tmp_path):
         with pytest.raises(ExportIntegrityError):
             verify_export(folder, full=True)
     (folder / "manifest.json").write_text(json.dumps({k: v for k, v in manifest.items() if k != "manifest_hash"}))
-    assert "before rospr sealed export manifests" in verify_cli(folder).output
+    assert "before rospr sealed its manifests" in verify_cli(folder).output
 
 
 def _resealed(folder: Path, change) -> None:

@@ -260,7 +260,7 @@ def test_an_export_without_recorded_digests_is_exported_again(ort_backend, tmp_p
     graph_sha = hashlib.sha256((folder / "t0_scorer.onnx").read_bytes()).hexdigest()
     assert json.loads((folder / "manifest.json").read_text())["files"]["t0_scorer.onnx"] == graph_sha
     assert again.identity["onnx_graph_sha256"] == hashlib.sha256(
-        json.dumps({"t0_scorer.onnx": graph_sha}, sort_keys=True).encode()).hexdigest()
+        json.dumps({"t0_scorer.onnx": graph_sha}, separators=(",", ":")).encode()).hexdigest()
 
 
 # -- onnxruntime's optimised graph, saved beside the export ------------------------------------------
@@ -283,7 +283,8 @@ def own_export(ort_backend, tmp_path):
 
 
 def optimised(folder: Path) -> list[Path]:
-    return sorted(folder.glob("t0_scorer.ort-*.onnx"))
+    """The optimised graphs of the export ``folder``: entries of their own store beside it."""
+    return sorted((folder.parent / "ort-optimized").glob("*/model.onnx"))
 
 
 def test_the_optimised_graph_is_saved_once_and_scores_as_the_graph_does(own_export, reference):
@@ -312,24 +313,25 @@ def test_the_optimised_graph_is_saved_once_and_scores_as_the_graph_does(own_expo
 def test_a_changed_optimised_graph_is_refused_and_rebuilt(own_export, reference, caplog, damage):
     """Damaged after it was saved: bytes onnxruntime still opens (the last 16 zeroed), or bytes it
     cannot parse (cut in half: its error is not the run's, the copy is made again)."""
-    from rospr_harness.backends.onnxruntime_backend import OnnxScorer, open_graph
-    from rospr_export.manifest import OptimizedGraphError, verify_export
+    from rospr.store import StoreError
+    from rospr_harness.backends.onnxruntime_backend import OnnxScorer, open_graph, optimized_store
 
     folder, manifest = own_export
     torch_scorer, encoded = reference
     ref = score_encoded(OnnxScorer(open_graph(folder, manifest, "t0_scorer")), encoded, None, batch_size=4)
     [saved] = optimised(folder)
+    store = optimized_store(folder)
     good = saved.read_bytes()
     saved.write_bytes(good[:-16] + bytes(16) if damage == "tail_zeroed" else good[: len(good) // 2])
-    with pytest.raises(OptimizedGraphError, match="changed after it was saved"):
-        verify_export(folder, full=True)
+    with pytest.raises(StoreError, match="changed after it was written"):
+        store.verify_sealed(saved.parent)
     with caplog.at_level("WARNING"):
         got = score_encoded(OnnxScorer(open_graph(folder, manifest, "t0_scorer")), encoded, None, batch_size=4)
     assert "optimising the graph again" in caplog.text
     assert saved.read_bytes() == good  # rebuilt: the same optimisation of the same graph
     for g, r in zip(got, ref):
         np.testing.assert_array_equal(g, r)
-    verify_export(folder, full=True)  # intact again
+    store.verify_sealed(saved.parent)  # intact again
 
 
 def test_an_optimised_graph_written_during_its_open_is_refused(own_export, monkeypatch, caplog):
@@ -361,36 +363,33 @@ def test_an_optimised_graph_written_during_its_open_is_refused(own_export, monke
 
 
 def test_an_optimised_graph_of_another_graph_is_never_opened(own_export, reference):
-    """A record naming another graph's sha256 (a re-export, another onnxruntime) is stale: left unused."""
-    from rospr.artifacts import read_manifest, write_manifest
-    from rospr_harness.backends.onnxruntime_backend import open_graph
-    from rospr_export.manifest import OPTIMIZED_FORMAT, OPTIMIZED_VERSION, optimized_record, verify_export
+    """An entry whose sealed record names another graph's sha256 under this graph's name (resealed by
+    hand) is never opened: it is discarded and made again."""
+    from rospr.artifacts import write_manifest
+    from rospr_harness.backends.onnxruntime_backend import open_graph, optimized_store
 
     folder, manifest = own_export
     open_graph(folder, manifest, "t0_scorer")
     [saved] = optimised(folder)
-    record = read_manifest(optimized_record(saved), OPTIMIZED_FORMAT, OPTIMIZED_VERSION)
+    store = optimized_store(folder)
+    record = store.read_manifest(saved.parent)
     record.pop("manifest_hash")
-    write_manifest(optimized_record(saved), {**record, "graph_sha256": "0" * 64})
-    verify_export(folder, full=True)  # stale, not damaged
+    write_manifest(saved.parent / "manifest.json", {**record, "graph_sha256": "0" * 64})
+    store.verify_sealed(saved.parent)  # sealed and whole: only the record's graph is another's
     stat = saved.stat()
-    open_graph(folder, manifest, "t0_scorer")  # not this graph's: optimised again and saved over it
-    assert saved.stat().st_mtime_ns != stat.st_mtime_ns
-    assert read_manifest(optimized_record(saved), OPTIMIZED_FORMAT, OPTIMIZED_VERSION)["graph_sha256"] == \
-        manifest["files"]["t0_scorer.onnx"]
+    open_graph(folder, manifest, "t0_scorer")  # not this graph's: optimised again and published in its place
+    assert saved.stat().st_ino != stat.st_ino
+    assert store.read_manifest(saved.parent)["graph_sha256"] == manifest["files"]["t0_scorer.onnx"]
 
 
 def test_a_graph_whose_optimised_copy_cannot_be_written_still_opens(own_export, reference, caplog):
-    import os
-
-    from rospr_harness.backends.onnxruntime_backend import OnnxScorer, _optimized_path, default_providers, open_graph
+    from rospr_harness.backends.onnxruntime_backend import OnnxScorer, open_graph, optimized_store
 
     folder, manifest = own_export
     torch_scorer, encoded = reference
-    opt = _optimized_path(folder / "t0_scorer.onnx", manifest["files"]["t0_scorer.onnx"], "all", default_providers())
-    (opt.parent / f".{opt.name}.{os.getpid()}.tmp").mkdir()  # where onnxruntime would write it: taken
+    optimized_store(folder).root.write_text("")  # a file where the store's folder would be
     with caplog.at_level("WARNING"):
         session = open_graph(folder, manifest, "t0_scorer")
-    assert "could not save the optimised graph" in caplog.text and optimised(folder) == []
+    assert "the optimised graph cannot be saved" in caplog.text and optimised(folder) == []
     assert_parity(score_encoded(OnnxScorer(session), encoded, None, batch_size=4),
                   score_encoded(torch_scorer, encoded, None, batch_size=4), encoded)

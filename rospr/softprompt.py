@@ -1,46 +1,43 @@
 """Soft prompts and the prompt bank: one trained P x D prompt per (source dataset, hard prompt).
 
-A bank is a directory::
+A bank is a folder of ``rospr.store`` entries, one per prompt::
 
-    manifest.json               format "rospr-prompt-bank", the backbone's identity, one entry per prompt
-    journal.jsonl               prompts added since the manifest was written (while tuning)
-    prompts/<slug>.safetensors  one tensor "prompt", float32 [P, D]
+    prompts/<slug>/manifest.json       format "rospr-prompt-bank" version 3, sealed: the backbone's
+                                       identity, the prompt's fields, the sha256 of its file
+    prompts/<slug>/prompt.safetensors  one tensor "prompt", float32 [P, D]
 
-Each manifest entry holds the prompt's ``id`` (``"<source>/<template>"``), ``source``, ``template``,
-``answer_choices`` of the template, ``P``, ``D``, ``dtype``, the file and its ``sha256``,
-``train_key`` (the content address of everything that went into training it), ``steps``,
-``final_loss``, ``seed`` and ``origin`` (the split and rows it was trained on, and ``source_key``: the
-digest of what those rows were rendered from, so a run can tell the prompt is current without
-rendering them: ``rospr_harness.method.prepare``). The manifest is sealed by ``manifest_hash``.
+A prompt's fields (``PromptBank.entries``) are its ``id`` (``"<source>/<template>"``), ``source``,
+``template``, ``answer_choices`` of the template, ``P``, ``D``, ``dtype``, ``train_key`` (the content
+address of everything that went into training it: a prompt is reused when its key is the one asked
+for), ``steps``, ``final_loss``, ``seed`` and ``origin`` (the split and rows it was trained on, and
+``source_key``: the digest of what those rows were rendered from, so a run can tell the prompt is
+current without rendering them: ``rospr_harness.method.bank``); ``file`` and ``sha256`` say where its
+tensor is.
 
-Prompts are added one at a time, the file first (atomic), then one line appended to the journal
-(fsynced): ``{"entry": ..., "chain": ...}``, where ``chain`` is the digest of the previous line's chain
-(the manifest's ``manifest_hash`` for the first line) and the entry. So a tuning of N prompts writes
-each entry once, not the whole manifest N times, and an interrupted tuning leaves a valid bank holding
-the prompts finished so far. ``compact`` (called when a tuning or an import ends) folds the journal
-into a new sealed manifest and removes it. A reader takes the manifest, then the journal's lines in
-order (an entry replaces the one of its id); a line that does not follow from the manifest and the
-lines before it (edited, reordered, or left from another manifest) is refused, and a torn last line
-(a crash mid-append, no newline) is ignored and cut off by the next ``add``.
+Each prompt is staged, sealed and published by the store on its own (a rename), so a tuning of N
+prompts writes each once, an interrupted tuning leaves every prompt it finished (the next one reuses
+them), and two tunings into one bank for different sources never touch each other's entries: there
+is no bank-level file to merge. A link inside the bank is never written through (``ContentStore.path``).
+Banks of the previous layout (one ``manifest.json`` for the bank, version 2) are moved into this one
+the first time they are opened (``migrate``); a ``journal.jsonl`` of theirs (a tuning interrupted under
+that layout) is dropped with a warning, and those prompts are tuned again.
 
 Loading refuses, naming the file: a wrong shape or dtype, non-finite values, a backbone other than
 the one asked for, and any file or manifest whose hash does not match (edited on disk).
 
 Weights. A soft prompt is trained against one set of weights: T0-3B and T5-LM-adapt-XL share a
-shape, not a bank. The manifest's ``backbone`` records the weights digest (``weights``:
+shape, not a bank. Each entry's ``backbone`` records the weights digest (``weights``:
 ``rospr.identity.weights_digest``) and a bank is used only with a backbone of the same digest and
 architecture (``check_backbone``). Banks written before the digest was recorded (version 1) are
 refused with the way to re-key one (``rekey``, ``rospr bank rekey``): the user, who knows which
 checkpoint tuned it, names it; nothing is assumed. ``train_key`` keeps to the architecture fields
-(``IDENTITY_KEYS``): within one bank the weights are fixed by the manifest, and a re-keyed bank's
+(``IDENTITY_KEYS``): within one bank the weights are fixed by the entries, and a re-keyed bank's
 prompts stay valid.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,15 +46,20 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from rospr.canonical import digest_json, sha256_text
-from rospr.artifacts import (ArtifactError, atomic_write_bytes, check_file, read_manifest, sha256_file, strict_loads,
-                             write_manifest)
+from rospr.artifacts import ArtifactError, check_file, read_manifest
+from rospr.store import ContentStore, fsync_dir
 
 log = logging.getLogger(__name__)
 
 BANK_FORMAT = "rospr-prompt-bank"
-BANK_VERSION = 2  # 2: the backbone's weights digest recorded and checked
-JOURNAL = "journal.jsonl"
+BANK_VERSION = 3  # 3: one store entry per prompt; 2: one manifest and a journal; 1: no weights digest
+LEGACY_VERSION = 2  # the bank-level manifest that ``migrate`` moves into entries
+LEGACY_MANIFEST = "manifest.json"
+JOURNAL = "journal.jsonl"  # the previous layout's prompts added since its manifest (dropped by ``migrate``)
+PROMPTS = "prompts"
+PROMPT_FILE = "prompt.safetensors"
 TENSOR = "prompt"
+FIX = "remove that prompt's folder to tune it again"
 # Architecture fields that must agree between a bank and the backbone it is used with (and that a
 # prompt's train_key covers). The name may differ (a hub name vs a local copy); these may not.
 IDENTITY_KEYS = ("config_hash", "d_model", "vocab_size", "n_parameters")
@@ -133,17 +135,24 @@ def check_backbone(recorded: Mapping[str, Any], expected: Mapping[str, Any] | No
                  recorded.get("name"), expected.get("name"))
 
 
-class PromptBank:
-    """A directory of soft prompts with its sealed manifest. Use ``open``/``load``, not the constructor."""
+def bank_store(root: str | Path) -> ContentStore:
+    """The store of the bank at ``root``: one entry ``prompts/<slug>`` per prompt."""
+    return ContentStore(root, BANK_FORMAT, BANK_VERSION, fix=FIX)
 
-    def __init__(self, root: Path, backbone: dict, entries: list[dict], prompts: dict[str, SoftPrompt],
-                 manifest_hash: str = "", chain: str = "") -> None:
+
+def entry_name(pid: str) -> str:
+    """The store entry of prompt ``pid``."""
+    return f"{PROMPTS}/{_slug(pid)}"
+
+
+class PromptBank:
+    """The soft prompts of one bank folder. Use ``open``/``load``, not the constructor."""
+
+    def __init__(self, root: Path, backbone: dict, entries: list[dict], prompts: dict[str, SoftPrompt]) -> None:
         self.root = Path(root)
         self.backbone = backbone
         self.entries = entries
         self.prompts = prompts
-        self.manifest_hash = manifest_hash  # "" until the first manifest is written
-        self.chain = chain or manifest_hash  # the journal's last link
 
     # -- reading ------------------------------------------------------------------------------
     @classmethod
@@ -153,32 +162,32 @@ class PromptBank:
 
         ``backbone`` is the identity (``ModelIdentity.as_dict()``) of the model the prompts will be
         used with; a bank trained for another architecture is refused. Refuses (``ArtifactError``)
-        a missing id, an edited file or manifest, a wrong shape or dtype and non-finite values.
+        a folder with no bank, a missing id, an edited file or manifest, a wrong shape or dtype and
+        non-finite values.
         """
         root = Path(root)
-        path = root / "manifest.json"
-        manifest = read_bank_manifest(path)
-        check_backbone(manifest["backbone"], backbone, str(path))
-        listed, chain = _with_journal(root, manifest)
-        entries = {e["id"]: e for e in listed}
-        wanted = list(entries) if ids is None else list(ids)
-        prompts = {}
-        for pid in wanted:
-            if pid not in entries:
-                raise ArtifactError(f"{path}: no prompt {pid!r}; tune it first (`rospr tune`)")
-            prompts[pid] = _read_prompt(root, entries[pid], manifest["backbone"])
-        return cls(root, manifest["backbone"], listed, prompts, manifest["manifest_hash"], chain)
+        if not (root / PROMPTS).is_dir() and not (root / LEGACY_MANIFEST).exists():
+            raise ArtifactError(f"{root}: no prompt bank here (no {PROMPTS}/ folder); tune one first (`rospr tune`)")
+        bank = cls.open(root, backbone)
+        for pid in bank.ids() if ids is None else list(ids):
+            bank.get(pid)
+        return bank
 
     @classmethod
-    def open(cls, root: str | Path, backbone: Mapping[str, Any]) -> "PromptBank":
-        """Open a bank for adding prompts: load it if it exists (checked, prompts not read), else
-        start an empty one for ``backbone``."""
+    def open(cls, root: str | Path, backbone: Mapping[str, Any] | None) -> "PromptBank":
+        """The bank at ``root`` for adding prompts: its entries read (manifests checked, prompts not
+        read), or none yet (nothing is written). A bank of the previous layout is migrated first.
+        Refuses (``ArtifactError``) entries of another backbone than ``backbone`` or of one another,
+        and a new bank whose ``backbone`` has no weights digest."""
         root = Path(root)
-        if (root / "manifest.json").exists():
-            manifest = read_bank_manifest(root / "manifest.json")
-            check_backbone(manifest["backbone"], backbone, str(root / "manifest.json"))
-            listed, chain = _with_journal(root, manifest)
-            return cls(root, manifest["backbone"], listed, {}, manifest["manifest_hash"], chain)
+        migrate(root)
+        listed = _read_entries(root)
+        if listed:
+            for _entry, recorded, where in listed:
+                check_backbone(recorded, backbone or listed[0][1], where)
+            return cls(root, dict(listed[0][1]), [e for e, _, _ in listed], {})
+        if backbone is None:
+            return cls(root, {}, [], {})
         if not backbone.get(WEIGHTS_KEY):
             raise ArtifactError(f"{root}: a new bank needs the backbone's weights digest (field {WEIGHTS_KEY!r} of "
                                 "its identity: rospr.identity.backbone_identity); none was given")
@@ -192,7 +201,7 @@ class PromptBank:
         if pid not in self.prompts:
             entry = self.entry(pid)
             if entry is None:
-                raise ArtifactError(f"{self.root / 'manifest.json'}: no prompt {pid!r}")
+                raise ArtifactError(f"{self.root}: no prompt {pid!r}; tune it first (`rospr tune`)")
             self.prompts[pid] = _read_prompt(self.root, entry, self.backbone)
         return self.prompts[pid]
 
@@ -203,7 +212,7 @@ class PromptBank:
         entry = self.entry(pid)
         if entry is None or (entry.get("train_key") != train_key and not entry.get("imported_from")):
             return False
-        self.get(pid)  # an edited file is refused, not silently retrained (writes are atomic)
+        self.get(pid)  # an edited file is refused, not silently retrained (entries are published whole)
         return True
 
     def ids(self) -> list[str]:
@@ -211,52 +220,55 @@ class PromptBank:
 
     # -- writing ------------------------------------------------------------------------------
     def add(self, prompt: SoftPrompt, extra: Mapping[str, Any] | None = None) -> SoftPrompt:
-        """Save ``prompt`` (its file, atomic; then its entry: a journal line, or the first manifest),
-        replacing an entry with its id."""
+        """Publish ``prompt`` as its own store entry (its file and fields, sealed), replacing the entry
+        of its id."""
         from safetensors.numpy import save
 
         check_values(prompt.values, f"prompt {prompt.id}", int(self.backbone["d_model"]))
-        rel = f"prompts/{_slug(prompt.id)}.safetensors"
-        path = self.root / rel
-        atomic_write_bytes(path, save({TENSOR: np.ascontiguousarray(prompt.values)}, metadata={"id": prompt.id}))
-        digest = sha256_file(path)
         p, d = prompt.values.shape
-        entry = {
+        fields = {
             "id": prompt.id, "source": prompt.source, "template": prompt.template,
             "answer_choices": list(prompt.answer_choices), "P": int(p), "D": int(d), "dtype": "float32",
-            "file": rel, "sha256": digest, "train_key": prompt.train_key, "steps": int(prompt.steps),
+            "train_key": prompt.train_key, "steps": int(prompt.steps),
             "final_loss": None if prompt.final_loss is None else float(prompt.final_loss),
             "seed": int(prompt.seed), **dict(extra or {}),
         }
-        self.entries = _replaced(self.entries, entry)
-        if self.manifest_hash:
-            self.chain = _append(self.root / JOURNAL, self.chain, entry)
-        else:
-            self.compact()
+        entry = self._publish(fields, save({TENSOR: np.ascontiguousarray(prompt.values)}, metadata={"id": prompt.id}))
         saved = SoftPrompt(prompt.id, prompt.source, prompt.template, tuple(prompt.answer_choices), prompt.values,
-                           prompt.steps, prompt.final_loss, prompt.seed, prompt.train_key, digest)
+                           prompt.steps, prompt.final_loss, prompt.seed, prompt.train_key, entry["sha256"])
         self.prompts[prompt.id] = saved
         return saved
 
-    def record_origins(self, origins: Mapping[str, Mapping[str, Any]]) -> None:
-        """Replace the ``origin`` (what a prompt was trained from) of the entries ``origins`` names, in
-        place, their files untouched, and write the sealed manifest (``compact``). The caller has shown
-        that each prompt is the one that origin would train (``rospr_harness.method.prepare``: its
-        ``train_key`` matched). Refuses (``ArtifactError``) an id the bank lacks."""
-        for pid, origin in origins.items():
-            if self.entry(pid) is None:
-                raise ArtifactError(f"{self.root / 'manifest.json'}: no prompt {pid!r}")
-        self.entries = [{**e, "origin": dict(origins[e["id"]])} if e["id"] in origins else e for e in self.entries]
-        self.compact()
+    def _publish(self, fields: dict, data: bytes) -> dict:
+        """Stage the tensor file ``data`` and publish it with ``fields`` under the bank's backbone; the
+        entry (``fields`` with ``file`` and ``sha256``) replaces the one of its id in ``entries``."""
+        store = bank_store(self.root)
+        name = entry_name(fields["id"])
+        stage = store.stage(name)
+        try:
+            digest = stage.write_bytes(PROMPT_FILE, data)
+        except BaseException:
+            store.drop(stage)
+            raise
+        store.publish(stage, {"backbone": self.backbone, "prompt": fields})
+        entry = {**fields, "file": f"{name}/{PROMPT_FILE}", "sha256": digest}
+        self.entries = [e for e in self.entries if e["id"] != entry["id"]] + [entry]
+        return entry
 
-    def compact(self) -> None:
-        """Write every entry into a new sealed manifest (atomic) and remove the journal: the bank's
-        state is the same before and after, in one file."""
-        sealed = write_manifest(self.root / "manifest.json", {
-            "format": BANK_FORMAT, "version": BANK_VERSION, "backbone": self.backbone, "prompts": self.entries,
-        })
-        self.manifest_hash = self.chain = sealed["manifest_hash"]
-        (self.root / JOURNAL).unlink(missing_ok=True)
+    def record_origins(self, origins: Mapping[str, Mapping[str, Any]]) -> None:
+        """Replace the ``origin`` (what a prompt was trained from) of the entries ``origins`` names:
+        each entry published anew with its file unchanged (checked first). The caller has shown that
+        each prompt is the one that origin would train (``rospr_harness.method.bank``: its
+        ``train_key`` matched). Refuses (``ArtifactError``) an id the bank lacks."""
+        for pid in origins:
+            if self.entry(pid) is None:
+                raise ArtifactError(f"{self.root}: no prompt {pid!r}")
+        for pid, origin in origins.items():
+            entry = self.entry(pid)
+            path = self.root / entry["file"]
+            check_file(path, entry["sha256"], "prompt bank")
+            fields = {k: v for k, v in entry.items() if k not in ("file", "sha256")}
+            self._publish({**fields, "origin": dict(origin)}, path.read_bytes())
 
     def content_hash(self, ids: Iterable[str] | None = None) -> str:
         """sha256 over the backbone (architecture and weights) and the entries of ``ids`` (all by
@@ -266,68 +278,74 @@ class PromptBank:
                             "prompts": sorted((e["id"], e["sha256"]) for e in self.entries if e["id"] in wanted)})
 
 
-def _replaced(entries: list[dict], entry: dict) -> list[dict]:
-    return [e for e in entries if e["id"] != entry["id"]] + [entry]
+def _read_entries(root: Path) -> list[tuple[dict, dict, str]]:
+    """Every prompt entry of the bank at ``root`` as (fields with ``file`` and ``sha256``, backbone, the
+    manifest's path), ordered by id; the store's stages and asides skipped. Refuses (``ArtifactError``)
+    an edited manifest and two entries of one id; (``StoreError``) a link planted in the bank."""
+    store = bank_store(root)
+    folder = store.path(PROMPTS)
+    if not folder.is_dir():
+        return []
+    out, seen = [], {}
+    for sub in sorted(folder.iterdir()):
+        if sub.name.startswith(".") or sub.is_symlink() or not sub.is_dir():
+            continue  # the store's stages and asides; the previous layout's files
+        path = sub / store.manifest_name
+        manifest = read_manifest(path, BANK_FORMAT, BANK_VERSION, fix=FIX)
+        fields, files = manifest.get("prompt"), manifest.get("files")
+        if not isinstance(fields, dict) or not isinstance(files, dict) or not isinstance(fields.get("id"), str) \
+                or PROMPT_FILE not in files or not isinstance(manifest.get("backbone"), dict):
+            raise ArtifactError(f"{path}: fields 'prompt', 'backbone' and 'files' are not a prompt entry's; {FIX}")
+        if fields["id"] in seen:
+            raise ArtifactError(f"{path}: a second entry for prompt {fields['id']!r} (the first: {seen[fields['id']]}); "
+                                "remove the one that should not be there")
+        seen[fields["id"]] = path
+        entry = {**fields, "file": f"{PROMPTS}/{sub.name}/{PROMPT_FILE}", "sha256": files[PROMPT_FILE]}
+        out.append((entry, manifest["backbone"], str(path)))
+    return sorted(out, key=lambda item: item[0]["id"])
 
 
-def _link(previous: str, entry: dict) -> str:
-    return digest_json({"previous": previous, "entry": entry})
-
-
-def _with_journal(root: Path, manifest: dict) -> tuple[list[dict], str]:
-    """The manifest's entries with the journal's applied in order, and the journal's last link.
-    Refuses (``ArtifactError``) a line that is not JSON or does not follow from the ones before."""
-    path = root / JOURNAL
-    entries, chain = list(manifest["prompts"]), manifest["manifest_hash"]
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return entries, chain
-    *lines, torn = data.split(b"\n")
-    if torn:
-        log.warning("%s: an incomplete last line (a tuning stopped while writing it) is ignored", path)
-    fix = (f"remove the folder to tune again, or delete {path} and tune the prompts it listed again "
-           "(their entries are lost, the manifest's stay)")
-    for i, raw in enumerate(lines, 1):
-        try:
-            line = strict_loads(raw.decode("utf-8"), path, ArtifactError, fix, line=i)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ArtifactError(f"{path}: line {i} is not JSON ({exc}); {fix}") from None
-        entry = line.get("entry") if isinstance(line, dict) else None
-        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str) or line.get("chain") != _link(chain, entry):
-            raise ArtifactError(f"{path}: line {i} does not follow from the manifest and the lines before it (edited, "
-                                f"reordered, or from another manifest); {fix}")
-        chain = line["chain"]
-        entries = _replaced(entries, entry)
-    return entries, chain
-
-
-def _append(path: Path, chain: str, entry: dict) -> str:
-    """Append ``entry``'s journal line (cutting off a torn last line first) and fsync; its link."""
-    link = _link(chain, entry)
-    line = (json.dumps({"entry": entry, "chain": link}, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    try:
-        data_len = os.fstat(fd).st_size
-        if data_len:
-            os.lseek(fd, max(data_len - 65536, 0), os.SEEK_SET)
-            tail = os.read(fd, 65536)
-            cut = data_len - (len(tail) - (tail.rfind(b"\n") + 1))
-            if cut != data_len:
-                os.ftruncate(fd, cut)
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return link
+def migrate(root: str | Path, backbone: Mapping[str, Any] | None = None) -> bool:
+    """Move a bank of the previous layout (a sealed ``manifest.json`` of version 2 listing
+    ``prompts/<slug>.safetensors``) into one store entry per prompt; True when one was moved. Every
+    file is checked against its sha256 first; the old manifest is removed once every entry is
+    published (a migration stopped before that is done again: the same entries republished), then
+    the old files and journal. ``backbone``: the backbone to record in place of a version-1
+    manifest's (``rekey``). Refuses (``ArtifactError``) an edited manifest or file, and a version-1
+    bank without ``backbone`` (``read_bank_manifest``)."""
+    root = Path(root)
+    path = root / LEGACY_MANIFEST
+    if not path.exists():
+        return False
+    manifest = _old_manifest(path) if backbone is not None else read_bank_manifest(path)
+    if manifest is None:
+        raise ArtifactError(f"{path}: not a version-1 prompt bank; nothing to re-key")
+    for entry in manifest["prompts"]:
+        check_file(root / entry["file"], entry["sha256"], "prompt bank")
+    bank = PromptBank(root, dict(backbone or manifest["backbone"]), [], {})
+    for entry in manifest["prompts"]:
+        bank._publish({k: v for k, v in entry.items() if k not in ("file", "sha256")}, (root / entry["file"]).read_bytes())
+    if (root / JOURNAL).exists():
+        log.warning("%s: the prompts of a tuning interrupted under the previous bank layout are not kept; the next "
+                    "`rospr tune` (or run) trains them again", root / JOURNAL)
+    path.unlink(missing_ok=True)  # the commit point: the folder is of the new layout from here
+    fsync_dir(root)
+    for entry in manifest["prompts"]:
+        if entry["file"] == f"{PROMPTS}/{_slug(entry['id'])}.safetensors":  # never a file named elsewhere
+            (root / entry["file"]).unlink(missing_ok=True)
+    (root / JOURNAL).unlink(missing_ok=True)
+    log.info("%s: moved %d prompts into one store entry each (bank version %d)", root, len(manifest["prompts"]),
+             BANK_VERSION)
+    return True
 
 
 def read_bank_manifest(path: Path) -> dict:
-    """The checked manifest of a bank (``read_manifest``). Refuses (``ArtifactError``) a version-1 bank,
-    tuned before the backbone's weights were recorded, with the way to re-key it."""
+    """The checked bank-level manifest of the previous layout (``read_manifest``, version 2). Refuses
+    (``ArtifactError``) a version-1 bank, tuned before the backbone's weights were recorded, with the
+    way to re-key it."""
     path = Path(path)
     try:
-        return read_manifest(path, BANK_FORMAT, BANK_VERSION)
+        return read_manifest(path, BANK_FORMAT, LEGACY_VERSION)
     except ArtifactError:
         old = _old_manifest(path)
         if old is None:
@@ -351,14 +369,15 @@ def rekey(root: str | Path, backbone: Mapping[str, Any]) -> "PromptBank":
     """Record ``backbone``'s weights digest in the version-1 bank at ``root`` (``rospr bank rekey``):
     the user's statement that its prompts were tuned on those weights. The manifest must be intact
     and sealed, every prompt file must match its sha256, and the architecture fields must be
-    ``backbone``'s. Returns the bank, now version 2. Refuses (``ArtifactError``) a bank that is not
-    version 1, an edited one, another architecture and a ``backbone`` without a weights digest."""
+    ``backbone``'s. Returns the bank, moved into the current layout (``migrate``). Refuses
+    (``ArtifactError``) a bank that is not version 1, an edited one, another architecture and a
+    ``backbone`` without a weights digest."""
     root = Path(root)
-    path = root / "manifest.json"
+    path = root / LEGACY_MANIFEST
     old = _old_manifest(path)
     if old is None:
-        read_bank_manifest(path)  # refuses a missing, edited or unreadable one with its own line
-        raise ArtifactError(f"{path}: already records the weights of its backbone (version {BANK_VERSION}); "
+        PromptBank.load(root, ids=[])  # refuses a missing, edited or unreadable bank with its own line
+        raise ArtifactError(f"{root}: already records the weights of its backbone (version {BANK_VERSION}); "
                             "nothing to re-key")
     if not backbone.get(WEIGHTS_KEY):
         raise ArtifactError(f"{path}: re-keying needs the model's weights digest; none was given")
@@ -367,11 +386,8 @@ def rekey(root: str | Path, backbone: Mapping[str, Any]) -> "PromptBank":
             raise ArtifactError(f"{path}: tuned for backbone {old['backbone'].get('name')!r} ({key}="
                                 f"{old['backbone'].get(key)!r}), not {backbone.get('name')!r} ({key}="
                                 f"{backbone.get(key)!r}); give the checkpoint it was tuned on")
-    for entry in old["prompts"]:
-        check_file(root / entry["file"], entry["sha256"], "prompt bank")
-    write_manifest(path, {"format": BANK_FORMAT, "version": BANK_VERSION,
-                          "backbone": {**old["backbone"], WEIGHTS_KEY: backbone[WEIGHTS_KEY]}, "prompts": old["prompts"]})
-    log.info("%s: re-keyed to the weights %s of %r", path, backbone[WEIGHTS_KEY], backbone.get("name"))
+    migrate(root, {**old["backbone"], WEIGHTS_KEY: backbone[WEIGHTS_KEY]})
+    log.info("%s: re-keyed to the weights %s of %r", root, backbone[WEIGHTS_KEY], backbone.get("name"))
     return PromptBank.load(root, backbone, ids=[])
 
 
@@ -389,7 +405,8 @@ def _read_prompt(root: Path, entry: dict, backbone: Mapping[str, Any]) -> SoftPr
         raise ArtifactError(f"{path}: tensors {sorted(tensors)}, expected exactly {TENSOR!r}")
     values = tensors[TENSOR]
     if entry.get("dtype") != "float32":
-        raise ArtifactError(f"{root / 'manifest.json'}: prompt {entry['id']}: dtype {entry.get('dtype')!r}, expected float32")
+        raise ArtifactError(f"{path.parent / 'manifest.json'}: prompt {entry['id']}: dtype {entry.get('dtype')!r}, "
+                            "expected float32")
     check_values(values, str(path), int(backbone["d_model"]), int(entry["P"]))
     if values.shape[1] != int(entry["D"]):
         raise ArtifactError(f"{path}: D={values.shape[1]}, the manifest says {entry['D']}")

@@ -152,7 +152,17 @@ class ContentStore:
         self.format, self.version, self.manifest_name, self.fix = format, version, manifest_name, fix
 
     def path(self, name: str) -> Path:
-        return self.root / _rel(name)
+        """The folder of entry ``name``. Refuses (``StoreError``) a name that leaves the root and a path
+        that passes through a symbolic link below the root: a link is never followed out of the store
+        (one planted at ``<root>/prompts`` would have every entry written where it points)."""
+        rel = _rel(name)
+        at = self.root
+        for part in PurePosixPath(rel).parts:
+            at = at / part
+            if at.is_symlink():
+                raise StoreError(f"{at}: a symbolic link inside the store {self.root}; links are not followed out "
+                                 "of a store: remove the link (or point the setting at the folder it names)")
+        return self.root / rel
 
     # -- writing -----------------------------------------------------------------------------------
     def stage(self, name: str) -> Stage:

@@ -61,7 +61,6 @@ def import_peft(model: str, bank_dir: str | Path, items: Sequence[AdapterSource]
         choices = template_choices(item.source, item.template, settings, split, rows)
         saved.append(import_adapter(bank, item.adapter, item.source, item.template, choices, shape, split, rows,
                                     check_base_name))
-    bank.compact()  # the journal of the imports folded into the manifest
     return saved
 
 
@@ -84,7 +83,7 @@ def export_peft(bank_dir: str | Path, out: str | Path, ids: Sequence[str] = (), 
         # the hash of config.json as written, as every backbone identity (rospr.identity.backbone_identity)
         check_backbone(bank.backbone, {"name": display_name(model), "config_hash": config_digest(model),
                                        "d_model": config.get("d_model"), "weights": weights_digest(model)},
-                       str(Path(bank_dir) / "manifest.json"))
+                       str(bank_dir))
         shape, base = model_shape(config), model
     wanted = list(ids) or bank.ids()
     single = len(ids) == 1

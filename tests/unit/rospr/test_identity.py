@@ -21,7 +21,7 @@ import pytest
 
 from rospr.artifacts import ArtifactError, seal
 from rospr.identity import config_digest, retriever_identity, weights_digest
-from rospr.softprompt import BANK_FORMAT, PromptBank, SoftPrompt, rekey
+from rospr.softprompt import BANK_FORMAT, PromptBank, SoftPrompt, entry_name, rekey
 from helpers import REPO
 
 
@@ -141,12 +141,22 @@ def test_a_peft_imported_prompt_keeps_to_the_weights_of_its_bank(identities, tin
 
 
 def _version_1_bank(root: Path, identity: dict, d: int) -> Path:
-    """A bank as rospr wrote it before the weights were recorded: version 1, no 'weights' in its backbone."""
-    new = PromptBank.open(root, identity)
-    new.add(_prompt("src/t", d))
-    manifest = json.loads((root / "manifest.json").read_text())
-    manifest["version"] = 1
-    manifest["backbone"] = {k: v for k, v in manifest["backbone"].items() if k != "weights"}
+    """A bank as rospr wrote it before the weights were recorded: one manifest.json of version 1 listing
+    prompts/<slug>.safetensors, no 'weights' in its backbone."""
+    from safetensors.numpy import save
+
+    from rospr.artifacts import sha256_file
+    from rospr.softprompt import _slug
+
+    p = _prompt("src/t", d)
+    rel = f"prompts/{_slug(p.id)}.safetensors"
+    (root / "prompts").mkdir(parents=True)
+    (root / rel).write_bytes(save({"prompt": p.values}, metadata={"id": p.id}))
+    entry = {"id": p.id, "source": p.source, "template": p.template, "answer_choices": list(p.answer_choices),
+             "P": p.shape[0], "D": p.shape[1], "dtype": "float32", "file": rel, "sha256": sha256_file(root / rel),
+             "train_key": p.train_key, "steps": p.steps, "final_loss": p.final_loss, "seed": p.seed}
+    backbone = {k: v for k, v in identity.items() if k != "weights"}
+    manifest = {"format": BANK_FORMAT, "version": 1, "backbone": backbone, "prompts": [entry]}
     (root / "manifest.json").write_text(json.dumps(seal(manifest)))
     return root
 
@@ -159,8 +169,9 @@ def test_a_bank_tuned_before_weights_were_recorded_is_refused_until_rekeyed(iden
     with pytest.raises(ArtifactError, match="config_hash"):  # another architecture cannot be claimed
         rekey(root, {**a, "config_hash": "0" * 16})
     rekey(root, b)  # the user's word: tuned on B
-    manifest = json.loads((root / "manifest.json").read_text())
-    assert manifest["format"] == BANK_FORMAT and manifest["version"] == 2 and manifest["backbone"]["weights"] == b["weights"]
+    manifest = json.loads((root / entry_name("src/t") / "manifest.json").read_text())  # moved into the store layout
+    assert manifest["format"] == BANK_FORMAT and manifest["version"] == 3 and manifest["backbone"]["weights"] == b["weights"]
+    assert not (root / "manifest.json").exists()
     assert PromptBank.load(root, b).get("src/t").train_key == "key0"  # prompts and train keys kept
     with pytest.raises(ArtifactError, match=a["weights"]):
         PromptBank.load(root, a)

@@ -238,8 +238,7 @@ def test_cli_import_refuses_a_bank_of_another_backbone(tiny_model_dir, tmp_path,
     from rospr.peft_adapter import export_prompt
 
     folder = export_prompt(bank, bank.ids()[0], tmp_path / "ad")
-    manifest = json.loads((bank.root / "manifest.json").read_text())
-    other = dict(manifest["backbone"], config_hash="0" * 16, name="other-model")
+    other = dict(bank.backbone, config_hash="0" * 16, name="other-model")
     PromptBank.open(tmp_path / "theirs", other).add(bank.get(bank.ids()[0]))
     res = CliRunner().invoke(app, ["bank", "import-peft", "--adapter", str(folder), "--source", "builtin/animals",
                                    "--template", "is_there_animal", "--bank", str(tmp_path / "theirs"),

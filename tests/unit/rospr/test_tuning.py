@@ -56,7 +56,7 @@ def test_interrupted_tuning_resumes_where_it_stopped(tiny_backbone, tiny_model_d
         tune_bank(jobs, tmp_path / "bank", SMALL, identity.as_dict(), in_process(str(tiny_model_dir), SMALL, model, tokenizer),
                   on_done=stop_after_two)
     saved = PromptBank.load(tmp_path / "bank", identity.as_dict())
-    assert saved.ids() == [jobs[0].id, jobs[1].id]
+    assert saved.ids() == sorted([jobs[0].id, jobs[1].id])  # a bank lists its prompts by id
     first = saved.get(jobs[0].id).values.copy()
     events = []
     bank = tune_bank(jobs, tmp_path / "bank", SMALL, identity.as_dict(),
@@ -267,3 +267,61 @@ def test_worker_counts_follow_cpu_and_gpu_slots():
     assert n_workers(3, {"CPU": 16, "GPU": 4}, 1, 1, None) == 3  # no more than the jobs
     assert n_workers(10, {"CPU": 16}, 4, 0, None) == 4  # CPU actors: threads each
     assert n_workers(10, {"CPU": 16, "GPU": 8}, 4, 1, None) == 4  # CPUs bind before GPUs
+
+
+KILLED_TUNING = """
+import os, signal, sys
+import numpy as np
+from rospr_harness.tasks import get_task
+from rospr_harness.tasks.base import DataSettings
+from rospr.softprompt import bank_store, entry_name
+from rospr.tuning import TuneJob, TuneResult, TuneSettings, tune_bank
+
+root, backbone = sys.argv[1], {"name": "fake", "config_hash": "c", "d_model": 8, "vocab_size": 10,
+                               "n_parameters": 1, "weights": "w" * 16}
+task = get_task("builtin/animals", DataSettings())
+jobs = [TuneJob("builtin/animals", p, (), tuple(task.load(p, split="train", limit=4).examples)) for p in task.prompts()[:3]]
+
+def train(todo, save):
+    for i, job in enumerate(todo):
+        if i == 2:  # the third prompt: killed while its entry is being written
+            stage = bank_store(root).stage(entry_name(job.id))
+            stage.write_bytes("prompt.safetensors", b"half a prompt")
+            os.kill(os.getpid(), signal.SIGKILL)
+        save(job.id, TuneResult(np.full((2, 8), i + 1, np.float32), [1.0, 0.5], i))
+
+tune_bank(jobs, root, TuneSettings(prompt_length=2, steps=2), backbone, train)
+"""
+
+
+def test_a_killed_tuning_keeps_every_finished_prompt_and_resumes(tmp_path):
+    """A tuning process killed (SIGKILL) after two prompts were published and while the third was
+    being written: the two are kept and reused, never retrained; the third's half-written stage is
+    swept and the third trained."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from rospr.tuning import TuneResult
+
+    root = tmp_path / "bank"
+    done = subprocess.run([sys.executable, "-c", KILLED_TUNING, str(root)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == -9, done.stderr
+    backbone = {"name": "fake", "config_hash": "c", "d_model": 8, "vocab_size": 10, "n_parameters": 1, "weights": "w" * 16}
+    task = get_task("builtin/animals", DataSettings())
+    jobs = [TuneJob("builtin/animals", p, (), tuple(task.load(p, split="train", limit=4).examples))
+            for p in task.prompts()[:3]]
+    assert PromptBank.load(root, backbone).ids() == sorted(j.id for j in jobs[:2])
+    assert any(p.name.startswith(".stage-") for p in (root / "prompts").iterdir())  # the killed writer's stage
+    trained = []
+
+    def train(todo, save):
+        for job in todo:
+            trained.append(job.id)
+            save(job.id, TuneResult(np.full((2, 8), 9, np.float32), [1.0, 0.5], 0))
+
+    bank = tune_bank(jobs, root, TuneSettings(prompt_length=2, steps=2), backbone, train)
+    assert trained == [jobs[2].id]  # the finished ones are reused
+    assert [float(bank.get(j.id).values[0, 0]) for j in jobs] == [1.0, 2.0, 9.0]
+    assert not any(p.name.startswith(".") for p in (root / "prompts").iterdir())  # the dead stage swept

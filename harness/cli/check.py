@@ -30,7 +30,7 @@ def verify(
 ) -> None:
     """Check every byte: a run's records against their sha256 and figures, an export's files against
     its sealed manifest and its validation figures. Prints one line per problem; exit 1 when there is one."""
-    from rospr_harness.runner.rundir import verify_run
+    from rospr_harness.runner.verify import verify_run
     from rospr_export.manifest import ExportIntegrityError, verify_export
 
     problems, checked = [], 0

@@ -344,29 +344,3 @@ def open_run(out: Path, config: RunConfig, order: Callable[[UnitResult], tuple],
 def check_resumable(out: Path) -> None:
     """Refuse (``ResumeError``) ``--resume`` into ``out`` when it holds no run of ours (before its lock)."""
     check_out(out, resume=True)
-
-
-def verify_run(run_dir: str | Path) -> list[str]:
-    """Check every unit of a finished run: path confined, records sha256 as listed, figures (n,
-    accuracy and, since schema 1.3, stderr and interval) as the records give them. Returns the problems found (empty: all good). Refuses a directory without a run."""
-    run_dir = Path(run_dir)
-    path = run_dir / "results.json"
-    res = read_results(path)
-    problems = []
-    for i, unit in enumerate(res.units):
-        where = f"{path}: units[{i}]"
-        try:
-            _, records = verified_records(run_dir, unit, where)
-            figures = unit_figures(records, run_dir / unit.records, RunDirectory.key(unit))
-        except (UnsafePath, RecordsError) as exc:
-            problems.append(str(exc))
-            continue
-        listed = unit.model_dump(include=set(figures.fields()))
-        if unit.stderr is None and unit.ci_low is None and unit.ci_high is None:  # written before schema 1.3
-            listed = {k: listed[k] for k in ("n", "accuracy")}
-        differ = {k: (listed[k], figures.fields()[k]) for k in listed if listed[k] != figures.fields()[k]}
-        if differ:
-            shown = ", ".join(f"{k} {a} (records: {b})" for k, (a, b) in differ.items())
-            problems.append(f"{where}: {shown} differ from its records' (results.json edited?); rerun with --resume, "
-                            "which takes them from the records")
-    return problems

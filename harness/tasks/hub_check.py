@@ -28,7 +28,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from rospr_harness.hub import offline_reason
+from rospr_harness.tasks.hub import offline_reason
 from rospr_harness.tasks.base import DataSettings, TaskError
 from rospr_harness.tasks.catalog import PARQUET_EXPORT, DatasetSpec, dataset_spec
 

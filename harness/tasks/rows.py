@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from rospr_harness import hub
+from rospr_harness.tasks import hub
 from rospr_harness.tasks.base import DataSettings, TaskError
 from rospr_harness.tasks.catalog import DatasetSpec
 from rospr.destination import is_synthetic
@@ -41,7 +41,7 @@ class RowSource:
     """Where the rows of one (folder, split) come from now.
 
     ``kind``: ``local`` | ``synthetic`` (local rows ``rospr data synth`` wrote: never the real dataset) | ``manual`` | ``hub_dir`` | ``hub`` | ``datasets-cache`` (the hub while
-    ``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE``: ``rospr_harness.hub``) | ``missing`` (a manual download not provided);
+    ``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE``: ``rospr_harness.tasks.hub``) | ``missing`` (a manual download not provided);
     ``where``: the file, folder or ``hub_id[:config]@revision``; ``note``: what is missing and how to fix it.
     """
 

@@ -1,4 +1,4 @@
-"""harness/hub.py: HF_HUB_OFFLINE / HF_DATASETS_OFFLINE, honoured by `rospr data status` and row loading."""
+"""harness/tasks/hub.py: HF_HUB_OFFLINE / HF_DATASETS_OFFLINE, honoured by `rospr data status` and row loading."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import socket
 import pytest
 from typer.testing import CliRunner
 
-from rospr_harness import hub
+from rospr_harness.tasks import hub
 from rospr_harness.cli import app
 from rospr_harness.tasks import DataSettings, TaskError, get_task
 from rospr_harness.tasks.status import data_status

@@ -80,19 +80,12 @@ def settings_for(args, checkpointing: bool):
 def batch_plan(tokenizer, examples, settings, seed: int):
     """What ``tune_prompt`` draws with ``seed``: its tokenised pairs, the rows of each step (its
     shuffle) and the pad id; ``_batch(pairs, idx, pad)`` makes a step's padded tensors."""
-    import numpy as np
+    import itertools
 
-    from rospr.tuning import _encode_pairs
+    from rospr.tuning import _encode_pairs, step_batches
 
     pairs = _encode_pairs(tokenizer, examples, settings)
-    rng = np.random.default_rng(seed)
-    order: list[int] = []
-    steps = []
-    for _ in range(settings.steps):
-        if len(order) < settings.batch_size:
-            order += rng.permutation(len(pairs)).tolist()
-        idx, order = order[: settings.batch_size], order[settings.batch_size:]
-        steps.append(idx)
+    steps = list(itertools.islice(step_batches(pairs, settings, seed), settings.steps))
     return pairs, steps, tokenizer.pad_token_id or 0
 
 

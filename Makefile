@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 ROSPR := $(VENV)/bin/rospr
 TINY := build/tiny-t0
 
-.PHONY: setup demo test tiny clean
+.PHONY: setup demo test tiny docs clean
 
 setup: $(VENV)/.installed
 
@@ -36,6 +36,10 @@ demo: $(TINY)/config.json
 # $ROSPR_SHARED_DATA, or ../shared/data beside the clone; where none has a data set, they skip.
 test: setup
 	$(PY) -m pytest -q
+
+# the generated parts of README.md and docs/ (the results schema, measured figures)
+docs: setup
+	$(PY) -m docs.generate
 
 clean:
 	rm -rf build runs .pytest_cache

@@ -90,7 +90,7 @@ def type_of(prop: dict) -> str:
     if "anyOf" in prop:
         return " or ".join(dict.fromkeys(type_of(p) for p in prop["anyOf"]))
     if "enum" in prop:
-        return " \\| ".join(json.dumps(v) for v in prop["enum"])
+        return " | ".join(json.dumps(v) for v in prop["enum"])
     if "const" in prop:
         return json.dumps(prop["const"])
     kind = prop.get("type", "any")

@@ -46,7 +46,7 @@ def workload(model: Path, work: Path, limit: int, batch_size: int) -> dict:
 
 def compare(run_dir: Path, ref_dir: Path) -> tuple[bool, float]:
     """(identical predictions, largest |score difference|) of two runs, unit by unit."""
-    from rospr_harness.results import read_records, read_results
+    from rospr_harness.schema import read_records, read_results
 
     got, ref = read_results(run_dir / "results.json"), read_results(ref_dir / "results.json")
     same, diff = len(got.units) == len(ref.units), 0.0

@@ -15,9 +15,9 @@ Layout: ``<dir>/<key[:2]>/<key>/records.jsonl`` (the records file as a run write
 client this cache is). An entry is checked on every read (meta readable and sealed, key, sha256 of
 the records); one that fails is logged and recomputed, never trusted, and the new result replaces
 it. Entries written before the store (no ``files``) are read from their ``sha256``. A reused unit's
-``n`` and ``accuracy`` are recomputed from its records by the run directory (``rospr_harness.results.unit_figures``): the
+``n`` and ``accuracy`` are recomputed from its records by the run directory (``rospr_harness.figures.unit_figures``): the
 metadata's copies are for people, never the source of a number. The one exception is the unit's
-bootstrap interval and stderr (``unit.figures``, ``results.spread_fields``): taken again only when the
+bootstrap interval and stderr (``unit.figures``, ``figures.spread_fields``): taken again only when the
 records give the same n and accuracy and the statistics are the same, so a fully cached run does not
 draw 2000 replicates per unit again. Entries are staged and renamed into place by the store, so a
 reader never sees half an entry; of concurrent writers of one key the first wins (the contents are
@@ -30,11 +30,14 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from rospr_harness.config import RosprConfig
+from rospr_harness.schema import RetrievalLog, UnitResult
 from rospr.artifacts import FileRef, file_mode, read_file_ref
 from rospr.cachedirs import cache_path
 from rospr.canonical import digest_bytes, digest_json
@@ -113,14 +116,64 @@ def unit_key(parts: dict[str, Any]) -> str:
     return digest_json({"format": CACHE_FORMAT, "version": CACHE_VERSION, **parts})
 
 
+@dataclass(frozen=True)
+class UnitMeta:
+    """What an entry's meta.json holds of its unit (its ``unit`` object, keys in this order): the
+    ``UnitResult`` fields that its records do not give (skipped rows and why, truncations, the data's
+    content hash, wall time, the retrieval log), ``n`` and ``accuracy`` for people reading the entry
+    (a reuse takes them from the records), and ``figures`` (``rospr_harness.figures.spread_fields``: the
+    spread, taken again on reuse when the records agree). A key an entry lacks takes its default."""
+
+    n: int = 0
+    accuracy: float | None = None
+    skipped: int = 0
+    skipped_reasons: dict[str, int] = field(default_factory=dict)
+    truncated: int = 0
+    content_hash: str = ""
+    wall_s: float = 0.0
+    retrieval: RetrievalLog | None = None
+    figures: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, unit: UnitResult, figures: dict[str, Any] | None = None) -> "UnitMeta":
+        """The metadata of a computed ``unit`` (``figures``: its ``spread_fields``)."""
+        return cls(n=unit.n, accuracy=unit.accuracy, skipped=unit.skipped, skipped_reasons=dict(unit.skipped_reasons),
+                   truncated=unit.truncated, content_hash=unit.content_hash, wall_s=unit.wall_s,
+                   retrieval=unit.retrieval, figures=figures)
+
+    def to_json(self) -> dict[str, Any]:
+        """meta.json's ``unit`` object (``figures`` only when set)."""
+        out = {"n": self.n, "accuracy": self.accuracy, "skipped": self.skipped,
+               "skipped_reasons": dict(self.skipped_reasons), "truncated": self.truncated,
+               "content_hash": self.content_hash, "wall_s": self.wall_s,
+               "retrieval": self.retrieval.model_dump() if self.retrieval is not None else None}
+        if self.figures is not None:
+            out["figures"] = self.figures
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any, where: Path) -> "UnitMeta":
+        """The metadata in meta.json's ``unit`` object (``where``: that file). Refuses (``StoreError``,
+        naming the field) an object that does not follow ``UnitMeta``: the unit is recomputed."""
+        try:
+            return _UNIT_META.validate_python(data or {})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            name = ".".join(str(x) for x in first["loc"])
+            raise StoreError(f"{where}: field 'unit.{name}': {first['msg']}; recomputing the unit") from None
+
+
+_UNIT_META = TypeAdapter(UnitMeta)
+
+
 @dataclass
 class CachedUnit:
-    """A verified entry: the records file's bytes and digest, and the unit's fields."""
+    """A verified entry: the records file's bytes and digest, and the unit's metadata."""
 
     key: str
     records: bytes
     sha256: str
-    fields: dict[str, Any]
+    meta: UnitMeta
     source: FileRef | None = None  # the records file these bytes were read from (a run links it: no copy)
 
 
@@ -165,9 +218,9 @@ class UnitCache:
         if digest != files.get(RECORDS) or digest != meta.get("sha256"):
             raise StoreError(f"{entry / RECORDS}: sha256 {digest[:12]}… differs from meta.json's; "
                              "recomputing the unit")
-        return CachedUnit(key, records, digest, dict(meta.get("unit") or {}), source)
+        return CachedUnit(key, records, digest, UnitMeta.from_json(meta.get("unit"), entry / "meta.json"), source)
 
-    def put(self, key: str, parts: dict[str, Any], records: bytes, fields: dict[str, Any]) -> None:
+    def put(self, key: str, parts: dict[str, Any], records: bytes, unit: UnitMeta) -> None:
         """Store a unit: a good entry already there (a concurrent writer's) is kept, a damaged one
         replaced. Raises ``OSError`` for a cache that cannot be written."""
         stage = self.store.stage(f"{key[:2]}/{key}")
@@ -179,7 +232,7 @@ class UnitCache:
         except BaseException:
             self.store.drop(stage)
             raise
-        meta = {"key": key, "parts": parts, "unit": fields, "sha256": digest}
+        meta = {"key": key, "parts": parts, "unit": unit.to_json(), "sha256": digest}
 
         def good(entry: Path) -> bool:
             try:

@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from rospr_harness.results import read_results, unit_figures, verified_records
+from rospr_harness.figures import unit_figures
+from rospr_harness.runfiles import verified_records
+from rospr_harness.schema import read_results
 from rospr_harness.stats import bootstrap_means, bootstrap_weights, mcnemar_exact, score_matrix, task_mean
 
 __all__ = ["compare_to_baseline", "compare_runs", "load_baseline", "load_run_scores", "bootstrap_weights",
@@ -86,7 +88,7 @@ def load_run_scores(run_dir: str | Path, method: str | None = None) -> RunScores
     not in ``units``, so that no comparison divides by its zero rows.
     Every score comes from a records file checked against the sha256 results.json lists for it,
     inside the run directory, each row's score recomputed from its prediction and gold
-    (``rospr_harness.results.verified_records``, ``unit_figures``); the accuracies in results.json are
+    (``rospr_harness.runfiles.verified_records``, ``unit_figures``); the accuracies in results.json are
     not read. Refuses (``ValueError`` naming the file and field) a missing or malformed results
     file, a records path outside the run, a missing digest and records that fail their checksum.
     """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rospr_harness.results import ResultsFile, RunTime, atomic_write_text
+from rospr_harness.schema import ResultsFile, RunTime, UnitResult, atomic_write_text
 
 
 def pct(x: float | None) -> str:
@@ -12,9 +12,44 @@ def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
 
+NO_PROMPT = "no soft prompt"
+
+
+def without_prompt(unit: UnitResult) -> bool:
+    """Whether ``unit`` is of a RoSPr method yet was scored without any soft prompt (its retrieval chose
+    none: leave-one-out removed every candidate, say): its figures are the T0 input's, under the method's name."""
+    return unit.retrieval is not None and not unit.retrieval.chosen
+
+
+def marked(text: str, units: list[UnitResult]) -> str:
+    """``text`` (a figure of ``units``) with how many of them were scored without a soft prompt, if any."""
+    k = sum(map(without_prompt, units))
+    if not k:
+        return text
+    return f"{text} ({NO_PROMPT})" if len(units) == 1 else f"{text} ({k} of {len(units)} units: {NO_PROMPT})"
+
+
+def without_prompt_rows(res: ResultsFile) -> list[list[str]]:
+    """The units of both reports scored without the soft prompt their method names: task, prompt, method,
+    accuracy, why (the retrieval log's note)."""
+    return [[u.task, u.prompt, u.method, pct(u.accuracy), u.retrieval.note or "no prompt chosen"]  # type: ignore
+            for u in res.units if without_prompt(u)]
+
+
+WITHOUT_PROMPT_NOTE = ("These units of a RoSPr method were scored without any soft prompt: their retrieval chose "
+                       "none (for instance leave-one-out removed every candidate), so their figures are the T0 "
+                       f"baseline's under the method's name. Their cells are marked ({NO_PROMPT}).")
+
+
+def method_units(res: ResultsFile, method: str, task: str | None = None) -> list[UnitResult]:
+    """The scored units of ``method`` (of ``task``, or of every task): those a task's mean and ``overall`` count."""
+    return [u for u in res.units if u.method == method and (task is None or u.task == task)
+            and u.n > 0 and u.accuracy is not None]
+
+
 def unit_rows(res: ResultsFile, methods: list[str]) -> list[list[str]]:
     """The per-(task, prompt) table of both reports: task, prompt, n, skipped, then each method's
-    accuracy ("–" where the method has no unit there)."""
+    accuracy ("–" where the method has no unit there; marked where it was scored without a soft prompt)."""
     cells: dict[tuple[str, str], dict[str, object]] = {}
     for u in res.units:
         cells.setdefault((u.task, u.prompt), {})[u.method] = u
@@ -22,7 +57,8 @@ def unit_rows(res: ResultsFile, methods: list[str]) -> list[list[str]]:
     for (task, prompt), per in cells.items():
         any_u = next(iter(per.values()))
         rows.append([task, prompt, str(any_u.n), str(any_u.skipped)]  # type: ignore[attr-defined]
-                    + [pct(per[m].accuracy) if m in per else "–" for m in methods])  # type: ignore[attr-defined]
+                    + [marked(pct(per[m].accuracy), [per[m]]) if m in per else "–"  # type: ignore[attr-defined,list-item]
+                       for m in methods])
     return rows
 
 
@@ -36,9 +72,9 @@ def spread_rows(res: ResultsFile) -> list[list[str]]:
 
     rows = []
     for s in res.tasks:
-        rows.append([s.task, f"mean of {s.n_prompts} prompts", s.method, ""] + cells(s.mean, s.stderr, s.ci_low,
-                                                                                     s.ci_high))
-        rows += [[u.task, u.prompt, u.method, str(u.n)] + cells(u.accuracy, u.stderr, u.ci_low, u.ci_high)
+        rows.append([s.task, marked(f"mean of {s.n_prompts} prompts", method_units(res, s.method, s.task)), s.method,
+                     ""] + cells(s.mean, s.stderr, s.ci_low, s.ci_high))
+        rows += [[u.task, u.prompt, marked(u.method, [u]), str(u.n)] + cells(u.accuracy, u.stderr, u.ci_low, u.ci_high)
                  for u in res.units if u.task == s.task and u.method == s.method]
     return rows
 
@@ -74,8 +110,12 @@ def render_report(res: ResultsFile) -> str:
     ]
     base = res.overall.get("t0")
     lines += _table(["method", "mean over tasks", "Δ vs t0"],
-                    [[m, pct(res.overall.get(m)), _delta(res.overall.get(m), base) if m != "t0" else ""]
-                     for m in methods])
+                    [[m, marked(pct(res.overall.get(m)), method_units(res, m)),
+                      _delta(res.overall.get(m), base) if m != "t0" else ""] for m in methods])
+    unprompted = without_prompt_rows(res)
+    if unprompted:
+        lines += ["", f"## Scored without a soft prompt ({len(unprompted)} units)", "", WITHOUT_PROMPT_NOTE, ""]
+        lines += _table(["task", "prompt", "method", "accuracy", "why"], unprompted, text_cols=3)
     lines += ["", "## Per task", ""]
     by_task: dict[str, dict[str, object]] = {}
     for s in res.tasks:
@@ -87,7 +127,7 @@ def render_report(res: ResultsFile) -> str:
         row = [task, str(n)]
         for m in methods:
             s = per.get(m)
-            row += [pct(s.mean), pct(s.median)] if s else ["–", "–"]  # type: ignore[attr-defined]
+            row += [marked(pct(s.mean), method_units(res, m, task)), pct(s.median)] if s else ["–", "–"]  # type: ignore
         rows.append(row)
     lines += _table(header, rows)
     lines += ["", "## Per (task, prompt)", ""]

@@ -19,8 +19,9 @@ from statistics import mean
 
 import numpy as np
 
-from rospr_harness.report import pct, skipped_rows, spread_rows, time_rows, unit_rows
-from rospr_harness.results import ResultsFile, atomic_write_text
+from rospr_harness.report import (WITHOUT_PROMPT_NOTE, marked, method_units, pct, skipped_rows, spread_rows, time_rows,
+                                  unit_rows, without_prompt_rows)
+from rospr_harness.schema import ResultsFile, atomic_write_text
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
@@ -234,11 +235,16 @@ def render_html(res: ResultsFile) -> str:
 
     # Overall
     has_base = [t for t in tasks if t in base]
-    rows = [[m, pct(res.overall.get(m)), _delta(res.overall.get(m), res.overall.get("t0")) if m != "t0" else "–"]
-            for m in methods]
+    rows = [[m, marked(pct(res.overall.get(m)), method_units(res, m)),
+             _delta(res.overall.get(m), res.overall.get("t0")) if m != "t0" else "–"] for m in methods]
     if has_base:
         rows.append(["published T0-3B (same datasets)", pct(mean(base[t] for t in has_base)), "–"])
     parts += ["<h2>Overall</h2>", _table(["method", "mean over tasks (%)", "Δ vs t0"], rows)]
+    unprompted = without_prompt_rows(res)
+    if unprompted:
+        parts += [f"<h2 class='warn'>Scored without a soft prompt ({len(unprompted)} units)</h2>",
+                  f"<p class='warn'>{html.escape(WITHOUT_PROMPT_NOTE)}</p>",
+                  _table(["task", "prompt", "method", "accuracy (%)", "why"], unprompted, num_from=3)]
 
     # Per task, methods side by side with the baselines
     header = ["task", "prompts"] + [f"{m} mean" for m in methods] + [f"Δ {m} vs t0" for m in methods if m != "t0"] \
@@ -248,7 +254,7 @@ def render_html(res: ResultsFile) -> str:
         n = max((summary[(t, m)].n_prompts for m in methods if (t, m) in summary), default=0)
         vals = [summary[(t, m)].mean if (t, m) in summary else None for m in methods]
         t0 = summary[(t, "t0")].mean if (t, "t0") in summary else None
-        rows.append([t, str(n)] + [pct(v) for v in vals]
+        rows.append([t, str(n)] + [marked(pct(v), method_units(res, m, t)) for m, v in zip(methods, vals)]
                     + [_delta(v, t0) for m, v in zip(methods, vals) if m != "t0"] + [pct(base.get(t))])
     parts += ["<h2>Accuracy per task</h2>", _table(header, rows)]
     if summary:

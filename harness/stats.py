@@ -1,6 +1,6 @@
 """The statistics of accuracies over rows: standard errors, bootstrap intervals, McNemar's test.
 
-One place for what results.json (per unit and per task, ``rospr_harness.results``) and ``rospr
+One place for what results.json (per unit and per task, ``rospr_harness.figures``) and ``rospr
 compare`` (``rospr_harness.compare``) report, so both say the same thing about the same rows.
 
 - **Standard error of a mean** (``mean_stderr``): the *sample* standard deviation (``ddof=1``) over

@@ -11,7 +11,7 @@ from rospr.errors import SettingError
 
 def credit(chosen: Sequence[int], label: int | None, target_scores: Sequence[float] | None) -> float:
     """The metric value of a prediction: the one metric of a record (``Example.score_of``, and
-    ``rospr_harness.results.Record.metric`` reading a records file back).
+    ``rospr_harness.schema.Record.metric`` reading a records file back).
 
     Per chosen choice: BIG-bench's ``multiple_choice_grade`` (its target score) when ``target_scores``
     is set, else accuracy (1 for the ``label``, 0 otherwise). ``chosen`` is the prediction alone, or

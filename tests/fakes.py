@@ -145,9 +145,10 @@ class FakeExecutor:
     of order. ``fail_at``: call n raises ``BackendUnavailable`` (a server gone for good: the run ends).
     ``lose_at``: call n's actor dies under it (``scorers`` actors at the start): the call is resubmitted
     and answered by another, and ``stats`` counts the actor lost and the resubmission, as the Ray
-    executor's do. ``calls`` counts the calls, ``most_out`` the most in flight at once."""
+    executor's do. ``calls`` counts the calls, ``most_out`` the most in flight at once. It stands in for
+    the Ray executor (``name``: results.json's ``execution.executor`` is ``in_process`` or ``ray``)."""
 
-    name = "fake"
+    name = "ray"
 
     def __init__(self, max_in_flight: int, shuffle: bool = True, fail_at: int | None = None,
                  lose_at: int | None = None, scorers: int = 1) -> None:

@@ -81,7 +81,7 @@ def resume_settings(root, limit: int = 48) -> dict:
 
 def same_units(run_dir: Path, ref_dir: Path) -> None:
     """Exactly the reference's units and records (the same executor: the same bytes)."""
-    from rospr_harness.results import read_records, read_results
+    from rospr_harness.schema import read_records, read_results
 
     got, ref = read_results(run_dir / "results.json"), read_results(ref_dir / "results.json")
     assert [(u.task, u.prompt, u.method) for u in got.units] == [(u.task, u.prompt, u.method) for u in ref.units]

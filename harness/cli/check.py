@@ -20,7 +20,7 @@ MAX_BOOT = 1_000_000  # bootstrap replicates: past this the interval does not mo
 
 def schema() -> None:
     """Print the JSON schema of results.json."""
-    from rospr_harness.results import ResultsFile
+    from rospr_harness.schema import ResultsFile
 
     typer.echo(json.dumps(ResultsFile.model_json_schema(), indent=2))
 
@@ -82,7 +82,7 @@ def compare(
 ) -> None:
     """Accuracy deltas with bootstrap intervals; exit 1 on a significant regression over the threshold."""
     from rospr_harness.compare import compare_runs, compare_to_baseline, load_baseline, load_run_scores
-    from rospr_harness.results import atomic_write_text
+    from rospr_harness.schema import atomic_write_text
 
     if (baseline is None) == (against is None):
         raise SettingError("give exactly one of --baseline NAME or --against RUN_DIR")

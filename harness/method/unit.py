@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from rospr_harness.method.prepare import RosprContext
-from rospr_harness.results import LogCandidate, RetrievalLog
+from rospr_harness.schema import LogCandidate, RetrievalLog
 from rospr_harness.tasks import dataset_of
 from rospr.data import Example
 from rospr.library import Library

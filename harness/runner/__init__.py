@@ -11,8 +11,9 @@
    ``ray_executor.RayExecutor``, the same workers), started with the run's Ray
    (``rospr_harness.ray_session.run_ray``) only at its first call (``session.OnDemand``): a run whose units
    are all kept or cached starts no Ray and no actor;
-4. **drive** (``driver.py``: ``drive``): each target one coroutine (``Driver.run_target``) over the
-   executor's awaitable calls, each unit written as soon as it is finished;
+4. **drive** (``driver.py``: ``drive``): each target one coroutine (``run_target``) over the
+   executor's awaitable calls, each unit written as soon as it is finished (``sink.py``: the run
+   directory and the unit cache);
 5. **report** (``rospr_harness.report``, ``rospr_harness.report_html``): report.md and report.html.
 
 A notebook that wants one unit runs ``run`` on a config with one task and one prompt and
@@ -32,11 +33,12 @@ from rospr_harness.lock import RunLock, RunLocked
 from rospr_harness.method.prepare import prepare
 from rospr_harness.report import write_report
 from rospr_harness.report_html import write_html_report
-from rospr_harness.results import Execution, ResultsFile
-from rospr_harness.runner.driver import Observer, Silent, build_records, drive
+from rospr_harness.schema import Execution, ResultsFile
+from rospr_harness.runner.driver import DriveSettings, build_records, drive
 from rospr_harness.runner.plan import RunPlan, TargetSpec, data_settings, plan_run, plan_targets, unit_slug
 from rospr_harness.runner.rundir import ResumeError, RunDirError, RunDirectory, check_out, open_run
 from rospr_harness.runner.session import Clock, OnDemand, Stamp, unit_cache
+from rospr_harness.runner.sink import Observer, Silent
 from rospr_harness.runner.stages import Stages
 
 log = logging.getLogger(__name__)
@@ -103,5 +105,6 @@ def compute(config: RunConfig, plan: RunPlan, rundir: RunDirectory, resumed: int
         execution = Execution(executor=name, resumed=resumed)
         with stages.timing("write"):
             rundir.write(stamp(), execution)  # the config is on disk before any work: resumable
-        return drive(config, plan.specs, todo, rundir, backend, ctx, executor, observer, unit_cache(config.cache),
-                     stamp, execution, stages)
+        return drive(DriveSettings(config=config, specs=plan.specs, todo=todo, rundir=rundir, backend=backend,
+                                   rospr=ctx, executor=executor, cache=unit_cache(config.cache), observer=observer,
+                                   stamp=stamp, execution=execution, stages=stages))

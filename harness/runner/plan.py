@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rospr_harness.config import DataConfig, RunConfig
-from rospr_harness.results import UnitResult
+from rospr_harness.schema import UnitResult
 from rospr_harness.tasks import expand, get_task, group_names
 from rospr_harness.tasks.base import DataSettings, Task, TaskError
 from rospr.canonical import sha256_text

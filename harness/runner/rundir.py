@@ -26,21 +26,21 @@ the next start: with ``.rospr-new/`` still present the swap had not committed an
 is put back; without it the swap had committed and ``.rospr-old/`` is only removed.
 
 **Paths are confined.** A unit's ``records`` path read from results.json must be this unit's own
-records file (``records/<slug>.jsonl``) inside the run directory (``rospr_harness.results.confined``);
+records file (``records/<slug>.jsonl``) inside the run directory (``rospr_harness.runfiles.confined``);
 nothing outside the run directory is read, written or removed because a run's own file named it.
 The earlier run is moved aside as whole entries, never file by file from the paths it lists.
 
 **Only our own directories are written.** ``check_out`` runs before anything is created (the lock
 file included): ``--out`` must be absent, empty (a lock file aside), or hold a run of ours, which is
 a ``results.json`` (or, mid-swap, ``.rospr-old/results.json``) that is a regular file and validates
-against our schema (``rospr_harness.results.read_results``). A folder that merely has a ``records/`` or
+against our schema (``rospr_harness.schema.read_results``). A folder that merely has a ``records/`` or
 a ``report.md``, a results.json of another schema, a file, or a symbolic link is refused in one
 line naming it and the fix (another ``--out``, or empty it): nothing of the user's is moved or removed.
 
 **Resume** (``--resume``) needs a run in the directory (``results.json``; refused otherwise). It
 trusts a listed unit only when its records file is the unit's own and still has the listed sha256,
 and takes the unit's ``n`` and ``accuracy`` from the records, not from results.json
-(``rospr_harness.results.unit_figures``); every other unit is recomputed. It refuses a config that differs
+(``rospr_harness.figures.unit_figures``); every other unit is recomputed. It refuses a config that differs
 from the interrupted run's in anything but the execution settings (``ray``, ``cache``), naming the
 keys that differ.
 """
@@ -54,22 +54,10 @@ from typing import Any, Callable
 
 from rospr_harness.config import RunConfig
 from rospr_harness.lock import LOCK_NAME
-from rospr_harness.results import (
-    Execution,
-    RecordsError,
-    ResultsFile,
-    Spread,
-    Statistics,
-    UnitResult,
-    UnsafePath,
-    confined,
-    read_results,
-    spread,
-    summarise,
-    unit_figures,
-    verified_records,
-    write_results,
-)
+from rospr_harness.figures import Spread, spread, summarise, unit_figures
+from rospr_harness.runfiles import UnsafePath, confined, verified_records
+from rospr_harness.schema import (Execution, RecordsError, ResultsFile, Statistics, UnitResult, parse_records, read_results,
+                                  write_results)
 from rospr.artifacts import FileRef, atomic_link_or_write
 from rospr.canonical import digest_bytes
 from rospr.errors import RosprError
@@ -274,8 +262,6 @@ class RunDirectory:
         ``text`` was read from (a unit cache entry's records, verified), hard-linked in place of a copy
         when it still is that file (``atomic_link_or_write``).
         """
-        from rospr_harness.results import parse_records
-
         data = text.encode("utf-8")
         own = records_path(unit.task, unit.prompt, unit.method)
         figures = unit_figures(parse_records(data, own), own, self.key(unit))

@@ -23,7 +23,7 @@ from rospr_harness.cache import UnitCache, cache_root
 from rospr_harness.config import CacheConfig, RunConfig, checkpoint_revision, retriever_name
 from rospr_harness.method.prepare import RosprContext
 from rospr_harness.provenance import git_state, host, package_versions
-from rospr_harness.results import Provenance
+from rospr_harness.schema import Provenance
 from rospr_harness.ray_session import ray_available, ray_choice, run_ray
 from rospr_harness.runner.executor import Done, Executor, InProcessExecutor, RetrievalRequest, RetrievalWorker, ScoringWorker
 from rospr_harness.runner.ray_executor import RayExecutor

@@ -20,7 +20,7 @@ Two kinds of time, kept apart because they overlap on Ray:
   The onnxruntime scorer opens its session on first use, so a worker's first ``scoring`` (or
   ``var``) batch also carries that opening, outside ``model``.
 
-``summary`` gives the ``time`` object of results.json's ``execution`` (``rospr_harness.results.RunTime``,
+``summary`` gives the ``time`` object of results.json's ``execution`` (``rospr_harness.schema.RunTime``,
 whose ``StageSeconds`` and ``WorkSeconds`` name the stages and work kinds: one definition).
 """
 
@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from rospr_harness.results import RunTime, StageSeconds, WorkSeconds
+from rospr_harness.schema import RunTime, StageSeconds, WorkSeconds
 
 STAGES = tuple(StageSeconds.model_fields)  # setup, prepare, executor, load, cache, tokenise, select, wait, write
 WORK = tuple(WorkSeconds.model_fields)  # retrieval, var, scoring, model

@@ -91,6 +91,6 @@ def test_cached_rospr_var_run_imports_neither_torch_nor_transformers(tiny_model_
 
 
 def read_results_units(run_dir: Path):
-    from rospr_harness.results import read_results
+    from rospr_harness.schema import read_results
 
     return read_results(run_dir / "results.json").units

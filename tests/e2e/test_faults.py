@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rospr_harness.results import read_records, read_results
+from rospr_harness.schema import read_records, read_results
 from rospr_harness.runner import run
 from helpers import descendants, served_repo, stop_ray_node
 

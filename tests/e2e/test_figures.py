@@ -1,4 +1,4 @@
-"""Every figure of a whole run is derived from its checksummed records (harness/results.py).
+"""Every figure of a whole run is derived from its checksummed records (harness/figures.py).
 
 An accuracy edited in results.json does not survive a resume; one edited in a unit-cache entry's
 metadata is not reused (even with the entry's seal redone); ``rospr compare`` refuses records that
@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from rospr_harness.cli import app
 from rospr_harness.config import load_config
-from rospr_harness.results import read_results
+from rospr_harness.schema import read_results
 from rospr_harness.runner import run
 from helpers import bigbench_task, one_line_error, toy_task
 from rospr.artifacts import seal
@@ -214,7 +214,7 @@ def test_a_tie_between_a_right_and_a_wrong_choice_earns_half(run_config, tmp_pat
     assert unit.n == 5 and unit.accuracy == pytest.approx(sum(map(hand_credit, recs)) / 5) == 0.5
     # the credit is recomputed from the records: a record claiming a full point for its tie is refused
     recs[0]["score"] = 1.0
-    from rospr_harness.results import Record, RecordsError, record_scores
+    from rospr_harness.schema import Record, RecordsError, record_scores
 
     with pytest.raises(RecordsError, match="field 'score' is 1.0 but its prediction scores 0.5"):
         record_scores([Record.model_validate(r) for r in recs], "r.jsonl")

@@ -9,7 +9,7 @@ import pytest
 
 from rospr_harness.backends.torch_backend import TorchScorer
 from rospr_harness.config import load_config
-from rospr_harness.results import read_records, read_results
+from rospr_harness.schema import read_records, read_results
 from rospr_harness.runner import run
 from rospr.selection import Method
 from rospr.scoring import encode_examples, score_encoded

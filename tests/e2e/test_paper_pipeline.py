@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from rospr_harness.cli import app
 from rospr_harness.config import load_config
-from rospr_harness.results import read_results
+from rospr_harness.schema import read_results
 from rospr_harness.tasks import group
 from rospr_harness.tasks.catalog import dataset_spec
 from rospr_harness.tasks.templates import load_templates

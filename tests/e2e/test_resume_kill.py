@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from helpers import resume_settings, same_units
 
-from rospr_harness.results import read_results
+from rospr_harness.schema import read_results
 from rospr_harness.runner import run
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from rospr_harness.cli import app
 from rospr_harness.config import ConfigError, load_config
-from rospr_harness.results import SCHEMA_VERSION, read_records, read_results
+from rospr_harness.schema import SCHEMA_VERSION, read_records, read_results
 from rospr_harness.runner import run
 
 TASKS = [{"name": "builtin/sentiment", "limit": 12}, {"name": "builtin/topic", "limit": 10, "prompts": ["topic_label", "section"]}]

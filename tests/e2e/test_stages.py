@@ -13,7 +13,7 @@ import html
 import pytest
 
 from rospr_harness.config import load_config
-from rospr_harness.results import read_records, read_results
+from rospr_harness.schema import read_records, read_results
 from rospr_harness.runner import run
 from rospr_harness.runner import stages as stages_mod
 from rospr_harness.runner.stages import STAGES, WORK, Stages

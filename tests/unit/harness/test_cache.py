@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from rospr_harness.config import load_config
-from rospr_harness.results import Statistics, UnitFigures, read_results
+from rospr_harness.figures import UnitFigures
+from rospr_harness.schema import Statistics, read_results
 from rospr_harness.runner import run
 from rospr.artifacts import FileRef, atomic_link_or_write, read_file_ref
 import hashlib
@@ -170,3 +171,34 @@ def test_cache_roots(monkeypatch, tmp_path):
     assert cache_root("units", tmp_path / "u") == tmp_path / "u"
     with pytest.raises(KeyError, match="units or onnx"):
         cache_root("data")
+
+
+def test_unit_meta_is_written_as_the_unit_fields_and_a_malformed_one_is_recomputed(tmp_path):
+    """meta.json's ``unit``: the unit's fields in UnitResult's order, then ``figures``; read back typed,
+    and an entry whose ``unit`` does not follow UnitMeta is refused (None: the unit is recomputed)."""
+    from rospr_harness.cache import UnitCache, UnitMeta
+    from rospr_harness.schema import RetrievalLog, UnitResult
+    from rospr.artifacts import seal
+
+    log = RetrievalLog(method="rospr+var", queries=[0, 2], hits=4, excluded=[], library="lib", candidates=[],
+                       n_candidates=0, var_rule="choices", chosen=["p1"], weights=[1.0])
+    unit = UnitResult(task="t", prompt="p", method="rospr+var", n=3, accuracy=0.5, skipped=1,
+                      skipped_reasons={"empty": 1}, truncated=2, records="records/x.jsonl", content_hash="c",
+                      wall_s=0.25, retrieval=log, sha256="s", cached=False, stderr=0.1)
+    meta = UnitMeta.of(unit, {"n": 3})
+    expected = {**unit.model_dump(include={"n", "accuracy", "skipped", "skipped_reasons", "truncated", "content_hash",
+                                           "wall_s", "retrieval"}), "figures": {"n": 3}}
+    assert list(meta.to_json()) == list(expected) and meta.to_json() == expected
+
+    cache = UnitCache(tmp_path / "u")
+    key = "cd" + "0" * 62
+    cache.put(key, {"p": 1}, b'{"index": 0}\n', meta)
+    assert json.loads((cache.path(key) / "meta.json").read_text())["unit"] == expected
+    assert cache.get(key).meta == meta and cache.get(key).meta.retrieval.var_rule == "choices"
+
+    bad = "ef" + "0" * 62
+    cache.put(bad, {"p": 1}, b'{"index": 0}\n', UnitMeta(n=1, skipped=-1))
+    data = json.loads((cache.path(bad) / "meta.json").read_text())
+    data["unit"]["skipped"] = "many"
+    (cache.path(bad) / "meta.json").write_text(json.dumps(seal(data), indent=1))  # sealed again: only the field is bad
+    assert cache.get(bad) is None

@@ -17,8 +17,9 @@ from rospr_harness.compare import (
     load_run_scores,
     mcnemar_exact,
 )
-from rospr_harness.results import (Provenance, Record, ResultsFile, UnitResult, atomic_write_text, records_text, summarise,
-                             write_results)
+from rospr_harness.figures import summarise
+from rospr_harness.schema import (Provenance, Record, ResultsFile, UnitResult, atomic_write_text, records_text,
+                                  write_results)
 
 
 def make_run(path, units: dict[tuple[str, str], list[float]], method="t0"):

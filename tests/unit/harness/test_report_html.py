@@ -44,7 +44,7 @@ def test_plots_are_drawn_from_the_figures(report):
     import subprocess
     import sys
 
-    from rospr_harness.results import read_results
+    from rospr_harness.schema import read_results
 
     res = read_results(report.parent / "results.json")
     pictures = svgs(report.read_text())
@@ -57,7 +57,7 @@ def test_plots_are_drawn_from_the_figures(report):
         s.ci_low is not None for s in res.tasks)
     assert all(float(b.get("y")) == pytest.approx(top + h * (1 - float(b.get("height")) / h), abs=0.11) for b in bars)
     assert "Spread over prompts" in report.read_text() and "Standard errors and intervals" in report.read_text()
-    code = ("import sys; from rospr_harness.report_html import render_html; from rospr_harness.results import "
+    code = ("import sys; from rospr_harness.report_html import render_html; from rospr_harness.schema import "
             f"read_results; render_html(read_results({str(report.parent / 'results.json')!r})); "
             "print('matplotlib' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
@@ -83,7 +83,7 @@ def test_renders_in_headless_chromium(report):
 
 def test_retrieval_section_counts_chosen_prompts(report):
     from rospr_harness.report_html import render_html, retrieved_counts
-    from rospr_harness.results import RetrievalLog, read_results
+    from rospr_harness.schema import RetrievalLog, read_results
 
     def log(chosen, weights):
         return RetrievalLog(method="rospr", queries=[0], hits=1, excluded=[], library="l", candidates=[],

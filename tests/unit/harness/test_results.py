@@ -1,4 +1,4 @@
-"""harness/results.py: a results file with a figure that is not a finite number is never written."""
+"""harness/schema.py: a results file with a figure that is not a finite number is never written."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 def test_a_results_file_with_a_non_finite_figure_is_never_written(tmp_path):
     """Writing refuses what reading would: NaN or inf anywhere, named by its field."""
-    from rospr_harness.results import Execution, Provenance, ResultsFile, UnitResult, read_results, write_results
+    from rospr_harness.schema import Execution, Provenance, ResultsFile, UnitResult, read_results, write_results
     from rospr_harness.runner.stages import Stages
 
     prov = Provenance(git_revision=None, git_dirty=None, package_versions={}, config_hash="x", model={},
@@ -34,7 +34,7 @@ def test_a_results_file_of_schema_1_2_is_read_typed(tmp_path):
     """A 1.2 file (no spreads, no statistics, execution as Ray wrote it) reads into the typed models."""
     import json
 
-    from rospr_harness.results import Execution, read_results
+    from rospr_harness.schema import Execution, read_results
 
     time = {"wall_s": 3.5, "scorers": 2, "other_s": 0.1, "model_share": None, "scoring_examples": 8,
             "stages_s": dict.fromkeys(("setup", "prepare", "executor", "load", "cache", "tokenise", "select", "wait",
@@ -65,7 +65,7 @@ def test_a_results_file_of_schema_1_2_is_read_typed(tmp_path):
 
 
 def test_the_schema_describes_execution_and_the_spreads():
-    from rospr_harness.results import ResultsFile
+    from rospr_harness.schema import ResultsFile
 
     schema = ResultsFile.model_json_schema()
     defs = schema["$defs"]
@@ -86,7 +86,7 @@ def test_units_and_tasks_carry_their_standard_error_and_interval(run_config, fak
     import math
     import statistics
 
-    from rospr_harness.results import read_records, read_results
+    from rospr_harness.schema import read_records, read_results
     from rospr_harness.runner import run
 
     cfg = run_config(tasks=[{"name": "builtin/animals", "limit": 12}, {"name": "builtin/nli", "limit": 9}])
@@ -119,7 +119,7 @@ def test_units_and_tasks_carry_their_standard_error_and_interval(run_config, fak
         assert f"| {u.task} | {u.prompt} | {u.method} | {u.n} | " + " | ".join(cells) + " |" in md
         assert "".join(f'<td class="num">{c}</td>' for c in cells) in page
     # an edited interval is caught by verify, as an edited accuracy is
-    from rospr_harness.runner.rundir import verify_run
+    from rospr_harness.runner.verify import verify_run
 
     assert verify_run(tmp_path / "run") == []
     path = tmp_path / "run" / "results.json"

@@ -14,7 +14,7 @@ import pytest
 from helpers import rospr_settings
 
 from rospr_harness.lock import RunLock, RunLocked
-from rospr_harness.results import read_records, read_results
+from rospr_harness.schema import read_records, read_results
 from rospr_harness.runner import run
 
 METHODS = ["t0", "rospr", "rospr+inter", "rospr+var"]

@@ -22,7 +22,7 @@ from fakes import fake_scoring
 from helpers import resume_settings, same_units
 
 from rospr_harness.backends import Backend, BackendUnavailable, create_backend
-from rospr_harness.results import read_results
+from rospr_harness.schema import read_results
 from rospr_harness.runner import ResumeError, run
 
 
@@ -138,30 +138,30 @@ def test_cache_key_changes_with_what_the_records_depend_on(reference, run_config
 def test_unit_cache_entries_are_store_entries_and_earlier_ones_stay_readable(tmp_path):
     import hashlib
 
-    from rospr_harness.cache import CACHE_FORMAT, CACHE_VERSION, UnitCache
+    from rospr_harness.cache import CACHE_FORMAT, CACHE_VERSION, UnitCache, UnitMeta
     from rospr.artifacts import seal
 
     cache = UnitCache(tmp_path / "u")
     key = "ab" + "0" * 62
     records = b'{"index": 0}\n'
-    cache.put(key, {"p": 1}, records, {"n": 1})
+    cache.put(key, {"p": 1}, records, UnitMeta(n=1))
     entry = tmp_path / "u" / "ab" / key
     assert sorted(os.listdir(entry.parent)) == [key]  # no stage, no lock left beside it
     meta = json.loads((entry / "meta.json").read_text())
     assert meta["files"] == {"records.jsonl": hashlib.sha256(records).hexdigest()} and meta["sha256"] == \
         meta["files"]["records.jsonl"]
     got = cache.get(key)
-    assert (got.records, got.fields) == (records, {"n": 1})
+    assert (got.records, got.meta) == (records, UnitMeta(n=1))
     # an entry written before the store (no 'files'): read from its 'sha256'
     old = seal({"format": CACHE_FORMAT, "version": CACHE_VERSION, "key": key, "parts": {"p": 1}, "unit": {"n": 1},
                 "sha256": hashlib.sha256(records).hexdigest()})
     (entry / "meta.json").write_text(json.dumps(old, indent=1))
-    assert cache.get(key).records == records
+    assert cache.get(key).records == records and cache.get(key).meta == UnitMeta(n=1)  # absent keys: defaults
     # damaged: refused by get (which only looks), replaced by put
     (entry / "records.jsonl").write_bytes(b'{"index": 1}\n')
     assert cache.get(key) is None and entry.is_dir()
-    cache.put(key, {"p": 1}, records, {"n": 1})
+    cache.put(key, {"p": 1}, records, UnitMeta(n=1))
     assert cache.get(key).records == records
     # a good entry already there is kept (a concurrent writer was first)
-    cache.put(key, {"p": 1}, records, {"n": 2})
-    assert cache.get(key).fields == {"n": 1}
+    cache.put(key, {"p": 1}, records, UnitMeta(n=2))
+    assert cache.get(key).meta == UnitMeta(n=1)

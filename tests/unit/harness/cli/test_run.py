@@ -9,7 +9,7 @@ from helpers import cli
 from rospr.errors import SettingError
 from rospr_harness.cli.run import shortcut_overrides
 from rospr_harness.config import load_config
-from rospr_harness.results import read_results
+from rospr_harness.schema import read_results
 
 
 @pytest.fixture

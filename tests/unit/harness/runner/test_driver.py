@@ -20,7 +20,7 @@ from fakes import FakeExecutor, fake_scores
 
 import rospr_harness.runner as runner
 from rospr_harness.backends import BackendUnavailable, create_backend
-from rospr_harness.results import read_records, read_results
+from rospr_harness.schema import read_records, read_results
 from rospr_harness.runner.plan import TargetSpec
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from helpers import two_task_config
 
-from rospr_harness.results import UnitResult
+from rospr_harness.schema import UnitResult
 from rospr_harness.runner.plan import plan_run
 from rospr.selection import T0, Method
 

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from rospr_harness.backends import Backend, create_backend
 from rospr_harness.cli import app
 from rospr_harness.config import load_config
-from rospr_harness.results import read_results
+from rospr_harness.schema import read_results
 from rospr_harness.runner import run
 from helpers import two_task_config
 from rospr_harness.runner.plan import plan_run

@@ -1,37 +1,31 @@
-"""The results file: one documented, versioned schema, written atomically.
+"""The results file's schema: one documented, versioned set of pydantic models, and their one serialiser.
 
-The schema is the pydantic models below: ``ResultsFile`` (``results.json``: ``provenance``, ``config``,
+The schema is the models below: ``ResultsFile`` (``results.json``: ``provenance``, ``config``,
 ``units``, ``tasks``, ``overall``, ``statistics``, ``execution``) with ``Provenance``, ``UnitResult``
 (and its ``RetrievalLog``), ``TaskSummary``, ``Statistics``, ``Execution`` (and its ``RunTime``), and
 ``Record``, one line of a unit's records file; the comments on the fields say what the less obvious
-ones hold and the schema version that added them. ``rospr schema`` prints the JSON schema. ``SCHEMA_VERSION`` is "MAJOR.MINOR": a reader
-refuses another major version and takes every 1.x file (the keys added since are optional, and a
-resumed or verified run recomputes them from the records).
+ones hold and the schema version that added them. ``rospr schema`` prints the JSON schema.
+``SCHEMA_VERSION`` is "MAJOR.MINOR": a reader refuses another major version and takes every 1.x file
+(the keys added since are optional, and a resumed or verified run recomputes them from the records).
 
-Every number a run writes is finite (``write_results`` and ``records_text`` refuse NaN and
-infinities, naming the field). A unit's ``n``, ``accuracy`` and spreads (and so ``tasks`` and
-``overall``) are always derived from its records file (``unit_figures``), and only from a file
-whose sha256 is the one listed (``verified_records``): a number read back from results.json or a
-cache entry is never used, but for one shortcut: a unit reused from the unit cache takes the entry's
-stderr and interval when its records give the entry's n and accuracy under the same ``Statistics``
-(``UnitFigures.known_spread``), rather than drawing the bootstrap again. A unit's ``records`` path must stay inside the run directory
-(``confined``).
+The serialiser: ``write_results`` / ``read_results`` for results.json, ``records_text`` /
+``parse_records`` for a records file, each record checked on the way back (``record_scores``: the
+stored metric agrees with the prediction). Every number written is finite (``write_results`` and
+``records_text`` refuse NaN and infinities, naming the field). The figures derived from the records
+(``n``, ``accuracy``, spreads, a task's summary) are ``rospr_harness.figures``; where a unit's records
+file may lie, and how it is read back verified, is ``rospr_harness.runfiles``.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from statistics import mean, median
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_serializer
 
 from rospr.artifacts import atomic_write_bytes, json_document, json_lines
-from rospr.canonical import digest_bytes
 from rospr.data import Example, credit
 from rospr.errors import RosprError
 from rospr_harness.stats import ALPHA, N_BOOT as STATS_N_BOOT
@@ -39,6 +33,10 @@ from rospr_harness.stats import ALPHA, N_BOOT as STATS_N_BOOT
 STATS_LEVEL = 1 - ALPHA
 
 SCHEMA_VERSION = "1.4"
+
+ExecutorName = Literal["in_process", "ray"]
+VarRule = Literal["choices", "positions"]  # rospr.selection.choice_counts
+RetryKind = Literal["score", "retrieve"]  # the call a Ray actor died under
 
 
 class Model(BaseModel):
@@ -135,7 +133,7 @@ class RetrievalLog(Sparse):
     library: str  # the library's content hash
     candidates: list[LogCandidate]  # the most frequent
     n_candidates: int
-    var_rule: str | None  # "choices" or "positions" (+var), else null
+    var_rule: VarRule | None  # +var: how the predictions were counted; else null
     chosen: list[str]
     weights: list[float]
     note: str | None = None  # e.g. no candidate: scored without a soft prompt
@@ -245,7 +243,7 @@ class NodeLoad(Model):
 class Retry(Model):
     """A batch re-run after its actor died or its server went away (the first 100 of a run)."""
 
-    kind: str
+    kind: RetryKind
     actor: int | None
     server: str | None
     attempt: int
@@ -259,7 +257,7 @@ class Execution(Sparse):
     OMITTED_WHEN_NONE = ("driver_s", "scorers", "started", "resubmitted", "actor_restarts", "actors_lost", "nodes",
                          "retried", "servers", "servers_lost", "time")
 
-    executor: str  # "in_process" or "ray"
+    executor: ExecutorName
     resumed: int = 0  # units kept from an interrupted run
     computed: int = 0
     cached: int = 0  # units reused from the unit cache
@@ -298,55 +296,6 @@ class ResultsFile(Model):
     overall: dict[str, float]
     execution: Execution | None = None  # schema 1.2
     statistics: Statistics | None = None  # schema 1.3
-
-
-@dataclass(frozen=True)
-class Spread:
-    """The uncertainty of an accuracy over rows: ``stderr`` and the bootstrap interval (None when undefined)."""
-
-    stderr: float | None = None
-    ci_low: float | None = None
-    ci_high: float | None = None
-
-    def fields(self) -> dict[str, float | None]:
-        return {"stderr": self.stderr, "ci_low": self.ci_low, "ci_high": self.ci_high}
-
-
-def spread(units: list[dict[int, float]], seed_names: Sequence[str]) -> Spread:
-    """The ``Spread`` of the mean over ``units`` (row index -> metric value: one unit, or a task's prompts,
-    rows resampled jointly), its interval seeded by ``seed_names`` (``rospr_harness.stats``)."""
-    from rospr_harness.stats import accuracy_interval, mean_stderr, score_matrix, task_stderr
-
-    rows = sorted(set().union(*units)) if units else []
-    if not rows:
-        return Spread()
-    interval = accuracy_interval(units, seed_names)
-    # one unit: lm-eval's formula itself (the linearisation equals it, but for the last bit)
-    stderr = mean_stderr(list(units[0].values())) if len(units) == 1 else task_stderr(score_matrix(units, rows))
-    return Spread(stderr, *(interval or (None, None)))
-
-
-TaskSpread = Callable[[str, str, list[UnitResult]], Spread]
-
-
-def summarise(units: list[UnitResult], task_spread: TaskSpread | None = None
-              ) -> tuple[list[TaskSummary], dict[str, float]]:
-    """Per (task, method) mean/median over prompts; per method the mean over tasks. ``task_spread(task,
-    method, units)`` gives each task's ``Spread`` (None: left out, as for results without records)."""
-    groups: dict[tuple[str, str], list[UnitResult]] = {}
-    for u in units:
-        if u.n > 0 and u.accuracy is not None:
-            groups.setdefault((u.task, u.method), []).append(u)
-    tasks = []
-    for (t, m), us in groups.items():
-        a = [u.accuracy for u in us]
-        extra = task_spread(t, m, us).fields() if task_spread else {}
-        tasks.append(TaskSummary(task=t, method=m, n_prompts=len(a), mean=mean(a), median=median(a), min=min(a),
-                                 max=max(a), **extra))
-    per_method: dict[str, list[float]] = {}
-    for s in tasks:
-        per_method.setdefault(s.method, []).append(s.mean)
-    return tasks, {m: mean(v) for m, v in per_method.items()}
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -398,31 +347,6 @@ class ResultsFileError(RosprError, ValueError):
     version, or not following the schema); the message names the file and the fix."""
 
 
-class UnsafePath(RosprError, ValueError):
-    """A path read from a run's own files that would leave the run directory."""
-
-
-def confined(run_dir: str | Path, rel: str, where: str) -> Path:
-    """``run_dir / rel`` when it stays inside ``run_dir``; ``where`` names the file and field it came from.
-
-    Refuses (``UnsafePath``) an empty, absolute or ``..`` path and one that resolves outside the run
-    directory through a symlink: nothing outside a run directory is read, written or removed because
-    a run's own file named it.
-    """
-    base = Path(run_dir)
-    p = Path(rel) if isinstance(rel, str) else None
-    if p is None or not rel or p.is_absolute() or ".." in p.parts:
-        raise UnsafePath(f"{where}: {rel!r} is not a path inside the run directory {base}; restore the file "
-                         "(a unit's records are records/<unit>.jsonl) or rerun into a new --out")
-    target = base / p
-    root = base.resolve()
-    resolved = target.resolve()
-    if resolved != root and root not in resolved.parents:
-        raise UnsafePath(f"{where}: {rel!r} leads outside the run directory {base} (to {resolved}, through a "
-                         "symlink); remove the link or rerun into a new --out")
-    return target
-
-
 def record_scores(records: Sequence[Record], where: str | Path) -> list[float]:
     """Each record's metric value, recomputed (``Record.metric``); refuses (``RecordsError``) a record
     whose stored ``score`` disagrees, or that has no gold."""
@@ -437,75 +361,6 @@ def record_scores(records: Sequence[Record], where: str | Path) -> list[float]:
                                f"{value}; rerun the unit")
         out.append(value)
     return out
-
-
-@dataclass
-class UnitFigures:
-    """What a unit's records say: ``n``, ``accuracy`` (mean metric; None when empty), each row's metric
-    value (``scores``: row index -> value, for a task's figures and ``rospr compare``) and, computed
-    when first asked for, its ``spread`` (the bootstrap seeded by ``unit``: task, prompt, method)."""
-
-    n: int
-    accuracy: float | None
-    scores: dict[int, float]
-    unit: tuple[str, str, str]
-
-    @functools.cached_property
-    def spread(self) -> Spread:
-        return spread([self.scores], ("unit", *self.unit)) if self.n else Spread()
-
-    def fields(self) -> dict[str, Any]:
-        """The ``UnitResult`` fields these figures set."""
-        return {"n": self.n, "accuracy": self.accuracy, **self.spread.fields()}
-
-    def known_spread(self, known: dict[str, Any] | None) -> None:
-        """Take the spread from ``known`` (``spread_fields`` of a unit with these records, e.g. a unit
-        cache entry's) instead of drawing its bootstrap again: only when ``known`` was computed by the
-        same statistics (``Statistics``) for the same ``n`` and ``accuracy``; otherwise it is drawn as usual."""
-        if not known or known.get("statistics") != Statistics().model_dump() or \
-                (known.get("n"), known.get("accuracy")) != (self.n, self.accuracy):
-            return
-        self.__dict__["spread"] = Spread(known.get("stderr"), known.get("ci_low"), known.get("ci_high"))
-
-
-def spread_fields(unit: UnitResult) -> dict[str, Any]:
-    """What ``UnitFigures.known_spread`` takes again: ``unit``'s n, accuracy and spread, with the statistics
-    that computed them."""
-    return {**unit.model_dump(include={"n", "accuracy", "stderr", "ci_low", "ci_high"}),
-            "statistics": Statistics().model_dump()}
-
-
-def unit_figures(records: Sequence[Record], where: str | Path, unit: tuple[str, str, str] = ("", "", "")
-                 ) -> UnitFigures:
-    """A unit's figures, from its records only (each record's metric recomputed: ``record_scores``);
-    ``unit`` (task, prompt, method) seeds its bootstrap. The one derivation of a unit's numbers: for
-    writing, resume, cache reuse, ``verify`` and ``compare``. Refuses (``RecordsError``) a bad record."""
-    scores = record_scores(records, where)
-    accuracy = float(sum(scores) / len(scores)) if scores else None
-    return UnitFigures(len(scores), accuracy, {r.index: s for r, s in zip(records, scores)}, tuple(unit))
-
-
-def verified_records(run_dir: str | Path, unit: UnitResult, where: str) -> tuple[bytes, list[Record]]:
-    """The bytes and records of ``unit``'s records file, checked: inside ``run_dir``, sha256 as listed.
-
-    ``where`` names the results file and the unit's position (``results.json: units[3]``). Refuses
-    (``UnsafePath``, ``RecordsError``) a path outside the run, a missing file, a unit without a
-    digest (written before schema 1.2) and a file whose sha256 differs.
-    """
-    path = confined(run_dir, unit.records, f"{where}.records")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise RecordsError(f"{path}: cannot read the records of {where} ({exc.strerror}); rerun the unit") from None
-    if not unit.sha256:
-        raise RecordsError(f"{where}.sha256: missing (a run written before schema 1.2), so {path} cannot be "
-                           "checked; rerun it with this rospr")
-    digest = digest_bytes(data)
-    if digest != unit.sha256:
-        raise RecordsError(f"{path}: sha256 {digest[:12]}… differs from {where}.sha256 {unit.sha256[:12]}… (the "
-                           "records were changed after the run); rerun the unit (rospr run CONFIG --resume RUN_DIR) "
-                           "or restore the file")
-    return data, parse_records(data, path)
 
 
 def non_finite(value: Any, where: str = "") -> str | None:

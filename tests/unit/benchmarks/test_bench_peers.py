@@ -46,3 +46,13 @@ def test_bigbench_trailing_space_moves_into_lm_evals_continuation(lm):
     assert lm.tokenizer(" " + CHOICES[0], add_special_tokens=False)["input_ids"] == \
         lm.tokenizer(CHOICES[0], add_special_tokens=False)["input_ids"]
     assert (ctx, cont) == (enc.input_ids, enc.choice_ids[0])
+
+
+def test_the_heldout_shape_takes_the_t0_bigbench_tasks_no_other_shape_uses():
+    from rospr_bench.bench_peers import SHAPES
+    from rospr_harness.tasks.bigbench import T0_TASKS
+
+    others = {t for name, (tasks, *_rest) in SHAPES.items() if name != "heldout" for t in tasks}
+    heldout = set(SHAPES["heldout"][0])
+    assert not heldout & others
+    assert heldout | others == {f"bigbench/{t}" for t in T0_TASKS}  # every task of the T0 evaluation, once

@@ -183,8 +183,9 @@ def read_url(url: str, timeout_s: float | None = None, max_bytes: int = 1 << 30,
             body = resp.read(max_bytes + 1)
             if not expired.is_set():
                 return _bounded(body, max_bytes, url)
-        except (OSError, http.client.HTTPException):
-            if not expired.is_set():
+        except (OSError, http.client.HTTPException) as e:
+            # the socket's own timeout (the time left) may fire a moment before the deadline's cut
+            if not expired.is_set() and not isinstance(e, TimeoutError):
                 raise
         finally:
             timer.cancel()

@@ -1,7 +1,9 @@
 """Does the hub still hold what the catalog says? Metadata calls only, no rows.
 
-For each catalog entry (``harness/data/datasets.yaml``) :func:`check_entry` asks the hub, through
-``huggingface_hub.HfApi`` (``HF_ENDPOINT`` honoured):
+For each catalog entry (``harness/data/datasets.yaml``) :func:`check_entry` asks the hub's metadata
+API (``HF_ENDPOINT`` honoured, the token ``huggingface_hub`` keeps sent), every answer read by the one
+bounded network reader (``rospr_harness.tasks.fetch.read_url``: a total deadline, ``$ROSPR_NET_TIMEOUT``,
+however slowly the answer comes, and at most ``MAX_ANSWER_BYTES``), then parsed as strict JSON:
 
 1. the repository (``GET /api/datasets/<repo>``: its card data holds the README's ``dataset_info``
    and ``configs``);
@@ -23,16 +25,74 @@ learns the features only by reading a data file.
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
+import urllib.error
 from dataclasses import dataclass
 from typing import Any, Iterable
+from urllib.parse import quote
 
 from rospr_harness.tasks.hub import offline_reason
 from rospr_harness.tasks.base import DataSettings, TaskError
 from rospr_harness.tasks.catalog import PARQUET_EXPORT, DatasetSpec, dataset_spec
+from rospr.artifacts import json_document
+from rospr.parsing import decode_utf8
 
 log = logging.getLogger(__name__)
+
+MAX_ANSWER_BYTES = 64 << 20  # one metadata answer; a card with every config's dataset_info is a few MB
+DEFAULT_ENDPOINT = "https://huggingface.co"
+
+
+class HubMetadata:
+    """The hub's dataset metadata API at ``endpoint`` (default ``$HF_ENDPOINT``, else the hub). Each
+    answer is read within ``timeout_s`` seconds in all (default ``$ROSPR_NET_TIMEOUT``) and at most
+    ``max_bytes``; a 404 is ``None`` (not there). Refuses (``TaskError``): a late answer (``NetTimeout``,
+    naming the URL and the wait), an oversized one, one that is not a JSON object (list for a tree)."""
+
+    def __init__(self, endpoint: str | None = None, timeout_s: float | None = None,
+                 max_bytes: int = MAX_ANSWER_BYTES) -> None:
+        self.endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+        self.timeout_s, self.max_bytes = timeout_s, max_bytes
+
+    def _get(self, path: str, expect: type = dict) -> Any:
+        from rospr_harness.tasks.fetch import NotServed, read_url
+
+        url = f"{self.endpoint}/api/datasets/{path}"
+        try:
+            raw = read_url(url, self.timeout_s, self.max_bytes, self._headers())
+        except NotServed:
+            return None
+        fix = "is HF_ENDPOINT the hub?"
+        return json_document(decode_utf8(raw, url, TaskError, fix), url, TaskError, fix, expect)
+
+    @staticmethod
+    def _headers() -> dict[str, str]:
+        try:
+            from huggingface_hub import get_token
+
+            token = get_token()
+        except ImportError:
+            token = None
+        return {"Accept": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+
+    def dataset(self, repo: str, revision: str | None = None) -> dict | None:
+        """The repository's info (``cardData``, ``siblings``), at ``revision`` when given."""
+        return self._get(repo + (f"/revision/{quote(revision, safe='')}" if revision else ""))
+
+    def converts(self, repo: str) -> list[str]:
+        """The repository's convert refs (``refs/convert/parquet``)."""
+        refs = self._get(f"{repo}/refs") or {}
+        return [r.get("ref") for r in refs.get("converts") or [] if isinstance(r, dict)]
+
+    def folders(self, repo: str, revision: str, path: str) -> set[str] | None:
+        """The names of the folders directly under ``path`` at ``revision`` (None: no such path)."""
+        entries = self._get(f"{repo}/tree/{quote(revision, safe='')}/{quote(path)}", list)
+        if entries is None:
+            return None
+        return {e["path"].rsplit("/", 1)[-1] for e in entries
+                if isinstance(e, dict) and e.get("type") == "directory" and isinstance(e.get("path"), str)}
 
 
 @dataclass(frozen=True)
@@ -99,42 +159,33 @@ def _feature_problems(spec: DatasetSpec, fields: Iterable[str], features: Any) -
     return problems
 
 
-def check_entry(api: Any, spec: DatasetSpec, fields: Iterable[str], splits: Iterable[str]) -> HubVerdict:
+def check_entry(hub: HubMetadata, spec: DatasetSpec, fields: Iterable[str], splits: Iterable[str]) -> HubVerdict:
     """The hub against ``spec``: repository, revision, config, ``splits`` and the columns ``fields``
-    (what the templates read). ``api``: a ``huggingface_hub.HfApi``. Network failures propagate."""
-    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
-    from huggingface_hub.hf_api import RepoFolder
-
+    (what the templates read). Network failures propagate (``HubMetadata``'s)."""
     where = _where(spec)
     problems: list[str] = []
     notes: list[str] = []
-    try:
-        main = api.dataset_info(spec.hub_id)
-    except RepositoryNotFoundError:
+    main = hub.dataset(spec.hub_id)
+    if main is None:
         return HubVerdict(spec.folder, where, (f"repository {spec.hub_id} not found (fix hub_id)",))
-    card = main.card_data.to_dict() if main.card_data is not None else {}
+    card = main.get("cardData") if isinstance(main.get("cardData"), dict) else {}
     config = spec.config or "default"
 
     if spec.revision == PARQUET_EXPORT:
-        refs = api.list_repo_refs(spec.hub_id, repo_type="dataset")
-        if not any(ref.ref == PARQUET_EXPORT for ref in refs.converts):
+        converts = hub.converts(spec.hub_id)
+        if PARQUET_EXPORT not in converts:
+            siblings = [s.get("rfilename") for s in main.get("siblings") or [] if isinstance(s, dict)]
             return HubVerdict(spec.folder, where, (
                 f"no {PARQUET_EXPORT} branch among the repository's converts "
-                f"({[ref.ref for ref in refs.converts] or 'none'}); main has {[s.rfilename for s in main.siblings or []][:8]}",))
-        try:
-            entries = list(api.list_repo_tree(spec.hub_id, path_in_repo=config, revision=spec.revision,
-                                              repo_type="dataset"))
-        except EntryNotFoundError:
+                f"({converts or 'none'}); main has {siblings[:8]}",))
+        folders = hub.folders(spec.hub_id, spec.revision, config)
+        if folders is None:
             return HubVerdict(spec.folder, where, (f"no folder {config}/ on {PARQUET_EXPORT} (fix config)",))
-        folders = {e.path.rsplit("/", 1)[-1] for e in entries if isinstance(e, RepoFolder)}
         problems += [f"split {s!r} not on {PARQUET_EXPORT} (folders {sorted(folders)} under {config}/)"
                      for s in splits if not _split_present(s, folders)]
     else:
-        if spec.revision:
-            try:
-                api.dataset_info(spec.hub_id, revision=spec.revision)
-            except RevisionNotFoundError:
-                return HubVerdict(spec.folder, where, (f"revision {spec.revision} not found (fix revision)",))
+        if spec.revision and hub.dataset(spec.hub_id, spec.revision) is None:
+            return HubVerdict(spec.folder, where, (f"revision {spec.revision} not found (fix revision)",))
         configs = {c.get("config_name"): c for c in card.get("configs") or [] if isinstance(c, dict)}
         if spec.config and configs and spec.config not in configs:
             problems.append(f"config {spec.config!r} not among the card's configs {sorted(configs)}")
@@ -157,23 +208,14 @@ def check_entry(api: Any, spec: DatasetSpec, fields: Iterable[str], splits: Iter
     return HubVerdict(spec.folder, where, tuple(problems), tuple(notes))
 
 
-def _network_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [OSError]  # requests' ConnectionError and Timeout are OSErrors
-    for module in ("httpx", "httpx2"):  # huggingface_hub 1.x talks through httpx, 2.x through httpx2
-        try:
-            errors.append(__import__(module).TransportError)
-        except (ImportError, AttributeError):
-            pass
-    return tuple(errors)
-
-
-def check_hub(names: list[str] | str, settings: DataSettings, api: Any = None) -> list[HubVerdict]:
+def check_hub(names: list[str] | str, settings: DataSettings, hub: HubMetadata | None = None) -> list[HubVerdict]:
     """:func:`check_entry` for every catalogued promptsource dataset among ``names`` (tasks or
     groups), once per folder; the templates come from ``settings``.
 
     Refuses (``TaskError``, one line each): the hub switched off (``HF_HUB_OFFLINE`` /
-    ``HF_DATASETS_OFFLINE``), an endpoint that cannot be reached, a task that is not a catalogued
-    promptsource dataset.
+    ``HF_DATASETS_OFFLINE``), an endpoint that cannot be reached, one that answers an error or not
+    HTTP, an answer not complete within the deadline or over the byte limit (naming the URL), a task
+    that is not a catalogued promptsource dataset.
     """
     from rospr_harness.tasks import expand, get_task
     from rospr_harness.tasks.promptsource import template_fields
@@ -184,10 +226,7 @@ def check_hub(names: list[str] | str, settings: DataSettings, api: Any = None) -
     if reason:
         raise TaskError(f"the hub is offline ({reason}): check-hub needs the hub's metadata API; unset "
                         f"{reason.partition('=')[0]} on a machine that can reach it")
-    if api is None:
-        from huggingface_hub import HfApi
-
-        api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None)
+    hub = hub or HubMetadata()
     specs: dict[str, DatasetSpec] = {}
     for name in expand(names):
         folder = get_task(name, settings).folder
@@ -200,14 +239,15 @@ def check_hub(names: list[str] | str, settings: DataSettings, api: Any = None) -
     for folder, spec in specs.items():
         fields = template_fields(load_templates(settings.templates_dir, spec.dataset, spec.subset))
         try:
-            verdicts.append(check_entry(api, spec, fields, splits_to_write(spec)))
-        except _network_errors() as e:
-            from huggingface_hub.errors import HfHubHTTPError
-
+            verdicts.append(check_entry(hub, spec, fields, splits_to_write(spec)))
+        except urllib.error.HTTPError as e:  # an answer, not a network failure
+            raise TaskError(f"{folder}: the hub at {hub.endpoint} answered HTTP {e.code} {e.reason} ({e.url})") from e
+        except http.client.HTTPException as e:
+            raise TaskError(f"{folder}: {hub.endpoint} did not answer as HTTP ({type(e).__name__}: {e}); is "
+                            "HF_ENDPOINT the hub?") from e
+        except OSError as e:
             reason = " ".join(f"{type(e).__name__}: {e}".split())[:200]
-            if isinstance(e, HfHubHTTPError):  # an answer, not a network failure
-                raise TaskError(f"{folder}: the hub at {api.endpoint} answered {reason}") from e
-            raise TaskError(f"cannot reach the hub at {api.endpoint} ({reason}); check-hub needs network "
+            raise TaskError(f"cannot reach the hub at {hub.endpoint} ({reason}); check-hub needs network "
                             "access to it (HF_ENDPOINT names another endpoint)") from e
         log.debug("check-hub %s: %s", folder, verdicts[-1].line())
     return verdicts

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
@@ -208,4 +209,110 @@ def test_unreachable_endpoint_is_one_error(monkeypatch, templates_dir):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     with pytest.raises(TaskError, match=f"cannot reach the hub at http://127.0.0.1:{port}"):
+        check_hub(["trec"], DataSettings(templates_dir=templates_dir))
+
+
+# -- class 3 (issue 32): every network read has a total deadline and a byte limit, and names what timed out --
+
+class _Trickle(_Hub):
+    """Answers 200 with a huge Content-Length, then one byte every 50 ms (never finishing in time)."""
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        self.send_response(200)
+        self.send_header("Content-Length", str(10**9))
+        self.end_headers()
+        for _ in range(400):  # at most 20 s, long past the test's deadline
+            try:
+                self.wfile.write(b" ")
+                self.wfile.flush()
+            except OSError:
+                return
+            time.sleep(0.05)
+
+
+class _Flood(_Hub):
+    """Answers 200 announcing 3 GB and sends as fast as it can until the reader hangs up."""
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        self.send_response(200)
+        self.send_header("Content-Length", str(3 << 30))
+        self.end_headers()
+        block = b"[" * 65536
+        for _ in range(3 << 14):
+            try:
+                self.wfile.write(block)
+            except OSError:
+                return
+
+
+class _Garbage(_Hub):
+    def do_GET(self):  # noqa: N802 - http.server's name
+        self.wfile.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+
+
+def _serve(handler):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture
+def endpoint(monkeypatch):
+    """Start a loopback endpoint of one behaviour (HF_ENDPOINT names it); closed after the test."""
+    servers = []
+
+    def start(handler) -> str:
+        servers.append(server := _serve(handler))
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        return url
+
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_class3_check_hub_on_a_silent_endpoint_ends_at_its_deadline_naming_the_url(templates_dir, monkeypatch):
+    import socket
+
+    from rospr_harness.tasks.hub_check import HubMetadata
+
+    with socket.socket() as silent:  # accepts connections (the backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+        with pytest.raises(TaskError, match=rf"{url}/api/datasets/CogComp/trec: timed out after 0.5 s"):
+            check_hub(["trec"], DataSettings(templates_dir=templates_dir), HubMetadata(url, timeout_s=0.5))
+
+
+def test_class3_check_hub_on_a_trickling_endpoint_ends_at_its_deadline(templates_dir, endpoint):
+    from rospr_harness.tasks.hub_check import HubMetadata
+
+    url = endpoint(_Trickle)
+    with pytest.raises(TaskError, match=rf"{url}/api/datasets/CogComp/trec: timed out after 0.5 s"):
+        check_hub(["trec"], DataSettings(templates_dir=templates_dir), HubMetadata(timeout_s=0.5))
+
+
+def test_class3_check_hub_refuses_an_answer_over_its_byte_limit(templates_dir, endpoint):
+    from rospr_harness.tasks.hub_check import HubMetadata
+
+    url = endpoint(_Flood)
+    with pytest.raises(TaskError, match=rf"{url}/api/datasets/CogComp/trec: more than 65536 bytes"):
+        check_hub(["trec"], DataSettings(templates_dir=templates_dir), HubMetadata(timeout_s=30, max_bytes=65536))
+
+
+def test_class3_check_hub_on_another_protocol_is_one_error(templates_dir, endpoint):
+    url = endpoint(_Garbage)
+    with pytest.raises(TaskError, match=rf"trec: {url} did not answer as HTTP"):
+        check_hub(["trec"], DataSettings(templates_dir=templates_dir))
+
+
+def test_class3_an_answer_of_another_shape_is_our_error_naming_the_url(hub, templates_dir):
+    hub.routes["/api/datasets/CogComp/trec/refs"] = json.loads("[" * 30 + "]" * 30)
+    with pytest.raises(TaskError, match=r"/api/datasets/CogComp/trec/refs: a JSON object is expected"):
         check_hub(["trec"], DataSettings(templates_dir=templates_dir))

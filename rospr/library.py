@@ -9,11 +9,18 @@ library's ``pooling`` says) and stored in a FAISS index. A library is a director
                          the bank's content hash, settings, the sha256 of every file, build_key
     keys.safetensors     "keys" float32 [K, D_r], "values" int64 [K] (index into manifest prompt_ids)
     index.faiss          the CPU index in FAISS's own file format (faiss.serialize_index, the bytes
-                         faiss.write_index writes; written atomically)
+                         faiss.write_index writes)
     instances.jsonl      the key texts with their prompt id, for people to read
-    source_key.json      (optional) the key of what the texts were rendered from (``library_source_key``),
-                         sealed, naming the manifest_hash it was checked against: a run that computes
-                         the same key reuses the library without rendering its sources
+
+The folder is one ``rospr.store`` entry (the store rooted at its parent, the folder's name the
+entry's): the four files are staged beside it and published together by a rename, so a reader sees
+the earlier library or the new one, never a mix, and nothing is overwritten in place. A folder
+that holds anything but a library (no manifest of ours) is refused, not replaced.
+
+One key. ``build_key`` is the library's one content address: its prompts, the bank's hash of them,
+the retriever and the settings. A prompt's texts enter it as their digest, or as ``texts_key`` when
+the caller can name what determines them without rendering them (``rospr_harness.method.library``:
+the prompt's source key with the count and draw of its texts).
 
 Index types (``IndexSettings.type``): ``flat`` (exact inner product, the default), ``ivf`` (inverted
 lists, ``nlist`` cells, ``nprobe`` searched) and ``hnsw`` (graph, ``hnsw_m`` links). With faiss-gpu and
@@ -35,6 +42,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,17 +50,11 @@ from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 
-from rospr.artifacts import (
-    ArtifactError,
-    atomic_write_bytes,
-    check_file,
-    read_manifest,
-    sha256_file,
-    write_manifest,
-)
+from rospr.artifacts import ArtifactError, check_file, read_manifest
 from rospr.canonical import derive_seed, digest_json
 from rospr.errors import SettingError
 from rospr.retriever import POOLINGS, Embedder, embed_padded, embed_texts
+from rospr.store import ContentStore
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +89,13 @@ class IndexSettings:
 
 @dataclass(frozen=True)
 class LibraryEntry:
-    """What goes into the library for one prompt: its id, source and key texts."""
+    """What goes into the library for one prompt: its id, source and key texts; ``texts_key``, when
+    given, stands for the texts in ``build_key`` (what determines them; None: their own digest)."""
 
     prompt_id: str
     source: str
-    texts: tuple[str, ...]
+    texts: tuple[str, ...] = ()
+    texts_key: str | None = None
 
 
 SAMPLES = ("first", "random")
@@ -124,57 +128,13 @@ def _pooling(pooling: str) -> dict:
 
 def build_key(entries: Sequence[LibraryEntry], bank_hash: str, retriever: Mapping[str, Any],
               index: IndexSettings, normalize: bool, max_tokens: int, pooling: str = "masked") -> str:
-    """Content address of a library: what went into it (texts, bank, retriever, settings)."""
+    """The library's one key: what went into it (each prompt's texts, or their ``texts_key``; the
+    bank, the retriever, the settings)."""
     return digest_json({
-        "entries": [[e.prompt_id, e.source, digest_json(list(e.texts))] for e in entries],
+        "entries": [[e.prompt_id, e.source, e.texts_key or digest_json(list(e.texts))] for e in entries],
         "bank": bank_hash, "retriever": {k: retriever.get(k) for k in RETRIEVER_KEYS},
         "index": asdict(index), "normalize": normalize, "max_tokens": max_tokens, **_pooling(pooling),
     })
-
-
-SOURCE_KEY = "source_key.json"
-SOURCE_KEY_FORMAT = "rospr-library-source-key"
-
-
-def library_source_key(prompts: Sequence[tuple[str, str, str | None]], n: int, bank_hash: str,
-                       retriever: Mapping[str, Any], index: IndexSettings, normalize: bool, max_tokens: int,
-                       pooling: str = "masked", sample: str = "first", seed: int = 0) -> str | None:
-    """A library's key told without its texts: ``prompts`` as (id, source, source key: the digest of
-    what the prompt's training rows are rendered from, ``rospr_harness.method.prepare``), the ``n``
-    instances kept per prompt (``key_texts``' ``sample`` and ``seed``) and ``build_key``'s other
-    inputs. Equal source keys give equal texts, so equal keys give equal build keys. None when a
-    prompt has no source key (its texts must be read)."""
-    if any(key is None for _, _, key in prompts):
-        return None
-    return digest_json({
-        "prompts": [list(p) for p in prompts], "n": n, "bank": bank_hash,
-        "retriever": {k: retriever.get(k) for k in RETRIEVER_KEYS}, "index": asdict(index), "normalize": normalize,
-        "max_tokens": max_tokens, **_pooling(pooling), **({"sample": sample, "seed": seed} if sample != "first" else {}),
-    })
-
-
-def read_source_key(library: "Library") -> str | None:
-    """The source key recorded beside ``library`` (``source_key.json``, sealed, naming the library's
-    ``manifest_hash``), or None when there is none, it is damaged or it belongs to another build."""
-    path = library.root / SOURCE_KEY
-    if not path.is_file():
-        return None
-    try:
-        record = read_manifest(path, SOURCE_KEY_FORMAT, 1)
-    except ArtifactError as exc:
-        log.warning("%s: %s; the library is checked in full", path, exc)
-        return None
-    if record.get("library") != library.content_hash:
-        return None
-    return record.get("source_key")
-
-
-def record_source_key(library: "Library", key: str) -> "Library":
-    """Write ``key`` beside ``library`` (``source_key.json``: outside the manifest, so the library's
-    content hash, which unit cache keys hold, does not change). Returns ``library``."""
-    write_manifest(library.root / SOURCE_KEY, {"format": SOURCE_KEY_FORMAT, "version": 1,
-                                               "library": library.content_hash, "source_key": key})
-    return library
 
 
 def _gpu_available() -> bool:
@@ -320,23 +280,56 @@ def build_library(
     import faiss
     from safetensors.numpy import save
 
-    root.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(root / "keys.safetensors", save({"keys": keys, "values": values}))
-    atomic_write_bytes(root / "index.faiss", faiss.serialize_index(cpu_index).tobytes())
     lines = [json.dumps({"value": int(v), "prompt_id": ids[v], "text": t}, ensure_ascii=False)
              for v, t in zip(values, texts)]
-    atomic_write_bytes(root / "instances.jsonl", ("\n".join(lines) + "\n").encode("utf-8"))
-    manifest = write_manifest(root / "manifest.json", {
-        "format": LIBRARY_FORMAT, "version": LIBRARY_VERSION,
+    manifest = _publish(root, {
+        "keys.safetensors": save({"keys": keys, "values": values}),
+        "index.faiss": faiss.serialize_index(cpu_index).tobytes(),
+        "instances.jsonl": ("\n".join(lines) + "\n").encode("utf-8"),
+    }, {
         "prompt_ids": ids, "sources": [e.source for e in entries],
         "n_per_prompt": [len(e.texts) for e in entries], "n_keys": int(len(values)), "dim": int(keys.shape[1]),
         "retriever": dict(retriever), "bank_hash": bank_hash, "index": asdict(index), "normalize": normalize,
         "max_tokens": max_tokens, "pooling": pooling,
-        "files": {name: sha256_file(root / name) for name in ("keys.safetensors", "index.faiss", "instances.jsonl")},
         "build_key": build_key(entries, bank_hash, retriever, index, normalize, max_tokens, pooling),
     })
     log.info("library %s: %d keys of %d prompts, %s index", root, len(values), len(entries), index.type)
     return Library(root, manifest, keys, values, _to_search_device(cpu_index, index))
+
+
+def library_store(root: Path) -> ContentStore:
+    """The store a library folder is an entry of: rooted at its parent, the folder's name the entry's."""
+    return ContentStore(Path(os.path.abspath(root)).parent, LIBRARY_FORMAT, LIBRARY_VERSION, fix="delete it to rebuild")
+
+
+def _publish(root: Path, files: Mapping[str, bytes], fields: dict) -> dict:
+    """Stage ``files`` beside ``root`` and publish them with the sealed manifest ``fields`` as the
+    folder ``root`` (replacing an earlier library there); returns the manifest. Refuses
+    (``ArtifactError``) a folder ``root`` that holds anything but a library: it is not ours."""
+    store = library_store(root)
+    name = Path(os.path.abspath(root)).name  # abspath, not resolve: a link is refused, not followed
+    dest = store.path(name)  # refuses a link
+    if dest.exists() and any(dest.iterdir()) and not _is_library(dest):
+        raise ArtifactError(f"{dest}: a folder that is not a rospr library (no {store.manifest_name} of format "
+                            f"{LIBRARY_FORMAT!r}); it is not replaced: give rospr.library / --out a new or empty folder")
+    stage = store.stage(name)
+    try:
+        for file, data in files.items():
+            stage.write_bytes(file, data)
+    except BaseException:
+        store.drop(stage)
+        raise
+    store.publish(stage, fields)  # an earlier library (or an empty folder) there is replaced whole
+    return store.read_manifest(dest)
+
+
+def _is_library(folder: Path) -> bool:
+    """Whether ``folder`` carries a library's manifest (any version: a stale or edited one is still ours)."""
+    try:
+        head = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(head, dict) and head.get("format") == LIBRARY_FORMAT
 
 
 def check_retriever(recorded: Mapping[str, Any], expected: Mapping[str, Any], where: str | Path) -> None:

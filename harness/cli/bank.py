@@ -26,7 +26,7 @@ def tune(
 ) -> None:
     """Train one soft prompt per (source dataset, hard prompt); resumes an interrupted tuning."""
     setup_logging(verbose)
-    from rospr_harness.method.prepare import tune_sources
+    from rospr_harness.method.bank import tune_sources
     from rospr_harness.tasks.base import DataSettings
 
     names = [s.strip() for s in sources.split(",") if s.strip()]
@@ -133,7 +133,7 @@ def library_build(
 ) -> None:
     """Embed n training instances of every prompt of a bank and write the FAISS library."""
     setup_logging(verbose)
-    from rospr_harness.method.prepare import build_library_from_bank
+    from rospr_harness.method.library import build_library_from_bank
     from rospr_harness.tasks.base import DataSettings
     from rospr.backbone import check_checkpoint
 

@@ -3,7 +3,7 @@
 The format and its checks are ``rospr.peft_adapter``'s; here the harness supplies what an adapter
 does not carry: the backbone's identity (loaded from ``model``) and the answer choices of the
 (source, template) it was trained on, rendered from the source's training split exactly as tuning
-records them (``prepare.tuning_jobs``), so an imported prompt is used by the library and a run like
+records them (``bank.tuning_jobs``), so an imported prompt is used by the library and a run like
 one trained here.
 """
 

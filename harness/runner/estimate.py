@@ -6,9 +6,9 @@ runner's own steps so that its counts are the run's:
 
 - the units: ``plan.plan_run`` (every (task, prompt) target and the methods), each target's rows
   rendered by its task and tokenised by ``rospr.scoring.encode_examples`` under the run's convention;
-- the tuning jobs: ``prepare.tuning_jobs``, each keyed by ``TuneJob.train_key`` against the bank
+- the tuning jobs: ``method.bank.tuning_jobs``, each keyed by ``TuneJob.train_key`` against the bank
   (``PromptBank.has_valid``), their training pairs tokenised by the tuner's own encoder;
-- the library: reused when its ``build_key`` equals ``prepare.library_inputs``' key;
+- the library: reused when its ``build_key`` equals ``method.library.library_inputs``' key;
 - a unit cache hit: ``rospr_harness.cache.unit_key`` of the parts the driver keys units by, looked up
   with ``UnitCache.get`` (verified, read-only);
 - the queries of a RoSPr target: ``unit.retrieval_queries``, leave-one-out included.
@@ -38,7 +38,9 @@ from typing import Any
 
 from rospr_harness.cache import key_parts, rospr_part, scorer_part, unit_key
 from rospr_harness.config import RunConfig, retriever_name
-from rospr_harness.method.prepare import RosprContext, job_key_texts, library_inputs, tuning_jobs
+from rospr_harness.method.bank import tuning_jobs
+from rospr_harness.method.library import job_key_texts, library_inputs
+from rospr_harness.method.prepare import RosprContext
 from rospr_harness.method.unit import retrieval_queries
 from rospr_harness.runner.plan import data_settings, plan_run
 from rospr_harness.runner.session import unit_cache
@@ -327,7 +329,7 @@ def _tuning(config: RunConfig, shape: ModelShape, tokenizer, identity: dict,
 
     rc = config.rospr
     settings = rc.tune.settings()
-    jobs = tuning_jobs(rc, data_settings(config.data))
+    jobs = tuning_jobs(rc, data_settings(config.data), identity)  # with source keys: the library key a run computes
     bank = PromptBank.open(rc.prompt_bank, identity)  # reads the manifest if there is one; writes nothing
     reused, to_train, todo_flops, examples = [], [], Flops(), 0
     every = TuningCost(Flops(), 0, 0)
@@ -351,7 +353,7 @@ def _tuning(config: RunConfig, shape: ModelShape, tokenizer, identity: dict,
 
 def _library_status(config: RunConfig, jobs: list, bank: PromptBank, to_train: list[str]):
     """(loaded library or None when it will be built, why). Refuses (``ArtifactError``) what the run
-    refuses (``rospr_harness.method.prepare._library``): a library edited on disk, or built by another
+    refuses (``rospr_harness.method.library.ensure_library``): a library edited on disk, or built by another
     retriever (its config or weights)."""
     from rospr.library import load_library
 

@@ -102,7 +102,7 @@ class RetrievalActor(RetrievalWorker):
 
     def __init__(self, tree: dict, library: str, library_hash: str) -> None:
         from rospr_harness.backends import create_embedder
-        from rospr_harness.method.prepare import retriever_checkpoint
+        from rospr_harness.method.library import retriever_checkpoint
         from rospr.library import load_library
 
         config = RunConfig.model_validate(tree)

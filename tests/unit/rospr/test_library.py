@@ -174,3 +174,37 @@ def test_pooling_is_recorded_and_keys_of_the_default_pooling_keep_their_build_ke
     # padded keys need the encoder's states at pad positions: a bag of words has none
     with pytest.raises(ValueError, match="only the PyTorch retriever"):
         build_library(tmp_path / "lib2", entries, BagOfWords(), WordTokenizer(), RETRIEVER, "bank0", pooling="padded")
+
+
+def test_a_library_is_published_whole_and_a_foreign_folder_is_not_replaced(tmp_path):
+    """The library folder is a store entry: a rebuild replaces the earlier one whole (no stage left
+    beside it), a folder holding anything else is refused untouched, an empty one is used, and a link
+    in the library's place is not written through."""
+    from rospr.store import StoreError
+
+    entries = _entries()
+    first = build_library(tmp_path / "lib", entries, BagOfWords(), WordTokenizer(), RETRIEVER, "bank0")
+    again = build_library(tmp_path / "lib", entries[:3], BagOfWords(), WordTokenizer(), RETRIEVER, "bank0")
+    assert again.build_key != first.build_key and load_library(tmp_path / "lib").build_key == again.build_key
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lib"]
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "index.faiss").write_bytes(b"the user's own index")
+    with pytest.raises(ArtifactError, match="not a rospr library"):
+        build_library(theirs, entries, BagOfWords(), WordTokenizer(), RETRIEVER, "bank0")
+    assert [p.name for p in theirs.iterdir()] == ["index.faiss"]
+    (tmp_path / "empty").mkdir()
+    assert len(build_library(tmp_path / "empty", entries, BagOfWords(), WordTokenizer(), RETRIEVER, "bank0")) == 120
+    (tmp_path / "link").symlink_to(theirs, target_is_directory=True)
+    with pytest.raises(StoreError, match="symbolic link"):
+        build_library(tmp_path / "link", entries, BagOfWords(), WordTokenizer(), RETRIEVER, "bank0")
+    assert [p.name for p in theirs.iterdir()] == ["index.faiss"]
+
+
+def test_a_texts_key_stands_for_the_texts_in_the_one_key():
+    entries = _entries()
+    keyed = [LibraryEntry(e.prompt_id, e.source, e.texts, texts_key=f"k{i}") for i, e in enumerate(entries)]
+    no_texts = [LibraryEntry(e.prompt_id, e.source, texts_key=f"k{i}") for i, e in enumerate(entries)]
+    key = build_key(keyed, "b", RETRIEVER, IndexSettings(), True, 512)
+    assert key == build_key(no_texts, "b", RETRIEVER, IndexSettings(), True, 512)  # told without rendering
+    assert key != build_key(entries, "b", RETRIEVER, IndexSettings(), True, 512)

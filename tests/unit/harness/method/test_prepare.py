@@ -14,12 +14,12 @@ import shutil
 import pytest
 
 from rospr_harness.backends import create_backend
-from rospr_harness.method.prepare import prepare, tuning_jobs
+from rospr_harness.method.bank import tuning_jobs
+from rospr_harness.method.prepare import prepare
 from rospr_harness.runner.plan import data_settings
 from rospr_harness.tasks.builtin import BuiltinTask
 from rospr_harness.tasks.promptsource import PromptsourceTask
-from rospr.artifacts import ArtifactError, write_manifest
-from rospr.library import SOURCE_KEY
+from rospr.artifacts import ArtifactError, seal
 
 ROWS = [{"sentence1": f"The {a} watched the {b} near the station.", "sentence2": f"The {b} saw a {a} on the hill.",
          "label": i % 2, "idx": i} for i, (a, b) in enumerate([("baker", "bridge"), ("pilot", "garden"),
@@ -141,43 +141,46 @@ def test_changed_training_settings_retrain_every_prompt(sources, renders):
 def test_a_bank_and_library_without_source_keys_are_checked_in_full_once(sources, renders):
     config, _, _, root = sources
     first = run_prepare(config())
-    manifest = json.loads((root / "bank" / "manifest.json").read_text())
-    for entry in manifest["prompts"]:
-        entry["origin"].pop("source_key")
-    manifest.pop("manifest_hash")
-    write_manifest(root / "bank" / "manifest.json", manifest)  # a bank as tuned before the keys, sealed
-    (root / "library" / SOURCE_KEY).unlink()
+    for path in (root / "bank" / "prompts").glob("*/manifest.json"):  # a bank as tuned before the keys, sealed
+        manifest = json.loads(path.read_text())
+        manifest["prompt"]["origin"].pop("source_key")
+        path.write_text(json.dumps(seal(manifest)))
     renders.clear()
     again = run_prepare(config())
     assert len(renders) == len(first.bank.entries)  # the full check: rendered, compared by train_key
     assert prompts(again) == prompts(first)  # nothing retrained
     assert again.library.content_hash == first.library.content_hash  # nor rebuilt
-    assert all(e["origin"].get("source_key") for e in json.loads((root / "bank" / "manifest.json").read_text())["prompts"])
+    assert all(json.loads(p.read_text())["prompt"]["origin"].get("source_key")
+               for p in (root / "bank" / "prompts").glob("*/manifest.json"))
     renders.clear()
     run_prepare(config())
     assert renders == []
 
 
-def test_an_edited_source_key_record_is_not_trusted(sources, renders):
+def test_an_edited_library_key_is_not_trusted(sources, renders):
+    """The library's one key sits in its sealed manifest: one edited to claim another build is refused,
+    not reused; deleted, the library is built again and the next run renders nothing."""
     config, _, _, root = sources
     first = run_prepare(config())
-    record = root / "library" / SOURCE_KEY
-    data = json.loads(record.read_text())
-    data["library"] = "0" * 64  # another build's record
-    record.write_text(json.dumps(data))
+    path = root / "library" / "manifest.json"
+    data = json.loads(path.read_text())
+    data["build_key"] = "0" * 64  # another build's key
+    path.write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match="manifest_hash"):
+        run_prepare(config())
+    shutil.rmtree(root / "library")
     renders.clear()
     again = run_prepare(config())
-    assert renders  # checked in full
-    assert again.library.content_hash == first.library.content_hash
+    assert again.library.content_hash == first.library.content_hash  # the same library, built again
     renders.clear()
     run_prepare(config())
-    assert renders == []  # the record was written anew
+    assert renders == []
 
 
 def test_an_edited_prompt_file_is_refused_without_rendering(sources, renders):
     config, _, _, root = sources
     run_prepare(config())
-    victim = sorted((root / "bank" / "prompts").iterdir())[0]
+    victim = sorted((root / "bank" / "prompts").glob("*/prompt.safetensors"))[0]
     victim.write_bytes(victim.read_bytes()[:-4] + b"\0\0\0\0")
     renders.clear()
     with pytest.raises(ArtifactError, match="sha256"):
@@ -187,7 +190,7 @@ def test_an_edited_prompt_file_is_refused_without_rendering(sources, renders):
 def test_a_missing_retriever_weights_file_is_refused_in_one_line_before_any_tuning(run_config, tiny_model_dir,
                                                                                    tmp_path):
     from rospr_harness.config import load_config
-    from rospr_harness.method.prepare import retriever_checkpoint
+    from rospr_harness.method.library import retriever_checkpoint
     from rospr.errors import SettingError
 
     tree = run_config.tree(rospr={"retriever": {"base": str(tiny_model_dir), "weights": str(tmp_path / "T0_small.pt")},

@@ -224,7 +224,7 @@ def check_command(shown: Shown, makefile_targets: set[str]) -> str | None:
             return f"{shown.where}: rospr {' '.join(argv)}: {exc.format_message()}"
         path, ctx = command_path(argv), None
     if path == ["bench"]:
-        return check_bench(shown, argv[1:2])
+        return None if shown.inline and not argv[1:2] else check_bench(shown, argv[1:2])
     if path == ["lm-eval"]:
         return check_lm_eval(shown, ctx.args if ctx is not None else [])
     from typer.testing import CliRunner

@@ -6,10 +6,13 @@ A ``ManagedProcess`` is a command started
 - on Linux with a parent-death signal (``prctl(PR_SET_PDEATHSIG, SIGTERM)`` in ``preexec_fn``), so a
   parent killed with SIGKILL leaves no child behind. Strictly, the signal comes when the *thread*
   that started the child ends: start children from a thread that outlives them;
-- recorded in a pid file ``<state_dir>/<name>.json`` (``pid``, ``parent``, ``parent_start``, ``tag``
-  and what the owner adds), the second line where that signal does not come (not Linux, a child
-  that ignores SIGTERM): ``reap_stale`` ends a recorded process whose parent is gone, and only when
-  its command line still carries the recorded ``tag`` argument, so a reused pid is never touched.
+- recorded in a pid file ``<state_dir>/<name>.json`` (``pid``, ``start``, ``parent``, ``parent_start``,
+  ``tag`` and what the owner adds), the second line where that signal does not come (not Linux, a child
+  that ignores SIGTERM): ``reap_stale`` ends a recorded process whose parent is gone, and only when it
+  is provably the one recorded: the same start time (``/proc/<pid>/stat``) as at launch, and its
+  command line still carrying the recorded ``tag`` argument, so a reused pid is never touched. The
+  state folder decides which processes are signalled, so it is used only when it is this user's own
+  with mode 0700 (``private_dir``); a folder another user could have planted is refused.
 
 ``stop(timeout_s)`` sends SIGTERM to the process and SIGKILLs its group if any of it is still alive
 ``timeout_s`` later (reaping the process as soon as it exits: see ``end_group``); it removes the pid
@@ -28,6 +31,7 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -36,6 +40,8 @@ import uuid
 import weakref
 from pathlib import Path
 from typing import Callable
+
+from rospr.errors import StateError
 
 log = logging.getLogger(__name__)
 
@@ -162,17 +168,39 @@ def die_with_parent(parent: int) -> Callable[[], None]:
 # -- what dead predecessors left --------------------------------------------------------------------
 
 
+def private_dir(path: Path) -> Path:
+    """``path`` as a folder only this user can use: made (mode 0700) where missing. Refuses
+    (``StateError``) one that is a symbolic link, not a folder, another user's, or open to others (a
+    group or other permission bit): what it holds decides which processes are signalled."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, mode=0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    problem = ("is a symbolic link" if stat.S_ISLNK(st.st_mode) else "is not a folder" if not stat.S_ISDIR(st.st_mode)
+               else f"belongs to uid {st.st_uid}, not this user ({os.getuid()})" if st.st_uid != os.getuid()
+               else f"has mode {stat.S_IMODE(st.st_mode):04o}, open to others" if st.st_mode & 0o077 else None)
+    if problem:
+        raise StateError(f"{path} {problem}; the record of started processes must be this user's own folder "
+                         "with mode 0700 (chmod 700 it if it is yours, else remove it or choose another)")
+    return path
+
+
 def reap_stale(directory: Path, tag_of: Callable[[dict], str] = lambda info: str(info["tag"]),
                timeout_s: float = 10.0) -> list[int]:
     """End the processes recorded in ``directory``'s pid files whose parent is gone; returns their pids.
 
-    A recorded process is ended (its group: SIGTERM, SIGKILL ``timeout_s`` later) only while its
-    command line still carries ``tag_of(record)`` as an argument, so a reused pid is never touched;
-    the pid file of a gone parent is removed either way. Pid files of live parents are left alone;
-    unreadable ones are removed.
+    A recorded process is ended (its group: SIGTERM, SIGKILL ``timeout_s`` later) only while it is
+    provably the one recorded: its start time is the one recorded at launch and its command line still
+    carries ``tag_of(record)`` as an argument, so a reused pid is never touched (a record without a
+    start time is never acted on); the pid file of a gone parent is removed either way. Pid files of
+    live parents are left alone; unreadable ones are removed. Refuses (``StateError``, ``private_dir``)
+    a ``directory`` that is not this user's own with mode 0700.
     """
-    if not directory.is_dir():
+    if not directory.exists() and not directory.is_symlink():
         return []
+    private_dir(directory)
     reaped = []
     for f in sorted(directory.glob("*.json")):
         try:
@@ -183,7 +211,7 @@ def reap_stale(directory: Path, tag_of: Callable[[dict], str] = lambda info: str
             continue
         if same_process(parent, info.get("parent_start")):
             continue
-        if tag in cmdline(pid):
+        if info.get("start") is not None and same_process(pid, info["start"]) and tag in cmdline(pid):
             log.warning("ending process %d (%s), left by a process that is gone", pid, tag)
             end_group(pid, timeout_s)
             reaped.append(pid)
@@ -282,6 +310,8 @@ class ManagedProcess:
         if self.popen is not None:
             raise RuntimeError(f"{self.name}: already started")
         self._stop.shm = (self.shm_prefix, frozenset(shm_files(self.shm_prefix))) if self.shm_prefix else None
+        if self.state_dir is not None:
+            private_dir(self.state_dir)  # refused before anything starts
         out = open(log_path, "wb") if log_path else None
         try:
             self.popen = subprocess.Popen(
@@ -299,10 +329,9 @@ class ManagedProcess:
         """The pid file ``reap_stale`` reads; a failure only loses that safety net (a warning)."""
         if self.state_dir is None:
             return None
-        info = {**self.record, "pid": self.popen.pid, "parent": os.getpid(), "parent_start": start_time(os.getpid()),
-                "tag": self.tag}
+        info = {**self.record, "pid": self.popen.pid, "start": start_time(self.popen.pid), "parent": os.getpid(),
+                "parent_start": start_time(os.getpid()), "tag": self.tag}
         try:
-            self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             path = self.state_dir / f"{self.name}.json"
             path.write_text(json.dumps(info))
             return path

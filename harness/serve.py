@@ -28,9 +28,10 @@ turns it off.
 
 The server is a ``rospr_harness.procs.ManagedProcess``: its life is tied to its parent's (a parent-death
 signal on Linux, so a ``rospr serve`` killed with ``SIGKILL`` leaves no server behind), it is recorded
-in a pid file (``$ROSPR_SERVE_STATE`` or ``<tmp>/rospr-serve-<uid>/``) and the next ``start`` reaps a
-recorded server whose parent is gone and whose command line still carries its ``--id`` (never
-anything else), and sweeps the work folders and stub shared memory that dead servers left.
+in a pid file (``state_dir()``: never a folder of a fixed name in the shared ``/tmp``, and used only as
+this user's own folder with mode 0700) and the next ``start`` reaps a recorded server whose parent is
+gone, whose start time is the one recorded at launch and whose command line still carries its ``--id``
+(never anything else), and sweeps the work folders and stub shared memory that dead servers left.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ import socket
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -53,6 +53,7 @@ from pathlib import Path
 from rospr_harness.procs import ManagedProcess, make_workdir, reap_stale, sweep_workdirs
 # also importable from here, as before the helper was apart (tests use them)
 from rospr_harness.procs import OWNER_FILE, group_members as _process_group_members, start_time as _start_time  # noqa: F401
+from rospr.cachedirs import cache_home
 from rospr.errors import RosprError
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,13 @@ def port_in_use(host: str, port: int) -> bool:
 
 
 def state_dir() -> Path:
-    """Where started servers are recorded: ``$ROSPR_SERVE_STATE`` or ``<tmp>/rospr-serve-<uid>``."""
-    return Path(os.environ.get("ROSPR_SERVE_STATE") or Path(tempfile.gettempdir()) / f"rospr-serve-{os.getuid()}")
+    """Where started servers are recorded: ``$ROSPR_SERVE_STATE``, else ``$XDG_RUNTIME_DIR/rospr-serve``
+    (the user's own runtime folder), else ``serve`` under rospr's cache root. Whichever it is, it is
+    used only as this user's own folder with mode 0700 (``procs.private_dir``)."""
+    if os.environ.get("ROSPR_SERVE_STATE"):
+        return Path(os.environ["ROSPR_SERVE_STATE"]).expanduser()
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    return Path(runtime) / "rospr-serve" if runtime else cache_home() / "serve"
 
 
 def reap_stale_servers(directory: Path | None = None) -> list[int]:

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from helpers import REPO
 
-from rospr_harness.procs import (OWNER_FILE, ManagedProcess, cmdline, group_members, make_workdir, process_alive,
-                                 reap_stale, same_process, start_time, sweep_workdirs)
+from rospr.errors import StateError
+from rospr_harness.procs import (OWNER_FILE, ManagedProcess, cmdline, group_members, make_workdir, private_dir,
+                                 process_alive, reap_stale, same_process, start_time, sweep_workdirs)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux /proc")
 SLEEP = "import time; time.sleep(600)"
@@ -51,8 +52,8 @@ def test_start_records_the_child_and_stop_removes_every_trace(tmp_path):
     assert child.alive() and child.pids() == [pid]
     assert os.getpgid(pid) == pid  # its own group
     info = json.loads((tmp_path / "state" / "t1.json").read_text())
-    assert info == {"what": "a sleeper", "pid": pid, "parent": os.getpid(), "parent_start": start_time(os.getpid()),
-                    "tag": "--id=t1"}
+    assert info == {"what": "a sleeper", "pid": pid, "start": start_time(pid), "parent": os.getpid(),
+                    "parent_start": start_time(os.getpid()), "tag": "--id=t1"}
     child.stop(5)
     assert not child.alive() and child.poll() == -signal.SIGTERM
     assert group_members(pid) == [] and not work.exists() and not (tmp_path / "state" / "t1.json").exists()
@@ -160,7 +161,7 @@ def test_a_child_that_outlived_its_parent_is_reaped_on_the_next_start(tmp_path):
 
 def test_reap_touches_only_the_stale_records_of_its_own_processes(tmp_path):
     state = tmp_path / "state"
-    state.mkdir()
+    state.mkdir(mode=0o700)
     foreign = subprocess.Popen(sleeper("--id=foreign"), start_new_session=True)  # a live owner's child
     reused = subprocess.Popen(sleeper("--id=someone-else"), start_new_session=True)
     try:
@@ -168,7 +169,8 @@ def test_reap_touches_only_the_stale_records_of_its_own_processes(tmp_path):
             "dead": {"pid": dead_pid(), "parent": dead_pid(), "tag": "--id=dead"},  # both gone: cleaned
             "foreign": {"pid": foreign.pid, "parent": os.getpid(), "parent_start": start_time(os.getpid()),
                         "tag": "--id=foreign"},  # its parent lives: not touched
-            "reused": {"pid": reused.pid, "parent": dead_pid(), "tag": "--id=old"},  # the pid is another's now
+            "reused": {"pid": reused.pid, "start": start_time(reused.pid), "parent": dead_pid(),
+                       "tag": "--id=old"},  # the pid is another's now
             "parent-reused": {"pid": dead_pid(), "parent": os.getpid(), "parent_start": "0", "tag": "--id=x"},
         }
         for name, info in records.items():
@@ -200,3 +202,75 @@ def test_sweep_removes_only_the_folders_of_gone_owners(tmp_path):
     assert json.loads((mine / OWNER_FILE).read_text()) == {"pid": os.getpid(), "start": start_time(os.getpid())}
     assert sorted(sweep_workdirs("rospr-test-", tmp_path)) == sorted([dead, reused])
     assert mine.is_dir() and unowned.is_dir()
+
+
+# -- class 5 (issue 32): we act on no file that others can plant --------------------------------------------
+
+@pytest.fixture
+def bystander():
+    """A live process of "someone else" whose command line carries the tag a planted record names."""
+    proc = subprocess.Popen(sleeper("--id=victim"), start_new_session=True)
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def _plant(state: Path, proc) -> None:
+    (state / "planted.json").write_text(json.dumps({"pid": proc.pid, "start": start_time(proc.pid),
+                                                    "parent": dead_pid(), "tag": "--id=victim"}))
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o755, 0o710])
+def test_class5_a_state_folder_open_to_others_is_refused_and_nothing_signalled(tmp_path, bystander, mode):
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(mode)
+    _plant(state, bystander)
+    with pytest.raises(StateError, match=rf"{state} has mode {mode:04o}, open to others; .*mode 0700"):
+        reap_stale(state)
+    assert bystander.poll() is None and (state / "planted.json").exists()
+
+
+def test_class5_a_state_folder_that_is_a_link_is_refused(tmp_path, bystander):
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    _plant(real, bystander)
+    (tmp_path / "state").symlink_to(real)
+    with pytest.raises(StateError, match="is a symbolic link"):
+        reap_stale(tmp_path / "state")
+    with pytest.raises(StateError, match="is a symbolic link"):
+        ManagedProcess(sleeper("--id=x"), tag="--id=x", state_dir=tmp_path / "state").start()
+    assert bystander.poll() is None
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="making a folder another user's needs root")
+def test_class5_a_state_folder_of_another_user_is_refused(tmp_path, bystander):
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    _plant(state, bystander)
+    os.chown(state, 4242, 4242)
+    with pytest.raises(StateError, match=r"belongs to uid 4242, not this user"):
+        reap_stale(state)
+    assert bystander.poll() is None
+
+
+def test_class5_a_managed_process_is_not_started_with_a_planted_state_folder(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir(mode=0o777)
+    state.chmod(0o777)
+    child = ManagedProcess(sleeper("--id=never"), tag="--id=never", state_dir=state, name="never")
+    with pytest.raises(StateError, match="open to others"):
+        child.start()
+    assert child.pid is None and not list(state.iterdir())
+
+
+def test_class5_a_pid_is_signalled_only_with_the_start_time_recorded_at_launch(tmp_path, bystander):
+    """The tag matches and the parent is gone, but the record's start time is not the running process's
+    (a record written for an earlier process of that pid), or there is none: not touched."""
+    state = private_dir(tmp_path / "state")
+    assert os.stat(state).st_mode & 0o777 == 0o700
+    for name, start in (("other-start", "1"), ("no-start", None)):
+        info = {"pid": bystander.pid, "parent": dead_pid(), "tag": "--id=victim"}
+        (state / f"{name}.json").write_text(json.dumps(info | ({"start": start} if start else {})))
+    assert reap_stale(state) == []
+    assert bystander.poll() is None and not list(state.iterdir())

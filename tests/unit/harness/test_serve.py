@@ -80,13 +80,16 @@ def _sleeper(tag: str) -> subprocess.Popen:
 def test_reap_ends_only_its_own_stale_servers(tmp_path):
     from rospr_harness.serve import reap_stale_servers
 
+    from rospr_harness.procs import start_time
+
     state = tmp_path / "state"
-    state.mkdir()
+    state.mkdir(mode=0o700)
     stale, alive_parent, reused = _sleeper("rospr-stale"), _sleeper("rospr-kept"), _sleeper("someone-else")
     try:
         dead = dead_pid()
         records = {
-            "stale": {"pid": stale.pid, "parent": dead, "id": "rospr-stale"},         # parent gone: reaped
+            "stale": {"pid": stale.pid, "start": start_time(stale.pid), "parent": dead,
+                      "id": "rospr-stale"},                                            # parent gone: reaped
             "kept": {"pid": alive_parent.pid, "parent": os.getpid(), "id": "rospr-kept"},  # parent alive: kept
             "reused": {"pid": reused.pid, "parent": dead, "id": "rospr-old"},          # pid reused: not touched
         }
@@ -207,3 +210,22 @@ def test_stop_reaps_a_leader_that_died_so_its_stubs_see_it_gone(tmp_path):
         assert mark.read_text() == "parent gone"  # it ended by itself, not by the SIGKILL
     finally:
         child.stop()
+
+
+def test_class5_the_server_state_is_the_users_own_never_a_fixed_name_in_tmp(tmp_path, monkeypatch):
+    """class 5: the record of started servers lives under the user's runtime folder, else rospr's cache
+    root, and a planted one (open to others) is refused before any process is signalled."""
+    from rospr.errors import StateError
+    from rospr_harness.serve import reap_stale_servers, state_dir
+
+    monkeypatch.delenv("ROSPR_SERVE_STATE", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    assert state_dir() == tmp_path / "run" / "rospr-serve"
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    monkeypatch.setenv("ROSPR_HOME", str(tmp_path / "home"))
+    assert state_dir() == tmp_path / "home" / "serve"
+    planted = tmp_path / "home" / "serve"
+    planted.mkdir(parents=True)
+    planted.chmod(0o777)
+    with pytest.raises(StateError, match=rf"{planted} has mode 0777, open to others"):
+        reap_stale_servers()

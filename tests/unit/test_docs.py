@@ -305,6 +305,22 @@ def broken_links(path: Path, text: str | None = None) -> list[str]:
     return out
 
 
+REPO_PATH = re.compile(r"(?<![\w/.~-])((?:rospr|harness|export|benchmarks|tests|configs|docker|model_repo|docs)/"
+                       r"[\w/.-]*\w\.(?:py|yaml|yml|md|json|txt|toml|csv))")
+
+
+def missing_paths(path: Path, text: str | None = None, written: tuple[str, ...] = ()) -> list[str]:
+    """Each repository file a page names (``harness/tasks/builtin.py``, ``tests/unit/...``) that is not
+    there. ``written``: files a page says a command writes (``benchmarks/results/gpu.json``)."""
+    text = path.read_text() if text is None else text
+    return [f"{path.name}: {m[1]}: no such file" for m in REPO_PATH.finditer(text)
+            if m[1] not in written and not (REPO / m[1]).exists()]
+
+
+# files the pages say a command writes, not in git
+WRITTEN = ("benchmarks/results/gpu.json",)
+
+
 # ---------------------------------------------------------------------------------------------
 # design notes outside the repository
 # ---------------------------------------------------------------------------------------------
@@ -389,6 +405,17 @@ def test_a_broken_link_fails(tmp_path):
                                   "page.md: link other.md#nowhere: no heading #nowhere in other.md"]
 
 
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_files_named_exist(doc):
+    assert missing_paths(doc, written=WRITTEN) == []
+
+
+def test_a_missing_file_named_fails(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("See `harness/tasks/builtin.py` and tests/test_gone.py, or ~/x/rospr/none.py.\n")
+    assert missing_paths(page) == ["page.md: tests/test_gone.py: no such file"]
+
+
 def test_generated_blocks_are_current():
     assert [str(p.relative_to(REPO)) for p in generate.stale(DOCS)] == []
 
@@ -422,6 +449,10 @@ def test_the_schema_block_is_rospr_schema():
 
 def test_no_source_cites_a_note_outside_the_repository():
     assert outside_citations(source_files()) == []
+
+
+def test_the_pages_need_nothing_outside_the_repository():
+    assert [f"{d.name}: {line}" for d in DOCS for line in d.read_text().splitlines() if "../shared" in line] == []
 
 
 def test_a_citation_outside_is_found(tmp_path):

@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 # reduction order (TF32 off).
 TOLERANCE = {"float32": 1e-3, "float16": 0.25, "bfloat16": 2.0}
 # |loss - reference| of a tuning run: float32 absolute; bfloat16 relative to the largest reference loss
-# (tests/test_tuning.py's bfloat16 test)
+# (tests/unit/rospr/test_tuning.py's bfloat16 test)
 TUNING_TOLERANCE = {"float32": 1e-3, "bfloat16": 0.05}
 # (name, dtype, gradient checkpointing, micro-batches) of the tuning runs; the first is the reference
 RUNS = (("float32", "float32", False, False), ("bfloat16 checkpointed", "bfloat16", True, True))

@@ -77,7 +77,7 @@ def tokenizer_json(spm_model: bytes) -> str:
     """The ``tokenizers`` form of a sentencepiece unigram model, encoding as sentencepiece does: its pieces
     and scores, its normalisation (the model's own precompiled charsmap, trailing spaces stripped, runs
     of spaces as one ``▁``), ``▁`` prepended to every text as a real T5 tokenizer does, and ``</s>``
-    appended where special tokens are asked for (tests/test_tokenizer.py checks the two files agree)."""
+    appended where special tokens are asked for (tests/unit/rospr/test_tokenizer.py checks the two files agree)."""
     from sentencepiece import sentencepiece_model_pb2
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 

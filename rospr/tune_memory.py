@@ -30,14 +30,14 @@ shape alone:
   activations come on top (the ``recompute`` term).
 
   The layers are transformers' own, and its two majors keep different things (``layers``, default the
-  installed one; measured on the tiny model, tests/test_tune_memory.py): transformers 5's T5 attention
+  installed one; measured on the tiny model, tests/unit/rospr/test_tune_memory.py): transformers 5's T5 attention
   runs softmax in the backbone dtype, so in bfloat16 the probabilities are kept once, 2 bytes, not 4 + 2
   (its numerics differ accordingly); and its position bias does not fold the padding mask in, so under
   checkpointing one H L^2 bias is kept for the whole micro-batch, not one per example (``kept_per_step``).
 
 The peak is weights + prompt state + micro-batch x (kept per example + recompute per example).
 Workspace that the formula does not count (CUDA context, cuBLAS workspace, allocator fragmentation)
-is left as ``RESERVE`` of the device's memory. ``tests/test_tune_memory.py`` checks the count against
+is left as ``RESERVE`` of the device's memory. ``tests/unit/rospr/test_tune_memory.py`` checks the count against
 a hand computation and against the bytes autograd really keeps on the tiny model.
 """
 

@@ -100,7 +100,7 @@ class TuneSettings:
         """The settings that decide the trained numbers, hence the prompt's ``train_key``.
 
         Left out: ``threads``, ``micro_batch_size`` and ``gradient_checkpointing`` (speed and memory
-        only: accumulation and recomputation give the same prompt, tests/test_tuning.py), and
+        only: accumulation and recomputation give the same prompt, tests/unit/rospr/test_tuning.py), and
         ``device`` (float32 on a GPU differs from the CPU by reduction order only, ~1e-6: a bank moved
         between machines is reused, not retrained). ``dtype`` changes the numbers and is kept, except
         at float32, so that banks tuned before it existed keep their keys; ``group_by_length`` (which

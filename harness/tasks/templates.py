@@ -25,7 +25,7 @@ Differences from promptsource, on purpose:
   ``zip`` is a global as in promptsource (0.2.3 has no ``enumerate``; a template calling it is
   refused by both); promptsource's ``highlight`` filter (for its UI) is not offered.
 
-tests/test_promptsource_parity.py checks all of this against promptsource 0.2.3's own code.
+tests/unit/harness/tasks/test_templates_parity.py checks all of this against promptsource 0.2.3's own code.
 """
 
 from __future__ import annotations

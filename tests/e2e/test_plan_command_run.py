@@ -1,6 +1,6 @@
 """`rospr plan`: its counts against what a real run of the same config then computes, and the second
 plan after the run against the run's reuse (bank, library, export, unit cache): two whole runs of
-configs/paper.yaml on the tiny model (moved from tests/test_plan_command.py, whose fixture it uses)."""
+configs/paper.yaml on the tiny model (moved from tests/unit/harness/cli/test_run_plan.py, whose fixture it uses)."""
 
 from __future__ import annotations
 

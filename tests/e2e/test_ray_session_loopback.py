@@ -1,5 +1,6 @@
 """harness/ray_session.py: a local Ray of a run listens on 127.0.0.1 only, without dashboard or usage
-statistics (a whole local Ray session, started in a fresh interpreter; moved from tests/test_ray_session.py).
+statistics (a whole local Ray session, started in a fresh interpreter; moved from
+tests/unit/harness/test_ray_session.py).
 
 The listening sockets are read from the kernel (``/proc/net/tcp{,6}`` joined with each process's
 ``/proc/<pid>/fd`` socket inodes), not from Ray, for every process of the Ray session: the driver and

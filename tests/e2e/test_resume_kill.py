@@ -1,6 +1,7 @@
 """A whole ``rospr run`` (a subprocess, the real onnxruntime scorer) SIGKILLed mid-way and then resumed
 equals an uninterrupted run, unit by unit, with no unit lost or counted twice, and leaves no temporary
-file. (The other resume and unit-cache cases, in process with the fake scorer: tests/test_resume.py.)
+file. (The other resume and unit-cache cases, in process with the fake scorer:
+tests/unit/harness/test_runner_resume.py.)
 """
 
 from __future__ import annotations

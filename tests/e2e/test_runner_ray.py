@@ -1,4 +1,4 @@
-"""Whole runs on Ray (moved from tests/test_runner.py, names and assertions kept): the same numbers
+"""Whole runs on Ray (moved from tests/unit/harness/test_runner.py, names and assertions kept): the same numbers
 as the in-process reference on one actor and on three (any batch size); scoring actors killed mid-run
 change nothing; with Ray the driver's scorer never opens its session.
 

@@ -1,5 +1,6 @@
-"""Whole runs and whole processes around a Triton server (moved from tests/test_triton.py and
-tests/test_serve.py, names and assertions kept): a server that goes down during a run keeps the units
+"""Whole runs and whole processes around a Triton server (moved from
+tests/unit/harness/backends/test_triton_backend.py and
+tests/unit/harness/test_serve.py, names and assertions kept): a server that goes down during a run keeps the units
 finished before it; `rospr serve` starts, serves metrics and stops cleanly on SIGTERM; `rospr serve`
 killed with SIGKILL leaves no server behind."""
 

@@ -1,6 +1,6 @@
 """Prompt tuning by Ray actors (rospr_harness/method/tune_pool.py): a bank tuned by two actors of the
 test session's Ray is the in-process bank, bit for bit (a whole tuning pass on Ray; moved from
-tests/test_tuning.py, whose helpers it uses)."""
+tests/unit/rospr/test_tuning.py, whose helpers it uses)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Whole tuning runs (rospr/tuning.py, rospr_harness/method/tune_pool.py): 300 steps of prompt tuning
 on the tiny model learn the task (held-out accuracy up by 10 points) and leave the backbone bit
 identical; a bank tuned on a Ray cluster of its own with two logical GPUs places one GPU per actor and
-gives the in-process prompts. The fast cases of the trainer stay in tests/test_tuning.py."""
+gives the in-process prompts. The fast cases of the trainer stay in tests/unit/rospr/test_tuning.py."""
 
 from __future__ import annotations
 

@@ -83,6 +83,17 @@ def same_process(pid: int, started: str | None) -> bool:
     return start_time(pid) == str(started)
 
 
+def running(pid: int, started: str | None) -> bool:
+    """Whether the process recorded as (``pid``, start time ``started``) still runs: ``same_process``,
+    and not a zombie (dead, its exit not yet collected by its parent; Linux /proc)."""
+    if not same_process(pid, started):
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return process_alive(pid)
+
+
 def cmdline(pid: int) -> list[str]:
     """The arguments of process ``pid`` ([] when it is gone or unreadable)."""
     try:

@@ -50,7 +50,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from rospr_harness.procs import ManagedProcess, make_workdir, reap_stale, sweep_workdirs
+from rospr_harness.procs import ManagedProcess, cmdline, make_workdir, reap_stale, running, start_time, sweep_workdirs
 # also importable from here, as before the helper was apart (tests use them)
 from rospr_harness.procs import OWNER_FILE, group_members as _process_group_members, start_time as _start_time  # noqa: F401
 from rospr.cachedirs import cache_home
@@ -99,6 +99,27 @@ def reap_stale_servers(directory: Path | None = None) -> list[int]:
     (``rospr_harness.procs.reap_stale``: only a process whose command line still carries the recorded
     ``--id``; files of live parents are left alone, unreadable ones removed)."""
     return reap_stale(directory or state_dir(), tag_of=lambda info: info.get("tag") or f"--id={info['id']}")
+
+
+STUB_PROGRAM = "triton_python_backend_stub"  # one per model instance, started by tritonserver
+
+
+def stub_processes(pids: list[int]) -> dict[int, tuple[str | None, str]]:
+    """The python backend stubs among ``pids``: pid -> (start time, model); the model is the folder
+    above the version of the ``model.py`` the stub was given (``<repo>/<model>/<version>/model.py``)."""
+    stubs = {}
+    for pid in pids:
+        args = cmdline(pid)
+        if args and Path(args[0]).name == STUB_PROGRAM:
+            script = next((Path(a) for a in args[1:] if a.endswith("model.py")), None)
+            stubs[pid] = (start_time(pid), script.parent.parent.name if script else "a model")
+    return stubs
+
+
+def dead_stubs(stubs: dict[int, tuple[str | None, str]]) -> list[str]:
+    """``model (pid N)`` for each of ``stubs`` that no longer runs as itself (gone, or dead and not yet
+    collected by its server)."""
+    return [f"{model} (pid {pid})" for pid, (started, model) in stubs.items() if not running(pid, started)]
 
 
 WORKDIR_PREFIX = "rospr-triton-"
@@ -162,6 +183,7 @@ class TritonServer:
         self.process: subprocess.Popen | None = None
         self._child: ManagedProcess | None = None
         self._dist: Path | None = None
+        self._stubs: dict[int, tuple[str | None, str]] = {}  # the python backend stubs seen when it was ready
         self.server_id = f"rospr-{uuid.uuid4().hex[:12]}"
 
     @property
@@ -261,6 +283,7 @@ class TritonServer:
             self._prepare_backends(dist, backends)
             self.process = self._child.start(env=self._environment(), cwd=self.workdir, log_path=self.log_file).popen
             self._wait_ready()
+            self._stubs = stub_processes(self.pids())
         except BaseException:
             self.stop()
             raise
@@ -335,6 +358,19 @@ class TritonServer:
 
     def is_alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def problem(self) -> str | None:
+        """Why this server can no longer serve, None while it can: tritonserver exited, or a python
+        backend stub it had when it became ready died (an OOM kill in life: Triton goes on answering
+        health and model-ready with 200 while every inference of that model fails)."""
+        if not self.is_alive():
+            return f"tritonserver exited (code {self.process.poll() if self.process else None})"
+        dead = dead_stubs(self._stubs)
+        if dead:
+            return (f"the python backend stub of {', '.join(dead)} died (killed by the system: out of memory?); "
+                    "Triton would still answer ready while every inference of that model fails, so it is "
+                    "stopped: start it again (with more memory)")
+        return None
 
     def pids(self) -> list[int]:
         """The server's and its stubs' process ids (its process group)."""

@@ -42,9 +42,9 @@ def serve(
         err.print(f"Triton ready: grpc {server.grpc_url}, http {server.http_url}, metrics "
                   f"{'http://' + server.metrics_url if metrics else 'off'} (tritonserver pid "
                   f"{server.process.pid}, work dir {server.workdir}); Ctrl-C to stop", highlight=False)
-        while server.is_alive():
+        while (problem := server.problem()) is None:  # a server that cannot infer never stays up as ready
             time.sleep(0.5)
-        raise ServerError(server._diagnose("tritonserver exited"))
+        raise ServerError(server._diagnose(problem))
     except KeyboardInterrupt:
         err.print("stopping Triton")
     finally:

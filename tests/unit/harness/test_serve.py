@@ -229,3 +229,45 @@ def test_class5_the_server_state_is_the_users_own_never_a_fixed_name_in_tmp(tmp_
     planted.chmod(0o777)
     with pytest.raises(StateError, match=rf"{planted} has mode 0777, open to others"):
         reap_stale_servers()
+
+
+# class 5: a python backend stub that dies (an OOM kill) is seen, and the server is not kept up as ready.
+# A leader that starts a "stub" (argv[0] triton_python_backend_stub, given its model.py) and never collects
+# its exit, as tritonserver does not: the killed stub stays a zombie, which still has its pid and start time.
+_STUB_LEADER = """
+import subprocess, sys, time
+subprocess.Popen(["triton_python_backend_stub", "-c", "import time; time.sleep(600)", sys.argv[1]],
+                 executable=sys.executable)
+time.sleep(600)
+"""
+
+
+def test_class5_a_dead_python_stub_is_seen_and_the_server_is_not_ready(tmp_path):
+    import signal
+    import time
+
+    from rospr_harness.procs import ManagedProcess, group_members, same_process
+    from rospr_harness.serve import TritonServer, dead_stubs, stub_processes
+
+    model_py = str(tmp_path / "repo" / "t0_scorer" / "1" / "model.py")
+    leader = ManagedProcess([sys.executable, "-c", _STUB_LEADER, model_py], tag=model_py).start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(group_members(leader.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stubs = stub_processes(leader.pids())
+        (stub,) = stubs
+        assert stubs[stub][1] == "t0_scorer" and dead_stubs(stubs) == []
+        server = TritonServer.__new__(TritonServer)  # the watchdog of a started server, on this process group
+        server.process, server._stubs = leader.popen, stubs
+        assert server.problem() is None
+        os.kill(stub, signal.SIGKILL)
+        while not dead_stubs(stubs) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert dead_stubs(stubs) == [f"t0_scorer (pid {stub})"]
+        assert same_process(stub, stubs[stub][0])  # a zombie: its pid and start time alone would say alive
+        assert f"the python backend stub of t0_scorer (pid {stub}) died" in server.problem()
+        leader.stop(10)
+        assert server.problem().startswith("tritonserver exited")
+    finally:
+        leader.stop(10)

@@ -26,7 +26,12 @@ from rospr_harness.stats import bootstrap_means, bootstrap_weights, mcnemar_exac
 
 __all__ = ["compare_to_baseline", "compare_runs", "load_baseline", "load_run_scores", "bootstrap_weights",
            "mcnemar_exact"]
-from rospr.errors import SettingError
+from rospr.errors import RosprError, SettingError
+
+
+class NothingCompared(RosprError, ValueError):
+    """A comparison with not one row: no task (or prompt) scored on both sides. It must not pass as "no
+    regression"; the message says what each side had."""
 
 
 @dataclass(frozen=True)
@@ -197,7 +202,9 @@ def compare_to_baseline(run: RunScores, baseline: Baseline, threshold: float = 0
         d = point - entry.accuracy
         rows.append(Row(entry.name, None, entry.accuracy, point, d, float(lo), float(hi), None, n_total,
                         _verdict(d, hi, None, threshold, alpha, "bootstrap")))
-    return Comparison("baseline", baseline.name, rows, threshold, alpha, missing, empty)
+    return _compared(Comparison("baseline", baseline.name, rows, threshold, alpha, missing, empty), run,
+                     f"the baseline {baseline.name!r} (datasets: {', '.join(e.name for e in baseline.entries)}; a "
+                     "dataset of several tasks, like ANLI's rounds, needs all of them)")
 
 
 def compare_runs(new: RunScores, old: RunScores, threshold: float = 0.01, alpha: float = 0.05,
@@ -249,7 +256,19 @@ def compare_runs(new: RunScores, old: RunScores, threshold: float = 0.01, alpha:
             rows.append(Row(task, prompt, float(task_mean(b)), float(task_mean(a)), dd, float(lo), float(hi), pu,
                             len(ids), _verdict(dd, hi, pu, threshold, alpha, test)))
     missing += [f"{t} / {p}" for (t, p) in old.units if (t, p) not in new.units and (t, p) not in blank]
-    return Comparison("run", str(old.path), rows, threshold, alpha, missing, empty)
+    return _compared(Comparison("run", str(old.path), rows, threshold, alpha, missing, empty), new,
+                     f"the run {old.path} (tasks: {', '.join(old.tasks()) or 'none scored'})")
+
+
+def _compared(cmp: Comparison, run: RunScores, reference: str) -> Comparison:
+    """``cmp``, unless it compared nothing (``NothingCompared``, naming both sides)."""
+    if cmp.rows:
+        return cmp
+    why = "; ".join(x for x in (f"absent from one side: {', '.join(cmp.missing)}" if cmp.missing else "",
+                                 f"no scorable row: {', '.join(cmp.empty)}" if cmp.empty else "") if x)
+    raise NothingCompared(f"{run.path}: nothing compared: its tasks ({', '.join(run.tasks()) or 'none scored'}) have "
+                          f"nothing in common with {reference}" + (f" ({why})" if why else "")
+                          + "; compare runs of the same tasks, or run the baseline's tasks")
 
 
 def _mcnemar_over(pairs: list[tuple[dict[int, float], dict[int, float]]]) -> float | None:

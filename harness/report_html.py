@@ -28,8 +28,10 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem 
 h1{font-size:1.6rem} h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:.5rem 0 1rem} th,td{padding:.25rem .6rem;border-bottom:1px solid #eee}
 th{background:#f6f6f6;text-align:left} td.num{text-align:right;font-variant-numeric:tabular-nums}
-.pos{color:#1a7f37} .neg{color:#cf222e} .meta{color:#555;font-size:.9rem} img{max-width:100%}
+.pos{color:#1a7f37} .neg{color:#cf222e} .meta{color:#555;font-size:.9rem} img{max-width:100%} .warn{color:#9a6700}
+.scroll{max-width:100%;overflow-x:auto} td{overflow-wrap:anywhere;max-width:32rem}
 """
+# .scroll: a table wider than the page (many methods, long prompt names) scrolls inside its box, never the page
 
 # Waits for every image and marks the page, so a headless browser (and the test) can see that
 # each embedded plot decoded to a real picture.
@@ -40,6 +42,8 @@ window.addEventListener('load', () => {
   document.body.dataset.images = imgs.length;
   document.body.dataset.imagesRendered = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
   document.body.dataset.tables = document.querySelectorAll('table').length;
+  document.body.dataset.pageWidth = document.documentElement.scrollWidth;
+  document.body.dataset.widestTable = Math.max(0, ...[...document.querySelectorAll('table')].map(t => t.scrollWidth));
 });
 </script>
 """
@@ -187,7 +191,7 @@ def _table(header: list[str], rows: list[list[str]], num_from: int = 1) -> str:
             else:
                 cells.append(f"<td{cls}>{html.escape(c)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f"<div class='scroll'><table><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
 
 
 def _delta(x: float | None, ref: float | None) -> str:
@@ -240,6 +244,11 @@ def render_html(res: ResultsFile) -> str:
     if has_base:
         rows.append(["published T0-3B (same datasets)", pct(mean(base[t] for t in has_base)), "–"])
     parts += ["<h2>Overall</h2>", _table(["method", "mean over tasks (%)", "Δ vs t0"], rows)]
+    unprompted = without_prompt_rows(res)
+    if unprompted:
+        parts += [f"<h2 class='warn'>Scored without a soft prompt ({len(unprompted)} units)</h2>",
+                  f"<p class='warn'>{html.escape(WITHOUT_PROMPT_NOTE)}</p>",
+                  _table(["task", "prompt", "method", "accuracy (%)", "why"], unprompted, num_from=3)]
     unprompted = without_prompt_rows(res)
     if unprompted:
         parts += [f"<h2 class='warn'>Scored without a soft prompt ({len(unprompted)} units)</h2>",

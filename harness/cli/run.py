@@ -32,6 +32,10 @@ class _Bar:
     def unit_done(self, unit) -> None:
         acc = "–" if unit.accuracy is None else f"{100 * unit.accuracy:.1f}%"
         note = "  (reused from cache)" if getattr(unit, "cached", False) else ""
+        from rospr_harness.report import without_prompt
+
+        if without_prompt(unit):  # a RoSPr method's unit with no prompt chosen: T0's figure under its name
+            note += f"  (NO soft prompt: scored on the T0 input; {unit.retrieval.note or 'no prompt chosen'})"
         # data, not markup: a prompt named "[...]" prints as it is (and markup parsing cost ~0.3 ms a unit)
         self.p.console.print(f"{unit.method:>6}  {unit.task} / {unit.prompt}: {acc} on {unit.n}{note}", markup=False,
                              highlight=False)
@@ -101,6 +105,7 @@ def run(
     setup_logging(verbose)
     from rospr_harness.config import load_config
     from rospr_harness.schema import Execution
+    from rospr_harness.report import marked, method_units
     from rospr_harness.runner import run as run_config
 
     if resume is not None and out is not None and resume.resolve() != out.resolve():
@@ -112,7 +117,7 @@ def run(
                   TimeElapsedColumn(), TimeRemainingColumn(), console=err) as progress:
         res = run_config(cfg, out_dir, observer=_Bar(progress), resume=resume is not None, overrides=overrides)
     for method, acc in res.overall.items():
-        err.print(f"{method}: mean accuracy over tasks {100 * acc:.2f}%")
+        err.print(marked(f"{method}: mean accuracy over tasks {100 * acc:.2f}%", method_units(res, method)))
     ex = res.execution or Execution(executor="in_process")
     err.print(f"wrote {out_dir}/results.json, {out_dir}/report.md and {len(res.units)} records files "
               f"({ex.computed} units computed, {ex.cached} from the cache, {ex.resumed} kept from the interrupted run)")

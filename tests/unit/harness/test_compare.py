@@ -142,3 +142,34 @@ def test_zero_rows_are_refused_by_the_bootstrap_itself():
 
     with pytest.raises(ValueError, match="zero rows"):
         bootstrap_weights(0, 10, np.random.default_rng(0))
+
+
+def test_class_4_a_comparison_that_compared_nothing_fails(tmp_path):
+    """class 4: no figure hides what happened. A comparison with not one row (no task of the run in the
+    baseline; runs of other tasks; runs whose shared units have no row in common, or none scorable) is a
+    ``NothingCompared`` refusal naming both sides, and ``rospr compare`` exits 2 in one line, writing no
+    --json: never 0 with "no significant regression"."""
+    from helpers import cli, error_line
+
+    from rospr_harness.compare import NothingCompared
+
+    mine = make_run(tmp_path / "mine", {("builtin/animals", "p"): [1.0, 0.0, 1.0]})
+    other = make_run(tmp_path / "other", {("builtin/nli", "p"): [1.0, 1.0]})
+    apart = make_run(tmp_path / "apart", {("builtin/animals", "p"): {7: 1.0, 8: 0.0}})  # same unit, other rows
+    blank = make_run(tmp_path / "blank", {("builtin/animals", "p"): []})  # every row skipped
+    one_round = make_run(tmp_path / "r1", {("anli_r1", "p"): [1.0, 0.0]})  # ANLI needs its three rounds
+    with pytest.raises(NothingCompared, match="nothing compared.*builtin/animals.*t0_3b"):
+        compare_to_baseline(load_run_scores(mine), load_baseline("t0_3b"), n_boot=50)
+    with pytest.raises(NothingCompared, match="absent from one side: anli"):
+        compare_to_baseline(load_run_scores(one_round), load_baseline("t0_3b"), n_boot=50)
+    for ref, why in ((other, "absent from one side"), (apart, "no row in common"), (blank, "no scorable row")):
+        with pytest.raises(NothingCompared, match=why):
+            compare_runs(load_run_scores(mine), load_run_scores(ref), n_boot=50)
+    for args in (["--baseline", "t0_3b"], ["--against", other]):
+        r = cli("compare", mine, *args, "--json", tmp_path / "c.json")
+        error_line(r, "nothing compared", str(mine))
+        assert "no significant regression" not in r.output and not (tmp_path / "c.json").exists()
+    # one row compared is a comparison: the rule is "nothing", not "little"
+    partial = make_run(tmp_path / "partial", {("builtin/animals", "p"): [1.0, 0.0, 1.0], ("rte", "p"): [1.0, 0.0]})
+    assert [r.task for r in compare_to_baseline(load_run_scores(partial), load_baseline("t0_3b"), n_boot=50).rows] \
+        == ["rte", "rte"]

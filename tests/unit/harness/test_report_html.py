@@ -98,3 +98,39 @@ def test_retrieval_section_counts_chosen_prompts(report):
     assert counts == {"a": 1.5, "b": 1.5}  # 2 x 0.75 ; 2 x 0.25 + 1
     page = render_html(res2)
     assert "Retrieved source prompts" in page and "<td>a</td>" in page
+
+
+def _dom(page, width: int = 1400) -> dict[str, int]:
+    """The numbers report.html's check script puts on <body>, rendered by headless Chromium ``width`` px wide."""
+    with tempfile.TemporaryDirectory() as profile:
+        dom = subprocess.run(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--window-size={width},1000", f"--user-data-dir={profile}", "--virtual-time-budget=5000", "--dump-dom",
+             page.as_uri()],
+            capture_output=True, text=True, timeout=120,
+        ).stdout
+    body = re.search(r"<body([^>]*)>", dom)
+    assert body, dom[:500]
+    return {k: int(v) for k, v in re.findall(r'data-([a-z-]+)="(\d+)"', body.group(1))}
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (.ci/run installs it)")
+def test_class_8_what_users_meet_a_wide_table_scrolls_in_its_box_not_the_page(report, tmp_path):
+    """class 8: what users meet. The per-task table of a run with many methods (and long prompt names) is wider
+    than a 1400 px window: it scrolls inside its own box, and the page itself is no wider than the window."""
+    from rospr_harness.figures import summarise
+    from rospr_harness.report_html import render_html
+    from rospr_harness.schema import atomic_write_text, read_results
+
+    res = read_results(report.parent / "results.json")
+    methods = ["t0", "rospr", "rospr+inter", "rospr+var", "rospr+var+inter"] + [f"rospr+variant_{i}" for i in range(9)]
+    units = [u.model_copy(update={"method": m, "prompt": u.prompt + "_with_a_rather_long_template_name" * 3})
+             for m in methods for u in res.units]
+    tasks, overall = summarise(units)
+    page = tmp_path / "wide.html"
+    atomic_write_text(page, render_html(res.model_copy(update={"units": units, "tasks": tasks, "overall": overall})))
+    seen = _dom(page)
+    assert seen["widest-table"] > 1400, seen  # the case: a table wider than the window
+    assert seen["page-width"] <= 1400, seen
+    assert _dom(report)["page-width"] <= 1400  # the plain run's page too

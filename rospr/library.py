@@ -57,6 +57,9 @@ from rospr.retriever import POOLINGS, Embedder, embed_padded, embed_texts
 from rospr.store import ContentStore
 
 log = logging.getLogger(__name__)
+# faiss is imported here only; its loader logs at INFO which instruction set it tried and loaded ("Loading faiss
+# with AVX2 support", six lines on every run): a failure to load still raises, so only warnings are kept
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 LIBRARY_FORMAT = "rospr-source-library"
 LIBRARY_VERSION = 2  # 2: the retriever's weights digest recorded and checked

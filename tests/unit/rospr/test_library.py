@@ -208,3 +208,19 @@ def test_a_texts_key_stands_for_the_texts_in_the_one_key():
     key = build_key(keyed, "b", RETRIEVER, IndexSettings(), True, 512)
     assert key == build_key(no_texts, "b", RETRIEVER, IndexSettings(), True, 512)  # told without rendering
     assert key != build_key(entries, "b", RETRIEVER, IndexSettings(), True, 512)
+
+
+def test_class_8_what_users_meet_faiss_loads_without_its_info_lines():
+    """class 8: what users meet. faiss's loader logs six INFO lines ("Loading faiss with AVX2 support", ...) when
+    imported; with logging at INFO (as ``rospr run`` sets it), importing it through rospr.library shows none of
+    them, while its warnings still pass and rospr's own INFO lines too."""
+    import subprocess
+    import sys
+
+    code = ("import logging; logging.basicConfig(level=logging.INFO, format='%(name)s %(levelname)s %(message)s')\n"
+            "import rospr.library\nimport faiss\nfaiss.IndexFlatIP(4)\n"
+            "logging.getLogger('faiss.loader').warning('a loader warning')\n"
+            "logging.getLogger('rospr.library').info('ours')\n")
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300).stderr
+    assert "Loading faiss" not in err and "faiss.loader INFO" not in err, err
+    assert "faiss.loader WARNING a loader warning" in err and "rospr.library INFO ours" in err, err

@@ -64,6 +64,8 @@ def test_cli_one_line_nonzero_exit(tmp_path, flags):
     assert not (tmp_path / "r").exists()
 
 
+# slow: the check's tuning loop on the CPU (35 s on 2 loaded cores)
+@pytest.mark.slow
 def test_tuning_check_runs_its_gpu_code_on_the_cpu(tiny_model_dir):
     """The tuning section's code path with the CPU standing in for the GPU: every run learns the same
     prompt's losses within its tolerance of float32 on the CPU, and reports a step time."""
@@ -113,6 +115,8 @@ def test_random_rows_have_exact_lengths():
     assert all(t[-1] == 1 and min(i) >= 3 for i, t in pairs)  # EOS ends the target; no pad/eos/unk in the input
 
 
+# slow: the whole check in a fresh interpreter (16 s on 2 loaded cores)
+@pytest.mark.slow
 def test_no_install_check_runs_its_gpu_path_on_the_cpu(tmp_path):
     """The command's GPU path with the CPU as its device and the tiny shape: the JSON's parts, float32
     and bfloat16 losses that agree, and the parts this machine cannot run named."""

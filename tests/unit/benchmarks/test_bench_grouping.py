@@ -20,6 +20,8 @@ def test_bad_flags_exit_2_before_any_work(argv, monkeypatch, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+# slow: whole tuning jobs, ours and peft's (16 s on 2 loaded cores)
+@pytest.mark.slow
 def test_tiny_run_counts_padding_and_ours_equals_peft(tiny_model_dir, monkeypatch, tmp_path):
     pytest.importorskip("peft")
     monkeypatch.setattr(bench_tune, "model_dir", lambda size: tiny_model_dir)

@@ -25,6 +25,8 @@ def test_refuses_without_peft(monkeypatch, tmp_path):
     refuses_without("peft", bench_tune, "tune", r"needs peft.*pip install -e '\.\[test\]'", monkeypatch, tmp_path)
 
 
+# slow: a whole tuning job, ours and peft's (43 s on 2 loaded cores)
+@pytest.mark.slow
 def test_tiny_run_ours_equals_peft(tiny_model_dir, monkeypatch, tmp_path):
     pytest.importorskip("peft")
     monkeypatch.setattr(bench_tune, "model_dir", lambda size: tiny_model_dir)

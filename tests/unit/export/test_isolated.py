@@ -49,6 +49,8 @@ def test_an_environment_not_made_yet_is_refused_offline_naming_the_command(tmp_p
         isolated.environment()
 
 
+# slow: a whole export in the other environment (27 s on 2 loaded cores)
+@pytest.mark.slow
 def test_the_export_made_in_the_other_environment_is_the_same_export(tiny_model_dir, tmp_path, monkeypatch):
     """The child protocol end to end (the running interpreter stands in for the export environment)
     against an export made in process: the same identity, weights, config and validation."""
@@ -66,6 +68,8 @@ def test_the_export_made_in_the_other_environment_is_the_same_export(tiny_model_
     assert [v.max_abs_diff <= v.tolerance for v in there.validations] == [True]
 
 
+# slow: a child interpreter of the other environment (15 s on 2 loaded cores)
+@pytest.mark.slow
 def test_a_refusal_in_the_child_is_the_same_error_here(tmp_path, monkeypatch):
     """One of ours (here: no checkpoint) comes back as its own class and message; anything else as
     ExportEnvironmentError with the child's last lines."""

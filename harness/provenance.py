@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 PACKAGES = ("rospr", "torch", "transformers", "tokenizers", "sentencepiece", "numpy", "datasets",
             "onnxruntime", "optimum-onnx", "faiss-cpu", "ray", "tritonclient")
@@ -26,6 +29,19 @@ def git_state(repo: Path | None = None, ignore: tuple[str, ...] = ()) -> tuple[s
         return rev.stdout.strip(), bool(dirty.stdout.strip())
     except (OSError, subprocess.SubprocessError):
         return None, None
+
+
+def used_revision(name_or_path: str, revision: str | None, field: str) -> str | None:
+    """The hub revision ``name_or_path`` was loaded at, as the provenance records it: ``revision`` for a hub
+    name; None for a local folder, which has no revisions (loading ignores one), so a revision the config
+    (``field``) gives for it is never recorded as used; a warning says so."""
+    from rospr.checkpoint import is_path_like
+
+    if revision is None or not (is_path_like(name_or_path) or Path(name_or_path).is_dir()):
+        return revision
+    log.warning("%s %s: %s is a local folder, which has no revisions: it was loaded as it is on disk, and the "
+                "provenance records no revision (remove %s, or give a hub name)", field, revision, name_or_path, field)
+    return None
 
 
 def package_versions() -> dict[str, str]:

@@ -22,7 +22,7 @@ from rospr_harness.backends import Backend
 from rospr_harness.cache import UnitCache, cache_root
 from rospr_harness.config import CacheConfig, RunConfig, checkpoint_revision, retriever_name
 from rospr_harness.method.prepare import RosprContext
-from rospr_harness.provenance import git_state, host, package_versions
+from rospr_harness.provenance import git_state, host, package_versions, used_revision
 from rospr_harness.schema import Provenance
 from rospr_harness.ray_session import ray_available, ray_choice, run_ray
 from rospr_harness.runner.executor import Done, Executor, InProcessExecutor, RetrievalRequest, RetrievalWorker, ScoringWorker
@@ -49,6 +49,10 @@ class Stamp:
         self.rev, self.dirty = git_state()
         self.versions, self.machine = package_versions(), host()
         self.retriever: dict | None = None
+        model, retriever = config.model.name_or_path, retriever_name(config)
+        used = used_revision(model, config.model.revision, "model.revision")  # the revisions loaded at, if any
+        self.revisions = {"model_revision": used, "retriever_revision": used if retriever == model else
+                          used_revision(retriever, checkpoint_revision(config, retriever), "rospr.retriever_revision")}
 
     def __call__(self) -> Provenance:
         return Provenance(git_revision=self.rev, git_dirty=self.dirty, package_versions=self.versions,
@@ -56,9 +60,7 @@ class Stamp:
                           backend=self.backend.name, seed=self.config.seed, host=self.machine,
                           started_at=self.clock.started_at, wall_s=time.time() - self.clock.started,
                           command=list(sys.argv), overrides=self.overrides,
-                          model_revision=self.config.model.revision,
-                          retriever_revision=checkpoint_revision(self.config, retriever_name(self.config)),
-                          retriever=self.retriever)
+                          **self.revisions, retriever=self.retriever)
 
 
 def unit_cache(cc: CacheConfig) -> UnitCache | None:

@@ -142,11 +142,11 @@ class Context:
     scoring settings and seed), the tokenizer and convention, RoSPr's bank and library (``rospr``)."""
 
     executor: Executor
-    prompts: "BankHandles"
+    prompts: BankHandles
     sink: UnitSink
     limits: Limits
     in_flight: asyncio.Semaphore
-    retrievals: "RetrievalGroups"
+    retrievals: RetrievalGroups
     config: RunConfig
     tokenizer: Any
     convention: Convention
@@ -155,7 +155,7 @@ class Context:
     observer: Observer
 
 
-async def run_all(run: DriveSettings, sink: UnitSink, targets: list["Target"]) -> None:
+async def run_all(run: DriveSettings, sink: UnitSink, targets: list[Target]) -> None:
     """``targets`` in plan order over one ``Context``, at most ``max_active`` at once; the first error
     cancels the others. The unit cache's keys are computed here, once (the ``cache`` stage)."""
     if run.cache is not None:

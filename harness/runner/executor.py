@@ -28,6 +28,7 @@ from typing import Any, Awaitable, Protocol, Sequence
 
 import numpy as np
 
+from rospr_harness.schema import ExecutorName
 from rospr.data import Example
 from rospr.retrieval import retrieve
 from rospr.scoring import EncodedExample, score_batch
@@ -101,7 +102,7 @@ class RetrievalWorker:
 class Executor(Protocol):
     """What the driver needs from an executor (see the module docstring)."""
 
-    name: str
+    name: ExecutorName  # results.json's execution.executor
     max_in_flight: int  # scoring calls the driver may await at once (backpressure)
 
     def put(self, values: np.ndarray | None) -> Any:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import re
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -477,39 +478,53 @@ def _override_of(path: str, overrides: list[str]) -> str | None:
     return found
 
 
+def _named_path(msg: str, overrides: list[str], model: Any) -> str:
+    """The key a check of the settings as a whole (no location of its own) is about: the last ``--set``
+    key, else the first of ``model``'s fields, that ``msg`` names; else the settings together."""
+    named = [item.split("=", 1)[0].strip() for item in overrides]
+    named += _fields_at(("",), model)
+    for key in named:
+        if re.search(rf"(?<![\w-]){re.escape(key.rsplit('.', 1)[-1])}(?![\w-])", msg):
+            return key
+    return "(these settings together)"
+
+
 def format_validation_error(exc: ValidationError, source: str, overrides: list[str] | None = None,
-                            model: Any = None) -> str:
+                            model: Any = None, names: dict[str, str] | None = None) -> str:
     """One line per problem of a config, each naming its key path; a key that a ``--set`` gave is
-    blamed on that ``--set``, not on the file ``source``. ``model``: the validated model (default
-    ``RunConfig``), for the "did you mean" of an unknown key."""
+    blamed on that ``--set``, not on the file ``source``, and a check of the settings together on the
+    key its message names. ``model``: the validated model (default ``RunConfig``), for the "did you
+    mean" of an unknown key. ``names``: key path -> the name the user gave it (settings that did not
+    come from a config file, e.g. lm-eval's model arguments), shown instead of the path."""
     lines, blamed = [], []
     for err in exc.errors():
         loc = tuple(err["loc"])
-        path = ".".join(str(p) for p in loc) or "(top level)"
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
+        path = ".".join(str(p) for p in loc) or _named_path(msg, [*reversed(overrides or [])], model)
         if err["type"] == "extra_forbidden":
             close = difflib.get_close_matches(str(loc[-1]), _fields_at(loc, model), n=1)
             msg = "unknown key" + (f"; did you mean {close[0]!r}?" if close else "")
         elif err["type"] in ("less_than_equal", "less_than"):
             msg += "; the most this setting allows (more only hangs or exhausts memory)"
-        elif err["type"] == "value_error":
-            msg = msg.removeprefix("Value error, ")
         given = _override_of(path, overrides or [])
         blamed.append(given)
-        lines.append(f"  {path}: {msg}" + (f" (from --set {given})" if given else ""))
+        shown = (names or {}).get(path, path)
+        lines.append(f"  {shown}: {msg}" + (f" (from --set {given})" if given else ""))
     if all(blamed):
         head = f"--set {', --set '.join(dict.fromkeys(blamed))}: invalid setting" + (
             f" (config {source})" if source not in ("--set", "<config>") else "")
     else:
-        head = f"{source}: invalid config"
+        head = f"{source}: invalid {'setting' if names else 'config'}"
     return "\n".join([head, *lines])
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None, tree: dict | None = None) -> RunConfig:
+def load_config(path: str | Path | None, overrides: list[str] | None = None, tree: dict | None = None,
+                source: str | None = None, names: dict[str, str] | None = None) -> RunConfig:
     """Read a YAML config, apply overrides, validate. Raises ``ConfigError`` naming the file (and
     line) or the ``--set``, and the key: a missing or non-UTF-8 file, malformed YAML, values that
-    are not plain data (dates, sets, binary), a key given twice, and every invalid setting."""
-    source = str(path) if path else "<config>"
+    are not plain data (dates, sets, binary), a key given twice, and every invalid setting. A ``tree``
+    given in code is named ``source`` in errors, its keys by ``names`` (``format_validation_error``)."""
+    source = source or (str(path) if path else "<config>")
     if tree is None:
         if path is None:
             raise ConfigError("no config given")
@@ -530,7 +545,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, tre
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source, overrides)) from None
+        raise ConfigError(format_validation_error(exc, source, overrides, names=names)) from None
 
 
 def retriever_name(config: RunConfig) -> str:

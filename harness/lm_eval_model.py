@@ -38,7 +38,6 @@ multiple-choice metrics (``acc``, ``acc_norm``, ``acc_mutual_info``) read only t
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
 from rospr.errors import RosprError, SettingError
+from rospr.parsing import read_json
 from rospr.scoring import Convention, EncodedExample, encode_examples, score_encoded
 
 log = logging.getLogger(__name__)
@@ -169,14 +169,15 @@ def lm_eval_max_length(name_or_path: str, tokenizer) -> int:
     first), else the tokenizer's ``model_max_length`` unless unset, else 2048."""
     path = Path(name_or_path) / "config.json"
     if path.is_file():
-        config = json.loads(path.read_text(encoding="utf-8"))
+        config = read_json(path, SettingError, "restore the checkpoint's config.json")
         config = config.get("text_config") or config
         for key in ("n_positions", "max_position_embeddings", "n_ctx"):
             if config.get(key) is not None:
                 return int(config[key])
     model_max = getattr(tokenizer, "model_max_length", None)
     if model_max is None and Path(name_or_path, "tokenizer_config.json").is_file():
-        model_max = json.loads(Path(name_or_path, "tokenizer_config.json").read_text(encoding="utf-8")).get("model_max_length")
+        model_max = read_json(Path(name_or_path, "tokenizer_config.json"), SettingError,
+                              "restore the checkpoint's tokenizer_config.json").get("model_max_length")
     if model_max is not None and int(model_max) != TOKENIZER_INFINITY:
         return int(model_max)
     return LM_EVAL_DEFAULT_MAX_LENGTH
@@ -200,6 +201,12 @@ def _batch_size(value: Any) -> int:
         log.info("rospr: batch_size=%s means %d contexts per batch (bound them with max_tokens)", value, DEFAULT_BATCH_SIZE)
         return DEFAULT_BATCH_SIZE
     return _whole("batch_size", value) or DEFAULT_BATCH_SIZE
+
+
+# the config key each model argument sets, named as the user wrote it in errors
+MODEL_ARG_OF = {"model.name_or_path": "pretrained", "model.dtype": "dtype", "model.device": "device",
+                "model.revision": "revision", "backend": "backend", "triton.url": "url", "triton.protocol": "protocol",
+                "scoring.threads": "threads", "onnxruntime.cache_dir": "onnx_cache"}
 
 
 @register_model("rospr")
@@ -261,7 +268,7 @@ class RosprLM(LM):
             tree["triton"] = {"url": url, "protocol": protocol}
         if onnx_cache:
             tree["onnxruntime"] = {"cache_dir": str(onnx_cache)}
-        return create_backend(load_config(None, tree=tree))
+        return create_backend(load_config(None, tree=tree, source="rospr model_args", names=MODEL_ARG_OF))
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         """``(log-likelihood, False)`` per (context, continuation) request, in order: each distinct
@@ -290,9 +297,14 @@ def refuse_single_continuation(requests) -> None:
     continuation: an ``output_type: loglikelihood`` task, whose ``acc`` reads ``is_greedy``, which the
     scorer cannot compute. Requests without lm-eval's metadata (no task name) are not checked."""
     docs = Counter((r.task_name, r.doc_id) for r in requests if getattr(r, "task_name", None) is not None)
-    single = sorted({task for (task, _), n in docs.items() if n == 1})
+    single: dict[str, list] = {}
+    for (task, doc), n in docs.items():
+        if n == 1:
+            single.setdefault(task, []).append(doc)
     if single:
+        where = "; ".join(f"task {task}, document {', '.join(map(str, sorted(ids)[:5]))}" for task, ids in sorted(single.items()))
         raise LmEvalUnsupported(
-            f"task {', '.join(single)}: a document sends a single continuation (output_type: loglikelihood), whose "
-            "acc reads is_greedy (the model's argmax at each token), which the rospr scorer does not compute (it "
-            "returns summed log-probabilities only); run it with --model hf, or score it as multiple_choice")
+            f"{where}: one continuation to score. An output_type: loglikelihood task's acc reads is_greedy (the "
+            "model's argmax at each token), which the rospr scorer does not compute (it returns summed "
+            "log-probabilities only): run it with --model hf. A multiple_choice document with a single answer "
+            "choice cannot be scored either (one choice always wins): fix its doc_to_choice")

@@ -144,3 +144,12 @@ def load_yaml(text: str, where: str, error: type[Exception], fix: str,
         raise error(f"{where}: not valid YAML: {exc}; {fix}") from None
     finally:
         parser.dispose()
+
+
+def read_json(path: str | Path, error: type[Exception], fix: str, expect: type = dict,
+              max_bytes: int = MAX_TEXT_BYTES) -> Any:
+    """The JSON ``expect`` (dict or list) of the file ``path``: ``read_text`` (size, UTF-8, naming the
+    file) then ``rospr.artifacts.json_document`` (valid JSON, each key once, bounded depth, the type)."""
+    from rospr.artifacts import json_document
+
+    return json_document(read_text(path, error, fix, max_bytes), path, error, fix, expect)

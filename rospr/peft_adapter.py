@@ -30,8 +30,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from rospr.artifacts import ArtifactError, atomic_write_bytes, json_document, sha256_file
+from rospr.artifacts import ArtifactError, atomic_write_bytes, sha256_file
 from rospr.canonical import digest_json
+from rospr.parsing import read_json
 from rospr.softprompt import PromptBank, SoftPrompt, check_values, prompt_id
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def _read_config(path: Path) -> dict:
     fix = "give the folder of a peft PROMPT_TUNING adapter (adapter_config.json + adapter_model.safetensors)"
     if not path.is_file():
         raise ArtifactError(f"{path}: no adapter config; {fix}")
-    return json_document(path.read_text(encoding="utf-8"), path, ArtifactError, fix)
+    return read_json(path, ArtifactError, fix)
 
 
 def _int_field(config: dict, name: str, where: Path) -> int:

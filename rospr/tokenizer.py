@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rospr.canonical import digest_bytes, sha256_file, sha256_text
+from rospr.errors import SettingError
+from rospr.parsing import read_json
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +116,7 @@ def _special_config(folder: Path) -> dict:
     for name in ("special_tokens_map.json", "tokenizer_config.json"):  # the config wins, as in transformers
         f = folder / name
         if f.is_file():
-            config.update(json.loads(f.read_text(encoding="utf-8")))
+            config.update(read_json(f, SettingError, "restore the checkpoint's tokenizer files"))
     return config
 
 

@@ -24,19 +24,44 @@ from rospr.errors import RosprError
 err = Console(stderr=True)
 EXIT_REFUSED = 2
 
+# {place}: the setting that chose where the file is (``_place``): --out, or a cache's variable
 _OS_FIXES = {
-    errno.ENOSPC: "no space left on the device; free some space there or write somewhere else (--out, or the "
-                  "cache directories: ROSPR_ONNX_CACHE, ROSPR_UNIT_CACHE)",
-    errno.EDQUOT: "disk quota exceeded; free some space or write somewhere else (--out)",
-    errno.EACCES: "permission denied; choose a folder you can write (--out) or fix its permissions",
-    errno.EPERM: "operation not permitted; choose a folder you can write (--out) or fix its permissions",
-    errno.EROFS: "read-only file system; choose a writable folder (--out)",
+    errno.ENOSPC: "no space left on the device; free some space there or write somewhere else ({place})",
+    errno.EDQUOT: "disk quota exceeded; free some space or write somewhere else ({place})",
+    errno.EACCES: "permission denied; choose a folder you can write ({place}) or fix its permissions",
+    errno.EPERM: "operation not permitted; choose a folder you can write ({place}) or fix its permissions",
+    errno.EROFS: "read-only file system; choose a writable folder ({place})",
     errno.ENOENT: "no such file or directory; check the path",
     errno.ENOTDIR: "a part of the path is a file, not a folder; check the path",
     errno.EISDIR: "is a folder where a file is expected; check the path",
-    errno.EEXIST: "already exists where a folder is needed; choose another path (--out)",
+    errno.EEXIST: "already exists where a folder is needed; choose another path ({place})",
     errno.EMFILE: "too many open files; raise the limit (ulimit -n)",
 }
+
+
+def _place(filename: object) -> str:
+    """The setting that chose where ``filename`` lies: one of rospr's caches (its variable, or
+    ``$ROSPR_HOME``), else the command's output (``--out``)."""
+    from pathlib import Path
+
+    from rospr.cachedirs import CACHES, cache_home, cache_path
+
+    if not filename:
+        return "--out, or the cache folders under $ROSPR_HOME"
+    path = Path(os.path.abspath(os.fsdecode(filename)))
+    for kind, (variable, _) in CACHES.items():
+        root = Path(os.path.abspath(cache_path(kind)))
+        if path == root or root in path.parents:
+            return f"it is in the {kind} cache {root}: set ${variable} or $ROSPR_HOME, not --out"
+    home = Path(os.path.abspath(cache_home()))
+    if path == home or home in path.parents:
+        return f"it is in rospr's cache {home}: set $ROSPR_HOME, not --out"
+    return "--out"
+
+
+def _os_fix(exc: OSError) -> str:
+    fix = _OS_FIXES.get(exc.errno, exc.strerror or str(exc))
+    return fix.format(place=_place(exc.filename)) if "{place}" in fix else fix
 
 
 def is_refusal(exc: BaseException) -> bool:
@@ -50,9 +75,9 @@ def describe_error(exc: BaseException) -> str:
     config line for a settings model that did not validate, the type and message of anything else."""
     for e in _causes(exc):
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
-            return f"{e.filename or '(a file being written)'}: {_OS_FIXES[e.errno]}"
+            return f"{e.filename or '(a file being written)'}: {_os_fix(e)}"
     if isinstance(exc, OSError) and exc.errno is not None and not isinstance(exc, RosprError):
-        fix = _OS_FIXES.get(exc.errno, exc.strerror or str(exc))
+        fix = _os_fix(exc)
         where = exc.filename if exc.filename is not None else "(file not named by the system)"
         return f"{where}: {fix}"
     if isinstance(exc, MemoryError):

@@ -4,7 +4,8 @@ Every argument goes to lm-eval unchanged (``rospr lm-eval --help`` is the help o
 without a ``--model``, ``--model rospr`` is added. The model's arguments are ``--model_args`` (see
 ``rospr_harness.lm_eval_model.RosprLM``): ``pretrained=PATH``, ``url=HOST:PORT`` for a Triton server,
 ``convention=lm-eval|t0``. A refusal of ours (a request type the scorer does not serve) is one
-``error:`` line, as for every command.
+``error:`` line, as for every command; so is a usage check of lm-eval's own (a ``ValueError`` raised in
+lm-eval's code, e.g. "No tasks specified"), shown as lm-eval's message, not as a bug of ours.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 
 import typer
 
-from rospr.errors import StateError
+from rospr.errors import SettingError, StateError
 
 SUBCOMMANDS = ("run", "ls", "validate")
 
@@ -33,6 +34,15 @@ def with_rospr_model(argv: list[str]) -> list[str]:
     return [*argv, "--model", "rospr"]
 
 
+def raised_in(exc: BaseException, package: str) -> bool:
+    """Whether ``exc`` was raised by the code of ``package`` (its innermost frame's module)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    module = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
+    return module == package or module.startswith(package + ".")
+
+
 def run_lm_eval(argv: list[str]) -> int:
     """lm-eval's console entry (``lm_eval.__main__.cli_evaluate``) on ``argv``, after registering the
     ``rospr`` model; returns its exit code. Refuses (``StateError``) an environment without lm-eval."""
@@ -49,6 +59,11 @@ def run_lm_eval(argv: list[str]) -> int:
         cli_evaluate()
     except SystemExit as exc:  # argparse's --help and usage errors
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    except ValueError as exc:
+        if not raised_in(exc, "lm_eval"):
+            raise
+        raise SettingError(f"lm-eval: {exc} (lm-eval's own check of its arguments; rospr lm-eval --help lists "
+                           "them)") from exc
     finally:
         sys.argv = saved
     return 0

@@ -458,6 +458,12 @@ class Template:
         target = parts[1] if len(parts) == 2 and parts[1] else None
         choices_list = self.get_answer_choices(row, row_name)
         choices = tuple(choices_list) if choices_list is not None else None
+        if target is None and len(parts) == 2 and choices is not None and "" in choices:
+            # an empty target that is one of the choices is a label, not the absence of one
+            raise TaskError(
+                f"{self._where()}: the target of {row_name} is answer choice {choices.index('')}, which rendered "
+                f"empty (choices {list(choices)}); an empty choice cannot be scored: check the row's fields "
+                "that the template's 'answer_choices' reads")
         label = None
         if target is not None and choices is not None:
             if target not in choices and target_outside == "keep":  # the caller decides (label None)

@@ -98,3 +98,19 @@ def test_methods_are_values_and_dump_as_their_names():
     c = two_task_config("method=[rospr+var+inter, t0]")
     assert c.method == [Method(var=True, inter=True), Method(retrieve=False)]
     assert c.model_dump(mode="json")["method"] == ["rospr+var+inter", "t0"]
+
+
+@pytest.mark.parametrize("given, line", [
+    (["lr=-1"], "  lr: rospr.tune.lr must be a finite number"),
+    (["steps=5", "lr=0"], "  lr: "),
+])
+def test_class7_a_check_of_the_tune_settings_together_names_its_set_not_the_top_level(given, line):
+    """class 7 (issue 32): a tuning setting refused by the settings' own check (no location of its own)
+    is blamed on the --set that gave it, never on "(top level)"."""
+    from rospr_harness.cli.bank import _tune_settings
+
+    with pytest.raises(ConfigError) as info:
+        _tune_settings(given)
+    said = str(info.value)
+    assert "(top level)" not in said and line in said, said
+    assert said.splitlines()[0].startswith("--set lr=") and "(from --set lr=" in said

@@ -268,7 +268,7 @@ def test_refusals(rospr, tiny_model_dir):
         with pytest.raises(LmEvalUnsupported, match=f"{method}.*--model hf") as info:
             getattr(rospr, method)([Instance(method, {}, args, 0, ("t", 0, 1))])
         assert isinstance(info.value, RosprError) and "\n" not in str(info.value)
-    with pytest.raises(LmEvalUnsupported, match="task lam: a document sends a single continuation"):
+    with pytest.raises(LmEvalUnsupported, match="task lam, document 0: one continuation to score"):
         rospr.loglikelihood([Instance("loglikelihood", {}, ("ctx", " end"), 0, ("lam", 0, 1))])
     for kwargs, needle in (({"temperature": 1}, "unknown model_args"), ({"convention": "t5"}, "convention='t5'"),
                            ({"backend": "tensorrt"}, "backend='tensorrt'"), ({"batch_size": "0"}, "batch_size"),
@@ -294,3 +294,55 @@ def test_cli_runs_lm_eval_with_the_rospr_model(evaluated, task_dir, tiny_model_d
                    "--include_path", task_dir, "--device", "cpu", "--limit", "2"), "generate_until")
     error_line(cli("lm-eval", "--model_args", f"pretrained={tiny_model_dir}", "--tasks", "rospr_ll",
                    "--include_path", task_dir, "--device", "cpu", "--limit", "2"), "single continuation")
+
+
+# -- class 7 (issue 32): messages blame what the user wrote -------------------------------------------------
+
+def test_class7_a_single_continuation_is_described_for_either_output_type(rospr):
+    """A multiple_choice document with one answer choice sends one continuation, as a loglikelihood task
+    does: the message says what was seen and the fix of each, not one output type for both."""
+    from rospr_harness.lm_eval_model import LmEvalUnsupported
+
+    requests = [Instance("loglikelihood", {}, ("ctx", " only"), 0, ("mc", 7, 1)),
+                Instance("loglikelihood", {}, ("ctx2", " a"), 0, ("mc", 8, 1)),
+                Instance("loglikelihood", {}, ("ctx2", " b"), 1, ("mc", 8, 1))]
+    with pytest.raises(LmEvalUnsupported, match="task mc, document 7: one continuation") as info:
+        rospr.loglikelihood(requests)
+    assert "multiple_choice document with a single answer choice" in str(info.value)
+    assert "output_type: loglikelihood task" in str(info.value)
+
+
+@pytest.mark.parametrize("args, named", [({"dtype": "float13"}, "dtype:"), ({"protocol": "carrier-pigeon",
+                                          "url": "127.0.0.1:1"}, "protocol:")])
+def test_class7_model_args_are_blamed_as_written_not_on_a_config(tiny_model_dir, args, named):
+    from rospr_harness.lm_eval_model import RosprLM
+
+    with pytest.raises(RosprError) as info:
+        RosprLM(pretrained=str(tiny_model_dir), **args)
+    said = str(info.value)
+    assert said.startswith("rospr model_args: invalid setting") and f"\n  {named}" in said, said
+    assert "<config>" not in said and "invalid config" not in said
+
+
+def test_class7_lm_evals_own_usage_errors_are_its_message_not_our_bug(monkeypatch):
+    """A ValueError raised in lm-eval's code (its "No tasks specified") is lm-eval's message, a refusal;
+    one raised in ours is still a bug."""
+    import lm_eval.__main__
+
+    from rospr_harness.cli.errors import describe_error
+    from rospr_harness.cli.lm_eval import raised_in, run_lm_eval
+
+    theirs: dict = {"__name__": "lm_eval.evaluator"}
+    exec("def cli_evaluate():\n    raise ValueError('No tasks specified, or no tasks found.')", theirs)
+    monkeypatch.setattr(lm_eval.__main__, "cli_evaluate", theirs["cli_evaluate"])
+    with pytest.raises(SettingError, match=r"^lm-eval: No tasks specified, or no tasks found\. \(lm-eval's own") as info:
+        run_lm_eval(["--tasks", ""])
+    assert "unexpected" not in describe_error(info.value) and raised_in(info.value.__cause__, "lm_eval")
+
+    def ours():
+        raise ValueError("a bug of ours")
+
+    monkeypatch.setattr(lm_eval.__main__, "cli_evaluate", ours)
+    with pytest.raises(ValueError, match="a bug of ours") as info:
+        run_lm_eval(["--tasks", "x"])
+    assert "an unexpected error" in describe_error(info.value)

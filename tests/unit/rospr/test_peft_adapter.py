@@ -179,6 +179,13 @@ REFUSALS = {
     "int_tensor": (lambda f, d: _write_tensors(f, {TENSOR: np.zeros((P, d), np.int32)}), r"dtype I32"),
     "no_config": (lambda f, d: (f / CONFIG_FILE).unlink(), r"adapter_config.json: no adapter config"),
     "bad_json": (lambda f, d: (f / CONFIG_FILE).write_text("{"), r"not valid JSON"),
+    # class 7 (issue 32): a config that is not UTF-8 names its file and line, not "an unexpected error"
+    "non_utf8": (lambda f, d: (f / CONFIG_FILE).write_bytes(b'{\n"peft_type": "PROMPT\xff"}'),
+                 r"adapter_config.json:2: not UTF-8 text \(byte 0xff\)"),
+    # class 3: bounded, and each key once
+    "deep_json": (lambda f, d: (f / CONFIG_FILE).write_text("[" * 20_000 + "]" * 20_000), r"nested deeper"),
+    "twice": (lambda f, d: (f / CONFIG_FILE).write_text('{"peft_type": "PROMPT_TUNING", "peft_type": "LORA"}'),
+              r"key 'peft_type' appears more than once"),
 }
 
 

@@ -487,3 +487,24 @@ def test_a_command_line_usage_error_is_clicks_usage_message_not_a_bug(argv, says
     res = CliRunner().invoke(app, argv)
     assert res.exit_code == 2, res.output
     assert says in " ".join(res.output.split()) and "unexpected error" not in res.output, res.output
+
+
+# -- class 7 (issue 32): a message blames what went wrong, not a flag the user did not give ---------------
+
+@pytest.mark.parametrize("kind, variable", [("onnx", "ROSPR_ONNX_CACHE"), ("units", "ROSPR_UNIT_CACHE"),
+                                            ("data", "ROSPR_DATA_CACHE")])
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EROFS, errno.ENOSPC])
+def test_class7_an_unusable_cache_blames_the_cache_not_out(kind, variable, code, tmp_path, monkeypatch):
+    from rospr.cachedirs import cache_path
+    from rospr_harness.cli.errors import describe_error
+
+    monkeypatch.setenv("ROSPR_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv(variable, raising=False)
+    where = cache_path(kind) / "entry" / "model.onnx"
+    said = describe_error(OSError(code, os.strerror(code), str(where)))
+    assert said.startswith(f"{where}: ") and f"the {kind} cache {cache_path(kind)}" in said, said
+    assert f"${variable}" in said and "not --out" in said
+    said = describe_error(OSError(code, os.strerror(code), str(tmp_path / "home" / "other" / "f")))
+    assert "rospr's cache" in said and "$ROSPR_HOME" in said
+    said = describe_error(OSError(code, os.strerror(code), str(tmp_path / "run" / "results.json")))
+    assert "(--out)" in said and "ROSPR" not in said

@@ -211,3 +211,16 @@ def test_ordinary_templates_render_within_the_budget():
                  source="fine.yaml")
     r = t.render({"text": "a long passage " * 500, "label": 1})
     assert r.label == 1 and r.input_text.startswith("1:A 2:LONG")
+
+
+@pytest.mark.parametrize("row", [{"p": "x", "a": "yes", "b": "", "label": 1}, {"p": "x", "a": "", "b": "no", "label": 0}])
+def test_class7_an_empty_answer_choice_is_named_as_such_not_as_no_label(row):
+    """class 7 (issue 32): a target that is an answer choice which rendered empty is a label, and the
+    row is refused for its empty choice, not reported later as "has no label"."""
+    t = Template(id="x", name="t", jinja="{{p}} ||| {{answer_choices[label]}}", answer_choices="{{a}} ||| {{b}}")
+    with pytest.raises(TaskError, match=rf"the target of row 3 is answer choice {row['label']}, which rendered "
+                                        r"empty .*an empty choice cannot be scored"):
+        t.render(row, row_name="row 3")
+    unlabelled = Template(id="x", name="t", jinja="{{p}} ||| {% if label != -1 %}{{answer_choices[label]}}{% endif %}",
+                          answer_choices="a ||| b")
+    assert unlabelled.render({"p": "x", "label": -1}).label is None  # no target and no empty choice: unlabelled

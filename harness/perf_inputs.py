@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from rospr.errors import SettingError
+from rospr.parsing import read_json
 from rospr.scoring import Convention, collate, encode_examples, plan_batches
 
 log = logging.getLogger(__name__)
@@ -213,7 +214,7 @@ def write_perf_inputs(repo: str | Path, task: str = "builtin/sentiment", prompt:
     if not (export_dir / "manifest.json").is_file():
         raise SettingError(f"{export_dir}/manifest.json: not a `rospr export` build folder; give --repo the folder "
                            "`rospr export --out` wrote")
-    recorded = json.loads((export_dir / "manifest.json").read_text())
+    recorded = read_json(export_dir / "manifest.json", SettingError, "rebuild it with `rospr export`")
     if MODEL not in recorded.get("graphs", {}):
         raise SettingError(f"{export_dir}: the export has no {MODEL} graph")
     model = str(model or recorded.get("model_source") or "")
@@ -285,7 +286,8 @@ def write_retriever_inputs(repo: str | Path, task: str = "builtin/sentiment", pr
     if not (export_dir / "manifest.json").is_file():
         raise SettingError(f"{export_dir}/manifest.json: not a `rospr export` build folder; give --repo the folder "
                            "`rospr export --out` wrote")
-    graph = json.loads((export_dir / "manifest.json").read_text()).get("graphs", {}).get(RETRIEVER)
+    graph = read_json(export_dir / "manifest.json", SettingError,
+                      "rebuild it with `rospr export`").get("graphs", {}).get(RETRIEVER)
     if graph is None:
         raise SettingError(f"{export_dir}: the export has no {RETRIEVER} graph (`rospr export --retriever R`)")
     retriever = str(retriever or graph.get("source") or "")

@@ -107,6 +107,7 @@ def perf_inputs(
     import json
 
     from rospr.errors import SettingError
+    from rospr.parsing import read_json
     from rospr_harness.perf_inputs import RETRIEVER, write_perf_inputs, write_retriever_inputs
 
     if protocol not in ("grpc", "http"):
@@ -115,7 +116,8 @@ def perf_inputs(
     out = (lambda name: out_dir / f"{name}.json") if out_dir else (lambda name: None)
     written = [write_perf_inputs(repo, task, prompt, batch_size, out("t0_scorer"), model, bank, bank_prompt,
                                  prompt_length, no_prompt, **common)]
-    if RETRIEVER in json.loads((repo / "onnx" / "manifest.json").read_text()).get("graphs", {}):
+    if RETRIEVER in read_json(repo / "onnx" / "manifest.json", SettingError,
+                              "rebuild it with `rospr export`").get("graphs", {}):
         written.append(write_retriever_inputs(repo, task, written[0].prompt, batch_size, out(RETRIEVER), retriever,
                                               **common))
     for res in written:

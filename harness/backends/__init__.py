@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable
 
-from rospr_harness.backends.base import Backend, BackendUnavailable
+from rospr_harness.backends.base import Backend, BackendUnavailable, check_device
 from rospr_harness.config import RunConfig
 from rospr.errors import SettingError
 
@@ -28,12 +28,14 @@ class BackendModule:
     ``backend(module, config)`` returns the ``Backend``; ``embedder(module, config, retriever,
     revision)`` the ``Embedder`` of checkpoint ``retriever``; ``tokenizer`` is None when the embedder's
     tokenizer comes with it (``embedder`` then returns ``(embedder, tokenizer)``), else how it is
-    loaded, before the embedder."""
+    loaded, before the embedder. ``cuda(module)``: the CUDA devices it can score on here and what it has
+    (``base.check_device``); None for a backend whose device is not ours to choose (Triton: the server's)."""
 
     module: str
     backend: Callable[[ModuleType, RunConfig], Backend]
     embedder: Callable[[ModuleType, RunConfig, str, str | None], Any]
     tokenizer: Callable[[str, str | None], Any] | None = None
+    cuda: Callable[[ModuleType], tuple[int | None, str]] | None = None
 
 
 def _tokenizer_json(retriever: str, revision: str | None):
@@ -51,13 +53,15 @@ BACKENDS: dict[str, BackendModule] = {
     "torch": BackendModule(
         "rospr_harness.backends.torch_backend",
         backend=lambda m, c: m.create_torch_backend(c.model, c.scoring),
-        embedder=lambda m, c, retriever, revision: m.create_torch_embedder(retriever, c.model, revision)),
+        embedder=lambda m, c, retriever, revision: m.create_torch_embedder(retriever, c.model, revision),
+        cuda=lambda m: m.cuda_devices()),
     "onnxruntime": BackendModule(
         "rospr_harness.backends.onnxruntime_backend",
         backend=lambda m, c: m.create_onnxruntime_backend(c.model, c.onnxruntime, c.scoring),
         embedder=lambda m, c, retriever, revision: m.create_onnxruntime_embedder(
             retriever, c.model, c.onnxruntime, c.scoring, revision),
-        tokenizer=_tokenizer_json),
+        tokenizer=_tokenizer_json,
+        cuda=lambda m: m.cuda_devices()),
     "triton": BackendModule(
         "rospr_harness.backends.triton_backend",
         backend=lambda m, c: m.create_triton_backend(c.model, c.triton, _triton_urls(c)),
@@ -67,12 +71,16 @@ BACKENDS: dict[str, BackendModule] = {
 
 
 def _entry(config: RunConfig) -> tuple[BackendModule, ModuleType]:
-    """The table's entry for ``config.backend`` and its module (imported now). Refuses (``ValueError``,
-    one line listing the known ones) a name the table lacks."""
+    """The table's entry for ``config.backend`` and its module (imported now), ``model.device`` checked
+    against what the backend has here (``check_device``). Refuses (``ValueError``, one line listing the known
+    ones) a name the table lacks."""
     entry = BACKENDS.get(config.backend)
     if entry is None:
         raise SettingError(f"backend {config.backend!r}: not available; the backends are {', '.join(BACKENDS)}")
-    return entry, importlib.import_module(entry.module)
+    module = importlib.import_module(entry.module)
+    if entry.cuda is not None:
+        check_device(config.model.device, config.backend, lambda: entry.cuda(module))
+    return entry, module
 
 
 def create_backend(config: RunConfig) -> Backend:

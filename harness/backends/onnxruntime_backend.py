@@ -342,6 +342,15 @@ def _verified_session(model, retriever, dtype: str, cache_dir, graph: str, revis
     raise AssertionError("unreachable")
 
 
+def cuda_devices() -> tuple[int | None, str]:
+    """Whether onnxruntime can score on CUDA here (0: no CUDA provider; None: it has one, and cannot tell how
+    many devices), and its providers (for ``check_device``)."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    return (None if "CUDAExecutionProvider" in available else 0), f"onnxruntime {ort.__version__}: {', '.join(available)}"
+
+
 def default_providers(device: str = "cpu") -> list[str]:
     import onnxruntime as ort
 

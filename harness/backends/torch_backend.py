@@ -5,14 +5,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rospr_harness.backends.base import Backend
+from rospr_harness.backends.base import Backend, check_device
 from rospr_harness.config import ModelConfig, ScoringConfig
 from rospr.backbone import PromptedT5
-from rospr.errors import SettingError
 from rospr.scoring import ScoreBatch
 from rospr.tuning import torch_threads
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def cuda_devices() -> tuple[int, str]:
+    """How many CUDA devices torch can score on here, and what torch is (for ``check_device``)."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return count, f"torch {torch.__version__}, CUDA {'available' if count else 'not available'}"
 
 
 class TorchScorer:
@@ -22,16 +27,8 @@ class TorchScorer:
         """Takes the model, ``device`` (``model.device``) and intra-op ``threads``. Refuses (``ValueError``)
         a device this machine does not have."""
         self.threads = threads  # set around each call (torch's thread count is per process), then restored
-        try:
-            self.device = torch.device(device)
-        except RuntimeError as exc:
-            raise SettingError(f"model.device={device!r}: not a device name ({exc}); use cpu, cuda or cuda:N") from None
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise SettingError(f"model.device={device!r}: no CUDA device here (torch {torch.__version__}); "
-                               "set model.device=cpu")
-        if self.device.type == "cuda" and (self.device.index or 0) >= torch.cuda.device_count():
-            raise SettingError(f"model.device={device!r}: this machine has {torch.cuda.device_count()} CUDA "
-                               "device(s); choose one of them")
+        check_device(device, "torch", cuda_devices)
+        self.device = torch.device(device)
         self.module = PromptedT5(model).to(self.device).eval()
         self.prompt_dim = int(model.config.d_model)
         self.dtype = next(model.parameters()).dtype

@@ -3,6 +3,7 @@ config sections they take, and an unknown name is refused in one line naming the
 
 from __future__ import annotations
 
+import re
 import sys
 import types
 
@@ -111,3 +112,56 @@ def test_a_triton_address_that_accepts_and_never_answers_says_it_timed_out(proto
     msg = str(info.value)
     assert f"{protocol}://127.0.0.1:{server.port}" in msg and "timed out after 1 s" in msg
     assert ": ." not in msg  # the reason is never empty
+
+
+def test_class_4_one_device_check_for_every_backend():
+    """class 4: no figure hides what happened. ``check_device`` is the one refusal of a ``model.device`` a backend
+    cannot score on (no backend falls back to the CPU without a word): checked by hand over each case; the
+    backend is asked what it has only for a CUDA device."""
+    from rospr_harness.backends.base import check_device
+    from rospr.errors import SettingError
+
+    def never():
+        raise AssertionError("asked for a CPU device")
+
+    check_device("cpu", "torch", never)
+    for device, cuda, needle in [("gpu", never, "not a device name"), ("cuda:x", never, "not a device name"),
+                                 ("CPU", never, "not a device name"), ("cuda", lambda: (0, "no provider"), "no CUDA"),
+                                 ("cuda:0", lambda: (0, "no provider"), "no provider"),
+                                 ("cuda:2", lambda: (2, "two"), "sees 2 CUDA device(s)")]:
+        with pytest.raises(SettingError, match=re.escape(needle)) as info:
+            check_device(device, "onnxruntime", cuda)
+        assert f"model.device={device!r}" in str(info.value)
+    check_device("cuda:1", "torch", lambda: (2, "two"))
+    check_device("cuda:7", "onnxruntime", lambda: (None, "a CUDA provider, devices not counted"))
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_class_4_cuda_where_the_backend_has_none_is_refused_before_loading(tiny_model_dir, backend, monkeypatch,
+                                                                           tmp_path):
+    """``model.device: cuda`` with a backend that has no CUDA here (torch's CPU build; onnxruntime without its CUDA
+    provider, which used to score on the CPU without a word) is refused in one line naming the backend and what it
+    has, before any export or load, by ``rospr run`` as by the library."""
+    import importlib
+
+    from helpers import cli, error_line
+
+    from rospr.errors import SettingError
+
+    count, found = importlib.import_module(BACKENDS[backend].module).cuda_devices()
+    if count != 0:
+        pytest.skip(f"{backend} has CUDA here ({found})")
+    module = importlib.import_module(BACKENDS[backend].module)
+    for loader in ("ensure_export", "load_backbone"):  # nothing is exported or loaded before the refusal
+        if hasattr(module, loader):
+            monkeypatch.setattr(module, loader, lambda *a, **k: pytest.fail("loaded before the device check"))
+    cfg = config(tiny_model_dir, backend, model={"name_or_path": str(tiny_model_dir), "device": "cuda"})
+    with pytest.raises(SettingError, match=f"backend {backend} has no CUDA device here") as info:
+        create_backend(cfg)
+    assert found in str(info.value)
+    with pytest.raises(SettingError, match="has no CUDA device"):
+        create_embedder(cfg, str(tiny_model_dir))
+    path = tmp_path / "c.yaml"
+    path.write_text(f"model: {{name_or_path: {tiny_model_dir}, device: cuda}}\nbackend: {backend}\n"
+                    "tasks: [builtin/sentiment]\n")
+    error_line(cli("run", path, "--out", tmp_path / "run"), "model.device='cuda'", f"backend {backend}")

@@ -134,3 +134,41 @@ def test_rospr_serve_cli_starts_and_stops_cleanly(repo):
     assert "stopping Triton" in out
     assert _process_group_members(server_pid) == []
     assert not workdir.exists()
+
+
+@pytest.mark.slow
+def test_class5_serve_stops_with_a_clear_message_when_a_python_stub_dies(tiny_model_dir, tmp_path_factory, tmp_path):
+    """class 5 (issue 32): a python backend stub killed (an OOM kill in life) leaves Triton answering ready
+    while every inference of that model fails: `rospr serve` says which stub died and stops, so nothing
+    answers ready any more."""
+    repo = served_repo(tiny_model_dir, tmp_path_factory)
+    http = free_port()
+    grpc = free_port(avoid=(http,))
+    proc = subprocess.Popen([sys.executable, "-m", "rospr_harness.cli", "serve", "--repo", str(repo), "--http-port",
+                             str(http), "--grpc-port", str(grpc), "--metrics-port", "0"], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "ROSPR_SERVE_STATE": str(tmp_path / "st"), "COLUMNS": "400"})
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.3)
+        time.sleep(1.0)  # rospr serve records its stubs once the server is ready
+        stubs = [p for p in descendants(proc.pid)
+                 if Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[0].endswith(b"triton_python_backend_stub")]
+        assert stubs, "no python backend stub under rospr serve"
+        os.kill(stubs[0], signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 2, stderr
+        said = " ".join(stderr.split())
+        assert "the python backend stub of" in said and f"(pid {stubs[0]}) died" in said, said
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

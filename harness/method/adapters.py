@@ -49,10 +49,14 @@ def template_choices(source: str, template: str, settings: DataSettings, split: 
 def import_peft(model: str, bank_dir: str | Path, items: Sequence[AdapterSource], settings: DataSettings,
                 split: str = "train", rows: int | None = None, check_base_name: bool = True) -> list[SoftPrompt]:
     """Import every adapter of ``items`` into the bank ``bank_dir`` (created for ``model`` when absent).
-    Returns the saved prompts. Refuses (``ArtifactError``) a bank of another backbone and every
+    Returns the saved prompts. Refuses (``SettingError``) two items for one (source, template), before
+    anything is imported; (``ArtifactError``) a bank of another backbone and every
     adapter ``rospr.peft_adapter.read_adapter`` refuses; (``TaskError``) an unknown (source, template)."""
     from rospr.backbone import load_backbone  # torch: only when adapters are imported
+    from rospr.softprompt import prompt_id
 
+    _each_once([prompt_id(i.source, i.template) for i in items], "--source/--template",
+               "a bank holds one prompt per (source, template): give one adapter for it")
     loaded, _, identity = load_backbone(model)
     shape = model_shape(loaded.config.to_dict())
     bank = PromptBank.open(bank_dir, identity.as_dict())
@@ -64,11 +68,22 @@ def import_peft(model: str, bank_dir: str | Path, items: Sequence[AdapterSource]
     return saved
 
 
+def _each_once(keys: list[str], option: str, fix: str) -> None:
+    """Refuse (``SettingError``) a key given twice, before anything is done: every count reported is then of
+    distinct prompts (two adapters for one prompt would be reported as two, and one kept)."""
+    from rospr.errors import SettingError
+
+    twice = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
+    if twice is not None:
+        raise SettingError(f"{option}: prompt {twice} is given {keys.count(twice)} times; {fix}")
+
+
 def export_peft(bank_dir: str | Path, out: str | Path, ids: Sequence[str] = (), model: str | None = None) -> list[Path]:
     """Write bank prompts as peft adapters: one id into the folder ``out``, several (or all, when
     ``ids`` is empty) into ``out/<slug of the id>/``. With ``model`` (a checkpoint or hub name) the
     bank is checked against its config and the adapters name it and carry its layer and head counts.
-    Returns the adapter folders. Refuses (``ArtifactError``) an unknown id, an edited bank and a
+    Returns the adapter folders. Refuses (``SettingError``) an id given twice, before anything is written;
+    (``ArtifactError``) an unknown id, an edited bank and a
     ``model`` the bank was not trained for."""
     from rospr.softprompt import check_backbone
 
@@ -85,6 +100,7 @@ def export_peft(bank_dir: str | Path, out: str | Path, ids: Sequence[str] = (), 
                                        "d_model": config.get("d_model"), "weights": weights_digest(model)},
                        str(bank_dir))
         shape, base = model_shape(config), model
+    _each_once(list(ids), "--id", "give each prompt once")
     wanted = list(ids) or bank.ids()
     single = len(ids) == 1
     return [export_prompt(bank, pid, Path(out) if single else Path(out) / _slug(pid), shape, base) for pid in wanted]

@@ -261,3 +261,29 @@ def test_cli_import_counts_must_agree(tmp_path):
     res = CliRunner().invoke(app, ["bank", "import-peft", "--adapter", "a", "--adapter", "b", "--source", "s",
                                    "--template", "t"])
     assert res.exit_code == 2 and "one --source and one --template per --adapter" in res.output
+
+
+def test_class_4_counts_are_of_what_was_done_a_prompt_given_twice_is_refused(tiny_model_dir, bank, tmp_path):
+    """class 4: no figure hides what happened. Two adapters for one (source, template) would be reported as two
+    imported and one kept; one --id twice as two written for one folder. Each is refused before anything is done,
+    naming the prompt and how often it was given; distinct prompts are counted as written."""
+    from helpers import cli, error_line
+
+    pid = bank.ids()[0]
+    one = cli("bank", "export-peft", "--bank", bank.root, "--id", pid, "--out", tmp_path / "ad")
+    assert one.exit_code == 0 and "wrote 1 peft adapter(s)" in one.output, one.output
+    twice = cli("bank", "export-peft", "--bank", bank.root, "--id", pid, "--id", pid, "--out", tmp_path / "twice")
+    error_line(twice, "--id", f"prompt {pid} is given 2 times")
+    assert not list((tmp_path / "twice").glob(f"**/{WEIGHTS_FILE}"))
+    args = ["--bank", tmp_path / "new", "--model", tiny_model_dir]
+    same = ["--adapter", tmp_path / "ad", "--source", "builtin/animals", "--template", "is_there_animal"]
+    other = ["--adapter", tmp_path / "ad", "--source", "builtin/animals", "--template", "mentions_animal"]
+    res = cli("bank", "import-peft", *same, *other, *same, *args)  # the repeat last: nothing imported before it
+    error_line(res, "builtin/animals/is_there_animal is given 2 times", "one prompt per (source, template)")
+    assert not (tmp_path / "new").exists() or not PromptBank.load(tmp_path / "new").ids()
+    res = cli("bank", "import-peft", *same, *other, *args)
+    assert res.exit_code == 0 and "2 adapter(s) imported" in res.output, res.output
+    assert len(PromptBank.load(tmp_path / "new").ids()) == 2
+    both = cli("bank", "export-peft", "--bank", tmp_path / "new", "--out", tmp_path / "all")
+    assert both.exit_code == 0 and "wrote 2 peft adapter(s)" in both.output
+    assert len(list((tmp_path / "all").glob(f"*/{WEIGHTS_FILE}"))) == 2

@@ -61,6 +61,9 @@ TOLERANCE = {"float32": 1e-3, "float16": 0.25, "bfloat16": 2.0}
 TUNING_TOLERANCE = {"float32": 1e-3, "bfloat16": 0.05}
 # (name, dtype, gradient checkpointing, micro-batches) of the tuning runs; the first is the reference
 RUNS = (("float32", "float32", False, False), ("bfloat16 checkpointed", "bfloat16", True, True))
+# The paper's bank (configs/paper.yaml, as `rospr plan` counts it): 313 source prompts, 1000 steps each of
+# batch 32 (rospr.tune's steps and batch_size there)
+BANK_PROMPTS, BANK_STEPS, BANK_BATCH = 313, 1000, 32
 
 
 class NoGPUError(RosprError, RuntimeError):
@@ -162,7 +165,7 @@ class CheckSettings:
     prompt_length: int = 100
     input_tokens: int = 512
     target_tokens: int = 128
-    batch_size: int = 8
+    batch_size: int = BANK_BATCH  # the paper's: the bank's time is this step's
     micro_batch_size: int = 2  # the bfloat16 run's
     score_examples: int = 8
     score_input_tokens: int = 64
@@ -366,6 +369,18 @@ def _plan(config, s: CheckSettings, run: dict) -> dict:
             "measured_step_s": run["step_s"], "measured_over_estimated": run["step_s"] / estimate}
 
 
+def bank_time(run: dict, s: CheckSettings, device_name: str) -> dict:
+    """The paper's bank from one measured step (``run``, at ``s.batch_size`` rows of exactly the
+    check's lengths): seconds per prompt (``BANK_STEPS`` steps, scaled to ``BANK_BATCH`` rows where the
+    check ran another batch: a step's work is linear in its rows) and hours for ``BANK_PROMPTS``
+    prompts on ``device_name``. Measured on this device; every row at 512 + 128 tokens, so an upper
+    bound for real rows (``rospr plan`` counts those)."""
+    prompt_s = run["step_s"] * BANK_STEPS * BANK_BATCH / s.batch_size
+    return {"run": run["run"], "device": device_name, "source": "measured", "batch_size": s.batch_size,
+            "step_s": run["step_s"], "prompts": BANK_PROMPTS, "steps": BANK_STEPS, "prompt_s": prompt_s,
+            "bank_hours": prompt_s * BANK_PROMPTS / 3600}
+
+
 def _agreement(runs: list[dict]) -> None:
     """Each run's worst loss difference to the first (float32) run, its tolerance and ``ok``."""
     reference = runs[0]["losses"]
@@ -431,11 +446,15 @@ def check(s: CheckSettings) -> dict:
     config = model.config
     del model  # the GEMMs and FAISS have the GPU to themselves
     plan = [_plan(config, s, run) for run in runs]
+    name = torch.cuda.get_device_name(s.device) if s.device.startswith("cuda") else "cpu"
+    bank = bank_time(runs[-1], s, name)  # bfloat16 with checkpointing: how the bank is tuned on a GPU
+    log.info("bank: %.1f s per prompt, %.1f hours for %d prompts on %s", bank["prompt_s"], bank["bank_hours"],
+             BANK_PROMPTS, name)
     faiss = faiss_check() if "faiss_gpu" not in skipped else None
     ok = all(r["ok"] and r["peak_within_table_reserve"] is not False for r in runs) and all(r["ok"] for r in scores)
     return {"mode": "no-install", "device": s.device, "gpus": gpus, "torch": torch.__version__,
             "torch_cuda": torch.version.cuda, "settings": asdict(s),
             "shape": {"size": s.size, **asdict(shape), "n_params": shape.n_params},
-            "tuning": {"runs": runs, "losses_agree": all(r["ok"] for r in runs)}, "plan": plan,
+            "tuning": {"runs": runs, "losses_agree": all(r["ok"] for r in runs)}, "plan": plan, "bank": bank,
             "scores": {"reference": "float32 on the CPU", "rows": scores} if scorer else None,
             "faiss": faiss, "skipped": skipped, "ok": ok, "seconds": time.perf_counter() - start}

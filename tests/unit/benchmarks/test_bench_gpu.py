@@ -137,6 +137,10 @@ def test_no_install_check_runs_its_gpu_path_on_the_cpu(tmp_path):
     assert all(p["estimated_step_s"] > 0 and p["gemm_tflops"] > 0 for p in got["plan"])
     # checkpointing recomputes the forward: the plan counts more FLOPs for the bfloat16 run's step
     assert got["plan"][1]["flops_per_step"] > got["plan"][0]["flops_per_step"]
+    bank = got["bank"]  # the bfloat16 step scaled by hand: 1000 steps, batch 4 -> 32, 313 prompts
+    assert bank["run"] == "bfloat16 checkpointed" and bank["device"] == "cpu" and bank["batch_size"] == 4
+    assert bank["prompt_s"] == pytest.approx(bf16["step_s"] * 1000 * 32 / 4)
+    assert bank["bank_hours"] == pytest.approx(bank["prompt_s"] * 313 / 3600)
     f32_scores, bf16_scores = got["scores"]["rows"]
     assert f32_scores["max_abs_diff"] == 0.0  # the CPU against itself: the same computation
     assert bf16_scores["dtype"] == "bfloat16" and bf16_scores["max_abs_diff"] <= 2.0

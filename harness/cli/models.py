@@ -104,8 +104,6 @@ def perf_inputs(
     retriever's two when the export has one) and print the perf_analyzer commands that replay them,
     with every --shape."""
     setup_logging(False)
-    import json
-
     from rospr.errors import SettingError
     from rospr.parsing import read_json
     from rospr_harness.perf_inputs import RETRIEVER, write_perf_inputs, write_retriever_inputs

@@ -85,10 +85,10 @@ class RunLock:
 
 
 def _read_holder(fd: int) -> str:
-    try:
+    try:  # a planted file may hold anything: 4 kB of brackets (RecursionError), a list, bad bytes
         info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         info = {}
-    if not info:
+    if not isinstance(info, dict) or not info:
         return "holder unknown"
     return f"pid {info.get('pid')} on {info.get('host')}, since {info.get('started')}"

@@ -105,3 +105,20 @@ def test_a_run_with_nothing_to_compute_starts_no_ray(reference, run_config, tmp_
     assert res.execution.cached == len(res.units) == len(first.units)
     assert res.execution.started is False and res.execution.scorers == 0
     assert_same_run(tmp_path / "again", tmp_path / "fill")
+
+
+@pytest.mark.parametrize("content", ["[" * 4000, "[1, 2]", "\udcff"])
+def test_class3_a_held_lock_whose_file_holds_anything_is_still_one_refusal(tmp_path, content):
+    """class 3 (issue 32): the holder's note is parsed within bounds; a lock file holding deep brackets,
+    a list or bad bytes leaves the holder unknown, not a RecursionError."""
+    import fcntl
+
+    from rospr_harness.lock import LOCK_NAME
+
+    (tmp_path / "busy").mkdir()
+    path = tmp_path / "busy" / LOCK_NAME
+    path.write_bytes(content.encode("utf-8", "surrogateescape"))
+    with open(path, "rb+") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(RunLocked, match=r"another rospr run is using this directory \(holder unknown\)"):
+            RunLock(tmp_path / "busy").acquire()

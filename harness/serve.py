@@ -45,8 +45,6 @@ import subprocess
 import sys
 import sysconfig
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -120,6 +118,24 @@ def dead_stubs(stubs: dict[int, tuple[str | None, str]]) -> list[str]:
     """``model (pid N)`` for each of ``stubs`` that no longer runs as itself (gone, or dead and not yet
     collected by its server)."""
     return [f"{model} (pid {pid})" for pid, (started, model) in stubs.items() if not running(pid, started)]
+
+
+POLL_TIMEOUT_S = 2.0  # one readiness question, answered at once by a live server
+POLL_MAX_BYTES = 1 << 16  # its answer: a few hundred bytes of JSON
+
+
+def _poll(url: str) -> bytes | None:
+    """The body of a 200 answer to ``GET url``, read by the one bounded reader (``read_url``: at most
+    ``POLL_TIMEOUT_S`` in all and ``POLL_MAX_BYTES``, however the port answers); None for anything else."""
+    import http.client
+
+    from rospr_harness.tasks.base import TaskError
+    from rospr_harness.tasks.fetch import read_url
+
+    try:
+        return read_url(url, POLL_TIMEOUT_S, POLL_MAX_BYTES, say_wait=False)
+    except (OSError, TaskError, http.client.HTTPException):
+        return None
 
 
 WORKDIR_PREFIX = "rospr-triton-"
@@ -298,10 +314,10 @@ class TritonServer:
 
     def _answers_as_itself(self) -> bool:
         """Whether the server on ``http_port`` is this one (``GET /v2`` names this server's ``--id``)."""
+        body = _poll(f"http://{self.http_url}/v2")
         try:
-            with urllib.request.urlopen(f"http://{self.http_url}/v2", timeout=1.0) as r:
-                return json.loads(r.read().decode()).get("name") == self.server_id
-        except (urllib.error.URLError, ConnectionError, OSError, ValueError):
+            return body is not None and json.loads(body.decode()).get("name") == self.server_id
+        except (ValueError, AttributeError, RecursionError):  # another server's answer may be anything
             return False
 
     def _wait_ready(self) -> None:
@@ -314,16 +330,12 @@ class TritonServer:
             fatal = self._fatal_in_log()
             if fatal:
                 raise ServerError(self._diagnose(f"tritonserver cannot start: {fatal}"))
-            try:
-                with urllib.request.urlopen(url, timeout=1.0) as r:
-                    if r.status == 200:
-                        if self._answers_as_itself() and self.process.poll() is None:
-                            return
-                        raise ServerError(self._diagnose(
-                            f"another server answers on port {self.http_port} (not this one, id {self.server_id}); "
-                            "stop it or choose other ports"))
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
+            if _poll(url) is not None:
+                if self._answers_as_itself() and self.process.poll() is None:
+                    return
+                raise ServerError(self._diagnose(
+                    f"another server answers on port {self.http_port} (not this one, id {self.server_id}); "
+                    "stop it or choose other ports"))
             time.sleep(0.2)
         raise ServerError(self._diagnose(f"tritonserver was not ready after {self.startup_timeout_s:.0f}s"))
 

@@ -122,10 +122,11 @@ class NotServed(TaskError):
 
 
 def read_url(url: str, timeout_s: float | None = None, max_bytes: int = 1 << 30,
-             headers: dict[str, str] | None = None) -> bytes:
+             headers: dict[str, str] | None = None, say_wait: bool = True) -> bytes:
     """The body of ``url`` (http, https; other schemes through ``urllib``), read within a total
     deadline of ``timeout_s`` seconds (default ``$ROSPR_NET_TIMEOUT`` or 120): connecting, waiting,
-    headers and body together, however slowly the server sends. Logs the wait before it starts.
+    headers and body together, however slowly the server sends. Logs the wait before it starts (at
+    debug level with ``say_wait=False``, for a poll).
     Refuses: ``NetTimeout`` saying what timed out after how long; ``NotServed`` for 404/410;
     ``OSError`` (or ``urllib.error.URLError``) for a failed connection or another HTTP status; a body
     over ``max_bytes`` (``TaskError``)."""
@@ -136,7 +137,7 @@ def read_url(url: str, timeout_s: float | None = None, max_bytes: int = 1 << 30,
     import urllib.request
 
     limit = deadline_s("ROSPR_NET_TIMEOUT", NET_TIMEOUT_S) if timeout_s is None else timeout_s
-    log.info("reading %s (waiting up to %g s; $ROSPR_NET_TIMEOUT sets it)", url, limit)
+    (log.info if say_wait else log.debug)("reading %s (waiting up to %g s; $ROSPR_NET_TIMEOUT sets it)", url, limit)
     start = time.monotonic()
     for _redirect in range(5):
         parts = urllib.parse.urlsplit(url)

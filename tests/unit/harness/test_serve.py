@@ -271,3 +271,41 @@ def test_class5_a_dead_python_stub_is_seen_and_the_server_is_not_ready(tmp_path)
         assert server.problem().startswith("tritonserver exited")
     finally:
         leader.stop(10)
+
+
+def test_class3_a_readiness_poll_of_a_silent_or_flooding_port_is_bounded(monkeypatch):
+    """class 3 (issue 32): each readiness question goes through the bounded reader: a port that accepts
+    and stays silent, or answers without end, is "not ready" at the poll's deadline or byte limit."""
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from rospr_harness import serve
+
+    monkeypatch.setattr(serve, "POLL_TIMEOUT_S", 0.3)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        assert serve._poll(f"http://127.0.0.1:{silent.getsockname()[1]}/v2/health/ready") is None
+
+    class Flood(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.end_headers()
+            try:
+                for _ in range(1 << 12):
+                    self.wfile.write(b"x" * 4096)
+            except OSError:
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Flood)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(serve, "POLL_TIMEOUT_S", 30.0)
+        assert serve._poll(f"http://127.0.0.1:{server.server_address[1]}/v2") is None  # over POLL_MAX_BYTES
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -140,3 +140,32 @@ def test_class3_a_grpc_server_passes_the_handshake_check():
         _check_gcs(f"127.0.0.1:{port}", f"127.0.0.1:{port}", 30.0, "ray.address")
     finally:
         server.stop(None)
+
+
+@pytest.mark.parametrize("listening", [True, False])
+def test_class3_a_stale_auto_address_file_is_refused_within_the_bound(listening, silent_port, no_ray_env, tmp_path):
+    """The address a stopped `ray start` left in <RAY_TMPDIR>/ray/ray_current_cluster: a port now silent
+    (something else took it) or closed is refused at once, naming it, instead of ray.init waiting."""
+    pytest.importorskip("ray")
+    import socket
+
+    import ray._private.services as services
+
+    from rospr_harness import ray_session
+
+    no_ray_env.setattr(ray_session, "RAY_CONNECT_TIMEOUT_S", 0.5)
+    no_ray_env.setattr(services, "find_gcs_addresses", lambda: [])  # no GCS of this machine's other users
+    no_ray_env.setenv("RAY_TMPDIR", str(tmp_path))
+    if listening:
+        port = silent_port
+    else:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]  # bound, then closed: nothing listens there
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{port}\n")
+    said = (rf"ray.address='auto': 127.0.0.1:{port} accepts connections but did not answer as a Ray cluster within 0.5 s"
+            if listening else rf"ray.address='auto': no Ray cluster answers at 127.0.0.1:{port}")
+    with pytest.raises(RuntimeError, match=said):
+        with ray_session.ray_started("auto"):
+            pass

@@ -33,10 +33,11 @@ def tune(
     settings = _tune_settings(set_)
     done = []
 
-    def on_done(p, reused: bool) -> None:
+    def on_done(p, reused: bool) -> None:  # a prompt tuned now has its progress line (tune_pool.reporting)
         done.append(reused)
-        loss = "imported, not trained here" if p.final_loss is None else f"final loss {p.final_loss:.3f}"
-        err.print(f"{'reused' if reused else 'tuned '}  {p.id}: {loss}")
+        if reused:
+            loss = "imported, not trained here" if p.final_loss is None else f"final loss {p.final_loss:.3f}"
+            err.print(f"reused  {p.id}: {loss}")
 
     bank = tune_sources(model, names, str(out), settings, DataSettings.from_env(data_dir), on_done=on_done)
     err.print(f"prompt bank {out}: {len(bank.prompts)} prompts ({done.count(False)} tuned now)")

@@ -202,7 +202,7 @@ def bank_spec(config: RunConfig, backend: Backend, data_settings: DataSettings) 
     def make_trainer() -> Trainer:
         tokenizer = backend.tokenizer if backend.model is not None else None
         return trainer(rc.tune, config.model.name_or_path, backend.model, tokenizer, config.model.device,
-                       config.model.revision)
+                       config.model.revision, config.ray)
 
     return BankSpec(rc.prompt_bank, backbone, tune, Sources(prompts, keys, fresh), make_trainer)
 

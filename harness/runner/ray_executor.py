@@ -12,7 +12,8 @@
 - Faults: actors are created with ``max_restarts`` and ``max_task_retries``: Ray restarts a dead
   actor (rerunning its constructor) and resends the calls it had in flight. A call that still fails
   with an actor error (retries spent, or the actor gone for good) is resubmitted to another actor
-  inside the same coroutine, up to ``max_batch_attempts`` times, so the driver's one await
+  inside the same coroutine, up to ``max_batch_attempts`` times (``rospr_harness.ray_faults``, as
+  tuning resubmits a prompt), so the driver's one await
   resolves however many attempts it took. Results are the same whichever actor scores a
   batch, so a re-run batch changes no number. A backend error (``BackendUnavailable``: a Triton
   server gone after its client's retries) takes that server out of the run: every actor talking to
@@ -47,6 +48,7 @@ import numpy as np
 from rospr_harness.backends import BackendUnavailable
 from rospr_harness.cache import cache_root
 from rospr_harness.config import RunConfig
+from rospr_harness.ray_faults import actor_died
 from rospr_harness.runner.executor import Done, RetrievalRequest, RetrievalWorker, ScoringWorker
 from rospr.errors import SettingError, StateError
 from rospr.scoring import EncodedExample
@@ -259,18 +261,12 @@ class RayExecutor:
         i = work["actor"]
         work["attempts"] += 1
         who = "the retrieval actor" if i is None else f"scoring actor {i}"
-        if work["attempts"] >= self.rc.max_batch_attempts:
-            raise StateError(
-                f"a {work['kind']} batch failed {work['attempts']} times because {who} died "
-                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); raise ray.max_restarts "
-                "or ray.max_batch_attempts, or look at the actors' logs") from None
+        delay = actor_died(f"{work['kind']} batch", who, work["attempts"], self.rc.max_batch_attempts, exc)
         if i is not None:
             self.failures[i] += 1
         work["avoid"] = i
         self._note_retry(work, f"{who} died: {type(exc).__name__}")
-        log.warning("%s died with a %s batch in flight; resubmitting it (attempt %d)", who, work["kind"],
-                    work["attempts"] + 1)
-        return min(0.1 * 2 ** work["attempts"], 2.0)
+        return delay
 
     def stats(self) -> dict[str, Any]:
         import ray

@@ -122,3 +122,30 @@ def test_class3_a_held_lock_whose_file_holds_anything_is_still_one_refusal(tmp_p
         fcntl.flock(held.fileno(), fcntl.LOCK_EX)
         with pytest.raises(RunLocked, match=r"another rospr run is using this directory \(holder unknown\)"):
             RunLock(tmp_path / "busy").acquire()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_class_8_what_users_meet_a_runs_outputs_follow_the_umask(run_config, fake_scorer, tmp_path, umask):
+    """class 8: what users meet. results.json, report.md, report.html and every records file of a run get the
+    mode any other tool's output gets under the user's umask (they were 0600 whatever it was), a run resumed
+    or reusing cached units too; the unit cache's records stay read-only."""
+    import os
+    import stat
+
+    def mode(p):
+        return stat.S_IMODE(p.stat().st_mode)
+
+    old = os.umask(umask)
+    try:
+        cfg = run_config(tasks=[{"name": "builtin/animals", "limit": 3}],
+                         cache={"enabled": True, "dir": str(tmp_path / "cache")})
+        for out in (tmp_path / "run", tmp_path / "cached"):  # the second reuses every unit from the cache
+            run(cfg, out)
+            files = [out / "results.json", out / "report.md", out / "report.html", *(out / "records").iterdir()]
+            assert len(files) > 3
+            computed = {f: mode(f) for f in files if f.parent.name != "records" or out.name == "run"}
+            assert set(computed.values()) == {0o666 & ~umask}, computed
+        cached = list((tmp_path / "cache").rglob("records.jsonl"))
+        assert cached and {mode(f) for f in cached} == {0o444 & ~umask}
+    finally:
+        os.umask(old)

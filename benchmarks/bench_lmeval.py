@@ -143,7 +143,7 @@ def run(size: str, limit: int, batch_size: int, threads: int) -> dict:
     import torch
     from lm_eval.models.huggingface import HFLM
 
-    from rospr_harness.lm_eval_model import RosprLM
+    from rospr_harness.lm_eval.model import RosprLM
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

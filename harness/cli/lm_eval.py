@@ -2,7 +2,7 @@
 
 Every argument goes to lm-eval unchanged (``rospr lm-eval --help`` is the help of lm-eval's ``run``);
 without a ``--model``, ``--model rospr`` is added. The model's arguments are ``--model_args`` (see
-``rospr_harness.lm_eval_model.RosprLM``): ``pretrained=PATH``, ``url=HOST:PORT`` for a Triton server,
+``rospr_harness.lm_eval.model.RosprLM``): ``pretrained=PATH``, ``url=HOST:PORT`` for a Triton server,
 ``convention=lm-eval|t0``. A refusal of ours (a request type the scorer does not serve) is one
 ``error:`` line, as for every command; so is a usage check of lm-eval's own (a ``ValueError`` raised in
 lm-eval's code, e.g. "No tasks specified"), shown as lm-eval's message, not as a bug of ours.
@@ -50,7 +50,7 @@ def run_lm_eval(argv: list[str]) -> int:
 
     if importlib.util.find_spec("lm_eval") is None:
         raise StateError("rospr lm-eval: lm-evaluation-harness is not installed here; pip install -e '.[lmeval]'")
-    import rospr_harness.lm_eval_model  # noqa: F401  registers the model as "rospr"
+    import rospr_harness.lm_eval.model  # noqa: F401  registers the model as "rospr"
     from lm_eval.__main__ import cli_evaluate
 
     saved = sys.argv

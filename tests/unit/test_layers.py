@@ -27,13 +27,6 @@ FORBIDDEN = [("rospr", "harness", "rospr/ is the method; the harness is built on
              ("export", "harness", "the export imports only rospr/"),
              ("export", "benchmarks", "the export imports only rospr/"),
              ("harness/tasks", "harness/runner", "the tasks know nothing of the runner")]
-
-# Folder edges that still close a cycle, each with the move that removes it. The cycle test leaves
-# them out and fails when one no longer closes a cycle (then delete it here): the list only shrinks.
-KNOWN_BACK_EDGES = {
-    ("harness", "harness/backends"): "harness/lm_eval_model.py (an lm-eval model over a backend) sits in the "
-                                     "root that backends/ read config.py from: it belongs above backends/",
-}
 Edges = dict[tuple[str, str], list[str]]  # (from folder, to folder) -> "file:line: statement"
 
 
@@ -157,16 +150,9 @@ def test_the_walk_sees_function_local_and_relative_imports(repo_edges):
 
 
 def test_no_import_cycle_between_folders(repo_edges):
-    rest = {edge: lines for edge, lines in repo_edges.items() if edge not in KNOWN_BACK_EDGES}
-    cycles = folder_cycles(rest)
-    assert not cycles, "import cycles between folders:\n" + "\n".join(describe(c, rest) for c in cycles)
-
-
-@pytest.mark.parametrize("edge", sorted(KNOWN_BACK_EDGES))
-def test_a_known_back_edge_still_closes_a_cycle(repo_edges, edge):
-    """Each allowance is still needed: its edge exists and closes a cycle (else delete it)."""
-    rest = {e: lines for e, lines in repo_edges.items() if e not in KNOWN_BACK_EDGES or e == edge}
-    assert folder_cycles(rest), f"{edge[0]} -> {edge[1]} closes no cycle any more: delete it from KNOWN_BACK_EDGES"
+    """No cycle at all, none allowed for: a module that closes one moves to a folder of its own."""
+    cycles = folder_cycles(repo_edges)
+    assert not cycles, "import cycles between folders:\n" + "\n".join(describe(c, repo_edges) for c in cycles)
 
 
 def test_no_import_breaks_a_layer_rule(repo_edges):

@@ -1,4 +1,4 @@
-"""rospr as an lm-evaluation-harness model (rospr_harness.lm_eval_model), against lm-eval's own ``hf``
+"""rospr as an lm-evaluation-harness model (rospr_harness.lm_eval.model), against lm-eval's own ``hf``
 model with ``backend=seq2seq`` on the same tiny checkpoint and the same requests: equal
 log-likelihoods (1e-4) under lm-eval's convention and identical predictions on small multiple-choice
 tasks read from local files; T0's convention against a hand computation with transformers; one
@@ -119,7 +119,7 @@ def hf(tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def rospr(tiny_model_dir):
-    from rospr_harness.lm_eval_model import RosprLM
+    from rospr_harness.lm_eval.model import RosprLM
 
     return RosprLM(pretrained=str(tiny_model_dir), batch_size=3, device="cpu")
 
@@ -135,7 +135,7 @@ def _evaluate(model, task_dir, model_args=None):
 @pytest.fixture(scope="module")
 def evaluated(hf, task_dir, tiny_model_dir):
     """(hf's results, rospr's results): rospr through lm-eval's registry (``model="rospr"``)."""
-    import rospr_harness.lm_eval_model  # noqa: F401  registers "rospr"
+    import rospr_harness.lm_eval.model  # noqa: F401  registers "rospr"
 
     ours = _evaluate("rospr", task_dir, f"pretrained={tiny_model_dir},batch_size=4,device=cpu")
     return _evaluate(hf, task_dir), ours
@@ -150,7 +150,7 @@ def _lls(results, task: str) -> dict[int, list[float]]:
 def test_triton_backend_when_a_server_is_named(tiny_model_dir, tmp_path_factory, rospr, stop_soon):
     """``url=`` scores through a real `rospr serve` (the tiny model's repository): the same answers as
     the in-process onnxruntime backend."""
-    from rospr_harness.lm_eval_model import RosprLM
+    from rospr_harness.lm_eval.model import RosprLM
     from rospr_harness.serve import TritonServer
 
     reqs = _instances(EDGE_PAIRS[:6], docs=[0, 0, 1, 1, 2, 2])
@@ -200,7 +200,7 @@ def test_loglikelihood_edge_cases_match_hf(tiny_model_dir):
     """Direct loglikelihood calls on lm-eval's edge cases, with a short max_length on both sides."""
     from lm_eval.models.huggingface import HFLM
 
-    from rospr_harness.lm_eval_model import RosprLM
+    from rospr_harness.lm_eval.model import RosprLM
 
     reqs = _instances(EDGE_PAIRS, docs=[0, 0, 1, 1, 2, 2, 2])
     theirs = hf_reference(tiny_model_dir, batch_size=2, max_length=12)
@@ -244,7 +244,7 @@ def test_t0_convention_is_t0_rank_classification(tiny_model_dir):
     import torch
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-    from rospr_harness.lm_eval_model import RosprLM
+    from rospr_harness.lm_eval.model import RosprLM
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForSeq2SeqLM.from_pretrained(tiny_model_dir).eval()
@@ -262,7 +262,7 @@ def test_t0_convention_is_t0_rank_classification(tiny_model_dir):
 
 
 def test_refusals(rospr, tiny_model_dir):
-    from rospr_harness.lm_eval_model import LmEvalUnsupported, RosprLM
+    from rospr_harness.lm_eval.model import LmEvalUnsupported, RosprLM
 
     for method, args in (("generate_until", ("Q:", {"until": ["\n"]})), ("loglikelihood_rolling", ("some text",))):
         with pytest.raises(LmEvalUnsupported, match=f"{method}.*--model hf") as info:
@@ -293,7 +293,7 @@ def test_cli_runs_lm_eval_with_the_rospr_model(evaluated, task_dir, tiny_model_d
     error_line(cli("lm-eval", "--model_args", f"pretrained={tiny_model_dir}", "--tasks", "rospr_gen",
                    "--include_path", task_dir, "--device", "cpu", "--limit", "2"), "generate_until")
     error_line(cli("lm-eval", "--model_args", f"pretrained={tiny_model_dir}", "--tasks", "rospr_ll",
-                   "--include_path", task_dir, "--device", "cpu", "--limit", "2"), "single continuation")
+                   "--include_path", task_dir, "--device", "cpu", "--limit", "2"), "one continuation to score")
 
 
 # -- class 7 (issue 32): messages blame what the user wrote -------------------------------------------------
@@ -301,7 +301,7 @@ def test_cli_runs_lm_eval_with_the_rospr_model(evaluated, task_dir, tiny_model_d
 def test_class7_a_single_continuation_is_described_for_either_output_type(rospr):
     """A multiple_choice document with one answer choice sends one continuation, as a loglikelihood task
     does: the message says what was seen and the fix of each, not one output type for both."""
-    from rospr_harness.lm_eval_model import LmEvalUnsupported
+    from rospr_harness.lm_eval.model import LmEvalUnsupported
 
     requests = [Instance("loglikelihood", {}, ("ctx", " only"), 0, ("mc", 7, 1)),
                 Instance("loglikelihood", {}, ("ctx2", " a"), 0, ("mc", 8, 1)),
@@ -315,7 +315,7 @@ def test_class7_a_single_continuation_is_described_for_either_output_type(rospr)
 @pytest.mark.parametrize("args, named", [({"dtype": "float13"}, "dtype:"), ({"protocol": "carrier-pigeon",
                                           "url": "127.0.0.1:1"}, "protocol:")])
 def test_class7_model_args_are_blamed_as_written_not_on_a_config(tiny_model_dir, args, named):
-    from rospr_harness.lm_eval_model import RosprLM
+    from rospr_harness.lm_eval.model import RosprLM
 
     with pytest.raises(RosprError) as info:
         RosprLM(pretrained=str(tiny_model_dir), **args)

@@ -96,13 +96,18 @@ def claim_folder(folder: str | os.PathLike, kind: str, fix: str,
 
 
 def mark(folder: Path, kind: str) -> None:
-    """Write our marker of ``kind`` into ``folder`` (replacing ours; never through a link)."""
+    """Write our marker of ``kind`` into ``folder`` (replacing ours; never through a link). An
+    ``OSError`` (a full disk, say) names the marker and leaves no temporary file behind."""
     path = Path(folder) / MARKER
     if path.is_symlink():
         path.unlink()
     tmp = path.with_name(f"{MARKER}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"format": FORMAT, "kind": kind}) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps({"format": FORMAT, "kind": kind}) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror or str(exc), exc.filename or str(path)) from exc
 
 
 def claim_file(path: str | os.PathLike, fix: str, ours: Callable[[Path], bool],

@@ -67,7 +67,7 @@ def run(config: RunConfig, out_dir: str | Path, observer: Observer | None = None
     stages = Stages(clock.started)
     with stages.timing("load"):  # tasks resolved, and each task's first prompt rendered, by the plan
         plan = plan_run(config)
-    check_out(out, resume)  # ours to write (absent, empty or a run of ours), before anything is created
+    check_out(out, resume)  # ours to write (rospr.destination's rule), before anything is created
     with RunLock(out):
         rundir, resumed = open_run(out, config, plan.order, resume)
         try:

@@ -30,12 +30,16 @@ records file (``records/<slug>.jsonl``) inside the run directory (``rospr_harnes
 nothing outside the run directory is read, written or removed because a run's own file named it.
 The earlier run is moved aside as whole entries, never file by file from the paths it lists.
 
-**Only our own directories are written.** ``check_out`` runs before anything is created (the lock
-file included): ``--out`` must be absent, empty (a lock file aside), or hold a run of ours, which is
-a ``results.json`` (or, mid-swap, ``.rospr-old/results.json``) that is a regular file and validates
-against our schema (``rospr_harness.schema.read_results``). A folder that merely has a ``records/`` or
-a ``report.md``, a results.json of another schema, a file, or a symbolic link is refused in one
-line naming it and the fix (another ``--out``, or empty it): nothing of the user's is moved or removed.
+**Only our own directories are written,** by the one rule of ``rospr.destination`` (``check_out``
+calls its ``check_folder``). It runs before anything is created (the lock file included), and again
+once the run lock is held: ``--out`` must be absent, empty, or carry our marker (``.rospr-owned`` of
+kind ``run``, which ``open_run`` writes first). A run directory written before the marker is ours by
+the proof it has always had (``_older_run``): a lock file alone, or a ``results.json`` (or, mid-swap,
+``.rospr-old/results.json``) that is a regular file and validates against our schema
+(``rospr_harness.schema.read_results``). A folder that merely has a ``records/`` or a ``report.md``, a
+results.json of another schema, a file, or a symbolic link is refused in one line naming it and the
+fix (another ``--out``, or empty it): nothing of the user's is moved or removed. A second driver is
+refused while the first holds the run lock (``rospr_harness.lock``), naming the holder.
 
 **Resume** (``--resume``) needs a run in the directory (``results.json``; refused otherwise). It
 trusts a listed unit only when its records file is the unit's own and still has the listed sha256,
@@ -60,7 +64,7 @@ from rospr_harness.schema import (Execution, RecordsError, ResultsFile, Statisti
                                   write_results)
 from rospr.artifacts import FileRef, atomic_link_or_write
 from rospr.canonical import digest_bytes
-from rospr.errors import RosprError
+from rospr.destination import ForeignDestination, check_folder, mark
 from rospr.store import FolderSwap
 
 log = logging.getLogger(__name__)
@@ -72,9 +76,13 @@ EXECUTION_KEYS = ("ray", "cache")
 RUN_ENTRIES = ("results.json", "records", "report.md", "report.html")
 STAGING = ".rospr-new"
 TRASH = ".rospr-old"
+# the kind of our marker (``rospr.destination``) in a run directory, and the fix of a refused --out
+RUN_KIND = "run"
+FIX = ("choose another --out (a new or empty folder, a rospr run directory, or the real folder behind a link), "
+       "or empty that folder")
 
 
-class RunDirError(RosprError, ValueError):
+class RunDirError(ForeignDestination):
     """An ``--out`` that this run must not write into (the message names it and the fix)."""
 
 
@@ -134,37 +142,31 @@ def run_marker(out: Path) -> tuple[Path | None, str]:
     return None, "; ".join(reasons)
 
 
+def _older_run(out: Path) -> bool:
+    """The proof that ``out`` is ours for a run directory written before the marker: a run of ours
+    (``run_marker``), or only the run lock file (a run that stopped before its first write)."""
+    return run_marker(out)[0] is not None or os.listdir(out) == [LOCK_NAME]
+
+
 def check_out(out: Path, resume: bool) -> None:
     """Refuse (``RunDirError``, ``ResumeError``) an ``--out`` that is not ours to write, before anything
-    is created there: a symbolic link, a file, a non-empty folder without a run of ours (a lock file
-    alone is ours: a run that stopped before its first write); with ``resume``, one without a run."""
+    is created there, by the one rule of ``rospr.destination.check_folder``: absent, empty, marked a
+    ``run`` of ours, or (``_older_run``) a run of ours or a lock file alone; never a link or a file.
+    With ``resume``, a folder without a run of ours (``run_marker``) is refused too."""
     out = Path(out)
-    if out.is_symlink():
-        raise RunDirError(f"{out}: is a symbolic link (to {os.readlink(out)}); rospr writes only into a real "
-                          f"folder: give the folder itself as --out, or choose another --out")
-    if os.path.lexists(out) and not out.is_dir():
-        raise RunDirError(f"{out}: is a file, not a folder; choose another --out")
-    if not out.exists():
-        if resume:
-            raise ResumeError(f"{out}: holds no run to resume (no results.json); start one with "
-                              f"rospr run CONFIG --out {out}")
-        return
-    marker, why = run_marker(out)
-    if marker is not None:
-        return
-    entries = sorted(os.listdir(out))
-    foreign = [e for e in entries if e != LOCK_NAME]
-    shown = ", ".join(entries[:4]) + (f" and {len(entries) - 4} more" if len(entries) > 4 else "")
-    found = f"{why}; " if why else "no results.json of a rospr run; "
-    if resume and not foreign:
-        raise ResumeError(f"{out}: holds no run to resume (no results.json); start one with "
+    real = out.is_dir() and not out.is_symlink()
+    marker, why = run_marker(out) if real else (None, "")
+    # a folder refused says why its results.json (if any) is no proof either; a link or a file needs no more
+    found = (f"{why}; " if why else "no results.json of a rospr run there either; ") if real else ""
+    fix = (f"{found}give the folder of the interrupted run, or start one with rospr run CONFIG --out ANOTHER_FOLDER"
+           if resume else f"{found}{FIX}")
+    try:
+        check_folder(out, RUN_KIND, fix, ours=_older_run)
+    except ForeignDestination as exc:
+        raise (ResumeError if resume else RunDirError)(str(exc)) from None
+    if resume and marker is None:
+        raise ResumeError(f"{out}: holds no run to resume ({why or 'no results.json'}); start one with "
                           f"rospr run CONFIG --out {out}")
-    if resume:
-        raise ResumeError(f"{out}: holds no run to resume ({found}it holds {shown}); give the folder of the "
-                          "interrupted run, or start one with rospr run CONFIG --out ANOTHER_FOLDER")
-    if foreign:
-        raise RunDirError(f"{out}: not a rospr run directory ({found}it holds {shown}), so nothing there is "
-                          "replaced; choose another --out, or empty that folder")
 
 
 def holds_run(run_dir: str | Path) -> bool:
@@ -319,8 +321,11 @@ def open_run(out: Path, config: RunConfig, order: Callable[[UnitResult], tuple],
     """The run directory of a run into ``out``, with the run lock held: a half-done swap recovered,
     then the intact units of an interrupted run kept (``resume``; returns how many) or a fresh run
     started (staged over an earlier one). Refuses (``ResumeError``) to resume where no run is."""
+    check_out(out, resume)  # again, under the lock: what appeared between the first check and the lock
     rundir = RunDirectory(out, config, order)
     rundir.recover()
+    rundir.out.mkdir(parents=True, exist_ok=True)  # made by the run lock, unless a caller holds none
+    mark(rundir.out, RUN_KIND)  # ours from now (rospr.destination), before anything else is written
     if resume:
         return rundir, rundir.resume()
     rundir.start_fresh()

@@ -109,6 +109,19 @@ def test_class_2_a_second_writer_of_one_folder_waits_for_the_first(tmp_path):
     assert order == ["first", "second"]
 
 
+def test_class_2_a_marker_that_cannot_be_written_names_itself_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """A full disk at the marker (an OSError without a file name, as a failed write has): the error
+    names the marker, so the CLI's message names the destination, and no temporary file stays."""
+    def full(*_):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(OSError, match="No space left") as failed:
+        write_into(tmp_path / "out")
+    assert failed.value.filename == str(tmp_path / "out" / MARKER)
+    assert sorted(os.listdir(tmp_path / "out")) == [".rospr-owned.lock"]
+
+
 def test_class_2_a_file_destination_is_ours_only_when_we_wrote_it_and_never_an_input(tmp_path):
     ours = lambda p: json.loads(p.read_text()).get("kind") == "cmp"  # noqa: E731
     assert claim_file(tmp_path / "new.json", FIX, ours) == tmp_path / "new.json"

@@ -30,7 +30,8 @@ from rospr_harness.schema import read_results
 from rospr_harness.runner import run
 from helpers import two_task_config
 from rospr_harness.runner.plan import plan_run
-from rospr_harness.runner.rundir import ResumeError, check_resumable, open_run
+from rospr_harness.runner.rundir import ResumeError, RunDirError, check_out, check_resumable, open_run
+from rospr.destination import MARKER, ForeignDestination, mark, marker_kind
 
 TASKS = [{"name": "builtin/animals", "limit": 10, "prompts": ["mentions_animal", "is_there_animal"]},
          {"name": "builtin/fruit_choice", "limit": 8}]
@@ -281,6 +282,61 @@ def test_a_folder_with_only_a_lock_file_is_ours(finished, tmp_path):
     r = CliRunner().invoke(app, ["run", str(config), "--out", str(out), "--set", "tasks.1.limit=2"])
     assert r.exit_code == 0, r.output
     assert len(read_results(out / "results.json").units) == 5
+
+
+# -- run --out follows rospr.destination's rule -----------------------------------------------------
+
+
+def test_a_run_marks_its_folder_and_an_earlier_run_without_the_marker_is_still_replaced(used):
+    """A run writes our marker (kind ``run``); a run directory written before the marker is ours by its
+    validated results.json (the older proof), replaced as before, and marked."""
+    config, out, _ = used
+    assert marker_kind(out) == "run"
+    (out / MARKER).unlink()
+    r = CliRunner().invoke(app, ["run", str(config), "--out", str(out), "--set", "tasks.1.limit=5"])
+    assert r.exit_code == 0, r.output
+    assert marker_kind(out) == "run"
+    assert read_results(out / "results.json").config["tasks"][1]["limit"] == 5
+
+
+def test_a_folder_marked_as_a_run_of_ours_is_written_and_only_the_run_entries_are_replaced(finished, tmp_path):
+    """Marked ``run`` (a run killed before its results.json, say): ours, though it holds no run; what
+    else is there is not a run entry and stays."""
+    config, _, _ = finished
+    out = tmp_path / "run"
+    out.mkdir()
+    mark(out, "run")
+    (out / "notes.txt").write_text("mine\n")
+    r = CliRunner().invoke(app, ["run", str(config), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert len(read_results(out / "results.json").units) == 5 and (out / "notes.txt").read_text() == "mine\n"
+
+
+def test_a_folder_of_another_kind_of_ours_is_refused_and_untouched(finished, tmp_path):
+    config, _, _ = finished
+    out = tmp_path / "A_LIBRARY"
+    out.mkdir()
+    mark(out, "library")
+    (out / "manifest.json").write_text("{}\n")
+    before = snapshot(out)
+    r = CliRunner().invoke(app, ["run", str(config), "--out", str(out)])
+    one_line_error(r, "A_LIBRARY", "rospr's library, not a run", "choose another --out")
+    assert snapshot(out) == before and not os.path.lexists(out / ".lock")
+
+
+def test_a_refused_out_is_the_rules_error_and_says_why_its_results_json_is_no_proof(tmp_path):
+    out = tmp_path / "USERS_FOLDER"
+    out.mkdir()
+    (out / "results.json").write_text('{"accuracy": 0.5}\n')
+    with pytest.raises(RunDirError) as refused:
+        check_out(out, resume=False)
+    assert isinstance(refused.value, ForeignDestination) and not isinstance(refused.value, ResumeError)
+    text = str(refused.value)
+    assert text.startswith(f"{out}: not a folder rospr wrote") and f"{out / 'results.json'}: schema_version" in text
+    assert text.endswith("or empty that folder")
+    with pytest.raises(ResumeError, match="start one with rospr run CONFIG --out ANOTHER_FOLDER"):
+        check_out(out, resume=True)
+    assert sorted(os.listdir(out)) == ["results.json"]
 
 
 @pytest.mark.parametrize("edit", ["no_prompts", "no_methods"])

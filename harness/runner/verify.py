@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rospr_harness.config import RunConfig
-from rospr_harness.figures import Spread, spread, summarise, unit_figures
+from rospr_harness.figures import Spread, UnitFigures, spread, summarise, unit_figures
 from rospr_harness.runfiles import UnsafePath, verified_records
 from rospr_harness.schema import RecordsError, ResultsFile, UnitResult, read_results
 from rospr.errors import RosprError
@@ -39,7 +39,8 @@ def verify_run(run_dir: str | Path) -> list[str]:
     scores: dict[UnitId, dict[int, float]] = {}
     units: list[UnitResult] = []
     for i, unit in enumerate(res.units):
-        figures = _unit_problems(run_dir, unit, f"{path}: units[{i}]", problems)
+        figures, problem = _unit_check(run_dir, unit, f"{path}: units[{i}]")
+        problems += [problem] if problem else []
         if figures is not None:
             scores[_key(unit)] = figures.scores
             units.append(unit.model_copy(update=figures.fields()))
@@ -54,23 +55,22 @@ def _key(unit: UnitResult) -> UnitId:
     return (unit.task, unit.prompt, unit.method)
 
 
-def _unit_problems(run_dir: Path, unit: UnitResult, where: str, problems: list[str]):
-    """The unit's figures from its verified records (None when they cannot be read); a listed figure
-    that differs from them is a problem."""
+def _unit_check(run_dir: Path, unit: UnitResult, where: str) -> tuple[UnitFigures | None, str | None]:
+    """The unit's figures from its verified records (None when they cannot be read), and the problem found
+    (its records unreadable, or a listed figure that differs from theirs), if any."""
     try:
         _, records = verified_records(run_dir, unit, where)
         figures = unit_figures(records, run_dir / unit.records, _key(unit))
     except (UnsafePath, RecordsError) as exc:
-        problems.append(str(exc))
-        return None
+        return None, str(exc)
     listed = unit.model_dump(include=set(figures.fields()))
     if unit.stderr is None and unit.ci_low is None and unit.ci_high is None:  # written before schema 1.3
         listed = {k: listed[k] for k in ("n", "accuracy")}
     differ = {k: (listed[k], figures.fields()[k]) for k in listed if listed[k] != figures.fields()[k]}
-    if differ:
-        shown = ", ".join(f"{k} {a} (records: {b})" for k, (a, b) in differ.items())
-        problems.append(f"{where}: {shown} differ from its records' ({FIX})")
-    return figures
+    if not differ:
+        return figures, None
+    shown = ", ".join(f"{k} {a} (records: {b})" for k, (a, b) in differ.items())
+    return figures, f"{where}: {shown} differ from its records' ({FIX})"
 
 
 def _listing_problems(res: ResultsFile, path: Path) -> list[str]:

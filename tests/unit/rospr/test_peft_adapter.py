@@ -287,3 +287,19 @@ def test_class_4_counts_are_of_what_was_done_a_prompt_given_twice_is_refused(tin
     both = cli("bank", "export-peft", "--bank", tmp_path / "new", "--out", tmp_path / "all")
     assert both.exit_code == 0 and "wrote 2 peft adapter(s)" in both.output
     assert len(list((tmp_path / "all").glob(f"*/{WEIGHTS_FILE}"))) == 2
+
+
+def test_class_8_exported_adapters_follow_the_umask(bank, tmp_path):
+    """class 8: what users meet. An exported adapter's files get the mode the user's umask gives any new file
+    (they were 0600 whatever it was)."""
+    import os
+    import stat
+
+    from rospr.peft_adapter import export_prompt
+
+    old = os.umask(0o027)
+    try:
+        folder = export_prompt(bank, bank.ids()[0], tmp_path / "ad")
+    finally:
+        os.umask(old)
+    assert {stat.S_IMODE((folder / f).stat().st_mode) for f in (CONFIG_FILE, WEIGHTS_FILE)} == {0o640}

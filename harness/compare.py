@@ -12,6 +12,7 @@ of the ``1 - alpha`` interval is below zero; with ``test="mcnemar"``, McNemar's 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -159,6 +160,17 @@ class Comparison:
                 "alpha": self.alpha, "missing": self.missing, "empty": self.empty,
                 "rows": [r.as_dict() for r in self.rows],
                 "regressions": [f"{r.task}" + (f" / {r.prompt}" if r.prompt else "") for r in self.regressions]}
+
+
+def is_comparison_file(path: Path) -> bool:
+    """Whether ``path`` holds a comparison ``rospr compare --json`` wrote (``Comparison.as_dict``'s fields,
+    nothing else): the one file of that name ``--json`` may replace."""
+    try:
+        body = json.loads(Path(path).read_bytes()[: 1 << 26])
+    except (OSError, ValueError):
+        return False
+    fields = {"kind", "reference", "threshold", "alpha", "missing", "empty", "rows", "regressions"}
+    return isinstance(body, dict) and set(body) == fields
 
 
 def _verdict(delta: float, high: float, p: float | None, threshold: float, alpha: float, test: str) -> bool:

@@ -281,6 +281,17 @@ def read_manifest(path: Path, kind: str, version: int, fix: str | None = None,
     return check_sealed(manifest, path, kind, version, fix, error)
 
 
+def holds_manifest(path: Path, kind: str, version: int) -> bool:
+    """Whether ``path`` is a readable sealed manifest of ``kind`` and ``version`` (``read_manifest``'s
+    checks, answered as a yes or no: an ownership proof for an output written before rospr marked its
+    folders)."""
+    try:
+        read_manifest(path, kind, version)
+    except (ArtifactError, OSError):
+        return False
+    return True
+
+
 def check_sealed(manifest: Any, path: Path, kind: str, version: int, fix: str | None = None,
                  error: type[ValueError] = ArtifactError) -> dict:
     """``manifest`` (read from ``path``) once it is an object of format ``kind`` and ``version`` whose

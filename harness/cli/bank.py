@@ -148,13 +148,10 @@ def library_build(
 
 def _holds_library(folder: Path) -> bool:
     """Whether ``folder`` holds a sealed library of ours (one built before rospr marked its folders)."""
-    from rospr.artifacts import ArtifactError, read_manifest
+    from rospr.artifacts import holds_manifest
     from rospr.library import LIBRARY_FORMAT, LIBRARY_VERSION
 
-    try:
-        return bool(read_manifest(folder / "manifest.json", LIBRARY_FORMAT, LIBRARY_VERSION))
-    except (ArtifactError, OSError):
-        return False
+    return holds_manifest(folder / "manifest.json", LIBRARY_FORMAT, LIBRARY_VERSION)
 
 
 def _index_config(index: str):

@@ -81,14 +81,15 @@ def compare(
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the comparison as JSON"),
 ) -> None:
     """Accuracy deltas with bootstrap intervals; exit 1 on a significant regression over the threshold."""
-    from rospr_harness.compare import compare_runs, compare_to_baseline, load_baseline, load_run_scores
+    from rospr_harness.compare import (compare_runs, compare_to_baseline, is_comparison_file, load_baseline,
+                                       load_run_scores)
     from rospr_harness.schema import atomic_write_text
 
     if (baseline is None) == (against is None):
         raise SettingError("give exactly one of --baseline NAME or --against RUN_DIR")
     _check_compare_args(threshold, alpha, n_boot, seed)
     if json_out:  # before any work: never the run read, nor a file that is not a comparison of ours
-        claim_file(json_out, fix="give --json a new file name (outside the runs compared)", ours=_is_comparison,
+        claim_file(json_out, fix="give --json a new file name (outside the runs compared)", ours=is_comparison_file,
                    inputs=[Path(d) / "results.json" for d in (run_dir, against) if d is not None])
     new = load_run_scores(run_dir, method)
     if baseline is not None:
@@ -108,16 +109,6 @@ def compare(
                   + ", ".join(r.task + (f" / {r.prompt}" if r.prompt else "") for r in cmp.regressions))
         raise typer.Exit(1)
     out.print("no significant regression over the threshold")
-
-
-def _is_comparison(path: Path) -> bool:
-    """Whether ``path`` holds a comparison ``rospr compare --json`` wrote (its fields, nothing else)."""
-    try:
-        body = json.loads(path.read_bytes()[: 1 << 26])
-    except (OSError, ValueError):
-        return False
-    return isinstance(body, dict) and set(body) == {"kind", "reference", "threshold", "alpha", "missing", "empty",
-                                                    "rows", "regressions"}
 
 
 def _table(run_dir: Path, cmp, alpha: float):

@@ -55,15 +55,12 @@ def export(
 def _holds_export(folder: Path) -> bool:
     """Whether ``folder`` holds a model repository of ours (one built before rospr marked its folders):
     a sealed export manifest in ``onnx/``, and nothing but what ``rospr export`` writes beside it."""
-    from rospr.artifacts import ArtifactError, read_manifest
+    from rospr.artifacts import holds_manifest
     from rospr_export.manifest import MANIFEST_FORMAT, MANIFEST_VERSION
 
     if not {p.name for p in folder.iterdir()} <= {"onnx", "triton", "twin", "perf_analyzer"}:
         return False
-    try:
-        return bool(read_manifest(folder / "onnx" / "manifest.json", MANIFEST_FORMAT, MANIFEST_VERSION))
-    except (ArtifactError, OSError):
-        return False
+    return holds_manifest(folder / "onnx" / "manifest.json", MANIFEST_FORMAT, MANIFEST_VERSION)
 
 
 def export_env(

@@ -215,8 +215,8 @@ def compare_to_baseline(run: RunScores, baseline: Baseline, threshold: float = 0
         rows.append(Row(entry.name, None, entry.accuracy, point, d, float(lo), float(hi), None, n_total,
                         _verdict(d, hi, None, threshold, alpha, "bootstrap")))
     return _compared(Comparison("baseline", baseline.name, rows, threshold, alpha, missing, empty), run,
-                     f"the baseline {baseline.name!r} (datasets: {', '.join(e.name for e in baseline.entries)}; a "
-                     "dataset of several tasks, like ANLI's rounds, needs all of them)")
+                     f"the baseline {baseline.name!r} (a dataset of several tasks, like ANLI's rounds, needs all "
+                     "of them)")
 
 
 def compare_runs(new: RunScores, old: RunScores, threshold: float = 0.01, alpha: float = 0.05,

@@ -31,8 +31,8 @@ def marked(text: str, units: list[UnitResult]) -> str:
 
 def without_prompt_rows(res: ResultsFile) -> list[list[str]]:
     """The units of both reports scored without the soft prompt their method names: task, prompt, method,
-    accuracy, why (the retrieval log's note)."""
-    return [[u.task, u.prompt, u.method, pct(u.accuracy), u.retrieval.note or "no prompt chosen"]  # type: ignore
+    why (the retrieval log's note), accuracy."""
+    return [[u.task, u.prompt, u.method, u.retrieval.note or "no prompt chosen", pct(u.accuracy)]  # type: ignore
             for u in res.units if without_prompt(u)]
 
 
@@ -115,7 +115,7 @@ def render_report(res: ResultsFile) -> str:
     unprompted = without_prompt_rows(res)
     if unprompted:
         lines += ["", f"## Scored without a soft prompt ({len(unprompted)} units)", "", WITHOUT_PROMPT_NOTE, ""]
-        lines += _table(["task", "prompt", "method", "accuracy", "why"], unprompted, text_cols=3)
+        lines += _table(["task", "prompt", "method", "why", "accuracy"], unprompted, text_cols=4)
     lines += ["", "## Per task", ""]
     by_task: dict[str, dict[str, object]] = {}
     for s in res.tasks:

@@ -248,7 +248,7 @@ def render_html(res: ResultsFile) -> str:
     if unprompted:
         parts += [f"<h2 class='warn'>Scored without a soft prompt ({len(unprompted)} units)</h2>",
                   f"<p class='warn'>{html.escape(WITHOUT_PROMPT_NOTE)}</p>",
-                  _table(["task", "prompt", "method", "accuracy (%)", "why"], unprompted, num_from=3)]
+                  _table(["task", "prompt", "method", "why", "accuracy (%)"], unprompted, num_from=4)]
 
     # Per task, methods side by side with the baselines
     header = ["task", "prompts"] + [f"{m} mean" for m in methods] + [f"Δ {m} vs t0" for m in methods if m != "t0"] \

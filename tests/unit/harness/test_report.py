@@ -60,7 +60,7 @@ def test_class_4_report_md_marks_every_figure_a_unit_without_a_prompt_enters(res
     animals = [u for u in results.units if u.task == "builtin/animals" and u.method == "rospr"]
     assert f"## Scored without a soft prompt ({len(nli) + 1} units)" in md
     for u in nli + animals[:1]:
-        assert f"| {u.task} | {u.prompt} | rospr | {100 * u.accuracy:.1f} | {NOTE} |" in md
+        assert f"| {u.task} | {u.prompt} | rospr | {NOTE} | {100 * u.accuracy:.1f} |" in md
     (overall,) = [ln for ln in md.splitlines() if ln.startswith("| rospr |")]
     assert f"({len(nli) + 1} of {len(nli) + len(animals)} units: {NO_PROMPT})" in overall
     # the per-task table: task, prompts (a count, where the per-unit table has a prompt's name), means, medians

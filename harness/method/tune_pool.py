@@ -102,9 +102,9 @@ def train_on(actors: list, pids: list[int], todo: Sequence[TuneJob], save: Calla
              max_attempts: int) -> tuple[int, int]:
     """Tune ``todo`` on ``actors`` (their processes ``pids``), one prompt per free actor, each saved as soon as
     it is back. As for scoring: an actor that dies is restarted by Ray, which reruns the prompt in flight there
-    (seen as another pid: counted as a restart); a prompt whose actor is gone for good is resubmitted by us
-    (``rospr_harness.ray_faults``: a back-off, then the next free actor, the one that died last; one line once
-    it has failed ``max_attempts`` times). Returns (prompts resubmitted, prompts tuned again on a restarted actor)."""
+    (seen as another pid: counted as a restart, as scoring counts them); a prompt whose actor is gone for good
+    is resubmitted by us (``rospr_harness.ray_faults``: a back-off, then the next free actor, the one that died
+    last; one line once it has failed ``max_attempts`` times). Returns (prompts resubmitted, restarts seen)."""
     import ray
     from ray.exceptions import RayActorError
 
@@ -126,7 +126,7 @@ def train_on(actors: list, pids: list[int], todo: Sequence[TuneJob], save: Calla
             resubmitted += 1
             continue
         if where != pids[i]:
-            log.warning("tuning actor %d was restarted (pid %d, now %d): %s was tuned again there", i, pids[i],
+            log.warning("tuning actor %d was restarted by Ray (pid %d, now %d) before it returned %s", i, pids[i],
                         where, job.id)
             pids[i], restarts = where, restarts + 1
         free.append(i)
@@ -164,8 +164,8 @@ def ray_pool(name_or_path: str, settings: TuneSettings, num_cpus: int | None,
             log.info("tuning %d prompts on %d Ray actors", len(todo), n)
             resubmitted, restarts = train_on(actors, [p["pid"] for p in placed], todo, save, faults.max_batch_attempts)
             (log.warning if resubmitted or restarts else log.info)(
-                "tuned %d prompts on %d Ray actors; %d tuned again on a restarted actor, %d resubmitted after their "
-                "actor died for good", len(todo), n, restarts, resubmitted)
+                "tuned %d prompts on %d Ray actors; %d actor restarts, %d prompts resubmitted after their actor died "
+                "for good", len(todo), n, restarts, resubmitted)
 
     return train
 

@@ -26,6 +26,7 @@ import contextlib
 import logging
 import math
 import re
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
@@ -38,6 +39,7 @@ from rospr.data import Example
 from rospr.softprompt import IDENTITY_KEYS, PromptBank, SoftPrompt, prompt_id
 
 log = logging.getLogger(__name__)
+STEP_LOG_S = 30.0  # a prompt still tuning tells its step and loss this often (a short one says nothing)
 
 
 @dataclass(frozen=True)
@@ -470,8 +472,25 @@ class TuneWorker:
         """Train ``job``'s prompt with its own seed; returns (prompt id, result)."""
         seed = prompt_seed(self.settings, job.id)
         with torch_threads(self.settings.threads):
-            result = tune_prompt(self.model, self.tokenizer, job.examples, self.settings, seed)
+            result = tune_prompt(self.model, self.tokenizer, job.examples, self.settings, seed,
+                                 on_step=step_progress(job.id, self.settings.steps))
         return job.id, result
+
+
+def step_progress(pid: str, steps: int, every_s: float | None = None) -> Callable[[int, float], None]:
+    """An ``on_step`` of ``tune_prompt`` that logs (INFO) the prompt ``pid``'s step and loss once every
+    ``every_s`` seconds (default ``STEP_LOG_S``) of tuning: a long prompt shows it is moving, a short one
+    (the demo's) says nothing."""
+    every = STEP_LOG_S if every_s is None else every_s
+    last = [time.monotonic()]
+
+    def on_step(step: int, loss: float) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every:
+            last[0] = now
+            log.info("tuning %s: step %d/%d, loss %.3f", pid, step + 1, steps, loss)
+
+    return on_step
 
 
 # How the prompts a bank lacks get trained: called with those jobs and ``save(prompt id, result)``,

@@ -56,3 +56,26 @@ def test_class_8_rospr_tune_shows_its_progress(tiny_model_dir, tmp_path):
     assert f"({n} tuned now)" in out and "reused" not in out
     again = " ".join(cli(*args).output.split())
     assert "tuning " not in again and again.count("reused builtin/animals/") == n and "(0 tuned now)" in again
+
+
+def test_class_8_a_long_prompt_tells_its_steps_a_short_one_nothing(tiny_backbone, tiny_model_dir, caplog,
+                                                                   monkeypatch):
+    """class 8: within a prompt, tuning tells its step and loss every ``STEP_LOG_S`` seconds (here 0: every
+    step); a prompt shorter than that says nothing; the losses told are the result's."""
+    import rospr.tuning as tuning
+    from rospr.tuning import TuneSettings, TuneWorker
+    from unit.rospr.test_tuning import _jobs
+
+    model, tokenizer, _ = tiny_backbone
+    job = _jobs(8)[0]
+    settings = TuneSettings(prompt_length=2, steps=3, batch_size=4)
+    worker = TuneWorker(str(tiny_model_dir), settings, model, tokenizer)
+    with caplog.at_level(logging.INFO, logger="rospr.tuning"):
+        monkeypatch.setattr(tuning, "STEP_LOG_S", 1e9)  # a prompt shorter than the interval
+        _, quiet = worker.tune(job)
+        assert not [r for r in caplog.records if "step" in r.getMessage()]
+        monkeypatch.setattr(tuning, "STEP_LOG_S", 0.0)
+        _, result = worker.tune(job)
+    lines = [r.getMessage() for r in caplog.records if "step" in r.getMessage()]
+    assert lines == [f"tuning {job.id}: step {k + 1}/3, loss {loss:.3f}" for k, loss in enumerate(result.losses)]
+    np.testing.assert_array_equal(quiet.values, result.values)  # telling changes nothing

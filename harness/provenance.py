@@ -31,14 +31,20 @@ def git_state(repo: Path | None = None, ignore: tuple[str, ...] = ()) -> tuple[s
         return None, None
 
 
-def used_revision(name_or_path: str, revision: str | None, field: str) -> str | None:
-    """The hub revision ``name_or_path`` was loaded at, as the provenance records it: ``revision`` for a hub
-    name; None for a local folder, which has no revisions (loading ignores one), so a revision the config
-    (``field``) gives for it is never recorded as used; a warning says so."""
+def hub_revision(name_or_path: str, revision: str | None) -> str | None:
+    """``revision`` where it applies: a hub name's; None for a local folder, which has no revisions (loading
+    ignores one). What an identity or the provenance may record as used."""
     from rospr.checkpoint import is_path_like
 
-    if revision is None or not (is_path_like(name_or_path) or Path(name_or_path).is_dir()):
-        return revision
+    return None if is_path_like(name_or_path) or Path(name_or_path).is_dir() else revision
+
+
+def used_revision(name_or_path: str, revision: str | None, field: str) -> str | None:
+    """The hub revision ``name_or_path`` was loaded at, as the provenance records it (``hub_revision``): a
+    revision the config (``field``) gives for a local folder is never recorded as used; a warning says so."""
+    used = hub_revision(name_or_path, revision)
+    if used == revision:
+        return used
     log.warning("%s %s: %s is a local folder, which has no revisions: it was loaded as it is on disk, and the "
                 "provenance records no revision (remove %s, or give a hub name)", field, revision, name_or_path, field)
     return None

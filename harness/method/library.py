@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from rospr_harness.config import IndexConfig, RetrieverWeights, RosprConfig, RunConfig, checkpoint_revision, retriever_name
+from rospr_harness.provenance import hub_revision
 from rospr_harness.tasks import get_task
 from rospr_harness.tasks.base import DataSettings
 from rospr.artifacts import ArtifactError
@@ -120,9 +121,10 @@ def ensure_library(spec: LibrarySpec, embedder: Embedder, tokenizer) -> Library:
 
 
 def retriever_of(config: RunConfig) -> dict:
-    """The identity of the run's retriever (``rospr.identity.retriever_identity``): a weights file's is its digest."""
+    """The identity of the run's retriever (``rospr.identity.retriever_identity``): a weights file's is its digest;
+    a revision only where one applies (``provenance.hub_revision``: a local folder has none)."""
     name, r = retriever_name(config), config.rospr.retriever
-    return retriever_identity(name, checkpoint_revision(config, name),
+    return retriever_identity(name, hub_revision(name, checkpoint_revision(config, name)),
                               weights=_weights_file(r) if isinstance(r, RetrieverWeights) else None)
 
 

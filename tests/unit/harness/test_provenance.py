@@ -57,3 +57,15 @@ def test_class_4_a_run_of_a_local_folder_records_no_revision(run_config, fake_sc
     prov = json.loads((tmp_path / "run" / "results.json").read_text())["provenance"]
     assert prov["model_revision"] is None and prov["retriever_revision"] is None
     assert any("model.revision " + "b" * 40 in r.getMessage() and "local folder" in r.getMessage() for r in caplog.records)
+
+
+def test_class_4_the_retriever_identity_records_a_revision_only_where_it_applies(run_config):
+    """The library's record of its retriever (results.json ``provenance.retriever``) holds no revision for a
+    local folder, whatever model.revision says; a hub name's revision is recorded (as it is loaded at it)."""
+    from rospr_harness.method.library import retriever_of
+    from rospr_harness.provenance import hub_revision
+
+    sha = "c" * 40
+    assert "revision" not in retriever_of(run_config(model={"revision": sha}))
+    assert retriever_of(run_config()) == retriever_of(run_config(model={"revision": sha}))
+    assert hub_revision("bigscience/T0_3B", sha) == sha and hub_revision("./local", sha) is None

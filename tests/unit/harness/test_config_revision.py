@@ -46,7 +46,7 @@ def test_model_revision_reaches_every_load_and_the_provenance(run_config, tmp_pa
     assert provenance["model_revision"] is None and provenance["retriever_revision"] is None
 
 
-def test_export_cache_key_follows_the_hub_commit_of_the_revision(monkeypatch):
+def test_export_cache_key_follows_the_hub_commit_of_the_revision(monkeypatch, offline_hub):
     from rospr_export.identity import cache_key
 
     commits = {"v1": "1" * 40, "v2": "2" * 40, None: "9" * 40}

@@ -297,15 +297,17 @@ def check_sealed(manifest: Any, path: Path, kind: str, version: int, fix: str | 
     """``manifest`` (read from ``path``) once it is an object of format ``kind`` and ``version`` whose
     ``manifest_hash`` matches its content: the one seal check (``read_manifest`` reads and checks;
     a caller that parsed the manifest itself checks it here). Refuses (``error``, naming ``path``,
-    the field and ``fix``)."""
+    the field and ``fix``). A manifest without a seal and without another format (``format`` and
+    ``version`` came with the seal) is named as one written before sealing, whatever its version."""
+    unsealed = isinstance(manifest, dict) and "manifest_hash" not in manifest and manifest.get("format") in (None, kind)
+    if unsealed:
+        raise error(f"{path}: field 'manifest_hash' (the seal over every field) is missing: written before rospr "
+                    f"sealed its manifests; {fix or f'rebuild the {kind}'}")
     if not isinstance(manifest, dict) or manifest.get("format") != kind:
         raise error(f"{path}: field 'format' is not {kind!r}; this is not a {kind} manifest")
     if manifest.get("version") != version:
         raise error(f"{path}: field 'version' is {manifest.get('version')!r}, this rospr reads "
                     f"{version}; {fix or f'rebuild the {kind}'}")
-    if "manifest_hash" not in manifest:
-        raise error(f"{path}: field 'manifest_hash' (the seal over every field) is missing: written before rospr "
-                    f"sealed its manifests; {fix or f'rebuild the {kind}'}")
     try:
         sealed = seal(manifest)["manifest_hash"] == manifest["manifest_hash"]
     except (TypeError, ValueError):  # not canonical JSON (a NaN): not what seal wrote

@@ -218,7 +218,8 @@ def _optimized_session(path: Path, graph_sha256: str, pool, graph_optimization: 
     """The session of ``path``'s optimised graph saved earlier in ``optimized_store`` (opened with
     optimisation off), when its entry's sealed manifest records these ``optimized_fields`` and the
     file's bytes, hashed in full, are the recorded ones; None otherwise (the entry is discarded and
-    ``_save_optimized`` makes it again). The store checks the seal; the file is hashed here, on
+    ``_save_optimized`` makes it again; a record of other fields, so of another graph, is refused
+    before its file is opened). The store checks the seal; the file is hashed here, on
     ``pool``, while onnxruntime reads it through ``/proc/self/fd/N`` of a descriptor opened here, so
     what is hashed is the very file (inode) opened; a file written to during the open (its size,
     mtime or ctime moved) is refused. Without ``/proc`` the file is read into memory, hashed, and the
@@ -234,6 +235,11 @@ def _optimized_session(path: Path, graph_sha256: str, pool, graph_optimization: 
     if record is None:
         return None
     opt = store.path(name) / OPTIMIZED_FILE
+    if {k: record.get(k) for k in fields} != fields:  # another graph's (or options') copy: never opened
+        log.warning("%s: its record %s is not of this graph and these options; optimising the graph again",
+                    opt, opt.with_name(store.manifest_name))
+        store.discard(name)
+        return None
     try:
         fd = os.open(opt, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError as exc:
@@ -243,8 +249,7 @@ def _optimized_session(path: Path, graph_sha256: str, pool, graph_optimization: 
 
     def intact(got: str, before: os.stat_result, after: os.stat_result) -> bool:
         same = [(st.st_size, st.st_mtime_ns, st.st_ctime_ns) for st in (before, after)]
-        recorded = {k: record.get(k) for k in fields} == fields
-        if recorded and got == (record.get("files") or {}).get(OPTIMIZED_FILE) and same[0] == same[1]:
+        if got == (record.get("files") or {}).get(OPTIMIZED_FILE) and same[0] == same[1]:
             return True
         log.warning("%s: differs from its record %s (changed after it was saved); optimising the graph again",
                     opt, opt.with_name(store.manifest_name))

@@ -338,12 +338,15 @@ def test_an_optimised_graph_written_during_its_open_is_refused(own_export, monke
     """onnxruntime reads the copy through a descriptor on the file being hashed; a write to that file
     while the session opens (its bytes put back, so the hash passes) still refuses the session opened
     from it: its mtime and ctime moved."""
+    import os
+
     from rospr_harness.backends import onnxruntime_backend as ob
 
     folder, manifest = own_export
     ob.open_graph(folder, manifest, "t0_scorer")
     [saved] = optimised(folder)
-    inode = saved.stat().st_ino
+    held = os.open(saved, os.O_RDONLY)  # the file's inode stays in use: its number is not given again
+    inode = os.fstat(held).st_ino
     real, seen = ob.make_session, []
 
     def make_session(model, **kw):
@@ -356,29 +359,46 @@ def test_an_optimised_graph_written_during_its_open_is_refused(own_export, monke
         return real(model, **kw)
 
     monkeypatch.setattr(ob, "make_session", make_session)
-    with caplog.at_level("WARNING"):
-        ob.open_graph(folder, manifest, "t0_scorer")
+    try:
+        with caplog.at_level("WARNING"):
+            ob.open_graph(folder, manifest, "t0_scorer")
+    finally:
+        os.close(held)
     assert seen and "changed after it was saved" in caplog.text
     assert saved.stat().st_ino != inode  # made again, and renamed over the one written to
 
 
-def test_an_optimised_graph_of_another_graph_is_never_opened(own_export, reference):
+def test_an_optimised_graph_of_another_graph_is_never_opened(own_export, reference, monkeypatch):
     """An entry whose sealed record names another graph's sha256 under this graph's name (resealed by
     hand) is never opened: it is discarded and made again."""
+    import os
+
     from rospr.artifacts import write_manifest
-    from rospr_harness.backends.onnxruntime_backend import open_graph, optimized_store
+    from rospr_harness.backends import onnxruntime_backend as ob
 
     folder, manifest = own_export
-    open_graph(folder, manifest, "t0_scorer")
+    ob.open_graph(folder, manifest, "t0_scorer")
     [saved] = optimised(folder)
-    store = optimized_store(folder)
+    store = ob.optimized_store(folder)
     record = store.read_manifest(saved.parent)
     record.pop("manifest_hash")
     write_manifest(saved.parent / "manifest.json", {**record, "graph_sha256": "0" * 64})
     store.verify_sealed(saved.parent)  # sealed and whole: only the record's graph is another's
-    stat = saved.stat()
-    open_graph(folder, manifest, "t0_scorer")  # not this graph's: optimised again and published in its place
-    assert saved.stat().st_ino != stat.st_ino
+    real, opened = ob.make_session, []
+
+    def make_session(model, **kw):
+        opened.append(model)
+        return real(model, **kw)
+
+    monkeypatch.setattr(ob, "make_session", make_session)
+    held = os.open(saved, os.O_RDONLY)  # the planted file's inode stays in use: its number is not given again
+    try:
+        planted = os.fstat(held).st_ino
+        ob.open_graph(folder, manifest, "t0_scorer")  # not this graph's: optimised again and published in its place
+    finally:
+        os.close(held)
+    assert not any(str(m).startswith("/proc/self/fd/") for m in opened)  # the planted copy was never opened
+    assert saved.stat().st_ino != planted
     assert store.read_manifest(saved.parent)["graph_sha256"] == manifest["files"]["t0_scorer.onnx"]
 
 

@@ -46,8 +46,15 @@ def test_model_revision_reaches_every_load_and_the_provenance(run_config, tmp_pa
     assert provenance["model_revision"] is None and provenance["retriever_revision"] is None
 
 
-def test_export_cache_key_follows_the_hub_commit_of_the_revision(monkeypatch, offline_hub):
+def test_export_cache_key_follows_the_hub_commit_of_the_revision(monkeypatch):
+    import huggingface_hub
+
     from rospr_export.identity import cache_key
+
+    def no_file(*args, **kwargs):  # no hub here: config.json comes from transformers' resolution below
+        raise OSError("offline")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_file)
 
     commits = {"v1": "1" * 40, "v2": "2" * 40, None: "9" * 40}
     asked = []

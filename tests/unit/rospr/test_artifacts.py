@@ -48,7 +48,7 @@ def test_json_lines_names_the_line():
 
 
 def test_results_json_with_a_key_twice_is_refused(tmp_path):
-    from rospr_harness.results import read_results
+    from rospr_harness.schema import read_results
 
     path = tmp_path / "results.json"
     path.write_text('{"schema_version": "1.2", "schema_version": "1.0", "units": []}')

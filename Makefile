@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 ROSPR := $(VENV)/bin/rospr
 TINY := build/tiny-t0
 
-.PHONY: setup demo test tiny docs clean
+.PHONY: setup demo test test-fast tiny docs clean
 
 setup: $(VENV)/.installed
 
@@ -36,6 +36,10 @@ demo: $(TINY)/config.json
 # $ROSPR_SHARED_DATA, or ../shared/data beside the clone; where none has a data set, they skip.
 test: setup
 	$(PY) -m pytest -q
+
+# The fast tier: unit tests only (no tests/e2e, nothing marked slow), on two workers (pytest-xdist).
+test-fast: setup
+	$(PY) -m pytest -q -n 2 -m "not slow" --ignore=tests/e2e
 
 # the generated parts of README.md and docs/ (the results schema, measured figures)
 docs: setup

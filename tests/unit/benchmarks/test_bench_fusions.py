@@ -8,6 +8,7 @@ import pytest
 from rospr_bench.bench_fusions import fused_graph, session
 
 
+@pytest.mark.slow  # an export and onnxruntime's transformer optimizer: 3-4 s (the fast tier stays under 90 s; make test runs it)
 def test_the_fused_graph_opens_on_the_cpu_and_matches_pytorch(tiny_model_dir, tmp_path):
     pytest.importorskip("onnxruntime.transformers")
     from transformers import AutoModelForSeq2SeqLM

@@ -147,6 +147,7 @@ def test_checkpointing_keeps_far_fewer_activations(tiny_backbone, monkeypatch):
     assert checkpointed < 0.3 * whole, (whole, checkpointed)
 
 
+@pytest.mark.slow  # two tuning loops: 4-7 s (the fast tier stays under 90 s; make test runs it)
 def test_bfloat16_tuning_on_the_cpu_learns_close_to_float32(tiny_backbone, tiny_model_dir, animals):
     import torch
 

@@ -335,6 +335,7 @@ def test_hand_made_rows_render_as_promptsource(ps, templates_root):
     report(tally, f"hand-made rows ({len(HAND_ROWS)} datasets)")
 
 
+@pytest.mark.slow  # every template over every synthesised row, through both renderers: 4-5 s (the fast tier stays under 90 s; make test runs it)
 def test_synthesised_rows_render_as_promptsource(ps, templates_root):
     try:
         from rospr_harness.tasks.catalog import dataset_spec

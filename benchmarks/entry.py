@@ -12,7 +12,7 @@ from typing import Callable
 
 from rospr.errors import RosprError, StateError
 from rospr_bench import (bench_backends, bench_batching, bench_fullrun, bench_fusions, bench_gpu, bench_grouping,
-                         bench_latency, bench_lmeval, bench_peers, bench_retrieval, bench_scale, bench_scaling, bench_startup, bench_throughput,
+                         bench_latency, bench_lmeval, bench_peers, bench_profile, bench_retrieval, bench_scale, bench_scaling, bench_startup, bench_throughput,
                          bench_tune)
 
 BENCHMARKS: dict[str, Callable[[list[str]], object]] = {
@@ -20,14 +20,14 @@ BENCHMARKS: dict[str, Callable[[list[str]], object]] = {
     "peers": bench_peers.main, "backends": bench_backends.main, "scaling": bench_scaling.main, "gpu": bench_gpu.main,
     "scale": bench_scale.main, "fullrun": bench_fullrun.main, "startup": bench_startup.main,
     "tune": bench_tune.main, "batching": bench_batching.main, "lmeval": bench_lmeval.main,
-    "grouping": bench_grouping.main, "fusions": bench_fusions.main,
+    "grouping": bench_grouping.main, "fusions": bench_fusions.main, "profile": bench_profile.main,
 }
 # How each benchmark names its model choice (``rospr bench NAME --model M`` passes it on); retrieval
 # has none (its ``--sizes`` are library sizes).
 MODEL_FLAGS = {"throughput": "--sizes", "latency": "--size", "peers": "--size", "backends": "--size",
                "scaling": "--size", "gpu": "--size", "scale": "--size", "fullrun": "--model", "startup": "--model",
                "tune": "--model", "batching": "--size", "lmeval": "--size", "grouping": "--model",
-               "fusions": "--size"}
+               "fusions": "--size", "profile": "--size"}
 NOISY = ("transformers", "optimum", "torch", "datasets", "lm_eval", "faiss")
 
 

@@ -17,7 +17,7 @@ ENTRY = "rospr-bench"
 def bench(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="throughput | latency | retrieval | peers | backends | scaling | gpu | "
-                                         "scale | fullrun | startup | tune | batching | lmeval | grouping | fusions"),
+                                         "scale | fullrun | startup | tune | batching | lmeval | grouping | fusions | profile"),
     model: Optional[str] = typer.Option(None, "--model", help="the model the benchmark uses: tiny, small (large: scale)"),
     out: Optional[Path] = typer.Option(None, "--out", help="results folder (default benchmarks/results)"),
 ) -> None:

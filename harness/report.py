@@ -244,6 +244,10 @@ def _rospr_line(res: ResultsFile, methods: list[str]) -> list[str]:
         return []
     r = res.provenance.retriever or {}
     who = f"retriever `{r.get('name', '?')}` (weights {r.get('weights', '?')})" if r else "retriever not recorded"
+    made = [f"{what} on {', '.join(d) if isinstance(d, list) else d}" for what, d in
+            (("bank tuned", r.get("bank_devices")), ("library keys embedded", r.get("library_device"))) if d]
+    if made:
+        who += f", {' and '.join(made)}"
     return [f"- RoSPr: {who}; preset `{rc.get('preset', 'ours')}`: library {rc.get('library_sample', 'first')} "
             f"{rc.get('library_n')} rows per prompt, {'cosine' if rc.get('normalize', True) else 'dot-product'} "
             f"similarity, votes {rc.get('votes', 'all')}, {rc.get('pooling', 'masked')} pooling (docs/method.md)"]

@@ -188,7 +188,8 @@ class Provenance(Model):
     model_revision: str | None = None
     retriever_revision: str | None = None
     # RoSPr runs: the retriever's identity as the library records it (name, config_hash, dim, the digest of
-    # its weights; base for a weights file) (schema 1.4)
+    # its weights; base for a weights file) (schema 1.4), with, where recorded, the device classes its
+    # library's keys were embedded on (library_device) and its bank's prompts tuned on (bank_devices)
     retriever: dict[str, Any] | None = None
 
 

@@ -81,6 +81,26 @@ def weights_digest(name_or_path: str | Path, model=None, full: bool = False, rev
     return f"hub-{commit[:16]}"
 
 
+def base_tokenizer_digest(name_or_path: str | Path, revision: str | None = None) -> str:
+    """16 hex digits naming what decides a checkpoint's token ids, its weights aside (the base of a
+    retriever weights file, whose own sha256 names the weights): of a local directory, the names and
+    sha256 of its tokenizer files (``TOKENIZER_FILES``) with the tokenization rule's version, as
+    ``weights_digest`` folds them; of a hub checkpoint, ``weights_digest``'s ``hub-`` and commit, which
+    pins every file. Refuses what ``weights_digest`` refuses of a hub name."""
+    from rospr.artifacts import FileDigests, default_memo
+
+    p = Path(name_or_path)
+    if not p.is_dir():
+        return weights_digest(name_or_path, revision=revision)
+    from rospr.tokenizer import TOKENIZATION
+
+    files = sorted(p / name for name in TOKENIZER_FILES if (p / name).is_file())
+    digests = FileDigests(default_memo())
+    digest = digest_chunks([TOKENIZATION, *(part for f in files for part in (f.name, digests.sha256(f)))])
+    digests.save()
+    return digest[:16]
+
+
 def _hub_config(name: str, revision: str | None):
     """The transformers config of a hub checkpoint (resolved online or from the hub cache)."""
     from transformers import AutoConfig  # heavy: only for a checkpoint that is not a local folder
@@ -182,7 +202,8 @@ def retriever_identity(name_or_path: str | Path, revision: str | None = None,
     (``config_digest``), output dimension and ``weights`` (``weights_digest``); ``revision`` pins a hub
     checkpoint. With ``weights``, a weights file for ``name_or_path``'s architecture (the authors'
     T0-small): named by the file, ``base`` the checkpoint, ``weights`` the first 16 hex digits of the
-    file's sha256. A local folder is read as files (``config.json`` as JSON, the weights' remembered
+    file's sha256, ``tokenizer`` the base's tokenizer (``base_tokenizer_digest``: it tokenizes every key
+    text, and the file does not name it). A local folder is read as files (``config.json`` as JSON, the weights' remembered
     digests): neither torch nor transformers is imported. Refuses (``ValueError``) a config with
     neither ``d_model`` nor ``hidden_size`` and a checkpoint whose weights cannot be identified."""
     name = str(name_or_path)
@@ -195,5 +216,5 @@ def retriever_identity(name_or_path: str | Path, revision: str | None = None,
         identity["weights"] = weights_digest(name, revision=revision)
     else:
         identity = {**identity, "name": Path(weights).name, "base": display_name(name),
-                    "weights": file_sha256(weights)[:16]}
+                    "weights": file_sha256(weights)[:16], "tokenizer": base_tokenizer_digest(name, revision)}
     return identity if revision is None else {**identity, "revision": revision}

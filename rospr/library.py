@@ -119,6 +119,15 @@ def key_texts(texts: Sequence[str], n: int, sample: str = "first", seed: int = 0
 
 
 RETRIEVER_KEYS = ("config_hash", "dim", "weights")
+# of a weights file's identity only (its base's tokenizer, ``retriever_identity``): in the key and checked
+# where the identity gives it, so the keys of libraries built without a weights file are unchanged
+RETRIEVER_OPTIONAL_KEYS = ("tokenizer",)
+
+
+def _retriever_key(retriever: Mapping[str, Any]) -> dict:
+    """The retriever's part of the build key: ``RETRIEVER_KEYS``, and the ``RETRIEVER_OPTIONAL_KEYS`` it has."""
+    return {**{k: retriever.get(k) for k in RETRIEVER_KEYS},
+            **{k: retriever[k] for k in RETRIEVER_OPTIONAL_KEYS if retriever.get(k) is not None}}
 
 
 def _pooling(pooling: str) -> dict:
@@ -135,7 +144,7 @@ def build_key(entries: Sequence[LibraryEntry], bank_hash: str, retriever: Mappin
     bank, the retriever, the settings)."""
     return digest_json({
         "entries": [[e.prompt_id, e.source, e.texts_key or digest_json(list(e.texts))] for e in entries],
-        "bank": bank_hash, "retriever": {k: retriever.get(k) for k in RETRIEVER_KEYS},
+        "bank": bank_hash, "retriever": _retriever_key(retriever),
         "index": asdict(index), "normalize": normalize, "max_tokens": max_tokens, **_pooling(pooling),
     })
 
@@ -177,6 +186,21 @@ def _to_search_device(index, settings: IndexSettings):
     gpu_index = faiss.index_cpu_to_gpu(res, 0, index)
     gpu_index._rospr_resources = res  # keep the resources alive with the index
     return gpu_index
+
+
+def device_class(embedder: Embedder) -> str | None:
+    """The device class an embedder computes on ("cpu", "cuda"), as the library's manifest records it:
+    a ``device`` attribute's type (torch), else an onnxruntime session's first provider; None when it
+    cannot be told (a served retriever)."""
+    device = getattr(embedder, "device", None)
+    if device is not None:
+        return str(getattr(device, "type", device)).split(":")[0]
+    session = getattr(embedder, "session", None)  # onnxruntime's: opened by the embedding before
+    providers = session.get_providers() if session is not None and hasattr(session, "get_providers") else []
+    if providers:
+        name = providers[0].removesuffix("ExecutionProvider").lower()
+        return "cuda" if name in ("cuda", "tensorrt") else name
+    return None
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -294,6 +318,9 @@ def build_library(
         "n_per_prompt": [len(e.texts) for e in entries], "n_keys": int(len(values)), "dim": int(keys.shape[1]),
         "retriever": dict(retriever), "bank_hash": bank_hash, "index": asdict(index), "normalize": normalize,
         "max_tokens": max_tokens, "pooling": pooling,
+        # where the keys were embedded (their low bits differ across devices): recorded, never keyed, as a
+        # bank's device (a library built on a GPU is meant to be searched on CPUs; docs/method.md)
+        "device": device_class(embedder),
         "build_key": build_key(entries, bank_hash, retriever, index, normalize, max_tokens, pooling),
     })
     log.info("library %s: %d keys of %d prompts, %s index", root, len(values), len(entries), index.type)
@@ -337,8 +364,11 @@ def _is_library(folder: Path) -> bool:
 
 def check_retriever(recorded: Mapping[str, Any], expected: Mapping[str, Any], where: str | Path) -> None:
     """Refuse (``ArtifactError``, naming both values) a library built with another retriever than
-    ``expected`` (``retriever_identity``): config, output size, weights (which ``expected`` must give)."""
-    for key in RETRIEVER_KEYS:
+    ``expected`` (``retriever_identity``): config, output size, weights (which ``expected`` must give), and
+    a weights file's base tokenizer where both record one (a library that records none is rebuilt: its
+    build key differs)."""
+    optional = [k for k in RETRIEVER_OPTIONAL_KEYS if recorded.get(k) is not None and expected.get(k) is not None]
+    for key in (*RETRIEVER_KEYS, *optional):
         if recorded.get(key) != expected.get(key) or (key == "weights" and not expected.get(key)):
             raise ArtifactError(f"{where}: built with retriever {recorded.get('name')!r} ({key}={recorded.get(key)!r}), "
                                 f"not {expected.get('name')!r} ({key}={expected.get(key)!r}); point rospr.retriever at "

@@ -220,15 +220,17 @@ def weights_checkpoint(base: str, weights: str | Path, revision: str | None = No
     """A checkpoint folder of the encoder of ``base``'s architecture holding the weights file
     ``weights`` (``read_state_dict``, ``encoder_state``), with base's tokenizer files: what every backend
     loads and exports like any encoder checkpoint. Written once into the ``retrievers`` cache
-    (``rospr.cachedirs``), keyed by base's config and the file's sha256, and reused. ``revision`` pins
+    (``rospr.cachedirs``), keyed by base's config and tokenizer (``base_tokenizer_digest``: the folder
+    holds its files) and the file's sha256, and reused. ``revision`` pins
     a hub base. Refuses (``SettingError``) a file that is not that encoder's weights."""
     from rospr.cachedirs import cache_path
     from rospr.canonical import digest_json
-    from rospr.identity import config_digest, file_sha256
+    from rospr.identity import base_tokenizer_digest, config_digest, file_sha256
     from rospr.store import ContentStore
 
     sha = file_sha256(weights)
-    key = digest_json({"base_config": config_digest(base, revision), "weights_sha256": sha})[:32]
+    key = digest_json({"base_config": config_digest(base, revision), "base_tokenizer": base_tokenizer_digest(base, revision),
+                       "weights_sha256": sha})[:32]
     store = ContentStore(cache_path("retrievers", cache_dir), WEIGHTS_FORMAT, 1, fix="it is written again")
     if store.open(key) is not None:
         return store.path(key)

@@ -11,8 +11,9 @@ A prompt's fields (``PromptBank.entries``) are its ``id`` (``"<source>/<template
 address of everything that went into training it: a prompt is reused when its key is the one asked
 for), ``steps``, ``final_loss``, ``seed`` and ``origin`` (the split and rows it was trained on, and
 ``source_key``: the digest of what those rows were rendered from, so a run can tell the prompt is
-current without rendering them: ``rospr_harness.method.bank``); ``file`` and ``sha256`` say where its
-tensor is.
+current without rendering them: ``rospr_harness.method.bank``), ``device`` and ``tune_dtype`` (the device
+class and dtype it was tuned on: recorded, not in ``train_key``, docs/tuning.md); ``file`` and ``sha256``
+say where its tensor is.
 
 Each prompt is staged, sealed and published by the store on its own (a rename), so a tuning of N
 prompts writes each once, an interrupted tuning leaves every prompt it finished (the next one reuses

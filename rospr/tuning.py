@@ -104,7 +104,8 @@ class TuneSettings:
         Left out: ``threads``, ``micro_batch_size`` and ``gradient_checkpointing`` (speed and memory
         only: accumulation and recomputation give the same prompt, tests/unit/rospr/test_tuning.py), and
         ``device`` (float32 on a GPU differs from the CPU by reduction order only, ~1e-6: a bank moved
-        between machines is reused, not retrained). ``dtype`` changes the numbers and is kept, except
+        between machines is reused, not retrained: by design, a bank is tuned on a GPU and scored on CPUs;
+        the device class each prompt was tuned on is recorded in its entry, ``device``). ``dtype`` changes the numbers and is kept, except
         at float32, so that banks tuned before it existed keep their keys; ``group_by_length`` (which
         rows share a step) likewise, except when off.
         """
@@ -217,6 +218,7 @@ class TuneResult:
     values: np.ndarray  # float32 [P, D]
     losses: list[float]  # per step
     seed: int
+    device: str | None = None  # the device class it was tuned on ("cpu", "cuda"): recorded, not keyed
 
 
 def target_text(ex: Example) -> str:
@@ -438,7 +440,7 @@ def tune_prompt(model, tokenizer, examples: Sequence[Example], settings: TuneSet
         losses.append(value)
         if on_step is not None:
             on_step(step, value)
-    return TuneResult(prompt.detach().float().cpu().numpy().astype(np.float32), losses, seed)
+    return TuneResult(prompt.detach().float().cpu().numpy().astype(np.float32), losses, seed, device.type)
 
 
 def _final_loss(losses: list[float]) -> float:
@@ -545,8 +547,11 @@ def tune_bank(
         job = by_id[pid]
         prompt = SoftPrompt(pid, job.source, job.template, job.answer_choices, result.values, settings.steps,
                             _final_loss(result.losses), result.seed, keys[pid])
+        # the device class and dtype it was tuned on: recorded, never in train_key (a bank tuned on a GPU is
+        # meant to be scored on CPUs; docs/tuning.md)
         saved = bank.add(prompt, {"first_loss": result.losses[0], "n_examples": len(job.examples),
-                                  "origin": dict(job.origin or {})})
+                                  "origin": dict(job.origin or {}), "device": result.device,
+                                  "tune_dtype": settings.dtype})
         log.debug("tuned %s: loss %.3f -> %.3f", pid, result.losses[0], saved.final_loss)
         if on_done:
             on_done(saved, False)

@@ -32,6 +32,19 @@ class RosprContext:
     embedder: Embedder
     retriever_tokenizer: Any
 
+    def provenance(self) -> dict:
+        """The retriever's identity as the library records it, with the device classes the artifacts were
+        made on where recorded (never in their keys, by design: docs/tuning.md): ``library_device`` (the
+        keys embedded), ``bank_devices`` (the library's prompts tuned)."""
+        out = dict(self.library.manifest.get("retriever") or {})
+        if self.library.manifest.get("device"):
+            out["library_device"] = self.library.manifest["device"]
+        ids = set(self.library.manifest.get("prompt_ids") or ())
+        devices = sorted({e["device"] for e in self.bank.entries if e["id"] in ids and e.get("device")})
+        if devices:
+            out["bank_devices"] = devices
+        return out
+
 
 def prepare(config: RunConfig, backend: Backend, data_settings: DataSettings) -> RosprContext:
     """The bank (missing prompts tuned), the library (reused or built) and the retriever loaded on

@@ -99,7 +99,7 @@ def compute(config: RunConfig, plan: RunPlan, rundir: RunDirectory, resumed: int
         # tune / build what is missing, before scoring
         with stages.timing("prepare"):
             ctx = prepare(config, backend, data_settings(config.data)) if remaining and plan.retrieves else None
-        stamp.retriever = ctx.library.manifest.get("retriever") if ctx else None
+        stamp.retriever = ctx.provenance() if ctx else None
         executor = OnDemand(config, backend, ctx, stack, stages, remaining) if remaining else None
         name = executor.name if executor else ("ray" if config.ray.enabled is True else "in_process")
         execution = Execution(executor=name, resumed=resumed)

@@ -202,13 +202,10 @@ BANK_INPUTS = {  # (checkpoint, rospr.tune overrides)
     "tune.gradient_checkpointing": ("base", {"gradient_checkpointing": True}),
     "checkpoint folder (same files)": ("moved", {}),
 }
-BANK_EQUAL = {"tune.threads", "tune.micro_batch_size", "tune.gradient_checkpointing", "checkpoint folder (same files)"}
-BANK_GAPS = {
-    "tune.device cpu->cuda": "gap: TuneSettings.training_fields leaves the device out by design (float32 on a GPU "
-                             "differs from the CPU by reduction order, ~1e-6 per step), so a prompt tuned on CUDA "
-                             "is reused on the CPU although its bytes differ; needs the resolved device class in "
-                             "train_key (the settings' device is null: the model's)",
-}
+# the device class changes a prompt's low bits (float32 reduction order) and is left out of train_key by
+# design (tuned on a GPU, scored on CPUs): its entry records it instead (test_the_device_is_recorded_not_keyed)
+BANK_EQUAL = {"tune.threads", "tune.micro_batch_size", "tune.gradient_checkpointing", "checkpoint folder (same files)",
+              "tune.device cpu->cuda"}
 
 
 @pytest.fixture(scope="module")
@@ -230,7 +227,7 @@ def bank_key_of(identities, run_config):
 
 
 @pytest.mark.parametrize("artifact,what,changes", [
-    _case("bank", what, what not in BANK_EQUAL, BANK_GAPS.get(what)) for what in BANK_INPUTS])
+    _case("bank", what, what not in BANK_EQUAL) for what in BANK_INPUTS])
 def test_bank_key(bank_key_of, artifact, what, changes):
     assert (bank_key_of(what) != bank_key_of(None)) is changes
 
@@ -280,17 +277,9 @@ LIBRARY_KEY_INPUTS = {  # (config overrides as --set strings, bank variant)
 # the baseline of the cases of a {base, weights} retriever: the tiny model's own weights file on its base
 WEIGHTS_FILE = "weights file baseline"
 LIBRARY_BASELINES = {WEIGHTS_FILE: (["rospr.retriever={base: @base, weights: @base/model.safetensors}"], "base")}
-LIBRARY_EQUAL = {"rospr.library path (output path)", "scoring.threads", "rospr.queries (search only)"}
-LIBRARY_GAPS = {
-    "retriever weights file's base tokenizer": (
-        "gap: retriever_identity of a {base, weights} retriever names the weights file's sha256 and the base's "
-        "config, not the base's tokenizer, which tokenizes every key text; build_key keeps only config_hash, dim "
-        "and weights, so a base with another tokenizer reuses the library (the unit key holds it: "
-        "rospr_part's retriever_weights)"),
-    "device cpu->cuda": "gap: build_key has no device class, yet keys embedded on CUDA differ from the CPU's in "
-                        "their low bits (float32 reduction order), so a library built on a GPU is reused on the "
-                        "CPU; the device is not among LibrarySpec's fields",
-}
+# the device class, like a bank's, is recorded in the library's manifest, not keyed (by design)
+LIBRARY_EQUAL = {"rospr.library path (output path)", "scoring.threads", "rospr.queries (search only)",
+                 "device cpu->cuda"}
 
 
 @pytest.fixture(scope="module")
@@ -334,10 +323,54 @@ def library_key_of(ckpts, identities, run_config, tmp_path_factory):
 
 
 @pytest.mark.parametrize("artifact,what,changes", [
-    _case("library", what, what not in LIBRARY_EQUAL, LIBRARY_GAPS.get(what)) for what in LIBRARY_KEY_INPUTS])
+    _case("library", what, what not in LIBRARY_EQUAL) for what in LIBRARY_KEY_INPUTS])
 def test_library_key(library_key_of, artifact, what, changes):
     baseline = WEIGHTS_FILE if what.startswith("retriever weights file") else None
     assert (library_key_of(what) != library_key_of(baseline)) is changes
+
+
+def _sealed_prompt_fields(bank_root: Path) -> list[dict]:
+    """The ``prompt`` fields of every entry's sealed manifest, read from disk as written."""
+    return [json.loads(m.read_text())["prompt"] for m in sorted(bank_root.rglob("manifest.json"))]
+
+
+def test_the_device_is_recorded_not_keyed_for_a_bank_prompt(tiny_backbone, tiny_model_dir, run_config, tmp_path):
+    """By design (the lead's decision, docs/tuning.md) the device class is not in a prompt's train_key:
+    the bank costs GPU-hours, and tuning it on a GPU and then scoring on CPU machines is the method's
+    intended workflow, so a prompt tuned on CUDA is reused on the CPU although its low bits differ.
+    Instead the entry's sealed manifest records the device class (and dtype) it was tuned on."""
+    from rospr_harness.method.bank import tuning_jobs
+    from rospr_harness.tasks.base import DataSettings
+    from rospr.tuning import TuneSettings, in_process, tune_bank
+
+    model, tokenizer, identity = tiny_backbone
+    config = run_config(rospr={"sources": "builtin/animals", "tune": {"source_rows": 8}})
+    job = tuning_jobs(config.rospr, DataSettings())[0]
+    cpu = TuneSettings(prompt_length=2, steps=1, batch_size=4, device="cpu")
+    cuda = TuneSettings(prompt_length=2, steps=1, batch_size=4, device="cuda")
+    backbone = identity.as_dict()
+    assert job.train_key(cpu, backbone) == job.train_key(cuda, backbone)  # the key ignores the device class
+    tune_bank([job], tmp_path / "bank", cpu, backbone, in_process(str(tiny_model_dir), cpu, model, tokenizer))
+    [fields] = _sealed_prompt_fields(tmp_path / "bank")
+    assert fields["train_key"] == job.train_key(cuda, backbone)
+    assert (fields["device"], fields["tune_dtype"]) == ("cpu", "float32")  # what it was made on, recorded
+
+
+def test_the_device_is_recorded_not_keyed_for_a_library(library_key_of, tiny_model_dir, tmp_path):
+    """By design, as a bank's (docs/tuning.md): the device class the keys were embedded on is not in the
+    library's build key (a library built on a GPU is searched on CPUs, though its keys differ in low bits);
+    the library's sealed manifest records it, and a run's provenance shows it (``RosprContext.provenance``)."""
+    from rospr.identity import retriever_identity
+    from rospr.library import LibraryEntry, build_library, load_library
+    from rospr.retriever import TorchEmbedder, load_encoder
+
+    assert library_key_of("device cpu->cuda") == library_key_of(None)  # the key ignores the device class
+    encoder, tokenizer = load_encoder(str(tiny_model_dir))
+    entries = [LibraryEntry("s/a", "s", ("one two", "three")), LibraryEntry("s/b", "s", ("four",))]
+    build_library(tmp_path / "lib", entries, TorchEmbedder(encoder, device="cpu"), tokenizer,
+                  retriever_identity(str(tiny_model_dir)), "bank")
+    assert json.loads((tmp_path / "lib" / "manifest.json").read_text())["device"] == "cpu"
+    assert load_library(tmp_path / "lib").manifest["device"] == "cpu"  # sealed with it: loads intact
 
 
 # -- the ONNX export cache key -------------------------------------------------------------------------

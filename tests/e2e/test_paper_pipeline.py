@@ -8,6 +8,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from rospr.softprompt import PromptBank
 from rospr_harness.cli import app
 from rospr_harness.config import load_config
 from rospr_harness.schema import read_results
@@ -52,7 +53,7 @@ def test_data_status_says_where_rows_come_from(synth_dir):
     lines = result.output.strip().splitlines()[1:]
     # the train and eval splits of each source (where the hub has them), the eval split of each target
     assert len(lines) == sum(len(dataset_spec(f).splits) for f in group("t0_train")) + 11
-    assert all("\tlocal\t" in line for line in lines)
+    assert all("\tsynthetic\t" in line for line in lines)  # rows `rospr data synth` wrote say so
     rte = next(line for line in lines if line.startswith("rte\t"))
     assert "aps/super_glue" in rte and "\trte\t" in rte and "super_glue/rte/validation.jsonl" in rte
 
@@ -66,8 +67,8 @@ def test_t0_train_sources_tune_and_run_with_heldout_targets(synth_dir, tiny_mode
         "--out", str(bank), "--set", "steps=2", "--set", f"source_rows={ROWS}", "--set", "prompt_length=4",
         "--set", "batch_size=4", "--set", "parallel=off"])
     assert result.exit_code == 0, result.output
-    manifest = json.loads((bank / "manifest.json").read_text())
-    trained = sorted((p["source"], p["template"]) for p in manifest["prompts"])
+    entries = PromptBank.open(bank, None).entries  # one sealed store entry per prompt
+    trained = sorted((p["source"], p["template"]) for p in entries)
     assert trained == sorted(expected)
     assert len(trained) == 313, f"{len(trained)} source prompts trained"  # every template of the 38 pairs
 
@@ -129,4 +130,5 @@ def test_configs_paper_runs_with_the_retriever_as_a_weights_file(synth_dir, tiny
     assert json.loads((tmp_path / "library" / "manifest.json").read_text())["retriever"]["weights"] == digest
     assert {u.method for u in res.units} == set(METHODS) and all(u.n > 0 for u in res.units)
     report = (tmp_path / "run" / "report.md").read_text()
-    assert f"retriever `T0_small.pt` (weights {digest}); preset `ours`" in report
+    assert (f"retriever `T0_small.pt` (weights {digest}), bank tuned on cpu and library keys embedded on cpu; "
+            "preset `ours`") in report

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from rospr.softprompt import PromptBank
 from rospr_harness.config import load_config
 from rospr_harness.runner import run as run_config
 from unit.harness.cli.test_run_plan import paper_setup, plan_json  # noqa: F401  the fixture and the plan's JSON
@@ -38,9 +39,9 @@ def test_plan_counts_equal_the_run_and_the_second_plan_sees_its_reuse(paper_setu
     assert before["totals"]["choices"] == choices
 
     # tuning jobs: exactly the prompts the run trained into the empty bank
-    bank = json.loads((tmp / "bank" / "manifest.json").read_text())
-    assert sorted(before["tuning"]["to_train"]) == sorted(p["id"] for p in bank["prompts"])
-    assert before["tuning"]["reused"] == [] and before["tuning"]["jobs"] == len(bank["prompts"])
+    bank = PromptBank.open(tmp / "bank", None).ids()  # one sealed store entry per prompt
+    assert sorted(before["tuning"]["to_train"]) == sorted(bank)
+    assert before["tuning"]["reused"] == [] and before["tuning"]["jobs"] == len(bank)
     assert before["stages"]["tuning"]["backward"] > 0
     # the library the run built, and its retrieval: queries per target as the run logged them
     library = json.loads((tmp / "library" / "manifest.json").read_text())

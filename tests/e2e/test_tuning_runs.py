@@ -98,7 +98,10 @@ def test_ray_with_logical_gpus_places_one_gpu_per_tuning_actor(tiny_model_dir, t
 
     pytest.importorskip("ray")
     repo = Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, "-c", _LOGICAL_GPUS, str(tiny_model_dir), str(tmp_path)], cwd=repo,
+    import os
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(repo / "tests"), os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run([sys.executable, "-c", _LOGICAL_GPUS, str(tiny_model_dir), str(tmp_path)], cwd=repo, env=env,
                          capture_output=True, text=True, timeout=WHOLE_PROCESS_TIMEOUT_S)
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])

@@ -37,6 +37,7 @@ def test_torch_scores_as_the_hand_built_scorer(tiny_model_dir, batches):
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.slow  # an export and a scoring pass: seconds each (the fast tier stays under 90 s; make test runs it)
 def test_onnxruntime_scores_as_the_hand_built_scorer(tiny_model_dir, batches):
     from rospr_harness.backends.onnxruntime_backend import OnnxScorer, ensure_export, make_session
 

@@ -51,6 +51,7 @@ def reference(fake_backends, run_config, tmp_path_factory):
     return settings, root, res
 
 
+@pytest.mark.slow  # whole runs, resumed: seconds each (the fast tier stays under 90 s; make test runs it)
 def test_resume_recomputes_a_unit_whose_records_changed(reference, run_config, tmp_path):
     settings, root, ref = reference
     import shutil
@@ -88,6 +89,7 @@ class _GoesAway:
         return self.scorer.score(batch)
 
 
+@pytest.mark.slow  # whole runs, resumed: seconds each (the fast tier stays under 90 s; make test runs it)
 def test_a_backend_gone_mid_run_keeps_finished_units_then_resume_finishes(reference, run_config, tmp_path):
     settings, root, ref = reference
     cfg = run_config(**settings)
@@ -102,6 +104,7 @@ def test_a_backend_gone_mid_run_keeps_finished_units_then_resume_finishes(refere
     same_units(tmp_path / "r", root / "uninterrupted")
 
 
+@pytest.mark.slow  # whole runs, resumed: seconds each (the fast tier stays under 90 s; make test runs it)
 def test_unit_cache_reuses_and_recomputes_a_damaged_entry(reference, run_config, tmp_path):
     settings, root, ref = reference
     cache = ["cache.enabled=true", f"cache.dir={tmp_path / 'cache'}"]

@@ -18,6 +18,7 @@ from rospr.tuning import (MEGA_BATCHES, TuneJob, TuneSettings, in_process, lengt
                           tune_bank, tune_prompt)
 
 
+@pytest.mark.slow  # a tuning loop of several seconds (the fast tier stays under 90 s; make test runs it)
 def test_default_adafactor_lowers_the_loss(tiny_backbone, animals):
     model, tokenizer, _ = tiny_backbone
     settings = TuneSettings(prompt_length=8, steps=30, batch_size=8)  # Adafactor, lr 0.3, vocab init
@@ -82,6 +83,7 @@ def test_interrupted_tuning_resumes_where_it_stopped(tiny_backbone, tiny_model_d
 FAST = dict(prompt_length=8, steps=5, batch_size=8)
 
 
+@pytest.mark.slow  # a tuning loop of several seconds (the fast tier stays under 90 s; make test runs it)
 def test_micro_batches_accumulate_to_the_full_batch(tiny_backbone, animals):
     model, tokenizer, _ = tiny_backbone
     full = tune_prompt(model, tokenizer, animals[0][:64], TuneSettings(**FAST), seed=1)
@@ -92,6 +94,7 @@ def test_micro_batches_accumulate_to_the_full_batch(tiny_backbone, animals):
         np.testing.assert_allclose(acc.losses, full.losses, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow  # a tuning loop of several seconds (the fast tier stays under 90 s; make test runs it)
 def test_checkpointing_gives_the_same_prompt(tiny_backbone, animals):
     model, tokenizer, _ = tiny_backbone
     off = tune_prompt(model, tokenizer, animals[0][:64], TuneSettings(**FAST), seed=1)

@@ -221,7 +221,7 @@ class _Trickle(_Hub):
         self.send_response(200)
         self.send_header("Content-Length", str(10**9))
         self.end_headers()
-        for _ in range(60):  # at most 3 s, six times the test's deadline (the server's close waits for it)
+        for _ in range(30):  # at most 1.5 s, three times the test's deadline (the server's close waits for it)
             try:
                 self.wfile.write(b" ")
                 self.wfile.flush()

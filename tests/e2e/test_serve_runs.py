@@ -26,6 +26,18 @@ from rospr_harness.serve import TritonServer, _process_group_members, free_port
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _wait_ready(proc: subprocess.Popen, http: int, timeout_s: float = 120) -> None:
+    """Poll ``rospr serve``'s readiness on ``http`` until it answers 200, the process ends, or ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+
+
 def test_server_down_during_the_run_keeps_finished_units(repo, tiny_model_dir, tmp_path):
     from rospr_harness.runner import run
 
@@ -58,12 +70,6 @@ def test_server_down_during_the_run_keeps_finished_units(repo, tiny_model_dir, t
 
 @pytest.mark.slow
 def test_serve_killed_with_sigkill_leaves_no_server(tiny_model_dir, tmp_path_factory, tmp_path):
-    import signal
-    import time
-    import urllib.request
-
-    from rospr_harness.serve import _process_group_members, free_port
-
     repo = served_repo(tiny_model_dir, tmp_path_factory)
     http = free_port()
     grpc = free_port(avoid=(http,))
@@ -72,14 +78,7 @@ def test_serve_killed_with_sigkill_leaves_no_server(tiny_model_dir, tmp_path_fac
                             stderr=subprocess.DEVNULL, env={**os.environ, "ROSPR_SERVE_STATE": str(tmp_path / "st")})
     server_pid = None
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.3)
+        _wait_ready(proc, http)
         kids = [p for p in descendants(proc.pid) if "tritonserver" in Path(f"/proc/{p}/comm").read_text()]
         assert kids, "no tritonserver under rospr serve"
         server_pid = kids[0]
@@ -149,14 +148,7 @@ def test_class5_serve_stops_with_a_clear_message_when_a_python_stub_dies(tiny_mo
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "ROSPR_SERVE_STATE": str(tmp_path / "st"), "COLUMNS": "400"})
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.3)
+        _wait_ready(proc, http)
         time.sleep(1.0)  # rospr serve records its stubs once the server is ready
         stubs = [p for p in descendants(proc.pid)
                  if Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[0].endswith(b"triton_python_backend_stub")]
